@@ -1,0 +1,60 @@
+"""The `kumo` command line.
+
+Each sub-command lives in its own module under `kumovideo.cli` and exposes
+`register(subparsers)`, which adds its parser and sets `func` to a callable taking the
+parsed namespace. Errors the user can fix (`KumoInputError`, missing files, bad
+arguments) print one line and exit with status 2; no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+# Sub-command modules, in the order `kumo --help` lists them.
+COMMAND_MODULES = ["generate", "info", "shapes", "train", "eval", "bench", "data"]
+
+
+class _ArgumentParser(argparse.ArgumentParser):
+    def error(self, message):  # argparse's default also exits 2; keep it to one line.
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _ArgumentParser(prog="kumo", description="KumoVideo text-to-video generation")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_ArgumentParser)
+    sub.required = True
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(f"kumovideo.cli.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"kumovideo.cli.{name}":
+                continue  # command not part of this build
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    from kumovideo.utils.errors import KumoInputError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except KumoInputError as exc:
+        print(f"kumo: error: {exc}", file=sys.stderr)
+        return 2
+    except FileNotFoundError as exc:
+        print(f"kumo: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("kumo: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,5 @@
+import sys
+
+from kumovideo.cli import main
+
+sys.exit(main())

@@ -1,0 +1,177 @@
+"""Loading KumoVideo checkpoint folders: the original layout and the one this package saves.
+
+An original `model_index.json` names the original's own module paths
+(`["models.transformer", "KumoTransformer3DModel"]`, `["models.vae", "KumoAutoencoderKL"]`,
+...). Each name maps to the class that runs it here; the VAE's block type names are
+mapped to diffusers' CogVideoX ones. Folders saved by this package name `kumovideo`,
+`diffusers` and `transformers` classes and load the same way.
+
+Weights load from safetensors only; a folder with only pickle weights is refused.
+Every problem a user can fix (missing part, corrupt file) raises `KumoInputError` with
+a one-line message naming the part.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from kumovideo.utils.errors import KumoInputError
+
+COMPONENTS = ("tokenizer", "text_encoder", "vae", "transformer", "scheduler")
+
+# Original class names -> (library, class) here.
+ORIGINAL_CLASSES = {
+    "KumoTransformer3DModel": ("kumovideo", "KumoTransformer3DModel"),
+    "KumoAutoencoderKL": ("diffusers", "AutoencoderKLCogVideoX"),
+    "KumoDDIMScheduler": ("kumovideo", "KumoDDIMScheduler"),
+    "KumoLCMScheduler": ("kumovideo", "KumoLCMScheduler"),
+}
+ORIGINAL_VAE_BLOCKS = {
+    "KumoDownBlock3D": "CogVideoXDownBlock3D",
+    "KumoUpBlock3D": "CogVideoXUpBlock3D",
+}
+
+_WEIGHT_FILES = {
+    "transformer": "diffusion_pytorch_model.safetensors",
+    "vae": "diffusion_pytorch_model.safetensors",
+    "text_encoder": "model.safetensors",
+}
+_CONFIG_FILES = {
+    "transformer": "config.json",
+    "vae": "config.json",
+    "text_encoder": "config.json",
+    "scheduler": "scheduler_config.json",
+}
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except json.JSONDecodeError as exc:
+        raise KumoInputError(f"{path} is not valid JSON ({exc.msg} at line {exc.lineno}); re-save the checkpoint") from None
+
+
+def resolve_class(library: str, class_name: str):
+    """The class that loads a component named `[library, class_name]` in model_index.json."""
+    if class_name in ORIGINAL_CLASSES:
+        library, class_name = ORIGINAL_CLASSES[class_name]
+    elif library.startswith("models"):
+        raise KumoInputError(f"unknown original component class {class_name!r} from {library!r}")
+    import importlib
+
+    try:
+        module = importlib.import_module(library)
+        return getattr(module, class_name)
+    except (ImportError, AttributeError):
+        raise KumoInputError(f"component class {library}.{class_name} is not available; is the package installed?") from None
+
+
+def _check_weights(folder: Path, name: str) -> None:
+    """Fail early, with the part named, on missing, pickle-only, sharded-missing or corrupt weights."""
+    weights = _WEIGHT_FILES.get(name)
+    if weights is None:
+        return
+    part = folder / name
+    single = part / weights
+    index = part / (weights + ".index.json")
+    if index.exists():
+        shards = sorted(set(_read_json(index).get("weight_map", {}).values()))
+        files = [part / s for s in shards]
+    elif single.exists():
+        files = [single]
+    else:
+        pickles = [p.name for p in part.glob("*.bin")] + [p.name for p in part.glob("*.pt")]
+        if pickles:
+            raise KumoInputError(
+                f"{part} has only pickle weights ({', '.join(pickles)}); KumoVideo loads safetensors only "
+                "(convert them with safetensors.torch.save_file)"
+            )
+        raise KumoInputError(f"checkpoint folder {folder} is missing {name}/{weights}")
+    from safetensors import safe_open
+
+    for file in files:
+        if not file.exists():
+            raise KumoInputError(f"checkpoint folder {folder} is missing {name}/{file.name} (listed in the shard index)")
+        try:
+            with safe_open(str(file), framework="pt") as f:
+                keys = list(f.keys())
+                if keys:  # touching one tensor catches truncated files
+                    f.get_slice(keys[-1])
+        except Exception as exc:  # safetensors raises its own error types
+            raise KumoInputError(
+                f"{file} is not a valid safetensors file ({str(exc).splitlines()[0]}); re-download or re-save it"
+            ) from None
+        if file.stat().st_size < 8:
+            raise KumoInputError(f"{file} is truncated; re-download or re-save it")
+
+
+def check_checkpoint_folder(folder: str | os.PathLike) -> dict[str, Any]:
+    """Validate a pipeline folder before loading anything. Returns its model_index."""
+    folder = Path(folder)
+    if not folder.exists():
+        raise KumoInputError(f"checkpoint folder {folder} does not exist; pass --model with a KumoVideo pipeline folder")
+    if not folder.is_dir():
+        raise KumoInputError(f"{folder} is not a folder; pass a KumoVideo pipeline folder (with model_index.json)")
+    index_path = folder / "model_index.json"
+    if not index_path.exists():
+        raise KumoInputError(f"checkpoint folder {folder} is missing model_index.json; is it a KumoVideo pipeline folder?")
+    index = _read_json(index_path)
+    for name in COMPONENTS:
+        if name not in index or index[name] is None or index[name][0] is None:
+            raise KumoInputError(f"checkpoint folder {folder}: model_index.json does not name the {name} component")
+        if not (folder / name).is_dir():
+            raise KumoInputError(f"checkpoint folder {folder} is missing the {name}/ folder")
+        config = _CONFIG_FILES.get(name)
+        if config and not (folder / name / config).exists():
+            raise KumoInputError(f"checkpoint folder {folder} is missing {name}/{config}")
+        _check_weights(folder, name)
+    return index
+
+
+def load_vae(folder: str | os.PathLike, torch_dtype: torch.dtype | None = None):
+    """Load a 3D causal VAE, original (`KumoAutoencoderKL`) or diffusers-saved, into diffusers'
+    `AutoencoderKLCogVideoX`."""
+    from diffusers import AutoencoderKLCogVideoX
+
+    folder = Path(folder)
+    config = _read_json(folder / "config.json")
+    overrides = {
+        key: [ORIGINAL_VAE_BLOCKS.get(b, b) for b in config[key]]
+        for key in ("down_block_types", "up_block_types")
+        if key in config
+    }
+    return AutoencoderKLCogVideoX.from_pretrained(folder, torch_dtype=torch_dtype, use_safetensors=True, **overrides)
+
+
+def load_component(folder: Path, name: str, library: str, class_name: str, torch_dtype: torch.dtype | None):
+    part = folder / name
+    if name == "vae":
+        return load_vae(part, torch_dtype)
+    cls = resolve_class(library, class_name)
+    if name == "scheduler":
+        return cls.from_pretrained(part)
+    if name == "tokenizer":
+        return cls.from_pretrained(part)
+    if name == "text_encoder":
+        return cls.from_pretrained(part, torch_dtype=torch_dtype or torch.float32, use_safetensors=True)
+    return cls.from_pretrained(part, torch_dtype=torch_dtype, use_safetensors=True)
+
+
+def load_pipeline_components(folder: str | os.PathLike, torch_dtype: torch.dtype | None = None, **overrides):
+    """Load every component of a pipeline folder; components passed in `overrides` are used as given."""
+    folder = Path(folder)
+    index = check_checkpoint_folder(folder)
+    components = {}
+    for name in COMPONENTS:
+        if name in overrides:
+            components[name] = overrides[name]
+            continue
+        library, class_name = index[name]
+        components[name] = load_component(folder, name, library, class_name, torch_dtype)
+    return components

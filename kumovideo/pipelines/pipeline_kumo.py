@@ -1,0 +1,291 @@
+"""KumoPipeline: text -> video with T5, MADiT and the 3D causal VAE.
+
+    prompt --T5--> text states (B, L, D_text)
+    seed   --randn--> latents (B, F_lat, C, H/8, W/8)
+    for t in scheduler.timesteps:  MADiT predicts v (with classifier-free guidance),
+                                   the scheduler (DDIM or Turbo consistency) steps
+    latents --VAE decode--> frames (B, F, 3, H, W)
+
+The initial noise is drawn exactly as the original does (`torch.randn` of the latent
+shape from the caller's generator, before anything else), so a seed gives the same video
+as the original implementation.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from diffusers import AutoencoderKLCogVideoX, DiffusionPipeline
+from diffusers.utils import BaseOutput
+from diffusers.utils.torch_utils import randn_tensor
+from diffusers.video_processor import VideoProcessor
+
+from kumovideo.models.transformer_kumo import KumoTransformer3DModel
+from kumovideo.pipelines.loading import load_pipeline_components
+from kumovideo.schedulers import KumoDDIMScheduler, KumoLCMScheduler
+from kumovideo.utils.errors import KumoInputError
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class KumoPipelineOutput(BaseOutput):
+    """`frames`: list of lists of PIL images, np (B, F, H, W, 3) in [0, 1], torch (B, F, 3, H, W)
+    in [0, 1], or latents (B, F_lat, C, h, w), depending on `output_type`."""
+
+    frames: Any
+
+
+class KumoPipeline(DiffusionPipeline):
+    model_cpu_offload_seq = "text_encoder->transformer->vae"
+    _callback_tensor_inputs = ["latents", "prompt_embeds", "negative_prompt_embeds"]
+
+    def __init__(
+        self,
+        tokenizer,
+        text_encoder,
+        vae: AutoencoderKLCogVideoX,
+        transformer: KumoTransformer3DModel,
+        scheduler: KumoDDIMScheduler | KumoLCMScheduler,
+    ):
+        super().__init__()
+        self.register_modules(
+            tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, transformer=transformer, scheduler=scheduler
+        )
+        self.vae_scale_factor_spatial = 2 ** (len(self.vae.config.block_out_channels) - 1)
+        self.vae_scale_factor_temporal = self.vae.config.temporal_compression_ratio
+        self.video_processor = VideoProcessor(vae_scale_factor=self.vae_scale_factor_spatial)
+
+    # ------------------------------------------------------------------ loading
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs):
+        """Load an original KumoVideo / KumoVideo-Turbo folder, or one this package saved.
+
+        Local folders only are read here (the original `model_index.json` names module
+        paths diffusers cannot import); components may be passed in to replace the saved
+        ones (`scheduler=KumoLCMScheduler(...)`), `torch_dtype` casts the weights.
+        """
+        torch_dtype = kwargs.pop("torch_dtype", None)
+        components = {k: kwargs.pop(k) for k in list(kwargs) if k in ("tokenizer", "text_encoder", "vae", "transformer", "scheduler")}
+        if kwargs:
+            logger.warning("KumoPipeline.from_pretrained ignores arguments: %s", ", ".join(sorted(kwargs)))
+        return cls(**load_pipeline_components(pretrained_model_name_or_path, torch_dtype=torch_dtype, **components))
+
+    # ------------------------------------------------------------------ memory switches
+
+    def enable_vae_slicing(self):
+        """Decode one video of the batch at a time (less peak memory, same frames)."""
+        self.vae.enable_slicing()
+
+    def disable_vae_slicing(self):
+        self.vae.disable_slicing()
+
+    def enable_vae_tiling(self, **tile_kwargs):
+        """Decode in overlapping spatial tiles (large frames on small GPUs)."""
+        self.vae.enable_tiling(**tile_kwargs)
+
+    def disable_vae_tiling(self):
+        self.vae.disable_tiling()
+
+    # ------------------------------------------------------------------ text
+
+    @property
+    def max_sequence_length(self) -> int:
+        return self.transformer.config.max_text_seq_length
+
+    def _tokenize(self, prompts: list[str], max_sequence_length: int):
+        ids = self.tokenizer(
+            prompts,
+            padding="max_length",
+            max_length=max_sequence_length,
+            truncation=True,
+            add_special_tokens=True,
+            return_tensors="pt",
+        ).input_ids
+        full = self.tokenizer(prompts, padding="longest", add_special_tokens=True, return_tensors="pt").input_ids
+        if full.shape[-1] > max_sequence_length:
+            for prompt, row in zip(prompts, full):
+                length = int((row != self.tokenizer.pad_token_id).sum())
+                if length > max_sequence_length:
+                    logger.warning(
+                        "prompt is %d tokens, longer than the text window of %d: it was truncated to %r",
+                        length,
+                        max_sequence_length,
+                        self.tokenizer.decode(ids[prompts.index(prompt)], skip_special_tokens=True),
+                    )
+        return ids
+
+    def encode_prompt(
+        self,
+        prompt: str | list[str],
+        num_videos_per_prompt: int = 1,
+        max_sequence_length: int | None = None,
+        device: torch.device | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> torch.Tensor:
+        """T5 states (B * num_videos_per_prompt, max_sequence_length, D_text)."""
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        max_sequence_length = max_sequence_length or self.max_sequence_length
+        device = device or self._execution_device
+        ids = self._tokenize(prompts, max_sequence_length).to(device)
+        with torch.no_grad():
+            states = self.text_encoder(ids)[0]
+        states = states.to(dtype=dtype or self.transformer.dtype, device=device)
+        return states.repeat_interleave(num_videos_per_prompt, dim=0)
+
+    # ------------------------------------------------------------------ checks
+
+    def check_inputs(self, prompt, negative_prompt, height, width, num_frames, num_inference_steps, max_sequence_length):
+        if not isinstance(prompt, (str, list)) or (isinstance(prompt, list) and not all(isinstance(p, str) for p in prompt)):
+            raise KumoInputError("prompt must be a string or a list of strings")
+        if isinstance(prompt, list) and not prompt:
+            raise KumoInputError("prompt list is empty; pass at least one prompt")
+        if negative_prompt is not None and isinstance(negative_prompt, list) and isinstance(prompt, list):
+            if len(negative_prompt) != len(prompt):
+                raise KumoInputError(f"{len(negative_prompt)} negative prompts for {len(prompt)} prompts; pass one each or a single string")
+        if num_frames < 1 or (num_frames - 1) % self.vae_scale_factor_temporal:
+            t = self.vae_scale_factor_temporal
+            lower = max(1, (num_frames - 1) // t * t + 1)
+            raise KumoInputError(
+                f"num_frames={num_frames} is not {t}k+1 (the VAE compresses time {t}x); use {lower} or {lower + t}"
+            )
+        multiple = self.vae_scale_factor_spatial * self.transformer.config.patch_size
+        for name, value in (("height", height), ("width", width)):
+            if value < multiple or value % multiple:
+                lower = max(multiple, value // multiple * multiple)
+                raise KumoInputError(
+                    f"{name}={value} is not a multiple of {multiple} (VAE {self.vae_scale_factor_spatial}x times patch "
+                    f"{self.transformer.config.patch_size}); use {lower} or {lower + multiple}"
+                )
+        if num_inference_steps < 1:
+            raise KumoInputError(f"num_inference_steps={num_inference_steps}; use at least 1")
+        if max_sequence_length != self.max_sequence_length:
+            raise KumoInputError(
+                f"max_sequence_length={max_sequence_length}, but this transformer was trained with a text window of "
+                f"{self.max_sequence_length}; leave it unset"
+            )
+
+    # ------------------------------------------------------------------ latents
+
+    def prepare_latents(self, batch_size, num_frames, height, width, dtype, device, generator, latents=None):
+        shape = (
+            batch_size,
+            (num_frames - 1) // self.vae_scale_factor_temporal + 1,
+            self.transformer.config.in_channels,
+            height // self.vae_scale_factor_spatial,
+            width // self.vae_scale_factor_spatial,
+        )
+        if latents is None:
+            # Drawn in float32 on the generator's device, as the original does, then cast.
+            latents = randn_tensor(shape, generator=generator, device=device, dtype=torch.float32)
+        elif tuple(latents.shape) != shape:
+            raise KumoInputError(f"latents have shape {tuple(latents.shape)}, expected {shape}")
+        return (latents.to(device=device, dtype=torch.float32) * self.scheduler.init_noise_sigma).to(dtype)
+
+    def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        """(B, F_lat, C, h, w) latents -> (B, 3, F, H, W) video in [-1, 1]."""
+        latents = latents.permute(0, 2, 1, 3, 4) / self.vae.config.scaling_factor
+        return self.vae.decode(latents.to(self.vae.dtype)).sample
+
+    # ------------------------------------------------------------------ call
+
+    @property
+    def guidance_scale(self) -> float:
+        return self._guidance_scale
+
+    @property
+    def do_classifier_free_guidance(self) -> bool:
+        return self._guidance_scale > 1.0
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        prompt: str | list[str],
+        negative_prompt: str | list[str] | None = None,
+        height: int = 480,
+        width: int = 720,
+        num_frames: int = 41,
+        num_inference_steps: int = 50,
+        guidance_scale: float = 6.0,
+        num_videos_per_prompt: int = 1,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        latents: torch.Tensor | None = None,
+        max_sequence_length: int | None = None,
+        output_type: str = "pil",
+        return_dict: bool = True,
+        callback_on_step_end: Callable[[Any, int, int, dict], dict] | None = None,
+        callback_on_step_end_tensor_inputs: list[str] = ("latents",),
+    ):
+        max_sequence_length = max_sequence_length or self.max_sequence_length
+        self.check_inputs(prompt, negative_prompt, height, width, num_frames, num_inference_steps, max_sequence_length)
+        if output_type not in ("pil", "np", "pt", "latent"):
+            raise KumoInputError(f"output_type={output_type!r}; use 'pil', 'np', 'pt' or 'latent'")
+        self._guidance_scale = guidance_scale
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        batch_size = len(prompts) * num_videos_per_prompt
+        device = self._execution_device
+        dtype = self.transformer.dtype
+
+        # 1. Initial noise first, so the generator's stream matches the original's.
+        latents = self.prepare_latents(batch_size, num_frames, height, width, dtype, device, generator, latents)
+
+        # 2. Text. With guidance, [negative; positive] along the batch, as the original.
+        prompt_embeds = self.encode_prompt(prompts, num_videos_per_prompt, max_sequence_length, device, dtype)
+        if self.do_classifier_free_guidance:
+            negative_prompt = negative_prompt or ""
+            negatives = [negative_prompt] * len(prompts) if isinstance(negative_prompt, str) else list(negative_prompt)
+            negative_embeds = self.encode_prompt(negatives, num_videos_per_prompt, max_sequence_length, device, dtype)
+            prompt_embeds = torch.cat([negative_embeds, prompt_embeds], dim=0)
+
+        # 3. Denoise.
+        self.scheduler.set_timesteps(num_inference_steps, device=device)
+        timesteps = self.scheduler.timesteps
+        step_kwargs = {}
+        if "generator" in inspect.signature(self.scheduler.step).parameters:
+            step_kwargs["generator"] = generator
+        self._num_timesteps = len(timesteps)
+        with self.progress_bar(total=len(timesteps)) as progress_bar:
+            for i, t in enumerate(timesteps):
+                model_input = torch.cat([latents] * 2) if self.do_classifier_free_guidance else latents
+                model_input = self.scheduler.scale_model_input(model_input, t)
+                v_pred = self.transformer(
+                    hidden_states=model_input,
+                    encoder_hidden_states=prompt_embeds,
+                    timestep=t.expand(model_input.shape[0]),
+                    return_dict=False,
+                )[0].float()
+                if self.do_classifier_free_guidance:
+                    v_uncond, v_text = v_pred.chunk(2)
+                    v_pred = v_uncond + guidance_scale * (v_text - v_uncond)
+                latents = self.scheduler.step(v_pred, t, latents, **step_kwargs, return_dict=False)[0]
+                latents = latents.to(dtype)
+                if callback_on_step_end is not None:
+                    values = {name: locals()[name] for name in callback_on_step_end_tensor_inputs}
+                    returned = callback_on_step_end(self, i, t, values) or {}
+                    latents = returned.get("latents", latents)
+                progress_bar.update()
+
+        # 4. Decode.
+        if output_type == "latent":
+            video = latents
+        else:
+            video = self.decode_latents(latents)
+            video = self.video_processor.postprocess_video(video, output_type=output_type)
+        self.maybe_free_model_hooks()
+        if not return_dict:
+            return (video,)
+        return KumoPipelineOutput(frames=video)
+
+
+def frames_to_uint8(frames: np.ndarray | torch.Tensor) -> np.ndarray:
+    """Video in [0, 1] as np (F, H, W, 3) or torch (F, 3, H, W) -> uint8 (F, H, W, 3)."""
+    if torch.is_tensor(frames):
+        frames = frames.permute(0, 2, 3, 1).float().cpu().numpy()
+    return (np.clip(frames, 0.0, 1.0) * 255).round().astype(np.uint8)

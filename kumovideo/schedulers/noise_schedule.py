@@ -1,0 +1,22 @@
+"""The KumoVideo noise schedule, shared by the DDIM and consistency schedulers.
+
+Scaled-linear betas (0.00085 -> 0.012 over 1000 steps), then CogVideoX's SNR shift
+(`alpha_bar / (s + (1 - s) * alpha_bar)`, s = 3: every timestep noisier, which large
+video latents need) and the zero-terminal-SNR rescale, so t = 999 is pure noise.
+"""
+
+import torch
+from diffusers.schedulers.scheduling_ddim_cogvideox import rescale_zero_terminal_snr
+
+
+def kumo_alphas_cumprod(
+    beta_start: float = 0.00085,
+    beta_end: float = 0.012,
+    num_train_timesteps: int = 1000,
+    snr_shift_scale: float = 3.0,
+) -> torch.Tensor:
+    """alpha_bar_t for t = 0..T-1, in float64 exactly as CogVideoX computes it (bit-compatible)."""
+    betas = torch.linspace(beta_start**0.5, beta_end**0.5, num_train_timesteps, dtype=torch.float64) ** 2
+    alphas_cumprod = torch.cumprod(1.0 - betas, dim=0)
+    alphas_cumprod = alphas_cumprod / (snr_shift_scale + (1 - snr_shift_scale) * alphas_cumprod)
+    return rescale_zero_terminal_snr(alphas_cumprod)

@@ -1,0 +1,68 @@
+"""KumoVideo-Turbo's consistency scheduler.
+
+A latent consistency model sampler (Luo et al. 2023, "Latent Consistency Models",
+Algorithm 1: multistep consistency sampling) on KumoVideo's noise schedule. diffusers'
+`LCMScheduler` already implements the algorithm: the skipping-step timestep grid taken
+from 50 original DDIM steps, the boundary-condition scalings
+`c_skip = s^2 / ((10 t)^2 + s^2)`, `c_out = 10 t / sqrt((10 t)^2 + s^2)` with
+sigma_data s = 0.5, and re-noising of the x0 estimate between steps. What it lacks is
+CogVideoX's SNR-shifted, zero-terminal-SNR alphas; this class swaps them in and sets
+KumoVideo's defaults (v-prediction), and nothing else.
+"""
+
+import torch
+from diffusers import LCMScheduler
+from diffusers.configuration_utils import register_to_config
+
+from kumovideo.schedulers.noise_schedule import kumo_alphas_cumprod
+
+
+class KumoLCMScheduler(LCMScheduler):
+    @register_to_config
+    def __init__(
+        self,
+        num_train_timesteps: int = 1000,
+        beta_start: float = 0.00085,
+        beta_end: float = 0.012,
+        beta_schedule: str = "scaled_linear",
+        trained_betas=None,
+        original_inference_steps: int = 50,
+        clip_sample: bool = False,
+        clip_sample_range: float = 1.0,
+        set_alpha_to_one: bool = True,
+        steps_offset: int = 0,
+        prediction_type: str = "v_prediction",
+        thresholding: bool = False,
+        dynamic_thresholding_ratio: float = 0.995,
+        sample_max_value: float = 1.0,
+        timestep_spacing: str = "leading",
+        timestep_scaling: float = 10.0,
+        rescale_betas_zero_snr: bool = False,
+        snr_shift_scale: float = 3.0,
+    ):
+        if beta_schedule != "scaled_linear" or trained_betas is not None or rescale_betas_zero_snr:
+            raise ValueError(
+                "KumoLCMScheduler uses KumoVideo's own schedule (scaled-linear betas, SNR shift, zero terminal SNR); "
+                "set only beta_start, beta_end, num_train_timesteps and snr_shift_scale"
+            )
+        super().__init__(
+            num_train_timesteps=num_train_timesteps,
+            beta_start=beta_start,
+            beta_end=beta_end,
+            beta_schedule=beta_schedule,
+            original_inference_steps=original_inference_steps,
+            clip_sample=clip_sample,
+            clip_sample_range=clip_sample_range,
+            set_alpha_to_one=set_alpha_to_one,
+            steps_offset=steps_offset,
+            prediction_type=prediction_type,
+            thresholding=thresholding,
+            dynamic_thresholding_ratio=dynamic_thresholding_ratio,
+            sample_max_value=sample_max_value,
+            timestep_spacing=timestep_spacing,
+            timestep_scaling=timestep_scaling,
+        )
+        alphas_cumprod = kumo_alphas_cumprod(beta_start, beta_end, num_train_timesteps, snr_shift_scale)
+        self.alphas_cumprod = alphas_cumprod
+        self.alphas = self.alphas_cumprod / torch.cat([self.alphas_cumprod.new_ones(1), self.alphas_cumprod[:-1]])
+        self.betas = 1.0 - self.alphas

@@ -1,0 +1,3 @@
+from .errors import KumoInputError
+
+__all__ = ["KumoInputError"]
