@@ -37,12 +37,33 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _configure_logging() -> None:
+    """Warnings from kumovideo print as one line each; library chatter stays quiet."""
+    import logging
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("kumo: warning: %(message)s"))
+    log = logging.getLogger("kumovideo")
+    if not log.handlers:
+        log.addHandler(handler)
+    log.setLevel(logging.WARNING)
+    log.propagate = False
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    try:
+        from diffusers.utils import logging as diffusers_logging
+
+        diffusers_logging.set_verbosity_error()
+    except ImportError:
+        pass
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     from kumovideo.utils.errors import KumoInputError
 
     parser = build_parser()
     args = parser.parse_args(argv)
+    _configure_logging()
     try:
         return int(args.func(args) or 0)
     except KumoInputError as exc:

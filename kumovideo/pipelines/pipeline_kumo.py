@@ -29,6 +29,7 @@ from diffusers.video_processor import VideoProcessor
 from kumovideo.models.transformer_kumo import KumoTransformer3DModel
 from kumovideo.pipelines.loading import load_pipeline_components
 from kumovideo.schedulers import KumoDDIMScheduler, KumoLCMScheduler
+from kumovideo.schedulers.sampling import renoise_timesteps, sample_renoise
 from kumovideo.utils.errors import KumoInputError
 
 logger = logging.getLogger(__name__)
@@ -222,9 +223,15 @@ class KumoPipeline(DiffusionPipeline):
         return_dict: bool = True,
         callback_on_step_end: Callable[[Any, int, int, dict], dict] | None = None,
         callback_on_step_end_tensor_inputs: list[str] = ("latents",),
+        sampler: str = "scheduler",
     ):
+        """Generate clips. `sampler="scheduler"` steps the pipeline's scheduler (DDIM, or the
+        Turbo consistency scheduler); `sampler="renoise"` runs the Kandinsky-4-Flash-style
+        few-step re-noising sampler on any model (guidance as given; Flash uses none)."""
         max_sequence_length = max_sequence_length or self.max_sequence_length
         self.check_inputs(prompt, negative_prompt, height, width, num_frames, num_inference_steps, max_sequence_length)
+        if sampler not in ("scheduler", "renoise"):
+            raise KumoInputError(f"sampler={sampler!r}; use 'scheduler' or 'renoise'")
         if output_type not in ("pil", "np", "pt", "latent"):
             raise KumoInputError(f"output_type={output_type!r}; use 'pil', 'np', 'pt' or 'latent'")
         self._guidance_scale = guidance_scale
@@ -245,32 +252,44 @@ class KumoPipeline(DiffusionPipeline):
             prompt_embeds = torch.cat([negative_embeds, prompt_embeds], dim=0)
 
         # 3. Denoise.
-        self.scheduler.set_timesteps(num_inference_steps, device=device)
-        timesteps = self.scheduler.timesteps
-        step_kwargs = {}
-        if "generator" in inspect.signature(self.scheduler.step).parameters:
-            step_kwargs["generator"] = generator
-        self._num_timesteps = len(timesteps)
-        with self.progress_bar(total=len(timesteps)) as progress_bar:
-            for i, t in enumerate(timesteps):
-                model_input = torch.cat([latents] * 2) if self.do_classifier_free_guidance else latents
-                model_input = self.scheduler.scale_model_input(model_input, t)
-                v_pred = self.transformer(
-                    hidden_states=model_input,
-                    encoder_hidden_states=prompt_embeds,
-                    timestep=t.expand(model_input.shape[0]),
-                    return_dict=False,
-                )[0].float()
-                if self.do_classifier_free_guidance:
-                    v_uncond, v_text = v_pred.chunk(2)
-                    v_pred = v_uncond + guidance_scale * (v_text - v_uncond)
-                latents = self.scheduler.step(v_pred, t, latents, **step_kwargs, return_dict=False)[0]
-                latents = latents.to(dtype)
-                if callback_on_step_end is not None:
-                    values = {name: locals()[name] for name in callback_on_step_end_tensor_inputs}
-                    returned = callback_on_step_end(self, i, t, values) or {}
-                    latents = returned.get("latents", latents)
-                progress_bar.update()
+        def guided_v(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            model_input = torch.cat([x] * 2) if self.do_classifier_free_guidance else x
+            model_input = self.scheduler.scale_model_input(model_input, t)
+            v_pred = self.transformer(
+                hidden_states=model_input,
+                encoder_hidden_states=prompt_embeds,
+                timestep=t.expand(model_input.shape[0]),
+                return_dict=False,
+            )[0].float()
+            if self.do_classifier_free_guidance:
+                v_uncond, v_text = v_pred.chunk(2)
+                v_pred = v_uncond + guidance_scale * (v_text - v_uncond)
+            return v_pred
+
+        if sampler == "renoise":
+            timesteps = renoise_timesteps(num_inference_steps, self.scheduler.config.num_train_timesteps).to(device)
+            self._num_timesteps = len(timesteps)
+            with self.progress_bar(total=len(timesteps)) as progress_bar:
+                latents = sample_renoise(
+                    guided_v, latents, timesteps, self.scheduler.alphas_cumprod, generator, lambda i: progress_bar.update()
+                )
+        else:
+            self.scheduler.set_timesteps(num_inference_steps, device=device)
+            timesteps = self.scheduler.timesteps
+            step_kwargs = {}
+            if "generator" in inspect.signature(self.scheduler.step).parameters:
+                step_kwargs["generator"] = generator
+            self._num_timesteps = len(timesteps)
+            with self.progress_bar(total=len(timesteps)) as progress_bar:
+                for i, t in enumerate(timesteps):
+                    v_pred = guided_v(latents, t)
+                    latents = self.scheduler.step(v_pred, t, latents, **step_kwargs, return_dict=False)[0].to(dtype)
+                    if callback_on_step_end is not None:
+                        values = {"latents": latents, "prompt_embeds": prompt_embeds}
+                        values = {k: values[k] for k in callback_on_step_end_tensor_inputs}
+                        returned = callback_on_step_end(self, i, t, values) or {}
+                        latents = returned.get("latents", latents)
+                    progress_bar.update()
 
         # 4. Decode.
         if output_type == "latent":

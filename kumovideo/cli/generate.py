@@ -1,0 +1,125 @@
+"""`kumo generate PROMPT -o OUT.mp4`: one clip from a prompt."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from kumovideo.utils.errors import KumoInputError
+
+DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+
+
+def register(sub) -> None:
+    p = sub.add_parser("generate", help="generate a clip from a text prompt", description=__doc__)
+    p.add_argument("prompt", help="what the clip should show")
+    p.add_argument("-o", "--output", required=True, help="output file: .mp4 (H.264), .webm (VP9) or .gif")
+    p.add_argument("--model", help="pipeline folder (original KumoVideo layout or saved by kumovideo); default: the built-in model")
+    p.add_argument("--negative-prompt", default=None, help="what the clip should not show (with guidance > 1)")
+    p.add_argument("--steps", type=int, default=None, help="denoising steps (default: the model's, 4 with --turbo)")
+    p.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale; <= 1 turns guidance off")
+    p.add_argument("--seed", type=int, default=0, help="random seed: same seed, same clip")
+    p.add_argument("--frames", type=int, default=None, help="number of frames, 4k+1 (default: the model's)")
+    p.add_argument("--height", type=int, default=None, help="height in pixels, a multiple of 16 (default: the model's)")
+    p.add_argument("--width", type=int, default=None, help="width in pixels, a multiple of 16 (default: the model's)")
+    p.add_argument("--fps", type=int, default=None, help="frame rate of the written clip (default: the model's, else 8)")
+    p.add_argument("--turbo", action="store_true", help="few-step consistency sampling (KumoVideo-Turbo)")
+    p.add_argument("--sampler", choices=["default", "renoise"], default="default",
+                   help="'renoise': Kandinsky-4-Flash-style few-step re-noising sampler, any model")
+    p.add_argument("--cpu-offload", action="store_true", help="keep only the running model on the GPU")
+    p.add_argument("--vae-tiling", action="store_true", help="decode in spatial tiles (less memory)")
+    p.add_argument("--dtype", default="fp32", help="fp32, bf16 or fp16 (default fp32)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:N or mps (default: cuda if available, else cpu)")
+    p.set_defaults(func=run)
+
+
+def resolve_device(name: str | None):
+    import torch
+
+    if name is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise KumoInputError(f"unknown device {name!r}; use cpu, cuda, cuda:N or mps") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise KumoInputError(f"device {name!r} asked for, but no CUDA GPU is available; use --device cpu")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise KumoInputError(f"device {name!r} does not exist: {torch.cuda.device_count()} CUDA GPU(s) here")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise KumoInputError("device 'mps' asked for, but MPS is not available; use --device cpu")
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise KumoInputError(f"device {name!r} is not supported; use cpu, cuda, cuda:N or mps")
+    return device
+
+
+def resolve_dtype(name: str):
+    import torch
+
+    if name not in DTYPES:
+        raise KumoInputError(f"unknown dtype {name!r}; use one of {', '.join(DTYPES)}")
+    return getattr(torch, DTYPES[name])
+
+
+def model_defaults(folder: Path) -> dict:
+    """Sampling defaults a checkpoint recommends (kumo_defaults.json), if it has them."""
+    path = folder / "kumo_defaults.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def run(args) -> int:
+    import torch
+
+    from kumovideo.utils.video_io import check_output_path, write_video
+
+    # Everything that can be checked before loading a model is checked first.
+    output = check_output_path(args.output)
+    dtype = resolve_dtype(args.dtype)
+    device = resolve_device(args.device)
+    if args.cpu_offload and device.type != "cuda":
+        raise KumoInputError("--cpu-offload needs a CUDA GPU (it moves models between GPU and CPU); drop it on CPU")
+    for name in ("steps", "frames", "height", "width", "fps"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise KumoInputError(f"--{name} must be a positive integer, got {value}")
+    if not args.prompt.strip():
+        raise KumoInputError("the prompt is empty; say what the clip should show")
+
+    from kumovideo.builtin import builtin_model_dir
+    from kumovideo.pipelines import KumoPipeline, frames_to_uint8
+    from kumovideo.schedulers import KumoLCMScheduler
+
+    start = time.perf_counter()
+    folder = Path(args.model) if args.model else builtin_model_dir(turbo=args.turbo)
+    pipe = KumoPipeline.from_pretrained(folder, torch_dtype=dtype)
+    defaults = model_defaults(folder)
+    turbo = args.turbo or isinstance(pipe.scheduler, KumoLCMScheduler)
+    if args.turbo and not isinstance(pipe.scheduler, KumoLCMScheduler):
+        pipe.scheduler = KumoLCMScheduler.from_config(pipe.scheduler.config)
+    if args.cpu_offload:
+        pipe.enable_model_cpu_offload(device=device)
+    else:
+        pipe.to(device)
+    if args.vae_tiling:
+        pipe.enable_vae_tiling()
+
+    cfg = pipe.transformer.config
+    steps = args.steps or (defaults.get("turbo_steps", 4) if turbo else defaults.get("num_inference_steps", 50))
+    guidance = args.guidance if args.guidance is not None else (
+        defaults.get("turbo_guidance_scale", 2.0) if turbo else defaults.get("guidance_scale", 6.0))
+    frames = args.frames or cfg.sample_frames
+    height = args.height or cfg.sample_height * pipe.vae_scale_factor_spatial
+    width = args.width or cfg.sample_width * pipe.vae_scale_factor_spatial
+    fps = args.fps or defaults.get("fps", 8)
+
+    call = dict(
+        prompt=args.prompt, negative_prompt=args.negative_prompt, num_frames=frames, height=height, width=width,
+        num_inference_steps=steps, guidance_scale=guidance,
+        generator=torch.Generator(device="cpu").manual_seed(args.seed), output_type="pt",
+    )
+    video = pipe(**call, sampler="scheduler" if args.sampler == "default" else "renoise").frames[0]
+    write_video(frames_to_uint8(video), output, fps=fps)
+    elapsed = time.perf_counter() - start
+    print(f"wrote {output} ({frames} frames, {height}x{width}, {fps} fps, {steps} steps) in {elapsed:.1f} s")
+    return 0

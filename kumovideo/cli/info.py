@@ -1,0 +1,85 @@
+"""`kumo info DIR`: what a checkpoint folder holds: components, classes, sizes, parameters."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def register(sub) -> None:
+    p = sub.add_parser("info", help="describe a checkpoint folder", description=__doc__)
+    p.add_argument("folder", help="pipeline folder")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=run)
+
+
+def _safetensors_stats(folder: Path) -> tuple[int, set[str]]:
+    """Parameter count and dtypes from the safetensors headers, without loading weights."""
+    from safetensors import safe_open
+
+    count, dtypes = 0, set()
+    for file in sorted(folder.glob("*.safetensors")):
+        with safe_open(str(file), framework="pt") as f:
+            for key in f.keys():
+                tensor = f.get_slice(key)
+                n = 1
+                for d in tensor.get_shape():
+                    n *= d
+                count += n
+                dtypes.add(tensor.get_dtype())
+    return count, dtypes
+
+
+def describe(folder: Path) -> dict:
+    from kumovideo.pipelines.loading import COMPONENTS, check_checkpoint_folder
+
+    index = check_checkpoint_folder(folder)
+    info = {"folder": str(folder), "pipeline": index.get("_class_name"), "components": {}}
+    for name in COMPONENTS:
+        part = folder / name
+        size = sum(p.stat().st_size for p in part.rglob("*") if p.is_file())
+        params, dtypes = _safetensors_stats(part)
+        entry = {"class": "/".join(index[name]), "bytes": size, "parameters": params, "dtypes": sorted(dtypes)}
+        config_file = part / ("scheduler_config.json" if name == "scheduler" else "config.json")
+        if config_file.exists():
+            config = json.loads(config_file.read_text())
+            keys = {
+                "transformer": ("num_layers", "num_attention_heads", "attention_head_dim", "text_embed_dim",
+                                "max_text_seq_length", "sample_frames", "sample_height", "sample_width"),
+                "vae": ("latent_channels", "block_out_channels", "temporal_compression_ratio", "scaling_factor"),
+                "text_encoder": ("d_model", "num_layers", "num_heads", "vocab_size"),
+                "scheduler": ("prediction_type", "snr_shift_scale", "original_inference_steps", "timestep_spacing"),
+            }.get(name, ())
+            entry["config"] = {k: config[k] for k in keys if k in config}
+        info["components"][name] = entry
+    info["total_bytes"] = sum(c["bytes"] for c in info["components"].values())
+    info["total_parameters"] = sum(c["parameters"] for c in info["components"].values())
+    return info
+
+
+def _human(n: float, unit: str) -> str:
+    for prefix in ("", "K", "M", "G", "T"):
+        if abs(n) < 1000:
+            return f"{n:.1f} {prefix}{unit}" if prefix else f"{n:.0f} {unit}"
+        n /= 1000
+    return f"{n:.1f} P{unit}"
+
+
+def run(args) -> int:
+    from kumovideo.utils.errors import KumoInputError
+
+    folder = Path(args.folder)
+    if not folder.exists():
+        raise KumoInputError(f"checkpoint folder {folder} does not exist")
+    info = describe(folder)
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    print(f"{folder}  ({info['pipeline']})")
+    print(f"{'component':<14}{'class':<44}{'size':>10}{'params':>12}  dtype")
+    for name, c in info["components"].items():
+        print(f"{name:<14}{c['class']:<44}{_human(c['bytes'], 'B'):>10}{_human(c['parameters'], ''):>12}  {','.join(c['dtypes']) or '-'}")
+        for k, v in c.get("config", {}).items():
+            print(f"{'':<16}{k} = {v}")
+    print(f"{'total':<58}{_human(info['total_bytes'], 'B'):>10}{_human(info['total_parameters'], ''):>12}")
+    return 0

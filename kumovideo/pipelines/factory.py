@@ -1,0 +1,80 @@
+"""Building a complete KumoVideo pipeline from size presets, with fresh weights.
+
+Used to start training from scratch, to build the small random-weight checkpoint that
+stands in when no trained model is installed, and by tests. The full-size model's text
+encoder is T5-XXL (loaded from a checkpoint, never built here); small presets use a small
+T5 encoder with the byte-level ByT5 tokenizer, which needs no vocabulary file.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from diffusers import AutoencoderKLCogVideoX
+from transformers import ByT5Tokenizer, T5Config, T5EncoderModel
+
+from kumovideo.models.transformer_kumo import MADIT_PRESETS, KumoTransformer3DModel
+from kumovideo.schedulers import KumoDDIMScheduler
+
+VAE_PRESETS: dict[str, dict[str, Any]] = {
+    # 8x spatial (3 downsamples), 4x temporal (first two blocks compress time).
+    "kumo-builtin": dict(
+        block_out_channels=(32, 64, 64, 64), latent_channels=8, layers_per_block=1, norm_num_groups=16,
+        sample_height=64, sample_width=64,
+    ),
+    "kumo-tiny": dict(
+        block_out_channels=(8, 8, 16, 16), latent_channels=4, layers_per_block=1, norm_num_groups=4,
+        sample_height=48, sample_width=64,
+    ),
+}
+
+TEXT_PRESETS: dict[str, dict[str, Any]] = {
+    "kumo-builtin": dict(d_model=128, d_kv=32, num_heads=4, d_ff=256, num_layers=2),
+    "kumo-tiny": dict(d_model=24, d_kv=8, num_heads=3, d_ff=32, num_layers=2),
+}
+
+
+def build_vae(preset: str = "kumo-builtin", **overrides: Any) -> AutoencoderKLCogVideoX:
+    cfg = {**VAE_PRESETS[preset], **overrides}
+    blocks = len(cfg["block_out_channels"])
+    return AutoencoderKLCogVideoX(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("CogVideoXDownBlock3D",) * blocks,
+        up_block_types=("CogVideoXUpBlock3D",) * blocks,
+        temporal_compression_ratio=4,
+        **cfg,
+    )
+
+
+def build_text_encoder(preset: str = "kumo-builtin", **overrides: Any) -> tuple[ByT5Tokenizer, T5EncoderModel]:
+    tokenizer = ByT5Tokenizer()
+    config = T5Config(
+        vocab_size=len(tokenizer),
+        feed_forward_proj="gated-gelu",
+        dropout_rate=0.0,
+        relative_attention_num_buckets=32,
+        relative_attention_max_distance=128,
+        is_encoder_decoder=False,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        **{**TEXT_PRESETS[preset], **overrides},
+    )
+    return tokenizer, T5EncoderModel(config)
+
+
+def build_pipeline(preset: str = "kumo-builtin", seed: int = 0):
+    """A KumoPipeline of the named size with fresh (random) weights."""
+    from kumovideo.pipelines.pipeline_kumo import KumoPipeline
+
+    torch.manual_seed(seed)
+    tokenizer, text_encoder = build_text_encoder(preset)
+    vae = build_vae(preset)
+    transformer = KumoTransformer3DModel(
+        **{**MADIT_PRESETS[preset], "text_embed_dim": text_encoder.config.d_model,
+           "in_channels": vae.config.latent_channels, "out_channels": vae.config.latent_channels}
+    )
+    return KumoPipeline(
+        tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, transformer=transformer, scheduler=KumoDDIMScheduler()
+    )
