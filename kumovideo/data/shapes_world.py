@@ -1,0 +1,627 @@
+"""ShapesWorld v1: the procedural video world the built-in model is trained on.
+
+The world is fixed by the ShapesWorld v1 spec (shared/specs/shapes-world.md): solid backgrounds, one or two filled
+shapes (circle, square, triangle) that move or change size linearly in time, and a small
+caption grammar that names everything. Because every clip is rendered from a `ClipSpec`,
+whether a generated video matches its prompt can be measured
+(`kumovideo.evaluation.shapes_judge`).
+
+Coordinates: x grows to the right, y grows downwards (image rows), pixel (i, j) covers
+the unit square [j, j+1) x [i, i+1) so its centre is (j + 0.5, i + 0.5). "Moves up" means
+the centre's y decreases.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import IterableDataset, get_worker_info
+
+from kumovideo.utils.errors import KumoInputError
+
+# ----------------------------------------------------------------------------------------
+# The world's constants (spec: "Palettes", "Objects")
+# ----------------------------------------------------------------------------------------
+
+BACKGROUNDS: dict[str, tuple[int, int, int]] = {
+    "black": (0, 0, 0),
+    "gray": (110, 110, 110),
+    "navy": (20, 30, 80),
+    "forest": (20, 70, 30),
+}
+
+COLOURS: dict[str, tuple[int, int, int]] = {
+    "red": (230, 40, 40),
+    "green": (60, 200, 70),
+    "blue": (50, 100, 240),
+    "yellow": (245, 215, 40),
+    "white": (240, 240, 240),
+    "purple": (170, 70, 210),
+}
+
+SHAPES: tuple[str, ...] = ("circle", "square", "triangle")
+
+# Base radius r as a fraction of the frame side S.
+SIZES: dict[str, float] = {"small": 0.10, "large": 0.16}
+
+MOTIONS: tuple[str, ...] = (
+    "moves left",
+    "moves right",
+    "moves up",
+    "moves down",
+    "stays still",
+    "grows",
+    "shrinks",
+)
+
+# Distance the centre travels over the clip, as a fraction of S.
+TRAVEL = 0.40
+
+# Unit direction (x, y) of each moving phrase; y points down the image.
+MOTION_DIRECTIONS: dict[str, tuple[int, int]] = {
+    "moves left": (-1, 0),
+    "moves right": (1, 0),
+    "moves up": (0, -1),
+    "moves down": (0, 1),
+    "stays still": (0, 0),
+    "grows": (0, 0),
+    "shrinks": (0, 0),
+}
+
+# Radius scale (first frame, last frame) of each phrase, as multiples of r.
+RADIUS_SCALES: dict[str, tuple[float, float]] = {
+    "grows": (0.7, 1.5),
+    "shrinks": (1.5, 0.7),
+}
+
+DEFAULT_SIZE = 128
+DEFAULT_NUM_FRAMES = 17
+DEFAULT_FPS = 8
+
+# Two objects' bounding boxes keep at least this gap (fraction of S) in every frame, so
+# their anti-aliased edges never touch. Two large growing objects side by side need
+# 2 * 2 * 1.5 * 0.16 = 0.96 of the frame, so the gap must stay below 0.04.
+_MIN_GAP = 0.02
+
+# Rejection sampling of start positions: tries per placement, then placements per clip.
+_PLACEMENT_TRIES = 100
+_CLIP_TRIES = 100
+
+
+# ----------------------------------------------------------------------------------------
+# Clip descriptions
+# ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ObjectSpec:
+    """One object: what it is, how it moves and where its centre starts (pixels)."""
+
+    colour: str
+    shape: str
+    size: str  # "small" or "large"
+    motion: str
+    start_center: tuple[float, float]  # (x, y) in pixels at the first frame
+
+
+@dataclass(frozen=True)
+class ClipSpec:
+    """Everything needed to render one clip.
+
+    `name_size` says whether the caption names the size; it only applies to one-object
+    clips (two-object captions never name sizes).
+    """
+
+    background: str
+    objects: tuple[ObjectSpec, ...]
+    size: int = DEFAULT_SIZE
+    num_frames: int = DEFAULT_NUM_FRAMES
+    name_size: bool = False
+
+
+def check_size(size: int) -> None:
+    """Raise KumoInputError unless `size` is a legal frame side."""
+    if not isinstance(size, (int, np.integer)) or size < 32 or size % 16 != 0:
+        raise KumoInputError(
+            f"video size {size!r} is not allowed; use a multiple of 16 that is at least 32 "
+            "(the built-in model uses 128, or 64 without an accelerator)"
+        )
+
+
+def check_num_frames(num_frames: int) -> None:
+    """Raise KumoInputError unless `num_frames` is 4k+1 (1 is a still image)."""
+    if not isinstance(num_frames, (int, np.integer)) or num_frames < 1 or (num_frames - 1) % 4 != 0:
+        raise KumoInputError(
+            f"frame count {num_frames!r} is not allowed; use 4k+1 frames such as 1, 9, 17 or 33"
+        )
+
+
+def validate_video_shape(size: int, num_frames: int) -> None:
+    """Raise KumoInputError unless (size, num_frames) is a legal ShapesWorld video shape."""
+    check_size(size)
+    check_num_frames(num_frames)
+
+
+def object_radius(obj: ObjectSpec, clip_size: int) -> float:
+    """Base radius r of an object in pixels."""
+    return SIZES[obj.size] * clip_size
+
+
+def object_track(obj: ObjectSpec, clip_size: int, num_frames: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-frame centre x, centre y and radius (pixels) of an object, each shape (F,).
+
+    Motion is linear in time from the first frame to the last; a one-frame clip is the
+    first frame of the motion.
+    """
+    t = np.linspace(0.0, 1.0, num_frames) if num_frames > 1 else np.zeros(1)
+    dir_x, dir_y = MOTION_DIRECTIONS[obj.motion]
+    travel = TRAVEL * clip_size
+    cx = obj.start_center[0] + dir_x * travel * t
+    cy = obj.start_center[1] + dir_y * travel * t
+    scale_first, scale_last = RADIUS_SCALES.get(obj.motion, (1.0, 1.0))
+    radius = object_radius(obj, clip_size) * (scale_first + (scale_last - scale_first) * t)
+    return cx, cy, radius
+
+
+# ----------------------------------------------------------------------------------------
+# Sampling clips
+# ----------------------------------------------------------------------------------------
+
+
+def _start_range(
+    motion: str, radius: float, clip_size: int, num_frames: int
+) -> tuple[tuple[float, float], tuple[float, float]]:
+    """Allowed start-centre ranges (x range, y range) that keep the object in frame.
+
+    Centre and radius are linear in time, so the object is inside the frame in every
+    frame exactly when it is inside at the first and the last frame.
+    """
+    dir_x, dir_y = MOTION_DIRECTIONS[motion]
+    travel = TRAVEL * clip_size if num_frames > 1 else 0.0
+    scale_first, scale_last = RADIUS_SCALES.get(motion, (1.0, 1.0))
+    if num_frames == 1:
+        scale_last = scale_first
+    ends = [(0.0, radius * scale_first), (travel, radius * scale_last)]
+    ranges = []
+    for direction in (dir_x, dir_y):
+        low = max(r - direction * d for d, r in ends)
+        high = min(clip_size - r - direction * d for d, r in ends)
+        ranges.append((low, high))
+    return ranges[0], ranges[1]
+
+
+def boxes_apart(a: ObjectSpec, b: ObjectSpec, clip_size: int, num_frames: int, gap: float = 0.0) -> bool:
+    """True when the two objects' bounding boxes are at least `gap` pixels apart in every frame."""
+    ax, ay, ar = object_track(a, clip_size, num_frames)
+    bx, by, br = object_track(b, clip_size, num_frames)
+    apart_x = np.abs(ax - bx) - (ar + br) >= gap
+    apart_y = np.abs(ay - by) - (ar + br) >= gap
+    return bool(np.all(apart_x | apart_y))
+
+
+def _place_objects(
+    rng: np.random.Generator, objects: list[dict], clip_size: int, num_frames: int
+) -> tuple[ObjectSpec, ...] | None:
+    """Draw start centres for objects given as dicts (colour, shape, size, motion).
+
+    Returns None when no non-overlapping placement was found in the allowed tries; the
+    caller then redraws.
+    """
+    placed: list[ObjectSpec] = []
+    for attrs in objects:
+        radius = SIZES[attrs["size"]] * clip_size
+        (x_low, x_high), (y_low, y_high) = _start_range(attrs["motion"], radius, clip_size, num_frames)
+        if x_low > x_high or y_low > y_high:
+            return None  # cannot fit in the frame at all (not possible for S >= 32)
+        for _ in range(_PLACEMENT_TRIES):
+            start = (float(rng.uniform(x_low, x_high)), float(rng.uniform(y_low, y_high)))
+            candidate = ObjectSpec(attrs["colour"], attrs["shape"], attrs["size"], attrs["motion"], start)
+            if all(boxes_apart(candidate, other, clip_size, num_frames, _MIN_GAP * clip_size) for other in placed):
+                placed.append(candidate)
+                break
+        else:
+            return None
+    return tuple(placed)
+
+
+def _choice(rng: np.random.Generator, options) -> str:
+    options = list(options)
+    return options[int(rng.integers(len(options)))]
+
+
+def sample_clip_spec(
+    rng: np.random.Generator,
+    size: int = DEFAULT_SIZE,
+    num_frames: int = DEFAULT_NUM_FRAMES,
+    num_objects: int | None = None,
+    name_size: bool | None = None,
+) -> ClipSpec:
+    """Draw a random clip of the world.
+
+    num_objects: 1 or 2 (None: either, equally likely). name_size: whether a one-object
+    caption names the size (None: a coin flip). Two objects never share a colour.
+    """
+    validate_video_shape(size, num_frames)
+    if num_objects is None:
+        num_objects = int(rng.integers(1, 3))
+    if num_objects not in (1, 2):
+        raise ValueError(f"num_objects must be 1 or 2, got {num_objects!r}")
+    for _ in range(_CLIP_TRIES):
+        background = _choice(rng, BACKGROUNDS)
+        colours = rng.choice(list(COLOURS), size=num_objects, replace=False)
+        attrs = [
+            {
+                "colour": str(colour),
+                "shape": _choice(rng, SHAPES),
+                "size": _choice(rng, SIZES),
+                "motion": _choice(rng, MOTIONS),
+            }
+            for colour in colours
+        ]
+        objects = _place_objects(rng, attrs, size, num_frames)
+        if objects is not None:
+            break
+    else:
+        raise RuntimeError("could not place the objects of a random clip; this is a bug")
+    if num_objects == 2:
+        name_size = False
+    elif name_size is None:
+        name_size = bool(rng.integers(2))
+    return ClipSpec(background, objects, size, num_frames, bool(name_size))
+
+
+def clip_spec_from_caption(
+    caption_text: str,
+    rng: np.random.Generator,
+    size: int = DEFAULT_SIZE,
+    num_frames: int = DEFAULT_NUM_FRAMES,
+) -> ClipSpec:
+    """A random clip that satisfies `caption_text` (sizes not named are drawn at random)."""
+    validate_video_shape(size, num_frames)
+    parsed = parse_caption(caption_text)
+    for _ in range(_CLIP_TRIES):
+        attrs = [dict(obj, size=obj["size"] or _choice(rng, SIZES)) for obj in parsed["objects"]]
+        objects = _place_objects(rng, attrs, size, num_frames)
+        if objects is not None:
+            break
+    else:
+        raise RuntimeError(f"could not place the objects of {caption_text!r}; this is a bug")
+    name_size = len(objects) == 1 and parsed["objects"][0]["size"] is not None
+    return ClipSpec(parsed["background"], objects, size, num_frames, name_size)
+
+
+# ----------------------------------------------------------------------------------------
+# Captions
+# ----------------------------------------------------------------------------------------
+
+
+def caption(spec: ClipSpec, name_size: bool | None = None) -> str:
+    """The caption of a clip in the spec's grammar.
+
+    name_size overrides `spec.name_size`; sizes are never named for two objects.
+    """
+    if name_size is None:
+        name_size = spec.name_size
+    if len(spec.objects) == 1:
+        obj = spec.objects[0]
+        size_word = f"{obj.size} " if name_size else ""
+        return f"a {size_word}{obj.colour} {obj.shape} {obj.motion} on a {spec.background} background"
+    if len(spec.objects) == 2:
+        first, second = spec.objects
+        return (
+            f"a {first.colour} {first.shape} {first.motion} and "
+            f"a {second.colour} {second.shape} {second.motion} on a {spec.background} background"
+        )
+    raise ValueError(f"a clip has one or two objects, this one has {len(spec.objects)}")
+
+
+def _alternatives(words) -> str:
+    return "|".join(re.escape(word) for word in words)
+
+
+_OBJECT_NO_SIZE = rf"({_alternatives(COLOURS)}) ({_alternatives(SHAPES)}) ({_alternatives(MOTIONS)})"
+_ONE_OBJECT_RE = re.compile(
+    rf"a (?:({_alternatives(SIZES)}) )?{_OBJECT_NO_SIZE} on a ({_alternatives(BACKGROUNDS)}) background"
+)
+_TWO_OBJECTS_RE = re.compile(
+    rf"a {_OBJECT_NO_SIZE} and a {_OBJECT_NO_SIZE} on a ({_alternatives(BACKGROUNDS)}) background"
+)
+_GRAMMAR = (
+    "'a [small|large] COLOUR SHAPE MOTION on a BACKGROUND background' or "
+    "'a COLOUR SHAPE MOTION and a COLOUR SHAPE MOTION on a BACKGROUND background'"
+)
+_VOCABULARY = (
+    {"a", "and", "on", "background", "moves", "left", "right", "up", "down", "stays", "still", "grows", "shrinks"}
+    | set(SIZES)
+    | set(COLOURS)
+    | set(SHAPES)
+    | set(BACKGROUNDS)
+)
+
+
+def parse_caption(text: str) -> dict:
+    """Invert `caption`: {"background": str, "objects": [{"colour", "shape", "size", "motion"}]}.
+
+    "size" is None when the caption does not name it. Raises ValueError for text outside
+    the grammar (surrounding whitespace is ignored, nothing else is forgiven).
+    """
+    if not isinstance(text, str):
+        raise ValueError(f"a caption must be a string, got {type(text).__name__}")
+    stripped = text.strip()
+    match = _ONE_OBJECT_RE.fullmatch(stripped)
+    if match:
+        size, colour, shape, motion, background = match.groups()
+        objects = [{"colour": colour, "shape": shape, "size": size, "motion": motion}]
+        return {"background": background, "objects": objects}
+    match = _TWO_OBJECTS_RE.fullmatch(stripped)
+    if match:
+        colour1, shape1, motion1, colour2, shape2, motion2, background = match.groups()
+        if colour1 == colour2:
+            raise ValueError(
+                f"caption {text!r} names two {colour1} objects; two objects never share a colour"
+            )
+        objects = [
+            {"colour": colour1, "shape": shape1, "size": None, "motion": motion1},
+            {"colour": colour2, "shape": shape2, "size": None, "motion": motion2},
+        ]
+        return {"background": background, "objects": objects}
+    raise ValueError(f"caption {text!r} is not in the ShapesWorld grammar {_GRAMMAR}{_caption_hint(stripped)}")
+
+
+def _caption_hint(text: str) -> str:
+    """A short reason why `text` failed to parse, to make the error actionable."""
+    unknown = [word for word in text.split(" ") if word not in _VOCABULARY]
+    if text != text.lower():
+        return "; captions are lowercase"
+    if unknown:
+        return (
+            f"; unknown words {unknown}: colours are {', '.join(COLOURS)}; shapes are {', '.join(SHAPES)}; "
+            f"backgrounds are {', '.join(BACKGROUNDS)}"
+        )
+    if " and " in text and any(f"{size} " in text for size in SIZES):
+        return "; two-object captions never name sizes"
+    return "; the words are known but not in grammar order"
+
+
+# ----------------------------------------------------------------------------------------
+# Rendering
+# ----------------------------------------------------------------------------------------
+
+
+def shape_signed_distance(
+    shape: str, x: np.ndarray, y: np.ndarray, cx: np.ndarray, cy: np.ndarray, radius: np.ndarray
+) -> np.ndarray:
+    """Signed distance in pixels from points (x, y) to a shape's edge (negative inside).
+
+    Inside the shape this is exact; outside near corners it is the distance to the
+    nearest edge line, which is all anti-aliasing needs.
+    """
+    dx = x - cx
+    dy = y - cy
+    if shape == "circle":
+        return np.sqrt(dx * dx + dy * dy) - radius
+    if shape == "square":
+        return np.maximum(np.abs(dx) - radius, np.abs(dy) - radius)
+    if shape == "triangle":
+        # Apex (cx, cy - r); base from (cx - r, cy + r) to (cx + r, cy + r). The slanted
+        # sides rise 2r over r, so their outward normals are (-+2, -1) / sqrt(5).
+        inv_sqrt5 = 1.0 / np.sqrt(5.0)
+        base = dy - radius
+        left = (-2.0 * (dx + radius) - (dy - radius)) * inv_sqrt5
+        right = (2.0 * (dx - radius) - (dy - radius)) * inv_sqrt5
+        return np.maximum(base, np.maximum(left, right))
+    raise ValueError(f"unknown shape {shape!r}; shapes are {', '.join(SHAPES)}")
+
+
+def shape_coverage(
+    shape: str, size: int, cx: np.ndarray, cy: np.ndarray, radius: np.ndarray
+) -> np.ndarray:
+    """Fraction of each pixel covered by the shape, shape (F, size, size), in [0, 1].
+
+    cx, cy, radius: per-frame values, shape (F,). Coverage is the signed distance at the
+    pixel centre mapped through a one-pixel ramp: a cheap, smooth anti-aliased edge.
+    """
+    coords = np.arange(size, dtype=np.float32) + 0.5
+    x = coords[None, None, :]
+    y = coords[None, :, None]
+    cx = np.asarray(cx, dtype=np.float32)[:, None, None]
+    cy = np.asarray(cy, dtype=np.float32)[:, None, None]
+    radius = np.asarray(radius, dtype=np.float32)[:, None, None]
+    distance = shape_signed_distance(shape, x, y, cx, cy, radius)
+    return np.clip(0.5 - distance, 0.0, 1.0)
+
+
+def render_clip(spec: ClipSpec) -> np.ndarray:
+    """Render a clip to uint8 RGB frames, shape (F, S, S, 3)."""
+    size, num_frames = spec.size, spec.num_frames
+    frames = np.empty((num_frames, size, size, 3), dtype=np.float32)
+    frames[:] = np.asarray(BACKGROUNDS[spec.background], dtype=np.float32)
+    for obj in spec.objects:
+        cx, cy, radius = object_track(obj, size, num_frames)
+        alpha = shape_coverage(obj.shape, size, cx, cy, radius)[..., None]
+        colour = np.asarray(COLOURS[obj.colour], dtype=np.float32)
+        frames += alpha * (colour - frames)  # "over" compositing
+    return np.rint(frames).astype(np.uint8)
+
+
+# ----------------------------------------------------------------------------------------
+# Seeded examples, the training dataset and clips on disk
+# ----------------------------------------------------------------------------------------
+
+
+def sample_example(
+    seed: int,
+    index: int,
+    size: int = DEFAULT_SIZE,
+    num_frames: int = DEFAULT_NUM_FRAMES,
+    image_prob: float = 0.0,
+) -> tuple[ClipSpec, str]:
+    """Example `index` of the stream with `seed`: its spec (to render) and caption.
+
+    Each example has its own generator seeded by (seed, index), so any shard of the
+    stream can be produced without producing the rest. With probability `image_prob`
+    the example is a still image: the first frame of the clip, with the clip's caption.
+    """
+    rng = np.random.default_rng([seed, index])
+    is_image = rng.random() < image_prob
+    spec = sample_clip_spec(rng, size=size, num_frames=num_frames)
+    text = caption(spec)
+    if is_image:
+        spec = dataclasses.replace(spec, num_frames=1)
+    return spec, text
+
+
+def frames_to_tensor(frames: np.ndarray) -> torch.Tensor:
+    """uint8 (F, H, W, 3) frames -> float tensor (F, 3, H, W) in [-1, 1]."""
+    video = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float()
+    return video / 127.5 - 1.0
+
+
+class ShapesWorldDataset(IterableDataset):
+    """Random ShapesWorld clips with captions, rendered on the fly.
+
+    Yields {"video": float tensor (F, 3, S, S) in [-1, 1], "caption": str}; still
+    images (image_prob of the examples) have F = 1, so batch them apart from videos.
+
+    The stream is the examples 0, 1, 2, ... of `sample_example(seed, index)` (infinite
+    when `length` is None). It is split between torch.distributed ranks and DataLoader
+    workers by index (example i goes to shard i mod num_shards), so shards never repeat
+    each other and the same seed always gives the same examples.
+    """
+
+    def __init__(
+        self,
+        size: int = DEFAULT_SIZE,
+        num_frames: int = DEFAULT_NUM_FRAMES,
+        image_prob: float = 0.0,
+        seed: int = 0,
+        length: int | None = None,
+        rank: int | None = None,
+        world_size: int | None = None,
+    ):
+        super().__init__()
+        validate_video_shape(size, num_frames)
+        if not 0.0 <= image_prob <= 1.0:
+            raise KumoInputError(f"image_prob {image_prob!r} must be between 0 and 1")
+        if length is not None and length < 0:
+            raise KumoInputError(f"length {length!r} must be None (infinite) or at least 0")
+        self.size = size
+        self.num_frames = num_frames
+        self.image_prob = image_prob
+        self.seed = seed
+        self.length = length
+        self.rank = rank
+        self.world_size = world_size
+
+    def __len__(self) -> int:
+        if self.length is None:
+            raise TypeError("an infinite ShapesWorldDataset has no length")
+        return self.length
+
+    def _shard(self) -> tuple[int, int]:
+        """(this shard's id, number of shards) over distributed ranks x loader workers."""
+        rank, world_size = self.rank, self.world_size
+        if rank is None or world_size is None:
+            distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+            rank = torch.distributed.get_rank() if distributed else 0
+            world_size = torch.distributed.get_world_size() if distributed else 1
+        worker = get_worker_info()
+        worker_id, num_workers = (worker.id, worker.num_workers) if worker is not None else (0, 1)
+        return rank * num_workers + worker_id, world_size * num_workers
+
+    def __iter__(self):
+        shard, num_shards = self._shard()
+        index = shard
+        while self.length is None or index < self.length:
+            spec, text = sample_example(self.seed, index, self.size, self.num_frames, self.image_prob)
+            yield {"video": frames_to_tensor(render_clip(spec)), "caption": text}
+            index += num_shards
+
+
+def write_video(frames: np.ndarray, path: str | os.PathLike, fps: int = DEFAULT_FPS) -> None:
+    """Write uint8 (F, H, W, 3) frames as H.264 yuv420p mp4, atomically.
+
+    yuv420p halves the chroma resolution, so H and W must be even.
+    """
+    import av
+
+    path = Path(path)
+    num_frames, height, width, _ = frames.shape
+    if height % 2 or width % 2:
+        raise KumoInputError(f"H.264 yuv420p needs even frame sides, got {width}x{height}; use an even size")
+    tmp_path = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
+    try:
+        with av.open(str(tmp_path), mode="w", format="mp4") as container:
+            stream = container.add_stream("libx264", rate=fps)
+            stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+            # A low CRF keeps the small flat-coloured shapes close to their palette colours.
+            stream.options = {"crf": "12"}
+            for frame in frames:
+                video_frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
+                container.mux(stream.encode(video_frame))
+            container.mux(stream.encode(None))  # flush the encoder
+        os.replace(tmp_path, path)
+    finally:
+        tmp_path.unlink(missing_ok=True)
+
+
+def read_video(path: str | os.PathLike) -> np.ndarray:
+    """Decode a video file to uint8 RGB frames (F, H, W, 3)."""
+    import av
+
+    with av.open(str(path)) as container:
+        frames = [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
+    if not frames:
+        raise KumoInputError(f"{path} has no video frames; re-render it")
+    return np.stack(frames)
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
+    tmp_path = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        tmp_path.write_text(text, encoding="utf-8")
+        os.replace(tmp_path, path)
+    finally:
+        tmp_path.unlink(missing_ok=True)
+
+
+def render_to_disk(
+    n: int,
+    out_dir: str | os.PathLike,
+    seed: int = 0,
+    size: int = DEFAULT_SIZE,
+    num_frames: int = DEFAULT_NUM_FRAMES,
+    fps: int = DEFAULT_FPS,
+    progress: bool = False,
+) -> list[Path]:
+    """Render examples 0..n-1 of the stream `seed` to out_dir as clip_NNNNN.mp4 + .txt.
+
+    The clips are those of `ShapesWorldDataset(seed=seed, image_prob=0)`. Each file is
+    written to a temporary name and then renamed, so a reader never sees half a file.
+    Returns the mp4 paths.
+    """
+    from tqdm import tqdm
+
+    validate_video_shape(size, num_frames)
+    if n < 1:
+        raise KumoInputError(f"number of clips {n!r} must be at least 1")
+    if fps < 1:
+        raise KumoInputError(f"fps {fps!r} must be at least 1")
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise KumoInputError(f"{out_dir} is an existing file, not a folder; pass a folder path")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for index in tqdm(range(n), desc="rendering ShapesWorld clips", unit="clip", disable=not progress):
+        spec, text = sample_example(seed, index, size, num_frames)
+        video_path = out_dir / f"clip_{index:05d}.mp4"
+        write_video(render_clip(spec), video_path, fps=fps)
+        _write_text_atomic(out_dir / f"clip_{index:05d}.txt", text + "\n")
+        paths.append(video_path)
+    return paths
