@@ -14,6 +14,7 @@ import torch
 
 from kumovideo.data import shapes_world as sw
 from kumovideo.evaluation import shapes_judge as sj
+from kumovideo.utils.video_io import read_video, write_video
 
 # ----------------------------------------------------------------------------------------
 # Helpers
@@ -344,8 +345,9 @@ def test_judge_survives_video_compression(tmp_path):
     for index in range(8):
         spec = sw.sample_clip_spec(rng, size=64)
         path = tmp_path / f"clip_{index}.mp4"
-        sw.write_video(sw.render_clip(spec), path)
-        decoded = sw.read_video(path)
+        write_video(sw.render_clip(spec), path)
+        decoded, fps = read_video(path)
+        assert fps == 8
         assert decoded.shape == (17, 64, 64, 3)
         assert sj.judge_clip(decoded, sw.caption(spec)).match
 
@@ -429,7 +431,8 @@ def test_cli_render_writes_clip_and_caption_pairs(tmp_path, capsys):
         spec, expected = sw.sample_example(1, index, 32, 5)
         assert text == expected
         sw.parse_caption(text)
-        assert sw.read_video(out / f"clip_{index:05d}.mp4").shape == (5, 32, 32, 3)
+        frames, fps = read_video(out / f"clip_{index:05d}.mp4")
+        assert frames.shape == (5, 32, 32, 3) and fps == 8
 
 
 @pytest.mark.parametrize(

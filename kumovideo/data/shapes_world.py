@@ -544,53 +544,6 @@ class ShapesWorldDataset(IterableDataset):
             index += num_shards
 
 
-def write_video(frames: np.ndarray, path: str | os.PathLike, fps: int = DEFAULT_FPS) -> None:
-    """Write uint8 (F, H, W, 3) frames as H.264 yuv420p mp4, atomically.
-
-    yuv420p halves the chroma resolution, so H and W must be even.
-    """
-    import av
-
-    path = Path(path)
-    num_frames, height, width, _ = frames.shape
-    if height % 2 or width % 2:
-        raise KumoInputError(f"H.264 yuv420p needs even frame sides, got {width}x{height}; use an even size")
-    tmp_path = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
-    try:
-        with av.open(str(tmp_path), mode="w", format="mp4") as container:
-            stream = container.add_stream("libx264", rate=fps)
-            stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-            # A low CRF keeps the small flat-coloured shapes close to their palette colours.
-            stream.options = {"crf": "12"}
-            for frame in frames:
-                video_frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
-                container.mux(stream.encode(video_frame))
-            container.mux(stream.encode(None))  # flush the encoder
-        os.replace(tmp_path, path)
-    finally:
-        tmp_path.unlink(missing_ok=True)
-
-
-def read_video(path: str | os.PathLike) -> np.ndarray:
-    """Decode a video file to uint8 RGB frames (F, H, W, 3)."""
-    import av
-
-    with av.open(str(path)) as container:
-        frames = [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
-    if not frames:
-        raise KumoInputError(f"{path} has no video frames; re-render it")
-    return np.stack(frames)
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    tmp_path = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        tmp_path.write_text(text, encoding="utf-8")
-        os.replace(tmp_path, path)
-    finally:
-        tmp_path.unlink(missing_ok=True)
-
-
 def render_to_disk(
     n: int,
     out_dir: str | os.PathLike,
@@ -602,11 +555,15 @@ def render_to_disk(
 ) -> list[Path]:
     """Render examples 0..n-1 of the stream `seed` to out_dir as clip_NNNNN.mp4 + .txt.
 
-    The clips are those of `ShapesWorldDataset(seed=seed, image_prob=0)`. Each file is
-    written to a temporary name and then renamed, so a reader never sees half a file.
+    The clips are those of `ShapesWorldDataset(seed=seed, image_prob=0)`, as H.264 yuv420p
+    mp4. Each file is written to a temporary name and then renamed, so a reader never
+    sees half a file.
     Returns the mp4 paths.
     """
     from tqdm import tqdm
+
+    from kumovideo.utils.atomic import atomic_file
+    from kumovideo.utils.video_io import write_video
 
     validate_video_shape(size, num_frames)
     if n < 1:
@@ -621,7 +578,8 @@ def render_to_disk(
     for index in tqdm(range(n), desc="rendering ShapesWorld clips", unit="clip", disable=not progress):
         spec, text = sample_example(seed, index, size, num_frames)
         video_path = out_dir / f"clip_{index:05d}.mp4"
-        write_video(render_clip(spec), video_path, fps=fps)
-        _write_text_atomic(out_dir / f"clip_{index:05d}.txt", text + "\n")
+        write_video(render_clip(spec), video_path, fps=fps)  # H.264 yuv420p (S is even)
+        with atomic_file(out_dir / f"clip_{index:05d}.txt", mode="w") as caption_file:
+            caption_file.write(text + "\n")
         paths.append(video_path)
     return paths

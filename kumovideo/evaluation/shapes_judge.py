@@ -434,6 +434,8 @@ def contact_sheet(
     """
     from PIL import Image, ImageDraw, ImageFont
 
+    from kumovideo.utils.atomic import atomic_file
+
     if len(clips) != len(captions):
         raise ValueError(f"{len(clips)} clips but {len(captions)} captions; pass one caption per clip")
     if not clips:
@@ -467,10 +469,6 @@ def contact_sheet(
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp_path = path.with_name(f".{path.stem}.tmp{os.getpid()}.png")
-    try:
-        sheet.save(tmp_path, format="PNG")
-        os.replace(tmp_path, path)
-    finally:
-        tmp_path.unlink(missing_ok=True)
+    with atomic_file(path, mode="wb") as png_file:
+        sheet.save(png_file, format="PNG")
     return path
