@@ -337,7 +337,7 @@ MADIT_PRESETS: dict[str, dict[str, Any]] = {
     # The built-in ShapesWorld model (see kumovideo/builtin).
     "kumo-builtin": dict(
         num_attention_heads=4, attention_head_dim=32, num_layers=6, in_channels=8, out_channels=8,
-        time_embed_dim=128, text_embed_dim=128, max_text_seq_length=96,
+        time_embed_dim=128, text_embed_dim=128, max_text_seq_length=24,
         sample_height=8, sample_width=8, sample_frames=17,
     ),
     # Tiny: unit tests.

@@ -20,7 +20,7 @@ from kumovideo.schedulers import KumoDDIMScheduler
 VAE_PRESETS: dict[str, dict[str, Any]] = {
     # 8x spatial (3 downsamples), 4x temporal (first two blocks compress time).
     "kumo-builtin": dict(
-        block_out_channels=(32, 64, 64, 64), latent_channels=8, layers_per_block=1, norm_num_groups=16,
+        block_out_channels=(16, 32, 64, 64), latent_channels=8, layers_per_block=1, norm_num_groups=8,
         sample_height=64, sample_width=64,
     ),
     "kumo-tiny": dict(
@@ -49,9 +49,11 @@ def build_vae(preset: str = "kumo-builtin", **overrides: Any) -> AutoencoderKLCo
 
 
 def build_text_encoder(preset: str = "kumo-builtin", **overrides: Any) -> tuple[ByT5Tokenizer, T5EncoderModel]:
+    """A small T5 encoder and the byte-level ByT5 tokenizer (pass `vocab_size` to size the
+    embedding for another tokenizer; its ids must keep T5's pad 0 / eos 1)."""
     tokenizer = ByT5Tokenizer()
+    settings = {"vocab_size": len(tokenizer), **TEXT_PRESETS[preset], **overrides}
     config = T5Config(
-        vocab_size=len(tokenizer),
         feed_forward_proj="gated-gelu",
         dropout_rate=0.0,
         relative_attention_num_buckets=32,
@@ -59,7 +61,7 @@ def build_text_encoder(preset: str = "kumo-builtin", **overrides: Any) -> tuple[
         is_encoder_decoder=False,
         pad_token_id=tokenizer.pad_token_id,
         eos_token_id=tokenizer.eos_token_id,
-        **{**TEXT_PRESETS[preset], **overrides},
+        **settings,
     )
     return tokenizer, T5EncoderModel(config)
 

@@ -48,6 +48,12 @@ _CONFIG_FILES = {
     "scheduler": "scheduler_config.json",
 }
 
+# Tokenizer classes that need a vocabulary file, and the files that can hold it.
+_TOKENIZER_VOCAB = {
+    "T5Tokenizer": ("spiece.model", "tokenizer.json"),
+    "T5TokenizerFast": ("tokenizer.json", "spiece.model"),
+}
+
 
 def _read_json(path: Path) -> dict[str, Any]:
     try:
@@ -130,6 +136,12 @@ def check_checkpoint_folder(folder: str | os.PathLike) -> dict[str, Any]:
         config = _CONFIG_FILES.get(name)
         if config and not (folder / name / config).exists():
             raise KumoInputError(f"checkpoint folder {folder} is missing {name}/{config}")
+        if config:
+            _read_json(folder / name / config)  # a corrupt config is named here, not as a traceback later
+        vocab = _TOKENIZER_VOCAB.get(index[name][1]) if name == "tokenizer" else None
+        if vocab and not any((folder / name / v).exists() for v in vocab):
+            # T5Tokenizer without its vocabulary loads "fine" and maps every word to <unk>.
+            raise KumoInputError(f"checkpoint folder {folder} is missing tokenizer/{vocab[0]} (the tokenizer's vocabulary)")
         _check_weights(folder, name)
     return index
 

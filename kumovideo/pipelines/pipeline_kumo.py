@@ -157,6 +157,16 @@ class KumoPipeline(DiffusionPipeline):
             raise KumoInputError(
                 f"num_frames={num_frames} is not {t}k+1 (the VAE compresses time {t}x); use {lower} or {lower + t}"
             )
+        latent_frames = (num_frames - 1) // self.vae_scale_factor_temporal + 1
+        if latent_frames > 1 and latent_frames % 2 == 0:
+            # The CogVideoX decoder restores the first frame on its own only when the latent
+            # frame count is odd; an even count decodes to the wrong number of frames.
+            step = 2 * self.vae_scale_factor_temporal
+            lower = (num_frames - 1) // step * step + 1
+            raise KumoInputError(
+                f"num_frames={num_frames} gives {latent_frames} latent frames, but the 3D causal VAE decodes only an odd "
+                f"number of them (num_frames = {step}k+1); use {lower} or {lower + step}"
+            )
         multiple = self.vae_scale_factor_spatial * self.transformer.config.patch_size
         for name, value in (("height", height), ("width", width)):
             if value < multiple or value % multiple:
@@ -270,8 +280,17 @@ class KumoPipeline(DiffusionPipeline):
             timesteps = renoise_timesteps(num_inference_steps, self.scheduler.config.num_train_timesteps).to(device)
             self._num_timesteps = len(timesteps)
             with self.progress_bar(total=len(timesteps)) as progress_bar:
+
+                def on_step(i, t, x):
+                    progress_bar.update()
+                    if callback_on_step_end is None:
+                        return None
+                    values = {"latents": x, "prompt_embeds": prompt_embeds}
+                    values = {k: values[k] for k in callback_on_step_end_tensor_inputs}
+                    return (callback_on_step_end(self, i, t, values) or {}).get("latents")
+
                 latents = sample_renoise(
-                    guided_v, latents, timesteps, self.scheduler.alphas_cumprod, generator, lambda i: progress_bar.update()
+                    guided_v, latents, timesteps, self.scheduler.alphas_cumprod, generator, on_step
                 )
         else:
             self.scheduler.set_timesteps(num_inference_steps, device=device)

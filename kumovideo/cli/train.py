@@ -1,0 +1,96 @@
+"""`kumo train vae|dit|turbo|cache-latents --config FILE`: train KumoVideo models.
+
+One process: `kumo train dit --config configs/builtin-dit.yaml`. Several GPUs or nodes:
+`torchrun --nproc-per-node 8 -m kumovideo.cli train dit --config ...` (or
+`accelerate launch -m kumovideo.cli ...`): each process trains on its own slice of the
+data under DDP; rank 0 writes checkpoints, logs and samples.
+"""
+
+from __future__ import annotations
+
+import json
+
+from kumovideo.utils.errors import KumoInputError
+
+
+def register(sub) -> None:
+    p = sub.add_parser("train", help="train a VAE, a MADiT or a Turbo model", description=__doc__)
+    tsub = p.add_subparsers(dest="train_command", metavar="WHAT")
+    tsub.required = True
+    for name, help_text in (
+        ("vae", "train the 3D causal VAE"),
+        ("dit", "train MADiT (+ the small T5) on cached or on-the-fly latents"),
+        ("turbo", "consistency-distil a trained pipeline into a few-step Turbo model"),
+    ):
+        q = tsub.add_parser(name, help=help_text)
+        q.add_argument("--config", required=True, help="YAML or JSON training config (see configs/)")
+        q.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in output_dir")
+        q.add_argument("--output-dir", help="override the config's output_dir")
+        q.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
+        q.add_argument("--set", action="append", default=[], metavar="KEY=JSON",
+                       help="override a top-level config key, e.g. --set lr=1e-4")
+        q.add_argument("--fsdp", action="store_true", help="shard the model with FSDP2 (under torchrun)")
+        q.set_defaults(func=run_train, kind=name)
+    c = tsub.add_parser("cache-latents", help="encode ShapesWorld clips with a trained VAE, once")
+    c.add_argument("--vae", required=True, help="VAE folder (e.g. runs/builtin-vae/vae)")
+    c.add_argument("--out", required=True, help="output folder for the shards and index.json")
+    c.add_argument("--num-clips", type=int, default=4096)
+    c.add_argument("--size", type=int, default=64)
+    c.add_argument("--frames", type=int, default=17)
+    c.add_argument("--seed", type=int, default=1000, help="ShapesWorld stream seed")
+    c.add_argument("--batch-size", type=int, default=16)
+    c.add_argument("--device", default="cpu")
+    c.set_defaults(func=run_cache)
+
+
+def _overrides(pairs: list[str]) -> dict:
+    out = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise KumoInputError(f"--set {pair!r} is not KEY=VALUE")
+        key, value = pair.split("=", 1)
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+def run_train(args) -> int:
+    from kumovideo.training.config import load_config
+    from kumovideo.training.runtime import setup_runtime
+
+    overrides = _overrides(args.set)
+    if args.output_dir:
+        overrides["output_dir"] = args.output_dir
+    config = load_config(args.config, overrides)
+    if config.kind != args.kind:
+        raise KumoInputError(f"{args.config} is a {config.kind!r} config; run `kumo train {config.kind}` with it")
+    if args.fsdp and args.kind != "dit":
+        raise KumoInputError("--fsdp applies to `kumo train dit` only")
+    runtime = setup_runtime(args.device)
+    if args.kind == "vae":
+        from kumovideo.training.train_vae import train_vae
+
+        train_vae(config, runtime, resume=args.resume)
+    elif args.kind == "dit":
+        from kumovideo.training.train_dit import train_dit
+
+        train_dit(config, runtime, resume=args.resume)
+    else:
+        from kumovideo.training.train_turbo import train_turbo
+
+        train_turbo(config, runtime, resume=args.resume)
+    return 0
+
+
+def run_cache(args) -> int:
+    from kumovideo.pipelines.loading import load_vae
+    from kumovideo.training.latent_cache import cache_shapes_latents
+
+    if (args.frames - 1) % 8 or args.size % 16:
+        raise KumoInputError(f"--frames must be 8k+1 and --size a multiple of 16 (got {args.frames}, {args.size})")
+    vae = load_vae(args.vae)
+    cache_shapes_latents(vae, args.vae, args.out, args.num_clips, args.size, args.frames, args.seed,
+                         batch_size=args.batch_size, device=args.device)
+    return 0

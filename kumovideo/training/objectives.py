@@ -1,0 +1,58 @@
+"""What the models are trained to do: the v-prediction diffusion loss with its timestep
+samplers, and the VAE's reconstruction + KL loss."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+
+def sample_timesteps(batch: int, num_train_timesteps: int, how: str, generator: torch.Generator) -> torch.Tensor:
+    """Integer timesteps in [0, T).
+
+    "uniform": pre-training. "cubic": the KumoVideo report's fine-tuning sampler,
+    t = (1 - (u/T)^3) * T with u uniform in [0, T): more weight on noisy timesteps, where
+    the layout and motion of a clip are decided.
+    """
+    if how == "uniform":
+        return torch.randint(0, num_train_timesteps, (batch,), generator=generator)
+    if how == "cubic":
+        u = torch.rand(batch, generator=generator) * num_train_timesteps
+        t = (1 - (u / num_train_timesteps) ** 3) * num_train_timesteps
+        return t.long().clamp(0, num_train_timesteps - 1)
+    raise ValueError(f"unknown timestep sampling {how!r}")
+
+
+def diffuse(x0: torch.Tensor, noise: torch.Tensor, alpha_bar: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """x_t and the v target (Salimans & Ho 2022): x_t = sqrt(a) x0 + sqrt(1-a) eps,
+    v = sqrt(a) eps - sqrt(1-a) x0. `alpha_bar` is (B,), broadcast over the rest."""
+    a = alpha_bar.view(-1, *([1] * (x0.dim() - 1))).to(x0.dtype)
+    x_t = a.sqrt() * x0 + (1 - a).sqrt() * noise
+    v = a.sqrt() * noise - (1 - a).sqrt() * x0
+    return x_t, v
+
+
+def v_prediction_loss(model_output: torch.Tensor, v_target: torch.Tensor) -> torch.Tensor:
+    return F.mse_loss(model_output.float(), v_target.float())
+
+
+def vae_loss(reconstruction: torch.Tensor, target: torch.Tensor, kl: torch.Tensor, kl_weight: float) -> tuple[torch.Tensor, dict]:
+    """L1 + MSE reconstruction (MSE is what PSNR measures; L1 keeps edges sharp) + weighted KL."""
+    mse = F.mse_loss(reconstruction.float(), target.float())
+    l1 = F.l1_loss(reconstruction.float(), target.float())
+    kl = kl.mean()
+    loss = mse + l1 + kl_weight * kl
+    return loss, {"mse": mse.item(), "l1": l1.item(), "kl": kl.item(), "psnr": psnr_from_mse(mse.item() / 4)}
+
+
+def psnr_from_mse(mse_01: float) -> float:
+    """PSNR in dB of images in [0, 1] (MSE in [-1, 1] units divided by 4 first)."""
+    return 10 * math.log10(1.0 / max(mse_01, 1e-12))
+
+
+def psnr(reconstruction: torch.Tensor, target: torch.Tensor) -> float:
+    """PSNR (dB) between two videos in [-1, 1], measured on [0, 1] pixels."""
+    mse = F.mse_loss(((reconstruction.float() + 1) / 2).clamp(0, 1), (target.float() + 1) / 2).item()
+    return psnr_from_mse(mse)

@@ -1,0 +1,44 @@
+"""ShapesWorld training batches by step number.
+
+Batch `step` of rank `rank` is made of the examples `sample_example(seed, index)` with
+indices fixed by (step, rank), so any step's batch can be rebuilt without the ones before
+it: that is what makes resume exact, and what keeps DDP ranks on disjoint data.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from kumovideo.data.shapes_world import frames_to_tensor, render_clip, sample_example
+
+
+def shapes_batch(
+    seed: int, step: int, batch_size: int, rank: int, world_size: int, size: int, num_frames: int
+) -> tuple[torch.Tensor, list[str]]:
+    """Videos (B, 3, F, S, S) in [-1, 1] (the VAE's layout) and their captions."""
+    first = (step * world_size + rank) * batch_size
+    videos, captions = [], []
+    for index in range(first, first + batch_size):
+        spec, text = sample_example(seed, index, size=size, num_frames=num_frames)
+        videos.append(frames_to_tensor(render_clip(spec)))  # (F, 3, S, S)
+        captions.append(text)
+    return torch.stack(videos).permute(0, 2, 1, 3, 4).contiguous(), captions
+
+
+def random_crop(
+    videos: torch.Tensor, crop: int | None, crop_frames: int | None, generator: torch.Generator
+) -> torch.Tensor:
+    """One random (time, y, x) window for the whole batch: (B, 3, F, S, S) -> (B, 3, f, c, c)."""
+    _, _, frames, height, width = videos.shape
+    f = crop_frames or frames
+    c = crop or height
+    t0 = int(torch.randint(0, frames - f + 1, (1,), generator=generator))
+    y0 = int(torch.randint(0, height - c + 1, (1,), generator=generator))
+    x0 = int(torch.randint(0, width - c + 1, (1,), generator=generator))
+    return videos[:, :, t0 : t0 + f, y0 : y0 + c, x0 : x0 + c]
+
+
+def is_image_step(seed: int, step: int, image_prob: float) -> bool:
+    """Whether global step `step` trains on 1-frame images (same answer on every rank)."""
+    return image_prob > 0 and np.random.default_rng([seed, step, 7]).random() < image_prob

@@ -1,0 +1,162 @@
+"""Training MADiT (and the small T5 text encoder with it) the way the KumoVideo report does.
+
+* v-prediction on the DDIM noise schedule (SNR-shifted, zero terminal SNR);
+* timesteps uniform in pre-training, cubic `t = (1 - (u/T)^3) T` in fine-tuning (per stage);
+* progressive stages: fewer frames / lower resolution first, then the target;
+* image-text joint training: a fraction of steps on 1-frame samples. With the causal VAE
+  the first latent frame of a clip *is* the latent of its first frame, so image samples
+  come from the same latent cache;
+* caption dropout (empty prompt) for classifier-free guidance; EMA; gradient clipping;
+  bf16 autocast on GPU; optional gradient checkpointing;
+* latents from a cache (`kumo train cache-latents` / `kumo data encode`), or encoded on
+  the fly by the frozen VAE when a stage names no cache.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from kumovideo.pipelines.factory import build_text_encoder
+from kumovideo.pipelines.loading import load_pipeline_components, load_vae
+from kumovideo.pipelines.pipeline_kumo import KumoPipeline
+from kumovideo.models.transformer_kumo import MADIT_PRESETS, KumoTransformer3DModel
+from kumovideo.schedulers import KumoDDIMScheduler
+from kumovideo.training.config import TrainConfig
+from kumovideo.training.loop import TrainState, train
+from kumovideo.training.objectives import diffuse, sample_timesteps, v_prediction_loss
+from kumovideo.training.runtime import Runtime, autocast_context, step_generator
+from kumovideo.training.shapes_batches import is_image_step, shapes_batch
+from kumovideo.training.text import shapes_caption_corpus, train_t5_tokenizer
+from kumovideo.utils.atomic import atomic_directory
+from kumovideo.utils.errors import KumoInputError
+
+
+def build_components(config: TrainConfig) -> dict:
+    """Components to train from: a pipeline folder (`init_from`, fine-tuning), or fresh
+    text encoder + MADiT of `config.preset` around a trained VAE (`extra.vae`)."""
+    if config.init_from:
+        return load_pipeline_components(config.init_from)
+    vae_path = config.extra.get("vae")
+    if not vae_path:
+        raise KumoInputError("a DiT run from scratch needs a trained VAE: set extra.vae (or init_from a pipeline folder)")
+    vae = load_vae(vae_path)
+    tokenizer_dir = Path(config.output_dir) / "tokenizer"
+    if (tokenizer_dir / "spiece.model").exists():
+        from transformers import T5Tokenizer
+
+        tokenizer = T5Tokenizer.from_pretrained(tokenizer_dir)
+    else:
+        tokenizer = train_t5_tokenizer(shapes_caption_corpus(20000, seed=config.data_seed), tokenizer_dir)
+    _, text_encoder = build_text_encoder(config.preset, vocab_size=len(tokenizer))
+    torch.manual_seed(config.seed)
+    transformer = KumoTransformer3DModel(
+        **{**MADIT_PRESETS[config.preset], "text_embed_dim": text_encoder.config.d_model,
+           "in_channels": vae.config.latent_channels, "out_channels": vae.config.latent_channels,
+           **config.extra.get("transformer", {})}
+    )
+    return dict(tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, transformer=transformer,
+                scheduler=KumoDDIMScheduler())
+
+
+class LatentSource:
+    """Training latents (B, F, C, h, w), already scaled, for a step of a stage."""
+
+    def __init__(self, config: TrainConfig, vae, runtime: Runtime):
+        self.config, self.vae, self.runtime = config, vae, runtime
+        self._caches = {}
+
+    def _cache(self, path: str):
+        if path not in self._caches:
+            from kumovideo.data.pipeline.encode import LatentShardDataset
+
+            self._caches[path] = LatentShardDataset(path)
+        return self._caches[path]
+
+    def batch(self, step: int, stage, generator: torch.Generator) -> tuple[torch.Tensor, list[str]]:
+        if stage.latents:
+            cache = self._cache(stage.latents)
+            rng = np.random.default_rng([self.config.seed, step, self.runtime.rank])
+            items = [cache[int(i)] for i in rng.integers(0, len(cache), stage.batch_size)]
+            latents = torch.stack([cache.sample_latent(item, generator) for item in items])  # (B, C, F, h, w)
+            captions = [item["caption"] for item in items]
+        else:
+            videos, captions = shapes_batch(
+                self.config.data_seed, step, stage.batch_size, self.runtime.rank, self.runtime.world_size,
+                stage.size, stage.num_frames,
+            )
+            with torch.no_grad():
+                posterior = self.vae.encode(videos.to(self.runtime.device)).latent_dist
+                noise = torch.randn(posterior.mean.shape, generator=generator).to(posterior.mean)
+                latents = (posterior.mean + posterior.std * noise) * self.vae.config.scaling_factor
+        latents = latents.permute(0, 2, 1, 3, 4)  # (B, F, C, h, w): the transformer's layout
+        frames = (stage.num_frames - 1) // 4 + 1
+        return latents[:, :frames].contiguous(), captions
+
+
+def train_dit(config: TrainConfig, runtime: Runtime, resume: bool = False, stop_after: int | None = None) -> dict:
+    components = build_components(config)
+    tokenizer, text_encoder, vae = components["tokenizer"], components["text_encoder"], components["vae"]
+    transformer, scheduler = components["transformer"], components["scheduler"]
+    vae.requires_grad_(False).eval().to(runtime.device)
+    transformer.to(runtime.device).train()
+    text_encoder.to(runtime.device).train(config.train_text_encoder)
+    text_encoder.requires_grad_(config.train_text_encoder)
+    if config.gradient_checkpointing:
+        transformer.enable_gradient_checkpointing()
+
+    modules = {"transformer": transformer}
+    groups = [{"params": [p for p in transformer.parameters() if p.requires_grad]}]
+    if config.train_text_encoder:
+        modules["text_encoder"] = text_encoder
+        groups.append({"params": list(text_encoder.parameters()), "lr": config.text_lr or config.lr})
+    state = TrainState(modules=modules, param_groups=groups)
+    source = LatentSource(config, vae, runtime)
+    alphas_cumprod = scheduler.alphas_cumprod.to(torch.float32)
+    max_len = transformer.config.max_text_seq_length
+
+    def loss_fn(step: int):
+        stage, _ = config.stage_at(step)
+        g = step_generator(config.seed, step, runtime.rank)
+        latents, captions = source.batch(step, stage, g)
+        if is_image_step(config.data_seed, step, stage.image_prob):
+            latents = latents[:, :1]  # the first latent frame is the still image's latent
+        drop = torch.rand(len(captions), generator=g) < config.caption_dropout
+        captions = ["" if d else c for c, d in zip(captions, drop.tolist())]
+        ids = tokenizer(captions, padding="max_length", max_length=max_len, truncation=True, return_tensors="pt").input_ids
+        t = sample_timesteps(latents.shape[0], scheduler.config.num_train_timesteps, stage.timestep_sampling, g)
+        noise = torch.randn(latents.shape, generator=g)
+        latents, noise, t = latents.to(runtime.device), noise.to(runtime.device), t.to(runtime.device)
+        x_t, v_target = diffuse(latents, noise, alphas_cumprod.to(runtime.device)[t])
+        with autocast_context(runtime, config.mixed_precision):
+            text = state.wrapped.get("text_encoder", text_encoder)(ids.to(runtime.device))[0]
+            v_pred = state.wrapped["transformer"](x_t, text, t, return_dict=False)[0]
+        loss = v_prediction_loss(v_pred, v_target)
+        return loss, {"frames": int(latents.shape[1])}
+
+    metrics = train(config, runtime, state, loss_fn, resume=resume, stop_after=stop_after)
+    if stop_after is None and runtime.is_main:
+        export_pipeline(components, config)
+    return metrics
+
+
+def export_pipeline(components: dict, config: TrainConfig) -> Path:
+    """Save the trained pipeline (EMA weights, fp16 safetensors where `extra.export_fp16`)."""
+    pipe = KumoPipeline(**components).to("cpu")
+    pipe.transformer.eval()
+    pipe.text_encoder.eval()
+    if config.extra.get("export_fp16", False):
+        pipe.transformer.to(torch.float16)
+        pipe.text_encoder.to(torch.float16)
+        pipe.vae.to(torch.float16)
+    target = Path(config.output_dir) / "pipeline"
+    with atomic_directory(target) as tmp:
+        pipe.save_pretrained(tmp, safe_serialization=True)
+        defaults = config.extra.get("sampling_defaults")
+        if defaults:
+            (tmp / "kumo_defaults.json").write_text(json.dumps(defaults, indent=2))
+    print(f"pipeline saved to {target}")
+    return target
