@@ -32,7 +32,7 @@ def sample_renoise(
     timesteps: torch.Tensor,
     alphas_cumprod: torch.Tensor,
     generator: torch.Generator | list[torch.Generator] | None = None,
-    callback: Callable[[int], None] | None = None,
+    callback: Callable[[int, torch.Tensor, torch.Tensor], torch.Tensor | None] | None = None,
 ) -> torch.Tensor:
     """Kandinsky 4 Flash's few-step sampler: at each timestep predict x0, then re-noise it
     with fresh noise to the next timestep and predict again; the last x0 is the result.
@@ -48,6 +48,8 @@ def sample_renoise(
             x = (a_next.sqrt() * x0 + (1 - a_next).sqrt() * noise).to(x.dtype)
         else:
             x = x0.to(x.dtype)
-        if callback is not None:
-            callback(i)
+        if callback is not None:  # callback(i, t, x) may return a replacement for x
+            replaced = callback(i, t, x)
+            if replaced is not None:
+                x = replaced
     return x
