@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import os
 import sys
 
@@ -37,14 +38,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever `sys.stderr` is at the time (so in-process callers that swap it,
+    such as tests, see the warnings)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value):
+        pass
+
+
 def _configure_logging() -> None:
     """Warnings from kumovideo print as one line each; library chatter stays quiet."""
-    import logging
-
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler()
     handler.setFormatter(logging.Formatter("kumo: warning: %(message)s"))
     log = logging.getLogger("kumovideo")
-    if not log.handlers:
+    if not any(isinstance(h, _StderrHandler) for h in log.handlers):
         log.addHandler(handler)
     log.setLevel(logging.WARNING)
     log.propagate = False
@@ -53,6 +65,13 @@ def _configure_logging() -> None:
         from diffusers.utils import logging as diffusers_logging
 
         diffusers_logging.set_verbosity_error()
+    except ImportError:
+        pass
+    try:  # transformers' "Loading weights" bar would add lines before a one-line error
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.set_verbosity_error()
+        transformers_logging.disable_progress_bar()
     except ImportError:
         pass
 
