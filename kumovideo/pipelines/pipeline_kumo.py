@@ -151,21 +151,20 @@ class KumoPipeline(DiffusionPipeline):
         if negative_prompt is not None and isinstance(negative_prompt, list) and isinstance(prompt, list):
             if len(negative_prompt) != len(prompt):
                 raise KumoInputError(f"{len(negative_prompt)} negative prompts for {len(prompt)} prompts; pass one each or a single string")
-        if num_frames < 1 or (num_frames - 1) % self.vae_scale_factor_temporal:
-            t = self.vae_scale_factor_temporal
-            lower = max(1, (num_frames - 1) // t * t + 1)
-            raise KumoInputError(
-                f"num_frames={num_frames} is not {t}k+1 (the VAE compresses time {t}x); use {lower} or {lower + t}"
-            )
-        latent_frames = (num_frames - 1) // self.vae_scale_factor_temporal + 1
+        # Valid lengths are 8k+1: 4x temporal compression, and the CogVideoX decoder restores
+        # the first frame on its own only for an odd latent frame count (an even count
+        # decodes to the wrong number of frames).
+        t = self.vae_scale_factor_temporal
+        step = 2 * t
+        lower = max(1, (num_frames - 1) // step * step + 1)
+        nearest = f"use {lower} or {lower + step}"
+        if num_frames < 1 or (num_frames - 1) % t:
+            raise KumoInputError(f"num_frames={num_frames} is not {t}k+1 (the VAE compresses time {t}x); {nearest}")
+        latent_frames = (num_frames - 1) // t + 1
         if latent_frames > 1 and latent_frames % 2 == 0:
-            # The CogVideoX decoder restores the first frame on its own only when the latent
-            # frame count is odd; an even count decodes to the wrong number of frames.
-            step = 2 * self.vae_scale_factor_temporal
-            lower = (num_frames - 1) // step * step + 1
             raise KumoInputError(
                 f"num_frames={num_frames} gives {latent_frames} latent frames, but the 3D causal VAE decodes only an odd "
-                f"number of them (num_frames = {step}k+1); use {lower} or {lower + step}"
+                f"number of them (num_frames = {step}k+1); {nearest}"
             )
         multiple = self.vae_scale_factor_spatial * self.transformer.config.patch_size
         for name, value in (("height", height), ("width", width)):
