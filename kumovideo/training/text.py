@@ -9,6 +9,7 @@ learned here from ShapesWorld captions, so its prompts are at most 16 tokens ins
 from __future__ import annotations
 
 import io
+import json
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +46,12 @@ def train_t5_tokenizer(sentences: list[str], out_dir: str | Path, vocab_size: in
         minloglevel=2,
     )
     (out_dir / "spiece.model").write_bytes(model.getvalue())
-    tokenizer = T5Tokenizer(vocab_file=str(out_dir / "spiece.model"), extra_ids=0, legacy=False)
+    # Loading from the folder (not the constructor) is the path every T5 checkpoint takes,
+    # and the one that converts the sentencepiece model in every transformers version.
+    (out_dir / "tokenizer_config.json").write_text(json.dumps({
+        "tokenizer_class": "T5Tokenizer", "extra_ids": 0, "legacy": False,
+        "eos_token": "</s>", "pad_token": "<pad>", "unk_token": "<unk>", "model_max_length": 512,
+    }))
+    tokenizer = T5Tokenizer.from_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
     return tokenizer

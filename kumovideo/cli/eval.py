@@ -1,0 +1,126 @@
+"""`kumo eval shapes`: does the model do what the prompt says?
+
+Draws N captions from the ShapesWorld grammar (seeded; half one-object, half two-object;
+captions the model was trained on as-is are skipped when the model lists them in
+`training_captions.txt`), generates a clip for each, and judges it against its caption
+by the spec's "what counts as matching". Prints match rates overall, by number of
+objects and per attribute; writes a contact sheet PNG and the per-clip results.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from kumovideo.utils.errors import KumoInputError
+
+
+def register(sub) -> None:
+    p = sub.add_parser("eval", help="measure how well a model follows prompts", description=__doc__)
+    esub = p.add_subparsers(dest="eval_command", metavar="WHAT")
+    esub.required = True
+    q = esub.add_parser("shapes", help="ShapesWorld prompt-following match rate")
+    q.add_argument("--model", help="pipeline folder (default: the built-in model)")
+    q.add_argument("--turbo", action="store_true", help="the Turbo model / consistency sampling")
+    q.add_argument("--sampler", choices=["default", "renoise"], default="default")
+    q.add_argument("--n", type=int, default=64, help="number of captions (default 64)")
+    q.add_argument("--seed", type=int, default=2024, help="caption and noise seed")
+    q.add_argument("--steps", type=int, default=None)
+    q.add_argument("--guidance", type=float, default=None)
+    q.add_argument("--batch-size", type=int, default=8, help="clips generated per pipeline call")
+    q.add_argument("--out", default="outputs/eval-shapes", help="folder for contact_sheet.png and results.json")
+    q.add_argument("--json", action="store_true", help="print the summary as JSON")
+    q.set_defaults(func=run)
+
+
+def eval_captions(n: int, seed: int, size: int, num_frames: int, exclude: set[str]) -> list[str]:
+    """n captions, alternating one- and two-object, none of them in `exclude`."""
+    import numpy as np
+
+    from kumovideo.data.shapes_world import caption, sample_clip_spec
+
+    rng = np.random.default_rng([seed, 4242])
+    captions: list[str] = []
+    tries = 0
+    while len(captions) < n:
+        tries += 1
+        if tries > 100 * n:
+            raise KumoInputError("could not draw enough captions unseen in training; lower --n")
+        text = caption(sample_clip_spec(rng, size=size, num_frames=num_frames, num_objects=1 + len(captions) % 2))
+        if text not in exclude and text not in captions:
+            captions.append(text)
+    return captions
+
+
+def run(args) -> int:
+    import numpy as np
+    import torch
+
+    from kumovideo.builtin import builtin_model_dir
+    from kumovideo.cli.generate import model_defaults
+    from kumovideo.evaluation.shapes_judge import contact_sheet, judge_clip, summarise
+    from kumovideo.pipelines import KumoPipeline, frames_to_uint8
+    from kumovideo.schedulers import KumoLCMScheduler
+
+    if args.n < 1 or args.batch_size < 1:
+        raise KumoInputError("--n and --batch-size must be positive")
+    folder = Path(args.model) if args.model else builtin_model_dir(turbo=args.turbo)
+    pipe = KumoPipeline.from_pretrained(folder)
+    pipe.set_progress_bar_config(disable=True)
+    defaults = model_defaults(folder)
+    turbo = args.turbo or isinstance(pipe.scheduler, KumoLCMScheduler)
+    if args.turbo and not isinstance(pipe.scheduler, KumoLCMScheduler):
+        pipe.scheduler = KumoLCMScheduler.from_config(pipe.scheduler.config)
+    steps = args.steps or (defaults.get("turbo_steps", 4) if turbo else defaults.get("num_inference_steps", 50))
+    guidance = args.guidance if args.guidance is not None else (
+        defaults.get("turbo_guidance_scale", 2.0) if turbo else defaults.get("guidance_scale", 6.0))
+    cfg = pipe.transformer.config
+    size = cfg.sample_height * pipe.vae_scale_factor_spatial
+    frames = cfg.sample_frames
+    seen_file = folder / "training_captions.txt"
+    exclude = set(seen_file.read_text().splitlines()) if seen_file.exists() else set()
+    captions = eval_captions(args.n, args.seed, size, frames, exclude)
+
+    from tqdm.auto import tqdm
+
+    clips, results = [], []
+    start = time.perf_counter()
+    for i in tqdm(range(0, len(captions), args.batch_size), desc="eval shapes", unit="batch"):
+        batch = captions[i : i + args.batch_size]
+        generators = [torch.Generator().manual_seed(args.seed + i + j) for j in range(len(batch))]
+        out = pipe(
+            batch, num_frames=frames, height=size, width=size, num_inference_steps=steps, guidance_scale=guidance,
+            generator=generators, output_type="pt", sampler="scheduler" if args.sampler == "default" else "renoise",
+        ).frames
+        for text, video in zip(batch, out):
+            frames_u8 = frames_to_uint8(video)
+            clips.append(frames_u8)
+            results.append(judge_clip(frames_u8, text))
+    elapsed = time.perf_counter() - start
+    summary = summarise(results)
+    summary.update({"model": str(folder), "steps": steps, "guidance": guidance, "sampler": args.sampler,
+                    "turbo": turbo, "seed": args.seed, "seconds": elapsed, "seconds_per_clip": elapsed / len(captions),
+                    "excluded_training_captions": len(exclude)})
+
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    sheet = contact_sheet(clips[:16], captions[:16], out_dir / "contact_sheet.png")
+    from kumovideo.utils.atomic import atomic_file
+
+    with atomic_file(out_dir / "results.json", "w") as f:
+        json.dump({"summary": summary, "clips": [r.to_dict() for r in results]}, f, indent=2, default=float)
+
+    if args.json:
+        print(json.dumps(summary, indent=2, default=float))
+        return 0
+    pct = lambda v: "  n/a" if v is None else f"{100 * v:5.1f}%"  # noqa: E731
+    print(f"kumo eval shapes: {summary['n']} captions, {steps} steps, guidance {guidance}, sampler {args.sampler}"
+          f"{' (turbo)' if turbo else ''}, {elapsed:.0f} s ({elapsed / len(captions):.2f} s/clip)")
+    print(f"  match rate        {pct(summary['match_rate'])}")
+    print(f"  one object        {pct(summary['one_object']['match_rate'])}  (n={summary['one_object']['n']})")
+    print(f"  two objects       {pct(summary['two_objects']['match_rate'])}  (n={summary['two_objects']['n']})")
+    for name, value in summary["attributes"].items():
+        print(f"  {name:<17} {pct(value)}")
+    print(f"contact sheet: {sheet}; per-clip results: {out_dir / 'results.json'}")
+    return 0
