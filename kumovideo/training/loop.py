@@ -43,7 +43,10 @@ class TrainState:
 def wrap_distributed(state: TrainState, runtime: Runtime) -> None:
     if runtime.world_size > 1:
         ids = [runtime.device.index] if runtime.device.type == "cuda" else None
-        state.wrapped = {name: DistributedDataParallel(m, device_ids=ids) for name, m in state.modules.items()}
+        state.wrapped = {
+            name: DistributedDataParallel(m, device_ids=ids) if any(p.requires_grad for p in m.parameters()) else m
+            for name, m in state.modules.items()
+        }
 
 
 def train(
