@@ -14,6 +14,7 @@ drawn from generators seeded by (seed, s, rank), not from a running random state
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 from pathlib import Path
@@ -46,7 +47,11 @@ def save_checkpoint(
         torch.save({"optimizer": optimizer.state_dict(), "lr_scheduler": lr_scheduler.state_dict()}, tmp / "optimizer.pt")
         (tmp / "state.json").write_text(json.dumps({"step": step, **(extra or {})}, indent=2))
     for old in list_checkpoints(root.parent)[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
+        # Out of the listing first (a rename is atomic): a kill mid-delete must not leave a
+        # half-deleted step-* folder that list_checkpoints would call complete.
+        doomed = old.with_name(f".{old.name}.deleting-{os.getpid()}")
+        os.replace(old, doomed)
+        shutil.rmtree(doomed, ignore_errors=True)
     return target
 
 

@@ -51,6 +51,9 @@ def build_components(config: TrainConfig) -> dict:
         tokenizer = T5Tokenizer.from_pretrained(tokenizer_dir)
     else:
         tokenizer = train_t5_tokenizer(shapes_caption_corpus(20000, seed=config.data_seed), tokenizer_dir)
+    # Seeded here too: otherwise the text encoder's init depends on the process's RNG state
+    # (a second run in the same process, or one after other work, starts from other weights).
+    torch.manual_seed(config.seed + 1)
     _, text_encoder = build_text_encoder(config.preset, vocab_size=len(tokenizer))
     torch.manual_seed(config.seed)
     transformer = KumoTransformer3DModel(
@@ -94,6 +97,11 @@ class LatentSource:
                 latents = (posterior.mean + posterior.std * noise) * self.vae.config.scaling_factor
         latents = latents.permute(0, 2, 1, 3, 4)  # (B, F, C, h, w): the transformer's layout
         frames = (stage.num_frames - 1) // 4 + 1
+        if latents.shape[1] < frames:
+            raise KumoInputError(
+                f"stage {stage.name!r} asks for {stage.num_frames} frames ({frames} latent frames), but the latent "
+                f"cache {stage.latents} holds {latents.shape[1]}; lower num_frames or re-encode longer clips"
+            )
         return latents[:, :frames].contiguous(), captions
 
 
@@ -143,6 +151,17 @@ def train_dit(config: TrainConfig, runtime: Runtime, resume: bool = False, stop_
     return metrics
 
 
+def training_captions(config: TrainConfig) -> set[str]:
+    """Captions of every cached clip the run trained on (on-the-fly stages draw from an
+    unbounded stream and are not listed)."""
+    seen: set[str] = set()
+    for stage in config.stages:
+        if stage.latents:
+            index = json.loads(Path(stage.latents).read_text())
+            seen.update(clip["caption"] for clip in index["clips"])
+    return seen
+
+
 def export_pipeline(components: dict, config: TrainConfig) -> Path:
     """Save the trained pipeline (EMA weights, fp16 safetensors where `extra.export_fp16`)."""
     pipe = KumoPipeline(**components).to("cpu")
@@ -158,5 +177,8 @@ def export_pipeline(components: dict, config: TrainConfig) -> Path:
         defaults = config.extra.get("sampling_defaults")
         if defaults:
             (tmp / "kumo_defaults.json").write_text(json.dumps(defaults, indent=2))
+        seen = training_captions(config)
+        if seen:  # lets `kumo eval shapes` judge on captions not trained on as-is
+            (tmp / "training_captions.txt").write_text("\n".join(sorted(seen)) + "\n")
     print(f"pipeline saved to {target}")
     return target

@@ -209,7 +209,9 @@ def train_turbo(config: TrainConfig, runtime: Runtime, resume: bool = False, sto
 
 def export_turbo(components: dict, student, config: TrainConfig) -> Path:
     """Save the Turbo pipeline: the distilled transformer with the consistency scheduler."""
-    scheduler = KumoLCMScheduler(original_inference_steps=config.num_ddim_steps)
+    # On the schedule the student was distilled on (train_turbo's `lcm`: the teacher's SNR shift).
+    scheduler = KumoLCMScheduler(original_inference_steps=config.num_ddim_steps,
+                                 snr_shift_scale=components["scheduler"].config.get("snr_shift_scale", 3.0))
     pipe = KumoPipeline(**{**components, "transformer": student.eval(), "scheduler": scheduler}).to("cpu")
     if config.extra.get("export_fp16", False):
         pipe.transformer.to(torch.float16)

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Re-train the built-in ShapesWorld model from scratch, the way the shipped one was made.
+# Each step resumes where it stopped if interrupted (re-run the script).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+KUMO=${KUMO:-.venv/bin/kumo}
+$KUMO train vae --config configs/builtin-vae.yaml --resume
+$KUMO train cache-latents --vae runs/builtin-vae/vae --out runs/builtin-latents --num-clips ${NUM_CLIPS:-2048}
+$KUMO train dit --config configs/builtin-dit.yaml --resume
+$KUMO train turbo --config configs/builtin-turbo.yaml --resume
+# Install into the package: `kumo generate` uses these when --model is not given.
+rm -rf kumovideo/builtin/kumo-shapes kumovideo/builtin/kumo-shapes-turbo
+cp -r runs/builtin-dit/pipeline kumovideo/builtin/kumo-shapes
+cp -r runs/builtin-turbo/pipeline kumovideo/builtin/kumo-shapes-turbo
