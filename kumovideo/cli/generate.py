@@ -31,6 +31,12 @@ def register(sub) -> None:
     p.add_argument("--vae-tiling", action="store_true", help="decode in spatial tiles (less memory)")
     p.add_argument("--dtype", default="fp32", help="fp32, bf16 or fp16 (default fp32)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:N or mps (default: cuda if available, else cpu)")
+    p.add_argument("--parallel", default=None, metavar="ulysses=U,cfg=C",
+                   help="several processes started by torchrun: Ulysses sequence parallel x guidance parallel "
+                        "(U x C = number of processes; see docs/distributed.md)")
+    p.add_argument("--t5-on", choices=["all", "rank0"], default="all", help="with --parallel: where T5 runs (default all)")
+    p.add_argument("--vae-on", choices=["rank0", "all", "split"], default="rank0",
+                   help="with --parallel: where the VAE decodes; 'split' deals its tiles over all ranks (default rank0)")
     p.set_defaults(func=run)
 
 
@@ -92,12 +98,23 @@ def run(args) -> int:
 
     start = time.perf_counter()
     folder = Path(args.model) if args.model else builtin_model_dir(turbo=args.turbo)
+    ctx = None
+    if args.parallel:  # checked against the process count and the model's configs before loading weights
+        from kumovideo.distributed.launch import prepare_parallel
+
+        ctx = prepare_parallel(args, folder, device)
+        device = ctx.device
     pipe = KumoPipeline.from_pretrained(folder, torch_dtype=dtype)
     defaults = model_defaults(folder)
     turbo = args.turbo or isinstance(pipe.scheduler, KumoLCMScheduler)
     if args.turbo and not isinstance(pipe.scheduler, KumoLCMScheduler):
         pipe.scheduler = KumoLCMScheduler.from_config(pipe.scheduler.config)
-    if args.cpu_offload:
+    runner = pipe
+    if ctx is not None:
+        from kumovideo.distributed.parallel_pipeline import ParallelKumoPipeline
+
+        runner = ParallelKumoPipeline(pipe, ctx, text_encoder_on=args.t5_on, vae_on=args.vae_on).to(device)
+    elif args.cpu_offload:
         pipe.enable_model_cpu_offload(device=device)
     else:
         pipe.to(device)
@@ -118,7 +135,14 @@ def run(args) -> int:
         num_inference_steps=steps, guidance_scale=guidance,
         generator=torch.Generator(device="cpu").manual_seed(args.seed), output_type="pt",
     )
-    video = pipe(**call, sampler="scheduler" if args.sampler == "default" else "renoise").frames[0]
+    video = runner(**call, sampler="scheduler" if args.sampler == "default" else "renoise").frames
+    if ctx is not None:
+        from kumovideo.distributed.launch import finish
+
+        finish(ctx)
+        if video is None:  # only rank 0 holds the clip and writes the file
+            return 0
+    video = video[0]
     write_video(frames_to_uint8(video), output, fps=fps)
     elapsed = time.perf_counter() - start
     print(f"wrote {output} ({frames} frames, {height}x{width}, {fps} fps, {steps} steps) in {elapsed:.1f} s")

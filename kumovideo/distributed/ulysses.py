@@ -1,0 +1,345 @@
+"""Ulysses sequence parallelism for MADiT, on torch.distributed collectives.
+
+Each rank of the Ulysses group holds a contiguous 1/U of the vision tokens and a full
+copy of the (short) text tokens. Everything per-token (AdaLN, LayerNorms, projections,
+feed-forward, output head) runs on the local shard; only the three attentions need the
+other ranks, and each gets the cheapest exchange for its shape:
+
+* joint self-attention over [text, vision] (`attn1`): one all-to-all turns the local
+  vision q/k/v (all heads, 1/U of the tokens) into (1/U of the heads, all tokens); the
+  text q/k/v are already complete on every rank, so each rank slices its own heads out of
+  them locally. Attention runs on [text, vision] for the local heads; a second all-to-all
+  returns the vision outputs to sequence shards and an all-gather over heads completes
+  the (replicated) text outputs.
+* cross-attention vision -> text (`attn2_1`): queries are local vision tokens, keys and
+  values the replicated text: no communication at all.
+* cross-attention text -> vision (`attn2_2`): every text query needs every vision key.
+  Each rank attends over its own vision shard, keeping the log-sum-exp of the scores, and
+  the partial results are merged exactly (the flash-attention / ring-attention softmax
+  merge) by one small all-reduce of (L x D + L x heads) numbers, which is far less than
+  gathering the vision keys and values (2 x N x D).
+
+All collectives are torch's functional collectives (`torch.distributed._functional_collectives`,
+the autograd-aware ones), so the same code trains: gradients flow back through the
+all-to-alls, all-gathers and all-reduces.
+
+`CommCounter` records the bytes each rank sends per collective, with the standard
+per-rank traffic of each algorithm (all-to-all: (U-1)/U of the input; ring all-gather:
+(U-1) x the local piece; ring all-reduce: 2 (U-1)/U of the buffer), so the scaling model
+in `kumovideo.distributed.scaling` can be checked against a real run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections import defaultdict
+from typing import Iterator
+
+import torch
+import torch.distributed as dist
+import torch.distributed._functional_collectives as funcol
+
+from kumovideo.models.attention import sdpa
+
+# ------------------------------------------------------------------------- byte counting
+
+
+class CommCounter:
+    """Bytes sent by this rank, per kind of collective, while active."""
+
+    def __init__(self):
+        self.bytes: dict[str, int] = defaultdict(int)
+        self.calls: dict[str, int] = defaultdict(int)
+
+    def add(self, kind: str, nbytes: float) -> None:
+        self.bytes[kind] += int(round(nbytes))
+        self.calls[kind] += 1
+
+    @property
+    def total(self) -> int:
+        return sum(self.bytes.values())
+
+
+_COUNTERS: list[CommCounter] = []
+
+
+@contextlib.contextmanager
+def count_comm() -> Iterator[CommCounter]:
+    counter = CommCounter()
+    _COUNTERS.append(counter)
+    try:
+        yield counter
+    finally:
+        _COUNTERS.remove(counter)
+
+
+def _record(kind: str, nbytes: float) -> None:
+    for counter in _COUNTERS:
+        counter.add(kind, nbytes)
+
+
+def _nbytes(t: torch.Tensor) -> int:
+    return t.numel() * t.element_size()
+
+
+# ------------------------------------------------------------------------- collectives
+
+
+def group_size(group) -> int:
+    return dist.get_world_size(group)
+
+
+def group_rank(group) -> int:
+    return dist.get_rank(group)
+
+
+def _needs_grad(x: torch.Tensor) -> bool:
+    return torch.is_grad_enabled() and x.requires_grad
+
+
+# With autograd: torch's functional collectives (differentiable). Without (inference):
+# the plain in-place collectives, which have less overhead per call.
+
+
+def all_to_all(x: torch.Tensor, group, kind: str = "all_to_all") -> torch.Tensor:
+    """Exchange dim 0 (size U): piece i goes to rank i; piece i of the result came from rank i."""
+    u = group_size(group)
+    x = x.contiguous()
+    _record(kind, _nbytes(x) * (u - 1) / u)
+    if _needs_grad(x):
+        return funcol.wait_tensor(funcol.all_to_all_single_autograd(x, None, None, group))
+    out = torch.empty_like(x)
+    dist.all_to_all_single(out, x, group=group)
+    return out
+
+
+_all_gather_autograd = getattr(funcol, "all_gather_single_autograd", None) or funcol.all_gather_tensor_autograd
+
+
+def all_gather_cat(x: torch.Tensor, dim: int, group, kind: str = "all_gather") -> torch.Tensor:
+    """Concatenate every rank's `x` along `dim` (rank order); differentiable."""
+    u = group_size(group)
+    _record(kind, _nbytes(x) * (u - 1))
+    if _needs_grad(x):
+        x = x.movedim(dim, 0).contiguous()  # gather along dim 0, the layout the collective writes
+        return funcol.wait_tensor(_all_gather_autograd(x, 0, group)).movedim(0, dim)
+    x = x.contiguous()
+    parts = [torch.empty_like(x) for _ in range(u)]
+    dist.all_gather(parts, x, group=group)
+    return torch.cat(parts, dim=dim)
+
+
+def all_reduce_sum(x: torch.Tensor, group, kind: str = "all_reduce") -> torch.Tensor:
+    u = group_size(group)
+    _record(kind, 2 * _nbytes(x) * (u - 1) / u)
+    if _needs_grad(x):
+        return funcol.wait_tensor(funcol.all_reduce(x.contiguous(), "sum", group))
+    x = x.clone(memory_format=torch.contiguous_format)
+    dist.all_reduce(x, op=dist.ReduceOp.SUM, group=group)
+    return x
+
+
+def all_reduce_max(x: torch.Tensor, group, kind: str = "all_reduce") -> torch.Tensor:
+    """Max over ranks, no gradient (used only for a softmax shift that cancels out)."""
+    u = group_size(group)
+    _record(kind, 2 * _nbytes(x) * (u - 1) / u)
+    x = x.detach().clone(memory_format=torch.contiguous_format)
+    dist.all_reduce(x, op=dist.ReduceOp.MAX, group=group)
+    return x
+
+
+# ------------------------------------------------------------------------- layouts
+
+
+def seq_to_heads(x: torch.Tensor, group) -> torch.Tensor:
+    """(*lead, H, n, hd) with n = N/U local tokens -> (*lead, H/U, N, hd), all tokens of
+    this rank's heads."""
+    u = group_size(group)
+    *lead, h, n, hd = x.shape
+    x = x.reshape(*lead, u, h // u, n, hd).movedim(len(lead), 0)  # (U, *lead, H/U, n, hd)
+    x = all_to_all(x, group)  # dim 0 now: the source rank = sequence chunk
+    x = x.movedim(0, len(lead) + 1)  # (*lead, H/U, U, n, hd)
+    return x.reshape(*lead, h // u, u * n, hd)
+
+
+def heads_to_seq(x: torch.Tensor, group) -> torch.Tensor:
+    """(*lead, H/U, N, hd) -> (*lead, H, N/U, hd): back to this rank's token shard."""
+    u = group_size(group)
+    *lead, hu, n_all, hd = x.shape
+    x = x.reshape(*lead, hu, u, n_all // u, hd).movedim(len(lead) + 1, 0)  # (U, *lead, H/U, n, hd)
+    x = all_to_all(x, group)  # dim 0 now: the source rank = head group
+    x = x.movedim(0, len(lead))  # (*lead, U, H/U, n, hd)
+    return x.reshape(*lead, u * hu, n_all // u, hd)
+
+
+def shard_tokens(x: torch.Tensor, group, dim: int = 1) -> torch.Tensor:
+    """This rank's contiguous 1/U of `x` along `dim` (U must divide the length)."""
+    u, r = group_size(group), group_rank(group)
+    n = x.shape[dim]
+    if n % u:
+        raise ValueError(f"sequence length {n} is not divisible by the Ulysses degree {u}")
+    return x.narrow(dim, r * (n // u), n // u)
+
+
+def gather_tokens(x: torch.Tensor, group, dim: int = 1) -> torch.Tensor:
+    return all_gather_cat(x, dim, group, kind="all_gather_tokens")
+
+
+# ------------------------------------------------------------------------- attention functions
+
+
+def attention_with_lse(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor):
+    """Softmax attention that also returns the log-sum-exp of the scores (B, H, Lq).
+    Scores, log-sum-exp and output are float32 whatever the input dtype (they are merged
+    across ranks next)."""
+    scale = query.shape[-1] ** -0.5
+    scores = torch.matmul(query, key.transpose(-1, -2)).float() * scale
+    lse = torch.logsumexp(scores, dim=-1)
+    out = torch.matmul(torch.exp(scores - lse.unsqueeze(-1)).to(value.dtype), value).float()
+    return out, lse
+
+
+class UlyssesJointAttention:
+    """`attention_fn` for the joint [text, vision] self-attention: text replicated (first
+    `text_len` tokens, all heads), vision sharded by sequence."""
+
+    def __init__(self, group, text_len: int, attention_fn=sdpa):
+        self.group = group
+        self.text_len = text_len
+        self.attention_fn = attention_fn
+
+    def __call__(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+        u, r = group_size(self.group), group_rank(self.group)
+        L = self.text_len
+        heads = query.shape[1]
+        hu = heads // u
+        qkv = torch.stack([query, key, value])  # (3, B, H, L + n, hd)
+        text = qkv[:, :, r * hu : (r + 1) * hu, :L]  # this rank's heads of the text
+        vision = seq_to_heads(qkv[:, :, :, L:], self.group)  # (3, B, H/U, N, hd)
+        q, k, v = torch.cat([text, vision], dim=3).unbind(0)
+        out = self.attention_fn(q, k, v)  # (B, H/U, L + N, hd)
+        out_text = all_gather_cat(out[:, :, :L], 1, self.group, kind="all_gather_text")  # (B, H, L, hd)
+        out_vision = heads_to_seq(out[:, :, L:], self.group)  # (B, H, n, hd)
+        return torch.cat([out_text, out_vision], dim=2)
+
+
+class ShardedKeysAttention:
+    """`attention_fn` for replicated queries over sequence-sharded keys/values (text ->
+    vision cross-attention): local attention plus an exact log-sum-exp merge."""
+
+    def __init__(self, group):
+        self.group = group
+
+    def __call__(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+        out, lse = attention_with_lse(query, key, value)  # (B, H, Lq, hd), (B, H, Lq)
+        shift = all_reduce_max(lse, self.group, kind="all_reduce_lse_max")
+        weight = torch.exp(lse - shift).unsqueeze(-1)  # (B, H, Lq, 1)
+        packed = all_reduce_sum(torch.cat([out * weight, weight], dim=-1), self.group, kind="all_reduce_cross")
+        return (packed[..., :-1] / packed[..., -1:]).to(query.dtype)
+
+
+# ------------------------------------------------------------------------- installing it
+
+
+def _attention_modules(transformer):
+    for block in transformer.transformer_blocks:
+        yield block.attn1, "joint"
+        yield block.attn2_1, "vision_to_text"
+        yield block.attn2_2, "text_to_vision"
+
+
+def _install(transformer, group) -> list:
+    text_len = transformer.config.max_text_seq_length
+    saved = []
+    for module, kind in _attention_modules(transformer):
+        processor = module.processor
+        saved.append((processor, processor.attention_fn))
+        if kind == "joint":
+            processor.attention_fn = UlyssesJointAttention(group, text_len, processor.attention_fn)
+        elif kind == "text_to_vision":
+            processor.attention_fn = ShardedKeysAttention(group)
+        # vision_to_text: local vision queries over replicated text keys, unchanged.
+    return saved
+
+
+def _restore(saved: list) -> None:
+    for processor, fn in saved:
+        processor.attention_fn = fn
+
+
+def ulysses_group_of(transformer):
+    """The group Ulysses is enabled for (`enable_ulysses`), or None."""
+    return getattr(transformer, "_kumo_ulysses", (None, None))[0]
+
+
+@contextlib.contextmanager
+def ulysses_attention(transformer, group) -> Iterator[None]:
+    """Within the block, the transformer's attentions run Ulysses over `group` (expects
+    the vision tokens sharded with `shard_tokens`, the text replicated)."""
+    if group is None or group_size(group) == 1 or ulysses_group_of(transformer) is group:
+        yield
+        return
+    saved = _install(transformer, group)
+    try:
+        yield
+    finally:
+        _restore(saved)
+
+
+def enable_ulysses(transformer, group) -> None:
+    """Install the Ulysses attention for good (training: gradient checkpointing recomputes
+    the blocks during backward, outside any `with`). From then on call the model through
+    `sequence_parallel_forward` only; `disable_ulysses` undoes it."""
+    if ulysses_group_of(transformer) is not None:
+        disable_ulysses(transformer)
+    if group is None or group_size(group) == 1:
+        return
+    transformer._kumo_ulysses = (group, _install(transformer, group))
+
+
+def disable_ulysses(transformer) -> None:
+    group, saved = getattr(transformer, "_kumo_ulysses", (None, None))
+    if group is not None:
+        _restore(saved)
+        del transformer._kumo_ulysses
+
+
+def sequence_parallel_forward(
+    transformer,
+    hidden_states: torch.Tensor,  # (B, F, C, H, W), identical on every rank of the group
+    encoder_hidden_states: torch.Tensor,  # (B, L, D_text), identical on every rank
+    timestep: torch.Tensor,
+    group,
+    gather: bool = True,
+) -> torch.Tensor:
+    """MADiT forward with the vision tokens split over `group`.
+
+    embed (positions for the whole sequence) -> this rank's token shard -> blocks with
+    Ulysses attention -> head on the shard -> all-gather of the patch tokens ->
+    unpatchify. With `gather=False` returns this rank's patch tokens (B, N/U, p*p*C).
+
+    For training: give every rank of the group the same batch; with the loss computed
+    on the gathered output on every rank, data-parallel gradient averaging over all
+    ranks (FSDP over the whole world) gives exactly the single-process gradient.
+    """
+    _, num_frames, _, height, width = hidden_states.shape
+    if group is None or group_size(group) == 1:
+        return transformer(hidden_states, encoder_hidden_states, timestep, return_dict=False)[0]
+    if (
+        torch.is_grad_enabled()
+        and getattr(transformer, "gradient_checkpointing", False)
+        and ulysses_group_of(transformer) is not group
+    ):
+        raise ValueError(
+            "gradient checkpointing recomputes the blocks during backward: call "
+            "kumovideo.distributed.ulysses.enable_ulysses(model, group) once before training"
+        )
+    vision, text, temb = transformer.embed(hidden_states, encoder_hidden_states, timestep)
+    vision = shard_tokens(vision, group)
+    with ulysses_attention(transformer, group):
+        vision, text = transformer.run_blocks(vision, text, temb)
+    patches = transformer.head(vision, temb)  # (B, N/U, p*p*C)
+    if not gather:
+        return patches
+    patches = gather_tokens(patches, group)
+    return transformer.unpatchify(patches, num_frames, height, width)
