@@ -1,0 +1,264 @@
+"""`kumo data`: raw videos -> filtered, captioned, latent-cached training set.
+
+    kumo data scan   IN_DIR -o manifest.jsonl [--workers N | --ray ADDRESS]
+    kumo data filter manifest.jsonl -o clips.jsonl [--rejected rejected.jsonl]
+    kumo data cut    clips.jsonl -o clips/ [--fps 24 --size 640x360] [--workers N | --ray ADDRESS]
+    kumo data encode clips/ --vae ckpts/vae -o latents/
+
+Every sub-command takes `--config configs/data_filter.yaml` (thresholds and settings; see
+docs/data-pipeline.md). Files that cannot be used are reported in the summary and never stop
+a run; the exit status is 0 unless the command itself was used wrongly (status 2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from collections import Counter
+from pathlib import Path
+
+from kumovideo.utils.errors import KumoInputError
+
+
+def register(sub) -> None:
+    """Add the `data` command and its sub-commands to the `kumo` parser."""
+    parser = sub.add_parser(
+        "data",
+        help="build a training set from a folder of videos (scan, filter, cut, encode)",
+        description="Data pipeline: scan videos (cuts, overlays, quality, motion, camera, "
+                    "captions), filter clips, cut them to files, pre-extract VAE latents.",
+    )
+    actions = parser.add_subparsers(dest="data_command", metavar="ACTION", parser_class=type(parser))
+    actions.required = True
+
+    def common(p: argparse.ArgumentParser, parallel: bool = False) -> None:
+        p.add_argument("--config", type=Path, default=None,
+                       help="YAML settings (default: built-in, as in configs/data_filter.yaml)")
+        p.add_argument("--quiet", action="store_true", help="no progress bar")
+        if parallel:
+            p.add_argument("--workers", type=int, default=None,
+                           help="local worker processes (default: one per CPU core)")
+            p.add_argument("--ray", metavar="ADDRESS", default=None,
+                           help="run as a Ray Data pipeline on the cluster at ADDRESS "
+                                "('auto', 'ray://host:10001', or 'local' to start one here)")
+
+    scan = actions.add_parser("scan", help="probe and analyse every video under a folder",
+                              description="Probe and analyse every video under IN_DIR into a "
+                                          "JSON Lines manifest (one record per video). Re-running "
+                                          "resumes: recorded files are skipped.")
+    scan.add_argument("in_dir", type=Path, metavar="IN_DIR")
+    scan.add_argument("-o", "--output", type=Path, required=True, metavar="MANIFEST",
+                      help="manifest to write or resume (.jsonl)")
+    scan.add_argument("--retry-errors", action="store_true",
+                      help="analyse again the files recorded as errors")
+    common(scan, parallel=True)
+    scan.set_defaults(func=run_scan)
+
+    filt = actions.add_parser("filter", help="keep the clips that pass the thresholds",
+                              description="Apply the thresholds of the config's `filter` section "
+                                          "to a scan manifest; write the kept clips.")
+    filt.add_argument("manifest", type=Path, metavar="MANIFEST")
+    filt.add_argument("-o", "--output", type=Path, required=True, metavar="CLIPS",
+                      help="kept clips (.jsonl)")
+    filt.add_argument("--rejected", type=Path, default=None,
+                      help="also write the rejected clips, each with its reasons")
+    common(filt)
+    filt.set_defaults(func=run_filter)
+
+    cut = actions.add_parser("cut", help="write the kept clips as video files",
+                             description="Write each kept clip to OUT_DIR/<id>.mp4 (stream copy "
+                                         "where possible, else re-encoded) with <id>.txt caption "
+                                         "and OUT_DIR/clips.jsonl.")
+    cut.add_argument("clips", type=Path, metavar="CLIPS", help="output of `kumo data filter`")
+    cut.add_argument("-o", "--output", type=Path, required=True, metavar="OUT_DIR")
+    cut.add_argument("--fps", type=float, default=None, help="target frame rate (default: source)")
+    cut.add_argument("--size", default=None, metavar="WxH",
+                     help="target size, scaled to cover and centre-cropped (default: source)")
+    cut.add_argument("--no-copy", action="store_true", help="always re-encode, never stream copy")
+    common(cut, parallel=True)
+    cut.set_defaults(func=run_cut)
+
+    enc = actions.add_parser("encode", help="pre-extract VAE latents into safetensors shards",
+                             description="Encode cut clips with the CogVideoX VAE into "
+                                         "OUT_DIR/shard-NNNNN.safetensors + OUT_DIR/index.json, "
+                                         "which `kumo train dit` reads directly.")
+    enc.add_argument("clips", type=Path, metavar="CLIPS",
+                     help="the folder `kumo data cut` wrote (or its clips.jsonl)")
+    enc.add_argument("--vae", type=Path, required=True, metavar="DIR",
+                     help="diffusers AutoencoderKLCogVideoX folder")
+    enc.add_argument("-o", "--output", type=Path, required=True, metavar="OUT_DIR")
+    enc.add_argument("--frames", type=int, default=None, help="frames per clip, 4k+1 (default 49)")
+    enc.add_argument("--size", default=None, metavar="WxH", help="pixel size fed to the VAE")
+    enc.add_argument("--shard-size", type=int, default=None, help="clips per shard (default 64)")
+    enc.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    common(enc)
+    enc.set_defaults(func=run_encode)
+
+
+# ------------------------------------------------------------------------------ helpers
+def _config(args):
+    from kumovideo.data.pipeline.config import load_config
+
+    return load_config(args.config)
+
+
+def _output_file(path: Path) -> Path:
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise KumoInputError(f"output folder {folder} does not exist; create it first or choose "
+                             "another -o path")
+    if path.is_dir():
+        raise KumoInputError(f"-o {path} is a folder; give a file name such as {path / 'out.jsonl'}")
+    return path
+
+
+def _output_dir(path: Path) -> Path:
+    if path.exists() and not path.is_dir():
+        raise KumoInputError(f"-o {path} is a file; give a folder (it is created if missing)")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise KumoInputError(f"output folder {parent} does not exist; create it first or choose "
+                             "another -o path")
+    path.mkdir(exist_ok=True)
+    return path
+
+
+def _input_file(path: Path, what: str, hint: str) -> Path:
+    if not path.is_file():
+        raise KumoInputError(f"{what} {path} not found; {hint}")
+    return path
+
+
+def _size(text: str | None, flag: str) -> tuple[int | None, int | None]:
+    if text is None:
+        return None, None
+    m = re.fullmatch(r"(\d+)[xX](\d+)", text.strip())
+    if not m or int(m.group(1)) < 2 or int(m.group(2)) < 2:
+        raise KumoInputError(f"{flag} {text!r} is not a size; write it as WIDTHxHEIGHT, e.g. 640x360")
+    return int(m.group(1)), int(m.group(2))
+
+
+def _workers(args) -> int:
+    from kumovideo.data.pipeline.runner import default_workers
+
+    if args.workers is None:
+        return default_workers()
+    if args.workers < 1:
+        raise KumoInputError(f"--workers {args.workers}: pass 1 or more")
+    return args.workers
+
+
+# ------------------------------------------------------------------------------ commands
+def run_scan(args: argparse.Namespace) -> int:
+    from kumovideo.data.pipeline.scan import scan_folder
+
+    cfg = _config(args)
+    _output_file(args.output)
+    summary = scan_folder(args.in_dir, args.output, cfg.scan, workers=_workers(args),
+                          ray_address=args.ray, retry_errors=args.retry_errors, quiet=args.quiet)
+    for line in summary.lines():
+        print(line)
+    print(f"manifest: {args.output}")
+    return 0
+
+
+def run_filter(args: argparse.Namespace) -> int:
+    from kumovideo.data.pipeline.filter import filter_records
+    from kumovideo.data.pipeline.manifest import atomic_write_jsonl, iter_jsonl, latest_by_path
+
+    cfg = _config(args)
+    _input_file(args.manifest, "manifest", "run `kumo data scan IN_DIR -o MANIFEST` first")
+    _output_file(args.output)
+    if args.rejected is not None:
+        _output_file(args.rejected)
+    records = list(latest_by_path(iter_jsonl(args.manifest)).values())
+    kept, rejected, reasons = filter_records(records, cfg.filter)
+    atomic_write_jsonl(args.output, kept)
+    if args.rejected is not None:
+        atomic_write_jsonl(args.rejected, rejected)
+    videos = sum(1 for r in records if r.get("status") == "ok")
+    seconds = sum(e["duration"] for e in kept)
+    print(f"kept {len(kept)} of {len(kept) + len(rejected)} clips from {videos} videos "
+          f"({seconds:.1f} s of video) -> {args.output}")
+    if reasons:
+        print("rejected: " + ", ".join(f"{k} {v}" for k, v in reasons.most_common()))
+    return 0
+
+
+def run_cut(args: argparse.Namespace) -> int:
+    from kumovideo.data.pipeline.cut import cut_task
+    from kumovideo.data.pipeline.manifest import atomic_write_jsonl, iter_jsonl, read_jsonl
+    from kumovideo.data.pipeline.runner import run_tasks
+
+    cfg = _config(args)
+    _input_file(args.clips, "clip list", "run `kumo data filter MANIFEST -o CLIPS` first")
+    out_dir = _output_dir(args.output)
+    if args.fps is not None:
+        if args.fps <= 0:
+            raise KumoInputError(f"--fps {args.fps} is not a frame rate; pass a positive number")
+        cfg.cut.fps = args.fps
+    w, h = _size(args.size, "--size")
+    if w is not None:
+        cfg.cut.width, cfg.cut.height = w, h
+    if args.no_copy:
+        cfg.cut.stream_copy = False
+    entries = read_jsonl(args.clips)
+    manifest = out_dir / "clips.jsonl"
+    # Resume: clips already cut (in the manifest and on disk) are kept as they are.
+    previous = {e["id"]: e for e in iter_jsonl(manifest)} if manifest.exists() else {}
+    done = {i: e for i, e in previous.items()
+            if e.get("status") == "ok" and (out_dir / e.get("file", "")).is_file()}
+    todo = [e for e in entries if e["id"] not in done]
+    results = dict(done)
+    counts: Counter = Counter()
+    for res in run_tasks(cut_task(cfg.cut, str(out_dir)), todo, workers=_workers(args),
+                         ray_address=args.ray, desc="cut", quiet=args.quiet):
+        results[res["id"]] = res
+        counts[res.get("method") or "error"] += 1
+    ordered = [results[e["id"]] for e in entries if e["id"] in results]
+    ok = [r for r in ordered if r.get("status") == "ok"]
+    atomic_write_jsonl(manifest, ok)
+    failed = [r for r in ordered if r.get("status") != "ok"]
+    print(f"cut {len(todo)} clips ({counts['copy']} stream-copied, {counts['encode']} re-encoded, "
+          f"{len(failed)} failed; {len(done)} already done) -> {out_dir}")
+    for r in failed:
+        print(f"  failed: {r['id']}: {r.get('error')}")
+    return 0
+
+
+def run_encode(args: argparse.Namespace) -> int:
+    from kumovideo.data.pipeline.encode import encode_clips, load_vae
+    from kumovideo.data.pipeline.manifest import read_jsonl
+
+    cfg = _config(args)
+    manifest = args.clips / "clips.jsonl" if args.clips.is_dir() else args.clips
+    _input_file(manifest, "cut manifest", "run `kumo data cut CLIPS -o OUT_DIR` first and pass "
+                "OUT_DIR")
+    if not args.vae.is_dir():
+        raise KumoInputError(f"--vae {args.vae} is not a folder; pass the diffusers "
+                             "AutoencoderKLCogVideoX folder")
+    if args.frames is not None:
+        if args.frames < 1 or (args.frames - 1) % 4:
+            raise KumoInputError(f"--frames {args.frames}: the VAE needs 4k+1 frames (17, 33, 49...)")
+        cfg.encode.frames = args.frames
+    w, h = _size(args.size, "--size")
+    if w is not None:
+        if w % 8 or h % 8:
+            raise KumoInputError(f"--size {args.size}: width and height must be multiples of 8")
+        cfg.encode.width, cfg.encode.height = w, h
+    if args.shard_size is not None:
+        if args.shard_size < 1:
+            raise KumoInputError("--shard-size must be 1 or more")
+        cfg.encode.shard_size = args.shard_size
+    out_dir = _output_dir(args.output)
+    entries = read_jsonl(manifest)
+    vae = load_vae(args.vae, cfg.encode.dtype, args.device)
+    summary = encode_clips(entries, manifest.parent, vae, str(args.vae), out_dir, cfg.encode,
+                           device=args.device, quiet=args.quiet)
+    print(f"encoded {summary['encoded']} clips ({summary['skipped']} already done, "
+          f"{len(summary['errors'])} failed) into {summary['shards']} shards, "
+          f"{summary['clips']} clips in {out_dir / 'index.json'}")
+    for clip_id, err in summary["errors"]:
+        print(f"  failed: {clip_id}: {err}", file=sys.stderr)
+    return 0

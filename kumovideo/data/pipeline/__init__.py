@@ -1,0 +1,42 @@
+"""The `kumo data` pipeline: a folder of raw videos -> a filtered, captioned, latent-cached
+training set.
+
+Stages (one module each):
+
+* `probe` -- container facts; unusable files become `BadVideo` with a reason.
+* `scenes` -- hard cuts and fades (PySceneDetect + frame-difference checks).
+* `overlays` -- static logos/watermarks and subtitle bands.
+* `quality` -- sharpness, exposure, colourfulness, blockiness, noise, one score.
+* `motion` -- dense optical flow: dynamic score, subject vs background.
+* `camera` -- static / pan / tilt / zoom with speed, from the global flow.
+* `captions` -- sidecar captions, a `Captioner` hook, attribute captions.
+* `analyze` -- one decode pass per video running all of the above.
+* `scan`, `filter`, `cut`, `encode` -- the four `kumo data` commands.
+* `runner` -- local worker processes or a Ray Data pipeline.
+* `manifest` -- durable JSON Lines and atomic writes.
+
+See docs/data-pipeline.md.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    "analyze_video": "kumovideo.data.pipeline.analyze",
+    "BadVideo": "kumovideo.data.pipeline.probe",
+    "probe": "kumovideo.data.pipeline.probe",
+    "DataConfig": "kumovideo.data.pipeline.config",
+    "load_config": "kumovideo.data.pipeline.config",
+    "Captioner": "kumovideo.data.pipeline.captions",
+    "LatentShardDataset": "kumovideo.data.pipeline.encode",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    # Lazy, so `import kumovideo.data.pipeline` does not pull in torch or OpenCV.
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(name)

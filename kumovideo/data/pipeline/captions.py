@@ -1,0 +1,169 @@
+"""Captions for clips: sidecar files first, a captioning model when given, attributes last.
+
+Where a caption comes from, in order:
+
+1. **sidecar**: a file beside the video with the same stem. ``clip.txt`` holds one caption
+   for the whole video (ShapesWorld's ``render_to_disk`` writes exactly this). ``clip.json``
+   holds ``{"caption": "..."}`` (or ``"text"`` / ``"prompt"``), or per-time captions
+   ``{"segments": [{"start": 0.0, "end": 4.2, "caption": "..."}, ...]}``; a clip takes the
+   segment it overlaps most.
+2. **metadata**: a ``comment`` or ``description`` tag in the container.
+3. **model**: a `Captioner` you supply (``scan.captioner: "my.module:MyCaptioner"``), which
+   receives a few RGB frames of the clip. This is the hook for re-captioning with a
+   vision-language model.
+4. **attributes**: without any of those, a plain sentence built from what the scan measured
+   (camera movement, motion, brightness, dominant colour). It is honest but generic; the
+   filter's ``require_caption`` drops clips whose caption came from here.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import cv2
+import numpy as np
+
+from kumovideo.utils.errors import KumoInputError
+
+CAPTION_KEYS = ("caption", "text", "prompt")
+
+
+@runtime_checkable
+class Captioner(Protocol):
+    """A captioning model. `frames` are RGB uint8 arrays (H, W, 3) sampled from the clip;
+    `info` holds the clip's measured attributes (camera, motion, quality). Return a caption."""
+
+    def caption(self, frames: list[np.ndarray], info: dict[str, Any]) -> str: ...
+
+
+def load_captioner(spec: str | None) -> Captioner | None:
+    """Instantiate "package.module:ClassName" (no arguments), or None."""
+    if not spec:
+        return None
+    if ":" not in spec:
+        raise KumoInputError(f"captioner {spec!r} must be 'module:ClassName'")
+    module_name, _, attr = spec.partition(":")
+    try:
+        obj = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise KumoInputError(f"cannot load captioner {spec!r} ({exc}); check the module path") from exc
+    captioner = obj() if isinstance(obj, type) else obj
+    if not isinstance(captioner, Captioner):
+        raise KumoInputError(f"captioner {spec!r} has no caption(frames, info) method")
+    return captioner
+
+
+def read_sidecar(video: str | Path) -> dict[str, Any] | None:
+    """The sidecar caption data of a video: {"caption": str} and/or {"segments": [...]}."""
+    video = Path(video)
+    txt = video.with_suffix(".txt")
+    if txt.is_file():
+        text = txt.read_text(encoding="utf-8", errors="replace").strip()
+        if text:
+            return {"caption": text, "file": txt.name}
+    js = video.with_suffix(".json")
+    if js.is_file():
+        try:
+            data = json.loads(js.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return None
+        if isinstance(data, dict):
+            out: dict[str, Any] = {"file": js.name}
+            for key in CAPTION_KEYS:
+                if isinstance(data.get(key), str) and data[key].strip():
+                    out["caption"] = data[key].strip()
+                    break
+            segments = data.get("segments") or data.get("clips")
+            if isinstance(segments, list):
+                out["segments"] = [s for s in segments if isinstance(s, dict)]
+            if len(out) > 1:
+                return out
+    return None
+
+
+def _segment_caption(segments: list[dict], start: float, end: float) -> str | None:
+    """Caption of the segment overlapping [start, end) the most."""
+    best, best_overlap = None, 0.0
+    for seg in segments:
+        text = next((seg[k] for k in CAPTION_KEYS if isinstance(seg.get(k), str)), None)
+        try:
+            s0, s1 = float(seg.get("start", 0.0)), float(seg.get("end", float("inf")))
+        except (TypeError, ValueError):
+            continue
+        overlap = min(end, s1) - max(start, s0)
+        if text and overlap > best_overlap:
+            best, best_overlap = text.strip(), overlap
+    return best
+
+
+def caption_for_clip(sidecar: dict | None, tags: dict[str, str], start: float, end: float,
+                     frames: list[np.ndarray], info: dict[str, Any],
+                     captioner: Captioner | None) -> tuple[str, str]:
+    """(caption, source) for one clip; source is sidecar/metadata/model/attributes."""
+    if sidecar:
+        if sidecar.get("segments"):
+            text = _segment_caption(sidecar["segments"], start, end)
+            if text:
+                return text, "sidecar"
+        if sidecar.get("caption"):
+            return sidecar["caption"], "sidecar"
+    for key in ("comment", "description"):
+        if tags.get(key, "").strip():
+            return tags[key].strip(), "metadata"
+    if captioner is not None and frames:
+        text = captioner.caption([cv2.cvtColor(f, cv2.COLOR_BGR2RGB) for f in frames], info)
+        if text and text.strip():
+            return text.strip(), "model"
+    return attribute_caption(frames, info), "attributes"
+
+
+_COLOUR_NAMES = ((0, "red"), (15, "orange"), (25, "yellow"), (35, "green"), (85, "cyan"),
+                 (100, "blue"), (130, "purple"), (160, "pink"), (175, "red"))
+
+
+def _dominant_colour(frames: list[np.ndarray]) -> str:
+    hsv = np.concatenate([cv2.cvtColor(f, cv2.COLOR_BGR2HSV).reshape(-1, 3) for f in frames])
+    saturated = hsv[(hsv[:, 1] > 60) & (hsv[:, 2] > 50)]
+    if len(saturated) < 0.15 * len(hsv):
+        return "muted"
+    hue = np.bincount(saturated[:, 0] // 5, minlength=36).argmax() * 5 + 2
+    name = "red"
+    for start, label in _COLOUR_NAMES:
+        if hue >= start:
+            name = label
+    return name
+
+
+def attribute_caption(frames: list[np.ndarray], info: dict[str, Any]) -> str:
+    """A weight-free caption from measured attributes, e.g. "A fast pan to the right across a
+    bright, mostly green scene, with a moving subject.\""""
+    camera = (info.get("camera") or {}).get("label") or "static"
+    motion = info.get("motion") or {}
+    speed = (info.get("camera") or {}).get("speed") or 0.0
+    pace = "slow " if speed < 10 else "fast " if speed > 40 else ""
+    shot = {
+        "static": "A static shot of",
+        "pan_left": f"A {pace}pan to the left across",
+        "pan_right": f"A {pace}pan to the right across",
+        "tilt_up": f"A {pace}tilt up over",
+        "tilt_down": f"A {pace}tilt down over",
+        "zoom_in": f"A {pace}zoom in on",
+        "zoom_out": f"A {pace}zoom out from",
+    }[camera].replace("  ", " ")
+    if frames:
+        level = float(np.mean([f.mean() for f in frames]))
+        light = "dark" if level < 70 else "bright" if level > 170 else ""
+        colour = _dominant_colour(frames)
+    else:
+        light, colour = "", "muted"
+    tone = "muted-colour" if colour == "muted" else f"mostly {colour}"
+    scene = f"a {light + ', ' if light else ''}{tone} scene"
+    extra = ""
+    if (motion.get("subject_fraction") or 0) > 0.02 and (motion.get("subject") or 0) > 5:
+        extra = ", with a moving subject"
+    elif camera == "static" and (motion.get("score") or 0) < 1:
+        extra = ", nearly still"
+    return f"{shot} {scene}{extra}."

@@ -1,0 +1,224 @@
+"""Settings for `kumo data`: one dataclass per stage, loaded from a YAML file.
+
+`configs/data_filter.yaml` lists every key with its default; a file only needs the keys it
+changes. Unknown keys and values of the wrong type are user errors (`KumoInputError`), so a
+typo in a threshold never silently falls back to the default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kumovideo.utils.errors import KumoInputError
+
+VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v", ".mpg", ".mpeg", ".ts",
+                    ".wmv", ".flv", ".3gp")
+
+
+@dataclass
+class ScanConfig:
+    """`kumo data scan`: probing and per-clip analysis, done in one decode pass per video."""
+
+    extensions: list[str] = field(default_factory=lambda: list(VIDEO_EXTENSIONS))
+    # Frames are scaled (by the decoder, cheaply) to this width for scene, overlay and motion
+    # analysis. 256 px is what PySceneDetect itself downscales to; detail beyond that adds
+    # cost, not accuracy, for these measures. Smaller inputs are analysed at native width.
+    analysis_width: int = 256
+    # Clips shorter than this (after removing transition frames) are dropped at scan time.
+    min_clip_seconds: float = 1.0
+    # --- scene transitions (scenes.py) ---
+    # PySceneDetect ContentDetector threshold (HSV change score, 0-255). Its default of 27.
+    content_threshold: float = 27.0
+    # PySceneDetect AdaptiveDetector: ratio of a frame's change score to its neighbours'.
+    adaptive_threshold: float = 3.0
+    # Mean pixel level (0-255) under which a frame counts as faded to black.
+    fade_threshold: float = 12.0
+    # Frame-difference confirmation of a ContentDetector cut: the luma difference at the cut
+    # must be this many times the median of its neighbours (fast motion is high everywhere,
+    # a cut is a spike), or the colour histograms either side must differ by this much.
+    cut_spike_ratio: float = 2.5
+    cut_hist_distance: float = 0.35
+    # Candidate boundaries from different detectors closer than this (frames) are one boundary.
+    merge_frames: int = 4
+    # Longest fade (frames, each side of the dark point) trimmed out of the neighbouring clips.
+    max_fade_frames: int = 48
+    # --- motion (motion.py, camera.py) ---
+    flow_method: str = "dis"  # "dis" (OpenCV DIS, fast) or "farneback"
+    flow_width: int = 160  # optical flow runs on frames scaled to this width
+    flow_pairs_per_second: float = 6.0  # frame pairs per second of video that get a flow field
+    # --- overlays (overlays.py) ---
+    overlay_samples_per_second: float = 4.0
+    # Cap on the frames kept in memory per open clip; beyond it every other one is dropped,
+    # which keeps memory bounded for hour-long shots.
+    max_overlay_samples: int = 96
+    # --- quality (quality.py) ---
+    quality_samples_per_second: float = 2.0
+    # --- captions (captions.py) ---
+    # "module:Class" of a `Captioner` to caption clips that have no sidecar caption.
+    captioner: str | None = None
+
+
+@dataclass
+class FilterConfig:
+    """`kumo data filter`: which clips to keep. A check whose threshold is null is skipped."""
+
+    min_seconds: float = 2.0
+    # Longer clips are split into equal pieces no longer than this (null: keep whole).
+    max_seconds: float | None = 20.0
+    min_width: int = 0
+    min_height: int = 0
+    min_fps: float = 0.0
+    # Combined visual quality in [0, 1] (quality.py); ~0.4 rejects blurred, noisy, badly
+    # exposed or heavily compressed footage while keeping ordinary phone and web video.
+    min_quality: float | None = 0.4
+    # Dynamic score, in percent of the frame width moved per second (motion.py). Under ~1 the
+    # clip is a still image in all but name; over ~80 it is mostly blur and whip pans.
+    min_motion: float | None = 1.0
+    max_motion: float | None = 80.0
+    # Static overlays (logos, watermarks): largest total area allowed as a fraction of the
+    # frame; 0 rejects any detected overlay, null disables the check.
+    max_overlay_area: float | None = 0.0
+    reject_subtitles: bool = True
+    # Camera-movement classes to keep (null: all).
+    cameras: list[str] | None = None
+    # Keep only clips whose caption came from a sidecar, the container or a captioning model
+    # (not the weight-free attribute caption).
+    require_caption: bool = False
+
+
+@dataclass
+class CutConfig:
+    """`kumo data cut`: how kept clips are written."""
+
+    # Target frame rate and size; null keeps the source's. When both are kept and the clip
+    # starts on a keyframe, packets are copied without re-encoding.
+    fps: float | None = None
+    width: int | None = None
+    height: int | None = None
+    stream_copy: bool = True
+    crf: int = 18  # x264 constant-rate factor for re-encoded clips (18: visually lossless)
+    preset: str = "veryfast"
+
+
+@dataclass
+class EncodeConfig:
+    """`kumo data encode`: VAE latents written to shards."""
+
+    # Frames per clip fed to the VAE; must be 4k+1 (the CogVideoX VAE compresses time 4x and
+    # keeps the first frame). Shorter clips use the largest 4k+1 that fits.
+    frames: int = 49
+    # Pixel size fed to the VAE (multiples of 8); null: the clip's own size rounded down.
+    width: int | None = None
+    height: int | None = None
+    shard_size: int = 64  # clips per safetensors shard
+    dtype: str = "float32"  # dtype the VAE runs in ("float32", "bfloat16", "float16")
+
+
+@dataclass
+class DataConfig:
+    scan: ScanConfig = field(default_factory=ScanConfig)
+    filter: FilterConfig = field(default_factory=FilterConfig)
+    cut: CutConfig = field(default_factory=CutConfig)
+    encode: EncodeConfig = field(default_factory=EncodeConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _check_type(where: str, value: Any, default: Any, annotation: str) -> Any:
+    """Coerce ints to floats where a float is expected; reject anything else that differs."""
+    if value is None:
+        if "None" in annotation:
+            return None
+        raise KumoInputError(f"{where} may not be null; give a value or remove the key")
+    if isinstance(default, bool) or annotation == "bool":
+        if not isinstance(value, bool):
+            raise KumoInputError(f"{where} must be true or false, got {value!r}")
+        return value
+    if annotation.startswith("float"):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise KumoInputError(f"{where} must be a number, got {value!r}")
+        return float(value)
+    if annotation.startswith("int"):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise KumoInputError(f"{where} must be a whole number, got {value!r}")
+        return value
+    if annotation.startswith("list"):
+        if not isinstance(value, list):
+            raise KumoInputError(f"{where} must be a list, got {value!r}")
+        return [str(v) for v in value]
+    if annotation.startswith("str"):
+        if not isinstance(value, str):
+            raise KumoInputError(f"{where} must be a string, got {value!r}")
+        return value
+    return value
+
+
+def config_from_dict(data: dict[str, Any] | None, source: str = "config") -> DataConfig:
+    """Build a `DataConfig` from nested dicts, rejecting unknown keys and wrong types."""
+    cfg = DataConfig()
+    if data is None:
+        return cfg
+    if not isinstance(data, dict):
+        raise KumoInputError(f"{source}: expected a mapping with sections scan/filter/cut/encode")
+    sections = {f.name: f for f in dataclasses.fields(DataConfig)}
+    for name, values in data.items():
+        if name not in sections:
+            raise KumoInputError(f"{source}: unknown section {name!r}; known sections: "
+                                 f"{', '.join(sections)}")
+        if values is None:
+            continue
+        if not isinstance(values, dict):
+            raise KumoInputError(f"{source}: section {name!r} must be a mapping of keys to values")
+        section = getattr(cfg, name)
+        fields = {f.name: f for f in dataclasses.fields(section)}
+        for key, value in values.items():
+            if key not in fields:
+                raise KumoInputError(f"{source}: unknown key {name}.{key}; known keys in {name}: "
+                                     f"{', '.join(fields)}")
+            annotation = str(fields[key].type)
+            setattr(section, key, _check_type(f"{source}: {name}.{key}", value,
+                                              getattr(section, key), annotation))
+    _validate(cfg, source)
+    return cfg
+
+
+def _validate(cfg: DataConfig, source: str) -> None:
+    if cfg.scan.flow_method not in ("dis", "farneback"):
+        raise KumoInputError(f"{source}: scan.flow_method must be 'dis' or 'farneback', "
+                             f"got {cfg.scan.flow_method!r}")
+    if cfg.encode.frames < 1 or (cfg.encode.frames - 1) % 4:
+        raise KumoInputError(f"{source}: encode.frames must be 4k+1 (e.g. 17, 33, 49), "
+                             f"got {cfg.encode.frames}")
+    for key in ("width", "height"):
+        value = getattr(cfg.encode, key)
+        if value is not None and value % 8:
+            raise KumoInputError(f"{source}: encode.{key} must be a multiple of 8, got {value}")
+    if cfg.encode.dtype not in ("float32", "bfloat16", "float16"):
+        raise KumoInputError(f"{source}: encode.dtype must be float32, bfloat16 or float16")
+    from kumovideo.data.pipeline.camera import CAMERA_CLASSES
+
+    for cam in cfg.filter.cameras or []:
+        if cam not in CAMERA_CLASSES:
+            raise KumoInputError(f"{source}: filter.cameras has unknown class {cam!r}; "
+                                 f"known: {', '.join(CAMERA_CLASSES)}")
+
+
+def load_config(path: str | Path | None) -> DataConfig:
+    """Read a YAML config (None: the built-in defaults)."""
+    if path is None:
+        return DataConfig()
+    path = Path(path)
+    if not path.is_file():
+        raise KumoInputError(f"config file {path} not found; pass an existing YAML file "
+                             "(see configs/data_filter.yaml)")
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise KumoInputError(f"{path} is not valid YAML ({exc}); fix the syntax") from exc
+    return config_from_dict(data, source=str(path))

@@ -1,0 +1,255 @@
+"""`kumo data encode`: pre-extract VAE latents into sharded safetensors files with an index.
+
+Training a latent video model spends much of its time in the VAE encoder if clips are
+encoded on the fly. Encoding once, here, turns every later epoch into a file read
+(Lumina-Video trains on pre-extracted latents for this reason).
+
+The VAE is diffusers' `AutoencoderKLCogVideoX` (a causal 3D VAE: 8x8 spatial and 4x
+temporal compression, the first frame kept, so the frame count must be 4k+1). For each clip
+we keep the **posterior** rather than one sample: ``latent_dist.mean`` and
+``latent_dist.std``, both (C, F_latent, H/8, W/8) float16. Training then draws a fresh
+sample every time it sees the clip, which is what on-the-fly encoding would have done::
+
+    latent = (mean + std * torch.randn_like(std)) * scaling_factor
+
+(`scaling_factor` is in the index; it is the VAE config's).
+
+Layout of the output folder::
+
+    shard-00000.safetensors   tensors "<clip id>/mean" and "<clip id>/std", `shard_size` clips
+    shard-00001.safetensors
+    index.json                {"format", "version", "vae": {...}, "clips": [{"id", "caption",
+                               "shard", "shape", "fps", "num_frames", "size", "motion_score",
+                               "camera", "quality"}], "shards": [...]}
+
+Shards and the index are written to temp files and renamed into place; the index is
+rewritten after every shard, so a killed run keeps every finished shard and a re-run
+continues with the clips not yet in the index.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import av
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from kumovideo.data.pipeline.config import EncodeConfig
+from kumovideo.data.pipeline.manifest import atomic_write_bytes, atomic_write_json
+from kumovideo.utils.errors import KumoInputError
+
+INDEX_FORMAT = "kumovideo-latents"
+INDEX_VERSION = 1
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def frames_for_vae(n: int, wanted: int) -> int:
+    """Largest 4k+1 not above min(n, wanted) (0 if the clip is empty)."""
+    m = min(n, wanted)
+    return 0 if m < 1 else ((m - 1) // 4) * 4 + 1
+
+
+def load_vae(path: str | Path, dtype: str = "float32", device: str = "cpu"):
+    """`AutoencoderKLCogVideoX.from_pretrained(path)` in eval mode."""
+    from diffusers import AutoencoderKLCogVideoX
+
+    path = Path(path)
+    if not (path / "config.json").is_file():
+        raise KumoInputError(f"--vae {path} is not a diffusers VAE folder (no config.json); pass "
+                             "the folder holding AutoencoderKLCogVideoX weights (e.g. ckpts/vae)")
+    vae = AutoencoderKLCogVideoX.from_pretrained(str(path), torch_dtype=_DTYPES[dtype])
+    return vae.to(device).eval()
+
+
+def read_clip(path: str | Path, num_frames: int, width: int | None, height: int | None
+              ) -> tuple[torch.Tensor, float]:
+    """The first `num_frames` frames of a clip as a (3, F, H, W) float tensor in [-1, 1].
+
+    Without a size, the clip's own size rounded down to multiples of 8 (centre crop); with
+    one, scaled to cover it and centre-cropped. Returns (video, fps).
+    """
+    frames = []
+    with av.open(str(path)) as c:
+        s = c.streams.video[0]
+        fps = float(s.average_rate or 0)
+        for frame in c.decode(s):
+            frames.append(frame.to_ndarray(format="rgb24"))
+            if len(frames) == num_frames:
+                break
+    if not frames:
+        raise ValueError("no frames")
+    ih, iw = frames[0].shape[:2]
+    w = width or (iw // 8) * 8
+    h = height or (ih // 8) * 8
+    if w < 8 or h < 8:
+        raise ValueError(f"clip is {iw}x{ih}, smaller than one 8x8 latent cell")
+    from kumovideo.data.pipeline.cut import _fit
+
+    video = np.stack([_fit(f, w, h) for f in frames])  # (F, H, W, 3) uint8
+    x = torch.from_numpy(video).permute(3, 0, 1, 2).float() / 127.5 - 1.0
+    return x, fps
+
+
+def _load_index(out_dir: Path) -> dict[str, Any] | None:
+    path = out_dir / "index.json"
+    if not path.is_file():
+        return None
+    data = json.loads(path.read_text())
+    if data.get("format") != INDEX_FORMAT:
+        raise KumoInputError(f"{path} is not a kumovideo latent index; choose an empty output folder")
+    return data
+
+
+def encode_clips(entries: list[dict], clip_dir: Path, vae, vae_path: str, out_dir: Path,
+                 cfg: EncodeConfig, device: str = "cpu", quiet: bool = False) -> dict[str, Any]:
+    """Encode cut clips (entries of the cut manifest) into shards; returns a summary."""
+    from safetensors.torch import save
+
+    from kumovideo.data.pipeline.runner import run_tasks
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    index = _load_index(out_dir) or {
+        "format": INDEX_FORMAT,
+        "version": INDEX_VERSION,
+        "vae": {
+            "path": str(vae_path),
+            "scaling_factor": float(vae.config.scaling_factor),
+            "latent_channels": int(vae.config.latent_channels),
+            "temporal_compression": int(getattr(vae.config, "temporal_compression_ratio", 4)),
+            "spatial_compression": 2 ** (len(vae.config.block_out_channels) - 1),
+        },
+        "storage_dtype": "float16",
+        "sampling": "latent = (mean + std * randn) * scaling_factor",
+        "clips": [],
+        "shards": [],
+    }
+    done = {c["id"] for c in index["clips"]}
+    todo = [e for e in entries if e.get("status", "ok") == "ok" and e["id"] not in done]
+    dtype = _DTYPES[cfg.dtype]
+    pending: dict[str, torch.Tensor] = {}
+    pending_meta: list[dict] = []
+    errors: list[tuple[str, str]] = []
+    t0 = time.perf_counter()
+
+    def flush() -> None:
+        if not pending_meta:
+            return
+        name = f"shard-{len(index['shards']):05d}.safetensors"
+        atomic_write_bytes(out_dir / name, save(pending, metadata={"format": INDEX_FORMAT}))
+        for m in pending_meta:
+            m["shard"] = name
+        index["shards"].append(name)
+        index["clips"].extend(pending_meta)
+        atomic_write_json(out_dir / "index.json", index)
+        pending.clear()
+        pending_meta.clear()
+
+    def encode_one(entry: dict) -> dict:
+        path = clip_dir / entry["file"]
+        n = frames_for_vae(int(entry.get("out_frames") or 0) or 10**9, cfg.frames)
+        try:
+            x, fps = read_clip(path, n, cfg.width, cfg.height)
+            n = frames_for_vae(x.shape[1], cfg.frames)
+            x = x[:, :n]
+            with torch.no_grad():
+                dist = vae.encode(x.unsqueeze(0).to(device=device, dtype=dtype)).latent_dist
+            mean = dist.mean[0].to("cpu", torch.float16).contiguous()
+            std = dist.std[0].to("cpu", torch.float16).contiguous()
+        except Exception as exc:  # a bad clip is reported, the rest are encoded
+            return {"id": entry["id"], "error": f"{type(exc).__name__}: {exc}"}
+        return {"id": entry["id"], "mean": mean, "std": std, "fps": fps, "num_frames": n,
+                "size": [int(x.shape[2]), int(x.shape[3])]}
+
+    for entry, res in zip(todo, run_tasks(encode_one, todo, workers=1, desc="encode",
+                                          quiet=quiet)):
+        if "error" in res:
+            errors.append((entry["id"], res["error"]))
+            continue
+        pending[f"{entry['id']}/mean"] = res["mean"]
+        pending[f"{entry['id']}/std"] = res["std"]
+        pending_meta.append({
+            "id": entry["id"],
+            "caption": entry["caption"],
+            "caption_source": entry.get("caption_source"),
+            "shape": list(res["mean"].shape),
+            "fps": res["fps"],
+            "num_frames": res["num_frames"],
+            "size": res["size"],
+            "motion_score": entry.get("motion_score"),
+            "camera": (entry.get("camera") or {}).get("label"),
+            "quality": (entry.get("quality") or {}).get("score"),
+            "source": entry.get("video"),
+            "file": entry.get("file"),
+        })
+        if len(pending_meta) >= cfg.shard_size:
+            flush()
+    flush()
+    if not (out_dir / "index.json").exists():
+        atomic_write_json(out_dir / "index.json", index)
+    return {"encoded": len(todo) - len(errors), "skipped": len(entries) - len(todo),
+            "errors": errors, "shards": len(index["shards"]), "clips": len(index["clips"]),
+            "seconds": time.perf_counter() - t0}
+
+
+class LatentShardDataset(Dataset):
+    """Pre-extracted latents written by `kumo data encode`.
+
+    Each item is {"latent_mean": (C, F, h, w), "latent_std": (C, F, h, w), "caption": str,
+    "motion_score": float} with tensors in `dtype` (float32 by default; stored as float16).
+    Draw a training latent with `sample_latent`, i.e. ``(mean + std * randn) *
+    scaling_factor``. Shards are opened lazily and memory-mapped by safetensors, so a
+    DataLoader's workers each read only what they index.
+    """
+
+    def __init__(self, index_path: str | Path, dtype: torch.dtype = torch.float32):
+        self.index_path = Path(index_path)
+        if self.index_path.is_dir():
+            self.index_path = self.index_path / "index.json"
+        if not self.index_path.is_file():
+            raise KumoInputError(f"latent index {self.index_path} not found; run `kumo data "
+                                 "encode` first or pass the folder it wrote")
+        self.index = json.loads(self.index_path.read_text())
+        if self.index.get("format") != INDEX_FORMAT:
+            raise KumoInputError(f"{self.index_path} is not a kumovideo latent index")
+        self.root = self.index_path.parent
+        self.clips = self.index["clips"]
+        self.dtype = dtype
+        self.scaling_factor = float(self.index["vae"]["scaling_factor"])
+        self._handles: dict[str, Any] = {}
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def _shard(self, name: str):
+        from safetensors import safe_open
+
+        if name not in self._handles:
+            self._handles[name] = safe_open(str(self.root / name), framework="pt")
+        return self._handles[name]
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        meta = self.clips[i]
+        f = self._shard(meta["shard"])
+        return {
+            "latent_mean": f.get_tensor(f"{meta['id']}/mean").to(self.dtype),
+            "latent_std": f.get_tensor(f"{meta['id']}/std").to(self.dtype),
+            "caption": meta["caption"],
+            "motion_score": float(meta["motion_score"] or 0.0),
+        }
+
+    def sample_latent(self, item: dict[str, Any], generator: torch.Generator | None = None
+                      ) -> torch.Tensor:
+        """A scaled latent sample from an item's posterior (what the DiT is trained on)."""
+        noise = torch.randn(item["latent_std"].shape, generator=generator,
+                            dtype=item["latent_std"].dtype)
+        return (item["latent_mean"] + item["latent_std"] * noise) * self.scaling_factor
+
+    def __getstate__(self):  # safetensors handles do not pickle (DataLoader workers)
+        state = dict(self.__dict__)
+        state["_handles"] = {}
+        return state

@@ -1,0 +1,146 @@
+"""Run one task per file: in this process, in local worker processes, or on Ray Data.
+
+Every stage (`scan`, `cut`) is a plain function from one JSON-able item (a path, a clip
+entry) to one JSON-able result, so the same function runs unchanged in all three modes:
+
+* ``workers=1``: in this process, simplest to debug;
+* ``workers=N``: a `multiprocessing` pool of N processes, results streamed back in
+  completion order (``imap_unordered``), so the caller can write each one as it arrives;
+* ``ray_address``: a Ray Data pipeline (``from_items`` -> ``map``), on the cluster at that
+  address ("auto" for the one this machine belongs to, "local" to start one here).
+  Results stream back through ``iter_rows`` and are written by the driver, so the manifest
+  is still appended record by record.
+
+A progress bar counts files and shows files/s.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+import sys
+from typing import Any, Callable, Iterable, Iterator
+
+from tqdm import tqdm
+
+from kumovideo.utils.errors import KumoInputError
+
+
+def default_workers() -> int:
+    """Local worker processes by default: one per CPU core this process may use."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _init_worker() -> None:
+    # Each worker is one of N parallel processes: keep OpenCV and torch single-threaded so
+    # N workers do not fight over N cores with N x threads each.
+    import cv2
+
+    cv2.setNumThreads(1)
+    try:
+        import torch
+
+        torch.set_num_threads(1)
+    except ImportError:
+        pass
+
+
+# Modules the worker processes need, imported once by the fork server.
+_PRELOAD = ["kumovideo.data.pipeline.scan", "kumovideo.data.pipeline.cut"]
+
+
+def _mp_context():
+    # Not plain fork: after OpenCV (or torch) has run its thread pool in this process, a
+    # forked child inherits the pool's locks but not its threads and can hang. A fork
+    # server is a fresh single-threaded process that imports the pipeline once and forks
+    # each worker from that clean state, so workers still start in a fraction of a second.
+    if "forkserver" in mp.get_all_start_methods():
+        ctx = mp.get_context("forkserver")
+        ctx.set_forkserver_preload(_PRELOAD)
+        return ctx
+    return mp.get_context("spawn")
+
+
+class _JsonTask:
+    """Wrap `fn` for Ray Data rows: {"item": json} -> {"result": json}."""
+
+    def __init__(self, fn: Callable[[Any], dict]):
+        self.fn = fn
+
+    def __call__(self, row: dict) -> dict:
+        _init_worker()
+        return {"result": json.dumps(self.fn(json.loads(row["item"])))}
+
+
+def ray_available() -> bool:
+    try:
+        import ray  # noqa: F401
+        import ray.data  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _run_ray(fn: Callable[[Any], dict], items: list, address: str, workers: int) -> Iterator[dict]:
+    if not ray_available():
+        raise KumoInputError("--ray needs Ray Data, which is not installed; install it with "
+                             "pip install 'ray[data]' (or kumovideo[ray]) or drop --ray")
+    import logging
+
+    import ray
+
+    logging.getLogger("ray.data").setLevel(logging.WARNING)  # our own bar reports progress
+    started_here = False
+    if not ray.is_initialized():
+        kwargs: dict[str, Any] = {"ignore_reinit_error": True, "include_dashboard": False,
+                                  "log_to_driver": False, "configure_logging": False}
+        if address == "local":
+            kwargs["num_cpus"] = workers
+        else:
+            kwargs["address"] = address
+        try:
+            ray.init(**kwargs)
+        except ConnectionError as exc:
+            raise KumoInputError(f"cannot reach a Ray cluster at {address!r} ({exc}); start one "
+                                 "with `ray start --head` or use --ray local") from exc
+        started_here = True
+    try:
+        ctx = ray.data.DataContext.get_current()
+        ctx.enable_progress_bars = False  # our own bar counts files
+        ds = ray.data.from_items([{"item": json.dumps(it)} for it in items],
+                                 override_num_blocks=max(1, len(items)))
+        ds = ds.map(_JsonTask(fn), num_cpus=1)
+        for row in ds.iter_rows():
+            yield json.loads(row["result"])
+    finally:
+        if started_here and address == "local":
+            ray.shutdown()
+
+
+def run_tasks(fn: Callable[[Any], dict], items: Iterable, workers: int = 1,
+              ray_address: str | None = None, desc: str = "", quiet: bool = False) -> Iterator[dict]:
+    """Yield fn(item) for every item, in completion order, with a files/s progress bar."""
+    items = list(items)
+    bar = tqdm(total=len(items), unit="file", desc=desc, disable=quiet or not items,
+               dynamic_ncols=True, file=sys.stderr)
+    try:
+        if ray_address:
+            source = _run_ray(fn, items, ray_address, workers)
+        elif workers <= 1 or len(items) <= 1:
+            source = (fn(it) for it in items)
+        else:
+            source = _run_pool(fn, items, workers)
+        for result in source:
+            bar.update(1)
+            yield result
+    finally:
+        bar.close()
+
+
+def _run_pool(fn: Callable[[Any], dict], items: list, workers: int) -> Iterator[dict]:
+    with _mp_context().Pool(min(workers, len(items)), initializer=_init_worker) as pool:
+        yield from pool.imap_unordered(fn, items, chunksize=1)

@@ -1,0 +1,121 @@
+"""`kumo data scan`: every video under a folder -> one manifest record per video.
+
+Unusable files (empty, truncated, not a video, no frames) become error records with the
+reason; they never stop the run. Re-running on the same manifest resumes: paths that already
+have a record are skipped (error records too, unless `retry_errors`).
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kumovideo.data.pipeline.analyze import analyze_video, video_key
+from kumovideo.data.pipeline.captions import load_captioner
+from kumovideo.data.pipeline.config import ScanConfig
+from kumovideo.data.pipeline.manifest import ManifestAppender, iter_jsonl, latest_by_path
+from kumovideo.data.pipeline.probe import BadVideo
+from kumovideo.data.pipeline.runner import run_tasks
+from kumovideo.utils.errors import KumoInputError
+
+_CAPTIONERS: dict[str, Any] = {}  # one captioner per process, loaded on first use
+
+
+def find_videos(root: str | Path, extensions: list[str]) -> list[Path]:
+    """Video files under `root` (recursively, sorted, hidden folders skipped)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise KumoInputError(f"input folder {root} does not exist or is not a folder; "
+                             "pass the folder that holds your videos")
+    exts = {e.lower() if e.startswith(".") else f".{e.lower()}" for e in extensions}
+    found = []
+    for path in sorted(root.rglob("*")):
+        rel = path.relative_to(root)
+        if any(part.startswith(".") for part in rel.parts):
+            continue
+        if path.is_file() and path.suffix.lower() in exts:
+            found.append(path.resolve())
+    return found
+
+
+def scan_one(path: str, cfg: ScanConfig, decoder_threads: int = 0) -> dict[str, Any]:
+    """Analyse one file; any failure becomes an error record (the run goes on)."""
+    t0 = time.perf_counter()
+    try:
+        captioner = None
+        if cfg.captioner:
+            if cfg.captioner not in _CAPTIONERS:
+                _CAPTIONERS[cfg.captioner] = load_captioner(cfg.captioner)
+            captioner = _CAPTIONERS[cfg.captioner]
+        return analyze_video(path, cfg, captioner, decoder_threads)
+    except BadVideo as exc:
+        reason = str(exc)
+    except MemoryError:
+        reason = "out of memory while analysing"
+    except Exception as exc:  # a bug or an exotic file must not end a long run
+        reason = f"unexpected {type(exc).__name__}: {exc}"
+        tb = traceback.format_exc(limit=3)
+        return {"path": str(path), "key": video_key(path), "status": "error", "error": reason,
+                "traceback": tb, "seconds": round(time.perf_counter() - t0, 3)}
+    return {"path": str(path), "key": video_key(path), "status": "error", "error": reason,
+            "seconds": round(time.perf_counter() - t0, 3)}
+
+
+@dataclass
+class ScanSummary:
+    found: int = 0
+    skipped: int = 0  # already in the manifest (resume)
+    ok: int = 0
+    errors: list[tuple[str, str]] = field(default_factory=list)
+    clips: int = 0
+    dropped: int = 0
+    video_seconds: float = 0.0
+    wall_seconds: float = 0.0
+
+    def lines(self) -> list[str]:
+        rate = self.video_seconds / self.wall_seconds if self.wall_seconds > 0 else 0.0
+        done = self.ok + len(self.errors)
+        out = [f"scanned {done} of {self.found} files ({self.skipped} already in the manifest): "
+               f"{self.ok} ok, {len(self.errors)} failed; {self.clips} clips, {self.dropped} "
+               f"too short; {self.video_seconds:.1f} s of video in {self.wall_seconds:.1f} s "
+               f"({rate:.1f}x real time, {done / max(self.wall_seconds, 1e-9):.2f} files/s)"]
+        for path, reason in self.errors:
+            out.append(f"  failed: {path}: {reason}")
+        return out
+
+
+def scan_folder(in_dir: str | Path, manifest: str | Path, cfg: ScanConfig, workers: int = 1,
+                ray_address: str | None = None, retry_errors: bool = False,
+                quiet: bool = False) -> ScanSummary:
+    """Scan `in_dir` into `manifest` (appending; resumes a previous run)."""
+    manifest = Path(manifest)
+    if not manifest.parent.is_dir():
+        raise KumoInputError(f"output folder {manifest.parent} does not exist; create it first")
+    videos = find_videos(in_dir, cfg.extensions)
+    done = latest_by_path(iter_jsonl(manifest)) if manifest.exists() else {}
+    todo = [str(p) for p in videos
+            if str(p) not in done or (retry_errors and done[str(p)].get("status") != "ok")]
+    summary = ScanSummary(found=len(videos), skipped=len(videos) - len(todo))
+    # With several workers each decoder gets one thread; alone it may use them all.
+    threads = 1 if (workers > 1 or ray_address) else 0
+    task = functools.partial(scan_one, cfg=cfg, decoder_threads=threads)
+    t0 = time.perf_counter()
+    with ManifestAppender(manifest) as out:
+        for record in run_tasks(task, todo, workers=workers, ray_address=ray_address,
+                                desc="scan", quiet=quiet):
+            out.append(record)
+            if record["status"] == "ok":
+                summary.ok += 1
+                summary.clips += len(record["clips"])
+                summary.dropped += len(record["dropped"])
+                probe = record["probe"]
+                if probe.get("fps"):
+                    summary.video_seconds += probe["decoded_frames"] / probe["fps"]
+            else:
+                summary.errors.append((record["path"], record["error"]))
+    summary.wall_seconds = time.perf_counter() - t0
+    return summary
