@@ -50,10 +50,11 @@ def call_kwargs(pipe, steps: int) -> dict:
 
 def timed(generate, decode, repeat: int, sync=lambda: None):
     """Run generate() (T5 + denoising, to latents) then decode(latents) `repeat` times;
-    returns [(total, denoise, decode)] seconds and the last frames."""
+    returns [(total, denoise, decode, this process's CPU seconds)] and the last frames."""
     times, frames = [], None
     for _ in range(repeat):
         sync()
+        cpu = time.process_time()
         start = time.perf_counter()
         latents = generate()
         sync()
@@ -61,7 +62,7 @@ def timed(generate, decode, repeat: int, sync=lambda: None):
         frames = decode(latents)
         sync()
         end = time.perf_counter()
-        times.append((end - start, mid - start, end - mid))
+        times.append((end - start, mid - start, end - mid, time.process_time() - cpu))
     return times, frames
 
 
@@ -149,11 +150,11 @@ def main(argv=None) -> int:
     print(f"load average (1, 5, 15 min) before / after: {load_before} / {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print(f"{args.preset} ({result['weights']} weights), {kwargs['num_frames']} frames {kwargs['height']}x{kwargs['width']}, "
           f"{args.steps} steps, guidance 6, CPU gloo; {args.repeat} interleaved rounds, seconds per generation")
-    print("| run | total s (median) | T5 + denoise s | per step ms | VAE decode s | every round, total s |")
-    print("|---|---|---|---|---|---|")
+    print("| run | total s (median) | T5 + denoise s | per step ms | VAE decode s | CPU s of rank 0 | every round, total s |")
+    print("|---|---|---|---|---|---|---|")
     for name, times in rows.items():
         med = lambda i: statistics.median(t[i] for t in times)  # noqa: E731
-        print(f"| {name} | {med(0):.2f} | {med(1):.2f} | {1000 * med(1) / args.steps:.1f} | {med(2):.2f} | {', '.join(f'{t[0]:.2f}' for t in times)} |")
+        print(f"| {name} | {med(0):.2f} | {med(1):.2f} | {1000 * med(1) / args.steps:.1f} | {med(2):.2f} | {med(3):.2f} | {', '.join(f'{t[0]:.2f}' for t in times)} |")
     print(f"max |frames difference| vs 1 process: {diff:.2e}")
     calls = result["calls"]
     print(f"one transformer call, 1 thread (median of 20): batch 2 {calls[2]:.1f} ms, batch 1 {calls[1]:.1f} ms "
