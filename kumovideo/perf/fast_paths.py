@@ -1,0 +1,450 @@
+"""Fast paths for MADiT inference, each a switch, none on by default.
+
+    from kumovideo.perf import apply_fast_paths
+    report = apply_fast_paths(pipe, fused_qkv=True, compile=True, dtype=torch.bfloat16)
+
+* `fused_qkv`: one matmul for q, k, v of the joint self-attention and one for k, v of each
+  cross-attention. Fusion happens after loading: an original checkpoint loads as it is,
+  then `fuse_qkv` concatenates the weights and drops the separate ones (no duplicate
+  copy in memory). `state_dict()` of a fused model still uses the original names
+  (`to_q/to_k/to_v`), and loading an original state dict into a fused model works, so
+  `save_pretrained` writes checkpoints the original reads. Same numbers up to matmul
+  summation order (exactly equal on CPU fp32 in the tests).
+* `sdpa_backend`: attention through `scaled_dot_product_attention` on a chosen backend
+  ("auto": PyTorch's choice, flash attention on a recent GPU at bf16/fp16; "flash",
+  "cudnn", "efficient", "math"). Installed as the processors' `attention_fn`, so a
+  sequence-parallel wrapper (Ulysses) that wraps `attention_fn` still composes with it.
+* `compile`: `torch.compile` of the repeated block ("regional": one compiled graph reused
+  by all blocks, compile time of one block) or of the whole transformer ("full"), with
+  the inductor cache in a fixed folder (`$KUMO_CACHE/inductor`) so a second process
+  starts warm.
+* `dtype`: cast the transformer (and with a pipeline the VAE; the text encoder too for
+  bf16) to bf16/fp16. The parity tests stay at fp32.
+* `fp8`: FP8 dynamic quantisation (per-row scales) of the block linears through torchao,
+  on GPUs with FP8 tensor cores (compute capability >= 8.9: Ada, Hopper).
+* `step_cache`: reuse the blocks' residual across steps when the first block's output
+  barely changes (`kumovideo.perf.step_cache`); changes the output, off by default.
+* `threads`: CPU threads for intra-op parallelism ("auto": one thread for models whose
+  ops are too small to split, else the usable cores).
+
+`apply_memory_mode` holds the memory switches (model / group / sequential CPU offload,
+VAE tiling and slicing).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from kumovideo.utils.errors import KumoInputError
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16,
+          "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DTYPE_NAMES = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
+
+
+def resolve_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
+    if dtype is None or isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in DTYPES:
+        raise KumoInputError(f"unknown dtype {dtype!r}; use fp32, bf16 or fp16")
+    return DTYPES[dtype]
+
+
+def _transformer_of(target: Any) -> nn.Module:
+    return target.transformer if hasattr(target, "transformer") else target
+
+
+def _attention_modules(transformer: nn.Module):
+    from diffusers.models.attention_processor import Attention
+
+    return [m for m in transformer.modules() if isinstance(m, Attention)]
+
+
+# ------------------------------------------------------------------------ fused QKV
+
+_FUSED = "_kumo_fused_qkv"  # attribute on a fused Attention: (fused name, original names, sizes)
+
+
+def _fused_state_dict_hook(module, state_dict, prefix, local_metadata) -> None:
+    """Present a fused module's weights under the original names (to_q/to_k/to_v)."""
+    fused_name, names, sizes = getattr(module, _FUSED)
+    for kind in ("weight", "bias"):
+        key = f"{prefix}{fused_name}.{kind}"
+        if key not in state_dict:
+            continue
+        fused = state_dict.pop(key)
+        for name, part in zip(names, fused.split(sizes, dim=0)):
+            state_dict[f"{prefix}{name}.{kind}"] = part.detach().clone()
+
+
+def _fused_load_pre_hook(module, state_dict, prefix, *args) -> None:
+    """Accept original (unfused) weights in a fused module: concatenate them on the fly."""
+    info = getattr(module, _FUSED, None)
+    if info is None:
+        return
+    fused_name, names, _ = info
+    for kind in ("weight", "bias"):
+        keys = [f"{prefix}{name}.{kind}" for name in names]
+        if all(k in state_dict for k in keys):
+            state_dict[f"{prefix}{fused_name}.{kind}"] = torch.cat([state_dict.pop(k) for k in keys], dim=0)
+
+
+def _fuse_attention(attn) -> bool:
+    if getattr(attn, "fused_projections", False):
+        return False
+    names = ("to_k", "to_v") if attn.is_cross_attention else ("to_q", "to_k", "to_v")
+    fused_name = "to_kv" if attn.is_cross_attention else "to_qkv"
+    linears = [getattr(attn, n, None) for n in names]
+    # "Where the weights allow": plain nn.Linear (not quantised, not wrapped), same input
+    # width, dtype, device and bias presence.
+    if not all(type(m) is nn.Linear for m in linears):
+        return False
+    if len({(m.in_features, m.weight.dtype, m.weight.device, m.bias is None) for m in linears}) != 1:
+        return False
+    first = linears[0]
+    sizes = [m.out_features for m in linears]
+    fused = nn.Linear(first.in_features, sum(sizes), bias=first.bias is not None, device="meta")
+    with torch.no_grad():
+        fused.weight = nn.Parameter(torch.cat([m.weight for m in linears]), first.weight.requires_grad)
+        if first.bias is not None:
+            fused.bias = nn.Parameter(torch.cat([m.bias for m in linears]), first.bias.requires_grad)
+    for n in names:
+        delattr(attn, n)
+    setattr(attn, fused_name, fused)
+    setattr(attn, _FUSED, (fused_name, names, sizes))
+    attn.fused_projections = True
+    hooks = [attn.register_state_dict_post_hook(_fused_state_dict_hook),
+             attn.register_load_state_dict_pre_hook(_fused_load_pre_hook)]
+    attn._kumo_fused_hooks = hooks
+    return True
+
+
+def fuse_qkv(target: Any) -> int:
+    """Fuse the q/k/v (self-attention) and k/v (cross-attention) projections of every
+    attention of the transformer; returns how many modules were fused."""
+    return sum(_fuse_attention(attn) for attn in _attention_modules(_transformer_of(target)))
+
+
+def unfuse_qkv(target: Any) -> int:
+    """Undo `fuse_qkv` (separate to_q/to_k/to_v modules again); returns how many."""
+    count = 0
+    for attn in _attention_modules(_transformer_of(target)):
+        info = getattr(attn, _FUSED, None)
+        if info is None:
+            continue
+        fused_name, names, sizes = info
+        fused = getattr(attn, fused_name)
+        weights = fused.weight.detach().split(sizes, dim=0)
+        biases = fused.bias.detach().split(sizes, dim=0) if fused.bias is not None else [None] * len(sizes)
+        for name, w, b in zip(names, weights, biases):
+            lin = nn.Linear(w.shape[1], w.shape[0], bias=b is not None, device="meta")
+            lin.weight = nn.Parameter(w.clone(), fused.weight.requires_grad)
+            if b is not None:
+                lin.bias = nn.Parameter(b.clone(), fused.bias.requires_grad)
+            setattr(attn, name, lin)
+        delattr(attn, fused_name)
+        for h in attn._kumo_fused_hooks:
+            h.remove()
+        del attn._kumo_fused_hooks
+        delattr(attn, _FUSED)
+        attn.fused_projections = False
+        count += 1
+    return count
+
+
+# ------------------------------------------------------------------------ SDPA backend
+
+SDPA_BACKENDS = ("auto", "flash", "cudnn", "efficient", "math")
+
+
+class SDPAttention:
+    """`attention_fn` running scaled_dot_product_attention on the given backends (in
+    priority order); "auto" leaves the choice to PyTorch."""
+
+    def __init__(self, backend: str = "auto"):
+        if backend not in SDPA_BACKENDS:
+            raise KumoInputError(f"unknown SDPA backend {backend!r}; use one of {', '.join(SDPA_BACKENDS)}")
+        self.backend = backend
+        if backend != "auto":
+            from torch.nn.attention import SDPBackend
+
+            self._backends = [{"flash": SDPBackend.FLASH_ATTENTION, "cudnn": SDPBackend.CUDNN_ATTENTION,
+                               "efficient": SDPBackend.EFFICIENT_ATTENTION, "math": SDPBackend.MATH}[backend]]
+
+    def __call__(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+        if self.backend == "auto":
+            return F.scaled_dot_product_attention(query, key, value, dropout_p=0.0, is_causal=False)
+        from torch.nn.attention import sdpa_kernel
+
+        with sdpa_kernel(self._backends):
+            return F.scaled_dot_product_attention(query, key, value, dropout_p=0.0, is_causal=False)
+
+    def __repr__(self) -> str:
+        return f"SDPAttention({self.backend!r})"
+
+
+def set_sdpa_backend(target: Any, backend: str = "auto") -> int:
+    """Route every MADiT attention through SDPA on `backend`; returns the module count."""
+    from kumovideo.models.attention import MADiTAttnProcessor
+
+    fn = SDPAttention(backend)
+    count = 0
+    for attn in _attention_modules(_transformer_of(target)):
+        if isinstance(attn.processor, MADiTAttnProcessor):
+            attn.processor.attention_fn = fn
+            count += 1
+    return count
+
+
+# ------------------------------------------------------------------------ compile
+
+
+def compile_cache_dir(path: str | os.PathLike | None = None) -> Path:
+    """Point inductor's on-disk cache (FX graph and autotuning caches) at a fixed folder:
+    `path`, else $TORCHINDUCTOR_CACHE_DIR, else $KUMO_CACHE/inductor. A later process
+    with the same model, shapes and torch version then compiles from the cache."""
+    from kumovideo.builtin import cache_dir
+
+    folder = Path(path or os.environ.get("TORCHINDUCTOR_CACHE_DIR") or cache_dir() / "inductor")
+    folder.mkdir(parents=True, exist_ok=True)
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(folder)
+    import torch._inductor.config as inductor_config
+
+    inductor_config.fx_graph_cache = True
+    return folder
+
+
+def compile_transformer(target: Any, mode: str = "regional", cache_dir: str | os.PathLike | None = None,
+                        compile_mode: str | None = None) -> Path:
+    """torch.compile the transformer: "regional" compiles the block (one graph, reused by
+    every block: compile time of one block), "full" the whole forward. Returns the cache
+    folder. Compilation itself happens at the first call."""
+    if mode not in ("regional", "full"):
+        raise KumoInputError(f"compile mode {mode!r}; use 'regional' or 'full'")
+    folder = compile_cache_dir(cache_dir)
+    transformer = _transformer_of(target)
+    if mode == "regional":
+        for block in transformer.transformer_blocks:
+            block.compile(fullgraph=True, dynamic=False, mode=compile_mode)
+    else:
+        transformer.compile(dynamic=False, mode=compile_mode)
+    return folder
+
+
+# ------------------------------------------------------------------------ dtype
+
+
+def cpu_supports_bf16() -> bool:
+    """Whether this CPU has native bf16 matmul (AVX512-BF16 or AMX), where bf16 is faster
+    than fp32; elsewhere oneDNN emulates it and it is slower."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def cast_dtype(target: Any, dtype: torch.dtype) -> None:
+    """Cast the transformer, and with a pipeline the VAE (and the text encoder for bf16;
+    T5 overflows in fp16, so it keeps its dtype then), to `dtype`."""
+    modules = [_transformer_of(target)]
+    if hasattr(target, "vae"):
+        modules.append(target.vae)
+        if dtype != torch.float16 and getattr(target, "text_encoder", None) is not None:
+            modules.append(target.text_encoder)
+    for m in modules:
+        nn.Module.to(m, dtype=dtype)  # diffusers' ModelMixin.to warns about a plain cast
+
+
+# ------------------------------------------------------------------------ FP8
+
+
+def fp8_supported(device: torch.device | None = None) -> tuple[bool, str]:
+    if not torch.cuda.is_available() or (device is not None and torch.device(device).type != "cuda"):
+        return False, "FP8 needs a CUDA GPU with FP8 tensor cores (Ada or Hopper); this run is not on one"
+    major, minor = torch.cuda.get_device_capability(device)
+    if (major, minor) < (8, 9):
+        return False, f"FP8 needs compute capability >= 8.9 (Ada, Hopper); this GPU is {major}.{minor}"
+    try:
+        import torchao  # noqa: F401
+    except ImportError:
+        return False, "FP8 needs torchao: pip install 'kumovideo[fp8]'"
+    return True, ""
+
+
+def _fp8_filter(module: nn.Module, fqn: str) -> bool:
+    # The block linears that see tokens: attention projections and feed-forward. The AdaLN
+    # linears see one row per sample (nothing to gain, scales get noisy), and the patch
+    # embedding / output head are small and precision-sensitive.
+    if not isinstance(module, nn.Linear) or not fqn.startswith("transformer_blocks."):
+        return False
+    if fqn.endswith("norm1.linear") or fqn.endswith("norm2.linear"):
+        return False
+    return module.in_features % 16 == 0 and module.out_features % 16 == 0
+
+
+def quantize_fp8(target: Any) -> int:
+    """FP8 (e4m3) dynamic activation + weight quantisation, per-row scales, of the block
+    linears; returns how many linears were quantised."""
+    transformer = _transformer_of(target)
+    ok, why = fp8_supported(next(transformer.parameters()).device)
+    if not ok:
+        raise KumoInputError(why)
+    from torchao.quantization import quantize_
+
+    try:
+        from torchao.quantization import Float8DynamicActivationFloat8WeightConfig, PerRow
+
+        config = Float8DynamicActivationFloat8WeightConfig(granularity=PerRow())
+    except ImportError:  # torchao < 0.9
+        from torchao.quantization import PerRow, float8_dynamic_activation_float8_weight
+
+        config = float8_dynamic_activation_float8_weight(granularity=PerRow())
+    count = sum(_fp8_filter(m, n) for n, m in transformer.named_modules())
+    quantize_(transformer, config, filter_fn=_fp8_filter)
+    return count
+
+
+# ------------------------------------------------------------------------ threads
+
+
+def usable_cores() -> int:
+    try:
+        logical = len(os.sched_getaffinity(0))
+    except AttributeError:
+        logical = os.cpu_count() or 1
+    try:
+        import psutil
+
+        physical = psutil.cpu_count(logical=False) or logical
+    except ImportError:
+        physical = logical
+    return max(1, min(logical, physical))
+
+
+# Below this many FLOPs per transformer call the ops are too small to split across
+# threads: OpenMP's fork/join per op costs more than it saves (the built-in model:
+# ~1 GFLOP per guided step, its matmuls are ~100x128 by 128x512).
+SMALL_MODEL_FLOPS = 20e9
+
+
+def recommended_threads(flops_per_call: float | None = None) -> int:
+    if flops_per_call is not None and flops_per_call < SMALL_MODEL_FLOPS:
+        return 1
+    return usable_cores()
+
+
+def set_threads(threads: int | str | None, flops_per_call: float | None = None) -> int:
+    """Set torch's intra-op CPU threads ("auto": `recommended_threads`); returns the number."""
+    if threads is None:
+        return torch.get_num_threads()
+    n = recommended_threads(flops_per_call) if threads == "auto" else int(threads)
+    if n < 1:
+        raise KumoInputError(f"threads={threads}; use a positive number or 'auto'")
+    torch.set_num_threads(n)
+    return n
+
+
+# ------------------------------------------------------------------------ all together
+
+
+@dataclass
+class FastPathReport:
+    applied: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    step_cache: Any = None
+
+    def describe(self) -> str:
+        parts = []
+        for k, v in self.applied.items():
+            parts.append(k if v is True else f"{k}={v}")
+        return ", ".join(parts) or "none"
+
+
+def apply_fast_paths(
+    target: Any,
+    fused_qkv: bool = True,
+    compile: bool | str = False,
+    dtype: torch.dtype | str | None = None,
+    fp8: bool = False,
+    step_cache: float | None = None,
+    sdpa_backend: str | None = None,
+    threads: int | str | None = None,
+    compile_cache: str | os.PathLike | None = None,
+) -> FastPathReport:
+    """Apply the chosen fast paths to a KumoPipeline or a KumoTransformer3DModel, in the
+    order they must happen: dtype, fusion, attention backend, FP8, compile, step cache.
+    Call after the model is on its device (and before any offload hooks)."""
+    report = FastPathReport()
+    transformer = _transformer_of(target)
+    dtype = resolve_dtype(dtype)
+    if dtype is not None and dtype != transformer.dtype:
+        cast_dtype(target, dtype)
+        report.applied["dtype"] = DTYPE_NAMES[dtype]
+    if fused_qkv:
+        report.applied["fused_qkv"] = fuse_qkv(transformer)
+    if sdpa_backend is not None:
+        set_sdpa_backend(transformer, sdpa_backend)
+        report.applied["sdpa"] = sdpa_backend
+    if fp8:
+        report.applied["fp8_linears"] = quantize_fp8(transformer)
+    if compile:
+        mode = compile if isinstance(compile, str) else "regional"
+        report.applied["compile"] = mode
+        report.notes.append(f"inductor cache: {compile_transformer(transformer, mode, compile_cache)}")
+    if step_cache is not None:
+        from kumovideo.perf.step_cache import FirstBlockCache
+
+        report.step_cache = FirstBlockCache(step_cache).attach(transformer)
+        report.applied["step_cache"] = step_cache
+    if threads is not None:
+        report.applied["threads"] = set_threads(threads)
+    return report
+
+
+# ------------------------------------------------------------------------ memory
+
+OFFLOAD_MODES = ("none", "model", "group", "sequential")
+
+
+def apply_memory_mode(pipe, offload: str = "none", vae_tiling: bool = False, vae_slicing: bool = False,
+                      device: torch.device | str | None = None) -> None:
+    """Memory switches for a KumoPipeline.
+
+    * offload "model": each model (T5, transformer, VAE) on the GPU only while it runs;
+    * "group": the transformer's blocks stream to the GPU one group at a time, overlapped
+      with compute on a side CUDA stream; T5 and the VAE layer by layer (small GPUs);
+    * "sequential": every layer moved on use (the least memory, the slowest);
+    * VAE tiling (spatial tiles) and slicing (one video of the batch at a time).
+    """
+    if offload not in OFFLOAD_MODES:
+        raise KumoInputError(f"offload {offload!r}; use one of {', '.join(OFFLOAD_MODES)}")
+    device = torch.device(device) if device is not None else None
+    if offload != "none":
+        if device is None or device.type != "cuda":
+            raise KumoInputError(f"--offload {offload} moves models between a CUDA GPU and the CPU; it needs --device cuda")
+        pipe.to("cpu")  # the hooks bring each part to the GPU when it runs
+        if offload == "model":
+            pipe.enable_model_cpu_offload(device=device)
+        elif offload == "sequential":
+            pipe.enable_sequential_cpu_offload(device=device)
+        else:
+            pipe.transformer.enable_group_offload(
+                onload_device=device, offload_device=torch.device("cpu"), offload_type="block_level",
+                num_blocks_per_group=1, use_stream=True,
+            )
+            from diffusers.hooks import apply_group_offloading
+
+            for module in (pipe.text_encoder, pipe.vae):
+                apply_group_offloading(module, onload_device=device, offload_device=torch.device("cpu"),
+                                       offload_type="leaf_level", use_stream=True)
+    if vae_tiling:
+        pipe.enable_vae_tiling()
+    if vae_slicing:
+        pipe.enable_vae_slicing()

@@ -1,0 +1,99 @@
+"""`kumo bench`: the harness on the tiny preset (fast rows, the CogVideoX peer, JSON), the
+refusals that need no model, and --flops-only for the full-size model."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from kumovideo.cli import main
+from kumovideo.perf.bench import BenchSpec, format_table, run_bench
+
+TINY = ["--preset", "kumo-tiny", "--steps", "2", "--runs", "2", "--warmup", "1"]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def one_line_error(capsys, *needles):
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("kumo: error: "), err
+    for needle in needles:
+        assert needle in lines[0]
+    return lines[0]
+
+
+def test_bench_tiny_with_fast_paths_and_peer():
+    result = run_bench(BenchSpec(preset="kumo-tiny", steps=2, runs=2, warmup=1, fast=True, dtype="fp32",
+                                 step_cache=0.0, vs="cogvideox", device="cpu"))
+    rows = {r["row"]: r for r in result["rows"]}
+    assert list(rows) == ["eager", "fast", "cogvideox"]
+    assert result["tokens"] == {"vision": 36, "text": 16, "joint": 52, "batch": 2}
+    assert result["flops_per_step"] == 2 * 4_550_656  # the hand count of tests/test_perf_flops.py
+    for r in rows.values():
+        assert len(r["step_s"]["samples"]) == 2 and r["step_s"]["median"] > 0
+        assert r["achieved_tflops"] > 0 and r["peak_memory_bytes"] > 0
+        assert r["mfu_bf16_peak"] is None  # no GPU
+    assert rows["eager"]["e2e_s"]["median"] > 0 and rows["cogvideox"]["e2e_s"] is None
+    fast = rows["fast"]
+    assert fast["fast_paths"]["fused_qkv"] == 6 and fast["threads"] == 1
+    # fp32 fast paths with a zero-threshold step cache: the same latents as eager
+    assert fast["final_latents_rel_diff_vs_eager"] < 1e-5
+    assert fast["step_cache"]["hits"] == 0
+    assert rows["cogvideox"]["flops_per_step"] < result["flops_per_step"]
+    table = format_table(result)
+    for needle in ("s/step", "eager", "fast", "cogvideox", "52 tokens", "fused_qkv=6"):
+        assert needle in table
+
+
+def test_cli_table_and_json(capsys):
+    assert main(["bench", *TINY, "--no-e2e"]) == 0
+    out = capsys.readouterr().out
+    assert "kumo bench: kumo-tiny" in out and "eager" in out and "fast " not in out
+    assert main(["bench", *TINY, "--no-e2e", "--fused-qkv", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert [r["row"] for r in result["rows"]] == ["eager", "fast"]
+    assert result["rows"][0]["e2e_s"] is None
+
+
+def test_full_size_on_cpu_is_refused_in_one_line(capsys):
+    assert main(["bench", "--preset", "kumo-2.6b", "--device", "cpu"]) == 2
+    one_line_error(capsys, "kumo-2.6b", "GPU", "--flops-only")
+
+
+def test_flops_only_full_size(capsys):
+    assert main(["bench", "--preset", "kumo-2.6b", "--flops-only", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert (info["height"], info["width"], info["frames"]) == (480, 720, 41)
+    assert info["tokens"] == 15076 and info["batch"] == 2
+    assert round(info["flops_per_step"] / 1e12, 2) == 214.56
+    assert main(["bench", "--preset", "kumo-2.6b", "--flops-only"]) == 0
+    assert "214.56 TFLOP" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["--runs", "0"], "--runs"),
+        (["--steps", "0"], "--steps"),
+        (["--threads", "many"], "--threads"),
+        (["--step-cache", "-1"], "--step-cache"),
+        (["--frames", "10"], "num_frames=10"),
+        (["--fp8"], "FP8"),
+        (["--offload", "model"], "CUDA"),
+        (["--dtype", "fp16", "--device", "cpu"], "fp16"),
+    ],
+)
+def test_bad_input_one_line(capsys, args, needle):
+    if args == ["--fp8"] and torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    assert main(["bench", *TINY, *args]) == 2
+    one_line_error(capsys, needle)
