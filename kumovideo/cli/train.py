@@ -30,6 +30,9 @@ def register(sub) -> None:
         q.add_argument("--set", action="append", default=[], metavar="KEY=JSON",
                        help="override a top-level config key, e.g. --set lr=1e-4")
         q.add_argument("--fsdp", action="store_true", help="shard the model with FSDP2 (under torchrun)")
+        q.add_argument("--threads", type=int, default=None,
+                       help="CPU threads for this process (default: torch's). On a CPU shared with other jobs, "
+                            "1 thread per process avoids OpenMP oversubscription, which can slow training 10x or more")
         q.set_defaults(func=run_train, kind=name)
     c = tsub.add_parser("cache-latents", help="encode ShapesWorld clips with a trained VAE, once")
     c.add_argument("--vae", required=True, help="VAE folder (e.g. runs/builtin-vae/vae)")
@@ -68,6 +71,12 @@ def run_train(args) -> int:
         raise KumoInputError(f"{args.config} is a {config.kind!r} config; run `kumo train {config.kind}` with it")
     if args.fsdp and args.kind != "dit":
         raise KumoInputError("--fsdp applies to `kumo train dit` only")
+    if args.threads is not None:
+        if args.threads < 1:
+            raise KumoInputError(f"--threads must be at least 1, got {args.threads}")
+        import torch
+
+        torch.set_num_threads(args.threads)
     runtime = setup_runtime(args.device)
     if args.kind == "vae":
         from kumovideo.training.train_vae import train_vae
