@@ -50,6 +50,7 @@ class TrainConfig:
     train_text_encoder: bool = True
     text_lr: float | None = None
     kl_weight: float = 1e-6  # VAE
+    train_encoder: bool = True  # VAE: False fine-tunes the decoder only (the latent space stays put)
     mixed_precision: str = "auto"  # "auto" (bf16 on CUDA, fp32 on CPU) | "no" | "bf16"
     gradient_checkpointing: bool = False
     checkpoint_every: int = 200

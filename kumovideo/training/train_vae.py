@@ -28,6 +28,11 @@ def train_vae(config: TrainConfig, runtime: Runtime, resume: bool = False, stop_
     torch.manual_seed(config.seed)
     vae = load_vae(config.init_from) if config.init_from else build_vae(config.preset)
     vae.to(runtime.device).train()
+    if not config.train_encoder:
+        # Decoder-only fine-tuning: latents (and so any DiT trained on them) stay valid.
+        for part in (vae.encoder, vae.quant_conv):
+            if part is not None:
+                part.requires_grad_(False).eval()
     if config.gradient_checkpointing:
         vae.enable_gradient_checkpointing()
     state = TrainState(modules={"vae": vae})
@@ -42,7 +47,8 @@ def train_vae(config: TrainConfig, runtime: Runtime, resume: bool = False, stop_
         videos = videos.to(runtime.device)
         model = state.wrapped["vae"]
         with autocast_context(runtime, config.mixed_precision):
-            posterior = (model.module if hasattr(model, "module") else model).encode(videos).latent_dist
+            with torch.set_grad_enabled(config.train_encoder):
+                posterior = (model.module if hasattr(model, "module") else model).encode(videos).latent_dist
             z = posterior.mean + posterior.std * torch.randn(posterior.mean.shape, generator=g).to(runtime.device)
             reconstruction = (model.module if hasattr(model, "module") else model).decode(z).sample
         loss, parts = vae_loss(reconstruction, videos, posterior.kl(), config.kl_weight)
