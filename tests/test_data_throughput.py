@@ -7,7 +7,17 @@ output is recorded in docs/data-pipeline.md.
 
 from __future__ import annotations
 
+import os
+
+import pytest
+
 from kumovideo.data.pipeline.benchmark import measure, write_benchmark_video
+
+# A wall-clock target: meaningful on an idle machine, flaky beside other jobs (CI shares
+# its 2 cores with the rest of the suite). Run it on purpose: KUMO_PERF_TESTS=1.
+pytestmark = pytest.mark.skipif(
+    os.environ.get("KUMO_PERF_TESTS") != "1", reason="wall-clock throughput test; set KUMO_PERF_TESTS=1 to run it"
+)
 
 
 def test_scan_is_at_least_4x_real_time_on_480p(tmp_path):
