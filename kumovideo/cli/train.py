@@ -3,7 +3,9 @@
 One process: `kumo train dit --config configs/builtin-dit.yaml`. Several GPUs or nodes:
 `torchrun --nproc-per-node 8 -m kumovideo.cli train dit --config ...` (or
 `accelerate launch -m kumovideo.cli ...`): each process trains on its own slice of the
-data under DDP; rank 0 writes checkpoints, logs and samples.
+data under DDP; rank 0 writes checkpoints, logs and samples. `kumo train dit --fsdp`
+shards the transformer with FSDP2 instead (`--ulysses N` adds sequence parallelism) and
+writes sharded checkpoints that resume on any number of processes.
 """
 
 from __future__ import annotations
@@ -29,7 +31,10 @@ def register(sub) -> None:
         q.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
         q.add_argument("--set", action="append", default=[], metavar="KEY=JSON",
                        help="override a top-level config key, e.g. --set lr=1e-4")
-        q.add_argument("--fsdp", action="store_true", help="shard the model with FSDP2 (under torchrun)")
+        q.add_argument("--fsdp", action="store_true",
+                       help="dit: shard the transformer with FSDP2 (under torchrun, or in one process)")
+        q.add_argument("--ulysses", type=int, default=1, metavar="N",
+                       help="dit --fsdp: Ulysses sequence parallelism over groups of N ranks (N divides the ranks)")
         q.add_argument("--threads", type=int, default=None,
                        help="CPU threads for this process (default: torch's). On a CPU shared with other jobs, "
                             "1 thread per process avoids OpenMP oversubscription, which can slow training 10x or more")
@@ -71,6 +76,10 @@ def run_train(args) -> int:
         raise KumoInputError(f"{args.config} is a {config.kind!r} config; run `kumo train {config.kind}` with it")
     if args.fsdp and args.kind != "dit":
         raise KumoInputError("--fsdp applies to `kumo train dit` only")
+    if args.ulysses != 1 and not (args.fsdp and args.kind == "dit"):
+        raise KumoInputError("--ulysses applies to `kumo train dit --fsdp` only")
+    if args.ulysses < 1:
+        raise KumoInputError(f"--ulysses must be at least 1, got {args.ulysses}")
     if args.threads is not None:
         if args.threads < 1:
             raise KumoInputError(f"--threads must be at least 1, got {args.threads}")
@@ -85,7 +94,7 @@ def run_train(args) -> int:
     elif args.kind == "dit":
         from kumovideo.training.train_dit import train_dit
 
-        train_dit(config, runtime, resume=args.resume)
+        train_dit(config, runtime, resume=args.resume, fsdp=args.fsdp, ulysses=args.ulysses)
     else:
         from kumovideo.training.train_turbo import train_turbo
 

@@ -9,6 +9,10 @@ complete one is what `--resume` loads.
 
 Nothing else needs saving for an exact resume: the data and the noise of step s are
 drawn from generators seeded by (seed, s, rank), not from a running random state.
+
+FSDP runs (`kumo train dit --fsdp`) write the same `step-NNNNNNN` folders as sharded
+torch.distributed.checkpoint (DCP) folders instead (`.metadata` plus one file per rank;
+see `kumovideo.training.loop.FullySharded`), also renamed into place when complete.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import torch
 from safetensors.torch import load_file, load_model, save_file, save_model
 
 from kumovideo.utils.atomic import atomic_directory
+from kumovideo.utils.errors import KumoInputError
 
 _STEP_DIR = re.compile(r"^step-(\d{7})$")
 
@@ -46,13 +51,18 @@ def save_checkpoint(
             save_file({k: v.contiguous().cpu() for k, v in ema_state.items()}, str(tmp / "ema.safetensors"))
         torch.save({"optimizer": optimizer.state_dict(), "lr_scheduler": lr_scheduler.state_dict()}, tmp / "optimizer.pt")
         (tmp / "state.json").write_text(json.dumps({"step": step, **(extra or {})}, indent=2))
-    for old in list_checkpoints(root.parent)[:-keep]:
+    prune_checkpoints(root.parent, keep)
+    return target
+
+
+def prune_checkpoints(root: str | Path, keep: int) -> None:
+    """Delete all but the newest `keep` complete checkpoints under `root`."""
+    for old in list_checkpoints(root)[:-keep]:
         # Out of the listing first (a rename is atomic): a kill mid-delete must not leave a
         # half-deleted step-* folder that list_checkpoints would call complete.
         doomed = old.with_name(f".{old.name}.deleting-{os.getpid()}")
         os.replace(old, doomed)
         shutil.rmtree(doomed, ignore_errors=True)
-    return target
 
 
 def list_checkpoints(root: str | Path) -> list[Path]:
@@ -60,8 +70,14 @@ def list_checkpoints(root: str | Path) -> list[Path]:
     folder = Path(root) / "checkpoints"
     if not folder.exists():
         return []
-    found = [p for p in folder.iterdir() if p.is_dir() and _STEP_DIR.match(p.name) and (p / "state.json").exists()]
+    found = [p for p in folder.iterdir() if p.is_dir() and _STEP_DIR.match(p.name)
+             and ((p / "state.json").exists() or is_sharded_checkpoint(p))]
     return sorted(found, key=lambda p: int(_STEP_DIR.match(p.name).group(1)))
+
+
+def is_sharded_checkpoint(path: str | Path) -> bool:
+    """A DCP checkpoint written by FSDP training (`save_sharded`), not a safetensors one."""
+    return (Path(path) / ".metadata").exists() and not (Path(path) / "state.json").exists()
 
 
 def load_checkpoint(
@@ -72,6 +88,8 @@ def load_checkpoint(
 ) -> tuple[int, dict[str, torch.Tensor] | None, dict]:
     """Restore modules, optimizer and LR schedule in place; return (step, ema_state, state)."""
     path = Path(path)
+    if is_sharded_checkpoint(path):
+        raise KumoInputError(f"{path} is a sharded (FSDP) checkpoint; resume it with --fsdp")
     for name, module in modules.items():
         load_model(module, str(path / f"{name}.safetensors"))
     opt = torch.load(path / "optimizer.pt", map_location="cpu", weights_only=True)

@@ -9,7 +9,11 @@
 * caption dropout (empty prompt) for classifier-free guidance; EMA; gradient clipping;
   bf16 autocast on GPU; optional gradient checkpointing;
 * latents from a cache (`kumo train cache-latents` / `kumo data encode`), or encoded on
-  the fly by the frozen VAE when a stage names no cache.
+  the fly by the frozen VAE when a stage names no cache;
+* `fsdp=True` (`kumo train dit --fsdp [--ulysses N]`): the transformer sharded with FSDP2
+  (`loop.FullySharded`); a stage's `batch_size` is then the global batch, split over the
+  data-parallel ranks (`loop.DataShard`), and the run trains on the same data whatever
+  the number of processes.
 """
 
 from __future__ import annotations
@@ -23,10 +27,11 @@ import torch
 from kumovideo.pipelines.factory import build_text_encoder
 from kumovideo.pipelines.loading import load_pipeline_components, load_vae
 from kumovideo.pipelines.pipeline_kumo import KumoPipeline
+from kumovideo.distributed.ulysses import sequence_parallel_forward
 from kumovideo.models.transformer_kumo import MADIT_PRESETS, KumoTransformer3DModel
 from kumovideo.schedulers import KumoDDIMScheduler
 from kumovideo.training.config import TrainConfig
-from kumovideo.training.loop import TrainState, train
+from kumovideo.training.loop import DataShard, FullySharded, Replicated, TrainState, train
 from kumovideo.training.objectives import diffuse, sample_timesteps, v_prediction_loss
 from kumovideo.training.runtime import Runtime, autocast_context, step_generator
 from kumovideo.training.shapes_batches import is_image_step, shapes_batch
@@ -68,8 +73,9 @@ def build_components(config: TrainConfig) -> dict:
 class LatentSource:
     """Training latents (B, F, C, h, w), already scaled, for a step of a stage."""
 
-    def __init__(self, config: TrainConfig, vae, runtime: Runtime):
+    def __init__(self, config: TrainConfig, vae, runtime: Runtime, shard: DataShard | None = None):
         self.config, self.vae, self.runtime = config, vae, runtime
+        self.shard = shard or DataShard(runtime.rank, runtime.world_size)
         self._caches = {}
 
     def _cache(self, path: str):
@@ -80,20 +86,28 @@ class LatentSource:
         return self._caches[path]
 
     def batch(self, step: int, stage, generator: torch.Generator) -> tuple[torch.Tensor, list[str]]:
+        shard, size = self.shard, stage.batch_size
+        first, local = shard.first(size), shard.local_size(size)
         if stage.latents:
             cache = self._cache(stage.latents)
-            rng = np.random.default_rng([self.config.seed, step, self.runtime.rank])
-            items = [cache[int(i)] for i in rng.integers(0, len(cache), stage.batch_size)]
-            latents = torch.stack([cache.sample_latent(item, generator) for item in items])  # (B, C, F, h, w)
-            captions = [item["caption"] for item in items]
+            rng = np.random.default_rng([self.config.seed, step, shard.stream])
+            latents, captions = [], []
+            for k, i in enumerate(rng.integers(0, len(cache), size)):
+                if first <= k < first + local:
+                    item = cache[int(i)]
+                    latents.append(cache.sample_latent(item, generator))  # (C, F, h, w)
+                    captions.append(item["caption"])
+                else:  # another rank's clip: draw its noise as one process would, unread
+                    torch.randn(cache.clips[int(i)]["shape"], generator=generator, dtype=cache.dtype)
+            latents = torch.stack(latents)  # (B, C, F, h, w)
         else:
             videos, captions = shapes_batch(
-                self.config.data_seed, step, stage.batch_size, self.runtime.rank, self.runtime.world_size,
-                stage.size, stage.num_frames,
+                self.config.data_seed, step, local, shard.rank, shard.size, stage.size, stage.num_frames,
             )
             with torch.no_grad():
                 posterior = self.vae.encode(videos.to(self.runtime.device)).latent_dist
-                noise = torch.randn(posterior.mean.shape, generator=generator).to(posterior.mean)
+                shape = posterior.mean.shape[1:]
+                noise = shard.draw(size, lambda n: torch.randn((n, *shape), generator=generator)).to(posterior.mean)
                 latents = (posterior.mean + posterior.std * noise) * self.vae.config.scaling_factor
         latents = latents.permute(0, 2, 1, 3, 4)  # (B, F, C, h, w): the transformer's layout
         frames = (stage.num_frames - 1) // 4 + 1
@@ -105,8 +119,27 @@ class LatentSource:
         return latents[:, :frames].contiguous(), captions
 
 
-def train_dit(config: TrainConfig, runtime: Runtime, resume: bool = False, stop_after: int | None = None) -> dict:
+def train_dit(
+    config: TrainConfig, runtime: Runtime, resume: bool = False, stop_after: int | None = None,
+    fsdp: bool = False, ulysses: int = 1,
+) -> dict:
+    """Train (or resume) a DiT run; `fsdp` shards the transformer with FSDP2 (under torchrun,
+    or in one process), `ulysses` > 1 adds Ulysses sequence parallelism (with `fsdp` only)."""
+    if ulysses != 1 and not fsdp:
+        raise KumoInputError("--ulysses needs --fsdp")
+    sharding = FullySharded(runtime, ulysses=ulysses, mixed_precision=config.mixed_precision) if fsdp else Replicated()
+    try:
+        return _train_dit(config, runtime, resume, stop_after, sharding)
+    finally:
+        sharding.close()
+
+
+def _train_dit(config: TrainConfig, runtime: Runtime, resume: bool, stop_after: int | None, sharding) -> dict:
+    if not runtime.is_main:
+        runtime.barrier()  # rank 0 learns the tokenizer (if the run has none yet) first
     components = build_components(config)
+    if runtime.is_main:
+        runtime.barrier()
     tokenizer, text_encoder, vae = components["tokenizer"], components["text_encoder"], components["vae"]
     transformer, scheduler = components["transformer"], components["scheduler"]
     vae.requires_grad_(False).eval().to(runtime.device)
@@ -122,32 +155,42 @@ def train_dit(config: TrainConfig, runtime: Runtime, resume: bool = False, stop_
         modules["text_encoder"] = text_encoder
         groups.append({"params": list(text_encoder.parameters()), "lr": config.text_lr or config.lr})
     state = TrainState(modules=modules, param_groups=groups)
-    source = LatentSource(config, vae, runtime)
+    shard = sharding.data_shard(runtime)
+    for stage in config.stages:
+        shard.local_size(stage.batch_size)  # refuses a batch that does not split over the ranks
+    source = LatentSource(config, vae, runtime, shard)
     alphas_cumprod = scheduler.alphas_cumprod.to(torch.float32)
     max_len = transformer.config.max_text_seq_length
 
     def loss_fn(step: int):
         stage, _ = config.stage_at(step)
-        g = step_generator(config.seed, step, runtime.rank)
+        g = step_generator(config.seed, step, shard.stream)
         latents, captions = source.batch(step, stage, g)
         if is_image_step(config.data_seed, step, stage.image_prob):
             latents = latents[:, :1]  # the first latent frame is the still image's latent
-        drop = torch.rand(len(captions), generator=g) < config.caption_dropout
+        drop = shard.draw(stage.batch_size, lambda n: torch.rand(n, generator=g)) < config.caption_dropout
         captions = ["" if d else c for c, d in zip(captions, drop.tolist())]
         ids = tokenizer(captions, padding="max_length", max_length=max_len, truncation=True, return_tensors="pt").input_ids
-        t = sample_timesteps(latents.shape[0], scheduler.config.num_train_timesteps, stage.timestep_sampling, g)
-        noise = torch.randn(latents.shape, generator=g)
+        size, shape = stage.batch_size, latents.shape[1:]
+        steps = scheduler.config.num_train_timesteps
+        t = shard.draw(size, lambda n: sample_timesteps(n, steps, stage.timestep_sampling, g))
+        noise = shard.draw(size, lambda n: torch.randn((n, *shape), generator=g))
         latents, noise, t = latents.to(runtime.device), noise.to(runtime.device), t.to(runtime.device)
         x_t, v_target = diffuse(latents, noise, alphas_cumprod.to(runtime.device)[t])
         with autocast_context(runtime, config.mixed_precision):
             text = state.wrapped.get("text_encoder", text_encoder)(ids.to(runtime.device))[0]
-            v_pred = state.wrapped["transformer"](x_t, text, t, return_dict=False)[0]
+            if sharding.ulysses_group is None:
+                v_pred = state.wrapped["transformer"](x_t, text, t, return_dict=False)[0]
+            else:  # this rank's share of the tokens; the output gathered whole
+                v_pred = sequence_parallel_forward(state.wrapped["transformer"], x_t, text, t, sharding.ulysses_group)
         loss = v_prediction_loss(v_pred, v_target)
         return loss, {"frames": int(latents.shape[1])}
 
-    metrics = train(config, runtime, state, loss_fn, resume=resume, stop_after=stop_after)
-    if stop_after is None and runtime.is_main:
-        export_pipeline(components, config)
+    metrics = train(config, runtime, state, loss_fn, resume=resume, stop_after=stop_after, sharding=sharding)
+    if stop_after is None:
+        components = {**components, **sharding.full_modules(state.modules)}  # FSDP: gathered to rank 0
+        if runtime.is_main:
+            export_pipeline(components, config)
     return metrics
 
 
