@@ -85,6 +85,7 @@ def test_flops_only_full_size(capsys):
         (["--runs", "0"], "--runs"),
         (["--steps", "0"], "--steps"),
         (["--threads", "many"], "--threads"),
+        (["--baseline-threads", "0"], "--baseline-threads"),
         (["--step-cache", "-1"], "--step-cache"),
         (["--frames", "10"], "num_frames=10"),
         (["--fp8"], "FP8"),
@@ -97,3 +98,20 @@ def test_bad_input_one_line(capsys, args, needle):
         pytest.skip("a GPU is present")
     assert main(["bench", *TINY, *args]) == 2
     one_line_error(capsys, needle)
+
+
+def test_time_budget_stops_after_three_runs():
+    result = run_bench(BenchSpec(preset="kumo-tiny", steps=1, runs=6, warmup=0, e2e=False, device="cpu",
+                                 max_time=1e-9))
+    assert (result["runs"], result["runs_asked"]) == (3, 6)
+    assert "of 6 asked: time budget" in format_table(result)
+
+
+def test_threads_auto_for_every_row_and_a_default_threads_baseline():
+    result = run_bench(BenchSpec(preset="kumo-tiny", steps=1, runs=1, warmup=0, e2e=False, device="cpu"))
+    assert [(r["row"], r["threads"]) for r in result["rows"]] == [("eager", 1)]  # auto: a tiny model, 1 thread
+    result = run_bench(BenchSpec(preset="kumo-tiny", steps=1, runs=1, warmup=0, e2e=False, device="cpu",
+                                 baseline_threads=2))
+    rows = result["rows"]
+    assert [(r["row"], r["threads"]) for r in rows] == [("eager", 2), ("fast", 1)]
+    assert rows[1]["fast_paths"] == {"threads": 1}

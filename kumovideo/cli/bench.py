@@ -30,6 +30,9 @@ def register(sub) -> None:
     p.add_argument("--frames", type=int, default=None, help="clip frames, 8k+1 (default: the preset's)")
     p.add_argument("--steps", type=int, default=None, help="denoising steps per timed loop and per timed clip (default 20)")
     p.add_argument("--runs", type=int, default=5, help="timed runs per row (default 5)")
+    p.add_argument("--max-time", type=float, default=90.0, metavar="S",
+                   help="start no new timed run after S seconds of timing (never fewer than 3 runs; 0: no limit; "
+                        "default 90)")
     p.add_argument("--warmup", type=int, default=3, help="untimed transformer calls per row before timing (default 3)")
     p.add_argument("--device", default=None, help="cpu or cuda[:N] (default: cuda if available)")
     p.add_argument("--dtype", default=None, choices=["fp32", "bf16", "fp16"],
@@ -38,7 +41,7 @@ def register(sub) -> None:
                    help="dtype of the eager row (default: fp32 on CPU, bf16 on GPU)")
     p.add_argument("--fast", action="store_true",
                    help="the recommended fast paths: fused QKV, SDPA on its fastest backend, bf16 where the hardware "
-                        "has it, CPU threads sized to the model")
+                        "has it")
     p.add_argument("--fused-qkv", action="store_true", help="fused QKV projections only (implied by --fast)")
     p.add_argument("--sdpa-backend", default=None, choices=["auto", "flash", "cudnn", "efficient", "math"],
                    help="attention backend of the fast row (default with --fast: auto)")
@@ -48,7 +51,12 @@ def register(sub) -> None:
     p.add_argument("--fp8", action="store_true", help="FP8 dynamic quantisation of the block linears (torchao; Ada/Hopper)")
     p.add_argument("--step-cache", type=float, default=None, metavar="T",
                    help="reuse the blocks' residual when block 0's output changed by less than T (relative L1)")
-    p.add_argument("--threads", default=None, help="CPU threads of the fast row: a number or 'auto'")
+    p.add_argument("--threads", default=None,
+                   help="CPU threads of every row: a number or 'auto' (default: auto = 1 thread for a model under "
+                        "20 GFLOP per step, such as the built-in one, else the usable cores)")
+    p.add_argument("--baseline-threads", default=None,
+                   help="CPU threads of the eager row: a number, 'auto' or 'default' (torch's default: all cores); "
+                        "default: as --threads")
     p.add_argument("--offload", default="none", choices=["none", "model", "group", "sequential"],
                    help="CPU offload of the fast row (CUDA only)")
     p.add_argument("--vae-tiling", action="store_true", help="decode in spatial tiles (fast row)")
@@ -61,6 +69,18 @@ def register(sub) -> None:
                    help="print the counted FLOPs, tokens and parameters (meta-device model, no timing, any machine)")
     p.add_argument("--json", action="store_true", help="print JSON instead of the table")
     p.set_defaults(func=run)
+
+
+def _threads(value, flag: str, words: tuple[str, ...]):
+    if value is None or value in words:
+        return value
+    try:
+        n = int(value)
+    except ValueError:
+        raise KumoInputError(f"{flag} {value!r}: use a positive number or {' or '.join(map(repr, words))}") from None
+    if n < 1:
+        raise KumoInputError(f"{flag} must be positive, got {n}")
+    return n
 
 
 def run(args) -> int:
@@ -76,14 +96,8 @@ def run(args) -> int:
         raise KumoInputError(f"--warmup must be 0 or more, got {args.warmup}")
     if args.step_cache is not None and args.step_cache < 0:
         raise KumoInputError(f"--step-cache threshold must be >= 0, got {args.step_cache}")
-    threads = args.threads
-    if threads is not None and threads != "auto":
-        try:
-            threads = int(threads)
-        except ValueError:
-            raise KumoInputError(f"--threads {threads!r}: use a positive number or 'auto'") from None
-        if threads < 1:
-            raise KumoInputError(f"--threads must be positive, got {threads}")
+    threads = _threads(args.threads, "--threads", ("auto",))
+    baseline_threads = _threads(args.baseline_threads, "--baseline-threads", ("auto", "default"))
     if args.flops_only:
         info = flops_only(args.preset, args.height, args.width, args.frames)
         print(json.dumps(info, indent=2) if args.json else format_flops_only(info))
@@ -93,9 +107,9 @@ def run(args) -> int:
         preset=args.preset, height=args.height, width=args.width, frames=args.frames, steps=args.steps,
         runs=args.runs, warmup=args.warmup, device=args.device, dtype=args.dtype, baseline_dtype=args.baseline_dtype,
         fast=args.fast, fused_qkv=args.fused_qkv, sdpa_backend=args.sdpa_backend, compile=args.compile,
-        fp8=args.fp8, step_cache=args.step_cache, threads=threads, offload=args.offload,
+        fp8=args.fp8, step_cache=args.step_cache, threads=threads, baseline_threads=baseline_threads, offload=args.offload,
         vae_tiling=args.vae_tiling, vae_slicing=args.vae_slicing, vs=args.vs, baseline=not args.no_baseline,
-        e2e=not args.no_e2e, compile_cache=args.compile_cache,
+        e2e=not args.no_e2e, compile_cache=args.compile_cache, max_time=args.max_time or None,
     )
     log = (lambda s: None) if args.json else (lambda s: print(f"kumo bench: {s}", file=sys.stderr, flush=True))
     result = run_bench(spec, log=log)

@@ -8,12 +8,12 @@ several runs (median and spread):
   divided by the number of steps, so a step cache is timed over a real schedule;
 * the end-to-end clip: `KumoPipeline.__call__` (T5, the loop, the VAE decode);
 
-and reports peak memory (CUDA max allocated, else the process RSS, sampled), the token
+and reports peak memory (CUDA max allocated, else the process's peak RSS), the token
 count, model FLOPs per step counted from the architecture (`kumovideo.perf.flops`),
 achieved TFLOP/s and, on a GPU with a known peak, MFU against the dense bf16 peak.
 
 Rows, all measured in the same process:
-* `eager`: the model as loaded, no fast path, torch's default threads (the baseline);
+* `eager`: the model as loaded, no fast path (the baseline), at `baseline_threads`;
 * `fast`: the same weights with the chosen fast paths (when any is chosen);
 * `cogvideox`: with `vs="cogvideox"`, diffusers' CogVideoXTransformer3DModel of the same
   width, depth, heads and token count, eager, at the dtype and threads of the last row.
@@ -30,7 +30,6 @@ import datetime as _dt
 import os
 import platform
 import statistics
-import threading
 import time
 from dataclasses import dataclass, field
 from types import SimpleNamespace
@@ -50,6 +49,7 @@ GUIDANCE = 6.0
 # Steps per timed loop and per timed clip. Fewer than a real clip's 50, so that a CPU run
 # stays short; s/step does not depend on it (the step cache's hit rate does a little).
 DEFAULT_STEPS = 20
+MIN_RUNS = 3  # a time budget never cuts the timed runs below this
 
 
 @dataclass
@@ -70,7 +70,8 @@ class BenchSpec:
     compile: str | None = None  # "regional" | "full"
     fp8: bool = False
     step_cache: float | None = None
-    threads: str | int | None = None
+    threads: str | int | None = None  # CPU threads of every row (None: "auto" on CPU)
+    baseline_threads: str | int | None = None  # of the eager row (None: as `threads`; "default": torch's)
     offload: str = "none"
     vae_tiling: bool = False
     vae_slicing: bool = False
@@ -78,6 +79,7 @@ class BenchSpec:
     baseline: bool = True
     e2e: bool = True
     compile_cache: str | None = None
+    max_time: float | None = 90.0  # seconds of timed runs after which no new run starts (at least MIN_RUNS)
 
 
 # ---------------------------------------------------------------------------- building
@@ -205,30 +207,14 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-class _RSSSampler:
-    """Peak resident set size of this process while active (sampled every 20 ms)."""
+def _peak_rss() -> int:
+    """High-water mark of this process's resident set size, in bytes (no sampling thread,
+    which would itself take CPU from the timed work)."""
+    import resource
+    import sys
 
-    def __init__(self, interval: float = 0.02):
-        import psutil
-
-        self._proc = psutil.Process()
-        self.interval = interval
-        self.peak = self._proc.memory_info().rss
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self):
-        while not self._stop.wait(self.interval):
-            self.peak = max(self.peak, self._proc.memory_info().rss)
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, self._proc.memory_info().rss)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024
 
 
 def summarise(samples: list[float]) -> dict:
@@ -298,7 +284,8 @@ def _warm_up(row: Row, latents, embeds, scheduler, warmup: int, device) -> None:
 
 
 def _move(row: Row, device: torch.device) -> None:
-    if row.offloaded:
+    # Offload hooks manage their own devices; torchao's FP8 weights stay where they were made.
+    if row.offloaded or "fp8_linears" in row.fast:
         return
     if row.pipe is not None:
         row.pipe.to(device)
@@ -367,8 +354,8 @@ def run_bench(spec: BenchSpec, log: Callable[[str], None] = lambda s: None) -> d
     if spec.fast:
         spec.fused_qkv = True
         spec.sdpa_backend = spec.sdpa_backend or "auto"
-        if device.type == "cpu" and spec.threads is None:
-            spec.threads = "auto"
+    threads_spec = spec.threads if spec.threads is not None else ("auto" if device.type == "cpu" else "default")
+    base_threads_spec = spec.baseline_threads if spec.baseline_threads is not None else threads_spec
     fast_dtype = resolve_dtype(spec.dtype)
     if fast_dtype is None and spec.fast:
         fast_dtype = torch.bfloat16 if (device.type == "cuda" or cpu_supports_bf16()) else base_dtype
@@ -376,7 +363,7 @@ def run_bench(spec: BenchSpec, log: Callable[[str], None] = lambda s: None) -> d
     if fast_dtype == torch.float16 and device.type == "cpu":
         raise KumoInputError("fp16 on a CPU is emulated and slow; use --dtype bf16 (or fp32)")
     want_fast = any([spec.fused_qkv, spec.sdpa_backend, spec.compile, spec.fp8, spec.step_cache is not None,
-                     spec.threads is not None, spec.offload != "none", spec.vae_tiling, spec.vae_slicing,
+                     base_threads_spec != threads_spec, spec.offload != "none", spec.vae_tiling, spec.vae_slicing,
                      fast_dtype != base_dtype])
     if spec.fp8:
         from kumovideo.perf.fast_paths import fp8_supported
@@ -415,10 +402,19 @@ def run_bench(spec: BenchSpec, log: Callable[[str], None] = lambda s: None) -> d
     from kumovideo.models.transformer_kumo import count_parameters
 
     madit_flops.params = count_parameters(pipe.transformer)
+    from kumovideo.perf.fast_paths import recommended_threads
+
+    def resolve_threads(value) -> int:
+        if value == "default":
+            return default_threads
+        if value == "auto":
+            return recommended_threads(madit_flops.total)
+        return int(value)
+
     if spec.baseline:
         base_pipe = copy.deepcopy(pipe) if want_fast else pipe
         rows.append(Row("eager", base_pipe.transformer.eval(), base_pipe.transformer.dtype,
-                        default_threads, pipe=base_pipe, flops=madit_flops))
+                        resolve_threads(base_threads_spec), pipe=base_pipe, flops=madit_flops))
     if want_fast:
         fpipe = pipe
         report = apply_fast_paths(
@@ -426,11 +422,8 @@ def run_bench(spec: BenchSpec, log: Callable[[str], None] = lambda s: None) -> d
             step_cache=spec.step_cache, sdpa_backend=spec.sdpa_backend, threads=None,
             compile_cache=spec.compile_cache,
         )
-        from kumovideo.perf.fast_paths import recommended_threads
-
-        threads = default_threads
-        if spec.threads is not None:
-            threads = recommended_threads(madit_flops.total) if spec.threads == "auto" else int(spec.threads)
+        threads = resolve_threads(threads_spec)
+        if base_threads_spec != threads_spec:
             report.applied["threads"] = threads
         offloaded = spec.offload != "none"
         apply_memory_mode(fpipe, spec.offload, spec.vae_tiling, spec.vae_slicing, device)
@@ -502,22 +495,27 @@ def run_bench(spec: BenchSpec, log: Callable[[str], None] = lambda s: None) -> d
         for row in rows:
             prepare(row)
         log(f"timing {len(rows)} row(s), {spec.runs} runs each, interleaved ...")
-        for _ in range(spec.runs):
+        start = time.perf_counter()
+        for i in range(spec.runs):
+            if i >= MIN_RUNS and spec.max_time and time.perf_counter() - start > spec.max_time:
+                log(f"time budget of {spec.max_time:.0f} s spent: stopping after {i} runs")
+                break
             for row in rows:
-                with _RSSSampler() as sampler:
-                    step_run(row)
-                    if spec.e2e and row.pipe is not None:
-                        e2e_run(row, steps)
-                row.peak_bytes = max(row.peak_bytes, sampler.peak)
+                step_run(row)
+                if spec.e2e and row.pipe is not None:
+                    e2e_run(row, steps)
+                row.peak_bytes = _peak_rss()
     else:
         for row in rows:
             prepare(row)
             torch.cuda.reset_peak_memory_stats(device)
             log(f"timing {row.name}, {spec.runs} runs ...")
-            for _ in range(spec.runs):
+            start = time.perf_counter()
+            for i in range(spec.runs):
+                if i >= MIN_RUNS and spec.max_time and time.perf_counter() - start > spec.max_time / len(rows):
+                    break
                 step_run(row)
-            if spec.e2e and row.pipe is not None:
-                for _ in range(spec.runs):
+                if spec.e2e and row.pipe is not None:
                     e2e_run(row, steps)
             row.peak_bytes = torch.cuda.max_memory_allocated(device)
             finish(row)
@@ -557,7 +555,7 @@ def run_bench(spec: BenchSpec, log: Callable[[str], None] = lambda s: None) -> d
         "shape": {"height": height, "width": width, "frames": frames, "latent": [lf, lh, lw]},
         "tokens": {"vision": madit_flops.vision_tokens, "text": madit_flops.text_tokens,
                    "joint": madit_flops.tokens, "batch": 2},
-        "steps": steps, "runs": spec.runs, "warmup": spec.warmup, "guidance_scale": GUIDANCE,
+        "steps": steps, "runs": min(len(r.step_s) for r in rows), "runs_asked": spec.runs, "warmup": spec.warmup, "guidance_scale": GUIDANCE,
         "flops_per_step": madit_flops.total, "flops_parts": madit_flops.parts, "params": madit_flops.params,
         "interleaved": interleave, "rows": results,
     }
@@ -604,6 +602,7 @@ def format_table(result: dict) -> str:
     load = f", load average {m['load_average'][0]}" if "load_average" in m else ""
     lines.append(f"device {result['device']} ({where}{load}); torch {m['torch']}; {m['date']}; "
                  f"{result['runs']} runs after {result['warmup']} warm-up steps, median [min-max]"
+                 + (f" (of {result['runs_asked']} asked: time budget)" if result["runs"] < result["runs_asked"] else "")
                  + ("; rows interleaved" if result["interleaved"] else ""))
     header = (f"{'row':<10}{'dtype':<6}{'thr':>4}  {'s/step':<26}{'end-to-end s':<22}{'peak mem':>10}"
               f"{'TFLOP/s':>9}{'MFU':>7}{'vs eager':>9}{'vs peer':>9}{'Δ latents':>11}")
@@ -633,7 +632,8 @@ def format_table(result: dict) -> str:
         extra += r["notes"]
         if extra:
             lines.append(f"  {r['row']}: " + "; ".join(extra))
-    mem = "CUDA max allocated" if result["device"].startswith("cuda") else "process RSS (sampled, all rows' models resident)"
+    mem = ("CUDA max allocated" if result["device"].startswith("cuda")
+           else "process peak RSS up to that row's last run (all rows' models resident)")
     notes = [f"peak mem: {mem}", "TFLOP/s: counted FLOPs / median s/step"]
     if any(r["mfu_bf16_peak"] is not None for r in result["rows"]):
         notes.append(f"MFU against the dense bf16 peak, {m.get('gpu_peak_bf16_tflops')} TFLOP/s")

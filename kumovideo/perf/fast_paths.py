@@ -212,7 +212,15 @@ def compile_cache_dir(path: str | os.PathLike | None = None) -> Path:
     with the same model, shapes and torch version then compiles from the cache."""
     from kumovideo.builtin import cache_dir
 
-    folder = Path(path or os.environ.get("TORCHINDUCTOR_CACHE_DIR") or cache_dir() / "inductor")
+    user_dir = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+    try:  # importing some diffusers models makes inductor set the variable to its /tmp default
+        from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+
+        if user_dir and os.path.abspath(user_dir) == os.path.abspath(default_cache_dir()):
+            user_dir = None
+    except ImportError:
+        pass
+    folder = Path(path or user_dir or cache_dir() / "inductor")
     folder.mkdir(parents=True, exist_ok=True)
     os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(folder)
     import torch._inductor.config as inductor_config
