@@ -54,7 +54,6 @@ def eval_captions(n: int, seed: int, size: int, num_frames: int, exclude: set[st
 
 
 def run(args) -> int:
-    import numpy as np
     import torch
 
     from kumovideo.builtin import builtin_model_dir

@@ -31,12 +31,12 @@ from kumovideo.distributed.ulysses import sequence_parallel_forward
 from kumovideo.models.transformer_kumo import MADIT_PRESETS, KumoTransformer3DModel
 from kumovideo.schedulers import KumoDDIMScheduler
 from kumovideo.training.config import TrainConfig
+from kumovideo.training.export import save_trained_pipeline
 from kumovideo.training.loop import DataShard, FullySharded, Replicated, TrainState, train
 from kumovideo.training.objectives import diffuse, sample_timesteps, v_prediction_loss
 from kumovideo.training.runtime import Runtime, autocast_context, step_generator
 from kumovideo.training.shapes_batches import is_image_step, shapes_batch
 from kumovideo.training.text import shapes_caption_corpus, train_t5_tokenizer
-from kumovideo.utils.atomic import atomic_directory
 from kumovideo.utils.errors import KumoInputError
 
 
@@ -206,22 +206,8 @@ def training_captions(config: TrainConfig) -> set[str]:
 
 
 def export_pipeline(components: dict, config: TrainConfig) -> Path:
-    """Save the trained pipeline (EMA weights, fp16 safetensors where `extra.export_fp16`)."""
-    pipe = KumoPipeline(**components).to("cpu")
-    pipe.transformer.eval()
-    pipe.text_encoder.eval()
-    if config.extra.get("export_fp16", False):
-        pipe.transformer.to(torch.float16)
-        pipe.text_encoder.to(torch.float16)
-        pipe.vae.to(torch.float16)
-    target = Path(config.output_dir) / "pipeline"
-    with atomic_directory(target) as tmp:
-        pipe.save_pretrained(tmp, safe_serialization=True)
-        defaults = config.extra.get("sampling_defaults")
-        if defaults:
-            (tmp / "kumo_defaults.json").write_text(json.dumps(defaults, indent=2))
-        seen = training_captions(config)
-        if seen:  # lets `kumo eval shapes` judge on captions not trained on as-is
-            (tmp / "training_captions.txt").write_text("\n".join(sorted(seen)) + "\n")
-    print(f"pipeline saved to {target}")
-    return target
+    """Save the trained pipeline (EMA weights), listing the captions it was trained on so
+    `kumo eval shapes` can judge on captions not seen as-is."""
+    seen = training_captions(config)
+    extra = {"training_captions.txt": "\n".join(sorted(seen)) + "\n"} if seen else {}
+    return save_trained_pipeline(KumoPipeline(**components), config, extra)

@@ -22,7 +22,6 @@ against re-noised real latents (hinge loss).
 from __future__ import annotations
 
 import copy
-import json
 from pathlib import Path
 
 import torch
@@ -35,12 +34,12 @@ from kumovideo.pipelines.pipeline_kumo import KumoPipeline
 from kumovideo.schedulers import KumoLCMScheduler
 from kumovideo.schedulers.sampling import v_to_x0
 from kumovideo.training.config import TrainConfig
+from kumovideo.training.export import save_trained_pipeline
 from kumovideo.training.loop import TrainState, train
 from kumovideo.training.objectives import diffuse
 from kumovideo.training.runtime import Runtime, autocast_context, step_generator
 from kumovideo.training.shapes_batches import is_image_step
 from kumovideo.training.train_dit import LatentSource
-from kumovideo.utils.atomic import atomic_directory
 from kumovideo.utils.errors import KumoInputError
 
 
@@ -212,19 +211,7 @@ def export_turbo(components: dict, student, config: TrainConfig) -> Path:
     # On the schedule the student was distilled on (train_turbo's `lcm`: the teacher's SNR shift).
     scheduler = KumoLCMScheduler(original_inference_steps=config.num_ddim_steps,
                                  snr_shift_scale=components["scheduler"].config.get("snr_shift_scale", 3.0))
-    pipe = KumoPipeline(**{**components, "transformer": student.eval(), "scheduler": scheduler}).to("cpu")
-    if config.extra.get("export_fp16", False):
-        pipe.transformer.to(torch.float16)
-        pipe.text_encoder.to(torch.float16)
-        pipe.vae.to(torch.float16)
-    target = Path(config.output_dir) / "pipeline"
-    with atomic_directory(target) as tmp:
-        pipe.save_pretrained(tmp, safe_serialization=True)
-        defaults = config.extra.get("sampling_defaults")
-        if defaults:
-            (tmp / "kumo_defaults.json").write_text(json.dumps(defaults, indent=2))
-        seen = Path(config.teacher) / "training_captions.txt"
-        if seen.exists():
-            (tmp / "training_captions.txt").write_text(seen.read_text())
-    print(f"Turbo pipeline saved to {target}")
-    return target
+    pipe = KumoPipeline(**{**components, "transformer": student.eval(), "scheduler": scheduler})
+    seen = Path(config.teacher) / "training_captions.txt"
+    extra = {"training_captions.txt": seen.read_text()} if seen.exists() else {}
+    return save_trained_pipeline(pipe, config, extra)

@@ -105,49 +105,73 @@ def _load_index(out_dir: Path) -> dict[str, Any] | None:
     return data
 
 
+class LatentShardWriter:
+    """Appends encoded clips to a latent folder: shards of `shard_size` clips, each written
+    atomically, and the index rewritten after every shard (so a killed run keeps every
+    finished shard and resumes after them). Used by `kumo data encode` and by
+    `kumo train cache-latents`."""
+
+    def __init__(self, out_dir: Path, vae, vae_path: str, shard_size: int, source: dict | None = None):
+        self.out_dir = Path(out_dir)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.shard_size = shard_size
+        self.index = _load_index(self.out_dir) or {
+            "format": INDEX_FORMAT,
+            "version": INDEX_VERSION,
+            "vae": {
+                "path": str(vae_path),
+                "scaling_factor": float(vae.config.scaling_factor),
+                "latent_channels": int(vae.config.latent_channels),
+                "temporal_compression": int(getattr(vae.config, "temporal_compression_ratio", 4)),
+                "spatial_compression": 2 ** (len(vae.config.block_out_channels) - 1),
+            },
+            "storage_dtype": "float16",
+            "sampling": "latent = (mean + std * randn) * scaling_factor",
+            **({"source": source} if source else {}),
+            "clips": [],
+            "shards": [],
+        }
+        self._tensors: dict[str, torch.Tensor] = {}
+        self._meta: list[dict] = []
+
+    @property
+    def done_ids(self) -> set[str]:
+        return {c["id"] for c in self.index["clips"]}
+
+    def add(self, clip_id: str, mean: torch.Tensor, std: torch.Tensor, meta: dict) -> None:
+        """One clip's posterior (C, F, h, w), stored float16, and its index entry."""
+        self._tensors[f"{clip_id}/mean"] = mean.to("cpu", torch.float16).contiguous()
+        self._tensors[f"{clip_id}/std"] = std.to("cpu", torch.float16).contiguous()
+        self._meta.append({"id": clip_id, **meta, "shape": list(mean.shape)})
+        if len(self._meta) >= self.shard_size:
+            self.flush()
+
+    def flush(self) -> None:
+        from safetensors.torch import save
+
+        if self._meta:
+            name = f"shard-{len(self.index['shards']):05d}.safetensors"
+            atomic_write_bytes(self.out_dir / name, save(self._tensors, metadata={"format": INDEX_FORMAT}))
+            for m in self._meta:
+                m["shard"] = name
+            self.index["shards"].append(name)
+            self.index["clips"].extend(self._meta)
+            self._tensors.clear()
+            self._meta.clear()
+        atomic_write_json(self.out_dir / "index.json", self.index)
+
+
 def encode_clips(entries: list[dict], clip_dir: Path, vae, vae_path: str, out_dir: Path,
                  cfg: EncodeConfig, device: str = "cpu", quiet: bool = False) -> dict[str, Any]:
     """Encode cut clips (entries of the cut manifest) into shards; returns a summary."""
-    from safetensors.torch import save
-
     from kumovideo.data.pipeline.runner import run_tasks
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    index = _load_index(out_dir) or {
-        "format": INDEX_FORMAT,
-        "version": INDEX_VERSION,
-        "vae": {
-            "path": str(vae_path),
-            "scaling_factor": float(vae.config.scaling_factor),
-            "latent_channels": int(vae.config.latent_channels),
-            "temporal_compression": int(getattr(vae.config, "temporal_compression_ratio", 4)),
-            "spatial_compression": 2 ** (len(vae.config.block_out_channels) - 1),
-        },
-        "storage_dtype": "float16",
-        "sampling": "latent = (mean + std * randn) * scaling_factor",
-        "clips": [],
-        "shards": [],
-    }
-    done = {c["id"] for c in index["clips"]}
+    writer = LatentShardWriter(out_dir, vae, vae_path, cfg.shard_size)
+    done = writer.done_ids
     todo = [e for e in entries if e.get("status", "ok") == "ok" and e["id"] not in done]
     dtype = _DTYPES[cfg.dtype]
-    pending: dict[str, torch.Tensor] = {}
-    pending_meta: list[dict] = []
     errors: list[tuple[str, str]] = []
     t0 = time.perf_counter()
-
-    def flush() -> None:
-        if not pending_meta:
-            return
-        name = f"shard-{len(index['shards']):05d}.safetensors"
-        atomic_write_bytes(out_dir / name, save(pending, metadata={"format": INDEX_FORMAT}))
-        for m in pending_meta:
-            m["shard"] = name
-        index["shards"].append(name)
-        index["clips"].extend(pending_meta)
-        atomic_write_json(out_dir / "index.json", index)
-        pending.clear()
-        pending_meta.clear()
 
     def encode_one(entry: dict) -> dict:
         path = clip_dir / entry["file"]
@@ -158,8 +182,7 @@ def encode_clips(entries: list[dict], clip_dir: Path, vae, vae_path: str, out_di
             x = x[:, :n]
             with torch.no_grad():
                 dist = vae.encode(x.unsqueeze(0).to(device=device, dtype=dtype)).latent_dist
-            mean = dist.mean[0].to("cpu", torch.float16).contiguous()
-            std = dist.std[0].to("cpu", torch.float16).contiguous()
+            mean, std = dist.mean[0], dist.std[0]
         except Exception as exc:  # a bad clip is reported, the rest are encoded
             return {"id": entry["id"], "error": f"{type(exc).__name__}: {exc}"}
         return {"id": entry["id"], "mean": mean, "std": std, "fps": fps, "num_frames": n,
@@ -170,13 +193,9 @@ def encode_clips(entries: list[dict], clip_dir: Path, vae, vae_path: str, out_di
         if "error" in res:
             errors.append((entry["id"], res["error"]))
             continue
-        pending[f"{entry['id']}/mean"] = res["mean"]
-        pending[f"{entry['id']}/std"] = res["std"]
-        pending_meta.append({
-            "id": entry["id"],
+        writer.add(entry["id"], res["mean"], res["std"], {
             "caption": entry["caption"],
             "caption_source": entry.get("caption_source"),
-            "shape": list(res["mean"].shape),
             "fps": res["fps"],
             "num_frames": res["num_frames"],
             "size": res["size"],
@@ -186,11 +205,8 @@ def encode_clips(entries: list[dict], clip_dir: Path, vae, vae_path: str, out_di
             "source": entry.get("video"),
             "file": entry.get("file"),
         })
-        if len(pending_meta) >= cfg.shard_size:
-            flush()
-    flush()
-    if not (out_dir / "index.json").exists():
-        atomic_write_json(out_dir / "index.json", index)
+    writer.flush()
+    index = writer.index
     return {"encoded": len(todo) - len(errors), "skipped": len(entries) - len(todo),
             "errors": errors, "shards": len(index["shards"]), "clips": len(index["clips"]),
             "seconds": time.perf_counter() - t0}
