@@ -13,6 +13,7 @@ import json
 import time
 from pathlib import Path
 
+from kumovideo.cli.generate import add_fast_path_args
 from kumovideo.utils.errors import KumoInputError
 
 
@@ -31,6 +32,7 @@ def register(sub) -> None:
     q.add_argument("--batch-size", type=int, default=8, help="clips generated per pipeline call")
     q.add_argument("--out", default="outputs/eval-shapes", help="folder for contact_sheet.png and results.json")
     q.add_argument("--json", action="store_true", help="print the summary as JSON")
+    add_fast_path_args(q)
     q.set_defaults(func=run)
 
 
@@ -57,7 +59,7 @@ def run(args) -> int:
     import torch
 
     from kumovideo.builtin import builtin_model_dir
-    from kumovideo.cli.generate import model_defaults
+    from kumovideo.cli.generate import apply_cli_fast_paths, model_defaults
     from kumovideo.evaluation.shapes_judge import contact_sheet, judge_clip, summarise
     from kumovideo.pipelines import KumoPipeline, frames_to_uint8
     from kumovideo.schedulers import KumoLCMScheduler
@@ -67,6 +69,7 @@ def run(args) -> int:
     folder = Path(args.model) if args.model else builtin_model_dir(turbo=args.turbo)
     pipe = KumoPipeline.from_pretrained(folder)
     pipe.set_progress_bar_config(disable=True)
+    apply_cli_fast_paths(pipe, args)
     defaults = model_defaults(folder)
     turbo = args.turbo or isinstance(pipe.scheduler, KumoLCMScheduler)
     if args.turbo and not isinstance(pipe.scheduler, KumoLCMScheduler):
@@ -98,7 +101,7 @@ def run(args) -> int:
             results.append(judge_clip(frames_u8, text))
     elapsed = time.perf_counter() - start
     summary = summarise(results)
-    summary.update({"model": str(folder), "steps": steps, "guidance": guidance, "sampler": args.sampler,
+    summary.update({"model": str(folder), "steps": steps, "step_cache": args.step_cache, "fast": args.fast, "guidance": guidance, "sampler": args.sampler,
                     "turbo": turbo, "seed": args.seed, "seconds": elapsed, "seconds_per_clip": elapsed / len(captions),
                     "excluded_training_captions": len(exclude)})
 

@@ -28,6 +28,9 @@ def register(sub) -> None:
     p.add_argument("--sampler", choices=["default", "renoise"], default="default",
                    help="'renoise': Kandinsky-4-Flash-style few-step re-noising sampler, any model")
     p.add_argument("--cpu-offload", action="store_true", help="keep only the running model on the GPU")
+    p.add_argument("--offload", choices=["none", "model", "group", "sequential"], default="none",
+                   help="memory mode on a GPU: model (= --cpu-offload), group (blocks streamed), sequential (least memory)")
+    add_fast_path_args(p)
     p.add_argument("--vae-tiling", action="store_true", help="decode in spatial tiles (less memory)")
     p.add_argument("--dtype", default="fp32", help="fp32, bf16 or fp16 (default fp32)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:N or mps (default: cuda if available, else cpu)")
@@ -38,6 +41,26 @@ def register(sub) -> None:
     p.add_argument("--vae-on", choices=["rank0", "all", "split"], default="rank0",
                    help="with --parallel: where the VAE decodes; 'split' deals its tiles over all ranks (default rank0)")
     p.set_defaults(func=run)
+
+
+def add_fast_path_args(p) -> None:
+    """The speed switches (docs/benchmarks.md), shared by generate and eval."""
+    p.add_argument("--fast", action="store_true",
+                   help="fused QKV projections and sensible CPU threads (outputs equal to the plain path)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the repeated block (regional)")
+    p.add_argument("--step-cache", type=float, default=None, metavar="T",
+                   help="reuse block outputs across steps when block 0 changes by less than T (e.g. 0.05); lossy")
+
+
+def apply_cli_fast_paths(pipe, args) -> None:
+    if not (args.fast or args.compile or args.step_cache is not None):
+        return
+    if args.step_cache is not None and args.step_cache <= 0:
+        raise KumoInputError(f"--step-cache must be a positive threshold, got {args.step_cache}")
+    from kumovideo.perf.fast_paths import apply_fast_paths
+
+    apply_fast_paths(pipe, fused_qkv=args.fast, compile=args.compile, step_cache=args.step_cache,
+                     threads="auto" if args.fast else None)
 
 
 def resolve_device(name: str | None):
@@ -83,8 +106,13 @@ def run(args) -> int:
     output = check_output_path(args.output)
     dtype = resolve_dtype(args.dtype)
     device = resolve_device(args.device)
-    if args.cpu_offload and device.type != "cuda":
-        raise KumoInputError("--cpu-offload needs a CUDA GPU (it moves models between GPU and CPU); drop it on CPU")
+    if args.cpu_offload:
+        if args.offload not in ("none", "model"):
+            raise KumoInputError("--cpu-offload is --offload model; give one of them")
+        args.offload = "model"
+    if args.offload != "none" and device.type != "cuda":
+        raise KumoInputError(f"--{'cpu-offload' if args.cpu_offload else 'offload ' + args.offload} needs a CUDA GPU "
+                             "(it moves models between GPU and CPU); drop it on CPU")
     for name in ("steps", "frames", "height", "width", "fps"):
         value = getattr(args, name)
         if value is not None and value < 1:
@@ -114,10 +142,13 @@ def run(args) -> int:
         from kumovideo.distributed.parallel_pipeline import ParallelKumoPipeline
 
         runner = ParallelKumoPipeline(pipe, ctx, text_encoder_on=args.t5_on, vae_on=args.vae_on).to(device)
-    elif args.cpu_offload:
-        pipe.enable_model_cpu_offload(device=device)
     else:
         pipe.to(device)
+    apply_cli_fast_paths(pipe, args)  # on the device, before any offload hooks
+    if ctx is None and args.offload != "none":
+        from kumovideo.perf.fast_paths import apply_memory_mode
+
+        apply_memory_mode(pipe, offload=args.offload, device=device)
     if args.vae_tiling:
         pipe.enable_vae_tiling()
 
