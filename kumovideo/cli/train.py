@@ -39,6 +39,11 @@ def register(sub) -> None:
                        help="CPU threads for this process (default: torch's). On a CPU shared with other jobs, "
                             "1 thread per process avoids OpenMP oversubscription, which can slow training 10x or more")
         q.set_defaults(func=run_train, kind=name)
+    e = tsub.add_parser("export", help="a pipeline folder from a DiT run's checkpoint (EMA weights)")
+    e.add_argument("--config", required=True, help="the run's dit config")
+    e.add_argument("--checkpoint", default=None, help="checkpoint folder (default: the newest in output_dir)")
+    e.add_argument("--out", required=True, help="pipeline folder to write")
+    e.set_defaults(func=run_export)
     c = tsub.add_parser("cache-latents", help="encode ShapesWorld clips with a trained VAE, once")
     c.add_argument("--vae", required=True, help="VAE folder (e.g. runs/builtin-vae/vae)")
     c.add_argument("--out", required=True, help="output folder for the shards and index.json")
@@ -111,4 +116,12 @@ def run_cache(args) -> int:
     vae = load_vae(args.vae)
     cache_shapes_latents(vae, args.vae, args.out, args.num_clips, args.size, args.frames, args.seed,
                          batch_size=args.batch_size, device=args.device)
+    return 0
+
+
+def run_export(args) -> int:
+    from kumovideo.training.config import load_config
+    from kumovideo.training.export import export_checkpoint
+
+    export_checkpoint(load_config(args.config), args.checkpoint, args.out)
     return 0

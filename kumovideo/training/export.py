@@ -31,3 +31,40 @@ def save_trained_pipeline(pipe, config: TrainConfig, extra_files: dict[str, str]
             (tmp / name).write_text(text)
     print(f"pipeline saved to {target}")
     return target
+
+
+def export_checkpoint(config: TrainConfig, checkpoint: str | Path | None, target: str | Path) -> Path:
+    """A pipeline folder from a DiT run's checkpoint (default: the newest), with its EMA
+    weights: look at a run while it trains, or ship an earlier step."""
+    from safetensors.torch import load_file, load_model
+
+    from kumovideo.pipelines.pipeline_kumo import KumoPipeline
+    from kumovideo.training.checkpointing import list_checkpoints
+    from kumovideo.training.train_dit import build_components
+    from kumovideo.utils.errors import KumoInputError
+
+    if config.kind != "dit":
+        raise KumoInputError("kumo train export takes a dit config")
+    found = list_checkpoints(config.output_dir)
+    path = Path(checkpoint) if checkpoint else (found[-1] if found else None)
+    if path is None or not (path / "state.json").exists():
+        raise KumoInputError(f"no complete checkpoint at {checkpoint or config.output_dir}")
+    components = build_components(config)
+    modules = {"transformer": components["transformer"], "text_encoder": components["text_encoder"]}
+    for name, module in modules.items():
+        if (path / f"{name}.safetensors").exists():
+            load_model(module, str(path / f"{name}.safetensors"))
+    ema = load_file(str(path / "ema.safetensors"))
+    for name, module in modules.items():
+        params = dict(module.named_parameters())
+        for key, value in ema.items():
+            if key.startswith(f"{name}.") and key[len(name) + 1:] in params:
+                params[key[len(name) + 1:]].data.copy_(value)
+    pipe = KumoPipeline(**components).to("cpu")
+    with atomic_directory(Path(target)) as tmp:
+        pipe.save_pretrained(tmp, safe_serialization=True)
+        defaults = config.extra.get("sampling_defaults")
+        if defaults:
+            (tmp / "kumo_defaults.json").write_text(json.dumps(defaults, indent=2))
+    print(f"{path.name} exported to {target}")
+    return Path(target)
