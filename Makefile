@@ -17,7 +17,7 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q torch==$(TORCH_VERSION) $(TORCH_INDEX)
-	$(PIP) install -q -e ".[data,test]"
+	$(PIP) install -q -e ".[data,ray,test]"
 	touch $@
 
 install: $(VENV)/.installed
