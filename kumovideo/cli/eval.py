@@ -67,7 +67,7 @@ def run(args) -> int:
     if args.n < 1 or args.batch_size < 1:
         raise KumoInputError("--n and --batch-size must be positive")
     folder = Path(args.model) if args.model else builtin_model_dir(turbo=args.turbo)
-    pipe = KumoPipeline.from_pretrained(folder)
+    pipe = KumoPipeline.from_pretrained(folder, torch_dtype=torch.float32)  # shipped fp16; CPU math in fp32
     pipe.set_progress_bar_config(disable=True)
     apply_cli_fast_paths(pipe, args)
     defaults = model_defaults(folder)
