@@ -44,10 +44,19 @@ def atomic_file(target: str | os.PathLike, mode: str = "wb"):
             yield f
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, default_file_mode())
         os.replace(tmp, target)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def default_file_mode() -> int:
+    """The mode a plain `open()` would give a new file (0o666 less the umask): mkstemp's
+    temp files are 0o600, and a renamed output should not stay private."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
 
 
 def _fsync_tree(folder: Path) -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from kumovideo.utils.atomic import default_file_mode
 from kumovideo.utils.errors import KumoInputError
 
 # suffix -> (codec, pixel format, container options)
@@ -58,6 +59,7 @@ def write_video(frames: np.ndarray, path: str | os.PathLike, fps: int = 8) -> Pa
             _write_gif(frames, tmp, fps)
         else:
             _write_with_pyav(frames, tmp, fps, codec, pix_fmt, options)
+        os.chmod(tmp, default_file_mode())
         os.replace(tmp, path)
     finally:
         if tmp.exists():

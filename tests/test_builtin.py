@@ -1,0 +1,42 @@
+"""The shipped built-in model: it is there, loads offline, and does what a prompt says."""
+
+import numpy as np
+import pytest
+import torch
+
+from kumovideo.builtin import BUILTIN_DIRS, builtin_model_dir, is_trained
+from kumovideo.cli import main
+from kumovideo.evaluation.shapes_judge import PALETTE_NAMES, nearest_palette
+from kumovideo.pipelines import KumoPipeline, frames_to_uint8
+from kumovideo.utils.video_io import read_video
+
+
+@pytest.fixture(scope="module")
+def builtin():
+    assert is_trained(), f"the built-in model is missing from {BUILTIN_DIRS[False]}"
+    torch.set_num_threads(1)
+    return KumoPipeline.from_pretrained(builtin_model_dir(), torch_dtype=torch.float32)
+
+
+def colour_fraction(frames: np.ndarray, name: str) -> float:
+    """Fraction of pixels whose nearest palette entry is the named colour."""
+    labels, _ = nearest_palette(frames)
+    return float((labels == list(PALETTE_NAMES).index(name)).mean())
+
+
+@pytest.mark.parametrize("colour, background", [("red", "black"), ("yellow", "navy")])
+def test_builtin_model_draws_the_named_colour_on_the_named_background(builtin, colour, background):
+    prompt = f"a large {colour} circle stays still on a {background} background"
+    video = builtin(prompt, num_frames=17, height=64, width=64, num_inference_steps=20,
+                    generator=torch.Generator().manual_seed(0), output_type="pt").frames[0]
+    frames = frames_to_uint8(video)
+    assert colour_fraction(frames, colour) > 0.02, f"no {colour} pixels in the clip for {prompt!r}"
+    assert colour_fraction(frames, background) > 0.5, f"background is not {background} for {prompt!r}"
+
+
+def test_kumo_generate_uses_the_builtin_model_by_default(tmp_path, capsys):
+    out = tmp_path / "clip.mp4"
+    assert main(["generate", "a blue square moves right on a gray background", "--steps", "10", "-o", str(out)]) == 0
+    frames, fps = read_video(out)
+    assert frames.shape == (17, 64, 64, 3) and fps == 8
+    assert "random-weight" not in capsys.readouterr().err
