@@ -31,6 +31,19 @@ from diffusers.models.normalization import AdaLayerNorm, CogVideoXLayerNormZero
 from kumovideo.models.attention import MADiTAttnProcessor
 
 
+def cross_attention(dim: int, heads: int, head_dim: int, bias: bool) -> Attention:
+    """Queries from one stream, keys and values from the other (no q/k norm)."""
+    return Attention(
+        query_dim=dim,
+        cross_attention_dim=dim,
+        dim_head=head_dim,
+        heads=heads,
+        bias=bias,
+        out_bias=bias,
+        processor=MADiTAttnProcessor(),
+    )
+
+
 class MADiTBlock(nn.Module):
     """One MADiT block: joint self-attention, two cross-attentions, joint feed-forward."""
 
@@ -63,24 +76,8 @@ class MADiTBlock(nn.Module):
 
         # 2. Cross-attentions on the normed streams: vision -> text and text -> vision.
         self.norm2 = CogVideoXLayerNormZero(time_embed_dim, dim, norm_elementwise_affine, norm_eps, bias=True)
-        self.attn2_1 = Attention(
-            query_dim=dim,
-            cross_attention_dim=dim,
-            dim_head=attention_head_dim,
-            heads=num_attention_heads,
-            bias=attention_bias,
-            out_bias=attention_bias,
-            processor=MADiTAttnProcessor(),
-        )
-        self.attn2_2 = Attention(
-            query_dim=dim,
-            cross_attention_dim=dim,
-            dim_head=attention_head_dim,
-            heads=num_attention_heads,
-            bias=attention_bias,
-            out_bias=attention_bias,
-            processor=MADiTAttnProcessor(),
-        )
+        self.attn2_1 = cross_attention(dim, num_attention_heads, attention_head_dim, attention_bias)
+        self.attn2_2 = cross_attention(dim, num_attention_heads, attention_head_dim, attention_bias)
 
         # 3. Feed-forward over the joined normed sequence.
         self.ff = FeedForward(dim, dropout=dropout, activation_fn=activation_fn, bias=True)
