@@ -304,9 +304,16 @@ def test_dit_stop_and_resume_is_bit_exact(dit_run, fixtures_dir, tokenizer_dir, 
     assert [p.name for p in list_checkpoints(out)] == ["step-0000004", "step-0000008"]
     assert not (out / "pipeline").exists()
     capsys.readouterr()
+    leftover = out / "checkpoints" / ".step-0000012.tmp-killed"  # what a save killed mid-write leaves
+    leftover.mkdir()
+    (leftover / "state.json").write_text("{}")
     train_dit(config, setup_runtime("cpu"), resume=True)
     assert "(step 8)" in capsys.readouterr().out
     assert_same_dit_run(Path(dit_run.output_dir), out)
+    assert not leftover.exists()
+    # steps 9-10 ran twice (before the stop and after the resume) but are logged once
+    steps = [int(line.split(",")[0]) for line in (out / "loss_log.csv").read_text().splitlines()[1:]]
+    assert steps == list(range(1, 17))
 
 
 def assert_same_dit_run(ref: Path, out: Path) -> None:

@@ -65,6 +65,22 @@ def prune_checkpoints(root: str | Path, keep: int) -> None:
         shutil.rmtree(doomed, ignore_errors=True)
 
 
+_LEFTOVER = re.compile(r"^\.step-\d{7}\.(tmp|old|deleting)")
+
+
+def remove_leftovers(root: str | Path) -> list[str]:
+    """Delete the temp folders a killed save or prune left behind (never a complete
+    checkpoint: those are named step-NNNNNNN). Call at the start of a run, before saving."""
+    folder = Path(root) / "checkpoints"
+    removed = []
+    if folder.exists():
+        for p in folder.iterdir():
+            if p.is_dir() and _LEFTOVER.match(p.name):
+                shutil.rmtree(p, ignore_errors=True)
+                removed.append(p.name)
+    return removed
+
+
 def list_checkpoints(root: str | Path) -> list[Path]:
     """Complete checkpoints under `root`, oldest first (temp folders are skipped)."""
     folder = Path(root) / "checkpoints"

@@ -23,6 +23,7 @@ from kumovideo.training.checkpointing import (
     list_checkpoints,
     load_checkpoint,
     prune_checkpoints,
+    remove_leftovers,
     save_checkpoint,
 )
 from kumovideo.training.config import TrainConfig
@@ -170,6 +171,9 @@ def train(
     ema = make_ema(params, config.ema_decay)
 
     start = 0
+    if runtime.is_main:
+        remove_leftovers(out)  # temp folders of a save that was killed
+    runtime.barrier()
     if resume:
         found = list_checkpoints(out)
         if found:
@@ -178,7 +182,7 @@ def train(
                 print(f"resumed from {found[-1]} (step {start})")
     sharding.wrap(state, runtime)
 
-    log = LossLog(out / "loss_log.csv", enabled=runtime.is_main)
+    log = LossLog(out / "loss_log.csv", enabled=runtime.is_main, start=start)
     timer = Timer()
     metrics: dict = {}
     end = config.total_steps if stop_after is None else min(config.total_steps, stop_after)

@@ -87,13 +87,32 @@ def named_trainable(modules: dict[str, torch.nn.Module]) -> dict[str, torch.Tens
 
 class LossLog:
     """CSV loss log (step, stage, loss parts, it/s), appended and flushed per row, so a
-    resumed run continues the same file."""
+    resumed run continues the same file. Rows after `start` (steps a killed run logged past
+    its last checkpoint, which the resumed run redoes) are dropped first."""
 
-    def __init__(self, path: Path, enabled: bool):
+    def __init__(self, path: Path, enabled: bool, start: int = 0):
         self.path = path
         self.enabled = enabled
         self._writer = None
         self._file = None
+        if enabled and path.exists():
+            self._drop_rows_after(start)
+
+    def _drop_rows_after(self, start: int) -> None:
+        from kumovideo.utils.atomic import atomic_file
+
+        with open(self.path, newline="") as f:
+            rows = list(csv.reader(f))
+        if not rows:
+            return
+        header, body = rows[0], rows[1:]
+        kept = [r for r in body if r and r[0].isdigit() and int(r[0]) <= start]
+        if len(kept) == len(body):
+            return
+        with atomic_file(self.path, "w") as f:
+            writer = csv.writer(f)
+            writer.writerow(header)
+            writer.writerows(kept)
 
     def write(self, row: dict) -> None:
         if not self.enabled:
