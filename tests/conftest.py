@@ -1,3 +1,4 @@
+import contextlib
 import os
 from pathlib import Path
 
@@ -27,3 +28,41 @@ def shared_dir() -> Path:
             pytest.fail(f"shared folder not found at {SHARED}")
         pytest.skip(f"shared folder not found at {SHARED}; set KUMO_SHARED")
     return SHARED
+
+
+@contextlib.contextmanager
+def torch_threads(n: int):
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+# The test models are tiny: one thread is as fast, much faster on a busy shared machine,
+# and bit-for-bit comparisons with subprocesses need the same kernels on both sides.
+@pytest.fixture
+def one_thread():
+    """One thread for each test (for tests that change the thread count themselves)."""
+    with torch_threads(1):
+        yield
+
+
+@pytest.fixture(scope="module")
+def one_thread_per_module():
+    """One thread for the whole module, module-scoped fixtures (trained runs) included."""
+    with torch_threads(1):
+        yield
+
+
+@pytest.fixture(scope="session")
+def tokenizer_dir(tmp_path_factory) -> Path:
+    """The DiT's caption tokenizer, learned once (a DiT run reuses `output_dir/tokenizer`)."""
+    from kumovideo.training.text import shapes_caption_corpus, train_t5_tokenizer
+
+    out = tmp_path_factory.mktemp("tokenizer")
+    train_t5_tokenizer(shapes_caption_corpus(2000, seed=1000), out)
+    return out

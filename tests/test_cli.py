@@ -22,18 +22,12 @@ from safetensors import safe_open
 from kumovideo.cli import main
 from kumovideo.utils.video_io import read_video
 
+pytestmark = pytest.mark.usefixtures("one_thread_per_module")
+
+
 PROMPT = "a red circle moves left on a black background"
 SMALL = ["--frames", "9", "--height", "48", "--width", "64", "--steps", "2"]
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The models are tiny: one thread is as fast, and much faster on a busy shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture

@@ -11,15 +11,10 @@ import torch
 from kumovideo.cli import main
 from kumovideo.perf.bench import BenchSpec, format_table, run_bench
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
 TINY = ["--preset", "kumo-tiny", "--steps", "2", "--runs", "2", "--warmup", "1"]
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def one_line_error(capsys, *needles):

@@ -16,17 +16,12 @@ from kumovideo.perf import apply_fast_paths, apply_memory_mode, fuse_qkv, set_sd
 from kumovideo.perf.fast_paths import SDPAttention, quantize_fp8, recommended_threads, set_threads
 from kumovideo.utils.errors import KumoInputError
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
 # Tolerances, relative to the eager fp32 output's largest magnitude.
 EXACT = 1e-6  # fused QKV, SDPA backends, compile (same maths, another summation order at most)
 BF16 = 3e-2  # bf16 weights and activations
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def perturbed_tiny(seed: int = 0) -> KumoTransformer3DModel:

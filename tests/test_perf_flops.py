@@ -17,13 +17,7 @@ from kumovideo.perf.flops import (
     measured_flops,
 )
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_hand_count_on_the_tiny_config():

@@ -12,13 +12,7 @@ import torch
 from kumovideo.models.transformer_kumo import KumoTransformer3DModel, madit_from_preset
 from kumovideo.perf.step_cache import FirstBlockCache
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def perturbed_tiny() -> KumoTransformer3DModel:

@@ -20,6 +20,9 @@ from kumovideo.pipelines.factory import build_pipeline
 from kumovideo.schedulers.sampling import renoise_timesteps
 from kumovideo.utils.errors import KumoInputError
 
+pytestmark = pytest.mark.usefixtures("one_thread_per_module")
+
+
 SIZE = dict(height=48, width=64, num_frames=9)
 LATENT_SHAPE = (3, 4, 6, 8)  # (F_lat, C, h, w) for 48x64x9 with the tiny VAE
 PROMPT = "a red circle moves left on a black background"
@@ -27,15 +30,6 @@ PROMPT = "a red circle moves left on a black background"
 
 def gen(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The models are tiny: one thread is as fast, and much faster on a busy shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -21,27 +21,10 @@ from safetensors.torch import load_file
 
 from kumovideo.distributed.spawn import run_workers
 
-pytestmark = pytest.mark.timeout(240)
+pytestmark = [pytest.mark.timeout(240), pytest.mark.usefixtures("one_thread_per_module")]
 
 START = os.environ.get("KUMO_SPAWN_METHOD", "fork")  # fork: no re-import per worker
 PARTS = ("transformer/diffusion_pytorch_model.safetensors", "text_encoder/model.safetensors")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def tokenizer_dir(tmp_path_factory) -> Path:
-    from kumovideo.training.text import shapes_caption_corpus, train_t5_tokenizer
-
-    out = tmp_path_factory.mktemp("tokenizer")
-    train_t5_tokenizer(shapes_caption_corpus(2000, seed=1000), out)
-    return out
 
 
 def settings(fixtures_dir: Path) -> dict:

@@ -34,28 +34,11 @@ from kumovideo.training.objectives import diffuse, sample_timesteps
 from kumovideo.training.runtime import setup_runtime
 from kumovideo.training.shapes_batches import shapes_batch
 
+pytestmark = pytest.mark.usefixtures("one_thread_per_module")
+
+
 REPO = Path(__file__).resolve().parents[1]
 HELD_OUT_SEED = 4242  # a ShapesWorld stream neither trainer draws from
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The models are tiny: one thread is as fast, and bit-for-bit comparisons between a
-    subprocess and this process need the same kernels."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def tokenizer_dir(tmp_path_factory) -> Path:
-    """The DiT's caption tokenizer, learned once (a DiT run reuses `output_dir/tokenizer`)."""
-    from kumovideo.training.text import shapes_caption_corpus, train_t5_tokenizer
-
-    out = tmp_path_factory.mktemp("tokenizer")
-    train_t5_tokenizer(shapes_caption_corpus(2000, seed=1000), out)
-    return out
 
 
 def write_config(path: Path, data: dict) -> Path:

@@ -25,15 +25,10 @@ from kumovideo.training.config import load_config
 from kumovideo.training.runtime import setup_runtime
 from kumovideo.training.shapes_batches import shapes_batch
 
+pytestmark = pytest.mark.usefixtures("one_thread_per_module")
+
+
 HELD_OUT_SEED = 4242
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def write_config(path: Path, data: dict) -> Path:
