@@ -59,10 +59,9 @@ def run(args) -> int:
     import torch
 
     from kumovideo.builtin import builtin_model_dir
-    from kumovideo.cli.generate import apply_cli_fast_paths, model_defaults
+    from kumovideo.cli.generate import apply_cli_fast_paths, sampling_settings
     from kumovideo.evaluation.shapes_judge import contact_sheet, judge_clip, summarise
     from kumovideo.pipelines import KumoPipeline, frames_to_uint8
-    from kumovideo.schedulers import KumoLCMScheduler
 
     if args.n < 1 or args.batch_size < 1:
         raise KumoInputError("--n and --batch-size must be positive")
@@ -70,13 +69,7 @@ def run(args) -> int:
     pipe = KumoPipeline.from_pretrained(folder, torch_dtype=torch.float32)  # shipped fp16; CPU math in fp32
     pipe.set_progress_bar_config(disable=True)
     apply_cli_fast_paths(pipe, args)
-    defaults = model_defaults(folder)
-    turbo = args.turbo or isinstance(pipe.scheduler, KumoLCMScheduler)
-    if args.turbo and not isinstance(pipe.scheduler, KumoLCMScheduler):
-        pipe.scheduler = KumoLCMScheduler.from_config(pipe.scheduler.config)
-    steps = args.steps or (defaults.get("turbo_steps", 4) if turbo else defaults.get("num_inference_steps", 50))
-    guidance = args.guidance if args.guidance is not None else (
-        defaults.get("turbo_guidance_scale", 2.0) if turbo else defaults.get("guidance_scale", 6.0))
+    turbo, steps, guidance, _ = sampling_settings(pipe, folder, args)
     cfg = pipe.transformer.config
     size = cfg.sample_height * pipe.vae_scale_factor_spatial
     frames = cfg.sample_frames

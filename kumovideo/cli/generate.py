@@ -97,6 +97,23 @@ def model_defaults(folder: Path) -> dict:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
+def sampling_settings(pipe, folder: Path, args) -> tuple[bool, int, float, dict]:
+    """(turbo, steps, guidance, the checkpoint's defaults) for a loaded pipeline. `--turbo`
+    on a base checkpoint swaps in the consistency scheduler; a Turbo checkpoint is Turbo
+    anyway. Unset steps/guidance come from the checkpoint, else the original's recipe
+    (50 DDIM steps at guidance 6; 4 Turbo steps at guidance 2)."""
+    from kumovideo.schedulers import KumoLCMScheduler
+
+    defaults = model_defaults(folder)
+    turbo = args.turbo or isinstance(pipe.scheduler, KumoLCMScheduler)
+    if args.turbo and not isinstance(pipe.scheduler, KumoLCMScheduler):
+        pipe.scheduler = KumoLCMScheduler.from_config(pipe.scheduler.config)
+    steps = args.steps or (defaults.get("turbo_steps", 4) if turbo else defaults.get("num_inference_steps", 50))
+    guidance = args.guidance if args.guidance is not None else (
+        defaults.get("turbo_guidance_scale", 2.0) if turbo else defaults.get("guidance_scale", 6.0))
+    return turbo, steps, guidance, defaults
+
+
 def run(args) -> int:
     import torch
 
@@ -122,7 +139,6 @@ def run(args) -> int:
 
     from kumovideo.builtin import builtin_model_dir
     from kumovideo.pipelines import KumoPipeline, frames_to_uint8
-    from kumovideo.schedulers import KumoLCMScheduler
 
     start = time.perf_counter()
     folder = Path(args.model) if args.model else builtin_model_dir(turbo=args.turbo)
@@ -133,10 +149,7 @@ def run(args) -> int:
         ctx = prepare_parallel(args, folder, device)
         device = ctx.device
     pipe = KumoPipeline.from_pretrained(folder, torch_dtype=dtype)
-    defaults = model_defaults(folder)
-    turbo = args.turbo or isinstance(pipe.scheduler, KumoLCMScheduler)
-    if args.turbo and not isinstance(pipe.scheduler, KumoLCMScheduler):
-        pipe.scheduler = KumoLCMScheduler.from_config(pipe.scheduler.config)
+    turbo, steps, guidance, defaults = sampling_settings(pipe, folder, args)
     runner = pipe
     if ctx is not None:
         from kumovideo.distributed.parallel_pipeline import ParallelKumoPipeline
@@ -153,9 +166,6 @@ def run(args) -> int:
         pipe.enable_vae_tiling()
 
     cfg = pipe.transformer.config
-    steps = args.steps or (defaults.get("turbo_steps", 4) if turbo else defaults.get("num_inference_steps", 50))
-    guidance = args.guidance if args.guidance is not None else (
-        defaults.get("turbo_guidance_scale", 2.0) if turbo else defaults.get("guidance_scale", 6.0))
     frames = args.frames or cfg.sample_frames
     height = args.height or cfg.sample_height * pipe.vae_scale_factor_spatial
     width = args.width or cfg.sample_width * pipe.vae_scale_factor_spatial

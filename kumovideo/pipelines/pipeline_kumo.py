@@ -112,14 +112,14 @@ class KumoPipeline(DiffusionPipeline):
         ).input_ids
         full = self.tokenizer(prompts, padding="longest", add_special_tokens=True, return_tensors="pt").input_ids
         if full.shape[-1] > max_sequence_length:
-            for prompt, row in zip(prompts, full):
+            for i, row in enumerate(full):
                 length = int((row != self.tokenizer.pad_token_id).sum())
                 if length > max_sequence_length:
                     logger.warning(
                         "prompt is %d tokens, longer than the text window of %d: it was truncated to %r",
                         length,
                         max_sequence_length,
-                        self.tokenizer.decode(ids[prompts.index(prompt)], skip_special_tokens=True),
+                        self.tokenizer.decode(ids[i], skip_special_tokens=True),
                     )
         return ids
 
