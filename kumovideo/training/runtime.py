@@ -81,10 +81,6 @@ def load_ema_named_state(ema, names: list[str], state: dict[str, torch.Tensor]) 
         p.data.copy_(state[name])
 
 
-def named_trainable(modules: dict[str, torch.nn.Module]) -> dict[str, torch.Tensor]:
-    return {f"{m}.{n}": p for m, module in modules.items() for n, p in module.named_parameters() if p.requires_grad}
-
-
 class LossLog:
     """CSV loss log (step, stage, loss parts, it/s), appended and flushed per row, so a
     resumed run continues the same file. Rows after `start` (steps a killed run logged past

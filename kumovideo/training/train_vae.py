@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 import torch
+import torch.nn as nn
 
 from kumovideo.pipelines.factory import build_vae
 from kumovideo.pipelines.loading import load_vae
@@ -24,6 +25,24 @@ from kumovideo.utils.atomic import atomic_directory
 HELD_OUT_SEED_OFFSET = 10_000  # held-out clips come from data_seed + this: never trained on
 
 
+class AutoencodeStep(nn.Module):
+    """One VAE training forward: encode, sample the posterior, decode. As a single module
+    forward it goes through the DDP wrapper, so every gradient is averaged across ranks
+    (calling `encode`/`decode` on the bare VAE would bypass DDP)."""
+
+    def __init__(self, vae, train_encoder: bool = True):
+        super().__init__()
+        self.vae = vae
+        self.train_encoder = train_encoder
+
+    def forward(self, videos: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.set_grad_enabled(self.train_encoder and torch.is_grad_enabled()):
+            posterior = self.vae.encode(videos).latent_dist
+        noise = torch.randn(posterior.mean.shape, generator=generator).to(posterior.mean.device)
+        reconstruction = self.vae.decode(posterior.mean + posterior.std * noise).sample
+        return reconstruction, posterior.kl()
+
+
 def train_vae(config: TrainConfig, runtime: Runtime, resume: bool = False, stop_after: int | None = None) -> dict:
     torch.manual_seed(config.seed)
     vae = load_vae(config.init_from) if config.init_from else build_vae(config.preset)
@@ -35,7 +54,7 @@ def train_vae(config: TrainConfig, runtime: Runtime, resume: bool = False, stop_
                 part.requires_grad_(False).eval()
     if config.gradient_checkpointing:
         vae.enable_gradient_checkpointing()
-    state = TrainState(modules={"vae": vae})
+    state = TrainState(modules={"vae": AutoencodeStep(vae, config.train_encoder)})
 
     def loss_fn(step: int):
         stage, _ = config.stage_at(step)
@@ -45,13 +64,9 @@ def train_vae(config: TrainConfig, runtime: Runtime, resume: bool = False, stop_
         if frames > 1:  # stills stay whole: they are cheap, and teach the spatial part at full size
             videos = random_crop(videos, stage.crop, stage.crop_frames, g)
         videos = videos.to(runtime.device)
-        model = state.wrapped["vae"]
         with autocast_context(runtime, config.mixed_precision):
-            with torch.set_grad_enabled(config.train_encoder):
-                posterior = (model.module if hasattr(model, "module") else model).encode(videos).latent_dist
-            z = posterior.mean + posterior.std * torch.randn(posterior.mean.shape, generator=g).to(runtime.device)
-            reconstruction = (model.module if hasattr(model, "module") else model).decode(z).sample
-        loss, parts = vae_loss(reconstruction, videos, posterior.kl(), config.kl_weight)
+            reconstruction, kl = state.wrapped["vae"](videos, g)
+        loss, parts = vae_loss(reconstruction, videos, kl, config.kl_weight)
         return loss, parts
 
     metrics = train(config, runtime, state, loss_fn, resume=resume, stop_after=stop_after)
