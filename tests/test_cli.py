@@ -325,3 +325,23 @@ def test_info_on_a_partial_folder(model, tmp_path, capsys):
 def test_info_on_a_missing_folder(tmp_path, capsys):
     assert main(["info", str(tmp_path / "nothing")]) == 2
     assert_one_line_error(capsys, "does not exist")
+
+
+@pytest.mark.parametrize("value", ["0", "-0.1"])
+def test_step_cache_threshold_must_be_positive(model, tmp_path, capsys, value):
+    out = tmp_path / "x.mp4"
+    assert generate(PROMPT, "--model", str(model), *SMALL, "--step-cache", value, "-o", str(out)) == 2
+    assert_one_line_error(capsys, "--step-cache must be a positive threshold")
+    assert not out.exists()
+
+
+def test_cpu_offload_and_another_offload_mode_conflict(model, tmp_path, capsys):
+    assert generate(PROMPT, "--model", str(model), *SMALL, "--cpu-offload", "--offload", "group",
+                    "-o", str(tmp_path / "x.mp4")) == 2
+    assert_one_line_error(capsys, "--cpu-offload is --offload model")
+
+
+def test_offload_modes_need_a_gpu(model, tmp_path, capsys):
+    assert generate(PROMPT, "--model", str(model), *SMALL, "--offload", "sequential", "--device", "cpu",
+                    "-o", str(tmp_path / "x.mp4")) == 2
+    assert_one_line_error(capsys, "--offload sequential needs a CUDA GPU")

@@ -523,4 +523,6 @@ def test_train_config_file_errors_exit_2_with_one_line(tmp_path, capsys):
     assert_one_line_error(capsys, "unknown key(s) lrate")
     assert main(["train", "vae", "--config", str(good), "--fsdp"]) == 2
     assert_one_line_error(capsys, "--fsdp applies to `kumo train dit` only")
+    assert main(["train", "vae", "--config", str(good), "--threads", "0"]) == 2
+    assert_one_line_error(capsys, "--threads must be at least 1")
     assert not (tmp_path / "o").exists()  # nothing started
