@@ -435,6 +435,46 @@ def test_dit_trains_from_a_latent_cache(fixtures_dir, tokenizer_dir, tmp_path):
     assert (out / "pipeline" / "model_index.json").exists()
 
 
+def test_holdout_captions_are_never_trained_on_and_stay_unseen_for_eval(fixtures_dir, tokenizer_dir, tmp_path):
+    """With `holdout_captions: true` no batch holds a held-out caption, the exported
+    training_captions.txt lists none of them, and a fine-tune started from that folder
+    (`init_from`) still counts the first run's captions as seen."""
+    from kumovideo.cli.eval import eval_captions
+    from kumovideo.data.shapes_world import is_held_out
+    from kumovideo.pipelines.loading import load_vae
+    from kumovideo.training.latent_cache import cache_shapes_latents
+    from kumovideo.training.train_dit import LatentSource, train_dit, training_captions
+
+    vae = load_vae(fixtures_dir / "vae")
+    index_path = cache_shapes_latents(vae, str(fixtures_dir / "vae"), tmp_path / "cache", num_clips=48, size=32,
+                                      num_frames=1, seed=1000, batch_size=16)
+    cached = [c["caption"] for c in json.loads(index_path.read_text())["clips"]]
+    held = {c for c in cached if is_held_out(c)}
+    assert held and len(held) < len(set(cached)) / 2  # about 1 in 8: this stream has some
+
+    stage = {"name": "cached", "steps": 2, "num_frames": 1, "size": 32, "batch_size": 4, "latents": str(index_path)}
+    settings = {**dit_settings(fixtures_dir), "holdout_captions": True, "checkpoint_every": 100, "stages": [stage]}
+    path, out = dit_config_file(tmp_path, "holdout", settings, tokenizer_dir)
+    config = load_config(path)
+    source = LatentSource(config, vae, setup_runtime("cpu"))
+    drawn = set()
+    for step in range(40):
+        drawn.update(source.batch(step, config.stages[0], torch.Generator().manual_seed(step))[1])
+    assert drawn and not drawn & held
+    assert drawn == set(cached) - held  # every other clip is still used
+
+    train_dit(config, setup_runtime("cpu"))
+    listed = set((out / "pipeline" / "training_captions.txt").read_text().splitlines())
+    assert listed == set(cached) - held
+    # The evaluation's captions avoid everything listed, so held-out ones can be drawn.
+    assert not set(eval_captions(16, 2024, 32, 1, listed)) & listed
+
+    finetune = load_config(write_config(tmp_path / "finetune.json", {
+        **settings, "output_dir": str(tmp_path / "finetune"), "init_from": str(out / "pipeline"),
+        "holdout_captions": False, "stages": [{**stage, "latents": None}]}))
+    assert training_captions(finetune) == listed
+
+
 def test_cubic_timesteps_follow_the_report_formula():
     """t = (1 - (u/T)^3) T, u uniform: P(t <= x) = 1 - (1 - x/T)^(1/3), so the q-quantile
     is T (1 - (1 - q)^3): median 875, mean 750 for T = 1000."""
@@ -481,6 +521,7 @@ GOOD_STAGE = {"name": "s", "steps": 1, "size": 32, "num_frames": 9, "batch_size"
         ("dit", {"stages": [{**GOOD_STAGE, "steps": 0}]}, ["steps and batch_size must be positive"]),
         ("dit", {"stages": [{**GOOD_STAGE, "timestep_sampling": "logit"}]}, ["timestep_sampling='logit'"]),
         ("dit", {"mixed_precision": "fp16"}, ["mixed_precision='fp16'"]),
+        ("dit", {"holdout_captions": True}, ["stage 0", "holdout_captions", "latents"]),
         ("dit", {"kind": "gan"}, ["kind='gan'"]),
         ("vae", {}, ["is a 'dit' config", "kumo train dit"]),
         ("turbo", {}, ["is a 'dit' config"]),

@@ -37,14 +37,15 @@ from kumovideo.training.objectives import diffuse, sample_timesteps, v_predictio
 from kumovideo.training.runtime import Runtime, autocast_context, step_generator
 from kumovideo.training.shapes_batches import is_image_step, shapes_batch
 from kumovideo.training.text import shapes_caption_corpus, train_t5_tokenizer
+from kumovideo.data.shapes_world import is_held_out
 from kumovideo.utils.errors import KumoInputError
 
 
 def build_components(config: TrainConfig) -> dict:
     """Components to train from: a pipeline folder (`init_from`, fine-tuning), or fresh
     text encoder + MADiT of `config.preset` around a trained VAE (`extra.vae`)."""
-    if config.init_from:
-        return load_pipeline_components(config.init_from)
+    if config.init_from:  # in fp32 whatever the folder stores: shipped pipelines are fp16
+        return load_pipeline_components(config.init_from, torch_dtype=torch.float32)
     vae_path = config.extra.get("vae")
     if not vae_path:
         raise KumoInputError("a DiT run from scratch needs a trained VAE: set extra.vae (or init_from a pipeline folder)")
@@ -79,20 +80,27 @@ class LatentSource:
         self._caches = {}
 
     def _cache(self, path: str):
+        """The cache at `path` and the indices of its clips this run may train on."""
         if path not in self._caches:
             from kumovideo.data.pipeline.encode import LatentShardDataset
 
-            self._caches[path] = LatentShardDataset(path)
+            cache = LatentShardDataset(path)
+            usable = [i for i, clip in enumerate(cache.clips)
+                      if not (self.config.holdout_captions and is_held_out(clip["caption"]))]
+            if not usable:
+                raise KumoInputError(f"latent cache {path} holds no clip outside the held-out captions")
+            self._caches[path] = (cache, usable)
         return self._caches[path]
 
     def batch(self, step: int, stage, generator: torch.Generator) -> tuple[torch.Tensor, list[str]]:
         shard, size = self.shard, stage.batch_size
         first, local = shard.first(size), shard.local_size(size)
         if stage.latents:
-            cache = self._cache(stage.latents)
+            cache, usable = self._cache(stage.latents)
             rng = np.random.default_rng([self.config.seed, step, shard.stream])
             latents, captions = [], []
-            for k, i in enumerate(rng.integers(0, len(cache), size)):
+            for k, j in enumerate(rng.integers(0, len(usable), size)):
+                i = usable[int(j)]
                 if first <= k < first + local:
                     item = cache[int(i)]
                     latents.append(cache.sample_latent(item, generator))  # (C, F, h, w)
@@ -201,7 +209,12 @@ def training_captions(config: TrainConfig) -> set[str]:
     for stage in config.stages:
         if stage.latents:
             index = json.loads(Path(stage.latents).read_text())
-            seen.update(clip["caption"] for clip in index["clips"])
+            seen.update(clip["caption"] for clip in index["clips"]
+                        if not (config.holdout_captions and is_held_out(clip["caption"])))
+    if config.init_from:  # a fine-tune has also seen what its starting model was trained on
+        earlier = Path(config.init_from) / "training_captions.txt"
+        if earlier.exists():
+            seen.update(line for line in earlier.read_text().splitlines() if line)
     return seen
 
 
