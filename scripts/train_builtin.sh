@@ -7,8 +7,11 @@ KUMO=${KUMO:-.venv/bin/kumo}
 $KUMO train vae --config configs/builtin-vae.yaml --resume
 $KUMO train cache-latents --vae runs/builtin-vae/vae --out runs/builtin-latents --num-clips ${NUM_CLIPS:-2048}
 $KUMO train dit --config configs/builtin-dit.yaml --resume
+# Second phase: 8x more clips (the first 2048 are the ones above), held-out captions never trained on.
+$KUMO train cache-latents --vae runs/builtin-vae/vae --out runs/builtin-latents-16k --num-clips 16384
+$KUMO train dit --config configs/builtin-dit-continue.yaml --resume --threads 2
 $KUMO train turbo --config configs/builtin-turbo.yaml --resume
 # Install into the package: `kumo generate` uses these when --model is not given.
 rm -rf kumovideo/builtin/kumo-shapes kumovideo/builtin/kumo-shapes-turbo
-cp -r runs/builtin-dit/pipeline kumovideo/builtin/kumo-shapes
+cp -r runs/builtin-dit-long/pipeline kumovideo/builtin/kumo-shapes
 cp -r runs/builtin-turbo/pipeline kumovideo/builtin/kumo-shapes-turbo

@@ -47,7 +47,7 @@ class TrainConfig:
     grad_clip: float = 1.0
     ema_decay: float = 0.999
     caption_dropout: float = 0.1  # empty caption this often, for classifier-free guidance
-    holdout_captions: bool = False  # DiT: never train on ShapesWorld's held-out captions (shapes_world.is_held_out)
+    holdout_captions: bool = False  # DiT, Turbo: never train on ShapesWorld's held-out captions (shapes_world.is_held_out)
     train_text_encoder: bool = True
     text_lr: float | None = None
     kl_weight: float = 1e-6  # VAE
@@ -138,7 +138,7 @@ def validate(config: TrainConfig, where: str) -> None:
             raise KumoInputError(f"{where} stage {i}: size={s.size} is not a multiple of 16")
         if s.timestep_sampling not in ("uniform", "cubic"):
             raise KumoInputError(f"{where} stage {i}: timestep_sampling={s.timestep_sampling!r}; use uniform or cubic")
-        if config.holdout_captions and config.kind == "dit" and not s.latents:
+        if config.holdout_captions and config.kind in ("dit", "turbo") and not s.latents:
             raise KumoInputError(f"{where} stage {i}: holdout_captions filters latent caches; give this stage "
                                  "'latents:' (kumo train cache-latents) or set holdout_captions: false")
     if config.mixed_precision not in ("auto", "no", "bf16"):
