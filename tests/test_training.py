@@ -468,6 +468,11 @@ def test_holdout_captions_are_never_trained_on_and_stay_unseen_for_eval(fixtures
     assert listed == set(cached) - held
     # The evaluation's captions avoid everything listed, so held-out ones can be drawn.
     assert not set(eval_captions(16, 2024, 32, 1, listed)) & listed
+    # `kumo train export` of the last checkpoint: the same EMA weights and the same caption list.
+    assert main(["train", "export", "--config", str(path), "--out", str(tmp_path / "export"), "--threads", "1"]) == 0
+    assert set((tmp_path / "export" / "training_captions.txt").read_text().splitlines()) == listed
+    assert_same_tensors(tensors_of(out / "pipeline/transformer/diffusion_pytorch_model.safetensors"),
+                        tensors_of(tmp_path / "export/transformer/diffusion_pytorch_model.safetensors"), "export")
 
     finetune = load_config(write_config(tmp_path / "finetune.json", {
         **settings, "output_dir": str(tmp_path / "finetune"), "init_from": str(out / "pipeline"),
@@ -566,4 +571,7 @@ def test_train_config_file_errors_exit_2_with_one_line(tmp_path, capsys):
     assert_one_line_error(capsys, "--fsdp applies to `kumo train dit` only")
     assert main(["train", "vae", "--config", str(good), "--threads", "0"]) == 2
     assert_one_line_error(capsys, "--threads must be at least 1")
-    assert not (tmp_path / "o").exists()  # nothing started
+    assert main(["train", "cache-latents", "--vae", str(tmp_path / "v"), "--out", str(tmp_path / "c"),
+                 "--threads", "0"]) == 2
+    assert_one_line_error(capsys, "--threads must be at least 1")
+    assert not (tmp_path / "o").exists() and not (tmp_path / "c").exists()  # nothing started

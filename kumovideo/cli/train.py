@@ -35,14 +35,13 @@ def register(sub) -> None:
                        help="dit: shard the transformer with FSDP2 (under torchrun, or in one process)")
         q.add_argument("--ulysses", type=int, default=1, metavar="N",
                        help="dit --fsdp: Ulysses sequence parallelism over groups of N ranks (N divides the ranks)")
-        q.add_argument("--threads", type=int, default=None,
-                       help="CPU threads for this process (default: torch's). On a CPU shared with other jobs, "
-                            "1 thread per process avoids OpenMP oversubscription, which can slow training 10x or more")
+        add_threads_arg(q)
         q.set_defaults(func=run_train, kind=name)
     e = tsub.add_parser("export", help="a pipeline folder from a DiT run's checkpoint (EMA weights)")
     e.add_argument("--config", required=True, help="the run's dit config")
     e.add_argument("--checkpoint", default=None, help="checkpoint folder (default: the newest in output_dir)")
     e.add_argument("--out", required=True, help="pipeline folder to write")
+    add_threads_arg(e)
     e.set_defaults(func=run_export)
     c = tsub.add_parser("cache-latents", help="encode ShapesWorld clips with a trained VAE, once")
     c.add_argument("--vae", required=True, help="VAE folder (e.g. runs/builtin-vae/vae)")
@@ -53,7 +52,24 @@ def register(sub) -> None:
     c.add_argument("--seed", type=int, default=1000, help="ShapesWorld stream seed")
     c.add_argument("--batch-size", type=int, default=16)
     c.add_argument("--device", default="cpu")
+    add_threads_arg(c)
     c.set_defaults(func=run_cache)
+
+
+def add_threads_arg(parser) -> None:
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads for this process (default: torch's). On a CPU shared with other jobs, "
+                             "1 thread per process avoids OpenMP oversubscription, which can slow training 10x or more")
+
+
+def apply_threads(args) -> None:
+    if args.threads is None:
+        return
+    if args.threads < 1:
+        raise KumoInputError(f"--threads must be at least 1, got {args.threads}")
+    import torch
+
+    torch.set_num_threads(args.threads)
 
 
 def _overrides(pairs: list[str]) -> dict:
@@ -85,12 +101,7 @@ def run_train(args) -> int:
         raise KumoInputError("--ulysses applies to `kumo train dit --fsdp` only")
     if args.ulysses < 1:
         raise KumoInputError(f"--ulysses must be at least 1, got {args.ulysses}")
-    if args.threads is not None:
-        if args.threads < 1:
-            raise KumoInputError(f"--threads must be at least 1, got {args.threads}")
-        import torch
-
-        torch.set_num_threads(args.threads)
+    apply_threads(args)
     runtime = setup_runtime(args.device)
     if args.kind == "vae":
         from kumovideo.training.train_vae import train_vae
@@ -113,6 +124,7 @@ def run_cache(args) -> int:
 
     if (args.frames - 1) % 8 or args.size % 16:
         raise KumoInputError(f"--frames must be 8k+1 and --size a multiple of 16 (got {args.frames}, {args.size})")
+    apply_threads(args)
     vae = load_vae(args.vae)
     cache_shapes_latents(vae, args.vae, args.out, args.num_clips, args.size, args.frames, args.seed,
                          batch_size=args.batch_size, device=args.device)
@@ -123,5 +135,7 @@ def run_export(args) -> int:
     from kumovideo.training.config import load_config
     from kumovideo.training.export import export_checkpoint
 
-    export_checkpoint(load_config(args.config), args.checkpoint, args.out)
+    config = load_config(args.config)
+    apply_threads(args)
+    export_checkpoint(config, args.checkpoint, args.out)
     return 0

@@ -40,7 +40,7 @@ def export_checkpoint(config: TrainConfig, checkpoint: str | Path | None, target
 
     from kumovideo.pipelines.pipeline_kumo import KumoPipeline
     from kumovideo.training.checkpointing import list_checkpoints
-    from kumovideo.training.train_dit import build_components
+    from kumovideo.training.train_dit import build_components, training_captions
     from kumovideo.utils.errors import KumoInputError
 
     if config.kind != "dit":
@@ -66,5 +66,8 @@ def export_checkpoint(config: TrainConfig, checkpoint: str | Path | None, target
         defaults = config.extra.get("sampling_defaults")
         if defaults:
             (tmp / "kumo_defaults.json").write_text(json.dumps(defaults, indent=2))
+        seen = training_captions(config)  # so `kumo eval shapes` judges an early export on unseen captions too
+        if seen:
+            (tmp / "training_captions.txt").write_text("\n".join(sorted(seen)) + "\n")
     print(f"{path.name} exported to {target}")
     return Path(target)
