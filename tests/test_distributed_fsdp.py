@@ -105,16 +105,19 @@ def _fsdp_training_worker(rank, world, _):
 
     # 2. FSDP + Ulysses sequence parallel: both ranks the whole batch, tokens split.
     tm = training_mesh(ulysses=world, device_type="cpu")
-    model = shard_model(make_model(), tm.fsdp_mesh)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=LR)
-    losses = train(
-        model, optimizer, range(STEPS),
-        forward=lambda m, x, c, t: sequence_parallel_forward(m, x, c, t, tm.ulysses_group),
-    )
-    assert losses == pytest.approx(ref_losses, rel=1e-5)
-    sd = full_params(model)
-    if rank == 0:
-        assert_params_close(sd, ref_sd)
+
+    def ulysses_run_matches_reference(model):
+        optimizer = torch.optim.AdamW(model.parameters(), lr=LR)
+        losses = train(
+            model, optimizer, range(STEPS),
+            forward=lambda m, x, c, t: sequence_parallel_forward(m, x, c, t, tm.ulysses_group),
+        )
+        assert losses == pytest.approx(ref_losses, rel=1e-5)
+        sd = full_params(model)
+        if rank == 0:
+            assert_params_close(sd, ref_sd)
+
+    ulysses_run_matches_reference(shard_model(make_model(), tm.fsdp_mesh))
 
     # 3. The same with gradient checkpointing: Ulysses installed for good (the recompute runs in backward).
     from kumovideo.distributed.ulysses import enable_ulysses
@@ -124,16 +127,7 @@ def _fsdp_training_worker(rank, world, _):
     with pytest.raises(ValueError, match="enable_ulysses"):
         sequence_parallel_forward(model, *batch(0)[:3], tm.ulysses_group)
     enable_ulysses(model, tm.ulysses_group)
-    model = shard_model(model, tm.fsdp_mesh)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=LR)
-    losses = train(
-        model, optimizer, range(STEPS),
-        forward=lambda m, x, c, t: sequence_parallel_forward(m, x, c, t, tm.ulysses_group),
-    )
-    assert losses == pytest.approx(ref_losses, rel=1e-5)
-    sd = full_params(model)
-    if rank == 0:
-        assert_params_close(sd, ref_sd)
+    ulysses_run_matches_reference(shard_model(model, tm.fsdp_mesh))
 
     # 4. bf16 mixed precision runs and trains (not bit-comparable: parameters gathered in bf16).
     model = shard_model(make_model(), training_mesh(device_type="cpu").fsdp_mesh, mixed_precision="bf16")

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
 
 import pytest
@@ -20,6 +19,7 @@ import torch
 from safetensors.torch import load_file
 
 from kumovideo.distributed.spawn import run_workers
+from tiny_runs import dit_config_file, tiny_dit_settings
 
 pytestmark = [pytest.mark.timeout(240), pytest.mark.usefixtures("one_thread_per_module")]
 
@@ -27,29 +27,10 @@ START = os.environ.get("KUMO_SPAWN_METHOD", "fork")  # fork: no re-import per wo
 PARTS = ("transformer/diffusion_pytorch_model.safetensors", "text_encoder/model.safetensors")
 
 
-def settings(fixtures_dir: Path) -> dict:
-    return {
-        "kind": "dit",
-        "preset": "kumo-tiny",
-        "lr": 1e-3,
-        "warmup_steps": 1,
-        "log_every": 1,
-        "checkpoint_every": 2,
-        "extra": {"vae": str(fixtures_dir / "vae"), "transformer": {"max_text_seq_length": 24}},
-        "stages": [  # batch 2: one clip per rank of 2
-            {"name": "images", "steps": 2, "size": 32, "num_frames": 1, "batch_size": 2},
-            {"name": "video", "steps": 2, "size": 32, "num_frames": 9, "batch_size": 2, "image_prob": 0.3,
-             "timestep_sampling": "cubic"},
-        ],
-    }
-
-
 def make_run(tmp: Path, name: str, fixtures_dir: Path, tokenizer_dir: Path) -> tuple[Path, Path]:
-    out = tmp / name
-    shutil.copytree(tokenizer_dir, out / "tokenizer")
-    path = tmp / f"{name}.json"
-    path.write_text(json.dumps({**settings(fixtures_dir), "output_dir": str(out)}))
-    return path, out
+    # 2 steps a stage at batch 2: one clip per rank of 2.
+    settings = tiny_dit_settings(fixtures_dir, stage_steps=2, warmup_steps=1, checkpoint_every=2)
+    return dit_config_file(tmp, name, settings, tokenizer_dir)
 
 
 def _fsdp_worker(rank, world, config_path, stop_after, ulysses=1):

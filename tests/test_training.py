@@ -33,17 +33,13 @@ from kumovideo.training.loop import stage_lr_schedule
 from kumovideo.training.objectives import diffuse, sample_timesteps
 from kumovideo.training.runtime import setup_runtime
 from kumovideo.training.shapes_batches import shapes_batch
+from tiny_runs import dit_config_file, tiny_dit_settings, write_config
 
 pytestmark = pytest.mark.usefixtures("one_thread_per_module")
 
 
 REPO = Path(__file__).resolve().parents[1]
 HELD_OUT_SEED = 4242  # a ShapesWorld stream neither trainer draws from
-
-
-def write_config(path: Path, data: dict) -> Path:
-    path.write_text(json.dumps(data, indent=2))
-    return path
 
 
 def tensors_of(path: Path) -> dict[str, torch.Tensor]:
@@ -164,37 +160,13 @@ def test_vae_stop_and_resume_is_bit_exact(vae_run, tmp_path, capsys):
 # ------------------------------------------------------------------------------- DiT
 
 
-def dit_settings(fixtures_dir: Path) -> dict:
-    return {
-        "kind": "dit",
-        "preset": "kumo-tiny",
-        "lr": 1e-3,
-        "warmup_steps": 2,
-        "log_every": 1,
-        "checkpoint_every": 4,
-        "extra": {"vae": str(fixtures_dir / "vae"), "transformer": {"max_text_seq_length": 24}},
-        "stages": [
-            {"name": "images", "steps": 8, "size": 32, "num_frames": 1, "batch_size": 2},
-            {"name": "video", "steps": 8, "size": 32, "num_frames": 9, "batch_size": 2, "image_prob": 0.3,
-             "timestep_sampling": "cubic"},
-        ],
-    }
-
-
-def dit_config_file(tmp: Path, name: str, settings: dict, tokenizer_dir: Path) -> tuple[Path, Path]:
-    """(config file, output dir), the output dir already holding the shared tokenizer."""
-    out = tmp / name
-    shutil.copytree(tokenizer_dir, out / "tokenizer")
-    return write_config(tmp / f"{name}.json", {**settings, "output_dir": str(out)}), out
-
-
 @pytest.fixture(scope="module")
 def dit_run(tmp_path_factory, fixtures_dir, tokenizer_dir):
     """One uninterrupted 16-step DiT run (8 image steps, 8 video steps): the reference."""
     from kumovideo.training.train_dit import train_dit
 
     tmp = tmp_path_factory.mktemp("dit")
-    path, _ = dit_config_file(tmp, "full", dit_settings(fixtures_dir), tokenizer_dir)
+    path, _ = dit_config_file(tmp, "full", tiny_dit_settings(fixtures_dir), tokenizer_dir)
     config = load_config(path)
     train_dit(config, setup_runtime("cpu"))
     return config
@@ -236,7 +208,7 @@ def test_dit_steps_reduce_v_loss_on_a_fixed_batch(vae_run, fixtures_dir, tokeniz
     from kumovideo.pipelines.loading import load_pipeline_components
     from kumovideo.training.train_dit import build_components, train_dit
 
-    settings = dit_settings(fixtures_dir)
+    settings = tiny_dit_settings(fixtures_dir)
     settings = {**settings, "lr": 3e-3, "checkpoint_every": 100,
                 "extra": {**settings["extra"], "vae": str(Path(vae_run.output_dir) / "vae")}}
     path, out = dit_config_file(tmp_path, "learns", settings, tokenizer_dir)
@@ -281,7 +253,7 @@ def test_dit_initial_weights_depend_only_on_the_seed(dit_run):
 def test_dit_stop_and_resume_is_bit_exact(dit_run, fixtures_dir, tokenizer_dir, tmp_path, capsys):
     from kumovideo.training.train_dit import train_dit
 
-    path, out = dit_config_file(tmp_path, "resumed", dit_settings(fixtures_dir), tokenizer_dir)
+    path, out = dit_config_file(tmp_path, "resumed", tiny_dit_settings(fixtures_dir), tokenizer_dir)
     config = load_config(path)
     train_dit(config, setup_runtime("cpu"), stop_after=10)  # checkpoints at 4 and 8, across the stage change
     assert [p.name for p in list_checkpoints(out)] == ["step-0000004", "step-0000008"]
@@ -325,7 +297,7 @@ def test_dit_kill_9_then_resume(dit_run, fixtures_dir, tokenizer_dir, tmp_path):
     and loads, temp folders are never listed, and --resume ends on the uninterrupted weights."""
     from kumovideo.training.train_dit import train_dit
 
-    settings = {**dit_settings(fixtures_dir), "checkpoint_every": 1, "keep_checkpoints": 3}
+    settings = {**tiny_dit_settings(fixtures_dir), "checkpoint_every": 1, "keep_checkpoints": 3}
     path, out = dit_config_file(tmp_path, "killed", settings, tokenizer_dir)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     log = open(tmp_path / "stderr.txt", "wb")
@@ -422,7 +394,7 @@ def test_dit_trains_from_a_latent_cache(fixtures_dir, tokenizer_dir, tmp_path):
     shard = load_file(str(tmp_path / "cache" / index["clips"][5]["shard"]))
     torch.testing.assert_close(shard[f"{index['clips'][5]['id']}/mean"].float(), mean[1], atol=2e-3, rtol=2e-3)
 
-    settings = {**dit_settings(fixtures_dir), "checkpoint_every": 100, "stages": [
+    settings = {**tiny_dit_settings(fixtures_dir), "checkpoint_every": 100, "stages": [
         {"name": "cached-video", "steps": 3, "num_frames": 9, "batch_size": 2, "latents": str(index_path)},
         {"name": "cached-images", "steps": 2, "num_frames": 1, "batch_size": 2, "latents": str(index_path)},
     ]}
@@ -453,7 +425,7 @@ def test_holdout_captions_are_never_trained_on_and_stay_unseen_for_eval(fixtures
     assert held and len(held) < len(set(cached)) / 2  # about 1 in 8: this stream has some
 
     stage = {"name": "cached", "steps": 2, "num_frames": 1, "size": 32, "batch_size": 4, "latents": str(index_path)}
-    settings = {**dit_settings(fixtures_dir), "holdout_captions": True, "checkpoint_every": 100, "stages": [stage]}
+    settings = {**tiny_dit_settings(fixtures_dir), "holdout_captions": True, "checkpoint_every": 100, "stages": [stage]}
     path, out = dit_config_file(tmp_path, "holdout", settings, tokenizer_dir)
     config = load_config(path)
     source = LatentSource(config, vae, setup_runtime("cpu"))

@@ -24,16 +24,12 @@ from kumovideo.schedulers.sampling import renoise_timesteps, sample_renoise, v_t
 from kumovideo.training.config import load_config
 from kumovideo.training.runtime import setup_runtime
 from kumovideo.training.shapes_batches import shapes_batch
+from tiny_runs import write_config
 
 pytestmark = pytest.mark.usefixtures("one_thread_per_module")
 
 
 HELD_OUT_SEED = 4242
-
-
-def write_config(path: Path, data: dict) -> Path:
-    path.write_text(json.dumps(data, indent=2))
-    return path
 
 
 @pytest.fixture(scope="module")

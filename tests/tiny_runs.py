@@ -1,0 +1,40 @@
+"""Config files for the CI-sized training runs that several test modules start."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+
+def write_config(path: Path, data: dict) -> Path:
+    path.write_text(json.dumps(data, indent=2))
+    return path
+
+
+def tiny_dit_settings(fixtures_dir: Path, stage_steps: int = 8, warmup_steps: int = 2,
+                      checkpoint_every: int = 4) -> dict:
+    """A kumo-tiny DiT run around the fixture VAE: an image stage, then a video stage with
+    30% stills and cubic timesteps, `stage_steps` each at batch 2 (one clip per rank of 2
+    under --fsdp, where batch_size is the global batch)."""
+    return {
+        "kind": "dit",
+        "preset": "kumo-tiny",
+        "lr": 1e-3,
+        "warmup_steps": warmup_steps,
+        "log_every": 1,
+        "checkpoint_every": checkpoint_every,
+        "extra": {"vae": str(fixtures_dir / "vae"), "transformer": {"max_text_seq_length": 24}},
+        "stages": [
+            {"name": "images", "steps": stage_steps, "size": 32, "num_frames": 1, "batch_size": 2},
+            {"name": "video", "steps": stage_steps, "size": 32, "num_frames": 9, "batch_size": 2, "image_prob": 0.3,
+             "timestep_sampling": "cubic"},
+        ],
+    }
+
+
+def dit_config_file(tmp: Path, name: str, settings: dict, tokenizer_dir: Path) -> tuple[Path, Path]:
+    """(config file, output dir), the output dir already holding the shared tokenizer."""
+    out = tmp / name
+    shutil.copytree(tokenizer_dir, out / "tokenizer")
+    return write_config(tmp / f"{name}.json", {**settings, "output_dir": str(out)}), out
