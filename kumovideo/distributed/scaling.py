@@ -29,7 +29,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from kumovideo.distributed.mesh import ParallelConfig
+from kumovideo.perf.flops import format_si
 
 
 @dataclass(frozen=True)
@@ -190,26 +190,12 @@ def format_table(shape: StepShape, rows: list[dict]) -> str:
     for r in rows:
         why = "yes" if r["supported"] else (
             f"no: {shape.heads} heads" if shape.heads % r["ulysses"] else f"no: {shape.vision_len} tokens")
-        line = (f"| {r['cfg']} | {r['ulysses']} | {r['gpus']} | {why} | {_flops(r['flops'])} | "
-                f"{r['fraction']:.3f} | {_human(r['comm'])} |")
+        line = (f"| {r['cfg']} | {r['ulysses']} | {r['gpus']} | {why} | {format_si(r['flops'], '')} | "
+                f"{r['fraction']:.3f} | {format_si(r['comm'], 'B', 'GMk')} |")
         if has_time:
             line += f" {r['predicted_s']:.3f} | {r['speedup']:.2f}x |"
         lines.append(line)
     return "\n".join(lines)
-
-
-def _flops(n: float) -> str:
-    for unit, scale in (("T", 1e12), ("G", 1e9), ("M", 1e6)):
-        if n >= scale:
-            return f"{n / scale:.2f} {unit}"
-    return f"{n:.0f} "
-
-
-def _human(nbytes: float) -> str:
-    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
-        if nbytes >= scale:
-            return f"{nbytes / scale:.2f} {unit}"
-    return f"{nbytes:.0f} B"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -244,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{args.preset} at {args.height}x{args.width}x{args.frames}: {shape.layers} layers, D={shape.dim}, "
           f"{shape.heads} heads, L={shape.text_len} text + N={shape.vision_len} vision tokens, "
           f"batch {shape.batch} (guidance), {args.dtype_bytes}-byte activations")
-    print(f"one guided step on one process: {_flops(total(flops_per_rank(shape)))}FLOP")
+    print(f"one guided step on one process: {format_si(total(flops_per_rank(shape)), 'FLOP')}")
     if args.check:
         lf, lh, lw = (args.frames - 1) // 4 + 1, args.height // 8, args.width // 8
         counted = count_flops_with_torch(tconf, lf, lh, lw, shape.batch)
@@ -263,14 +249,14 @@ def main(argv: list[str] | None = None) -> int:
         layout = parse_parallel(args.detail)
         print(f"\n{layout}: per rank, one step")
         for name, value in flops_per_rank(shape, layout.ulysses, layout.cfg).items():
-            print(f"  {name:34s} {_flops(value):>12s}FLOP")
+            print(f"  {name:34s} {format_si(value, ''):>12s}FLOP")
         for name, value in comm_bytes_per_rank(shape, layout.ulysses, layout.cfg, args.dtype_bytes).items():
-            print(f"  sent by {name:26s} {_human(value):>14s}")
+            print(f"  sent by {name:26s} {format_si(value, 'B', 'GMk'):>14s}")
         if layout.ulysses > 1:
             u, b = layout.ulysses, shape.batch / layout.cfg
             kv = shape.layers * args.dtype_bytes * 2 * b * shape.vision_len / u * shape.dim * (u - 1)
             print(f"  (text->vision cross-attention by all-gathering the vision K/V instead of the log-sum-exp "
-                  f"merge would send {_human(kv)})")
+                  f"merge would send {format_si(kv, 'B', 'GMk')})")
     return 0
 
 

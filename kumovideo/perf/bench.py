@@ -39,7 +39,7 @@ import torch
 import torch.nn as nn
 
 from kumovideo.perf.fast_paths import DTYPE_NAMES, apply_fast_paths, apply_memory_mode, cpu_supports_bf16, resolve_dtype
-from kumovideo.perf.flops import FlopCount, gpu_peak_tflops, latent_shape, transformer_flops
+from kumovideo.perf.flops import FlopCount, format_si, gpu_peak_tflops, latent_shape, transformer_flops
 from kumovideo.utils.errors import KumoInputError
 
 PRESETS = ("builtin", "kumo-2.6b", "kumo-tiny")
@@ -572,13 +572,6 @@ def _fmt_bytes(n: float) -> str:
     return f"{n:.1f} GiB"
 
 
-def _fmt_flops(n: float) -> str:
-    for unit, scale in (("TFLOP", 1e12), ("GFLOP", 1e9), ("MFLOP", 1e6)):
-        if n >= scale:
-            return f"{n / scale:.2f} {unit}"
-    return f"{n:.0f} FLOP"
-
-
 def _fmt_time(stats: dict | None) -> str:
     if not stats:
         return "n/a"
@@ -595,7 +588,7 @@ def format_table(result: dict) -> str:
         f"clip {sh['height']}x{sh['width']}x{sh['frames']} (latent {'x'.join(map(str, sh['latent']))} F x H x W), "
         f"{tok['vision']} vision + {tok['text']} text = {tok['joint']} tokens per sample, batch 2 (guidance "
         f"{result['guidance_scale']}), {result['steps']} steps",
-        f"model FLOPs per step (counted): {_fmt_flops(result['flops_per_step'])}; "
+        f"model FLOPs per step (counted): {format_si(result['flops_per_step'], 'FLOP')}; "
         f"parameters {result['params'] / 1e6:.1f} M",
     ]
     where = m.get("gpu") or f"{m['cpu']}, {m['cpu_cores']} cores"
@@ -650,9 +643,9 @@ def format_flops_only(info: dict) -> str:
         f"parameters        {info['params'] / 1e9:.3f} B" if info["params"] >= 1e9 else
         f"parameters        {info['params'] / 1e6:.2f} M",
         f"tokens per sample {info['vision_tokens']} vision + {info['text_tokens']} text = {info['tokens']}",
-        f"FLOPs per step    {_fmt_flops(info['flops_per_step'])} (batch {info['batch']}: guidance)",
+        f"FLOPs per step    {format_si(info['flops_per_step'], 'FLOP')} (batch {info['batch']}: guidance)",
     ]
     for k, v in info["flops_parts"].items():
-        lines.append(f"  {k:<15} {_fmt_flops(v):>14}  {100 * v / info['flops_per_step']:5.1f}%")
-    lines.append(f"CogVideoX peer    {_fmt_flops(info['peer_cogvideox_flops_per_step'])} per step (no cross-attentions)")
+        lines.append(f"  {k:<15} {format_si(v, 'FLOP'):>14}  {100 * v / info['flops_per_step']:5.1f}%")
+    lines.append(f"CogVideoX peer    {format_si(info['peer_cogvideox_flops_per_step'], 'FLOP')} per step (no cross-attentions)")
     return "\n".join(lines)

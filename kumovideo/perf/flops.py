@@ -54,6 +54,18 @@ class FlopCount:
         return d
 
 
+_SI_SCALES = {"T": 1e12, "G": 1e9, "M": 1e6, "k": 1e3}
+
+
+def format_si(value: float, unit: str, prefixes: str = "TGM") -> str:
+    """`value` with the largest of `prefixes` it reaches, e.g. "214.56 TFLOP", "732.16 kB"."""
+    for prefix in prefixes:
+        scale = _SI_SCALES[prefix]
+        if value >= scale:
+            return f"{value / scale:.2f} {prefix}{unit}"
+    return f"{value:.0f} {unit}"
+
+
 def _cfg(config: Any, key: str, default: Any = None) -> Any:
     if isinstance(config, Mapping):
         return config.get(key, default)
