@@ -21,7 +21,14 @@ def save_trained_pipeline(pipe, config: TrainConfig, extra_files: dict[str, str]
     if config.extra.get("export_fp16", False):
         for module in (pipe.transformer, pipe.text_encoder, pipe.vae):
             module.to(torch.float16)
-    target = Path(config.output_dir) / "pipeline"
+    target = write_pipeline_folder(pipe, config, Path(config.output_dir) / "pipeline", extra_files)
+    print(f"pipeline saved to {target}")
+    return target
+
+
+def write_pipeline_folder(pipe, config: TrainConfig, target: Path, extra_files: dict[str, str] | None = None) -> Path:
+    """`pipe` saved to `target` atomically, with the run's sampling defaults (`kumo_defaults.json`)
+    and any extra text files."""
     with atomic_directory(target) as tmp:
         pipe.save_pretrained(tmp, safe_serialization=True)
         defaults = config.extra.get("sampling_defaults")
@@ -29,7 +36,6 @@ def save_trained_pipeline(pipe, config: TrainConfig, extra_files: dict[str, str]
             (tmp / "kumo_defaults.json").write_text(json.dumps(defaults, indent=2))
         for name, text in (extra_files or {}).items():
             (tmp / name).write_text(text)
-    print(f"pipeline saved to {target}")
     return target
 
 
@@ -40,7 +46,7 @@ def export_checkpoint(config: TrainConfig, checkpoint: str | Path | None, target
 
     from kumovideo.pipelines.pipeline_kumo import KumoPipeline
     from kumovideo.training.checkpointing import list_checkpoints
-    from kumovideo.training.train_dit import build_components, training_captions
+    from kumovideo.training.train_dit import build_components, training_captions_file
     from kumovideo.utils.errors import KumoInputError
 
     if config.kind != "dit":
@@ -61,13 +67,7 @@ def export_checkpoint(config: TrainConfig, checkpoint: str | Path | None, target
             if key.startswith(f"{name}.") and key[len(name) + 1:] in params:
                 params[key[len(name) + 1:]].data.copy_(value)
     pipe = KumoPipeline(**components).to("cpu")
-    with atomic_directory(Path(target)) as tmp:
-        pipe.save_pretrained(tmp, safe_serialization=True)
-        defaults = config.extra.get("sampling_defaults")
-        if defaults:
-            (tmp / "kumo_defaults.json").write_text(json.dumps(defaults, indent=2))
-        seen = training_captions(config)  # so `kumo eval shapes` judges an early export on unseen captions too
-        if seen:
-            (tmp / "training_captions.txt").write_text("\n".join(sorted(seen)) + "\n")
+    # The caption list too, so that `kumo eval shapes` judges an early export on unseen captions.
+    write_pipeline_folder(pipe, config, Path(target), training_captions_file(config))
     print(f"{path.name} exported to {target}")
     return Path(target)

@@ -85,8 +85,7 @@ class LatentSource:
             from kumovideo.data.pipeline.encode import LatentShardDataset
 
             cache = LatentShardDataset(path)
-            usable = [i for i, clip in enumerate(cache.clips)
-                      if not (self.config.holdout_captions and is_held_out(clip["caption"]))]
+            usable = [i for i, clip in enumerate(cache.clips) if trains_on(self.config, clip["caption"])]
             if not usable:
                 raise KumoInputError(f"latent cache {path} holds no clip outside the held-out captions")
             self._caches[path] = (cache, usable)
@@ -202,6 +201,11 @@ def _train_dit(config: TrainConfig, runtime: Runtime, resume: bool, stop_after: 
     return metrics
 
 
+def trains_on(config: TrainConfig, caption: str) -> bool:
+    """Whether the run may train on a clip with this caption (`holdout_captions` skips the held-out split)."""
+    return not (config.holdout_captions and is_held_out(caption))
+
+
 def training_captions(config: TrainConfig) -> set[str]:
     """Captions of every cached clip the run trained on (on-the-fly stages draw from an
     unbounded stream and are not listed)."""
@@ -209,8 +213,7 @@ def training_captions(config: TrainConfig) -> set[str]:
     for stage in config.stages:
         if stage.latents:
             index = json.loads(Path(stage.latents).read_text())
-            seen.update(clip["caption"] for clip in index["clips"]
-                        if not (config.holdout_captions and is_held_out(clip["caption"])))
+            seen.update(clip["caption"] for clip in index["clips"] if trains_on(config, clip["caption"]))
     if config.init_from:  # a fine-tune has also seen what its starting model was trained on
         earlier = Path(config.init_from) / "training_captions.txt"
         if earlier.exists():
@@ -221,6 +224,10 @@ def training_captions(config: TrainConfig) -> set[str]:
 def export_pipeline(components: dict, config: TrainConfig) -> Path:
     """Save the trained pipeline (EMA weights), listing the captions it was trained on so
     `kumo eval shapes` can judge on captions not seen as-is."""
+    return save_trained_pipeline(KumoPipeline(**components), config, training_captions_file(config))
+
+
+def training_captions_file(config: TrainConfig) -> dict[str, str]:
+    """`training_captions.txt` for an exported folder ({} when the run drew from an unbounded stream)."""
     seen = training_captions(config)
-    extra = {"training_captions.txt": "\n".join(sorted(seen)) + "\n"} if seen else {}
-    return save_trained_pipeline(KumoPipeline(**components), config, extra)
+    return {"training_captions.txt": "\n".join(sorted(seen)) + "\n"} if seen else {}
