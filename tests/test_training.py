@@ -546,4 +546,7 @@ def test_train_config_file_errors_exit_2_with_one_line(tmp_path, capsys):
     assert main(["train", "cache-latents", "--vae", str(tmp_path / "v"), "--out", str(tmp_path / "c"),
                  "--threads", "0"]) == 2
     assert_one_line_error(capsys, "--threads must be at least 1")
+    assert main(["train", "export", "--config", str(good), "--out", str(tmp_path / "e"), "--threads", "0"]) == 2
+    assert_one_line_error(capsys, "--threads must be at least 1")
+    assert not (tmp_path / "e").exists()
     assert not (tmp_path / "o").exists() and not (tmp_path / "c").exists()  # nothing started
