@@ -468,6 +468,25 @@ def test_cubic_timesteps_follow_the_report_formula():
         sample_timesteps(4, T, "lognormal", torch.Generator())
 
 
+def test_stage_lr_warms_up_then_holds_or_cosine_decays_to_lr_end(tmp_path):
+    """Stage 0 holds the run's lr after warm-up; stage 1 decays from its own lr to lr_end on
+    a cosine (half-way: the mean of the two); the curve is a function of the step alone."""
+    data = {"kind": "dit", "output_dir": str(tmp_path / "out"), "preset": "kumo-tiny", "lr": 1e-3,
+            "warmup_steps": 4, "stages": [{**GOOD_STAGE, "steps": 10},
+                                          {**GOOD_STAGE, "steps": 11, "lr": 5e-4, "lr_end": 1e-4}]}
+    config = load_config(write_config(tmp_path / "config.json", data))
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=config.lr)
+    schedule = stage_lr_schedule(optimizer, config)
+    lrs = []
+    for _ in range(config.total_steps):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        schedule.step()
+    assert lrs[0] == pytest.approx(2.5e-4) and lrs[3] == pytest.approx(1e-3) and lrs[9] == pytest.approx(1e-3)
+    assert lrs[10] == pytest.approx(5e-4) and lrs[15] == pytest.approx(3e-4) and lrs[20] == pytest.approx(1e-4)
+    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:])), "the decay must be monotone"
+
+
 # ----------------------------------------------------------------------- config errors
 
 
@@ -498,6 +517,7 @@ GOOD_STAGE = {"name": "s", "steps": 1, "size": 32, "num_frames": 9, "batch_size"
         ("dit", {"stages": [{**GOOD_STAGE, "steps": 0}]}, ["steps and batch_size must be positive"]),
         ("dit", {"stages": [{**GOOD_STAGE, "timestep_sampling": "logit"}]}, ["timestep_sampling='logit'"]),
         ("dit", {"mixed_precision": "fp16"}, ["mixed_precision='fp16'"]),
+        ("dit", {"stages": [{**GOOD_STAGE, "lr_end": 1.0}]}, ["stage 0", "lr_end=1.0", "between 0 and the stage's lr"]),
         ("dit", {"holdout_captions": True}, ["stage 0", "holdout_captions", "latents"]),
         ("dit", {"kind": "gan"}, ["kind='gan'"]),
         ("vae", {}, ["is a 'dit' config", "kumo train dit"]),

@@ -26,6 +26,7 @@ class Stage:
     image_prob: float = 0.0  # fraction of steps that train on 1-frame images (joint image-text training)
     timestep_sampling: str = "uniform"  # "uniform" | "cubic"
     lr: float | None = None  # overrides the run's learning rate for this stage
+    lr_end: float | None = None  # cosine-decay the stage's learning rate to this by its last step
     crop: int | None = None  # VAE: random square crop side (the VAE is convolutional)
     crop_frames: int | None = None  # VAE: random window of 8k+1 frames
     latents: str | None = None  # DiT: latent cache index.json for this stage (else encode on the fly)
@@ -138,6 +139,8 @@ def validate(config: TrainConfig, where: str) -> None:
             raise KumoInputError(f"{where} stage {i}: size={s.size} is not a multiple of 16")
         if s.timestep_sampling not in ("uniform", "cubic"):
             raise KumoInputError(f"{where} stage {i}: timestep_sampling={s.timestep_sampling!r}; use uniform or cubic")
+        if s.lr_end is not None and not 0 <= s.lr_end <= (s.lr or config.lr):
+            raise KumoInputError(f"{where} stage {i}: lr_end={s.lr_end} must lie between 0 and the stage's lr")
         if config.holdout_captions and config.kind in ("dit", "turbo") and not s.latents:
             raise KumoInputError(f"{where} stage {i}: holdout_captions filters latent caches; give this stage "
                                  "'latents:' (kumo train cache-latents) or set holdout_captions: false")

@@ -10,6 +10,7 @@ modules, sharded DCP checkpoints that resume on any world size)."""
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -225,11 +226,17 @@ def train(
 
 
 def stage_lr_schedule(optimizer: torch.optim.Optimizer, config: TrainConfig):
-    """Linear warm-up, then each stage's learning rate (relative to the run's)."""
+    """Linear warm-up, then each stage's learning rate (relative to the run's), held, or
+    cosine-decayed to the stage's `lr_end` over its steps (a pure function of the step, so
+    a resumed run follows the same curve)."""
 
     def factor(step: int) -> float:
-        stage, _ = config.stage_at(step)
-        return min(1.0, (step + 1) / max(1, config.warmup_steps)) * ((stage.lr or config.lr) / config.lr)
+        stage, at = config.stage_at(step)
+        lr = stage.lr or config.lr
+        if stage.lr_end is not None:
+            progress = at / max(1, stage.steps - 1)
+            lr = stage.lr_end + 0.5 * (lr - stage.lr_end) * (1 + math.cos(math.pi * progress))
+        return min(1.0, (step + 1) / max(1, config.warmup_steps)) * (lr / config.lr)
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
