@@ -40,3 +40,35 @@ def test_kumo_generate_uses_the_builtin_model_by_default(tmp_path, capsys):
     frames, fps = read_video(out)
     assert frames.shape == (17, 64, 64, 3) and fps == 8
     assert "random-weight" not in capsys.readouterr().err
+
+
+def read_eval(out_dir) -> dict:
+    import json
+
+    return json.loads((out_dir / "results.json").read_text())
+
+
+def test_kumo_eval_shapes_judges_unseen_captions_and_writes_its_evidence(tmp_path, capsys):
+    out = tmp_path / "eval"
+    assert main(["eval", "shapes", "--n", "4", "--steps", "4", "--batch-size", "2", "--json", "--out", str(out)]) == 0
+    results = read_eval(out)
+    summary = results["summary"]
+    assert summary["n"] == 4 and summary["one_object"]["n"] == 2 and summary["two_objects"]["n"] == 2
+    assert summary["steps"] == 4 and summary["excluded_training_captions"] > 1000
+    seen = set((builtin_model_dir() / "training_captions.txt").read_text().splitlines())
+    assert not seen & {clip["caption"] for clip in results["clips"]}, "eval captions must be new to the model"
+    assert (out / "contact_sheet.png").stat().st_size > 1000
+    assert '"match_rate"' in capsys.readouterr().out
+
+
+def test_kumo_eval_shapes_reference_renders_match_their_captions(tmp_path, capsys):
+    """The judge agrees with the renderer on every caption, and the built-in VAE keeps
+    background and colour (the ceiling a denoiser with this VAE could reach)."""
+    out = tmp_path / "render"
+    assert main(["eval", "shapes", "--reference", "render", "--n", "6", "--out", str(out)]) == 0
+    assert read_eval(out)["summary"]["match_rate"] == 1.0
+    assert "reference clips (render)" in capsys.readouterr().out
+    out = tmp_path / "vae"
+    assert main(["eval", "shapes", "--reference", "vae", "--n", "6", "--out", str(out)]) == 0
+    attributes = read_eval(out)["summary"]["attributes"]
+    assert attributes["background"] == 1.0 and attributes["colour"] == 1.0

@@ -5,6 +5,10 @@ captions the model was trained on as-is are skipped when the model lists them in
 `training_captions.txt`), generates a clip for each, and judges it against its caption
 by the spec's "what counts as matching". Prints match rates overall, by number of
 objects and per attribute; writes a contact sheet PNG and the per-clip results.
+
+`--reference render|vae` judges rendered clips of the same captions instead (straight, or
+encoded and decoded by the model's VAE): the judge's own check, and the ceiling any
+denoiser can reach with that VAE.
 """
 
 from __future__ import annotations
@@ -32,6 +36,9 @@ def register(sub) -> None:
     q.add_argument("--batch-size", type=int, default=8, help="clips generated per pipeline call")
     q.add_argument("--out", default="outputs/eval-shapes", help="folder for contact_sheet.png and results.json")
     q.add_argument("--json", action="store_true", help="print the summary as JSON")
+    q.add_argument("--reference", choices=["render", "vae"], default=None,
+                   help="judge ShapesWorld renders of the captions (render), or the renders through the "
+                        "model's VAE (vae: the ceiling for this VAE), instead of generated clips")
     add_fast_path_args(q)
     q.set_defaults(func=run)
 
@@ -53,6 +60,24 @@ def eval_captions(n: int, seed: int, size: int, num_frames: int, exclude: set[st
         if text not in exclude and text not in captions:
             captions.append(text)
     return captions
+
+
+def reference_clips(pipe, captions: list[str], size: int, num_frames: int, seed: int, through_vae: bool):
+    """Rendered clips of `captions` as video in [0, 1], (B, F, 3, H, W): straight, or
+    encoded (posterior mode) and decoded by the pipeline's VAE."""
+    import numpy as np
+    import torch
+
+    from kumovideo.data.shapes_world import clip_spec_from_caption, frames_to_tensor, render_clip
+
+    rng = np.random.default_rng([seed, 77])
+    video = torch.stack([frames_to_tensor(render_clip(clip_spec_from_caption(c, rng, size, num_frames))) for c in captions])
+    if through_vae:  # (B, F, 3, H, W) -> the VAE's (B, 3, F, H, W) and back
+        vae = pipe.vae
+        with torch.no_grad():
+            z = vae.encode(video.permute(0, 2, 1, 3, 4).to(vae.dtype)).latent_dist.mode()
+            video = vae.decode(z).sample.permute(0, 2, 1, 3, 4).float()
+    return ((video + 1) / 2).clamp(0, 1)
 
 
 def run(args) -> int:
@@ -84,10 +109,13 @@ def run(args) -> int:
     for i in tqdm(range(0, len(captions), args.batch_size), desc="eval shapes", unit="batch"):
         batch = captions[i : i + args.batch_size]
         generators = [torch.Generator().manual_seed(args.seed + i + j) for j in range(len(batch))]
-        out = pipe(
-            batch, num_frames=frames, height=size, width=size, num_inference_steps=steps, guidance_scale=guidance,
-            generator=generators, output_type="pt", sampler="scheduler" if args.sampler == "default" else "renoise",
-        ).frames
+        if args.reference:
+            out = reference_clips(pipe, batch, size, frames, args.seed + i, through_vae=args.reference == "vae")
+        else:
+            out = pipe(
+                batch, num_frames=frames, height=size, width=size, num_inference_steps=steps, guidance_scale=guidance,
+                generator=generators, output_type="pt", sampler="scheduler" if args.sampler == "default" else "renoise",
+            ).frames
         for text, video in zip(batch, out):
             frames_u8 = frames_to_uint8(video)
             clips.append(frames_u8)
@@ -95,7 +123,7 @@ def run(args) -> int:
     elapsed = time.perf_counter() - start
     summary = summarise(results)
     summary.update({"model": str(folder), "steps": steps, "step_cache": args.step_cache, "fast": args.fast, "guidance": guidance, "sampler": args.sampler,
-                    "turbo": turbo, "seed": args.seed, "seconds": elapsed, "seconds_per_clip": elapsed / len(captions),
+                    "turbo": turbo, "seed": args.seed, "reference": args.reference, "seconds": elapsed, "seconds_per_clip": elapsed / len(captions),
                     "excluded_training_captions": len(exclude)})
 
     out_dir = Path(args.out)
@@ -110,8 +138,9 @@ def run(args) -> int:
         print(json.dumps(summary, indent=2, default=float))
         return 0
     pct = lambda v: "  n/a" if v is None else f"{100 * v:5.1f}%"  # noqa: E731
-    print(f"kumo eval shapes: {summary['n']} captions, {steps} steps, guidance {guidance}, sampler {args.sampler}"
-          f"{' (turbo)' if turbo else ''}, {elapsed:.0f} s ({elapsed / len(captions):.2f} s/clip)")
+    what = (f"reference clips ({args.reference})" if args.reference else
+            f"{steps} steps, guidance {guidance}, sampler {args.sampler}{' (turbo)' if turbo else ''}")
+    print(f"kumo eval shapes: {summary['n']} captions, {what}, {elapsed:.0f} s ({elapsed / len(captions):.2f} s/clip)")
     print(f"  match rate        {pct(summary['match_rate'])}")
     print(f"  one object        {pct(summary['one_object']['match_rate'])}  (n={summary['one_object']['n']})")
     print(f"  two objects       {pct(summary['two_objects']['match_rate'])}  (n={summary['two_objects']['n']})")
