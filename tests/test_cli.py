@@ -163,6 +163,14 @@ def test_non_positive_numbers(model, tmp_path, capsys, flag):
     assert_one_line_error(capsys, flag, "positive")
 
 
+@pytest.mark.parametrize("value", ["-0.1", "1.5"])
+def test_guidance_rescale_outside_0_1(model, tmp_path, capsys, value):
+    out = tmp_path / "x.mp4"
+    assert generate(PROMPT, "--model", str(model), "--guidance-rescale", value, "-o", str(out)) == 2
+    assert_one_line_error(capsys, f"--guidance-rescale {value}", "from 0 (off) to 1")
+    assert not out.exists()
+
+
 # ---------------------------------------------------------------------------- bad checkpoint folders
 
 

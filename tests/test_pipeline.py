@@ -83,6 +83,31 @@ def test_guidance_six_uses_cfg_and_differs_from_no_guidance(pipe):
     assert (guided - unguided).abs().max() > 1e-3
 
 
+@pytest.mark.parametrize("rescale", [0.0, 1.0])
+def test_guidance_rescale_pulls_the_guided_std_to_the_conditional_one(pipe, monkeypatch, rescale):
+    """What the scheduler steps with: plain CFG (rescale 0), or CFG scaled per clip to the
+    conditional prediction's std (rescale 1)."""
+    outputs, stepped = [], []
+    hook = pipe.transformer.register_forward_hook(lambda module, args, out: outputs.append(out[0].detach()))
+    step = pipe.scheduler.step
+    monkeypatch.setattr(pipe.scheduler, "step", lambda v, *a, **k: stepped.append(v) or step(v, *a, **k))
+    try:
+        run(pipe, guidance_scale=6.0, guidance_rescale=rescale)
+    finally:
+        hook.remove()
+    assert len(outputs) == len(stepped) == 2
+    for out, v in zip(outputs, stepped):
+        v_uncond, v_text = out.float().chunk(2)
+        cfg = v_uncond + 6.0 * (v_text - v_uncond)
+        if rescale == 0.0:
+            torch.testing.assert_close(v, cfg)
+        else:
+            torch.testing.assert_close(v.std(), v_text.std(), rtol=1e-4, atol=1e-6)
+            torch.testing.assert_close(v, cfg * v_text.std() / cfg.std(), rtol=1e-4, atol=1e-6)
+    with pytest.raises(KumoInputError, match="guidance_rescale=1.5"):
+        run(pipe, guidance_scale=6.0, guidance_rescale=1.5)
+
+
 # ---------------------------------------------------------------------------- batching / seeds
 
 

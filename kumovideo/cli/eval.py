@@ -17,7 +17,7 @@ import json
 import time
 from pathlib import Path
 
-from kumovideo.cli.generate import add_fast_path_args
+from kumovideo.cli.generate import add_fast_path_args, add_guidance_args
 from kumovideo.utils.errors import KumoInputError
 
 
@@ -32,7 +32,7 @@ def register(sub) -> None:
     q.add_argument("--n", type=int, default=64, help="number of captions (default 64)")
     q.add_argument("--seed", type=int, default=2024, help="caption and noise seed")
     q.add_argument("--steps", type=int, default=None)
-    q.add_argument("--guidance", type=float, default=None)
+    add_guidance_args(q)
     q.add_argument("--batch-size", type=int, default=8, help="clips generated per pipeline call")
     q.add_argument("--out", default="outputs/eval-shapes", help="folder for contact_sheet.png and results.json")
     q.add_argument("--json", action="store_true", help="print the summary as JSON")
@@ -84,12 +84,13 @@ def run(args) -> int:
     import torch
 
     from kumovideo.builtin import builtin_model_dir
-    from kumovideo.cli.generate import apply_cli_fast_paths, sampling_settings
+    from kumovideo.cli.generate import apply_cli_fast_paths, check_guidance_rescale, sampling_settings
     from kumovideo.evaluation.shapes_judge import contact_sheet, judge_clip, summarise
     from kumovideo.pipelines import KumoPipeline, frames_to_uint8
 
     if args.n < 1 or args.batch_size < 1:
         raise KumoInputError("--n and --batch-size must be positive")
+    check_guidance_rescale(args)
     folder = Path(args.model) if args.model else builtin_model_dir(turbo=args.turbo)
     pipe = KumoPipeline.from_pretrained(folder, torch_dtype=torch.float32)  # shipped fp16; CPU math in fp32
     pipe.set_progress_bar_config(disable=True)
@@ -114,7 +115,8 @@ def run(args) -> int:
         else:
             out = pipe(
                 batch, num_frames=frames, height=size, width=size, num_inference_steps=steps, guidance_scale=guidance,
-                generator=generators, output_type="pt", sampler="scheduler" if args.sampler == "default" else "renoise",
+                guidance_rescale=args.guidance_rescale, generator=generators, output_type="pt",
+                sampler="scheduler" if args.sampler == "default" else "renoise",
             ).frames
         for text, video in zip(batch, out):
             frames_u8 = frames_to_uint8(video)
@@ -122,7 +124,7 @@ def run(args) -> int:
             results.append(judge_clip(frames_u8, text))
     elapsed = time.perf_counter() - start
     summary = summarise(results)
-    summary.update({"model": str(folder), "steps": steps, "step_cache": args.step_cache, "fast": args.fast, "guidance": guidance, "sampler": args.sampler,
+    summary.update({"model": str(folder), "steps": steps, "step_cache": args.step_cache, "fast": args.fast, "guidance": guidance, "guidance_rescale": args.guidance_rescale, "sampler": args.sampler,
                     "turbo": turbo, "seed": args.seed, "reference": args.reference, "seconds": elapsed, "seconds_per_clip": elapsed / len(captions),
                     "excluded_training_captions": len(exclude)})
 
@@ -139,7 +141,7 @@ def run(args) -> int:
         return 0
     pct = lambda v: "  n/a" if v is None else f"{100 * v:5.1f}%"  # noqa: E731
     what = (f"reference clips ({args.reference})" if args.reference else
-            f"{steps} steps, guidance {guidance}, sampler {args.sampler}{' (turbo)' if turbo else ''}")
+            f"{steps} steps, guidance {guidance} (rescale {args.guidance_rescale}), sampler {args.sampler}{' (turbo)' if turbo else ''}")
     print(f"kumo eval shapes: {summary['n']} captions, {what}, {elapsed:.0f} s ({elapsed / len(captions):.2f} s/clip)")
     print(f"  match rate        {pct(summary['match_rate'])}")
     print(f"  one object        {pct(summary['one_object']['match_rate'])}  (n={summary['one_object']['n']})")

@@ -18,7 +18,7 @@ def register(sub) -> None:
     p.add_argument("--model", help="pipeline folder (original KumoVideo layout or saved by kumovideo); default: the built-in model")
     p.add_argument("--negative-prompt", default=None, help="what the clip should not show (with guidance > 1)")
     p.add_argument("--steps", type=int, default=None, help="denoising steps (default: the model's, 4 with --turbo)")
-    p.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale; <= 1 turns guidance off")
+    add_guidance_args(p)
     p.add_argument("--seed", type=int, default=0, help="random seed: same seed, same clip")
     p.add_argument("--frames", type=int, default=None, help="number of frames, 4k+1 (default: the model's)")
     p.add_argument("--height", type=int, default=None, help="height in pixels, a multiple of 16 (default: the model's)")
@@ -91,6 +91,19 @@ def resolve_dtype(name: str):
     return getattr(torch, DTYPES[name])
 
 
+def add_guidance_args(p) -> None:
+    """--guidance and --guidance-rescale, for `kumo generate` and `kumo eval shapes`."""
+    p.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale; <= 1 turns guidance off")
+    p.add_argument("--guidance-rescale", type=float, default=None,
+                   help="0..1: rescale the guided prediction toward the conditional one's std, against "
+                        "over-saturation at strong guidance (default: the model's, else 0)")
+
+
+def check_guidance_rescale(args) -> None:
+    if args.guidance_rescale is not None and not 0.0 <= args.guidance_rescale <= 1.0:
+        raise KumoInputError(f"--guidance-rescale {args.guidance_rescale}: use a value from 0 (off) to 1")
+
+
 def model_defaults(folder: Path) -> dict:
     """Sampling defaults a checkpoint recommends (kumo_defaults.json), if it has them."""
     path = folder / "kumo_defaults.json"
@@ -101,7 +114,8 @@ def sampling_settings(pipe, folder: Path, args) -> tuple[bool, int, float, dict]
     """(turbo, steps, guidance, the checkpoint's defaults) for a loaded pipeline. `--turbo`
     on a base checkpoint swaps in the consistency scheduler; a Turbo checkpoint is Turbo
     anyway. Unset steps/guidance come from the checkpoint, else the original's recipe
-    (50 DDIM steps at guidance 6; 4 Turbo steps at guidance 2)."""
+    (50 DDIM steps at guidance 6; 4 Turbo steps at guidance 2). The guidance rescale is
+    stored back on `args.guidance_rescale` (the checkpoint's, else 0)."""
     from kumovideo.schedulers import KumoLCMScheduler
 
     defaults = model_defaults(folder)
@@ -111,6 +125,8 @@ def sampling_settings(pipe, folder: Path, args) -> tuple[bool, int, float, dict]
     steps = args.steps or (defaults.get("turbo_steps", 4) if turbo else defaults.get("num_inference_steps", 50))
     guidance = args.guidance if args.guidance is not None else (
         defaults.get("turbo_guidance_scale", 2.0) if turbo else defaults.get("guidance_scale", 6.0))
+    if args.guidance_rescale is None:
+        args.guidance_rescale = 0.0 if turbo else defaults.get("guidance_rescale", 0.0)
     return turbo, steps, guidance, defaults
 
 
@@ -121,6 +137,7 @@ def run(args) -> int:
 
     # Everything that can be checked before loading a model is checked first.
     output = check_output_path(args.output)
+    check_guidance_rescale(args)
     dtype = resolve_dtype(args.dtype)
     device = resolve_device(args.device)
     if args.cpu_offload:
@@ -173,7 +190,7 @@ def run(args) -> int:
 
     call = dict(
         prompt=args.prompt, negative_prompt=args.negative_prompt, num_frames=frames, height=height, width=width,
-        num_inference_steps=steps, guidance_scale=guidance,
+        num_inference_steps=steps, guidance_scale=guidance, guidance_rescale=args.guidance_rescale,
         generator=torch.Generator(device="cpu").manual_seed(args.seed), output_type="pt",
     )
     video = runner(**call, sampler="scheduler" if args.sampler == "default" else "renoise").frames

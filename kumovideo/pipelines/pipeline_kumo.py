@@ -22,6 +22,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 from diffusers import AutoencoderKLCogVideoX, DiffusionPipeline
+from diffusers.guiders.guider_utils import rescale_noise_cfg
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 from diffusers.video_processor import VideoProcessor
@@ -224,6 +225,7 @@ class KumoPipeline(DiffusionPipeline):
         num_frames: int = 41,
         num_inference_steps: int = 50,
         guidance_scale: float = 6.0,
+        guidance_rescale: float = 0.0,
         num_videos_per_prompt: int = 1,
         generator: torch.Generator | list[torch.Generator] | None = None,
         latents: torch.Tensor | None = None,
@@ -236,13 +238,19 @@ class KumoPipeline(DiffusionPipeline):
     ):
         """Generate clips. `sampler="scheduler"` steps the pipeline's scheduler (DDIM, or the
         Turbo consistency scheduler); `sampler="renoise"` runs the Kandinsky-4-Flash-style
-        few-step re-noising sampler on any model (guidance as given; Flash uses none)."""
+        few-step re-noising sampler on any model (guidance as given; Flash uses none).
+        `guidance_rescale` in [0, 1] pulls the guided prediction's per-clip std back toward
+        the conditional one's (Lin et al. 2023, "Common Diffusion Noise Schedules and Sample
+        Steps are Flawed", sec. 3.4: for zero-terminal-SNR v-prediction models like this one,
+        strong guidance otherwise over-saturates)."""
         max_sequence_length = max_sequence_length or self.max_sequence_length
         self.check_inputs(prompt, negative_prompt, height, width, num_frames, num_inference_steps, max_sequence_length)
         if sampler not in ("scheduler", "renoise"):
             raise KumoInputError(f"sampler={sampler!r}; use 'scheduler' or 'renoise'")
         if output_type not in ("pil", "np", "pt", "latent"):
             raise KumoInputError(f"output_type={output_type!r}; use 'pil', 'np', 'pt' or 'latent'")
+        if not 0.0 <= guidance_rescale <= 1.0:
+            raise KumoInputError(f"guidance_rescale={guidance_rescale}; use a value from 0 (off) to 1")
         self._guidance_scale = guidance_scale
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         batch_size = len(prompts) * num_videos_per_prompt
@@ -273,6 +281,8 @@ class KumoPipeline(DiffusionPipeline):
             if self.do_classifier_free_guidance:
                 v_uncond, v_text = v_pred.chunk(2)
                 v_pred = v_uncond + guidance_scale * (v_text - v_uncond)
+                if guidance_rescale > 0:
+                    v_pred = rescale_noise_cfg(v_pred, v_text, guidance_rescale)
             return v_pred
 
         if sampler == "renoise":
