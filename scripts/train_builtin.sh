@@ -10,8 +10,10 @@ $KUMO train dit --config configs/builtin-dit.yaml --resume
 # Second phase: 8x more clips (the first 2048 are the ones above), held-out captions never trained on.
 $KUMO train cache-latents --vae runs/builtin-vae/vae --out runs/builtin-latents-16k --num-clips 16384
 $KUMO train dit --config configs/builtin-dit-continue.yaml --resume --threads 2
+# Third phase: the same clips, 21,000 more steps on a cosine-decaying learning rate.
+$KUMO train dit --config configs/builtin-dit-phase3.yaml --resume --threads 2
 $KUMO train turbo --config configs/builtin-turbo.yaml --resume
 # Install into the package: `kumo generate` uses these when --model is not given.
 rm -rf kumovideo/builtin/kumo-shapes kumovideo/builtin/kumo-shapes-turbo
-cp -r runs/builtin-dit-long/pipeline kumovideo/builtin/kumo-shapes
-cp -r runs/builtin-turbo/pipeline kumovideo/builtin/kumo-shapes-turbo
+cp -r runs/builtin-dit-p3/pipeline kumovideo/builtin/kumo-shapes
+cp -r runs/builtin-turbo-p3/pipeline kumovideo/builtin/kumo-shapes-turbo
