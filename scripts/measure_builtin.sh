@@ -41,4 +41,5 @@ PY
 }
 timeit generate-base
 timeit generate-turbo --turbo
-timeit generate-base-128 --height 128 --width 128   # the timing target is stated at 128x128 (model trained at 64x64)
+timeit generate-base-128 --height 128 --width 128   # the timing targets are stated at 128x128 (model trained at 64x64)
+timeit generate-turbo-128 --turbo --height 128 --width 128
