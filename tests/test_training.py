@@ -487,6 +487,15 @@ def test_stage_lr_warms_up_then_holds_or_cosine_decays_to_lr_end(tmp_path):
     assert all(a >= b for a, b in zip(lrs[10:], lrs[11:])), "the decay must be monotone"
 
 
+@pytest.mark.parametrize("path", sorted((REPO / "configs").glob("builtin-*.yaml")), ids=lambda p: p.name)
+def test_committed_configs_load_and_validate(path):
+    """Every training config in configs/ (how the built-in model was trained) parses and validates."""
+    config = load_config(path)
+    assert config.kind in ("vae", "dit", "turbo") and config.total_steps > 0
+    if config.kind == "turbo":
+        assert config.teacher, path
+
+
 # ----------------------------------------------------------------------- config errors
 
 
