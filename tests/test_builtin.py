@@ -1,5 +1,7 @@
 """The shipped built-in model: it is there, loads offline, and does what a prompt says."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -43,8 +45,6 @@ def test_kumo_generate_uses_the_builtin_model_by_default(tmp_path, capsys):
 
 
 def read_eval(out_dir) -> dict:
-    import json
-
     return json.loads((out_dir / "results.json").read_text())
 
 
@@ -72,3 +72,12 @@ def test_kumo_eval_shapes_reference_renders_match_their_captions(tmp_path, capsy
     assert main(["eval", "shapes", "--reference", "vae", "--n", "6", "--out", str(out)]) == 0
     attributes = read_eval(out)["summary"]["attributes"]
     assert attributes["background"] == 1.0 and attributes["colour"] == 1.0
+
+
+def test_kumo_eval_shapes_refuses_a_guidance_rescale_outside_0_1(tmp_path, capsys):
+    out = tmp_path / "eval"
+    assert main(["eval", "shapes", "--n", "2", "--guidance-rescale", "1.5", "--out", str(out)]) == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("kumo: error: "), lines
+    assert "--guidance-rescale 1.5" in lines[0] and "from 0 (off) to 1" in lines[0]
+    assert not out.exists()

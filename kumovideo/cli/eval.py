@@ -95,7 +95,7 @@ def run(args) -> int:
     pipe = KumoPipeline.from_pretrained(folder, torch_dtype=torch.float32)  # shipped fp16; CPU math in fp32
     pipe.set_progress_bar_config(disable=True)
     apply_cli_fast_paths(pipe, args)
-    turbo, steps, guidance, _ = sampling_settings(pipe, folder, args)
+    turbo, steps, guidance, guidance_rescale, _ = sampling_settings(pipe, folder, args)
     cfg = pipe.transformer.config
     size = cfg.sample_height * pipe.vae_scale_factor_spatial
     frames = cfg.sample_frames
@@ -115,7 +115,7 @@ def run(args) -> int:
         else:
             out = pipe(
                 batch, num_frames=frames, height=size, width=size, num_inference_steps=steps, guidance_scale=guidance,
-                guidance_rescale=args.guidance_rescale, generator=generators, output_type="pt",
+                guidance_rescale=guidance_rescale, generator=generators, output_type="pt",
                 sampler="scheduler" if args.sampler == "default" else "renoise",
             ).frames
         for text, video in zip(batch, out):
@@ -124,9 +124,10 @@ def run(args) -> int:
             results.append(judge_clip(frames_u8, text))
     elapsed = time.perf_counter() - start
     summary = summarise(results)
-    summary.update({"model": str(folder), "steps": steps, "step_cache": args.step_cache, "fast": args.fast, "guidance": guidance, "guidance_rescale": args.guidance_rescale, "sampler": args.sampler,
-                    "turbo": turbo, "seed": args.seed, "reference": args.reference, "seconds": elapsed, "seconds_per_clip": elapsed / len(captions),
-                    "excluded_training_captions": len(exclude)})
+    summary.update({"model": str(folder), "steps": steps, "step_cache": args.step_cache, "fast": args.fast,
+                    "guidance": guidance, "guidance_rescale": guidance_rescale, "sampler": args.sampler, "turbo": turbo,
+                    "seed": args.seed, "reference": args.reference, "seconds": elapsed,
+                    "seconds_per_clip": elapsed / len(captions), "excluded_training_captions": len(exclude)})
 
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -141,7 +142,7 @@ def run(args) -> int:
         return 0
     pct = lambda v: "  n/a" if v is None else f"{100 * v:5.1f}%"  # noqa: E731
     what = (f"reference clips ({args.reference})" if args.reference else
-            f"{steps} steps, guidance {guidance} (rescale {args.guidance_rescale}), sampler {args.sampler}{' (turbo)' if turbo else ''}")
+            f"{steps} steps, guidance {guidance} (rescale {guidance_rescale}), sampler {args.sampler}{' (turbo)' if turbo else ''}")
     print(f"kumo eval shapes: {summary['n']} captions, {what}, {elapsed:.0f} s ({elapsed / len(captions):.2f} s/clip)")
     print(f"  match rate        {pct(summary['match_rate'])}")
     print(f"  one object        {pct(summary['one_object']['match_rate'])}  (n={summary['one_object']['n']})")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 from kumovideo.utils.errors import KumoInputError
 
@@ -110,12 +111,19 @@ def model_defaults(folder: Path) -> dict:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
-def sampling_settings(pipe, folder: Path, args) -> tuple[bool, int, float, dict]:
-    """(turbo, steps, guidance, the checkpoint's defaults) for a loaded pipeline. `--turbo`
-    on a base checkpoint swaps in the consistency scheduler; a Turbo checkpoint is Turbo
-    anyway. Unset steps/guidance come from the checkpoint, else the original's recipe
-    (50 DDIM steps at guidance 6; 4 Turbo steps at guidance 2). The guidance rescale is
-    stored back on `args.guidance_rescale` (the checkpoint's, else 0)."""
+class SamplingSettings(NamedTuple):
+    turbo: bool
+    steps: int
+    guidance: float
+    guidance_rescale: float
+    defaults: dict  # the checkpoint's kumo_defaults.json
+
+
+def sampling_settings(pipe, folder: Path, args) -> SamplingSettings:
+    """How to sample a loaded pipeline. `--turbo` on a base checkpoint swaps in the
+    consistency scheduler; a Turbo checkpoint is Turbo anyway. Unset flags come from the
+    checkpoint's defaults (`turbo_*` keys for Turbo), else the original's recipe (50 DDIM
+    steps at guidance 6; 4 Turbo steps at guidance 2; no guidance rescale)."""
     from kumovideo.schedulers import KumoLCMScheduler
 
     defaults = model_defaults(folder)
@@ -125,9 +133,9 @@ def sampling_settings(pipe, folder: Path, args) -> tuple[bool, int, float, dict]
     steps = args.steps or (defaults.get("turbo_steps", 4) if turbo else defaults.get("num_inference_steps", 50))
     guidance = args.guidance if args.guidance is not None else (
         defaults.get("turbo_guidance_scale", 2.0) if turbo else defaults.get("guidance_scale", 6.0))
-    if args.guidance_rescale is None:
-        args.guidance_rescale = 0.0 if turbo else defaults.get("guidance_rescale", 0.0)
-    return turbo, steps, guidance, defaults
+    rescale = args.guidance_rescale if args.guidance_rescale is not None else (
+        defaults.get("turbo_guidance_rescale" if turbo else "guidance_rescale", 0.0))
+    return SamplingSettings(turbo, steps, guidance, rescale, defaults)
 
 
 def run(args) -> int:
@@ -166,7 +174,7 @@ def run(args) -> int:
         ctx = prepare_parallel(args, folder, device)
         device = ctx.device
     pipe = KumoPipeline.from_pretrained(folder, torch_dtype=dtype)
-    turbo, steps, guidance, defaults = sampling_settings(pipe, folder, args)
+    turbo, steps, guidance, guidance_rescale, defaults = sampling_settings(pipe, folder, args)
     runner = pipe
     if ctx is not None:
         from kumovideo.distributed.parallel_pipeline import ParallelKumoPipeline
@@ -190,7 +198,7 @@ def run(args) -> int:
 
     call = dict(
         prompt=args.prompt, negative_prompt=args.negative_prompt, num_frames=frames, height=height, width=width,
-        num_inference_steps=steps, guidance_scale=guidance, guidance_rescale=args.guidance_rescale,
+        num_inference_steps=steps, guidance_scale=guidance, guidance_rescale=guidance_rescale,
         generator=torch.Generator(device="cpu").manual_seed(args.seed), output_type="pt",
     )
     video = runner(**call, sampler="scheduler" if args.sampler == "default" else "renoise").frames
