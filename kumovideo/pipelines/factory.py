@@ -15,6 +15,7 @@ from diffusers import AutoencoderKLCogVideoX
 from transformers import ByT5Tokenizer, T5Config, T5EncoderModel
 
 from kumovideo.models.transformer_kumo import MADIT_PRESETS, KumoTransformer3DModel
+from kumovideo.perf.cpu_conv import route_conv3d_to_onednn
 from kumovideo.schedulers import KumoDDIMScheduler
 
 VAE_PRESETS: dict[str, dict[str, Any]] = {
@@ -38,7 +39,7 @@ TEXT_PRESETS: dict[str, dict[str, Any]] = {
 def build_vae(preset: str = "kumo-builtin", **overrides: Any) -> AutoencoderKLCogVideoX:
     cfg = {**VAE_PRESETS[preset], **overrides}
     blocks = len(cfg["block_out_channels"])
-    return AutoencoderKLCogVideoX(
+    vae = AutoencoderKLCogVideoX(
         in_channels=3,
         out_channels=3,
         down_block_types=("CogVideoXDownBlock3D",) * blocks,
@@ -46,6 +47,8 @@ def build_vae(preset: str = "kumo-builtin", **overrides: Any) -> AutoencoderKLCo
         temporal_compression_ratio=4,
         **cfg,
     )
+    route_conv3d_to_onednn(vae)  # inference calls on the CPU; training keeps PyTorch's kernels
+    return vae
 
 
 def build_text_encoder(preset: str = "kumo-builtin", **overrides: Any) -> tuple[ByT5Tokenizer, T5EncoderModel]:

@@ -148,8 +148,10 @@ def check_checkpoint_folder(folder: str | os.PathLike) -> dict[str, Any]:
 
 def load_vae(folder: str | os.PathLike, torch_dtype: torch.dtype | None = None):
     """Load a 3D causal VAE, original (`KumoAutoencoderKL`) or diffusers-saved, into diffusers'
-    `AutoencoderKLCogVideoX`."""
+    `AutoencoderKLCogVideoX`, its CPU 3D convolutions routed to oneDNN (`kumovideo.perf.cpu_conv`)."""
     from diffusers import AutoencoderKLCogVideoX
+
+    from kumovideo.perf.cpu_conv import route_conv3d_to_onednn
 
     folder = Path(folder)
     config = _read_json(folder / "config.json")
@@ -158,7 +160,9 @@ def load_vae(folder: str | os.PathLike, torch_dtype: torch.dtype | None = None):
         for key in ("down_block_types", "up_block_types")
         if key in config
     }
-    return AutoencoderKLCogVideoX.from_pretrained(folder, torch_dtype=torch_dtype, use_safetensors=True, **overrides)
+    vae = AutoencoderKLCogVideoX.from_pretrained(folder, torch_dtype=torch_dtype, use_safetensors=True, **overrides)
+    route_conv3d_to_onednn(vae)
+    return vae
 
 
 def load_component(folder: Path, name: str, library: str, class_name: str, torch_dtype: torch.dtype | None):
