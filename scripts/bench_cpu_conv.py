@@ -1,0 +1,57 @@
+"""Built-in VAE decode / encode on the CPU, with PyTorch's own 3D-convolution kernel choice
+against the oneDNN routing of kumovideo.perf.cpu_conv (docs/benchmarks.md).
+
+    python scripts/bench_cpu_conv.py [--vae kumovideo/builtin/kumo-shapes/vae] [--runs 7]
+"""
+
+import argparse
+import copy
+import statistics
+import time
+
+import torch
+
+from kumovideo.pipelines.loading import load_vae
+
+
+def median_seconds(fn, runs: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--vae", default="kumovideo/builtin/kumo-shapes/vae")
+    parser.add_argument("--frames", type=int, default=17)
+    parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--runs", type=int, default=7)
+    args = parser.parse_args()
+
+    routed = load_vae(args.vae).float().eval()
+    plain = copy.deepcopy(routed)  # PyTorch's own kernel choice back in place
+    for m in plain.modules():
+        m.__dict__.pop("_conv_forward", None)
+    torch.manual_seed(0)
+    video = torch.rand(1, 3, args.frames, args.size, args.size) * 2 - 1
+    with torch.no_grad():
+        z = routed.encode(video).latent_dist.mean
+        diff = (routed.decode(z).sample - plain.decode(z).sample).abs().max().item()
+        print(f"{args.frames}x{args.size}x{args.size} clip, latents {tuple(z.shape[2:])}; "
+              f"max |decode difference| {diff:.1e}")
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            row = {name: median_seconds(fn, args.runs) for name, fn in (
+                ("decode pytorch", lambda: plain.decode(z)), ("decode onednn", lambda: routed.decode(z)),
+                ("encode pytorch", lambda: plain.encode(video)), ("encode onednn", lambda: routed.encode(video)))}
+            print(f"{threads} thread(s): decode {row['decode pytorch']:.3f} -> {row['decode onednn']:.3f} s "
+                  f"({row['decode pytorch'] / row['decode onednn']:.1f}x), encode {row['encode pytorch']:.3f} -> "
+                  f"{row['encode onednn']:.3f} s ({row['encode pytorch'] / row['encode onednn']:.1f}x)")
+
+
+if __name__ == "__main__":
+    main()
