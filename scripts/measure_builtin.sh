@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 KUMO=${KUMO:-.venv/bin/kumo}
 BASE=${BASE:-kumovideo/builtin/kumo-shapes}
 TURBO=${TURBO:-kumovideo/builtin/kumo-shapes-turbo}
-LADD=${LADD:-runs/builtin-turbo-ladd-p3/pipeline}
+LADD=${LADD:-runs/builtin-turbo-ladd-p4/pipeline}
 OUT=${OUT:-outputs/measure}
 N=${N:-64}
 mkdir -p "$OUT"

@@ -12,8 +12,10 @@ $KUMO train cache-latents --vae runs/builtin-vae/vae --out runs/builtin-latents-
 $KUMO train dit --config configs/builtin-dit-continue.yaml --resume --threads 2
 # Third phase: the same clips, 21,000 more steps on a cosine-decaying learning rate.
 $KUMO train dit --config configs/builtin-dit-phase3.yaml --resume --threads 2
+# Fourth phase: another cosine cycle from phase 3's EMA weights.
+$KUMO train dit --config configs/builtin-dit-phase4.yaml --resume --threads 2
 $KUMO train turbo --config configs/builtin-turbo.yaml --resume
 # Install into the package: `kumo generate` uses these when --model is not given.
 rm -rf kumovideo/builtin/kumo-shapes kumovideo/builtin/kumo-shapes-turbo
-cp -r runs/builtin-dit-p3/pipeline kumovideo/builtin/kumo-shapes
-cp -r runs/builtin-turbo-p3/pipeline kumovideo/builtin/kumo-shapes-turbo
+cp -r runs/builtin-dit-p4/pipeline kumovideo/builtin/kumo-shapes
+cp -r runs/builtin-turbo-p4/pipeline kumovideo/builtin/kumo-shapes-turbo

@@ -52,17 +52,18 @@ def timed(generate, decode, repeat: int, sync=lambda: None):
     """Run generate() (T5 + denoising, to latents) then decode(latents) `repeat` times;
     returns [(total, denoise, decode, this process's CPU seconds)] and the last frames."""
     times, frames = [], None
-    for _ in range(repeat):
-        sync()
-        cpu = time.process_time()
-        start = time.perf_counter()
-        latents = generate()
-        sync()
-        mid = time.perf_counter()
-        frames = decode(latents)
-        sync()
-        end = time.perf_counter()
-        times.append((end - start, mid - start, end - mid, time.process_time() - cpu))
+    with torch.no_grad():  # as inside the pipelines: no autograd bookkeeping in the decode
+        for _ in range(repeat):
+            sync()
+            cpu = time.process_time()
+            start = time.perf_counter()
+            latents = generate()
+            sync()
+            mid = time.perf_counter()
+            frames = decode(latents)
+            sync()
+            end = time.perf_counter()
+            times.append((end - start, mid - start, end - mid, time.process_time() - cpu))
     return times, frames
 
 
