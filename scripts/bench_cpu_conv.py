@@ -11,6 +11,7 @@ import time
 
 import torch
 
+from kumovideo.perf.cpu_conv import restore_pytorch_conv3d
 from kumovideo.pipelines.loading import load_vae
 
 
@@ -33,9 +34,8 @@ def main() -> None:
     args = parser.parse_args()
 
     routed = load_vae(args.vae).float().eval()
-    plain = copy.deepcopy(routed)  # PyTorch's own kernel choice back in place
-    for m in plain.modules():
-        m.__dict__.pop("_conv_forward", None)
+    plain = copy.deepcopy(routed)
+    restore_pytorch_conv3d(plain)  # PyTorch's own kernel choice back in place
     torch.manual_seed(0)
     video = torch.rand(1, 3, args.frames, args.size, args.size) * 2 - 1
     with torch.no_grad():

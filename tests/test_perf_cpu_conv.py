@@ -9,7 +9,7 @@ import copy
 import pytest
 import torch
 
-from kumovideo.perf.cpu_conv import route_conv3d_to_onednn
+from kumovideo.perf.cpu_conv import restore_pytorch_conv3d, route_conv3d_to_onednn
 from kumovideo.pipelines.factory import build_pipeline, build_vae
 
 pytestmark = [
@@ -27,9 +27,7 @@ def conv_kernels(fn) -> set[str]:
 def unrouted_copy(vae):
     """A copy of `vae` with PyTorch's own kernel choice back in place."""
     plain = copy.deepcopy(vae)
-    for m in plain.modules():
-        m.__dict__.pop("_conv_forward", None)
-        m.__dict__.pop("_kumo_onednn_conv3d", None)
+    assert restore_pytorch_conv3d(plain) > 0
     return plain
 
 

@@ -4,14 +4,15 @@ PyTorch picks a CPU convolution kernel by a heuristic tuned on 2D image convolut
 (pytorch/pytorch#40610, #46675): at batch 1, float32, 3x3 kernels and a small
 `N*C*T*H`, it runs the "native" vol2col + GEMM kernel (`aten::slow_conv3d_forward`)
 instead of oneDNN. For the causal VAE's decoder at small sizes (the built-in model's
-17x64x64 clips: latents 5x8x8, 128 channels) that kernel is 2.5-5x slower than oneDNN
-on the same call, and it was 90 % of a decode (`torch.profiler`, 1 thread). The
+17x64x64 clips: latents 5x8x8, 128 channels) it was 90 % of a decode (`torch.profiler`,
+1 thread), and decodes run 2.4-5.0x faster on oneDNN (`scripts/bench_cpu_conv.py`). The
 numbers are the same up to float32 summation order.
 
 `route_conv3d_to_onednn(module)` makes every `nn.Conv3d` inside `module` call
 `torch.mkldnn_convolution` when the call is a CPU float32 inference call (no autograd),
 and PyTorch's own choice otherwise (GPU, other dtypes, training). The weights, the
-state dict and the module types are unchanged.
+state dict and the module types are unchanged. `restore_pytorch_conv3d(module)` undoes it
+(for comparisons and benchmarks).
 """
 
 from __future__ import annotations
@@ -46,3 +47,14 @@ def route_conv3d_to_onednn(module: nn.Module) -> int:
                 setattr(m, _ROUTED, True)
             routed += 1
     return routed
+
+
+def restore_pytorch_conv3d(module: nn.Module) -> int:
+    """Undo `route_conv3d_to_onednn`: PyTorch's own kernel choice again; returns how many
+    convolutions were restored."""
+    restored = 0
+    for m in module.modules():
+        if m.__dict__.pop(_ROUTED, False):
+            del m._conv_forward  # the instance attribute; the class method shows through again
+            restored += 1
+    return restored
