@@ -268,3 +268,103 @@ def _port():
     from kumovideo.distributed.spawn import free_port
 
     return free_port()
+
+
+# ------------------------------------------------------------------------- CPU waiting and threads
+
+
+class _Work:
+    """Stands in for a torch.distributed Work: completes after `polls` polls."""
+
+    def __init__(self, polls: int, error: Exception | None = None):
+        self.polls, self.error, self.waited = polls, error, False
+
+    def is_completed(self) -> bool:
+        self.polls -= 1
+        return self.polls <= 0
+
+    def wait(self):
+        self.waited = True
+        if self.error:
+            raise self.error
+
+
+def test_spin_wait_polls_then_waits_and_raises_what_the_collective_raised(monkeypatch):
+    from kumovideo.distributed import ulysses
+
+    x = torch.zeros(2)
+    monkeypatch.setenv("KUMO_SPIN_WAIT", "1")
+    work = _Work(polls=5)
+    ulysses.wait_for(work, x)
+    assert work.polls == 0 and work.waited  # polled until complete, then wait() (which raises errors)
+    with pytest.raises(RuntimeError, match="peer closed"):
+        ulysses.wait_for(_Work(polls=1, error=RuntimeError("peer closed")), x)
+    # A work that never reports completion (gloo's point-to-point works don't) is not
+    # polled forever: after SPIN_SECONDS the caller blocks in wait().
+    monkeypatch.setattr(ulysses, "SPIN_SECONDS", 0.01)
+    never = _Work(polls=10**9)
+    ulysses.wait_for(never, x)
+    assert never.waited
+    monkeypatch.setenv("KUMO_SPIN_WAIT", "0")
+    blocking = _Work(polls=5)
+    ulysses.wait_for(blocking, x)
+    assert blocking.polls == 5 and blocking.waited  # not polled at all
+
+
+def test_spin_wait_only_when_the_node_has_a_core_per_rank(monkeypatch):
+    from kumovideo.distributed import ulysses
+    from kumovideo.perf.fast_paths import usable_cores
+
+    monkeypatch.setenv("KUMO_SPIN_WAIT", "auto")
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        monkeypatch.setenv("LOCAL_WORLD_SIZE", str(usable_cores()))
+        assert ulysses.spin_wait_enabled(torch.zeros(1))
+        monkeypatch.setenv("LOCAL_WORLD_SIZE", str(usable_cores() + 1))  # oversubscribed: block
+        assert not ulysses.spin_wait_enabled(torch.zeros(1))
+    finally:
+        torch.set_num_threads(threads)
+    monkeypatch.setenv("KUMO_SPIN_WAIT", "sometimes")
+    with pytest.raises(ValueError, match="KUMO_SPIN_WAIT='sometimes'; use auto, 0 or 1"):
+        ulysses.spin_wait_enabled(torch.zeros(1))
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork on this platform")
+def test_forked_workers_know_it():
+    from kumovideo.distributed.mesh import is_forked_child
+
+    assert not is_forked_child()
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child reports and leaves at once
+        os.write(write, b"1" if is_forked_child() else b"0")
+        os._exit(0)
+    os.waitpid(pid, 0)
+    assert os.read(read, 1) == b"1"
+
+
+def test_rank0_decodes_with_the_threads_of_the_idle_ranks(monkeypatch):
+    from types import SimpleNamespace
+
+    from kumovideo.distributed import mesh
+    from kumovideo.distributed.parallel_pipeline import rank0_takes_idle_cores
+    from kumovideo.perf.fast_paths import usable_cores
+
+    ctx = SimpleNamespace(device=torch.device("cpu"))
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+        with rank0_takes_idle_cores(ctx):
+            assert torch.get_num_threads() == min(2, usable_cores())
+        assert torch.get_num_threads() == 1  # given back
+        monkeypatch.setattr(mesh, "_forked_child", True)  # forked: OpenMP would hang, nothing changes
+        with rank0_takes_idle_cores(ctx):
+            assert torch.get_num_threads() == 1
+        monkeypatch.setattr(mesh, "_forked_child", False)
+        monkeypatch.delenv("LOCAL_WORLD_SIZE")  # not launched by torchrun: nothing changes
+        with rank0_takes_idle_cores(ctx):
+            assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(threads)

@@ -185,6 +185,27 @@ def world_size_from_env() -> int:
     return env["world_size"] if env else 1
 
 
+# GNU OpenMP is not fork-safe: a forked child that raises torch's intra-op thread count
+# after its parent ran parallel regions hangs in its first parallel op. Forked workers
+# (run_workers(start_method="fork"), multiprocessing's default on Linux) therefore keep
+# the thread count they were started with; torchrun starts fresh interpreters.
+_forked_child = False
+
+
+def _mark_forked_child() -> None:
+    global _forked_child
+    _forked_child = True
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_mark_forked_child)
+
+
+def is_forked_child() -> bool:
+    """Whether this process was forked from one that had imported kumovideo.distributed."""
+    return _forked_child
+
+
 def default_device() -> torch.device:
     """This process's device: cuda:LOCAL_RANK when CUDA is there, else cpu."""
     if torch.cuda.is_available():

@@ -15,7 +15,8 @@ distributed:
   rank applies the guidance and the scheduler step to the same latents;
 * T5 (`text_encoder_on`): 'all' runs it on every rank; 'rank0' runs it on rank 0 only and
   broadcasts the states (the other ranks keep it off the GPU);
-* VAE (`vae_on`): 'rank0' decodes on rank 0 only; 'all' on every rank; 'split' deals the
+* VAE (`vae_on`): 'rank0' decodes on rank 0 only (on CPU with the threads of the node's
+  other ranks, idle by then); 'all' on every rank; 'split' deals the
   spatial tiles of a tiled decode round-robin to all ranks and gathers them on rank 0,
   giving exactly what `enable_vae_tiling()` gives in one process. (The causal VAE
   carries a convolution cache from each latent-frame chunk to the next, so splitting by
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +43,7 @@ from kumovideo.distributed.mesh import (
     ParallelContext,
     build_mesh,
     check_heads,
+    is_forked_child,
     parse_parallel,
     validate_parallel,
     vision_tokens,
@@ -256,10 +259,37 @@ class ParallelKumoPipeline:
         if self.vae_on == "all" or not self.ctx.config.is_parallel:
             return self.pipe.decode_latents(latents)
         if self.vae_on == "rank0":
-            return self.pipe.decode_latents(latents) if self.ctx.is_main else None
+            if not self.ctx.is_main:
+                return None
+            with rank0_takes_idle_cores(self.ctx):
+                return self.pipe.decode_latents(latents)
         vae = self.pipe.vae
         z = latents.permute(0, 2, 1, 3, 4) / vae.config.scaling_factor
         return split_tiled_decode(vae, z.to(device=vae.device, dtype=vae.dtype), self.ctx)
+
+
+@contextlib.contextmanager
+def rank0_takes_idle_cores(ctx: ParallelContext):
+    """On CPU, let rank 0 use the intra-op threads of the other ranks of its node while
+    they wait for it (they block in a collective or have exited: no CPU used).
+
+    The VAE decode with vae_on='rank0' runs on rank 0 alone after the denoising; with one
+    thread per process, as torchrun starts CPU workers, it would leave the other cores
+    idle. The node's rank count comes from LOCAL_WORLD_SIZE (set by torchrun); without it,
+    or in a forked worker (OpenMP would hang), nothing changes."""
+    from kumovideo.perf.fast_paths import usable_cores
+
+    threads = torch.get_num_threads()
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    wanted = min(threads * local_world, usable_cores())
+    if ctx.device.type != "cpu" or wanted <= threads or is_forked_child():  # see is_forked_child
+        yield
+        return
+    torch.set_num_threads(wanted)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 # ---------------------------------------------------------------------------------------

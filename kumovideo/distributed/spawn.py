@@ -2,7 +2,7 @@
 
 Real runs use `torchrun` (see docs/distributed.md); this wraps
 `torch.multiprocessing.spawn` with what torchrun would set: a free port from the OS,
-RANK / WORLD_SIZE / LOCAL_RANK / MASTER_ADDR / MASTER_PORT, `init_process_group`.
+RANK / WORLD_SIZE / LOCAL_RANK / LOCAL_WORLD_SIZE / MASTER_ADDR / MASTER_PORT, `init_process_group`.
 """
 
 from __future__ import annotations
@@ -25,7 +25,8 @@ def free_port() -> int:
 
 def _entry(rank: int, fn: Callable, world_size: int, port: int, backend: str, threads: int, args: tuple) -> None:
     os.environ.update(
-        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank)
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank),
+        LOCAL_WORLD_SIZE=str(world_size),
     )
     if threads:
         torch.set_num_threads(threads)

@@ -32,6 +32,8 @@ in `kumovideo.distributed.scaling` can be checked against a real run.
 from __future__ import annotations
 
 import contextlib
+import os
+import time
 from collections import defaultdict
 from typing import Iterator
 
@@ -97,6 +99,44 @@ def _needs_grad(x: torch.Tensor) -> bool:
     return torch.is_grad_enabled() and x.requires_grad
 
 
+# ------------------------------------------------------------------------- waiting
+
+# A CPU (gloo) collective completes through a chain of thread wake-ups: gloo's socket
+# loop thread, its worker thread, then the caller. Blocking in work.wait() leaves each
+# wake-up to the scheduler; on the 2-core CI machine that cost 2.2-2.7 ms per exchange
+# between two 1-thread processes, against 0.9-1.3 ms when the caller polls and yields
+# its core in between (`python scripts/bench_gloo_wait.py`). Inference on CPU makes one
+# such exchange per denoising step (guidance parallel) or several per block (Ulysses),
+# so the caller polls, for at most SPIN_SECONDS, then blocks as usual.
+SPIN_SECONDS = 0.05
+_yield = getattr(os, "sched_yield", lambda: None)
+
+
+def spin_wait_enabled(x: torch.Tensor) -> bool:
+    """Poll CPU collectives (KUMO_SPIN_WAIT=auto, the default) unless this node's ranks
+    already use every core (polling would then take time from the rank being waited
+    for); KUMO_SPIN_WAIT=1 always polls, 0 never."""
+    mode = os.environ.get("KUMO_SPIN_WAIT", "auto")
+    if mode not in ("auto", "0", "1"):
+        raise ValueError(f"KUMO_SPIN_WAIT={mode!r}; use auto, 0 or 1")
+    if mode != "auto":
+        return mode == "1"
+    if x.device.type != "cpu":
+        return False
+    from kumovideo.perf.fast_paths import usable_cores
+
+    return int(os.environ.get("LOCAL_WORLD_SIZE", "1")) * torch.get_num_threads() <= usable_cores()
+
+
+def wait_for(work, x: torch.Tensor) -> None:
+    """Wait for an async collective on `x` (see SPIN_SECONDS); raises what the collective raised."""
+    if spin_wait_enabled(x):
+        deadline = time.perf_counter() + SPIN_SECONDS
+        while not work.is_completed() and time.perf_counter() < deadline:
+            _yield()
+    work.wait()
+
+
 # With autograd: torch's functional collectives (differentiable). Without (inference):
 # the plain in-place collectives, which have less overhead per call.
 
@@ -109,24 +149,26 @@ def all_to_all(x: torch.Tensor, group, kind: str = "all_to_all") -> torch.Tensor
     if _needs_grad(x):
         return funcol.wait_tensor(funcol.all_to_all_single_autograd(x, None, None, group))
     out = torch.empty_like(x)
-    dist.all_to_all_single(out, x, group=group)
+    wait_for(dist.all_to_all_single(out, x, group=group, async_op=True), x)
     return out
 
 
 _all_gather_autograd = getattr(funcol, "all_gather_single_autograd", None) or funcol.all_gather_tensor_autograd
+# torch 2.13 renamed all_gather_into_tensor (deprecated there) to all_gather_single.
+_all_gather_single = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
 
 
 def all_gather_cat(x: torch.Tensor, dim: int, group, kind: str = "all_gather") -> torch.Tensor:
     """Concatenate every rank's `x` along `dim` (rank order); differentiable."""
     u = group_size(group)
     _record(kind, _nbytes(x) * (u - 1))
+    x = x.movedim(dim, 0).contiguous()  # gather along dim 0, the layout the collective writes
     if _needs_grad(x):
-        x = x.movedim(dim, 0).contiguous()  # gather along dim 0, the layout the collective writes
         return funcol.wait_tensor(_all_gather_autograd(x, 0, group)).movedim(0, dim)
-    x = x.contiguous()
-    parts = [torch.empty_like(x) for _ in range(u)]
-    dist.all_gather(parts, x, group=group)
-    return torch.cat(parts, dim=dim)
+    # Gathered straight into one tensor: no list of parts, no torch.cat afterwards.
+    out = x.new_empty((u * x.shape[0], *x.shape[1:]))
+    wait_for(_all_gather_single(out, x, group=group, async_op=True), x)
+    return out.movedim(0, dim)
 
 
 def all_reduce_sum(x: torch.Tensor, group, kind: str = "all_reduce") -> torch.Tensor:
@@ -135,7 +177,7 @@ def all_reduce_sum(x: torch.Tensor, group, kind: str = "all_reduce") -> torch.Te
     if _needs_grad(x):
         return funcol.wait_tensor(funcol.all_reduce(x.contiguous(), "sum", group))
     x = x.clone(memory_format=torch.contiguous_format)
-    dist.all_reduce(x, op=dist.ReduceOp.SUM, group=group)
+    wait_for(dist.all_reduce(x, op=dist.ReduceOp.SUM, group=group, async_op=True), x)
     return x
 
 
