@@ -61,6 +61,16 @@ def test_scan_filter_cut_encode(raw, capsys):
     assert main(["data", "cut", str(clips), "-o", str(raw / "cut"), "--quiet"]) == 0
     assert "3 already done" in capsys.readouterr().out
 
+    # A VAE folder with pickled weights only is refused (they can run code), nothing written.
+    pickled = raw / "vae-pickled"
+    AutoencoderKLCogVideoX.from_pretrained(vae_dir).save_pretrained(pickled, safe_serialization=False)
+    capsys.readouterr()
+    assert main(["data", "encode", str(raw / "cut"), "--vae", str(pickled), "-o", str(raw / "nolatents"),
+                 "--frames", "9", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "has no .safetensors weights" in err
+    assert not (raw / "nolatents").exists()
+
     assert main(["data", "encode", str(raw / "cut"), "--vae", str(vae_dir), "-o",
                  str(raw / "latents"), "--frames", "9", "--shard-size", "2", "--quiet"]) == 0
     ds = LatentShardDataset(raw / "latents" / "index.json")

@@ -113,14 +113,15 @@ def _output_file(path: Path) -> Path:
     return path
 
 
-def _output_dir(path: Path) -> Path:
+def _output_dir(path: Path, create: bool = True) -> Path:
     if path.exists() and not path.is_dir():
         raise KumoInputError(f"-o {path} is a file; give a folder (it is created if missing)")
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
         raise KumoInputError(f"output folder {parent} does not exist; create it first or choose "
                              "another -o path")
-    path.mkdir(exist_ok=True)
+    if create:
+        path.mkdir(exist_ok=True)
     return path
 
 
@@ -251,9 +252,10 @@ def run_encode(args: argparse.Namespace) -> int:
         if args.shard_size < 1:
             raise KumoInputError("--shard-size must be 1 or more")
         cfg.encode.shard_size = args.shard_size
-    out_dir = _output_dir(args.output)
+    out_dir = _output_dir(args.output, create=False)  # checked now, created once the VAE has loaded
     entries = read_jsonl(manifest)
     vae = load_vae(args.vae, cfg.encode.dtype, args.device)
+    out_dir.mkdir(exist_ok=True)
     summary = encode_clips(entries, manifest.parent, vae, str(args.vae), out_dir, cfg.encode,
                            device=args.device, quiet=args.quiet)
     print(f"encoded {summary['encoded']} clips ({summary['skipped']} already done, "

@@ -154,6 +154,12 @@ def load_vae(folder: str | os.PathLike, torch_dtype: torch.dtype | None = None):
     from kumovideo.perf.cpu_conv import route_conv3d_to_onednn
 
     folder = Path(folder)
+    if not (folder / "config.json").is_file():
+        raise KumoInputError(f"{folder} is not a VAE folder (no config.json); pass the folder holding "
+                             "the VAE's config.json and .safetensors weights")
+    if not any(folder.glob("*.safetensors")):
+        raise KumoInputError(f"{folder} has no .safetensors weights; pickled weights (.bin/.pt) are never "
+                             "loaded (they can run code): re-save the VAE with save_pretrained(safe_serialization=True)")
     config = _read_json(folder / "config.json")
     overrides = {
         key: [ORIGINAL_VAE_BLOCKS.get(b, b) for b in config[key]]

@@ -55,18 +55,15 @@ def frames_for_vae(n: int, wanted: int) -> int:
 
 
 def load_vae(path: str | Path, dtype: str = "float32", device: str = "cpu"):
-    """`AutoencoderKLCogVideoX.from_pretrained(path)` in eval mode, CPU 3D convolutions on oneDNN."""
-    from diffusers import AutoencoderKLCogVideoX
-
-    from kumovideo.perf.cpu_conv import route_conv3d_to_onednn
+    """The VAE for `kumo data encode`: loaded as every pipeline loads it (safetensors only,
+    original block names mapped, CPU 3D convolutions on oneDNN), in eval mode on `device`."""
+    from kumovideo.pipelines.loading import load_vae as load_pipeline_vae
 
     path = Path(path)
     if not (path / "config.json").is_file():
         raise KumoInputError(f"--vae {path} is not a diffusers VAE folder (no config.json); pass "
                              "the folder holding AutoencoderKLCogVideoX weights (e.g. ckpts/vae)")
-    vae = AutoencoderKLCogVideoX.from_pretrained(str(path), torch_dtype=_DTYPES[dtype])
-    route_conv3d_to_onednn(vae)
-    return vae.to(device).eval()
+    return load_pipeline_vae(path, _DTYPES[dtype]).to(device).eval()
 
 
 def read_clip(path: str | Path, num_frames: int, width: int | None, height: int | None
