@@ -201,6 +201,25 @@ def test_turbo_stop_and_resume_is_bit_exact(turbo_run, teacher, tmp_path, capsys
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
 
 
+def test_export_of_the_last_turbo_checkpoint_is_the_finished_turbo(turbo_run, tmp_path):
+    """`kumo train export` of a Turbo run's last checkpoint gives the folder the run itself
+    exported: the EMA student with the consistency scheduler."""
+    from kumovideo.cli import main
+
+    config, _ = turbo_run
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({"kind": "turbo", "output_dir": config.output_dir, "teacher": config.teacher,
+                                "preset": "kumo-tiny", "stages": [
+                                    {"name": "video", "steps": 12, "size": 32, "num_frames": 9, "batch_size": 2}]}))
+    assert main(["train", "export", "--config", str(path), "--out", str(tmp_path / "export"), "--threads", "1"]) == 0
+    part = "transformer/diffusion_pytorch_model.safetensors"
+    a = load_file(str(Path(config.output_dir) / "pipeline" / part))
+    b = load_file(str(tmp_path / "export" / part))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    scheduler = json.loads((tmp_path / "export/scheduler/scheduler_config.json").read_text())
+    assert scheduler["_class_name"] == "KumoLCMScheduler"
+
+
 def test_ladd_step_runs_with_finite_losses(teacher, tmp_path):
     from kumovideo.training.train_turbo import train_turbo
 

@@ -206,12 +206,13 @@ def train_turbo(config: TrainConfig, runtime: Runtime, resume: bool = False, sto
     return metrics
 
 
-def export_turbo(components: dict, student, config: TrainConfig) -> Path:
-    """Save the Turbo pipeline: the distilled transformer with the consistency scheduler."""
+def export_turbo(components: dict, student, config: TrainConfig, target: str | Path | None = None) -> Path:
+    """Save the Turbo pipeline (to `target`, default `output_dir/pipeline`): the distilled
+    transformer with the consistency scheduler."""
     # On the schedule the student was distilled on (train_turbo's `lcm`: the teacher's SNR shift).
     scheduler = KumoLCMScheduler(original_inference_steps=config.num_ddim_steps,
                                  snr_shift_scale=components["scheduler"].config.get("snr_shift_scale", 3.0))
     pipe = KumoPipeline(**{**components, "transformer": student.eval(), "scheduler": scheduler})
     seen = Path(config.teacher) / "training_captions.txt"
     extra = {"training_captions.txt": seen.read_text()} if seen.exists() else {}
-    return save_trained_pipeline(pipe, config, extra)
+    return save_trained_pipeline(pipe, config, extra, target)
