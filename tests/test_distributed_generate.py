@@ -326,7 +326,7 @@ def test_spin_wait_only_when_the_node_has_a_core_per_rank(monkeypatch):
     finally:
         torch.set_num_threads(threads)
     monkeypatch.setenv("KUMO_SPIN_WAIT", "sometimes")
-    with pytest.raises(ValueError, match="KUMO_SPIN_WAIT='sometimes'; use auto, 0 or 1"):
+    with pytest.raises(KumoInputError, match="KUMO_SPIN_WAIT='sometimes'; use auto, 0 or 1"):
         ulysses.spin_wait_enabled(torch.zeros(1))
 
 

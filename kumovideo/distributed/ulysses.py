@@ -43,6 +43,7 @@ import torch.distributed as dist
 import torch.distributed._functional_collectives as funcol
 
 from kumovideo.models.attention import sdpa
+from kumovideo.utils.errors import KumoInputError
 
 # ------------------------------------------------------------------------- byte counting
 
@@ -104,9 +105,9 @@ def _needs_grad(x: torch.Tensor) -> bool:
 
 # A CPU (gloo) collective completes through a chain of thread wake-ups: gloo's socket
 # loop thread, its worker thread, then the caller. Blocking in work.wait() leaves each
-# wake-up to the scheduler; on the 2-core CI machine that cost 2.2-2.7 ms per exchange
-# between two 1-thread processes, against 0.9-1.3 ms when the caller polls and yields
-# its core in between (`python scripts/bench_gloo_wait.py`). Inference on CPU makes one
+# wake-up to the scheduler; on the 2-core CI machine that cost 1.95 ms per exchange
+# between two 1-thread processes, against 1.08 ms when the caller polls and yields its
+# core in between (`python scripts/bench_gloo_wait.py --rounds 10`). Inference on CPU makes one
 # such exchange per denoising step (guidance parallel) or several per block (Ulysses),
 # so the caller polls, for at most SPIN_SECONDS, then blocks as usual.
 SPIN_SECONDS = 0.05
@@ -119,7 +120,7 @@ def spin_wait_enabled(x: torch.Tensor) -> bool:
     for); KUMO_SPIN_WAIT=1 always polls, 0 never."""
     mode = os.environ.get("KUMO_SPIN_WAIT", "auto")
     if mode not in ("auto", "0", "1"):
-        raise ValueError(f"KUMO_SPIN_WAIT={mode!r}; use auto, 0 or 1")
+        raise KumoInputError(f"KUMO_SPIN_WAIT={mode!r}; use auto, 0 or 1")
     if mode != "auto":
         return mode == "1"
     if x.device.type != "cpu":
