@@ -178,6 +178,12 @@ def torchrun_env() -> dict[str, int] | None:
     }
 
 
+def node_threads() -> int:
+    """Intra-op threads of all ranks on this node, if each uses this process's count:
+    LOCAL_WORLD_SIZE (set by torchrun; 1 when not launched by it) x torch's threads."""
+    return int(os.environ.get("LOCAL_WORLD_SIZE", "1")) * torch.get_num_threads()
+
+
 def world_size_from_env() -> int:
     if dist.is_available() and dist.is_initialized():
         return dist.get_world_size()

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 from pathlib import Path
 from typing import Any
 
@@ -44,11 +43,13 @@ from kumovideo.distributed.mesh import (
     build_mesh,
     check_heads,
     is_forked_child,
+    node_threads,
     parse_parallel,
     validate_parallel,
     vision_tokens,
 )
 from kumovideo.distributed.ulysses import _record, all_gather_cat, sequence_parallel_forward
+from kumovideo.perf.fast_paths import usable_cores
 from kumovideo.utils.errors import KumoInputError
 
 TEXT_ENCODER_PLACEMENTS = ("all", "rank0")
@@ -277,11 +278,8 @@ def rank0_takes_idle_cores(ctx: ParallelContext):
     thread per process, as torchrun starts CPU workers, it would leave the other cores
     idle. The node's rank count comes from LOCAL_WORLD_SIZE (set by torchrun); without it,
     or in a forked worker (OpenMP would hang), nothing changes."""
-    from kumovideo.perf.fast_paths import usable_cores
-
     threads = torch.get_num_threads()
-    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
-    wanted = min(threads * local_world, usable_cores())
+    wanted = min(node_threads(), usable_cores())
     if ctx.device.type != "cpu" or wanted <= threads or is_forked_child():  # see is_forked_child
         yield
         return

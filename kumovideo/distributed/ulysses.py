@@ -32,7 +32,6 @@ in `kumovideo.distributed.scaling` can be checked against a real run.
 from __future__ import annotations
 
 import contextlib
-import functools
 import os
 import time
 from collections import defaultdict
@@ -42,7 +41,9 @@ import torch
 import torch.distributed as dist
 import torch.distributed._functional_collectives as funcol
 
+from kumovideo.distributed.mesh import node_threads
 from kumovideo.models.attention import sdpa
+from kumovideo.perf.fast_paths import usable_cores
 from kumovideo.utils.errors import KumoInputError
 
 # ------------------------------------------------------------------------- byte counting
@@ -125,15 +126,7 @@ def spin_wait_enabled(x: torch.Tensor) -> bool:
         return mode == "1"
     if x.device.type != "cpu":
         return False
-    return int(os.environ.get("LOCAL_WORLD_SIZE", "1")) * torch.get_num_threads() <= _usable_cores()
-
-
-@functools.lru_cache(maxsize=1)
-def _usable_cores() -> int:
-    """Once per process: counting them (psutil) costs ~0.1 ms, as much as a small exchange."""
-    from kumovideo.perf.fast_paths import usable_cores
-
-    return usable_cores()
+    return node_threads() <= usable_cores()
 
 
 def wait_for(work, x: torch.Tensor) -> None:
