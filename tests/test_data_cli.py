@@ -61,7 +61,15 @@ def test_scan_filter_cut_encode(raw, capsys):
     assert main(["data", "cut", str(clips), "-o", str(raw / "cut"), "--quiet"]) == 0
     assert "3 already done" in capsys.readouterr().out
 
-    # A VAE folder with pickled weights only is refused (they can run code), nothing written.
+    # A folder that is not a VAE, and one with pickled weights only (they can run code),
+    # are refused in one line with nothing written.
+    (raw / "vae-empty").mkdir()
+    capsys.readouterr()
+    assert main(["data", "encode", str(raw / "cut"), "--vae", str(raw / "vae-empty"), "-o",
+                 str(raw / "nolatents"), "--frames", "9", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "is not a VAE folder (no config.json)" in err
+    assert not (raw / "nolatents").exists()
     pickled = raw / "vae-pickled"
     AutoencoderKLCogVideoX.from_pretrained(vae_dir).save_pretrained(pickled, safe_serialization=False)
     capsys.readouterr()

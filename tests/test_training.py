@@ -577,5 +577,19 @@ def test_train_config_file_errors_exit_2_with_one_line(tmp_path, capsys):
     assert_one_line_error(capsys, "--threads must be at least 1")
     assert main(["train", "export", "--config", str(good), "--out", str(tmp_path / "e"), "--threads", "0"]) == 2
     assert_one_line_error(capsys, "--threads must be at least 1")
+    assert main(["train", "export", "--config", str(good), "--out", str(tmp_path / "e")]) == 2
+    assert_one_line_error(capsys, "kumo train export takes a dit or turbo config, not 'vae'")
+    # A VAE folder without config.json, and one with pickled weights only (never loaded).
+    from diffusers import AutoencoderKLCogVideoX
+
+    (tmp_path / "v").mkdir()
+    assert main(["train", "cache-latents", "--vae", str(tmp_path / "v"), "--out", str(tmp_path / "c")]) == 2
+    assert_one_line_error(capsys, "is not a VAE folder (no config.json)")
+    AutoencoderKLCogVideoX(block_out_channels=(8, 8, 16, 16), latent_channels=4, layers_per_block=1,
+                           norm_num_groups=4, down_block_types=("CogVideoXDownBlock3D",) * 4,
+                           up_block_types=("CogVideoXUpBlock3D",) * 4).save_pretrained(
+        tmp_path / "v", safe_serialization=False)
+    assert main(["train", "cache-latents", "--vae", str(tmp_path / "v"), "--out", str(tmp_path / "c")]) == 2
+    assert_one_line_error(capsys, "has no .safetensors weights")
     assert not (tmp_path / "e").exists()
     assert not (tmp_path / "o").exists() and not (tmp_path / "c").exists()  # nothing started

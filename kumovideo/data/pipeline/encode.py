@@ -59,10 +59,6 @@ def load_vae(path: str | Path, dtype: str = "float32", device: str = "cpu"):
     original block names mapped, CPU 3D convolutions on oneDNN), in eval mode on `device`."""
     from kumovideo.pipelines.loading import load_vae as load_pipeline_vae
 
-    path = Path(path)
-    if not (path / "config.json").is_file():
-        raise KumoInputError(f"--vae {path} is not a diffusers VAE folder (no config.json); pass "
-                             "the folder holding AutoencoderKLCogVideoX weights (e.g. ckpts/vae)")
     return load_pipeline_vae(path, _DTYPES[dtype]).to(device).eval()
 
 
