@@ -21,6 +21,7 @@ from safetensors import safe_open
 
 from kumovideo.cli import main
 from kumovideo.utils.video_io import read_video
+from cli_checks import assert_one_line_error
 
 pytestmark = pytest.mark.usefixtures("one_thread_per_module")
 
@@ -45,18 +46,6 @@ def copy_pipeline(src: Path, dst: Path) -> Path:
 
 def generate(*args: str) -> int:
     return main(["generate", *args])
-
-
-def assert_one_line_error(capsys, *needles: str) -> str:
-    err = capsys.readouterr().err
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1, f"expected one stderr line, got:\n{err}"
-    line = lines[0]
-    assert line.startswith("kumo: error: "), line
-    assert "Traceback" not in err
-    for needle in needles:
-        assert needle in line, f"{needle!r} not in {line!r}"
-    return line
 
 
 # ---------------------------------------------------------------------------- success
@@ -353,3 +342,114 @@ def test_offload_modes_need_a_gpu(model, tmp_path, capsys):
     assert generate(PROMPT, "--model", str(model), *SMALL, "--offload", "sequential", "--device", "cpu",
                     "-o", str(tmp_path / "x.mp4")) == 2
     assert_one_line_error(capsys, "--offload sequential needs a CUDA GPU")
+
+
+# ---------------------------------------------------------------- checked before any work
+# These use the shipped built-in model (no ../shared needed).
+
+
+@pytest.fixture
+def builtin_copy(tmp_path) -> Path:
+    from kumovideo.builtin import BUILTIN_DIRS
+
+    return copy_pipeline(BUILTIN_DIRS[False], tmp_path / "builtin")
+
+
+def test_turbo_flag_on_a_base_checkpoint_samples_with_the_consistency_scheduler(tmp_path, capsys):
+    from kumovideo.builtin import BUILTIN_DIRS
+
+    out = tmp_path / "t.mp4"
+    assert generate(PROMPT, "--model", str(BUILTIN_DIRS[False]), "--turbo", *SMALL[:6], "-o", str(out)) == 0
+    assert "4 steps" in capsys.readouterr().out
+    assert read_video(out)[0].shape == (9, 48, 64, 3)
+
+
+@pytest.mark.parametrize("content, needle", [
+    ("{not json", "not valid JSON"),
+    ('["a list"]', "JSON object"),
+    ('{"num_inference_steps": "lots"}', "num_inference_steps"),
+    ('{"fps": -3}', "fps"),
+    ('{"guidance_rescale": 2}', "guidance_rescale"),
+])
+def test_bad_kumo_defaults_json_is_named_before_generating(builtin_copy, tmp_path, capsys, content, needle):
+    (builtin_copy / "kumo_defaults.json").write_text(content)
+    out = tmp_path / "x.mp4"
+    assert generate(PROMPT, "--model", str(builtin_copy), "-o", str(out)) == 2
+    assert_one_line_error(capsys, "kumo_defaults.json", needle)
+    assert not out.exists()
+
+
+def test_config_that_does_not_fit_the_weights(builtin_copy, tmp_path, capsys):
+    config = builtin_copy / "transformer" / "config.json"
+    config.write_text(config.read_text().replace('"attention_head_dim": 32', '"attention_head_dim": 16'))
+    assert generate(PROMPT, "--model", str(builtin_copy), "-o", str(tmp_path / "x.mp4")) == 2
+    assert_one_line_error(capsys, "transformer could not be loaded", "same save")
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--guidance", "nan"], "--guidance nan"),
+    (["--guidance", "inf"], "--guidance inf"),
+    (["--step-cache", "nan"], "--step-cache"),
+    (["--vae-on", "split"], "--vae-on"),
+    (["--t5-on", "rank0"], "--t5-on"),
+])
+def test_flags_refused_before_loading(tmp_path, capsys, args, needle):
+    out = tmp_path / "x.mp4"
+    assert generate(PROMPT, *args, "-o", str(out)) == 2
+    assert_one_line_error(capsys, needle)
+    assert not out.exists()
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs /proc, a folder no file can be created in")
+def test_output_folder_that_cannot_be_written(capsys):
+    assert generate(PROMPT, "-o", "/proc/clip.mp4") == 2
+    assert_one_line_error(capsys, "cannot write to /proc")
+
+
+def test_clip_too_large_for_memory_is_refused_before_denoising(tmp_path, capsys):
+    assert generate(PROMPT, "--height", "16000", "--width", "16000", "-o", str(tmp_path / "x.mp4")) == 2
+    assert_one_line_error(capsys, "16000x16000", "GiB")
+
+
+def test_eval_checks_its_arguments_and_output_before_evaluating(tmp_path, capsys):
+    taken = tmp_path / "results"
+    taken.write_text("keep me")
+    for args, needle in ((["--seed", "-1"], "--seed -1"), (["--steps", "-1"], "--steps -1"),
+                         (["--out", str(taken)], "existing file")):
+        assert main(["eval", "shapes", "--n", "2", *args]) == 2
+        assert_one_line_error(capsys, needle)
+    assert taken.read_text() == "keep me"
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--seed", "-5"], "--seed -5"),
+    (["--size", "100000"], "from 32 to 1024"),
+])
+def test_render_refuses_before_creating_its_folder(tmp_path, capsys, args, needle):
+    out = tmp_path / "clips"
+    assert main(["shapes", "render", "--n", "1", "--out", str(out), *args]) == 2
+    assert_one_line_error(capsys, needle)
+    assert not out.exists()
+
+
+def test_render_under_a_file(tmp_path, capsys):
+    (tmp_path / "afile").write_text("x")
+    assert main(["shapes", "render", "--n", "1", "--out", str(tmp_path / "afile" / "sub")]) == 2
+    assert_one_line_error(capsys, "is a file")
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--flops-only", "--frames", "10"], "num_frames=10"),
+    (["--flops-only", "--height", "50"], "height=50"),
+    (["--flops-only", "--device", "gpu"], "unknown device"),
+    (["--max-time", "-5"], "--max-time"),
+])
+def test_bench_checks_every_argument_even_with_flops_only(capsys, args, needle):
+    assert main(["bench", *args]) == 2
+    assert_one_line_error(capsys, needle)
+
+
+def test_bench_compile_cache_must_be_a_folder(tmp_path, capsys):
+    (tmp_path / "cache").write_text("x")
+    assert main(["bench", "--compile", "--compile-cache", str(tmp_path / "cache")]) == 2
+    assert_one_line_error(capsys, "--compile-cache")

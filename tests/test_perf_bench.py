@@ -10,20 +10,12 @@ import torch
 
 from kumovideo.cli import main
 from kumovideo.perf.bench import BenchSpec, format_table, run_bench
+from cli_checks import assert_one_line_error as one_line_error
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 TINY = ["--preset", "kumo-tiny", "--steps", "2", "--runs", "2", "--warmup", "1"]
-
-
-def one_line_error(capsys, *needles):
-    err = capsys.readouterr().err
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("kumo: error: "), err
-    for needle in needles:
-        assert needle in lines[0]
-    return lines[0]
 
 
 def test_bench_tiny_with_fast_paths_and_peer():

@@ -14,9 +14,12 @@ the plain eager model and over diffusers' CogVideoX transformer of the same size
 from __future__ import annotations
 
 import json
+import math
 import sys
 
+from kumovideo.cli.generate import resolve_device
 from kumovideo.utils.errors import KumoInputError
+from kumovideo.utils.paths import check_output_folder
 
 
 def register(sub) -> None:
@@ -94,10 +97,15 @@ def run(args) -> int:
         raise KumoInputError(f"--runs must be at least 1, got {args.runs}")
     if args.warmup < 0:
         raise KumoInputError(f"--warmup must be 0 or more, got {args.warmup}")
-    if args.step_cache is not None and args.step_cache < 0:
+    if args.step_cache is not None and not (math.isfinite(args.step_cache) and args.step_cache >= 0):
         raise KumoInputError(f"--step-cache threshold must be >= 0, got {args.step_cache}")
+    if not (math.isfinite(args.max_time) and args.max_time >= 0):
+        raise KumoInputError(f"--max-time {args.max_time}: give seconds >= 0 (0: no limit)")
     threads = _threads(args.threads, "--threads", ("auto",))
     baseline_threads = _threads(args.baseline_threads, "--baseline-threads", ("auto", "default"))
+    resolve_device(args.device)  # a bad --device is named even when --flops-only would not use it
+    if args.compile_cache is not None:
+        check_output_folder(args.compile_cache, "--compile-cache")
     if args.flops_only:
         info = flops_only(args.preset, args.height, args.width, args.frames)
         print(json.dumps(info, indent=2) if args.json else format_flops_only(info))

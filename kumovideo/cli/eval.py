@@ -19,6 +19,7 @@ from pathlib import Path
 
 from kumovideo.cli.generate import add_fast_path_args, add_guidance_args
 from kumovideo.utils.errors import KumoInputError
+from kumovideo.utils.paths import check_output_folder
 
 
 def register(sub) -> None:
@@ -90,7 +91,12 @@ def run(args) -> int:
 
     if args.n < 1 or args.batch_size < 1:
         raise KumoInputError("--n and --batch-size must be positive")
+    if args.seed < 0:
+        raise KumoInputError(f"--seed {args.seed} is negative; pass 0 or more")
+    if args.steps is not None and args.steps < 1:
+        raise KumoInputError(f"--steps {args.steps}: pass 1 or more denoising steps")
     check_guidance_rescale(args)
+    out_dir = check_output_folder(args.out, "--out")  # before the evaluation, not after it
     folder = Path(args.model) if args.model else builtin_model_dir(turbo=args.turbo)
     pipe = KumoPipeline.from_pretrained(folder, torch_dtype=torch.float32)  # shipped fp16; CPU math in fp32
     pipe.set_progress_bar_config(disable=True)
@@ -129,7 +135,6 @@ def run(args) -> int:
                     "seed": args.seed, "reference": args.reference, "seconds": elapsed,
                     "seconds_per_clip": elapsed / len(captions), "excluded_training_captions": len(exclude)})
 
-    out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     sheet = contact_sheet(clips[:16], captions[:16], out_dir / "contact_sheet.png")
     from kumovideo.utils.atomic import atomic_file

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+import os
 import time
 from pathlib import Path
 from typing import NamedTuple
@@ -38,8 +40,8 @@ def register(sub) -> None:
     p.add_argument("--parallel", default=None, metavar="ulysses=U,cfg=C",
                    help="several processes started by torchrun: Ulysses sequence parallel x guidance parallel "
                         "(U x C = number of processes; see docs/distributed.md)")
-    p.add_argument("--t5-on", choices=["all", "rank0"], default="all", help="with --parallel: where T5 runs (default all)")
-    p.add_argument("--vae-on", choices=["rank0", "all", "split"], default="rank0",
+    p.add_argument("--t5-on", choices=["all", "rank0"], default=None, help="with --parallel: where T5 runs (default all)")
+    p.add_argument("--vae-on", choices=["rank0", "all", "split"], default=None,
                    help="with --parallel: where the VAE decodes; 'split' deals its tiles over all ranks (default rank0)")
     p.set_defaults(func=run)
 
@@ -56,12 +58,23 @@ def add_fast_path_args(p) -> None:
 def apply_cli_fast_paths(pipe, args) -> None:
     if not (args.fast or args.compile or args.step_cache is not None):
         return
-    if args.step_cache is not None and args.step_cache <= 0:
+    if args.step_cache is not None and not (math.isfinite(args.step_cache) and args.step_cache > 0):
         raise KumoInputError(f"--step-cache must be a positive threshold, got {args.step_cache}")
     from kumovideo.perf.fast_paths import apply_fast_paths
 
     apply_fast_paths(pipe, fused_qkv=args.fast, compile=args.compile, step_cache=args.step_cache,
                      threads="auto" if args.fast else None)
+
+
+def check_fits_in_memory(frames: int, height: int, width: int) -> None:
+    """Refuse a clip whose decoded frames alone (float32 RGB) would not fit in this machine's
+    memory: such a run would otherwise denoise for minutes and then be killed in the decode."""
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") if hasattr(os, "sysconf") else None
+    needed = frames * height * width * 3 * 4
+    if total and needed > total:
+        raise KumoInputError(f"a {frames}-frame {height}x{width} clip needs over {needed / 2**30:.0f} GiB "
+                             f"for its decoded frames alone, more than this machine's {total / 2**30:.0f} GiB; "
+                             "ask for fewer frames or a smaller size")
 
 
 def resolve_device(name: str | None):
@@ -101,14 +114,50 @@ def add_guidance_args(p) -> None:
 
 
 def check_guidance_rescale(args) -> None:
+    """--guidance and --guidance-rescale, before any model is loaded (NaN compares false to
+    everything, so it is refused by name)."""
+    if args.guidance is not None and not math.isfinite(args.guidance):
+        raise KumoInputError(f"--guidance {args.guidance} is not a number; use e.g. 4 (<= 1 turns guidance off)")
     if args.guidance_rescale is not None and not 0.0 <= args.guidance_rescale <= 1.0:
         raise KumoInputError(f"--guidance-rescale {args.guidance_rescale}: use a value from 0 (off) to 1")
 
 
+# What kumo_defaults.json may say, and the check each value must pass.
+DEFAULT_KEYS = {
+    "num_inference_steps": ("a whole number of steps >= 1", lambda v: _is_int(v) and v >= 1),
+    "turbo_steps": ("a whole number of steps >= 1", lambda v: _is_int(v) and v >= 1),
+    "guidance_scale": ("a finite number", lambda v: _is_number(v) and math.isfinite(v)),
+    "turbo_guidance_scale": ("a finite number", lambda v: _is_number(v) and math.isfinite(v)),
+    "guidance_rescale": ("a number from 0 to 1", lambda v: _is_number(v) and 0 <= v <= 1),
+    "turbo_guidance_rescale": ("a number from 0 to 1", lambda v: _is_number(v) and 0 <= v <= 1),
+    "fps": ("a whole number of frames per second >= 1", lambda v: _is_int(v) and v >= 1),
+}
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
 def model_defaults(folder: Path) -> dict:
-    """Sampling defaults a checkpoint recommends (kumo_defaults.json), if it has them."""
+    """Sampling defaults a checkpoint recommends (kumo_defaults.json), if it has them;
+    checked here, so that a bad file is named before any work and not met mid-run."""
     path = folder / "kumo_defaults.json"
-    return json.loads(path.read_text()) if path.exists() else {}
+    if not path.exists():
+        return {}
+    try:
+        defaults = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise KumoInputError(f"{path} is not valid JSON ({exc}); fix it or delete it to use the built-in defaults") from None
+    if not isinstance(defaults, dict):
+        raise KumoInputError(f"{path} must hold a JSON object of sampling defaults; fix it or delete it")
+    for key, value in defaults.items():
+        if key in DEFAULT_KEYS and not DEFAULT_KEYS[key][1](value):
+            raise KumoInputError(f"{path}: {key} is {value!r}, but must be {DEFAULT_KEYS[key][0]}; fix or remove it")
+    return defaults
 
 
 class SamplingSettings(NamedTuple):
@@ -129,7 +178,7 @@ def sampling_settings(pipe, folder: Path, args) -> SamplingSettings:
     defaults = model_defaults(folder)
     turbo = args.turbo or isinstance(pipe.scheduler, KumoLCMScheduler)
     if args.turbo and not isinstance(pipe.scheduler, KumoLCMScheduler):
-        pipe.scheduler = KumoLCMScheduler.from_config(pipe.scheduler.config)
+        pipe.scheduler = KumoLCMScheduler.on_schedule_of(pipe.scheduler.config)
     steps = args.steps or (defaults.get("turbo_steps", 4) if turbo else defaults.get("num_inference_steps", 50))
     guidance = args.guidance if args.guidance is not None else (
         defaults.get("turbo_guidance_scale", 2.0) if turbo else defaults.get("guidance_scale", 6.0))
@@ -161,12 +210,16 @@ def run(args) -> int:
             raise KumoInputError(f"--{name} must be a positive integer, got {value}")
     if not args.prompt.strip():
         raise KumoInputError("the prompt is empty; say what the clip should show")
+    if not args.parallel and (args.t5_on or args.vae_on):
+        flag = "--t5-on" if args.t5_on else "--vae-on"
+        raise KumoInputError(f"{flag} places work across processes and needs --parallel (under torchrun); drop it")
 
     from kumovideo.builtin import builtin_model_dir
     from kumovideo.pipelines import KumoPipeline, frames_to_uint8
 
     start = time.perf_counter()
     folder = Path(args.model) if args.model else builtin_model_dir(turbo=args.turbo)
+    model_defaults(folder)  # a bad kumo_defaults.json is named before the weights load
     ctx = None
     if args.parallel:  # checked against the process count and the model's configs before loading weights
         from kumovideo.distributed.launch import prepare_parallel
@@ -179,7 +232,8 @@ def run(args) -> int:
     if ctx is not None:
         from kumovideo.distributed.parallel_pipeline import ParallelKumoPipeline
 
-        runner = ParallelKumoPipeline(pipe, ctx, text_encoder_on=args.t5_on, vae_on=args.vae_on).to(device)
+        runner = ParallelKumoPipeline(pipe, ctx, text_encoder_on=args.t5_on or "all",
+                                      vae_on=args.vae_on or "rank0").to(device)
     else:
         pipe.to(device)
     apply_cli_fast_paths(pipe, args)  # on the device, before any offload hooks
@@ -195,6 +249,7 @@ def run(args) -> int:
     height = args.height or cfg.sample_height * pipe.vae_scale_factor_spatial
     width = args.width or cfg.sample_width * pipe.vae_scale_factor_spatial
     fps = args.fps or defaults.get("fps", 8)
+    check_fits_in_memory(frames, height, width)
 
     call = dict(
         prompt=args.prompt, negative_prompt=args.negative_prompt, num_frames=frames, height=height, width=width,

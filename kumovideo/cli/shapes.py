@@ -11,6 +11,7 @@ import argparse
 from pathlib import Path
 
 from kumovideo.utils.errors import KumoInputError
+from kumovideo.utils.paths import check_output_folder
 
 
 def register(sub) -> None:
@@ -45,8 +46,9 @@ def _check_render_args(args: argparse.Namespace) -> None:
         raise KumoInputError(f"--n {args.n} is not a number of clips; pass --n 1 or more")
     if args.fps < 1:
         raise KumoInputError(f"--fps {args.fps} is not a frame rate; pass --fps 1 or more (the world uses 8)")
-    if args.out.exists() and not args.out.is_dir():
-        raise KumoInputError(f"--out {args.out} is an existing file; pass a folder path (it is created if missing)")
+    if args.seed < 0:
+        raise KumoInputError(f"--seed {args.seed} is negative; pass 0 or more")
+    check_output_folder(args.out, "--out")
     # Prefix the world's own messages with the flag to change.
     for flag, value, check in (("--size", args.size, check_size), ("--frames", args.frames, check_num_frames)):
         try:

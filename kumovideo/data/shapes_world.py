@@ -126,11 +126,14 @@ class ClipSpec:
     name_size: bool = False
 
 
+MAX_SIZE = 1024  # a 17-frame clip at this side is already 50 MB of uint8 frames
+
+
 def check_size(size: int) -> None:
     """Raise KumoInputError unless `size` is a legal frame side."""
-    if not isinstance(size, (int, np.integer)) or size < 32 or size % 16 != 0:
+    if not isinstance(size, (int, np.integer)) or not 32 <= size <= MAX_SIZE or size % 16 != 0:
         raise KumoInputError(
-            f"video size {size!r} is not allowed; use a multiple of 16 that is at least 32 "
+            f"video size {size!r} is not allowed; use a multiple of 16 from 32 to {MAX_SIZE} "
             "(the built-in model uses 128, or 64 without an accelerator)"
         )
 

@@ -177,6 +177,7 @@ def flops_only(preset: str, height: int | None = None, width: int | None = None,
                guidance: bool = True) -> dict:
     """FLOPs, tokens and parameters of a preset from a meta-device model (allocates nothing)."""
     from kumovideo.models.transformer_kumo import madit_from_preset
+    from kumovideo.pipelines.pipeline_kumo import check_clip_shape
 
     name = "kumo-builtin" if preset == "builtin" else preset
     with torch.device("meta"):
@@ -185,6 +186,7 @@ def flops_only(preset: str, height: int | None = None, width: int | None = None,
     height = height or c.sample_height * 8
     width = width or c.sample_width * 8
     frames = frames or c.sample_frames
+    check_clip_shape(frames, height, width, 8, c.temporal_compression_ratio, c.patch_size)  # as generation would
     f, h, w = latent_shape(frames, height, width)
     batch = 2 if guidance else 1
     count = transformer_flops(c, f, h, w, batch, cross_attention=True)

@@ -172,6 +172,21 @@ def load_vae(folder: str | os.PathLike, torch_dtype: torch.dtype | None = None):
 
 
 def load_component(folder: Path, name: str, library: str, class_name: str, torch_dtype: torch.dtype | None):
+    """One component. A config that does not fit its weights (edited, or files from two saves)
+    makes the libraries raise long multi-line errors; the user gets one line naming the part."""
+    try:
+        return _load_component(folder, name, library, class_name, torch_dtype)
+    except KumoInputError:
+        raise
+    except (ValueError, RuntimeError, TypeError, OSError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if len(first) > 200:
+            first = first[:200] + "..."
+        raise KumoInputError(f"{folder / name} could not be loaded ({first}); its config and weights must come "
+                             "from the same save: re-save or re-download the checkpoint") from None
+
+
+def _load_component(folder: Path, name: str, library: str, class_name: str, torch_dtype: torch.dtype | None):
     part = folder / name
     if name == "vae":
         return load_vae(part, torch_dtype)

@@ -154,29 +154,8 @@ class KumoPipeline(DiffusionPipeline):
         if negative_prompt is not None and isinstance(negative_prompt, list) and isinstance(prompt, list):
             if len(negative_prompt) != len(prompt):
                 raise KumoInputError(f"{len(negative_prompt)} negative prompts for {len(prompt)} prompts; pass one each or a single string")
-        # Valid lengths are 8k+1: 4x temporal compression, and the CogVideoX decoder restores
-        # the first frame on its own only for an odd latent frame count (an even count
-        # decodes to the wrong number of frames).
-        t = self.vae_scale_factor_temporal
-        step = 2 * t
-        lower = max(1, (num_frames - 1) // step * step + 1)
-        nearest = f"use {lower} or {lower + step}"
-        if num_frames < 1 or (num_frames - 1) % t:
-            raise KumoInputError(f"num_frames={num_frames} is not {t}k+1 (the VAE compresses time {t}x); {nearest}")
-        latent_frames = (num_frames - 1) // t + 1
-        if latent_frames > 1 and latent_frames % 2 == 0:
-            raise KumoInputError(
-                f"num_frames={num_frames} gives {latent_frames} latent frames, but the 3D causal VAE decodes only an odd "
-                f"number of them (num_frames = {step}k+1); {nearest}"
-            )
-        multiple = self.vae_scale_factor_spatial * self.transformer.config.patch_size
-        for name, value in (("height", height), ("width", width)):
-            if value < multiple or value % multiple:
-                lower = max(multiple, value // multiple * multiple)
-                raise KumoInputError(
-                    f"{name}={value} is not a multiple of {multiple} (VAE {self.vae_scale_factor_spatial}x times patch "
-                    f"{self.transformer.config.patch_size}); use {lower} or {lower + multiple}"
-                )
+        check_clip_shape(num_frames, height, width, self.vae_scale_factor_spatial, self.vae_scale_factor_temporal,
+                         self.transformer.config.patch_size)
         if num_inference_steps < 1:
             raise KumoInputError(f"num_inference_steps={num_inference_steps}; use at least 1")
         if max_sequence_length != self.max_sequence_length:
@@ -331,6 +310,34 @@ class KumoPipeline(DiffusionPipeline):
         if not return_dict:
             return (video,)
         return KumoPipelineOutput(frames=video)
+
+
+def check_clip_shape(num_frames: int, height: int, width: int, spatial: int = 8, temporal: int = 4, patch: int = 2) -> None:
+    """Raise KumoInputError unless the 3D causal VAE and the patchify can make this clip.
+
+    Valid lengths are 8k+1: 4x temporal compression, and the CogVideoX decoder restores
+    the first frame on its own only for an odd latent frame count (an even count decodes to
+    the wrong number of frames). Sides are multiples of VAE stride x patch size."""
+    t = temporal
+    step = 2 * t
+    lower = max(1, (num_frames - 1) // step * step + 1)
+    nearest = f"use {lower} or {lower + step}"
+    if num_frames < 1 or (num_frames - 1) % t:
+        raise KumoInputError(f"num_frames={num_frames} is not {t}k+1 (the VAE compresses time {t}x); {nearest}")
+    latent_frames = (num_frames - 1) // t + 1
+    if latent_frames > 1 and latent_frames % 2 == 0:
+        raise KumoInputError(
+            f"num_frames={num_frames} gives {latent_frames} latent frames, but the 3D causal VAE decodes only an odd "
+            f"number of them (num_frames = {step}k+1); {nearest}"
+        )
+    multiple = spatial * patch
+    for name, value in (("height", height), ("width", width)):
+        if value < multiple or value % multiple:
+            lower = max(multiple, value // multiple * multiple)
+            raise KumoInputError(
+                f"{name}={value} is not a multiple of {multiple} (VAE {spatial}x times patch {patch}); "
+                f"use {lower} or {lower + multiple}"
+            )
 
 
 def frames_to_uint8(frames: np.ndarray | torch.Tensor) -> np.ndarray:

@@ -66,3 +66,15 @@ class KumoLCMScheduler(LCMScheduler):
         self.alphas_cumprod = alphas_cumprod
         self.alphas = self.alphas_cumprod / torch.cat([self.alphas_cumprod.new_ones(1), self.alphas_cumprod[:-1]])
         self.betas = 1.0 - self.alphas
+
+    @classmethod
+    def on_schedule_of(cls, base_config, original_inference_steps: int = 50) -> "KumoLCMScheduler":
+        """Consistency sampling on a base checkpoint's noise schedule (its DDIM scheduler's
+        config): the same betas, step count and SNR shift; the rest is LCM's own."""
+        return cls(
+            num_train_timesteps=base_config.get("num_train_timesteps", 1000),
+            beta_start=base_config.get("beta_start", 0.00085),
+            beta_end=base_config.get("beta_end", 0.012),
+            snr_shift_scale=base_config.get("snr_shift_scale", 3.0),
+            original_inference_steps=original_inference_steps,
+        )

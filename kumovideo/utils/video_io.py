@@ -12,6 +12,7 @@ import numpy as np
 
 from kumovideo.utils.atomic import default_file_mode
 from kumovideo.utils.errors import KumoInputError
+from kumovideo.utils.paths import check_writable_folder
 
 # suffix -> (codec, pixel format, container options)
 VIDEO_FORMATS = {
@@ -31,6 +32,7 @@ def check_output_path(path: str | os.PathLike) -> Path:
         raise KumoInputError(f"output folder {folder} does not exist; create it first or choose another -o path")
     if path.is_dir():
         raise KumoInputError(f"output {path} is a folder; give a file name such as {path / 'clip.mp4'}")
+    check_writable_folder(folder, "-o path")
     return path
 
 
