@@ -34,6 +34,7 @@ from kumovideo.training.objectives import diffuse, sample_timesteps
 from kumovideo.training.runtime import setup_runtime
 from kumovideo.training.shapes_batches import shapes_batch
 from tiny_runs import dit_config_file, tiny_dit_settings, write_config
+from cli_checks import assert_one_line_error
 
 pytestmark = pytest.mark.usefixtures("one_thread_per_module")
 
@@ -499,16 +500,6 @@ def test_committed_configs_load_and_validate(path):
 # ----------------------------------------------------------------------- config errors
 
 
-def assert_one_line_error(capsys, *needles: str) -> str:
-    err = capsys.readouterr().err
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1, f"expected one stderr line, got:\n{err}"
-    assert lines[0].startswith("kumo: error: ") and "Traceback" not in err, lines[0]
-    for needle in needles:
-        assert needle in lines[0], f"{needle!r} not in {lines[0]!r}"
-    return lines[0]
-
-
 GOOD_STAGE = {"name": "s", "steps": 1, "size": 32, "num_frames": 9, "batch_size": 1}
 
 
@@ -523,7 +514,7 @@ GOOD_STAGE = {"name": "s", "steps": 1, "size": 32, "num_frames": 9, "batch_size"
         ("dit", {"stages": [GOOD_STAGE, {**GOOD_STAGE, "num_frames": 8}]}, ["stage 1", "num_frames=8", "8k+1"]),
         ("vae", {"kind": "vae", "stages": [{**GOOD_STAGE, "crop_frames": 4}]}, ["crop_frames=4", "8k+1"]),
         ("dit", {"stages": [{**GOOD_STAGE, "size": 40}]}, ["size=40", "multiple of 16"]),
-        ("dit", {"stages": [{**GOOD_STAGE, "steps": 0}]}, ["steps and batch_size must be positive"]),
+        ("dit", {"stages": [{**GOOD_STAGE, "steps": 0}]}, ["stage 0", "steps=0", "an integer >= 1"]),
         ("dit", {"stages": [{**GOOD_STAGE, "timestep_sampling": "logit"}]}, ["timestep_sampling='logit'"]),
         ("dit", {"mixed_precision": "fp16"}, ["mixed_precision='fp16'"]),
         ("dit", {"stages": [{**GOOD_STAGE, "lr_end": 1.0}]}, ["stage 0", "lr_end=1.0", "between 0 and the stage's lr"]),

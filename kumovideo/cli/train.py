@@ -28,7 +28,7 @@ def register(sub) -> None:
         q.add_argument("--config", required=True, help="YAML or JSON training config (see configs/)")
         q.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in output_dir")
         q.add_argument("--output-dir", help="override the config's output_dir")
-        q.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
+        q.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
         q.add_argument("--set", action="append", default=[], metavar="KEY=JSON",
                        help="override a top-level config key, e.g. --set lr=1e-4")
         q.add_argument("--fsdp", action="store_true",
@@ -40,7 +40,9 @@ def register(sub) -> None:
     e = tsub.add_parser("export", help="a pipeline folder from a DiT or Turbo run's checkpoint (EMA weights)")
     e.add_argument("--config", required=True, help="the run's dit or turbo config")
     e.add_argument("--checkpoint", default=None, help="checkpoint folder (default: the newest in output_dir)")
-    e.add_argument("--out", required=True, help="pipeline folder to write")
+    e.add_argument("--out", required=True, help="pipeline folder to write (a new or empty folder)")
+    e.add_argument("--overwrite", action="store_true",
+                   help="replace --out when it is an existing non-empty folder (its files are deleted)")
     add_threads_arg(e)
     e.set_defaults(func=run_export)
     c = tsub.add_parser("cache-latents", help="encode ShapesWorld clips with a trained VAE, once")
@@ -51,7 +53,7 @@ def register(sub) -> None:
     c.add_argument("--frames", type=int, default=17)
     c.add_argument("--seed", type=int, default=1000, help="ShapesWorld stream seed")
     c.add_argument("--batch-size", type=int, default=16)
-    c.add_argument("--device", default="cpu")
+    c.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps (default: cpu)")
     add_threads_arg(c)
     c.set_defaults(func=run_cache)
 
@@ -62,11 +64,23 @@ def add_threads_arg(parser) -> None:
                              "1 thread per process avoids OpenMP oversubscription, which can slow training 10x or more")
 
 
+def check_at_least(flag: str, value: int, low: int) -> None:
+    if value < low:
+        raise KumoInputError(f"{flag} must be at least {low}, got {value}")
+
+
+def check_device(name: str | None) -> None:
+    """An unknown device, or a GPU this machine lacks, in one line (as `kumo generate` says it)."""
+    from kumovideo.cli.generate import resolve_device
+
+    if name is not None:
+        resolve_device(name)
+
+
 def apply_threads(args) -> None:
     if args.threads is None:
         return
-    if args.threads < 1:
-        raise KumoInputError(f"--threads must be at least 1, got {args.threads}")
+    check_at_least("--threads", args.threads, 1)
     import torch
 
     torch.set_num_threads(args.threads)
@@ -87,10 +101,11 @@ def _overrides(pairs: list[str]) -> dict:
 
 def run_train(args) -> int:
     from kumovideo.training.config import load_config
+    from kumovideo.training.preflight import check_run_inputs
     from kumovideo.training.runtime import setup_runtime
 
     overrides = _overrides(args.set)
-    if args.output_dir:
+    if args.output_dir is not None:
         overrides["output_dir"] = args.output_dir
     config = load_config(args.config, overrides)
     if config.kind != args.kind:
@@ -99,8 +114,9 @@ def run_train(args) -> int:
         raise KumoInputError("--fsdp applies to `kumo train dit` only")
     if args.ulysses != 1 and not (args.fsdp and args.kind == "dit"):
         raise KumoInputError("--ulysses applies to `kumo train dit --fsdp` only")
-    if args.ulysses < 1:
-        raise KumoInputError(f"--ulysses must be at least 1, got {args.ulysses}")
+    check_at_least("--ulysses", args.ulysses, 1)
+    check_device(args.device)
+    check_run_inputs(config, resume=args.resume)  # everything on disk, before anything is built or written
     apply_threads(args)
     runtime = setup_runtime(args.device)
     if args.kind == "vae":
@@ -121,10 +137,17 @@ def run_train(args) -> int:
 def run_cache(args) -> int:
     from kumovideo.pipelines.loading import load_vae
     from kumovideo.training.latent_cache import cache_shapes_latents
+    from kumovideo.training.preflight import check_folder_path, check_vae_folder
 
+    for flag, value, low in (("--num-clips", args.num_clips, 1), ("--batch-size", args.batch_size, 1),
+                             ("--seed", args.seed, 0), ("--size", args.size, 32), ("--frames", args.frames, 1)):
+        check_at_least(flag, value, low)
     if (args.frames - 1) % 8 or args.size % 16:
         raise KumoInputError(f"--frames must be 8k+1 and --size a multiple of 16 (got {args.frames}, {args.size})")
     apply_threads(args)
+    check_device(args.device)
+    check_folder_path(args.out, "--out")
+    check_vae_folder(args.vae, "--vae")
     vae = load_vae(args.vae)
     cache_shapes_latents(vae, args.vae, args.out, args.num_clips, args.size, args.frames, args.seed,
                          batch_size=args.batch_size, device=args.device)
@@ -137,5 +160,5 @@ def run_export(args) -> int:
 
     config = load_config(args.config)
     apply_threads(args)
-    export_checkpoint(config, args.checkpoint, args.out)
+    export_checkpoint(config, args.checkpoint, args.out, overwrite=args.overwrite)
     return 0

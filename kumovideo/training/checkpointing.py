@@ -107,10 +107,55 @@ def load_checkpoint(
     if is_sharded_checkpoint(path):
         raise KumoInputError(f"{path} is a sharded (FSDP) checkpoint; resume it with --fsdp")
     for name, module in modules.items():
-        load_model(module, str(path / f"{name}.safetensors"))
+        load_module_weights(path, name, module)
     opt = torch.load(path / "optimizer.pt", map_location="cpu", weights_only=True)
-    optimizer.load_state_dict(opt["optimizer"])
+    try:
+        optimizer.load_state_dict(opt["optimizer"])
+    except ValueError:  # other parameter groups: e.g. train_text_encoder or train_encoder changed
+        raise not_this_run(path, "its optimizer state holds other parameters") from None
     lr_scheduler.load_state_dict(opt["lr_scheduler"])
     ema = load_file(str(path / "ema.safetensors")) if (path / "ema.safetensors").exists() else None
     state = json.loads((path / "state.json").read_text())
     return int(state["step"]), ema, state
+
+
+# The module file each kind of run checkpoints (the trainers' TrainState modules), for
+# checkpoints written before state.json recorded the kind.
+_KIND_OF_MODULE_FILE = {"vae.safetensors": "vae", "transformer.safetensors": "dit", "student.safetensors": "turbo"}
+
+
+def checkpoint_kind(path: str | Path) -> str | None:
+    """Which kind of run (vae, dit or turbo) wrote checkpoint folder `path`: as state.json
+    records it, else told by its module files; None when neither says (a sharded checkpoint)."""
+    path = Path(path)
+    try:
+        kind = json.loads((path / "state.json").read_text()).get("kind")
+    except (OSError, ValueError, AttributeError):
+        kind = None
+    if kind:
+        return kind
+    for file, kind in _KIND_OF_MODULE_FILE.items():
+        if (path / file).exists():
+            return kind
+    return None
+
+
+def not_this_run(path: str | Path, detail: str, advice: str | None = None) -> KumoInputError:
+    """The one-line error for a checkpoint that does not fit the model the config builds."""
+    advice = advice or "use a fresh output_dir, or the config that run was trained with"
+    return KumoInputError(f"checkpoint {path} was written by a different model or config ({detail}); {advice}")
+
+
+def load_module_weights(path: str | Path, name: str, module: torch.nn.Module, advice: str | None = None) -> None:
+    """`module`'s weights from `name`.safetensors in checkpoint folder `path`, or one line
+    saying that the checkpoint does not fit the module (the first mismatching key at most)."""
+    file = Path(path) / f"{name}.safetensors"
+    if not file.exists():
+        raise not_this_run(path, f"it has no {file.name}", advice)
+    try:
+        load_model(module, str(file))  # load_model handles tied weights (T5's embeddings)
+    except RuntimeError as exc:
+        # torch and safetensors list every mismatching key: name the first one only.
+        first = re.search(r'size mismatch for ([^:\s]+)|"([^"]+)"', str(exc))
+        detail = f"first mismatch: {first.group(1) or first.group(2)}" if first else f"{file.name} does not fit"
+        raise not_this_run(path, detail, advice) from None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -100,7 +101,12 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Tr
     path = Path(path)
     if not path.exists():
         raise KumoInputError(f"config file {path} does not exist")
-    text = path.read_text()
+    if path.is_dir():
+        raise KumoInputError(f"config {path} is a folder; pass a YAML or JSON config file (see configs/)")
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise KumoInputError(f"config file {path} cannot be read as text ({exc}); pass a YAML or JSON config file") from None
     try:
         if path.suffix in (".yaml", ".yml"):
             import yaml
@@ -116,33 +122,168 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Tr
     stages = data.pop("stages", None)
     if not stages:
         raise KumoInputError(f"config file {path} has no stages; add at least one under 'stages:'")
+    if not isinstance(stages, list):
+        raise KumoInputError(f"{path}: stages={stages!r} must be a list of stages, each a mapping of settings")
+    for i, stage in enumerate(stages):
+        if not isinstance(stage, dict):
+            raise KumoInputError(f"{path} stage {i}: {stage!r} must be a mapping of settings (name, steps, ...)")
     data["stages"] = [_build(Stage, s, f"{path} stage {i}") for i, s in enumerate(stages)]
-    if "betas" in data:
-        data["betas"] = tuple(data["betas"])
     config = _build(TrainConfig, data, str(path))
     validate(config, str(path))
     return config
 
 
+@dataclass(frozen=True)
+class Allowed:
+    """The values a numeric setting may take: a number (or an integer) from `low` to `high`
+    (None: no bound), `low` itself excluded when `above_low`; also null when `optional`."""
+
+    integer: bool = False
+    low: float | None = None
+    high: float | None = None
+    above_low: bool = False
+    optional: bool = False
+
+    def admits(self, value: Any) -> bool:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            return False
+        if self.integer and not isinstance(value, int):
+            return False
+        if self.low is not None and (value <= self.low if self.above_low else value < self.low):
+            return False
+        return self.high is None or value <= self.high
+
+    def describe(self) -> str:
+        what = "an integer" if self.integer else "a number"
+        if self.low is not None and self.high is not None:
+            what += f" in {'(' if self.above_low else '['}{self.low:g}, {self.high:g}]"
+        elif self.low is not None:
+            what += f" {'>' if self.above_low else '>='} {self.low:g}"
+        return what + (" (or null)" if self.optional else "")
+
+
+# Every numeric setting of a run, and of a stage, with the values it may take.
+RUN_NUMBERS = {
+    "seed": Allowed(integer=True, low=0),
+    "data_seed": Allowed(integer=True, low=0),
+    "lr": Allowed(low=0, above_low=True),
+    "text_lr": Allowed(low=0, above_low=True, optional=True),
+    "weight_decay": Allowed(low=0),
+    "warmup_steps": Allowed(integer=True, low=0),
+    "grad_clip": Allowed(low=0, above_low=True),
+    "ema_decay": Allowed(low=0, high=1),
+    "caption_dropout": Allowed(low=0, high=1),
+    "kl_weight": Allowed(low=0),
+    "checkpoint_every": Allowed(integer=True, low=1),
+    "keep_checkpoints": Allowed(integer=True, low=1),
+    "sample_every": Allowed(integer=True, low=0),
+    "log_every": Allowed(integer=True, low=1),
+    "distill_guidance": Allowed(low=0),
+    "ladd_weight": Allowed(low=0),
+    # The teacher's DDIM grid splits the 1000 training timesteps into this many steps.
+    "num_ddim_steps": Allowed(integer=True, low=1, high=1000),
+}
+STAGE_NUMBERS = {
+    "steps": Allowed(integer=True, low=1),
+    "size": Allowed(integer=True, low=32),  # ShapesWorld renders frames of 32 pixels and more
+    "num_frames": Allowed(integer=True, low=1),
+    "batch_size": Allowed(integer=True, low=1),
+    "image_prob": Allowed(low=0, high=1),
+    "lr": Allowed(low=0, above_low=True, optional=True),
+    "lr_end": Allowed(low=0, optional=True),
+    "crop": Allowed(integer=True, low=8, optional=True),
+    "crop_frames": Allowed(integer=True, low=1, optional=True),
+}
+RUN_CHOICES = {
+    "kind": ("vae", "dit", "turbo"),
+    "mixed_precision": ("auto", "no", "bf16"),
+    "distill_loss": ("huber", "l2"),
+}
+STAGE_CHOICES = {"timestep_sampling": ("uniform", "cubic")}
+RUN_FLAGS = ("holdout_captions", "train_text_encoder", "train_encoder", "gradient_checkpointing", "ladd")
+RUN_PATHS = {"output_dir": False, "init_from": True, "teacher": True}  # name -> may be null
+STAGE_PATHS = {"latents": True}
+
+
+def _checked_number(where: str, key: str, value: Any, allowed: Allowed) -> Any:
+    """`value` if `allowed` admits it (a float setting as a float), else one line naming the key."""
+    if value is None and allowed.optional:
+        return None
+    if isinstance(value, str) and not allowed.integer:
+        # PyYAML reads an exponent without a dot (`lr: 1e-3`) as text: take the number it spells.
+        try:
+            value = float(value)
+        except ValueError:
+            pass
+    if not allowed.admits(value):
+        raise KumoInputError(f"{where}: {key}={value!r} must be {allowed.describe()}")
+    return value if allowed.integer else float(value)
+
+
+def _check_settings(obj, where: str, numbers: dict, choices: dict, paths: dict, flags: tuple = ()) -> None:
+    """Type and range of every setting of `obj` (a TrainConfig or a Stage) named in the tables;
+    numbers are normalized in place (a float setting holds a float)."""
+    for key, allowed in numbers.items():
+        setattr(obj, key, _checked_number(where, key, getattr(obj, key), allowed))
+    for key, options in choices.items():
+        value = getattr(obj, key)
+        if value not in options:
+            raise KumoInputError(f"{where}: {key}={value!r}; use {', '.join(options[:-1])} or {options[-1]}")
+    for key in flags:
+        value = getattr(obj, key)
+        if not isinstance(value, bool):
+            raise KumoInputError(f"{where}: {key}={value!r} must be true or false")
+    for key, optional in paths.items():
+        value = getattr(obj, key)
+        if not ((optional and value is None) or (isinstance(value, str) and value)):
+            raise KumoInputError(f"{where}: {key}={value!r} must be a path" + (" (or null)" if optional else ""))
+
+
+def _check_preset(config: TrainConfig, where: str) -> None:
+    """A run from scratch builds its models from `preset` (a fine-tune's come from init_from)."""
+    if config.init_from or config.kind == "turbo":
+        return
+    from kumovideo.pipelines.factory import MADIT_PRESETS, TEXT_PRESETS, VAE_PRESETS
+
+    known = sorted(VAE_PRESETS) if config.kind == "vae" else sorted(set(MADIT_PRESETS) & set(TEXT_PRESETS))
+    if config.preset not in known:
+        raise KumoInputError(f"{where}: preset={config.preset!r} is not a {config.kind} preset; use {' or '.join(known)}")
+
+
 def validate(config: TrainConfig, where: str) -> None:
-    if config.kind not in ("vae", "dit", "turbo"):
-        raise KumoInputError(f"{where}: kind={config.kind!r}; use vae, dit or turbo")
+    """Refuse, in one line naming the key, any setting a run could not train with; numbers
+    are normalized in place (a float setting holds a float)."""
+    _check_settings(config, where, RUN_NUMBERS, RUN_CHOICES, RUN_PATHS, RUN_FLAGS)
+    betas = config.betas
+    if not (isinstance(betas, (list, tuple)) and len(betas) == 2
+            and all(Allowed(low=0, high=1).admits(b) and b < 1 for b in betas)):
+        raise KumoInputError(f"{where}: betas={betas!r} must be two numbers in [0, 1), e.g. [0.9, 0.999]")
+    config.betas = (float(betas[0]), float(betas[1]))
+    if not isinstance(config.extra, dict):
+        raise KumoInputError(f"{where}: extra={config.extra!r} must be a mapping of settings")
+    prompts = config.sample_prompts
+    if not (isinstance(prompts, list) and all(isinstance(p, str) for p in prompts)):
+        raise KumoInputError(f"{where}: sample_prompts={prompts!r} must be a list of texts")
+    if config.kind == "turbo" and not config.teacher:
+        raise KumoInputError(f"{where}: a turbo config needs `teacher:` (the trained base pipeline folder)")
+    _check_preset(config, where)
     for i, s in enumerate(config.stages):
-        if s.steps < 1 or s.batch_size < 1:
-            raise KumoInputError(f"{where} stage {i}: steps and batch_size must be positive")
+        at = f"{where} stage {i}"
+        _check_settings(s, at, STAGE_NUMBERS, STAGE_CHOICES, STAGE_PATHS)
         for key in ("num_frames", "crop_frames"):
             value = getattr(s, key)
             if value is not None and (value - 1) % 8:
                 # 4x temporal compression, and the VAE decodes only odd latent counts.
-                raise KumoInputError(f"{where} stage {i}: {key}={value} is not 8k+1 (1, 9, 17, ...)")
+                raise KumoInputError(f"{at}: {key}={value} is not 8k+1 (1, 9, 17, ...)")
         if s.size % 16:
-            raise KumoInputError(f"{where} stage {i}: size={s.size} is not a multiple of 16")
-        if s.timestep_sampling not in ("uniform", "cubic"):
-            raise KumoInputError(f"{where} stage {i}: timestep_sampling={s.timestep_sampling!r}; use uniform or cubic")
+            raise KumoInputError(f"{at}: size={s.size} is not a multiple of 16")
+        # A crop is a window of the clip, in whole latents (8 pixels per latent).
+        if s.crop is not None and (s.crop % 8 or s.crop > s.size):
+            raise KumoInputError(f"{at}: crop={s.crop} must be a multiple of 8 no larger than size={s.size}")
+        if s.crop_frames is not None and s.crop_frames > s.num_frames:
+            raise KumoInputError(f"{at}: crop_frames={s.crop_frames} must not exceed num_frames={s.num_frames}")
         if s.lr_end is not None and not 0 <= s.lr_end <= (s.lr or config.lr):
-            raise KumoInputError(f"{where} stage {i}: lr_end={s.lr_end} must lie between 0 and the stage's lr")
+            raise KumoInputError(f"{at}: lr_end={s.lr_end} must lie between 0 and the stage's lr")
         if config.holdout_captions and config.kind in ("dit", "turbo") and not s.latents:
-            raise KumoInputError(f"{where} stage {i}: holdout_captions filters latent caches; give this stage "
+            raise KumoInputError(f"{at}: holdout_captions filters latent caches; give this stage "
                                  "'latents:' (kumo train cache-latents) or set holdout_captions: false")
-    if config.mixed_precision not in ("auto", "no", "bf16"):
-        raise KumoInputError(f"{where}: mixed_precision={config.mixed_precision!r}; use auto, no or bf16")

@@ -40,39 +40,66 @@ def write_pipeline_folder(pipe, config: TrainConfig, target: Path, extra_files: 
     return target
 
 
+# What a checkpoint that does not fit the export's config should be exported with.
+_EXPORT_ADVICE = "export it with the config of the run that wrote it"
+
+
 def load_checkpoint_weights(path: Path, modules: dict[str, torch.nn.Module]) -> None:
     """Each module's weights from checkpoint folder `path`, then its EMA weights over them
     (the EMA covers the trained parameters; buffers and frozen parts keep the module file's)."""
-    from safetensors.torch import load_file, load_model
+    from safetensors.torch import load_file
+
+    from kumovideo.training.checkpointing import load_module_weights, not_this_run
 
     for name, module in modules.items():
-        if (path / f"{name}.safetensors").exists():
-            load_model(module, str(path / f"{name}.safetensors"))
+        if (path / f"{name}.safetensors").exists():  # a frozen module (text encoder) is not checkpointed
+            load_module_weights(path, name, module, _EXPORT_ADVICE)
     ema = load_file(str(path / "ema.safetensors"))
+    copied = 0
     for name, module in modules.items():
         params = dict(module.named_parameters())
         for key, value in ema.items():
             if key.startswith(f"{name}.") and key[len(name) + 1:] in params:
-                params[key[len(name) + 1:]].data.copy_(value)
+                target = params[key[len(name) + 1:]]
+                if target.shape != value.shape:
+                    raise not_this_run(path, f"first mismatch: {key}", _EXPORT_ADVICE)
+                target.data.copy_(value)
+                copied += 1
+    if not copied:  # the export would be the untrained model
+        raise not_this_run(path, f"its EMA weights hold none of {', '.join(modules)}", _EXPORT_ADVICE)
 
 
-def export_checkpoint(config: TrainConfig, checkpoint: str | Path | None, target: str | Path) -> Path:
+def export_checkpoint(config: TrainConfig, checkpoint: str | Path | None, target: str | Path,
+                      overwrite: bool = False) -> Path:
     """A pipeline folder from a DiT or Turbo run's checkpoint (default: the newest), with
-    its EMA weights: look at a run while it trains, or ship an earlier step."""
+    its EMA weights: look at a run while it trains, or ship an earlier step. An existing
+    non-empty `target` folder is replaced only when `overwrite`."""
     from kumovideo.pipelines.pipeline_kumo import KumoPipeline
-    from kumovideo.training.checkpointing import list_checkpoints
+    from kumovideo.training.checkpointing import checkpoint_kind, list_checkpoints, not_this_run
+    from kumovideo.training.preflight import (
+        check_export_target,
+        check_latent_caches,
+        check_pipeline_folder,
+        check_vae_folder,
+    )
     from kumovideo.utils.errors import KumoInputError
 
     if config.kind not in ("dit", "turbo"):
         raise KumoInputError(f"kumo train export takes a dit or turbo config, not {config.kind!r}")
+    target = check_export_target(target, overwrite)
     found = list_checkpoints(config.output_dir)
     path = Path(checkpoint) if checkpoint else (found[-1] if found else None)
     if path is None or not (path / "state.json").exists():
         raise KumoInputError(f"no complete checkpoint at {checkpoint or config.output_dir}")
+    kind = checkpoint_kind(path)
+    if kind and kind != config.kind:
+        raise not_this_run(path, f"a {kind} run, and this is a {config.kind} config", _EXPORT_ADVICE)
+    check_latent_caches(config)  # the exported folder lists the captions of the run's caches
     if config.kind == "turbo":
         from kumovideo.pipelines.loading import load_pipeline_components
         from kumovideo.training.train_turbo import export_turbo
 
+        check_pipeline_folder(config, "teacher")
         components = load_pipeline_components(config.teacher)
         student = components["transformer"].float()
         load_checkpoint_weights(path, {"student": student})
@@ -80,6 +107,16 @@ def export_checkpoint(config: TrainConfig, checkpoint: str | Path | None, target
     else:
         from kumovideo.training.train_dit import build_components, training_captions_file
 
+        if config.init_from:
+            check_pipeline_folder(config, "init_from")
+        else:
+            # The run's own tokenizer: one learned anew here would not match the trained text encoder.
+            tokenizer = Path(config.output_dir) / "tokenizer"
+            if not (tokenizer / "spiece.model").exists():
+                raise KumoInputError(f"the run's tokenizer {tokenizer} is missing; {_EXPORT_ADVICE} "
+                                     "(whose output_dir holds the tokenizer)")
+            if config.extra.get("vae"):
+                check_vae_folder(config.extra["vae"], "extra.vae")
         components = build_components(config)
         load_checkpoint_weights(path, {"transformer": components["transformer"],
                                        "text_encoder": components["text_encoder"]})

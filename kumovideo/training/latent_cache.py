@@ -16,6 +16,7 @@ import torch
 from kumovideo.data.pipeline.encode import LatentShardWriter
 from kumovideo.training.runtime import progress
 from kumovideo.training.shapes_batches import shapes_batch
+from kumovideo.utils.errors import KumoInputError
 
 
 @torch.no_grad()
@@ -35,8 +36,13 @@ def cache_shapes_latents(
     source = {"world": "shapes-world-v1", "seed": seed, "size": size, "num_frames": num_frames}
     writer = LatentShardWriter(Path(out_dir), vae, vae_path, shard_size, source=source)
     done = len(writer.index["clips"])
+    # Resuming a partial cache: the same clips, in batches of the same size, or the cache would mix two streams.
+    if writer.index.get("source", source) != source:
+        raise KumoInputError(f"{out_dir} already caches other clips ({writer.index['source']}); "
+                             "choose another --out, or the --seed, --size and --frames it was written with")
     if done % batch_size:
-        raise ValueError(f"cache in {out_dir} holds {done} clips, not a multiple of batch_size={batch_size}")
+        raise KumoInputError(f"cache in {out_dir} holds {done} clips, not a multiple of --batch-size {batch_size}; "
+                             "resume it with the --batch-size it was written with")
     vae.to(device).eval()
     start = time.perf_counter()
     bar = progress(num_clips, done, True, desc="cache latents")

@@ -11,6 +11,7 @@ modules, sharded DCP checkpoints that resume on any world size)."""
 from __future__ import annotations
 
 import math
+import sys
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +24,7 @@ from kumovideo.training.checkpointing import (
     is_sharded_checkpoint,
     list_checkpoints,
     load_checkpoint,
+    not_this_run,
     prune_checkpoints,
     remove_leftovers,
     save_checkpoint,
@@ -137,7 +139,10 @@ class Replicated:
     def load(self, path: Path, state: TrainState, ema, names, optimizer, lr_scheduler) -> int:
         start, ema_state, _ = load_checkpoint(path, state.modules, optimizer, lr_scheduler)
         if ema_state is not None:
-            load_ema_named_state(ema, names, ema_state)
+            try:
+                load_ema_named_state(ema, names, ema_state)
+            except (KeyError, RuntimeError):  # a parameter missing, or of another shape
+                raise not_this_run(path, "its EMA weights hold other parameters") from None
         return start
 
     def full_modules(self, modules: dict[str, torch.nn.Module]) -> dict[str, torch.nn.Module]:
@@ -181,6 +186,9 @@ def train(
             start = sharding.load(found[-1], state, ema, names, optimizer, lr_scheduler)
             if runtime.is_main:
                 print(f"resumed from {found[-1]} (step {start})")
+        elif runtime.is_main:
+            # Not an error: scripts pass --resume from a run's first start.
+            print(f"kumo: no checkpoint found in {out}; training starts at step 0", file=sys.stderr)
     sharding.wrap(state, runtime)
 
     log = LossLog(out / "loss_log.csv", enabled=runtime.is_main, start=start)
@@ -212,7 +220,8 @@ def train(
                     on_log(done, metrics)
             if done % config.checkpoint_every == 0 or done == config.total_steps:
                 sharding.save(out, done, state, ema, names, optimizer, lr_scheduler,
-                              {"stage": stage.name, "loss": metrics["loss"]}, config.keep_checkpoints, runtime)
+                              {"kind": config.kind, "stage": stage.name, "loss": metrics["loss"]},
+                              config.keep_checkpoints, runtime)
             if on_sample is not None and runtime.is_main and config.sample_every and done % config.sample_every == 0:
                 on_sample(done)
             if done % config.checkpoint_every == 0:

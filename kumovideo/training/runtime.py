@@ -40,6 +40,8 @@ def setup_runtime(device: str | None = None) -> Runtime:
     if device is None:
         device = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
     device = torch.device(device)
+    if device.type == "cuda" and device.index is None:  # `--device cuda`: this process's GPU
+        device = torch.device("cuda", local_rank)
     if world_size > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     if device.type == "cuda":

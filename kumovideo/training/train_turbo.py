@@ -37,6 +37,7 @@ from kumovideo.training.config import TrainConfig
 from kumovideo.training.export import save_trained_pipeline
 from kumovideo.training.loop import TrainState, train
 from kumovideo.training.objectives import diffuse
+from kumovideo.training.preflight import check_pipeline_folder
 from kumovideo.training.runtime import Runtime, autocast_context, step_generator
 from kumovideo.training.shapes_batches import is_image_step
 from kumovideo.training.train_dit import LatentSource
@@ -87,6 +88,7 @@ class TeacherFeatureDiscriminator(nn.Module):
 def train_turbo(config: TrainConfig, runtime: Runtime, resume: bool = False, stop_after: int | None = None) -> dict:
     if not config.teacher:
         raise KumoInputError("a turbo config needs `teacher:` (the trained base pipeline folder)")
+    check_pipeline_folder(config, "teacher")  # says to fix `teacher:`, not a --model flag train has not
     components = load_pipeline_components(config.teacher)
     tokenizer, text_encoder, vae = components["tokenizer"], components["text_encoder"], components["vae"]
     teacher = components["transformer"].float()

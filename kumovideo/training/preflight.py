@@ -1,0 +1,140 @@
+"""What `kumo train` checks before any model or data work, and before it creates any file.
+
+Everything a user can get wrong on disk (the output folder, the folders a config names,
+the latent caches) is reported here as one `KumoInputError` line, so that a bad run
+stops in a second and leaves nothing behind. The config's values themselves are checked
+when it loads (`config.validate`).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from kumovideo.training.checkpointing import checkpoint_kind, list_checkpoints, not_this_run
+from kumovideo.training.config import TrainConfig
+from kumovideo.utils.errors import KumoInputError
+from kumovideo.utils.paths import check_output_folder
+
+
+def check_folder_path(path: str | Path, what: str) -> Path:
+    """`path` can be (or become) a folder this process can write: neither it nor an existing
+    parent is a file."""
+    return check_output_folder(path, what)
+
+
+def check_output_dir(config: TrainConfig, resume: bool) -> None:
+    """The run's output_dir: a folder, and one holding a run's checkpoints only with --resume
+    (a run started over would overwrite them and its loss log)."""
+    out = check_folder_path(config.output_dir, "output_dir")
+    found = list_checkpoints(out)
+    if found and not resume:
+        raise KumoInputError(f"output_dir {out} already holds a run's checkpoints (newest {found[-1].name}); "
+                             "pass --resume to continue that run, or choose another output_dir")
+    if found:
+        kind = checkpoint_kind(found[-1])
+        if kind and kind != config.kind:
+            raise not_this_run(found[-1], f"a {kind} run, and this is a {config.kind} config")
+
+
+def check_pipeline_folder(config: TrainConfig, key: str) -> None:
+    """A pipeline folder the config names (`teacher`, `init_from`) exists and is complete."""
+    from kumovideo.pipelines.loading import check_checkpoint_folder
+
+    folder = getattr(config, key)
+    if not Path(folder).is_dir():
+        raise KumoInputError(f"{key}: {folder} is not a folder; set `{key}:` in the config to a trained "
+                             "pipeline folder (e.g. a DiT run's output_dir/pipeline)")
+    check_checkpoint_folder(folder)
+
+
+def check_safetensors_file(file: Path) -> None:
+    """`file` is a whole safetensors file: its header parses and the file holds every byte
+    the header lists (a truncated copy opens fine and fails deep inside the loader)."""
+    broken = f"{file} is truncated or not a safetensors file; re-save or copy it again"
+    size = file.stat().st_size
+    with open(file, "rb") as f:
+        header_size = int.from_bytes(f.read(8), "little")  # the format: 8 bytes of header length, a JSON header, the data
+        if 8 + header_size > size:
+            raise KumoInputError(broken)
+        header = f.read(header_size)
+    try:
+        entries = [entry for key, entry in json.loads(header).items() if key != "__metadata__"]
+        data_end = max((entry["data_offsets"][1] for entry in entries), default=0)
+    except (ValueError, KeyError, TypeError, IndexError, AttributeError):
+        raise KumoInputError(broken) from None
+    if 8 + header_size + data_end > size:
+        raise KumoInputError(broken)
+
+
+def check_vae_folder(folder: str | Path, what: str) -> None:
+    """A VAE folder: its config.json, and whole safetensors weights."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise KumoInputError(f"{what} {folder} is not a folder; pass a trained VAE folder (e.g. runs/builtin-vae/vae)")
+    if not (folder / "config.json").is_file():
+        raise KumoInputError(f"{what} {folder} is not a VAE folder (no config.json); pass the folder holding "
+                             "the VAE's config.json and .safetensors weights")
+    for file in sorted(folder.glob("*.safetensors")):
+        check_safetensors_file(file)
+
+
+def check_latent_caches(config: TrainConfig) -> None:
+    """Every stage's `latents:` index exists, parses, and holds clips the stage can train on."""
+    from kumovideo.data.pipeline.encode import INDEX_FORMAT
+    from kumovideo.training.train_dit import trains_on
+
+    for i, stage in enumerate(config.stages):
+        if not stage.latents:
+            continue
+        where = f"stage {i} ({stage.name}) latents"
+        path = Path(stage.latents)
+        if path.is_dir():
+            path = path / "index.json"
+        if not path.is_file():
+            raise KumoInputError(f"{where}: {path} not found; run `kumo train cache-latents` (or `kumo data encode`) "
+                                 "first, or fix the path in the config")
+        try:
+            index = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise KumoInputError(f"{where}: {path} does not parse ({str(exc).splitlines()[0]}); "
+                                 "write the cache again with `kumo train cache-latents`") from None
+        if not (isinstance(index, dict) and index.get("format") == INDEX_FORMAT and isinstance(index.get("clips"), list)):
+            raise KumoInputError(f"{where}: {path} is not a kumovideo latent index; "
+                                 "pass the index.json that `kumo train cache-latents` wrote")
+        usable = [clip for clip in index["clips"] if trains_on(config, clip.get("caption", ""))]
+        if not usable:
+            raise KumoInputError(f"{where}: {path} holds no clip to train on"
+                                 + (" outside the held-out captions" if config.holdout_captions else ""))
+        # Latent clips are (C, F, h, w), 4x fewer frames (plus the first) than the video's.
+        needed = (stage.num_frames - 1) // 4 + 1
+        shortest = min(clip.get("shape", [0, 0])[1] for clip in usable)
+        if shortest < needed:
+            raise KumoInputError(f"{where}: num_frames={stage.num_frames} needs {needed} latent frames, but {path} "
+                                 f"holds clips of {shortest}; lower num_frames or re-encode longer clips")
+
+
+def check_run_inputs(config: TrainConfig, resume: bool) -> None:
+    """All `kumo train vae|dit|turbo` checks on disk, before anything is built or written."""
+    check_output_dir(config, resume)
+    if config.kind == "vae" and config.init_from:
+        check_vae_folder(config.init_from, "init_from")
+    if config.kind == "dit":
+        if config.init_from:
+            check_pipeline_folder(config, "init_from")
+        elif config.extra.get("vae"):
+            check_vae_folder(config.extra["vae"], "extra.vae")
+    if config.kind == "turbo":
+        check_pipeline_folder(config, "teacher")
+    if config.kind in ("dit", "turbo"):
+        check_latent_caches(config)
+
+
+def check_export_target(target: str | Path, overwrite: bool) -> Path:
+    """`kumo train export --out`: a new or empty folder, or with --overwrite an existing
+    folder (never a file: replacing a user's file by a folder is never what was meant)."""
+    target = check_folder_path(target, "--out")
+    if target.is_dir() and any(target.iterdir()) and not overwrite:
+        raise KumoInputError(f"--out {target} already exists and is not empty; pass --overwrite to replace it, "
+                             "or choose another folder")
+    return target
