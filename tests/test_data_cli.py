@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
 from data_synth import ClipSpec, build_video, write_bad_inputs
 from kumovideo.cli import main
+from kumovideo.data.pipeline.config import RANGES, DataConfig, config_from_dict, load_config
 from kumovideo.data.pipeline.encode import LatentShardDataset
 from kumovideo.data.pipeline.manifest import read_jsonl
+from kumovideo.utils.errors import KumoInputError
+from cli_checks import assert_one_line_error as _one_line_error
 
 
 @pytest.fixture(scope="module")
@@ -38,10 +42,12 @@ def test_scan_filter_cut_encode(raw, capsys):
     cfg.write_text("filter:\n  min_seconds: 1.0\n")
     manifest, clips = raw / "manifest.jsonl", raw / "clips.jsonl"
 
+    # Exit status 0 with a summary: the broken files are recorded, the good ones scanned.
     assert main(["data", "scan", str(raw / "raw"), "-o", str(manifest), "--workers", "1",
                  "--quiet"]) == 0
-    out = capsys.readouterr().out
-    assert "2 ok, 4 failed" in out and "real time" in out
+    captured = capsys.readouterr()
+    assert "2 ok, 4 failed" in captured.out and "real time" in captured.out
+    assert captured.err.endswith("kumo: 4 of 6 files failed (listed above); the others were written\n")
 
     assert main(["data", "filter", str(manifest), "-o", str(clips), "--config", str(cfg),
                  "--rejected", str(raw / "rejected.jsonl")]) == 0
@@ -105,3 +111,185 @@ def test_user_errors_exit_2_with_one_line(raw, capsys, argv, message):
     assert code == 2
     assert err.startswith("kumo: error: ") and err.count("\n") == 1
     assert message in err
+
+
+# ------------------------------------------------------------------ bad input, refused up front
+SCAN_RECORD = {"path": "/videos/gone.mp4", "key": "gone-0", "status": "error", "error": "empty file"}
+CLIP = {"id": "c0", "video": "/videos/gone.mp4", "fps": 24.0, "width": 64, "height": 48,
+        "codec": "h264", "first_time": 0.0, "keyframe_before": 0, "start_frame": 0,
+        "end_frame": 10, "caption": "a clip"}
+
+
+def _jsonl(path, *records):
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path
+
+
+@pytest.fixture
+def work(tmp_path, raw):
+    """A scan manifest, a clip list and a cut folder (tiny, hand-written), plus config files."""
+    _jsonl(tmp_path / "manifest.jsonl", SCAN_RECORD)
+    _jsonl(tmp_path / "clips.jsonl", CLIP)
+    (tmp_path / "cut").mkdir()
+    _jsonl(tmp_path / "cut" / "clips.jsonl", {"id": "c0", "file": "c0.mp4", "caption": "a clip"})
+    (tmp_path / "vae").mkdir()
+    (tmp_path / "video.mp4").write_bytes((raw / "raw" / "b.mp4").read_bytes())
+    return tmp_path
+
+
+@pytest.mark.parametrize("argv, names", [
+    (["data", "filter", "{w}/manifest.jsonl", "-o", "{w}/manifest.jsonl"], ["-o", "same file"]),
+    (["data", "filter", "{w}/manifest.jsonl", "-o", "{w}/k.jsonl", "--rejected",
+      "{w}/../{name}/manifest.jsonl"], ["--rejected", "same file"]),
+    (["data", "filter", "{w}/manifest.jsonl", "-o", "{w}/k.jsonl", "--rejected", "{w}/k.jsonl"],
+     ["--rejected", "same file as -o"]),
+    (["data", "cut", "{w}/cut/clips.jsonl", "-o", "{w}/cut"], ["CLIPS", "same file"]),
+])
+def test_an_output_that_is_an_input_is_refused(work, capsys, argv, names):
+    before = {p: p.read_bytes() for p in work.rglob("*.jsonl")}
+    code = main([a.format(w=work, name=work.name) for a in argv])
+    assert code == 2
+    _one_line_error(capsys, *names)
+    assert {p: p.read_bytes() for p in work.rglob("*.jsonl")} == before
+    assert not (work / "k.jsonl").exists()
+
+
+@pytest.mark.parametrize("content, names", [
+    (b"my shopping list\n", ["line 1 is not JSON"]),
+    (b"data", ["line 1 is not JSON"]),  # no newline: not mistaken for a half-written record
+    (b'{"path": "/v.mp4", "key": "v", "status": "ok"}\n{"a": 1}\n', ["line 2 has no 'path' key"]),
+    (json.dumps(CLIP).encode() + b"\n", ["line 1 has no 'path' key"]),
+    (b"\x00\x9e\xff binary", ["not UTF-8 text"]),
+])
+def test_scan_appends_only_to_a_scan_manifest(raw, tmp_path, capsys, content, names):
+    target = tmp_path / "notes.txt"
+    target.write_bytes(content)
+    code = main(["data", "scan", str(raw / "raw"), "-o", str(target), "--workers", "1", "--quiet"])
+    assert code == 2
+    _one_line_error(capsys, str(target), "not a scan manifest", *names)
+    assert target.read_bytes() == content
+
+
+@pytest.mark.parametrize("argv, config, names", [
+    # config values out of range or inconsistent, refused whatever the command
+    (["data", "scan", "{raw}/raw", "-o", "{w}/out/m.jsonl"], "scan:\n  flow_width: -5\n",
+     ["scan.flow_width must be at least 16, got -5"]),
+    (["data", "filter", "{w}/manifest.jsonl", "-o", "{w}/out/k.jsonl"],
+     "filter:\n  min_quality: 5\n", ["filter.min_quality must be between 0 and 1"]),
+    (["data", "filter", "{w}/manifest.jsonl", "-o", "{w}/out/k.jsonl"],
+     "filter:\n  min_seconds: 30\n  max_seconds: 5\n", ["filter.min_seconds (30)", "max_seconds (5)"]),
+    (["data", "cut", "{w}/clips.jsonl", "-o", "{w}/out/clips"], "cut:\n  preset: turbo\n",
+     ["cut.preset", "veryfast", "'turbo'"]),
+    (["data", "scan", "{raw}/raw", "-o", "{w}/out/m.jsonl"], "scan: [1,\n",
+     ["not valid YAML", "line 2, column 1"]),
+    (["data", "scan", "{raw}/raw", "-o", "{w}/out/m.jsonl"], "scan:\n  captioner: nomodule:Nope\n",
+     ["scan.captioner 'nomodule:Nope' cannot be loaded", "No module named 'nomodule'"]),
+    # flags
+    (["data", "scan", "{raw}/raw", "-o", "{w}/out/m.jsonl", "--ray", "bogus"], None, ["--ray 'bogus'"]),
+    (["data", "cut", "{w}/clips.jsonl", "-o", "{w}/out/clips", "--fps", "0"], None, ["--fps 0"]),
+    (["data", "cut", "{w}/clips.jsonl", "-o", "{w}/out/clips", "--size", "64"], None, ["--size '64'"]),
+    (["data", "cut", "{w}/clips.jsonl", "-o", "{w}/out/clips", "--workers", "0"], None, ["--workers 0"]),
+    (["data", "encode", "{w}/cut", "--vae", "{w}/vae", "-o", "{w}/out/latents", "--device", "gpu"], None,
+     ["unknown device 'gpu'"]),
+    # inputs that are not what the command reads: named with the line that is wrong
+    (["data", "filter", "{w}/video.mp4", "-o", "{w}/out/k.jsonl"], None,
+     ["video.mp4 is not UTF-8 text", "not a scan manifest"]),
+    (["data", "filter", "{w}/clips.jsonl", "-o", "{w}/out/k.jsonl"], None,
+     ["clips.jsonl line 1 has no 'path' key", "`kumo data scan`"]),
+    (["data", "filter", "{w}/bad.jsonl", "-o", "{w}/out/k.jsonl"], None,
+     ["bad.jsonl line 2 is not JSON"]),
+    (["data", "filter", "{w}/empty.jsonl", "-o", "{w}/out/k.jsonl"], None, ["holds no records"]),
+    (["data", "cut", "{w}/bad.jsonl", "-o", "{w}/out/clips"], None, ["bad.jsonl line 1 has no 'id' key"]),
+    (["data", "encode", "{w}/bad.jsonl", "--vae", "{w}/vae", "-o", "{w}/out/latents"], None,
+     ["bad.jsonl line 1 has no 'id' key", "cut manifest"]),
+])
+def test_refused_before_any_work_with_nothing_left_behind(raw, work, capsys, argv, config, names):
+    _jsonl(work / "bad.jsonl", SCAN_RECORD)
+    with open(work / "bad.jsonl", "a") as fh:
+        fh.write("not json\n")
+    (work / "empty.jsonl").write_text("")
+    if config is not None:
+        (work / "cfg.yaml").write_text(config)
+        argv = argv + ["--config", "{w}/cfg.yaml"]
+    (work / "out").mkdir()  # every output goes in here: a file, or a folder cut/encode create
+    code = main([a.format(raw=raw, w=work) for a in argv])
+    assert code == 2
+    _one_line_error(capsys, *names)
+    assert list((work / "out").iterdir()) == []
+
+
+def test_encode_refuses_cuda_without_a_gpu(work, capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA GPU")
+    code = main(["data", "encode", str(work / "cut"), "--vae", str(work / "vae"), "-o",
+                 str(work / "out"), "--device", "cuda"])
+    assert code == 2
+    _one_line_error(capsys, "'cuda'", "no CUDA GPU", "--device cpu")
+    assert not (work / "out").exists()
+
+
+def test_encode_refuses_a_corrupt_vae_and_a_foreign_index(raw, work, capsys):
+    from diffusers import AutoencoderKLCogVideoX
+
+    vae = work / "vae"
+    AutoencoderKLCogVideoX(block_out_channels=(8, 16), latent_channels=4, layers_per_block=1,
+                           norm_num_groups=4, down_block_types=("CogVideoXDownBlock3D",) * 2,
+                           up_block_types=("CogVideoXUpBlock3D",) * 2).save_pretrained(vae)
+    weights = vae / "diffusion_pytorch_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])  # a cut-short download
+    code = main(["data", "encode", str(work / "cut"), "--vae", str(vae), "-o", str(work / "out")])
+    assert code == 2
+    _one_line_error(capsys, f"--vae {vae}: cannot load the VAE", "re-download")
+    assert not (work / "out").exists()
+
+    # An -o folder holding someone else's index.json is refused before the VAE loads.
+    (work / "out").mkdir()
+    (work / "out" / "index.json").write_text("my notes, not JSON")
+    code = main(["data", "encode", str(work / "cut"), "--vae", str(vae), "-o", str(work / "out")])
+    assert code == 2
+    _one_line_error(capsys, "index.json is not a kumovideo latent index")
+    assert (work / "out" / "index.json").read_text() == "my notes, not JSON"
+    assert [p.name for p in (work / "out").iterdir()] == ["index.json"]
+
+
+def test_a_stage_with_failed_clips_finishes_and_says_so(work, capsys):
+    # The clip's source video is gone: that clip fails, the run finishes and says so.
+    code = main(["data", "cut", str(work / "clips.jsonl"), "-o", str(work / "out"), "--workers",
+                 "1", "--quiet"])
+    assert code == 0
+    captured = capsys.readouterr()
+    assert "1 failed" in captured.out and "failed: c0:" in captured.out
+    assert captured.err == "kumo: 1 of 1 clips failed (listed above); the others were written\n"
+    assert read_jsonl(work / "out" / "clips.jsonl") == []
+
+
+@pytest.mark.parametrize("section, values, message", [
+    ("scan", {"flow_width": -5}, "scan.flow_width must be at least 16, got -5"),
+    ("scan", {"flow_pairs_per_second": 0}, "scan.flow_pairs_per_second must be greater than 0"),
+    ("scan", {"cut_hist_distance": 2}, "scan.cut_hist_distance must be between 0 and 1"),
+    ("scan", {"captioner": "nocolon"}, "scan.captioner must be 'module:ClassName'"),
+    ("filter", {"min_quality": 5}, "filter.min_quality must be between 0 and 1, got 5"),
+    ("filter", {"max_overlay_area": -0.1}, "filter.max_overlay_area must be between 0 and 1"),
+    ("filter", {"min_motion": 50, "max_motion": 10}, "filter.min_motion (50) is greater than"),
+    ("cut", {"crf": 99}, "cut.crf must be between 0 and 51, got 99"),
+    ("cut", {"fps": 0}, "cut.fps must be greater than 0"),
+    ("cut", {"preset": "turbo"}, "cut.preset must be an x264 preset"),
+    ("encode", {"shard_size": 0}, "encode.shard_size must be at least 1, got 0"),
+])
+def test_config_values_are_checked_against_their_range(section, values, message):
+    with pytest.raises(KumoInputError, match="^" + re.escape(f"cfg.yaml: {message}")):
+        config_from_dict({section: values}, source="cfg.yaml")
+
+
+def test_the_shipped_config_and_the_defaults_are_in_range():
+    import dataclasses
+    from pathlib import Path
+
+    shipped = load_config(Path(__file__).resolve().parents[1] / "configs" / "data_filter.yaml")
+    assert shipped.to_dict() == DataConfig().to_dict()
+    for name in RANGES:  # every range names a real key
+        section, key = name.split(".")
+        assert key in {f.name for f in dataclasses.fields(getattr(DataConfig(), section))}, name
+    assert config_from_dict({"filter": {"max_seconds": None, "min_quality": None}}).filter.max_seconds is None

@@ -7,12 +7,14 @@
 
 Every sub-command takes `--config configs/data_filter.yaml` (thresholds and settings; see
 docs/data-pipeline.md). Files that cannot be used are reported in the summary and never stop
-a run; the exit status is 0 unless the command itself was used wrongly (status 2).
+a run. Exit status: 0 when the run finished (failed files or clips are listed, with a last
+line counting them), 2 when the command itself was used wrongly (checked before any work).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
 from collections import Counter
@@ -113,15 +115,14 @@ def _output_file(path: Path) -> Path:
     return path
 
 
-def _output_dir(path: Path, create: bool = True) -> Path:
+def _output_dir(path: Path) -> Path:
+    """Check an output folder; it is created only once everything else has been checked."""
     if path.exists() and not path.is_dir():
         raise KumoInputError(f"-o {path} is a file; give a folder (it is created if missing)")
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
         raise KumoInputError(f"output folder {parent} does not exist; create it first or choose "
                              "another -o path")
-    if create:
-        path.mkdir(exist_ok=True)
     return path
 
 
@@ -129,6 +130,22 @@ def _input_file(path: Path, what: str, hint: str) -> Path:
     if not path.is_file():
         raise KumoInputError(f"{what} {path} not found; {hint}")
     return path
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    if a.resolve() == b.resolve():
+        return True
+    return a.exists() and b.exists() and os.path.samefile(a, b)  # hard links
+
+
+def _no_overwrite(inputs: dict[str, Path], outputs: dict[str, Path | None]) -> None:
+    """Refuse an output that is an input (or another output): it would be written over."""
+    named = [(flag, path) for flag, path in outputs.items() if path is not None]
+    for i, (flag, path) in enumerate(named):
+        for other, other_path in list(inputs.items()) + named[:i]:
+            if _same_file(path, other_path):
+                raise KumoInputError(f"{flag} {path} is the same file as {other} {other_path}; "
+                                     "writing it would destroy that file: choose another output")
 
 
 def _size(text: str | None, flag: str) -> tuple[int | None, int | None]:
@@ -141,13 +158,25 @@ def _size(text: str | None, flag: str) -> tuple[int | None, int | None]:
 
 
 def _workers(args) -> int:
-    from kumovideo.data.pipeline.runner import default_workers
+    """--workers, with --ray's address checked too (both are read before any work starts)."""
+    from kumovideo.data.pipeline.runner import check_ray, default_workers
 
+    if args.ray is not None:
+        check_ray(args.ray)
     if args.workers is None:
         return default_workers()
     if args.workers < 1:
         raise KumoInputError(f"--workers {args.workers}: pass 1 or more")
     return args.workers
+
+
+def _report_failures(failed: int, total: int, what: str) -> int:
+    """A last stderr line when some items failed (listed above). The exit status stays 0:
+    unusable inputs are expected in raw footage and recorded, not errors of the command."""
+    if failed:
+        print(f"kumo: {failed} of {total} {what} failed (listed above); the others were written",
+              file=sys.stderr)
+    return 0
 
 
 # ------------------------------------------------------------------------------ commands
@@ -156,24 +185,30 @@ def run_scan(args: argparse.Namespace) -> int:
 
     cfg = _config(args)
     _output_file(args.output)
-    summary = scan_folder(args.in_dir, args.output, cfg.scan, workers=_workers(args),
+    workers = _workers(args)
+    summary = scan_folder(args.in_dir, args.output, cfg.scan, workers=workers,
                           ray_address=args.ray, retry_errors=args.retry_errors, quiet=args.quiet)
     for line in summary.lines():
         print(line)
     print(f"manifest: {args.output}")
-    return 0
+    return _report_failures(len(summary.errors), summary.ok + len(summary.errors), "files")
 
 
 def run_filter(args: argparse.Namespace) -> int:
     from kumovideo.data.pipeline.filter import filter_records
-    from kumovideo.data.pipeline.manifest import atomic_write_jsonl, iter_jsonl, latest_by_path
+    from kumovideo.data.pipeline.manifest import (SCAN_MANIFEST, atomic_write_jsonl, latest_by_path,
+                                                   read_manifest)
 
     cfg = _config(args)
     _input_file(args.manifest, "manifest", "run `kumo data scan IN_DIR -o MANIFEST` first")
     _output_file(args.output)
     if args.rejected is not None:
         _output_file(args.rejected)
-    records = list(latest_by_path(iter_jsonl(args.manifest)).values())
+    _no_overwrite({"MANIFEST": args.manifest}, {"-o": args.output, "--rejected": args.rejected})
+    records = list(latest_by_path(read_manifest(args.manifest, SCAN_MANIFEST)).values())
+    if not records:
+        raise KumoInputError(f"manifest {args.manifest} holds no records; run `kumo data scan "
+                             "IN_DIR -o MANIFEST` first")
     kept, rejected, reasons = filter_records(records, cfg.filter)
     atomic_write_jsonl(args.output, kept)
     if args.rejected is not None:
@@ -189,31 +224,36 @@ def run_filter(args: argparse.Namespace) -> int:
 
 def run_cut(args: argparse.Namespace) -> int:
     from kumovideo.data.pipeline.cut import cut_task
-    from kumovideo.data.pipeline.manifest import atomic_write_jsonl, iter_jsonl, read_jsonl
+    from kumovideo.data.pipeline.manifest import (CLIP_LIST, CUT_MANIFEST, atomic_write_jsonl,
+                                                   read_manifest)
     from kumovideo.data.pipeline.runner import run_tasks
 
     cfg = _config(args)
     _input_file(args.clips, "clip list", "run `kumo data filter MANIFEST -o CLIPS` first")
-    out_dir = _output_dir(args.output)
     if args.fps is not None:
         if args.fps <= 0:
-            raise KumoInputError(f"--fps {args.fps} is not a frame rate; pass a positive number")
+            raise KumoInputError(f"--fps {args.fps:g} is not a frame rate; pass a positive number")
         cfg.cut.fps = args.fps
     w, h = _size(args.size, "--size")
     if w is not None:
         cfg.cut.width, cfg.cut.height = w, h
     if args.no_copy:
         cfg.cut.stream_copy = False
-    entries = read_jsonl(args.clips)
+    workers = _workers(args)
+    out_dir = _output_dir(args.output)
     manifest = out_dir / "clips.jsonl"
-    # Resume: clips already cut (in the manifest and on disk) are kept as they are.
-    previous = {e["id"]: e for e in iter_jsonl(manifest)} if manifest.exists() else {}
+    _no_overwrite({"CLIPS": args.clips}, {"the cut manifest": manifest})
+    entries = read_manifest(args.clips, CLIP_LIST)
+    # Resume: clips already cut (in the manifest and on disk) are kept as they are. The
+    # manifest is rewritten at the end, so it must really be one.
+    previous = {e["id"]: e for e in read_manifest(manifest, CUT_MANIFEST)} if manifest.exists() else {}
     done = {i: e for i, e in previous.items()
             if e.get("status") == "ok" and (out_dir / e.get("file", "")).is_file()}
     todo = [e for e in entries if e["id"] not in done]
+    out_dir.mkdir(exist_ok=True)
     results = dict(done)
     counts: Counter = Counter()
-    for res in run_tasks(cut_task(cfg.cut, str(out_dir)), todo, workers=_workers(args),
+    for res in run_tasks(cut_task(cfg.cut, str(out_dir)), todo, workers=workers,
                          ray_address=args.ray, desc="cut", quiet=args.quiet):
         results[res["id"]] = res
         counts[res.get("method") or "error"] += 1
@@ -225,12 +265,13 @@ def run_cut(args: argparse.Namespace) -> int:
           f"{len(failed)} failed; {len(done)} already done) -> {out_dir}")
     for r in failed:
         print(f"  failed: {r['id']}: {r.get('error')}")
-    return 0
+    return _report_failures(len(failed), len(todo), "clips")
 
 
 def run_encode(args: argparse.Namespace) -> int:
-    from kumovideo.data.pipeline.encode import encode_clips, load_vae
-    from kumovideo.data.pipeline.manifest import read_jsonl
+    from kumovideo.cli.generate import resolve_device
+    from kumovideo.data.pipeline.encode import encode_clips, load_index, load_vae
+    from kumovideo.data.pipeline.manifest import CUT_MANIFEST, read_manifest
 
     cfg = _config(args)
     manifest = args.clips / "clips.jsonl" if args.clips.is_dir() else args.clips
@@ -252,15 +293,18 @@ def run_encode(args: argparse.Namespace) -> int:
         if args.shard_size < 1:
             raise KumoInputError("--shard-size must be 1 or more")
         cfg.encode.shard_size = args.shard_size
-    out_dir = _output_dir(args.output, create=False)  # checked now, created once the VAE has loaded
-    entries = read_jsonl(manifest)
-    vae = load_vae(args.vae, cfg.encode.dtype, args.device)
-    out_dir.mkdir(exist_ok=True)
+    device = str(resolve_device(args.device))
+    out_dir = _output_dir(args.output)
+    load_index(out_dir)  # an index.json already there must be ours (a run to resume)
+    entries = read_manifest(manifest, CUT_MANIFEST)
+    vae = load_vae(args.vae, cfg.encode.dtype, device)
+    out_dir.mkdir(exist_ok=True)  # created once the VAE has loaded
     summary = encode_clips(entries, manifest.parent, vae, str(args.vae), out_dir, cfg.encode,
-                           device=args.device, quiet=args.quiet)
+                           device=device, quiet=args.quiet)
     print(f"encoded {summary['encoded']} clips ({summary['skipped']} already done, "
           f"{len(summary['errors'])} failed) into {summary['shards']} shards, "
           f"{summary['clips']} clips in {out_dir / 'index.json'}")
     for clip_id, err in summary["errors"]:
         print(f"  failed: {clip_id}: {err}", file=sys.stderr)
-    return 0
+    return _report_failures(len(summary["errors"]), summary["encoded"] + len(summary["errors"]),
+                        "clips")

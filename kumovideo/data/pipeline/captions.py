@@ -44,16 +44,29 @@ def load_captioner(spec: str | None) -> Captioner | None:
     if not spec:
         return None
     if ":" not in spec:
-        raise KumoInputError(f"captioner {spec!r} must be 'module:ClassName'")
+        raise KumoInputError(f"scan.captioner {spec!r} must be 'module:ClassName'")
     module_name, _, attr = spec.partition(":")
     try:
         obj = getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError) as exc:
-        raise KumoInputError(f"cannot load captioner {spec!r} ({exc}); check the module path") from exc
-    captioner = obj() if isinstance(obj, type) else obj
+        raise KumoInputError(f"scan.captioner {spec!r} cannot be loaded ({exc}); check the module "
+                             "path and class name") from None
+    except Exception as exc:  # the module itself fails to import (a bug, a missing file)
+        raise KumoInputError(f"scan.captioner {spec!r} cannot be loaded: importing {module_name} "
+                             f"raised {type(exc).__name__}: {_first_line(exc)}") from None
+    try:
+        captioner = obj() if isinstance(obj, type) else obj
+    except Exception as exc:  # e.g. its model weights are missing
+        raise KumoInputError(f"scan.captioner {spec!r} cannot be built: {type(exc).__name__}: "
+                             f"{_first_line(exc)}") from None
     if not isinstance(captioner, Captioner):
-        raise KumoInputError(f"captioner {spec!r} has no caption(frames, info) method")
+        raise KumoInputError(f"scan.captioner {spec!r} has no caption(frames, info) method")
     return captioner
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else "no message"
 
 
 def read_sidecar(video: str | Path) -> dict[str, Any] | None:

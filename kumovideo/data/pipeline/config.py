@@ -186,11 +186,101 @@ def config_from_dict(data: dict[str, Any] | None, source: str = "config") -> Dat
     return cfg
 
 
+# x264's presets (x264.h `x264_preset_names`); any other name fails every re-encoded clip.
+X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow",
+                "slower", "veryslow", "placebo")
+
+
+@dataclass(frozen=True)
+class Range:
+    """Allowed values of a numeric key. `above` excludes `low` itself (for rates and sizes,
+    where 0 means "never sample" or an empty frame)."""
+
+    low: float | None = None
+    high: float | None = None
+    above: bool = False
+
+    def allows(self, value: float) -> bool:
+        if self.low is not None and (value <= self.low if self.above else value < self.low):
+            return False
+        return self.high is None or value <= self.high
+
+    def describe(self) -> str:
+        if self.above:
+            return f"greater than {self.low:g}"
+        if self.high is None:
+            return f"at least {self.low:g}"
+        return f"between {self.low:g} and {self.high:g}"
+
+
+_PER_SECOND = Range(0, above=True)
+_NON_NEGATIVE = Range(0)
+_SHARE = Range(0, 1)  # a fraction of the frame, or a 0-1 score
+
+# Every numeric key and the values that make sense for it (null is always allowed where the
+# key may be null). Checked in one place so a typo such as `min_quality: 5` (the score is
+# 0-1) is an error instead of a run that silently keeps nothing.
+RANGES: dict[str, Range] = {
+    "scan.analysis_width": Range(16),
+    "scan.min_clip_seconds": _NON_NEGATIVE,
+    "scan.content_threshold": Range(0, 255),
+    "scan.adaptive_threshold": Range(0, above=True),
+    "scan.fade_threshold": Range(0, 255),
+    "scan.cut_spike_ratio": Range(0, above=True),
+    "scan.cut_hist_distance": _SHARE,
+    "scan.merge_frames": _NON_NEGATIVE,
+    "scan.max_fade_frames": _NON_NEGATIVE,
+    "scan.flow_width": Range(16),
+    "scan.flow_pairs_per_second": _PER_SECOND,
+    "scan.overlay_samples_per_second": _PER_SECOND,
+    "scan.max_overlay_samples": Range(2),
+    "scan.quality_samples_per_second": _PER_SECOND,
+    "filter.min_seconds": _NON_NEGATIVE,
+    "filter.max_seconds": Range(0, above=True),
+    "filter.min_width": _NON_NEGATIVE,
+    "filter.min_height": _NON_NEGATIVE,
+    "filter.min_fps": _NON_NEGATIVE,
+    "filter.min_quality": _SHARE,
+    "filter.min_motion": _NON_NEGATIVE,
+    "filter.max_motion": _NON_NEGATIVE,
+    "filter.max_overlay_area": _SHARE,
+    "cut.fps": _PER_SECOND,
+    "cut.width": Range(2),
+    "cut.height": Range(2),
+    "cut.crf": Range(0, 51),  # x264's scale for 8-bit video
+    "encode.frames": Range(1),
+    "encode.width": Range(8),
+    "encode.height": Range(8),
+    "encode.shard_size": Range(1),
+}
+
+
 def _validate(cfg: DataConfig, source: str) -> None:
+    """Check values (types are already checked): ranges, choices, and keys that must agree."""
+    for name, allowed in RANGES.items():
+        section, key = name.split(".")
+        value = getattr(getattr(cfg, section), key)
+        if value is not None and not allowed.allows(value):
+            raise KumoInputError(f"{source}: {name} must be {allowed.describe()}, got {value}")
     if cfg.scan.flow_method not in ("dis", "farneback"):
         raise KumoInputError(f"{source}: scan.flow_method must be 'dis' or 'farneback', "
                              f"got {cfg.scan.flow_method!r}")
-    if cfg.encode.frames < 1 or (cfg.encode.frames - 1) % 4:
+    if cfg.scan.captioner is not None and ":" not in cfg.scan.captioner:
+        raise KumoInputError(f"{source}: scan.captioner must be 'module:ClassName', "
+                             f"got {cfg.scan.captioner!r}")
+    f = cfg.filter
+    if f.max_seconds is not None and f.min_seconds > f.max_seconds:
+        raise KumoInputError(f"{source}: filter.min_seconds ({f.min_seconds:g}) is greater than "
+                             f"filter.max_seconds ({f.max_seconds:g}), so every clip would be "
+                             "rejected; lower min_seconds or raise max_seconds")
+    if f.min_motion is not None and f.max_motion is not None and f.min_motion > f.max_motion:
+        raise KumoInputError(f"{source}: filter.min_motion ({f.min_motion:g}) is greater than "
+                             f"filter.max_motion ({f.max_motion:g}), so every clip would be "
+                             "rejected; lower min_motion or raise max_motion")
+    if cfg.cut.preset.lower() not in X264_PRESETS:
+        raise KumoInputError(f"{source}: cut.preset must be an x264 preset "
+                             f"({', '.join(X264_PRESETS)}), got {cfg.cut.preset!r}")
+    if (cfg.encode.frames - 1) % 4:
         raise KumoInputError(f"{source}: encode.frames must be 4k+1 (e.g. 17, 33, 49), "
                              f"got {cfg.encode.frames}")
     for key in ("width", "height"):
@@ -207,6 +297,15 @@ def _validate(cfg: DataConfig, source: str) -> None:
                                  f"known: {', '.join(CAMERA_CLASSES)}")
 
 
+def _yaml_problem(exc) -> str:
+    """PyYAML's error in one line: what it found and where (its own text spans lines)."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    if mark is None:
+        return problem
+    return f"{problem} at line {mark.line + 1}, column {mark.column + 1}"
+
+
 def load_config(path: str | Path | None) -> DataConfig:
     """Read a YAML config (None: the built-in defaults)."""
     if path is None:
@@ -218,7 +317,10 @@ def load_config(path: str | Path | None) -> DataConfig:
     import yaml
 
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise KumoInputError(f"config file {path} is not a text file; pass a YAML file "
+                             "(see configs/data_filter.yaml)") from None
     except yaml.YAMLError as exc:
-        raise KumoInputError(f"{path} is not valid YAML ({exc}); fix the syntax") from exc
+        raise KumoInputError(f"{path} is not valid YAML ({_yaml_problem(exc)}); fix the syntax") from None
     return config_from_dict(data, source=str(path))

@@ -59,7 +59,16 @@ def load_vae(path: str | Path, dtype: str = "float32", device: str = "cpu"):
     original block names mapped, CPU 3D convolutions on oneDNN), in eval mode on `device`."""
     from kumovideo.pipelines.loading import load_vae as load_pipeline_vae
 
-    return load_pipeline_vae(path, _DTYPES[dtype]).to(device).eval()
+    try:
+        vae = load_pipeline_vae(path, _DTYPES[dtype])
+    except KumoInputError:
+        raise
+    except (OSError, ValueError) as exc:  # truncated or corrupt weights, weights that do not fit
+        text = str(exc).strip()
+        reason = text.splitlines()[0] if text else type(exc).__name__
+        raise KumoInputError(f"--vae {path}: cannot load the VAE ({reason}); re-download or "
+                             "re-save it") from None
+    return vae.to(device).eval()
 
 
 def read_clip(path: str | Path, num_frames: int, width: int | None, height: int | None
@@ -91,12 +100,16 @@ def read_clip(path: str | Path, num_frames: int, width: int | None, height: int 
     return x, fps
 
 
-def _load_index(out_dir: Path) -> dict[str, Any] | None:
+def load_index(out_dir: Path) -> dict[str, Any] | None:
+    """The latent index already in `out_dir` (a run to resume), None if there is none."""
     path = out_dir / "index.json"
     if not path.is_file():
         return None
-    data = json.loads(path.read_text())
-    if data.get("format") != INDEX_FORMAT:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        data = None
+    if not isinstance(data, dict) or data.get("format") != INDEX_FORMAT:
         raise KumoInputError(f"{path} is not a kumovideo latent index; choose an empty output folder")
     return data
 
@@ -111,7 +124,7 @@ class LatentShardWriter:
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.shard_size = shard_size
-        self.index = _load_index(self.out_dir) or {
+        self.index = load_index(self.out_dir) or {
             "format": INDEX_FORMAT,
             "version": INDEX_VERSION,
             "vae": {

@@ -21,10 +21,12 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from kumovideo.utils.atomic import atomic_file
+from kumovideo.utils.errors import KumoInputError
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
@@ -62,6 +64,76 @@ def iter_jsonl(path: str | Path) -> Iterator[dict]:
 
 def read_jsonl(path: str | Path) -> list[dict]:
     return list(iter_jsonl(path))
+
+
+@dataclass(frozen=True)
+class ManifestKind:
+    """One kind of JSON Lines file the pipeline reads: the keys every record has, and which
+    command writes it (for the error message)."""
+
+    name: str
+    keys: tuple[str, ...]
+    written_by: str
+
+
+SCAN_MANIFEST = ManifestKind("scan manifest", ("path", "key", "status"),
+                             "the .jsonl that `kumo data scan` writes")
+CLIP_LIST = ManifestKind("clip list", ("id", "video", "fps", "width", "height", "first_time",
+                                       "keyframe_before", "start_frame", "end_frame", "caption"),
+                         "the .jsonl that `kumo data filter` writes")
+CUT_MANIFEST = ManifestKind("cut manifest", ("id", "file", "caption"),
+                            "the clips.jsonl that `kumo data cut` writes")
+
+# Scan records are written with "path" first, so a line that a killed scan left half
+# written starts like this. Only such a line may be cut off on resume.
+_SCAN_RECORD_START = '{"path": '
+
+
+def read_manifest(path: str | Path, kind: ManifestKind, resuming: bool = False) -> list[dict]:
+    """Every record of a JSON Lines file of `kind`, checked line by line.
+
+    Anything that is not such a file (binary data, a line that is not a JSON object, a
+    record without the kind's keys) is a `KumoInputError` naming the file and line, so a
+    wrong file is refused before it is read as empty or appended to. `resuming`: the file
+    is an existing output to append to; a half-written last scan record (a killed run) is
+    then left out, and `ManifestAppender` cuts it off.
+    """
+    path = Path(path)
+
+    def refuse(where: str, problem: str) -> KumoInputError:
+        if resuming:
+            todo = "it is only appended to if it is one: choose another -o file"
+        else:
+            todo = f"pass {kind.written_by}"
+        return KumoInputError(f"{where} {problem}, so the file is not a {kind.name}; {todo}")
+
+    records = []
+    try:
+        with open(path, encoding="utf-8") as fh:
+            for number, line in enumerate(fh, start=1):
+                where = f"{path} line {number}"
+                text = line.strip()
+                if not text:
+                    continue
+                try:
+                    record = json.loads(text)
+                except json.JSONDecodeError:
+                    killed_write = not line.endswith("\n") and text.startswith(_SCAN_RECORD_START)
+                    if killed_write and resuming:
+                        continue
+                    if killed_write:
+                        raise refuse(where, "is cut short (a killed `kumo data scan`? run it again "
+                                            "with the same -o to finish)") from None
+                    raise refuse(where, "is not JSON") from None
+                if not isinstance(record, dict):
+                    raise refuse(where, "is not a JSON object")
+                missing = [key for key in kind.keys if key not in record]
+                if missing:
+                    raise refuse(where, f"has no {missing[0]!r} key")
+                records.append(record)
+    except UnicodeDecodeError:
+        raise refuse(str(path), "is not UTF-8 text") from None
+    return records
 
 
 def latest_by_path(records: Iterable[dict]) -> dict[str, dict]:
@@ -106,20 +178,28 @@ def repair_tail(path: str | Path) -> int:
 
 
 class ManifestAppender:
-    """Append records to a JSON Lines file, one durable line at a time."""
+    """Append records to a JSON Lines file, one durable line at a time.
+
+    The file is opened (and a partial last line cut off) at the first record, so a run that
+    fails before producing anything leaves no empty file behind. Check an existing file with
+    `read_manifest` first: this class appends to whatever is there.
+    """
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        repair_tail(self.path)
-        self._fh = open(self.path, "a", encoding="utf-8")
+        self._fh = None
 
     def append(self, record: dict) -> None:
+        if self._fh is None:
+            repair_tail(self.path)
+            self._fh = open(self.path, "a", encoding="utf-8")
         self._fh.write(json.dumps(record, ensure_ascii=False) + "\n")
         self._fh.flush()
         os.fsync(self._fh.fileno())
 
     def close(self) -> None:
-        self._fh.close()
+        if self._fh is not None:
+            self._fh.close()
 
     def __enter__(self) -> "ManifestAppender":
         return self

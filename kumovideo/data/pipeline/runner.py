@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import multiprocessing as mp
 import os
+import re
 import sys
 from typing import Any, Callable, Iterable, Iterator
 
@@ -85,10 +86,24 @@ def ray_available() -> bool:
     return True
 
 
-def _run_ray(fn: Callable[[Any], dict], items: list, address: str, workers: int) -> Iterator[dict]:
+# The addresses ray.init accepts: "auto", "local", "HOST:PORT", or "ray://HOST[:PORT]"
+# (Ray Client).
+_HOST = r"([\w.-]+|\[[0-9a-fA-F:]+\])"  # a name, an IPv4 address, or an [IPv6] address
+_RAY_ADDRESS = re.compile(rf"auto|local|{_HOST}:\d+|ray://{_HOST}(:\d+)?")
+
+
+def check_ray(address: str) -> None:
+    """Refuse a malformed --ray address, or --ray without Ray Data, before any work starts."""
+    if not _RAY_ADDRESS.fullmatch(address):
+        raise KumoInputError(f"--ray {address!r} is not a Ray address; use auto, local, "
+                             "HOST:PORT or ray://HOST:PORT")
     if not ray_available():
         raise KumoInputError("--ray needs Ray Data, which is not installed; install it with "
                              "pip install 'ray[data]' (or kumovideo[ray]) or drop --ray")
+
+
+def _run_ray(fn: Callable[[Any], dict], items: list, address: str, workers: int) -> Iterator[dict]:
+    check_ray(address)
     import logging
 
     import ray

@@ -17,7 +17,8 @@ from typing import Any
 from kumovideo.data.pipeline.analyze import analyze_video, video_key
 from kumovideo.data.pipeline.captions import load_captioner
 from kumovideo.data.pipeline.config import ScanConfig
-from kumovideo.data.pipeline.manifest import ManifestAppender, iter_jsonl, latest_by_path
+from kumovideo.data.pipeline.manifest import (SCAN_MANIFEST, ManifestAppender, latest_by_path,
+                                               read_manifest)
 from kumovideo.data.pipeline.probe import BadVideo
 from kumovideo.data.pipeline.runner import run_tasks
 from kumovideo.utils.errors import KumoInputError
@@ -39,6 +40,9 @@ def find_videos(root: str | Path, extensions: list[str]) -> list[Path]:
             continue
         if path.is_file() and path.suffix.lower() in exts:
             found.append(path.resolve())
+    if not found:
+        raise KumoInputError(f"no video files under {root} (looked for {', '.join(sorted(exts))}); "
+                             "pass the folder that holds your videos or set scan.extensions")
     return found
 
 
@@ -91,12 +95,21 @@ class ScanSummary:
 def scan_folder(in_dir: str | Path, manifest: str | Path, cfg: ScanConfig, workers: int = 1,
                 ray_address: str | None = None, retry_errors: bool = False,
                 quiet: bool = False) -> ScanSummary:
-    """Scan `in_dir` into `manifest` (appending; resumes a previous run)."""
+    """Scan `in_dir` into `manifest` (appending; resumes a previous run).
+
+    Everything is checked before the first video is analysed: the folder, an existing
+    manifest (it must be a scan manifest, since it is appended to) and the captioner.
+    """
     manifest = Path(manifest)
     if not manifest.parent.is_dir():
         raise KumoInputError(f"output folder {manifest.parent} does not exist; create it first")
     videos = find_videos(in_dir, cfg.extensions)
-    done = latest_by_path(iter_jsonl(manifest)) if manifest.exists() else {}
+    done = latest_by_path(read_manifest(manifest, SCAN_MANIFEST, resuming=True)
+                          if manifest.exists() else [])
+    if cfg.captioner:
+        # A captioner that cannot be built is a configuration mistake: report it once, here,
+        # not as an error record on every file. Runs in this process reuse this instance.
+        _CAPTIONERS[cfg.captioner] = load_captioner(cfg.captioner)
     todo = [str(p) for p in videos
             if str(p) not in done or (retry_errors and done[str(p)].get("status") != "ok")]
     summary = ScanSummary(found=len(videos), skipped=len(videos) - len(todo))
