@@ -293,3 +293,20 @@ def test_the_shipped_config_and_the_defaults_are_in_range():
         section, key = name.split(".")
         assert key in {f.name for f in dataclasses.fields(getattr(DataConfig(), section))}, name
     assert config_from_dict({"filter": {"max_seconds": None, "min_quality": None}}).filter.max_seconds is None
+
+
+@pytest.mark.parametrize("command", ["cut", "encode"])
+def test_an_output_folder_holding_other_files_is_refused(work, capsys, command):
+    # Outputs are named after clip ids (c0.mp4, c0.txt) and shard numbers: a folder with a
+    # user's files in it could lose some of them, so it is refused before any work.
+    out = work / "out"
+    out.mkdir()
+    ours = "c0.mp4" if command == "cut" else "shard-00000.safetensors"  # from a killed run: fine alone
+    (out / ours).write_bytes(b"ours")
+    (out / "holiday.mp4").write_bytes(b"someone's video")
+    args = (["data", "cut", str(work / "clips.jsonl"), "-o", str(out), "--workers", "1", "--quiet"]
+            if command == "cut" else ["data", "encode", str(work / "cut"), "--vae", str(work / "vae"), "-o", str(out)])
+    assert main(args) == 2
+    _one_line_error(capsys, f"-o {out}", "holiday.mp4", "new or empty folder")
+    assert sorted(p.name for p in out.iterdir()) == sorted([ours, "holiday.mp4"])
+    assert (out / "holiday.mp4").read_bytes() == b"someone's video"

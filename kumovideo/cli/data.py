@@ -126,6 +126,18 @@ def _output_dir(path: Path) -> Path:
     return path
 
 
+def _only_our_files(out_dir: Path, ours, what: str) -> None:
+    """Refuse an existing output folder holding files this command would not have written:
+    its outputs are named after clip ids and shard numbers, and would overwrite a user's
+    files of the same names. Our own files (a run to resume) and hidden temp files pass."""
+    if not out_dir.is_dir():
+        return
+    foreign = sorted(p.name for p in out_dir.iterdir() if not p.name.startswith(".") and not ours(p.name))
+    if foreign:
+        raise KumoInputError(f"-o {out_dir} already holds files that are not {what} (e.g. {foreign[0]}); "
+                             "choose a new or empty folder")
+
+
 def _input_file(path: Path, what: str, hint: str) -> Path:
     if not path.is_file():
         raise KumoInputError(f"{what} {path} not found; {hint}")
@@ -244,6 +256,8 @@ def run_cut(args: argparse.Namespace) -> int:
     manifest = out_dir / "clips.jsonl"
     _no_overwrite({"CLIPS": args.clips}, {"the cut manifest": manifest})
     entries = read_manifest(args.clips, CLIP_LIST)
+    names = {"clips.jsonl"} | {f"{e['id']}{ext}" for e in entries for ext in (".mp4", ".txt")}
+    _only_our_files(out_dir, names.__contains__, "clips of this list")
     # Resume: clips already cut (in the manifest and on disk) are kept as they are. The
     # manifest is rewritten at the end, so it must really be one.
     previous = {e["id"]: e for e in read_manifest(manifest, CUT_MANIFEST)} if manifest.exists() else {}
@@ -296,6 +310,8 @@ def run_encode(args: argparse.Namespace) -> int:
     device = str(resolve_device(args.device))
     out_dir = _output_dir(args.output)
     load_index(out_dir)  # an index.json already there must be ours (a run to resume)
+    _only_our_files(out_dir, lambda name: name == "index.json" or re.fullmatch(r"shard-\d{5}\.safetensors", name),
+                    "latent shards and their index.json")
     entries = read_manifest(manifest, CUT_MANIFEST)
     vae = load_vae(args.vae, cfg.encode.dtype, device)
     out_dir.mkdir(exist_ok=True)  # created once the VAE has loaded
