@@ -153,6 +153,19 @@ def test_a_run_with_checkpoints_is_not_restarted_without_resume(run_copy, tmp_pa
     assert snapshot(run_copy) == before  # loss log and checkpoints untouched
 
 
+@pytest.mark.parametrize("resume", [False, True])
+def test_a_finished_run_whose_checkpoints_were_deleted_keeps_its_export(run_copy, tmp_path, capsys, resume):
+    import shutil
+
+    shutil.rmtree(run_copy / "checkpoints")
+    assert (run_copy / "vae" / "config.json").is_file()  # the run's export
+    before = snapshot(run_copy)
+    path = config_file(tmp_path, VAE, output_dir=str(run_copy))
+    assert main(["train", "vae", "--config", str(path), "--device", "cpu"] + (["--resume"] if resume else [])) == 2
+    one_line_error(capsys, str(run_copy), "export (vae/)", "another output_dir")
+    assert snapshot(run_copy) == before
+
+
 @pytest.mark.parametrize(
     "command, base, changes, needles",
     [

@@ -31,6 +31,12 @@ def check_output_dir(config: TrainConfig, resume: bool) -> None:
     if found and not resume:
         raise KumoInputError(f"output_dir {out} already holds a run's checkpoints (newest {found[-1].name}); "
                              "pass --resume to continue that run, or choose another output_dir")
+    # A finished run whose checkpoints were deleted still has its export: a new run would replace it.
+    exported = [out / name for name in ("pipeline", "vae") if (out / name / "config.json").is_file()
+                or (out / name / "model_index.json").is_file()]
+    if exported and not found:
+        raise KumoInputError(f"output_dir {out} holds a finished run's export ({exported[0].name}/) that a new run "
+                             "would replace; choose another output_dir (or move the export away)")
     if found:
         kind = checkpoint_kind(found[-1])
         if kind and kind != config.kind:
