@@ -60,6 +60,8 @@ def parse_parallel(spec: str | ParallelConfig | dict | None) -> ParallelConfig:
         return spec or ParallelConfig()
     if isinstance(spec, dict):
         items = dict(spec)
+    elif not isinstance(spec, str):
+        raise KumoInputError(f"parallel={spec!r}; pass a string such as 'ulysses=2,cfg=2', a dict or a ParallelConfig")
     else:
         text = spec.strip().lower()
         if text in ("", "none", "off"):
@@ -80,9 +82,12 @@ def parse_parallel(spec: str | ParallelConfig | dict | None) -> ParallelConfig:
         raise KumoInputError(f"--parallel: unknown degree(s) {', '.join(sorted(unknown))}; use ulysses and cfg")
     degrees = {}
     for key, value in items.items():
+        # int(2.5) would quietly read 2: only whole numbers, as ints or as text.
+        if isinstance(value, bool) or not isinstance(value, (int, str)):
+            raise KumoInputError(f"--parallel: {key}={value!r} is not an integer")
         try:
             degrees[key] = int(value)
-        except (TypeError, ValueError):
+        except ValueError:
             raise KumoInputError(f"--parallel: {key}={value!r} is not an integer") from None
         if degrees[key] < 1:
             raise KumoInputError(f"--parallel: {key}={degrees[key]} must be at least 1")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import math
 import os
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -47,7 +48,7 @@ class KumoPipelineOutput(BaseOutput):
 
 class KumoPipeline(DiffusionPipeline):
     model_cpu_offload_seq = "text_encoder->transformer->vae"
-    _callback_tensor_inputs = ["latents", "prompt_embeds", "negative_prompt_embeds"]
+    _callback_tensor_inputs = ["latents", "prompt_embeds"]  # what callback_on_step_end can be given
 
     def __init__(
         self,
@@ -77,7 +78,15 @@ class KumoPipeline(DiffusionPipeline):
         ones (`scheduler=KumoLCMScheduler(...)`), `torch_dtype` casts the weights.
         """
         torch_dtype = kwargs.pop("torch_dtype", None)
+        if not isinstance(pretrained_model_name_or_path, (str, os.PathLike)):
+            raise KumoInputError(f"pass a checkpoint folder path, not {type(pretrained_model_name_or_path).__name__}")
+        if torch_dtype is not None and not isinstance(torch_dtype, torch.dtype):
+            raise KumoInputError(f"torch_dtype={torch_dtype!r}; pass a torch.dtype such as torch.float16 or torch.bfloat16")
         components = {k: kwargs.pop(k) for k in list(kwargs) if k in ("tokenizer", "text_encoder", "vae", "transformer", "scheduler")}
+        for name, component in components.items():
+            if component is None or isinstance(component, (str, os.PathLike)):
+                raise KumoInputError(f"{name}={component!r}: pass a loaded {name} object to replace the saved one, "
+                                     f"or leave {name} out")
         if kwargs:
             logger.warning("KumoPipeline.from_pretrained ignores arguments: %s", ", ".join(sorted(kwargs)))
         return cls(**load_pipeline_components(pretrained_model_name_or_path, torch_dtype=torch_dtype, **components))
@@ -151,18 +160,58 @@ class KumoPipeline(DiffusionPipeline):
             raise KumoInputError("prompt must be a string or a list of strings")
         if isinstance(prompt, list) and not prompt:
             raise KumoInputError("prompt list is empty; pass at least one prompt")
-        if negative_prompt is not None and isinstance(negative_prompt, list) and isinstance(prompt, list):
-            if len(negative_prompt) != len(prompt):
-                raise KumoInputError(f"{len(negative_prompt)} negative prompts for {len(prompt)} prompts; pass one each or a single string")
+        if negative_prompt is not None and not (
+            isinstance(negative_prompt, str)
+            or (isinstance(negative_prompt, list) and all(isinstance(p, str) for p in negative_prompt))
+        ):
+            raise KumoInputError("negative_prompt must be a string, a list of strings (one per prompt) or None")
+        if isinstance(negative_prompt, list):
+            count = len(prompt) if isinstance(prompt, list) else 1
+            if len(negative_prompt) != count:
+                raise KumoInputError(f"{len(negative_prompt)} negative prompts for {count} prompt(s); pass one each or a single string")
+        for name, value in (("height", height), ("width", width), ("num_frames", num_frames),
+                            ("num_inference_steps", num_inference_steps)):
+            if not _is_int(value):
+                raise KumoInputError(f"{name}={value!r} must be a whole number (an int)")
         check_clip_shape(num_frames, height, width, self.vae_scale_factor_spatial, self.vae_scale_factor_temporal,
                          self.transformer.config.patch_size)
         if num_inference_steps < 1:
             raise KumoInputError(f"num_inference_steps={num_inference_steps}; use at least 1")
+        if num_inference_steps > self.scheduler.config.num_train_timesteps:
+            raise KumoInputError(f"num_inference_steps={num_inference_steps} is more than the model's "
+                                 f"{self.scheduler.config.num_train_timesteps} training timesteps; use fewer")
         if max_sequence_length != self.max_sequence_length:
             raise KumoInputError(
                 f"max_sequence_length={max_sequence_length}, but this transformer was trained with a text window of "
                 f"{self.max_sequence_length}; leave it unset"
             )
+
+    def check_call_arguments(self, batch_size, num_videos_per_prompt, guidance_scale, guidance_rescale, generator,
+                             latents, max_sequence_length, callback_on_step_end, callback_on_step_end_tensor_inputs):
+        """The arguments check_inputs does not cover, before any work: each mistake would
+        otherwise surface deep inside torch or after the first denoising step."""
+        if not _is_int(num_videos_per_prompt) or num_videos_per_prompt < 1:
+            raise KumoInputError(f"num_videos_per_prompt={num_videos_per_prompt!r}; use a whole number >= 1")
+        for name, value in (("guidance_scale", guidance_scale), ("guidance_rescale", guidance_rescale)):
+            if not _is_real(value) or not math.isfinite(value):
+                raise KumoInputError(f"{name}={value!r} must be a finite number")
+        if max_sequence_length is not None and (not _is_int(max_sequence_length) or max_sequence_length < 1):
+            raise KumoInputError(f"max_sequence_length={max_sequence_length!r}; leave it unset (None)")
+        if isinstance(generator, list):
+            if len(generator) != batch_size or not all(isinstance(g, torch.Generator) for g in generator):
+                raise KumoInputError(f"generator is a list of {len(generator)} items for {batch_size} video(s); pass one "
+                                     "torch.Generator per video (prompts x num_videos_per_prompt), or a single one")
+        elif generator is not None and not isinstance(generator, torch.Generator):
+            raise KumoInputError(f"generator must be a torch.Generator (or a list, one per video), not {type(generator).__name__}")
+        if latents is not None and not (torch.is_tensor(latents) and latents.is_floating_point()):
+            what = f"a {latents.dtype} tensor" if torch.is_tensor(latents) else type(latents).__name__
+            raise KumoInputError(f"latents must be a floating-point torch.Tensor, got {what}")
+        if callback_on_step_end is not None and not callable(callback_on_step_end):
+            raise KumoInputError("callback_on_step_end must be callable: (pipe, step, timestep, tensors) -> dict")
+        names = callback_on_step_end_tensor_inputs
+        if isinstance(names, str) or not all(n in self._callback_tensor_inputs for n in names):
+            raise KumoInputError(f"callback_on_step_end_tensor_inputs={names!r}; use a list of names from "
+                                 f"{self._callback_tensor_inputs}")
 
     # ------------------------------------------------------------------ latents
 
@@ -224,8 +273,13 @@ class KumoPipeline(DiffusionPipeline):
         the conditional one's (Lin et al. 2023, "Common Diffusion Noise Schedules and Sample
         Steps are Flawed", sec. 3.4: for zero-terminal-SNR v-prediction models like this one,
         strong guidance otherwise over-saturates)."""
-        max_sequence_length = max_sequence_length or self.max_sequence_length
+        if max_sequence_length is None:
+            max_sequence_length = self.max_sequence_length
         self.check_inputs(prompt, negative_prompt, height, width, num_frames, num_inference_steps, max_sequence_length)
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        self.check_call_arguments(len(prompts) * (num_videos_per_prompt if _is_int(num_videos_per_prompt) else 1),
+                                  num_videos_per_prompt, guidance_scale, guidance_rescale, generator, latents,
+                                  max_sequence_length, callback_on_step_end, callback_on_step_end_tensor_inputs)
         if sampler not in ("scheduler", "renoise"):
             raise KumoInputError(f"sampler={sampler!r}; use 'scheduler' or 'renoise'")
         if output_type not in ("pil", "np", "pt", "latent"):
@@ -233,7 +287,6 @@ class KumoPipeline(DiffusionPipeline):
         if not 0.0 <= guidance_rescale <= 1.0:
             raise KumoInputError(f"guidance_rescale={guidance_rescale}; use a value from 0 (off) to 1")
         self._guidance_scale = guidance_scale
-        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         batch_size = len(prompts) * num_videos_per_prompt
         device = self._execution_device
         dtype = self.transformer.dtype
@@ -277,7 +330,7 @@ class KumoPipeline(DiffusionPipeline):
                         return None
                     values = {"latents": x, "prompt_embeds": prompt_embeds}
                     values = {k: values[k] for k in callback_on_step_end_tensor_inputs}
-                    return (callback_on_step_end(self, i, t, values) or {}).get("latents")
+                    return _callback_result(callback_on_step_end(self, i, t, values)).get("latents")
 
                 latents = sample_renoise(
                     guided_v, latents, timesteps, self.scheduler.alphas_cumprod, generator, on_step
@@ -296,7 +349,7 @@ class KumoPipeline(DiffusionPipeline):
                     if callback_on_step_end is not None:
                         values = {"latents": latents, "prompt_embeds": prompt_embeds}
                         values = {k: values[k] for k in callback_on_step_end_tensor_inputs}
-                        returned = callback_on_step_end(self, i, t, values) or {}
+                        returned = _callback_result(callback_on_step_end(self, i, t, values))
                         latents = returned.get("latents", latents)
                     progress_bar.update()
 
@@ -310,6 +363,24 @@ class KumoPipeline(DiffusionPipeline):
         if not return_dict:
             return (video,)
         return KumoPipelineOutput(frames=video)
+
+
+def _callback_result(returned) -> dict:
+    """What a step callback returned: a dict of replacement tensors, or None for none."""
+    if returned is None:
+        return {}
+    if not isinstance(returned, dict):
+        raise KumoInputError(f"callback_on_step_end returned a {type(returned).__name__}; return a dict of the "
+                             "tensors it replaces (e.g. {'latents': latents}) or None")
+    return returned
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_real(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def check_clip_shape(num_frames: int, height: int, width: int, spatial: int = 8, temporal: int = 4, patch: int = 2) -> None:
@@ -341,7 +412,18 @@ def check_clip_shape(num_frames: int, height: int, width: int, spatial: int = 8,
 
 
 def frames_to_uint8(frames: np.ndarray | torch.Tensor) -> np.ndarray:
-    """Video in [0, 1] as np (F, H, W, 3) or torch (F, 3, H, W) -> uint8 (F, H, W, 3)."""
-    if torch.is_tensor(frames):
+    """Video in [0, 1] as np (F, H, W, 3) (or a batch of them, (B, F, H, W, 3)) or torch
+    (F, 3, H, W) -> uint8 in the np layout."""
+    torch_layout = torch.is_tensor(frames)
+    if not (torch_layout or isinstance(frames, np.ndarray)):
+        raise KumoInputError(f"frames must be a video (a np.ndarray or torch.Tensor), not {type(frames).__name__}; "
+                             "take e.g. pipe(...).frames[0]")
+    if torch_layout and (frames.ndim != 4 or frames.shape[1] != 3):
+        raise KumoInputError(f"frames of shape {tuple(frames.shape)} are not one RGB video as torch (F, 3, H, W); "
+                             "take one video of a batch, e.g. pipe(..., output_type='pt').frames[0]")
+    if not torch_layout and (frames.ndim < 4 or frames.shape[-1] != 3):
+        raise KumoInputError(f"frames of shape {tuple(frames.shape)} are not RGB video as np (F, H, W, 3); "
+                             "take e.g. pipe(..., output_type='np').frames[0]")
+    if torch_layout:
         frames = frames.permute(0, 2, 3, 1).float().cpu().numpy()
     return (np.clip(frames, 0.0, 1.0) * 255).round().astype(np.uint8)

@@ -3,6 +3,7 @@ renamed into place only when complete, so a crash never leaves a half-written cl
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 from fractions import Fraction
@@ -46,10 +47,17 @@ def atomic_path(path: Path):
 def write_video(frames: np.ndarray, path: str | os.PathLike, fps: int = 8) -> Path:
     """Write uint8 frames (F, H, W, 3) to .mp4 (H.264, yuv420p), .webm (VP9) or .gif."""
 
+    if not isinstance(path, (str, os.PathLike)):
+        raise KumoInputError(f"path must be a file path (.mp4, .webm or .gif), not {type(path).__name__}")
     path = check_output_path(path)
     frames = np.asarray(frames)
     if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
-        raise ValueError(f"frames must be uint8 (F, H, W, 3), got {frames.dtype} {frames.shape}")
+        raise KumoInputError(f"frames must be uint8 (F, H, W, 3), got {frames.dtype} {frames.shape}; "
+                             "kumovideo.pipelines.frames_to_uint8 converts a pipeline's output")
+    if 0 in frames.shape[:3]:
+        raise KumoInputError(f"frames of shape {frames.shape} hold no picture; pass at least one frame of 1x1 or more")
+    if isinstance(fps, bool) or not isinstance(fps, (int, float, Fraction)) or not (fps > 0 and math.isfinite(fps)):
+        raise KumoInputError(f"fps={fps!r}; pass a positive frame rate such as 8")
     codec, pix_fmt, options = VIDEO_FORMATS[path.suffix.lower()]
     height, width = frames.shape[1:3]
     if pix_fmt == "yuv420p" and (height % 2 or width % 2):  # 4:2:0 needs even sides
