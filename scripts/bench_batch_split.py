@@ -4,7 +4,7 @@ both branches), eager, with fused QKV, and compiled (`--compile`, regional torch
 
     python scripts/bench_batch_split.py [--height 64 --width 64]
 
-Prints the median of 40 calls (after 5 warm-up calls) for each; guidance parallel can
+Prints the median of 40 calls (after 3 warm-up calls) for each; guidance parallel can
 only win where batch 1 x 1 thread plus the per-step exchange (~0.5-1 ms with gloo here)
 undercuts batch 2 x 2 threads.
 """
@@ -12,30 +12,16 @@ undercuts batch 2 x 2 threads.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import torch
 
-from kumovideo.distributed.bench import build
+from kumovideo.distributed.bench import build, denoiser_call_ms
 from kumovideo.perf.fast_paths import apply_fast_paths
 
 
-def call_ms(transformer, batch: int, threads: int, latent: tuple[int, int, int], calls: int = 40) -> float:
+def call_ms(pipe, batch: int, threads: int, height: int, width: int) -> float:
     torch.set_num_threads(threads)
-    c = transformer.config
-    f, h, w = latent
-    x = torch.randn(batch, f, c.in_channels, h, w)
-    text = torch.randn(batch, c.max_text_seq_length, c.text_embed_dim)
-    t = torch.full((batch,), 500)
-    times = []
-    with torch.no_grad():
-        for i in range(calls + 5):
-            start = time.perf_counter()
-            transformer(x, text, t)
-            if i >= 5:
-                times.append(time.perf_counter() - start)
-    return 1000 * statistics.median(times)
+    return denoiser_call_ms(pipe, batch, height, width, repeat=40)
 
 
 def main() -> int:
@@ -49,9 +35,7 @@ def main() -> int:
         pipe, _ = build("kumo-builtin")
         if path != "eager":
             apply_fast_paths(pipe, fused_qkv=True, compile=path == "compiled", step_cache=None, threads=None)
-        c = pipe.transformer.config
-        latent = ((c.sample_frames - 1) // 4 + 1, args.height // 8, args.width // 8)
-        one, two, two_one = (call_ms(pipe.transformer, b, n, latent) for b, n in ((1, 1), (2, 2), (2, 1)))
+        one, two, two_one = (call_ms(pipe, b, n, args.height, args.width) for b, n in ((1, 1), (2, 2), (2, 1)))
         print(f"| {path} | {one:.2f} | {two:.2f} | {two_one:.2f} | {one / two:.2f} |")
     return 0
 
