@@ -122,3 +122,12 @@ def test_parse_parallel_refuses_other_types(spec, needle):
     with pytest.raises(KumoInputError) as info:
         parse_parallel(spec)
     assert needle in str(info.value)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU answer; this machine has CUDA")
+@pytest.mark.parametrize("device, needle", [("cuda", "no CUDA GPU"), ("gpu", "unknown device")])
+def test_moving_to_a_device_this_machine_lacks(pipe, device, needle):
+    with pytest.raises(KumoInputError, match=needle):
+        pipe.to(device)
+    assert pipe.device.type == "cpu"
+    assert pipe.to("cpu") is pipe

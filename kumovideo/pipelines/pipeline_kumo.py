@@ -91,6 +91,19 @@ class KumoPipeline(DiffusionPipeline):
             logger.warning("KumoPipeline.from_pretrained ignores arguments: %s", ", ".join(sorted(kwargs)))
         return cls(**load_pipeline_components(pretrained_model_name_or_path, torch_dtype=torch_dtype, **components))
 
+    def to(self, *args, **kwargs):
+        """diffusers' `to`, with a missing GPU or an unknown device said in one line (torch
+        would fail with "Torch not compiled with CUDA enabled" halfway through the move)."""
+        device = next((a for a in args if isinstance(a, (str, torch.device))), kwargs.get("device"))
+        if device is not None:
+            try:
+                device = torch.device(device)
+            except RuntimeError:
+                raise KumoInputError(f"unknown device {device!r}; use cpu, cuda, cuda:N or mps") from None
+            if device.type == "cuda" and not torch.cuda.is_available():
+                raise KumoInputError(f"device {str(device)!r} asked for, but no CUDA GPU is available; use 'cpu'")
+        return super().to(*args, **kwargs)
+
     # ------------------------------------------------------------------ memory switches
 
     def enable_vae_slicing(self):
