@@ -110,6 +110,17 @@ def test_two_rank_checkpoint_resumes_in_one_process(reference, fixtures_dir, tok
     assert main(["train", "dit", "--config", str(path), "--device", "cpu", "--resume"]) == 2
     assert "resume it with --fsdp" in capsys.readouterr().err
 
+    # A sharded checkpoint of another architecture: one line, not DCP's per-rank report.
+    import json
+
+    other = json.loads(path.read_text())
+    other["preset"] = "kumo-builtin"
+    path.write_text(json.dumps(other))
+    assert main(["train", "dit", "--config", str(path), "--device", "cpu", "--resume", "--fsdp"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("kumo: error: checkpoint ") and "different model or config" in err, err
+    assert err.count("\n") == 1 and len(err) < 500, err
+
 
 def test_ulysses_needs_fsdp_and_dit(tmp_path, capsys):
     from kumovideo.cli import main

@@ -400,7 +400,16 @@ class FullySharded(Replicated):
 
         if not is_sharded_checkpoint(path):
             raise KumoInputError(f"{path} was written without --fsdp; resume it without --fsdp")
-        loaded = load_sharded({"model": self._container(state, ema, names), "optimizer": optimizer}, path)
+        from torch.distributed.checkpoint.api import CheckpointException
+
+        try:
+            loaded = load_sharded({"model": self._container(state, ema, names), "optimizer": optimizer}, path)
+        except (CheckpointException, RuntimeError, KeyError, ValueError) as exc:
+            # DCP wraps one exception per rank, each with its traceback: say the first one's first line.
+            failures = getattr(exc, "failures", None)
+            cause = next(iter(failures.values()))[0] if failures else exc
+            first = next((line.strip() for line in str(cause).splitlines() if line.strip()), type(cause).__name__)
+            raise not_this_run(path, first[:200]) from None
         lr_scheduler.load_state_dict(loaded["lr_scheduler"])
         ema.optimization_step = int(loaded["ema_updates"])
         return int(loaded["step"])
