@@ -157,7 +157,7 @@ def test_an_output_that_is_an_input_is_refused(work, capsys, argv, names):
 @pytest.mark.parametrize("content, names", [
     (b"my shopping list\n", ["line 1 is not JSON"]),
     (b"data", ["line 1 is not JSON"]),  # no newline: not mistaken for a half-written record
-    (b'{"path": "/v.mp4", "key": "v", "status": "ok"}\n{"a": 1}\n', ["line 2 has no 'path' key"]),
+    (b'{"path": "/v.mp4", "key": "v", "status": "error"}\n{"a": 1}\n', ["line 2 has no 'path' key"]),
     (json.dumps(CLIP).encode() + b"\n", ["line 1 has no 'path' key"]),
     (b"\x00\x9e\xff binary", ["not UTF-8 text"]),
 ])
@@ -310,3 +310,21 @@ def test_an_output_folder_holding_other_files_is_refused(work, capsys, command):
     _one_line_error(capsys, f"-o {out}", "holiday.mp4", "new or empty folder")
     assert sorted(p.name for p in out.iterdir()) == sorted([ours, "holiday.mp4"])
     assert (out / "holiday.mp4").read_bytes() == b"someone's video"
+
+
+@pytest.mark.parametrize("change, names", [
+    (lambda r: r["clips"][0].pop("caption"), ["line 1", "clips[0] without a 'caption' key"]),
+    (lambda r: r.pop("probe"), ["line 1", "has no 'probe' object"]),
+    (lambda r: r.update(clips=["not a clip"]), ["line 1", "clips[0] that is not a JSON object"]),
+])
+def test_filter_names_a_hand_edited_scan_record(work, capsys, change, names):
+    # A scan record that says "ok" but lacks what filter reads: one line, no KeyError.
+    record = {"path": "/videos/a.mp4", "key": "a-0", "status": "ok",
+              "probe": {"fps": 24.0, "width": 64, "height": 48},
+              "clips": [{"id": "a-0-0", "start_frame": 0, "end_frame": 24, "start": 0.0, "end": 1.0,
+                         "duration": 1.0, "caption": "a clip", "caption_source": "sidecar"}]}
+    change(record)
+    _jsonl(work / "edited.jsonl", record)
+    assert main(["data", "filter", str(work / "edited.jsonl"), "-o", str(work / "kept.jsonl")]) == 2
+    _one_line_error(capsys, *names)
+    assert not (work / "kept.jsonl").exists()

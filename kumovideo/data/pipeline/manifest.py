@@ -74,10 +74,16 @@ class ManifestKind:
     name: str
     keys: tuple[str, ...]
     written_by: str
+    # Nested keys a record with status "ok" must also have: {field: keys of that object, or
+    # of each object of that list}.
+    ok_fields: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
 
 SCAN_MANIFEST = ManifestKind("scan manifest", ("path", "key", "status"),
-                             "the .jsonl that `kumo data scan` writes")
+                             "the .jsonl that `kumo data scan` writes",
+                             ok_fields=(("probe", ("fps", "width", "height")),
+                                        ("clips", ("id", "start_frame", "end_frame", "start", "end", "duration",
+                                                   "caption", "caption_source"))))
 CLIP_LIST = ManifestKind("clip list", ("id", "video", "fps", "width", "height", "first_time",
                                        "keyframe_before", "start_frame", "end_frame", "caption"),
                          "the .jsonl that `kumo data filter` writes")
@@ -130,10 +136,29 @@ def read_manifest(path: str | Path, kind: ManifestKind, resuming: bool = False) 
                 missing = [key for key in kind.keys if key not in record]
                 if missing:
                     raise refuse(where, f"has no {missing[0]!r} key")
+                if record.get("status") == "ok":
+                    problem = _nested_problem(record, kind.ok_fields)
+                    if problem:
+                        raise refuse(where, problem)
                 records.append(record)
     except UnicodeDecodeError:
         raise refuse(str(path), "is not UTF-8 text") from None
     return records
+
+
+def _nested_problem(record: dict, fields: tuple[tuple[str, tuple[str, ...]], ...]) -> str | None:
+    """What is missing from an "ok" record's nested objects (a hand-edited file), if anything."""
+    for field, keys in fields:
+        value = record.get(field)
+        items = value if isinstance(value, list) else [value]
+        for i, item in enumerate(items):
+            where = f"{field}[{i}]" if isinstance(value, list) else field
+            if not isinstance(item, dict):
+                return f"has no {field!r} object" if value is None else f"has {where} that is not a JSON object"
+            missing = [key for key in keys if key not in item]
+            if missing:
+                return f"has {where} without a {missing[0]!r} key"
+    return None
 
 
 def latest_by_path(records: Iterable[dict]) -> dict[str, dict]:
