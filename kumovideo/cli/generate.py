@@ -78,23 +78,10 @@ def check_fits_in_memory(frames: int, height: int, width: int) -> None:
 
 
 def resolve_device(name: str | None):
-    import torch
+    """--device, checked (kumovideo.utils.devices); imported late, so a bad flag fails fast."""
+    from kumovideo.utils.devices import resolve_device as resolve
 
-    if name is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise KumoInputError(f"unknown device {name!r}; use cpu, cuda, cuda:N or mps") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise KumoInputError(f"device {name!r} asked for, but no CUDA GPU is available; use --device cpu")
-    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        raise KumoInputError(f"device {name!r} does not exist: {torch.cuda.device_count()} CUDA GPU(s) here")
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise KumoInputError("device 'mps' asked for, but MPS is not available; use --device cpu")
-    if device.type not in ("cpu", "cuda", "mps"):
-        raise KumoInputError(f"device {name!r} is not supported; use cpu, cuda, cuda:N or mps")
-    return device
+    return resolve(name, cpu="--device cpu")
 
 
 def resolve_dtype(name: str):

@@ -33,6 +33,7 @@ from kumovideo.perf.cpu_conv import route_conv3d_to_onednn
 from kumovideo.pipelines.loading import load_pipeline_components
 from kumovideo.schedulers import KumoDDIMScheduler, KumoLCMScheduler
 from kumovideo.schedulers.sampling import renoise_timesteps, sample_renoise
+from kumovideo.utils.devices import resolve_device
 from kumovideo.utils.errors import KumoInputError
 
 logger = logging.getLogger(__name__)
@@ -96,12 +97,7 @@ class KumoPipeline(DiffusionPipeline):
         would fail with "Torch not compiled with CUDA enabled" halfway through the move)."""
         device = next((a for a in args if isinstance(a, (str, torch.device))), kwargs.get("device"))
         if device is not None:
-            try:
-                device = torch.device(device)
-            except RuntimeError:
-                raise KumoInputError(f"unknown device {device!r}; use cpu, cuda, cuda:N or mps") from None
-            if device.type == "cuda" and not torch.cuda.is_available():
-                raise KumoInputError(f"device {str(device)!r} asked for, but no CUDA GPU is available; use 'cpu'")
+            resolve_device(device)
         return super().to(*args, **kwargs)
 
     # ------------------------------------------------------------------ memory switches
