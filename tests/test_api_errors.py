@@ -131,3 +131,12 @@ def test_moving_to_a_device_this_machine_lacks(pipe, device, needle):
         pipe.to(device)
     assert pipe.device.type == "cpu"
     assert pipe.to("cpu") is pipe
+
+
+@pytest.mark.parametrize("kwargs, needle", [(dict(cfg=5), "cfg=5"), (dict(ulysses=0), "ulysses=0"),
+                                            (dict(cfg=1.5), "cfg=1.5")])
+def test_parallel_config_built_directly_is_checked_too(kwargs, needle):
+    from kumovideo.distributed.mesh import ParallelConfig
+
+    with pytest.raises(KumoInputError, match=needle):
+        ParallelConfig(**kwargs)

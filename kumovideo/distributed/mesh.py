@@ -42,6 +42,16 @@ class ParallelConfig:
     cfg: int = 1
     ulysses: int = 1
 
+    def __post_init__(self):
+        for key in ("cfg", "ulysses"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise KumoInputError(f"--parallel: {key}={value!r} must be a whole number of at least 1")
+        if self.cfg > 2:
+            raise KumoInputError(
+                f"--parallel: cfg={self.cfg}, but guidance has two branches (negative and positive prompt); use cfg=1 or cfg=2"
+            )
+
     @property
     def world_size(self) -> int:
         return self.cfg * self.ulysses
@@ -89,14 +99,7 @@ def parse_parallel(spec: str | ParallelConfig | dict | None) -> ParallelConfig:
             degrees[key] = int(value)
         except ValueError:
             raise KumoInputError(f"--parallel: {key}={value!r} is not an integer") from None
-        if degrees[key] < 1:
-            raise KumoInputError(f"--parallel: {key}={degrees[key]} must be at least 1")
-    config = ParallelConfig(**degrees)
-    if config.cfg > 2:
-        raise KumoInputError(
-            f"--parallel: cfg={config.cfg}, but guidance has two branches (negative and positive prompt); use cfg=1 or cfg=2"
-        )
-    return config
+    return ParallelConfig(**degrees)  # which checks the degrees
 
 
 def divisors(n: int) -> list[int]:
