@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from kumovideo.utils.errors import KumoInputError
+from kumovideo.utils.numbers import is_int, is_real
 
 DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 
@@ -111,22 +112,14 @@ def check_guidance_rescale(args) -> None:
 
 # What kumo_defaults.json may say, and the check each value must pass.
 DEFAULT_KEYS = {
-    "num_inference_steps": ("a whole number of steps >= 1", lambda v: _is_int(v) and v >= 1),
-    "turbo_steps": ("a whole number of steps >= 1", lambda v: _is_int(v) and v >= 1),
-    "guidance_scale": ("a finite number", lambda v: _is_number(v) and math.isfinite(v)),
-    "turbo_guidance_scale": ("a finite number", lambda v: _is_number(v) and math.isfinite(v)),
-    "guidance_rescale": ("a number from 0 to 1", lambda v: _is_number(v) and 0 <= v <= 1),
-    "turbo_guidance_rescale": ("a number from 0 to 1", lambda v: _is_number(v) and 0 <= v <= 1),
-    "fps": ("a whole number of frames per second >= 1", lambda v: _is_int(v) and v >= 1),
+    "num_inference_steps": ("a whole number of steps >= 1", lambda v: is_int(v) and v >= 1),
+    "turbo_steps": ("a whole number of steps >= 1", lambda v: is_int(v) and v >= 1),
+    "guidance_scale": ("a finite number", lambda v: is_real(v) and math.isfinite(v)),
+    "turbo_guidance_scale": ("a finite number", lambda v: is_real(v) and math.isfinite(v)),
+    "guidance_rescale": ("a number from 0 to 1", lambda v: is_real(v) and 0 <= v <= 1),
+    "turbo_guidance_rescale": ("a number from 0 to 1", lambda v: is_real(v) and 0 <= v <= 1),
+    "fps": ("a whole number of frames per second >= 1", lambda v: is_int(v) and v >= 1),
 }
-
-
-def _is_int(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_number(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
 def model_defaults(folder: Path) -> dict:

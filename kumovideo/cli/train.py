@@ -69,14 +69,6 @@ def check_at_least(flag: str, value: int, low: int) -> None:
         raise KumoInputError(f"{flag} must be at least {low}, got {value}")
 
 
-def check_device(name: str | None) -> None:
-    """An unknown device, or a GPU this machine lacks, in one line (as `kumo generate` says it)."""
-    from kumovideo.cli.generate import resolve_device
-
-    if name is not None:
-        resolve_device(name)
-
-
 def apply_threads(args) -> None:
     if args.threads is None:
         return
@@ -100,6 +92,7 @@ def _overrides(pairs: list[str]) -> dict:
 
 
 def run_train(args) -> int:
+    from kumovideo.cli.generate import resolve_device
     from kumovideo.training.config import load_config
     from kumovideo.training.preflight import check_run_inputs
     from kumovideo.training.runtime import setup_runtime
@@ -115,7 +108,7 @@ def run_train(args) -> int:
     if args.ulysses != 1 and not (args.fsdp and args.kind == "dit"):
         raise KumoInputError("--ulysses applies to `kumo train dit --fsdp` only")
     check_at_least("--ulysses", args.ulysses, 1)
-    check_device(args.device)
+    resolve_device(args.device)
     check_run_inputs(config, resume=args.resume)  # everything on disk, before anything is built or written
     apply_threads(args)
     runtime = setup_runtime(args.device)
@@ -137,7 +130,9 @@ def run_train(args) -> int:
 def run_cache(args) -> int:
     from kumovideo.pipelines.loading import load_vae
     from kumovideo.training.latent_cache import cache_shapes_latents
-    from kumovideo.training.preflight import check_folder_path, check_vae_folder
+    from kumovideo.cli.generate import resolve_device
+    from kumovideo.training.preflight import check_vae_folder
+    from kumovideo.utils.paths import check_output_folder
 
     for flag, value, low in (("--num-clips", args.num_clips, 1), ("--batch-size", args.batch_size, 1),
                              ("--seed", args.seed, 0), ("--size", args.size, 32), ("--frames", args.frames, 1)):
@@ -145,8 +140,8 @@ def run_cache(args) -> int:
     if (args.frames - 1) % 8 or args.size % 16:
         raise KumoInputError(f"--frames must be 8k+1 and --size a multiple of 16 (got {args.frames}, {args.size})")
     apply_threads(args)
-    check_device(args.device)
-    check_folder_path(args.out, "--out")
+    resolve_device(args.device)
+    check_output_folder(args.out, "--out")
     check_vae_folder(args.vae, "--vae")
     vae = load_vae(args.vae)
     cache_shapes_latents(vae, args.vae, args.out, args.num_clips, args.size, args.frames, args.seed,

@@ -31,6 +31,7 @@ import torch
 import torch.distributed as dist
 
 from kumovideo.utils.errors import KumoInputError
+from kumovideo.utils.numbers import is_int
 
 MESH_DIMS = ("cfg", "ulysses")
 
@@ -45,7 +46,7 @@ class ParallelConfig:
     def __post_init__(self):
         for key in ("cfg", "ulysses"):
             value = getattr(self, key)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            if not is_int(value) or value < 1:
                 raise KumoInputError(f"--parallel: {key}={value!r} must be a whole number of at least 1")
         if self.cfg > 2:
             raise KumoInputError(

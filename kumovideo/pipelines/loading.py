@@ -107,14 +107,32 @@ def _check_weights(folder: Path, name: str) -> None:
         try:
             with safe_open(str(file), framework="pt") as f:
                 keys = list(f.keys())
-                if keys:  # touching one tensor catches truncated files
+                if keys:  # touching one tensor catches some truncated files
                     f.get_slice(keys[-1])
         except Exception as exc:  # safetensors raises its own error types
             raise KumoInputError(
                 f"{file} is not a valid safetensors file ({str(exc).splitlines()[0]}); re-download or re-save it"
             ) from None
-        if file.stat().st_size < 8:
-            raise KumoInputError(f"{file} is truncated; re-download or re-save it")
+        check_safetensors_complete(file)
+
+
+def check_safetensors_complete(file: Path) -> None:
+    """`file` holds every byte its safetensors header lists: a copy cut short can still
+    open, and then fails deep inside a loader."""
+    truncated = f"{file} is truncated; re-download or re-save it"
+    size = file.stat().st_size
+    with open(file, "rb") as fh:
+        header_size = int.from_bytes(fh.read(8), "little")  # the format: 8 bytes of header length, a JSON header, the data
+        if 8 + header_size > size:
+            raise KumoInputError(truncated)
+        header = fh.read(header_size)
+    try:
+        entries = [entry for key, entry in json.loads(header).items() if key != "__metadata__"]
+        data_end = max((entry["data_offsets"][1] for entry in entries), default=0)
+    except (ValueError, KeyError, TypeError, IndexError, AttributeError):
+        raise KumoInputError(truncated) from None
+    if 8 + header_size + data_end > size:
+        raise KumoInputError(truncated)
 
 
 def check_checkpoint_folder(folder: str | os.PathLike) -> dict[str, Any]:
@@ -153,13 +171,7 @@ def load_vae(folder: str | os.PathLike, torch_dtype: torch.dtype | None = None):
 
     from kumovideo.perf.cpu_conv import route_conv3d_to_onednn
 
-    folder = Path(folder)
-    if not (folder / "config.json").is_file():
-        raise KumoInputError(f"{folder} is not a VAE folder (no config.json); pass the folder holding "
-                             "the VAE's config.json and .safetensors weights")
-    if not any(folder.glob("*.safetensors")):
-        raise KumoInputError(f"{folder} has no .safetensors weights; pickled weights (.bin/.pt) are never "
-                             "loaded (they can run code): re-save the VAE with save_pretrained(safe_serialization=True)")
+    folder = check_vae_folder(folder)
     config = _read_json(folder / "config.json")
     overrides = {
         key: [ORIGINAL_VAE_BLOCKS.get(b, b) for b in config[key]]
@@ -169,6 +181,22 @@ def load_vae(folder: str | os.PathLike, torch_dtype: torch.dtype | None = None):
     vae = AutoencoderKLCogVideoX.from_pretrained(folder, torch_dtype=torch_dtype, use_safetensors=True, **overrides)
     route_conv3d_to_onednn(vae)
     return vae
+
+
+def check_vae_folder(folder: str | os.PathLike, what: str = "") -> Path:
+    """A VAE folder: a folder, with its config.json and .safetensors weights (pickled weights
+    are never loaded). `what` names where the path came from (e.g. "--vae")."""
+    folder = Path(folder)
+    named = f"{what} {folder}" if what else str(folder)
+    if not folder.is_dir():
+        raise KumoInputError(f"{named} is not a folder; pass a trained VAE folder (e.g. runs/builtin-vae/vae)")
+    if not (folder / "config.json").is_file():
+        raise KumoInputError(f"{named} is not a VAE folder (no config.json); pass the folder holding "
+                             "the VAE's config.json and .safetensors weights")
+    if not any(folder.glob("*.safetensors")):
+        raise KumoInputError(f"{named} has no .safetensors weights; pickled weights (.bin/.pt) are never "
+                             "loaded (they can run code): re-save the VAE with save_pretrained(safe_serialization=True)")
+    return folder
 
 
 def load_component(folder: Path, name: str, library: str, class_name: str, torch_dtype: torch.dtype | None):

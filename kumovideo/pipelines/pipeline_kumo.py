@@ -35,6 +35,7 @@ from kumovideo.schedulers import KumoDDIMScheduler, KumoLCMScheduler
 from kumovideo.schedulers.sampling import renoise_timesteps, sample_renoise
 from kumovideo.utils.devices import resolve_device
 from kumovideo.utils.errors import KumoInputError
+from kumovideo.utils.numbers import is_int, is_real
 
 logger = logging.getLogger(__name__)
 
@@ -179,8 +180,8 @@ class KumoPipeline(DiffusionPipeline):
             if len(negative_prompt) != count:
                 raise KumoInputError(f"{len(negative_prompt)} negative prompts for {count} prompt(s); pass one each or a single string")
         for name, value in (("height", height), ("width", width), ("num_frames", num_frames),
-                            ("num_inference_steps", num_inference_steps)):
-            if not _is_int(value):
+                            ("num_inference_steps", num_inference_steps), ("max_sequence_length", max_sequence_length)):
+            if not is_int(value):
                 raise KumoInputError(f"{name}={value!r} must be a whole number (an int)")
         check_clip_shape(num_frames, height, width, self.vae_scale_factor_spatial, self.vae_scale_factor_temporal,
                          self.transformer.config.patch_size)
@@ -196,16 +197,14 @@ class KumoPipeline(DiffusionPipeline):
             )
 
     def check_call_arguments(self, batch_size, num_videos_per_prompt, guidance_scale, guidance_rescale, generator,
-                             latents, max_sequence_length, callback_on_step_end, callback_on_step_end_tensor_inputs):
+                             latents, callback_on_step_end, callback_on_step_end_tensor_inputs):
         """The arguments check_inputs does not cover, before any work: each mistake would
         otherwise surface deep inside torch or after the first denoising step."""
-        if not _is_int(num_videos_per_prompt) or num_videos_per_prompt < 1:
+        if not is_int(num_videos_per_prompt) or num_videos_per_prompt < 1:
             raise KumoInputError(f"num_videos_per_prompt={num_videos_per_prompt!r}; use a whole number >= 1")
         for name, value in (("guidance_scale", guidance_scale), ("guidance_rescale", guidance_rescale)):
-            if not _is_real(value) or not math.isfinite(value):
+            if not is_real(value) or not math.isfinite(value):
                 raise KumoInputError(f"{name}={value!r} must be a finite number")
-        if max_sequence_length is not None and (not _is_int(max_sequence_length) or max_sequence_length < 1):
-            raise KumoInputError(f"max_sequence_length={max_sequence_length!r}; leave it unset (None)")
         if isinstance(generator, list):
             if len(generator) != batch_size or not all(isinstance(g, torch.Generator) for g in generator):
                 raise KumoInputError(f"generator is a list of {len(generator)} items for {batch_size} video(s); pass one "
@@ -286,9 +285,9 @@ class KumoPipeline(DiffusionPipeline):
             max_sequence_length = self.max_sequence_length
         self.check_inputs(prompt, negative_prompt, height, width, num_frames, num_inference_steps, max_sequence_length)
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
-        self.check_call_arguments(len(prompts) * (num_videos_per_prompt if _is_int(num_videos_per_prompt) else 1),
+        self.check_call_arguments(len(prompts) * (num_videos_per_prompt if is_int(num_videos_per_prompt) else 1),
                                   num_videos_per_prompt, guidance_scale, guidance_rescale, generator, latents,
-                                  max_sequence_length, callback_on_step_end, callback_on_step_end_tensor_inputs)
+                                  callback_on_step_end, callback_on_step_end_tensor_inputs)
         if sampler not in ("scheduler", "renoise"):
             raise KumoInputError(f"sampler={sampler!r}; use 'scheduler' or 'renoise'")
         if output_type not in ("pil", "np", "pt", "latent"):
@@ -382,14 +381,6 @@ def _callback_result(returned) -> dict:
         raise KumoInputError(f"callback_on_step_end returned a {type(returned).__name__}; return a dict of the "
                              "tensors it replaces (e.g. {'latents': latents}) or None")
     return returned
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_real(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def check_clip_shape(num_frames: int, height: int, width: int, spatial: int = 8, temporal: int = 4, patch: int = 2) -> None:

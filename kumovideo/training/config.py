@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from kumovideo.utils.errors import KumoInputError
+from kumovideo.utils.numbers import is_int, is_real
 
 
 @dataclass
@@ -145,9 +146,9 @@ class Allowed:
     optional: bool = False
 
     def admits(self, value: Any) -> bool:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        if not is_real(value) or not math.isfinite(value):
             return False
-        if self.integer and not isinstance(value, int):
+        if self.integer and not is_int(value):
             return False
         if self.low is not None and (value <= self.low if self.above_low else value < self.low):
             return False

@@ -17,16 +17,10 @@ from kumovideo.utils.errors import KumoInputError
 from kumovideo.utils.paths import check_output_folder
 
 
-def check_folder_path(path: str | Path, what: str) -> Path:
-    """`path` can be (or become) a folder this process can write: neither it nor an existing
-    parent is a file."""
-    return check_output_folder(path, what)
-
-
 def check_output_dir(config: TrainConfig, resume: bool) -> None:
     """The run's output_dir: a folder, and one holding a run's checkpoints only with --resume
     (a run started over would overwrite them and its loss log)."""
-    out = check_folder_path(config.output_dir, "output_dir")
+    out = check_output_folder(config.output_dir, "output_dir")
     found = list_checkpoints(out)
     if found and not resume:
         raise KumoInputError(f"output_dir {out} already holds a run's checkpoints (newest {found[-1].name}); "
@@ -54,35 +48,12 @@ def check_pipeline_folder(config: TrainConfig, key: str) -> None:
     check_checkpoint_folder(folder)
 
 
-def check_safetensors_file(file: Path) -> None:
-    """`file` is a whole safetensors file: its header parses and the file holds every byte
-    the header lists (a truncated copy opens fine and fails deep inside the loader)."""
-    broken = f"{file} is truncated or not a safetensors file; re-save or copy it again"
-    size = file.stat().st_size
-    with open(file, "rb") as f:
-        header_size = int.from_bytes(f.read(8), "little")  # the format: 8 bytes of header length, a JSON header, the data
-        if 8 + header_size > size:
-            raise KumoInputError(broken)
-        header = f.read(header_size)
-    try:
-        entries = [entry for key, entry in json.loads(header).items() if key != "__metadata__"]
-        data_end = max((entry["data_offsets"][1] for entry in entries), default=0)
-    except (ValueError, KeyError, TypeError, IndexError, AttributeError):
-        raise KumoInputError(broken) from None
-    if 8 + header_size + data_end > size:
-        raise KumoInputError(broken)
-
-
 def check_vae_folder(folder: str | Path, what: str) -> None:
-    """A VAE folder: its config.json, and whole safetensors weights."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise KumoInputError(f"{what} {folder} is not a folder; pass a trained VAE folder (e.g. runs/builtin-vae/vae)")
-    if not (folder / "config.json").is_file():
-        raise KumoInputError(f"{what} {folder} is not a VAE folder (no config.json); pass the folder holding "
-                             "the VAE's config.json and .safetensors weights")
-    for file in sorted(folder.glob("*.safetensors")):
-        check_safetensors_file(file)
+    """A VAE folder (as the loader checks it), and whole safetensors weights."""
+    from kumovideo.pipelines.loading import check_safetensors_complete, check_vae_folder as check_layout
+
+    for file in sorted(check_layout(folder, what).glob("*.safetensors")):
+        check_safetensors_complete(file)
 
 
 def check_latent_caches(config: TrainConfig) -> None:
@@ -139,7 +110,7 @@ def check_run_inputs(config: TrainConfig, resume: bool) -> None:
 def check_export_target(target: str | Path, overwrite: bool) -> Path:
     """`kumo train export --out`: a new or empty folder, or with --overwrite an existing
     folder (never a file: replacing a user's file by a folder is never what was meant)."""
-    target = check_folder_path(target, "--out")
+    target = check_output_folder(target, "--out")
     if target.is_dir() and any(target.iterdir()) and not overwrite:
         raise KumoInputError(f"--out {target} already exists and is not empty; pass --overwrite to replace it, "
                              "or choose another folder")

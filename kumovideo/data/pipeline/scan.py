@@ -26,6 +26,13 @@ from kumovideo.utils.errors import KumoInputError
 _CAPTIONERS: dict[str, Any] = {}  # one captioner per process, loaded on first use
 
 
+def _captioner(spec: str):
+    """The captioner `spec` names, built once per process."""
+    if spec not in _CAPTIONERS:
+        _CAPTIONERS[spec] = load_captioner(spec)
+    return _CAPTIONERS[spec]
+
+
 def find_videos(root: str | Path, extensions: list[str]) -> list[Path]:
     """Video files under `root` (recursively, sorted, hidden folders skipped)."""
     root = Path(root)
@@ -50,11 +57,7 @@ def scan_one(path: str, cfg: ScanConfig, decoder_threads: int = 0) -> dict[str, 
     """Analyse one file; any failure becomes an error record (the run goes on)."""
     t0 = time.perf_counter()
     try:
-        captioner = None
-        if cfg.captioner:
-            if cfg.captioner not in _CAPTIONERS:
-                _CAPTIONERS[cfg.captioner] = load_captioner(cfg.captioner)
-            captioner = _CAPTIONERS[cfg.captioner]
+        captioner = _captioner(cfg.captioner) if cfg.captioner else None
         return analyze_video(path, cfg, captioner, decoder_threads)
     except BadVideo as exc:
         reason = str(exc)
@@ -109,7 +112,7 @@ def scan_folder(in_dir: str | Path, manifest: str | Path, cfg: ScanConfig, worke
     if cfg.captioner:
         # A captioner that cannot be built is a configuration mistake: report it once, here,
         # not as an error record on every file. Runs in this process reuse this instance.
-        _CAPTIONERS[cfg.captioner] = load_captioner(cfg.captioner)
+        _captioner(cfg.captioner)
     todo = [str(p) for p in videos
             if str(p) not in done or (retry_errors and done[str(p)].get("status") != "ok")]
     summary = ScanSummary(found=len(videos), skipped=len(videos) - len(todo))
