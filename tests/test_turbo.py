@@ -240,21 +240,28 @@ def test_ladd_step_runs_with_finite_losses(teacher, tmp_path):
 
 
 def test_exported_turbo_scheduler_keeps_the_teachers_noise_schedule(teacher, tmp_path):
-    """The student is distilled on the teacher's schedule (its SNR shift); the exported
-    consistency scheduler must sample on that same schedule."""
+    """The student is distilled on the teacher's schedule (its betas and SNR shift); the
+    exported consistency scheduler must sample on that same schedule."""
     from kumovideo.pipelines.loading import load_pipeline_components
     from kumovideo.training.train_turbo import train_turbo
 
     shifted = tmp_path / "teacher"
     shutil.copytree(teacher, shifted)
     settings = json.loads((shifted / "scheduler/scheduler_config.json").read_text())
-    (shifted / "scheduler/scheduler_config.json").write_text(json.dumps({**settings, "snr_shift_scale": 2.0}))
+    (shifted / "scheduler/scheduler_config.json").write_text(json.dumps({**settings, "snr_shift_scale": 2.0, "beta_end": 0.02}))
     config = turbo_config(tmp_path, "shifted", shifted, stages=[
         {"name": "images", "steps": 1, "size": 32, "num_frames": 1, "batch_size": 1}])
     train_turbo(config, setup_runtime("cpu"))
     scheduler = load_pipeline_components(Path(config.output_dir) / "pipeline")["scheduler"]
     assert isinstance(scheduler, KumoLCMScheduler) and scheduler.config.snr_shift_scale == 2.0
-    torch.testing.assert_close(scheduler.alphas_cumprod, kumo_alphas_cumprod(snr_shift_scale=2.0))
+    assert scheduler.config.beta_end == 0.02
+    expected = kumo_alphas_cumprod(beta_end=0.02, snr_shift_scale=2.0)
+    torch.testing.assert_close(scheduler.alphas_cumprod, expected.to(scheduler.alphas_cumprod.dtype))
+    # ... and the distillation targets were built on it too (the grid the student learnt).
+    from kumovideo.training.train_turbo import distillation_scheduler
+
+    teacher_parts = load_pipeline_components(shifted)
+    torch.testing.assert_close(distillation_scheduler(teacher_parts, config).alphas_cumprod, scheduler.alphas_cumprod)
 
 
 # ------------------------------------------------------------- consistency scheduler

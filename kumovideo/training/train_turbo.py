@@ -100,8 +100,7 @@ def train_turbo(config: TrainConfig, runtime: Runtime, resume: bool = False, sto
     if config.gradient_checkpointing:
         student.enable_gradient_checkpointing()
 
-    lcm = KumoLCMScheduler(original_inference_steps=config.num_ddim_steps,
-                           snr_shift_scale=components["scheduler"].config.get("snr_shift_scale", 3.0))
+    lcm = distillation_scheduler(components, config)
     alphas_cumprod = lcm.alphas_cumprod.to(torch.float32).to(runtime.device)
     T = lcm.config.num_train_timesteps
     k = T // config.num_ddim_steps
@@ -208,12 +207,18 @@ def train_turbo(config: TrainConfig, runtime: Runtime, resume: bool = False, sto
     return metrics
 
 
+def distillation_scheduler(components: dict, config: TrainConfig) -> KumoLCMScheduler:
+    """The consistency scheduler on the teacher's noise schedule (its betas, training step
+    count and SNR shift), with the teacher's DDIM grid of `num_ddim_steps` as LCM's skeleton.
+    Distillation targets and the exported Turbo pipeline both use it, so a teacher trained
+    with other betas is distilled and sampled on its own schedule."""
+    return KumoLCMScheduler.on_schedule_of(components["scheduler"].config, config.num_ddim_steps)
+
+
 def export_turbo(components: dict, student, config: TrainConfig, target: str | Path | None = None) -> Path:
     """Save the Turbo pipeline (to `target`, default `output_dir/pipeline`): the distilled
     transformer with the consistency scheduler."""
-    # On the schedule the student was distilled on (train_turbo's `lcm`: the teacher's SNR shift).
-    scheduler = KumoLCMScheduler(original_inference_steps=config.num_ddim_steps,
-                                 snr_shift_scale=components["scheduler"].config.get("snr_shift_scale", 3.0))
+    scheduler = distillation_scheduler(components, config)  # the schedule the student was distilled on
     pipe = KumoPipeline(**{**components, "transformer": student.eval(), "scheduler": scheduler})
     seen = Path(config.teacher) / "training_captions.txt"
     extra = {"training_captions.txt": seen.read_text()} if seen.exists() else {}
