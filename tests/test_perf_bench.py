@@ -18,7 +18,15 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 TINY = ["--preset", "kumo-tiny", "--steps", "2", "--runs", "2", "--warmup", "1"]
 
 
-def test_bench_tiny_with_fast_paths_and_peer():
+@pytest.fixture
+def busy_cores(monkeypatch):
+    """A machine whose cores other work keeps busy: `--threads auto` gives a small model 1 thread."""
+    import kumovideo.perf.fast_paths as fast_paths
+
+    monkeypatch.setattr(fast_paths.os, "getloadavg", lambda: (fast_paths.usable_cores() + 2.0, 1.0, 1.0))
+
+
+def test_bench_tiny_with_fast_paths_and_peer(busy_cores):
     result = run_bench(BenchSpec(preset="kumo-tiny", steps=2, runs=2, warmup=1, fast=True, dtype="fp32",
                                  step_cache=0.0, vs="cogvideox", device="cpu"))
     rows = {r["row"]: r for r in result["rows"]}
@@ -94,11 +102,16 @@ def test_time_budget_stops_after_three_runs():
     assert "of 6 asked: time budget" in format_table(result)
 
 
-def test_threads_auto_for_every_row_and_a_default_threads_baseline():
+def test_threads_auto_for_every_row_and_a_default_threads_baseline(busy_cores, monkeypatch):
+    import kumovideo.perf.fast_paths as fast_paths
+
     result = run_bench(BenchSpec(preset="kumo-tiny", steps=1, runs=1, warmup=0, e2e=False, device="cpu"))
-    assert [(r["row"], r["threads"]) for r in result["rows"]] == [("eager", 1)]  # auto: a tiny model, 1 thread
+    assert [(r["row"], r["threads"]) for r in result["rows"]] == [("eager", 1)]  # auto: a tiny model, busy cores
     result = run_bench(BenchSpec(preset="kumo-tiny", steps=1, runs=1, warmup=0, e2e=False, device="cpu",
                                  baseline_threads=2))
     rows = result["rows"]
     assert [(r["row"], r["threads"]) for r in rows] == [("eager", 2), ("fast", 1)]
     assert rows[1]["fast_paths"] == {"threads": 1}
+    monkeypatch.setattr(fast_paths.os, "getloadavg", lambda: (0.0, 0.0, 0.0))
+    result = run_bench(BenchSpec(preset="kumo-tiny", steps=1, runs=1, warmup=0, e2e=False, device="cpu"))
+    assert [(r["row"], r["threads"]) for r in result["rows"]] == [("eager", fast_paths.usable_cores())]  # idle

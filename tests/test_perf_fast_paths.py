@@ -185,9 +185,16 @@ def test_fp8_needs_a_gpu():
         quantize_fp8(perturbed_tiny())
 
 
-def test_threads():
-    assert recommended_threads(1e9) == 1  # the built-in model's step: ops too small to split
-    assert recommended_threads(1e14) >= 1
+def test_threads(monkeypatch):
+    import kumovideo.perf.fast_paths as fast_paths
+
+    cores = fast_paths.usable_cores()
+    monkeypatch.setattr(fast_paths.os, "getloadavg", lambda: (cores + 3.0, 1.0, 1.0))
+    assert recommended_threads(1e9) == 1  # the built-in model's step on cores already busy
+    assert recommended_threads(1e14) == cores  # big ops split well even then
+    monkeypatch.setattr(fast_paths.os, "getloadavg", lambda: (cores - 0.5, 1.0, 1.0))
+    assert recommended_threads(1e9) == cores  # idle cores: every one of them
+    assert recommended_threads() == cores
     before = torch.get_num_threads()
     assert set_threads(1) == 1 and torch.get_num_threads() == 1
     assert set_threads(None) == 1

@@ -55,8 +55,9 @@ def register(sub) -> None:
     p.add_argument("--step-cache", type=float, default=None, metavar="T",
                    help="reuse the blocks' residual when block 0's output changed by less than T (relative L1)")
     p.add_argument("--threads", default=None,
-                   help="CPU threads of every row: a number or 'auto' (default: auto = 1 thread for a model under "
-                        "20 GFLOP per step, such as the built-in one, else the usable cores)")
+                   help="CPU threads of every row: a number or 'auto' (default: auto = the usable cores; 1 thread "
+                        "for a model under 20 GFLOP per step, such as the built-in one, when the 1-minute load "
+                        "average already reaches the core count)")
     p.add_argument("--baseline-threads", default=None,
                    help="CPU threads of the eager row: a number, 'auto' or 'default' (torch's default: all cores); "
                         "default: as --threads")

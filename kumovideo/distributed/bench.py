@@ -72,14 +72,19 @@ def _postprocess(pipe, video):
     return None if video is None else pipe.video_processor.postprocess_video(video, output_type="pt")
 
 
-def denoiser_call_ms(pipe, batch: int, height: int, width: int, repeat: int = 20) -> float:
-    """Median wall time of one transformer call for a height x width clip, this process's threads."""
+def denoiser_inputs(pipe, batch: int, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Random (latents, text states, timesteps) of one transformer call for a height x width clip."""
     c = pipe.transformer.config
     frames = (c.sample_frames - 1) // pipe.vae_scale_factor_temporal + 1
     s = pipe.vae_scale_factor_spatial
     x = torch.randn(batch, frames, c.in_channels, height // s, width // s)
     text = torch.randn(batch, c.max_text_seq_length, c.text_embed_dim)
-    t = torch.full((batch,), 500)
+    return x, text, torch.full((batch,), 500)
+
+
+def denoiser_call_ms(pipe, batch: int, height: int, width: int, repeat: int = 20) -> float:
+    """Median wall time of one transformer call for a height x width clip, this process's threads."""
+    x, text, t = denoiser_inputs(pipe, batch, height, width)
     times = []
     with torch.no_grad():
         for i in range(repeat + 3):

@@ -24,8 +24,8 @@
   on GPUs with FP8 tensor cores (compute capability >= 8.9: Ada, Hopper).
 * `step_cache`: reuse the blocks' residual across steps when the first block's output
   barely changes (`kumovideo.perf.step_cache`); changes the output, off by default.
-* `threads`: CPU threads for intra-op parallelism ("auto": one thread for models whose
-  ops are too small to split, else the usable cores).
+* `threads`: CPU threads for intra-op parallelism ("auto": the usable cores; one thread
+  for a model whose ops are small when other work already keeps the cores busy).
 
 `apply_memory_mode` holds the memory switches (model / group / sequential CPU offload,
 VAE tiling and slicing).
@@ -340,16 +340,29 @@ def usable_cores() -> int:
     return max(1, min(logical, physical))
 
 
-# Below this many FLOPs per transformer call the ops are too small to split across
-# threads: OpenMP's fork/join per op costs more than it saves (the built-in model:
-# ~1 GFLOP per guided step, its matmuls are ~100x128 by 128x512).
+# Below this many FLOPs per transformer call the ops are small (the built-in model: ~1
+# GFLOP per guided step, its matmuls ~100x128 by 128x512): every op is an OpenMP
+# fork/join of ~0.1 ms. On cores of their own two threads still win (idle 2-core machine,
+# docs/benchmarks.md: 0.0099-0.0108 against 0.0119-0.0131 s/step), but on cores other
+# processes are using each fork/join waits for a descheduled thread and one thread is
+# many times faster (load 2.5-7 on 2 cores: 0.29 against 0.018 s/step).
 SMALL_MODEL_FLOPS = 20e9
 
 
+def cores_are_busy(cores: int) -> bool:
+    """True when other work already keeps every usable core busy (1-minute load average)."""
+    try:
+        return os.getloadavg()[0] >= cores
+    except (AttributeError, OSError):  # no load average on this platform
+        return False
+
+
 def recommended_threads(flops_per_call: float | None = None) -> int:
-    if flops_per_call is not None and flops_per_call < SMALL_MODEL_FLOPS:
+    """The usable cores; one thread for a small model on a machine that is already busy."""
+    cores = usable_cores()
+    if flops_per_call is not None and flops_per_call < SMALL_MODEL_FLOPS and cores_are_busy(cores):
         return 1
-    return usable_cores()
+    return cores
 
 
 def set_threads(threads: int | str | None, flops_per_call: float | None = None) -> int:
