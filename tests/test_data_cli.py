@@ -173,9 +173,9 @@ def test_scan_appends_only_to_a_scan_manifest(raw, tmp_path, capsys, content, na
 @pytest.mark.parametrize("argv, config, names", [
     # config values out of range or inconsistent, refused whatever the command
     (["data", "scan", "{raw}/raw", "-o", "{w}/out/m.jsonl"], "scan:\n  flow_width: -5\n",
-     ["scan.flow_width must be at least 16, got -5"]),
+     ["scan.flow_width must be a number >= 16, got -5"]),
     (["data", "filter", "{w}/manifest.jsonl", "-o", "{w}/out/k.jsonl"],
-     "filter:\n  min_quality: 5\n", ["filter.min_quality must be between 0 and 1"]),
+     "filter:\n  min_quality: 5\n", ["filter.min_quality must be a number in [0, 1]"]),
     (["data", "filter", "{w}/manifest.jsonl", "-o", "{w}/out/k.jsonl"],
      "filter:\n  min_seconds: 30\n  max_seconds: 5\n", ["filter.min_seconds (30)", "max_seconds (5)"]),
     (["data", "cut", "{w}/clips.jsonl", "-o", "{w}/out/clips"], "cut:\n  preset: turbo\n",
@@ -266,17 +266,17 @@ def test_a_stage_with_failed_clips_finishes_and_says_so(work, capsys):
 
 
 @pytest.mark.parametrize("section, values, message", [
-    ("scan", {"flow_width": -5}, "scan.flow_width must be at least 16, got -5"),
-    ("scan", {"flow_pairs_per_second": 0}, "scan.flow_pairs_per_second must be greater than 0"),
-    ("scan", {"cut_hist_distance": 2}, "scan.cut_hist_distance must be between 0 and 1"),
+    ("scan", {"flow_width": -5}, "scan.flow_width must be a number >= 16, got -5"),
+    ("scan", {"flow_pairs_per_second": 0}, "scan.flow_pairs_per_second must be a number > 0"),
+    ("scan", {"cut_hist_distance": 2}, "scan.cut_hist_distance must be a number in [0, 1]"),
     ("scan", {"captioner": "nocolon"}, "scan.captioner must be 'module:ClassName'"),
-    ("filter", {"min_quality": 5}, "filter.min_quality must be between 0 and 1, got 5"),
-    ("filter", {"max_overlay_area": -0.1}, "filter.max_overlay_area must be between 0 and 1"),
+    ("filter", {"min_quality": 5}, "filter.min_quality must be a number in [0, 1], got 5"),
+    ("filter", {"max_overlay_area": -0.1}, "filter.max_overlay_area must be a number in [0, 1]"),
     ("filter", {"min_motion": 50, "max_motion": 10}, "filter.min_motion (50) is greater than"),
-    ("cut", {"crf": 99}, "cut.crf must be between 0 and 51, got 99"),
-    ("cut", {"fps": 0}, "cut.fps must be greater than 0"),
+    ("cut", {"crf": 99}, "cut.crf must be a number in [0, 51], got 99"),
+    ("cut", {"fps": 0}, "cut.fps must be a number > 0"),
     ("cut", {"preset": "turbo"}, "cut.preset must be an x264 preset"),
-    ("encode", {"shard_size": 0}, "encode.shard_size must be at least 1, got 0"),
+    ("encode", {"shard_size": 0}, "encode.shard_size must be a number >= 1, got 0"),
 ])
 def test_config_values_are_checked_against_their_range(section, values, message):
     with pytest.raises(KumoInputError, match="^" + re.escape(f"cfg.yaml: {message}")):

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from kumovideo.utils.errors import KumoInputError
-from kumovideo.utils.numbers import is_int, is_real
+from kumovideo.utils.numbers import NumberRange
 
 
 @dataclass
@@ -134,66 +133,37 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Tr
     return config
 
 
-@dataclass(frozen=True)
-class Allowed:
-    """The values a numeric setting may take: a number (or an integer) from `low` to `high`
-    (None: no bound), `low` itself excluded when `above_low`; also null when `optional`."""
-
-    integer: bool = False
-    low: float | None = None
-    high: float | None = None
-    above_low: bool = False
-    optional: bool = False
-
-    def admits(self, value: Any) -> bool:
-        if not is_real(value) or not math.isfinite(value):
-            return False
-        if self.integer and not is_int(value):
-            return False
-        if self.low is not None and (value <= self.low if self.above_low else value < self.low):
-            return False
-        return self.high is None or value <= self.high
-
-    def describe(self) -> str:
-        what = "an integer" if self.integer else "a number"
-        if self.low is not None and self.high is not None:
-            what += f" in {'(' if self.above_low else '['}{self.low:g}, {self.high:g}]"
-        elif self.low is not None:
-            what += f" {'>' if self.above_low else '>='} {self.low:g}"
-        return what + (" (or null)" if self.optional else "")
-
-
 # Every numeric setting of a run, and of a stage, with the values it may take.
 RUN_NUMBERS = {
-    "seed": Allowed(integer=True, low=0),
-    "data_seed": Allowed(integer=True, low=0),
-    "lr": Allowed(low=0, above_low=True),
-    "text_lr": Allowed(low=0, above_low=True, optional=True),
-    "weight_decay": Allowed(low=0),
-    "warmup_steps": Allowed(integer=True, low=0),
-    "grad_clip": Allowed(low=0, above_low=True),
-    "ema_decay": Allowed(low=0, high=1),
-    "caption_dropout": Allowed(low=0, high=1),
-    "kl_weight": Allowed(low=0),
-    "checkpoint_every": Allowed(integer=True, low=1),
-    "keep_checkpoints": Allowed(integer=True, low=1),
-    "sample_every": Allowed(integer=True, low=0),
-    "log_every": Allowed(integer=True, low=1),
-    "distill_guidance": Allowed(low=0),
-    "ladd_weight": Allowed(low=0),
+    "seed": NumberRange(integer=True, low=0),
+    "data_seed": NumberRange(integer=True, low=0),
+    "lr": NumberRange(low=0, above_low=True),
+    "text_lr": NumberRange(low=0, above_low=True, optional=True),
+    "weight_decay": NumberRange(low=0),
+    "warmup_steps": NumberRange(integer=True, low=0),
+    "grad_clip": NumberRange(low=0, above_low=True),
+    "ema_decay": NumberRange(low=0, high=1),
+    "caption_dropout": NumberRange(low=0, high=1),
+    "kl_weight": NumberRange(low=0),
+    "checkpoint_every": NumberRange(integer=True, low=1),
+    "keep_checkpoints": NumberRange(integer=True, low=1),
+    "sample_every": NumberRange(integer=True, low=0),
+    "log_every": NumberRange(integer=True, low=1),
+    "distill_guidance": NumberRange(low=0),
+    "ladd_weight": NumberRange(low=0),
     # The teacher's DDIM grid splits the 1000 training timesteps into this many steps.
-    "num_ddim_steps": Allowed(integer=True, low=1, high=1000),
+    "num_ddim_steps": NumberRange(integer=True, low=1, high=1000),
 }
 STAGE_NUMBERS = {
-    "steps": Allowed(integer=True, low=1),
-    "size": Allowed(integer=True, low=32),  # ShapesWorld renders frames of 32 pixels and more
-    "num_frames": Allowed(integer=True, low=1),
-    "batch_size": Allowed(integer=True, low=1),
-    "image_prob": Allowed(low=0, high=1),
-    "lr": Allowed(low=0, above_low=True, optional=True),
-    "lr_end": Allowed(low=0, optional=True),
-    "crop": Allowed(integer=True, low=8, optional=True),
-    "crop_frames": Allowed(integer=True, low=1, optional=True),
+    "steps": NumberRange(integer=True, low=1),
+    "size": NumberRange(integer=True, low=32),  # ShapesWorld renders frames of 32 pixels and more
+    "num_frames": NumberRange(integer=True, low=1),
+    "batch_size": NumberRange(integer=True, low=1),
+    "image_prob": NumberRange(low=0, high=1),
+    "lr": NumberRange(low=0, above_low=True, optional=True),
+    "lr_end": NumberRange(low=0, optional=True),
+    "crop": NumberRange(integer=True, low=8, optional=True),
+    "crop_frames": NumberRange(integer=True, low=1, optional=True),
 }
 RUN_CHOICES = {
     "kind": ("vae", "dit", "turbo"),
@@ -206,7 +176,7 @@ RUN_PATHS = {"output_dir": False, "init_from": True, "teacher": True}  # name ->
 STAGE_PATHS = {"latents": True}
 
 
-def _checked_number(where: str, key: str, value: Any, allowed: Allowed) -> Any:
+def _checked_number(where: str, key: str, value: Any, allowed: NumberRange) -> Any:
     """`value` if `allowed` admits it (a float setting as a float), else one line naming the key."""
     if value is None and allowed.optional:
         return None
@@ -257,7 +227,7 @@ def validate(config: TrainConfig, where: str) -> None:
     _check_settings(config, where, RUN_NUMBERS, RUN_CHOICES, RUN_PATHS, RUN_FLAGS)
     betas = config.betas
     if not (isinstance(betas, (list, tuple)) and len(betas) == 2
-            and all(Allowed(low=0, high=1).admits(b) and b < 1 for b in betas)):
+            and all(NumberRange(low=0, high=1).admits(b) and b < 1 for b in betas)):
         raise KumoInputError(f"{where}: betas={betas!r} must be two numbers in [0, 1), e.g. [0.9, 0.999]")
     config.betas = (float(betas[0]), float(betas[1]))
     if not isinstance(config.extra, dict):

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from kumovideo.utils.errors import KumoInputError
+from kumovideo.utils.numbers import NumberRange
 
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v", ".mpg", ".mpeg", ".ts",
                     ".wmv", ".flv", ".3gp")
@@ -191,52 +192,30 @@ X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium"
                 "slower", "veryslow", "placebo")
 
 
-@dataclass(frozen=True)
-class Range:
-    """Allowed values of a numeric key. `above` excludes `low` itself (for rates and sizes,
-    where 0 means "never sample" or an empty frame)."""
-
-    low: float | None = None
-    high: float | None = None
-    above: bool = False
-
-    def allows(self, value: float) -> bool:
-        if self.low is not None and (value <= self.low if self.above else value < self.low):
-            return False
-        return self.high is None or value <= self.high
-
-    def describe(self) -> str:
-        if self.above:
-            return f"greater than {self.low:g}"
-        if self.high is None:
-            return f"at least {self.low:g}"
-        return f"between {self.low:g} and {self.high:g}"
-
-
-_PER_SECOND = Range(0, above=True)
-_NON_NEGATIVE = Range(0)
-_SHARE = Range(0, 1)  # a fraction of the frame, or a 0-1 score
+_PER_SECOND = NumberRange(0, above_low=True)
+_NON_NEGATIVE = NumberRange(0)
+_SHARE = NumberRange(0, 1)  # a fraction of the frame, or a 0-1 score
 
 # Every numeric key and the values that make sense for it (null is always allowed where the
 # key may be null). Checked in one place so a typo such as `min_quality: 5` (the score is
 # 0-1) is an error instead of a run that silently keeps nothing.
-RANGES: dict[str, Range] = {
-    "scan.analysis_width": Range(16),
+RANGES: dict[str, NumberRange] = {
+    "scan.analysis_width": NumberRange(16),
     "scan.min_clip_seconds": _NON_NEGATIVE,
-    "scan.content_threshold": Range(0, 255),
-    "scan.adaptive_threshold": Range(0, above=True),
-    "scan.fade_threshold": Range(0, 255),
-    "scan.cut_spike_ratio": Range(0, above=True),
+    "scan.content_threshold": NumberRange(0, 255),
+    "scan.adaptive_threshold": NumberRange(0, above_low=True),
+    "scan.fade_threshold": NumberRange(0, 255),
+    "scan.cut_spike_ratio": NumberRange(0, above_low=True),
     "scan.cut_hist_distance": _SHARE,
     "scan.merge_frames": _NON_NEGATIVE,
     "scan.max_fade_frames": _NON_NEGATIVE,
-    "scan.flow_width": Range(16),
+    "scan.flow_width": NumberRange(16),
     "scan.flow_pairs_per_second": _PER_SECOND,
     "scan.overlay_samples_per_second": _PER_SECOND,
-    "scan.max_overlay_samples": Range(2),
+    "scan.max_overlay_samples": NumberRange(2),
     "scan.quality_samples_per_second": _PER_SECOND,
     "filter.min_seconds": _NON_NEGATIVE,
-    "filter.max_seconds": Range(0, above=True),
+    "filter.max_seconds": NumberRange(0, above_low=True),
     "filter.min_width": _NON_NEGATIVE,
     "filter.min_height": _NON_NEGATIVE,
     "filter.min_fps": _NON_NEGATIVE,
@@ -245,13 +224,13 @@ RANGES: dict[str, Range] = {
     "filter.max_motion": _NON_NEGATIVE,
     "filter.max_overlay_area": _SHARE,
     "cut.fps": _PER_SECOND,
-    "cut.width": Range(2),
-    "cut.height": Range(2),
-    "cut.crf": Range(0, 51),  # x264's scale for 8-bit video
-    "encode.frames": Range(1),
-    "encode.width": Range(8),
-    "encode.height": Range(8),
-    "encode.shard_size": Range(1),
+    "cut.width": NumberRange(2),
+    "cut.height": NumberRange(2),
+    "cut.crf": NumberRange(0, 51),  # x264's scale for 8-bit video
+    "encode.frames": NumberRange(1),
+    "encode.width": NumberRange(8),
+    "encode.height": NumberRange(8),
+    "encode.shard_size": NumberRange(1),
 }
 
 
@@ -260,7 +239,7 @@ def _validate(cfg: DataConfig, source: str) -> None:
     for name, allowed in RANGES.items():
         section, key = name.split(".")
         value = getattr(getattr(cfg, section), key)
-        if value is not None and not allowed.allows(value):
+        if value is not None and not allowed.admits(value):
             raise KumoInputError(f"{source}: {name} must be {allowed.describe()}, got {value}")
     if cfg.scan.flow_method not in ("dis", "farneback"):
         raise KumoInputError(f"{source}: scan.flow_method must be 'dis' or 'farneback', "
