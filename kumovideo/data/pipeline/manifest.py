@@ -23,7 +23,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable
 
 from kumovideo.utils.atomic import atomic_file
 from kumovideo.utils.errors import KumoInputError
@@ -47,23 +47,19 @@ def atomic_write_jsonl(path: str | Path, records: Iterable[dict]) -> None:
     atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
 
 
-def iter_jsonl(path: str | Path) -> Iterator[dict]:
-    """Records of a JSON Lines file; a broken line (a crash mid-write) is skipped."""
-    with open(path, encoding="utf-8") as fh:
-        for line in fh:
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(rec, dict):
-                yield rec
-
-
 def read_jsonl(path: str | Path) -> list[dict]:
-    return list(iter_jsonl(path))
+    """Every record of a JSON Lines file the pipeline wrote (blank lines skipped). Strict: a
+    line that is not a JSON object raises, naming the line (`read_manifest` is the checked
+    reader for files a user passes)."""
+    records = []
+    with open(path, encoding="utf-8") as fh:
+        for number, line in enumerate(fh, start=1):
+            if line.strip():
+                record = json.loads(line)
+                if not isinstance(record, dict):
+                    raise ValueError(f"{path} line {number} is not a JSON object")
+                records.append(record)
+    return records
 
 
 @dataclass(frozen=True)
