@@ -182,6 +182,25 @@ def render_clip(spec: ClipSpec, width: int, height: int) -> list[np.ndarray]:
     return frames
 
 
+def render_dark_clip(frames: int, width: int, height: int,
+                     subject: bool = True) -> list[np.ndarray]:
+    """A small red disc crossing a black background left to right (BGR uint8 frames).
+
+    Like ShapesWorld's "a red circle moves left on a black background", every frame's mean
+    level (about 3) is under the default `fade_threshold` of 12, yet it is content, not a
+    fade. With ``subject=False`` the frames are plain black.
+    """
+    radius = max(2, height // 10)
+    out = []
+    for t in range(frames):
+        frame = np.zeros((height, width, 3), np.uint8)
+        if subject:
+            x = int(width * 0.15 + width * 0.7 * t / max(1, frames - 1))
+            cv2.circle(frame, (x, height // 2), radius, (40, 40, 230), -1, lineType=cv2.LINE_AA)
+        out.append(frame)
+    return out
+
+
 def fade(frames: list[np.ndarray], n: int, out: bool) -> list[np.ndarray]:
     """Fade the last (out=True) or first n frames to or from black."""
     frames = [f.copy() for f in frames]

@@ -11,7 +11,8 @@ import yaml
 
 from data_synth import ClipSpec, build_video
 from kumovideo.data.pipeline.analyze import analyze_video
-from kumovideo.data.pipeline.config import DataConfig, FilterConfig, config_from_dict, load_config
+from kumovideo.data.pipeline.config import (DataConfig, FilterConfig, ScanConfig, config_from_dict,
+                                            load_config)
 from kumovideo.data.pipeline.cut import CutConfig, cut_one
 from kumovideo.data.pipeline.filter import clip_entry, filter_records, rejections, split_long
 from kumovideo.utils.errors import KumoInputError
@@ -88,6 +89,29 @@ def test_filter_rejects_for_the_right_reasons(scanned):
     assert rejections(pan, FilterConfig(min_seconds=1.0, min_width=320)) == ["too_small"]
     # Error records are skipped, not crashed on.
     assert filter_records([{"path": "x", "status": "error", "error": "empty"}], cfg)[0] == []
+
+
+def test_moving_clip_at_8_fps_passes_the_static_filter(tmp_path):
+    """8 fps (ShapesWorld's default) used to get no motion pairs, so every clip was 'static'."""
+    path = tmp_path / "pan8.mp4"
+    build_video(path, [ClipSpec("pan_right", frames=24, seed=5, speed=3.0)], [], fps=8)
+    record = analyze_video(path)
+    kept, rejected, reasons = filter_records([record], FilterConfig(min_seconds=1.0))
+    assert [e["rejected"] for e in rejected] == [] and not reasons
+    assert len(kept) == 1 and kept[0]["motion_score"] > FilterConfig().min_motion
+
+
+def test_clip_without_a_motion_score_is_not_called_static(tmp_path):
+    """A one-frame clip has no frame pair to measure: its own reason, never 'static'."""
+    path = tmp_path / "one.mp4"
+    build_video(path, [ClipSpec("pan_right", frames=1, seed=5)], [], fps=8)
+    record = analyze_video(path, ScanConfig(min_clip_seconds=0.0))
+    (clip,) = record["clips"]
+    assert clip["motion"]["score"] is None and clip["motion"]["pairs"] == 0
+    entry = clip_entry(record, clip)
+    assert rejections(entry, FilterConfig(min_seconds=0.0)) == ["no_motion_score"]
+    # Without a motion threshold there is nothing to judge it on.
+    assert rejections(entry, FilterConfig(min_seconds=0.0, min_motion=None)) == []
 
 
 def test_long_clips_are_split_into_equal_pieces(scanned):

@@ -7,7 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from data_synth import ClipSpec, build_video, write_bad_inputs
+from data_synth import (ClipSpec, build_video, render_clip, render_dark_clip, write_bad_inputs,
+                        write_video)
 from kumovideo.cli import main
 from kumovideo.data.pipeline.analyze import analyze_video
 from kumovideo.data.pipeline.captions import read_sidecar
@@ -177,3 +178,56 @@ def test_long_shots_are_thinned_not_truncated(tmp_path):
     assert (clip["start_frame"], clip["end_frame"]) == (0, 200)
     assert clip["overlays"]["detected"]
     assert np.isclose(clip["duration"], 200 / 24, atol=0.01)
+
+
+def test_dark_clip_with_a_moving_bright_subject_is_content(tmp_path):
+    """A red disc crossing black: every frame's mean is under fade_threshold, but something in
+    it is bright, so it is no fade. It used to vanish: no clip, nothing dropped."""
+    path = tmp_path / "dark.mp4"
+    frames = render_dark_clip(72, 160, 120)
+    assert max(f.mean() for f in frames) < ScanConfig().fade_threshold
+    write_video(path, frames)
+    record = analyze_video(path)
+    assert record["transitions"] == [] and record["dropped"] == []
+    (clip,) = record["clips"]
+    assert (clip["start_frame"], clip["end_frame"]) == (0, 72)
+    assert clip["motion"]["score"] > 1.0  # passes the default static filter
+
+
+def test_dark_shot_between_bright_ones_is_one_clip(tmp_path):
+    """ThresholdDetector dips under fade_threshold across the dark shot; with no blank frame
+    in it that dip is no fade, so the shot is kept whole (it used to be one long 'fade')."""
+    bright = [render_clip(ClipSpec(cam, frames=48, seed=s), 160, 120)
+              for cam, s in (("pan_right", 1), ("tilt_up", 2))]
+    path = write_video(tmp_path / "sandwich.mp4",
+                       bright[0] + render_dark_clip(72, 160, 120) + bright[1])
+    record = analyze_video(path)
+    assert [(t["kind"], t["frame"]) for t in record["transitions"]] == [("cut", 48), ("cut", 120)]
+    assert [(c["start_frame"], c["end_frame"]) for c in record["clips"]] == [(0, 48), (48, 120),
+                                                                            (120, 168)]
+
+
+def test_black_frames_are_dropped_with_a_reason(tmp_path, capsys):
+    """An all-black file gives no clip and says why; black frames before a shot are listed."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    write_video(folder / "black.mp4", render_dark_clip(48, 160, 120, subject=False))
+    write_video(folder / "lead.mp4", render_dark_clip(12, 160, 120, subject=False)
+                + render_dark_clip(60, 160, 120))
+    manifest = tmp_path / "m.jsonl"
+    assert main(["data", "scan", str(folder), "-o", str(manifest), "--workers", "1",
+                 "--quiet"]) == 0
+    records = {r["path"].rsplit("/", 1)[-1]: r for r in read_jsonl(manifest)}
+    black = records["black.mp4"]
+    assert black["status"] == "ok" and black["clips"] == []
+    (why,) = black["dropped"]
+    assert (why["start_frame"], why["end_frame"]) == (0, 48)
+    assert why["reason"].startswith("blank: every frame is black")
+    lead = records["lead.mp4"]
+    (clip,) = lead["clips"]
+    (why,) = lead["dropped"]
+    assert why["start_frame"] == 0 and why["end_frame"] == clip["start_frame"]
+    assert 12 <= clip["start_frame"] <= 14 and why["reason"].startswith("blank:")
+    out = capsys.readouterr().out
+    assert "1 clips (1 ok files gave none), 2 stretches dropped (2 blank)" in out
+    assert f"no clip: {folder / 'black.mp4'}: blank: every frame is black" in out

@@ -12,12 +12,15 @@ cuts and fades through black. Each target of the task is computed and asserted:
 
 from __future__ import annotations
 
+import cv2
+import numpy as np
 import pytest
 
 from data_synth import (ClipSpec, boundary_f1, box_hit, build_benchmark_set, build_video,
-                        match_clips)
+                        match_clips, textured_image)
 from kumovideo.data.pipeline.analyze import analyze_video
 from kumovideo.data.pipeline.config import ScanConfig
+from kumovideo.data.pipeline.motion import MotionSampler, pairs_within
 
 
 @pytest.fixture(scope="module")
@@ -134,6 +137,42 @@ def test_subject_motion_is_separated_from_background(analysed):
             assert 0.01 < m["subject_fraction"] < 0.5
             seen += 1
     assert seen
+
+
+@pytest.mark.parametrize("fps, pairs_per_second", [(4, 6.0), (5, 6.0), (6, 6.0), (8, 6.0),
+                                                    (12, 6.0), (24, 6.0), (30, 6.0),
+                                                    (24, 12.0)])
+def test_motion_sampler_completes_pairs_at_every_frame_rate(fps, pairs_per_second):
+    """Under ~9 fps (or when pairs are asked for as often as their gap) the frame that ends
+    one pair starts the next; the old sampler opened the new pair first and measured none."""
+    sampler = MotionSampler(fps, pairs_per_second=pairs_per_second)
+    frames = 2 * fps
+    image = cv2.cvtColor(textured_image(90, 160 + 2 * frames, seed=5), cv2.COLOR_BGR2GRAY)
+    for i in range(frames):
+        sampler.feed(i, np.ascontiguousarray(image[:, 2 * i:2 * i + 160]))  # 2 px per frame
+    pairs = sampler.pairs
+    assert len(pairs) >= frames // sampler.every - 1, (sampler.every, sampler.gap)
+    assert all(p.b - p.a == sampler.gap for p in pairs)
+    # The picture slides left by 2 px per frame, and the flow says so.
+    assert all(abs(p.tx + 2.0) < 0.3 for p in pairs)
+    if sampler.every == 1:  # at such rates any two frames are measured
+        assert all(pairs_within(pairs, a, a + 2) for a in range(frames - 1))
+
+
+def test_low_frame_rate_clips_get_the_same_dynamic_score(tmp_path):
+    """The score is percent of the frame width per second: the same pan at 8 fps (6 px a
+    frame) and at 24 fps (2 px a frame) scores the same. At 8 fps it used to be None."""
+    scores = {}
+    for fps, frames, speed in ((8, 24, 6.0), (24, 72, 2.0)):
+        path = tmp_path / f"pan{fps}.mp4"
+        build_video(path, [ClipSpec("pan_right", frames=frames, seed=3, speed=speed)], [],
+                    fps=fps)
+        (clip,) = analyze_video(path)["clips"]
+        assert clip["motion"]["pairs"] >= 15, clip["motion"]  # about 6 a second, or more
+        assert clip["camera"]["label"] == "pan_right"
+        scores[fps] = clip["motion"]["score"]
+    assert scores[8] == pytest.approx(scores[24], rel=0.1)
+    assert scores[8] > 10  # 6 px a frame at 8 fps over 160 px: 30% of the width a second
 
 
 def test_short_shots_are_dropped(tmp_path):

@@ -35,11 +35,29 @@ from kumovideo.data.pipeline.motion import MotionSampler, PairMotion, dynamic_sc
 from kumovideo.data.pipeline.overlays import CameraRates, analyse_overlays
 from kumovideo.data.pipeline.probe import BadVideo, open_container, probe_container
 from kumovideo.data.pipeline.quality import clip_quality, frame_quality
-from kumovideo.data.pipeline.scenes import Transition, TransitionDetector
+from kumovideo.data.pipeline.scenes import (BLANK_STD, DARK_PEAK_RATIO, Transition,
+                                             TransitionDetector)
 
 CAPTION_FRAMES = 4  # colour thumbnails handed to a captioner per clip
 MAX_COLOUR_SAMPLES = 32  # thumbnails kept per open clip (thinned beyond, like overlay frames)
 TRUNCATED_SHARE = 0.9  # decoding fewer than this share of the declared frames is truncation
+
+# Every stretch of a readable video that ends up in no clip and no transition is listed under
+# "dropped" with one of these reasons, so a video never yields fewer clips without saying why.
+# A reason starts with its kind ("blank", "no clip"), except the older "shorter than N s".
+SHORT_REASON = "shorter than {seconds:g} s"
+BLANK_VIDEO_REASON = ("blank: every frame is black (mean under scan.fade_threshold {dark:g}, "
+                      "nothing brighter than {peak:g}) or one flat colour (luma std under {std:g})")
+BLANK_START_REASON = "blank: black or flat frames (and the fade in from them) at the start"
+BLANK_END_REASON = "blank: black or flat frames (and the fade out to them) at the end"
+NO_CLIP_REASON = "no clip: every frame lies in a cut or fade transition (see transitions)"
+
+
+def drop_kind(reason: str) -> str:
+    """The kind of a "dropped" reason ("too short", "blank", ...), for counting them."""
+    if reason.startswith("shorter than"):
+        return "too short"
+    return reason.split(":", 1)[0]
 
 
 def video_key(path: str | Path) -> str:
@@ -198,11 +216,41 @@ class VideoAnalyzer:
             self._seg_start = tr.end
             self._overlay_stride = self._colour_stride = 1
         if final:
+            if detector.blank_frames == n:
+                # Nothing but black (or flat) frames: a real loss of the whole file, so say so
+                # rather than returning no clips and nothing dropped.
+                cfg = self.cfg
+                self._drop(0, n, BLANK_VIDEO_REASON.format(
+                    dark=cfg.fade_threshold, peak=DARK_PEAK_RATIO * cfg.fade_threshold,
+                    std=BLANK_STD))
+                return
             start = self._seg_start
             if not self._clips and not self._dropped:
                 start = max(start, detector.leading_blank())
             end = min(n, detector.trailing_blank())
             self._finish_segment(start, end, None)
+            self._drop_blank_edges(detector, n)
+            if not self._clips and not self._dropped:
+                self._drop(0, n, NO_CLIP_REASON)
+
+    def _drop(self, start: int, end: int, reason: str) -> None:
+        self._dropped.append({"start_frame": start, "end_frame": end, "reason": reason})
+
+    def _drop_blank_edges(self, detector: TransitionDetector, n: int) -> None:
+        """List the blank (or fading) frames trimmed off the very start and end.
+
+        Fades between clips are listed under transitions; these edge fades have no
+        boundary, so without this they would vanish from the record.
+        """
+        first = self._transitions[0].start if self._transitions else n
+        last = self._transitions[-1].end if self._transitions else 0
+        lead = min(detector.leading_blank(), first)
+        if lead > 0:
+            self._drop(0, lead, BLANK_START_REASON)
+        trail = max(detector.trailing_blank(), last)
+        if trail < n:
+            self._drop(trail, n, BLANK_END_REASON)
+        self._dropped.sort(key=lambda d: d["start_frame"])
 
     def _finish_segment(self, start: int, end: int, out: Transition | None) -> None:
         cfg = self.cfg
@@ -210,8 +258,7 @@ class VideoAnalyzer:
         pairs = self._motion.take_before(end)
         if end - start < max(1, cfg.min_clip_seconds * fps):
             if end > start:
-                self._dropped.append({"start_frame": start, "end_frame": end,
-                                      "reason": f"shorter than {cfg.min_clip_seconds:g} s"})
+                self._drop(start, end, SHORT_REASON.format(seconds=cfg.min_clip_seconds))
             self._open.drop_before(end)
             return
         clip_pairs = pairs_within(pairs, start, end)

@@ -35,7 +35,9 @@ class ScanConfig:
     content_threshold: float = 27.0
     # PySceneDetect AdaptiveDetector: ratio of a frame's change score to its neighbours'.
     adaptive_threshold: float = 3.0
-    # Mean pixel level (0-255) under which a frame counts as faded to black.
+    # Mean pixel level (0-255) under which a frame counts as faded to black, provided nothing
+    # in it is bright either (scenes.DARK_PEAK_RATIO): a dark background with a bright
+    # subject on it is content, not a fade.
     fade_threshold: float = 12.0
     # Frame-difference confirmation of a ContentDetector cut: the luma difference at the cut
     # must be this many times the median of its neighbours (fast motion is high everywhere,

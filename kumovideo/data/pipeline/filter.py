@@ -88,8 +88,13 @@ def rejections(entry: dict, cfg: FilterConfig) -> list[str]:
     if cfg.min_quality is not None and (score is None or score < cfg.min_quality):
         why.append("low_quality")
     motion = entry.get("motion_score")
-    if cfg.min_motion is not None and (motion is None or motion < cfg.min_motion):
-        why.append("static")
+    if cfg.min_motion is not None:
+        # No score means no frame pair was measured (a clip of a single frame, say), which
+        # is not evidence that the clip is static: say so, so the two are never confused.
+        if motion is None:
+            why.append("no_motion_score")
+        elif motion < cfg.min_motion:
+            why.append("static")
     if cfg.max_motion is not None and motion is not None and motion > cfg.max_motion:
         why.append("too_much_motion")
     overlays = entry.get("overlays") or {}

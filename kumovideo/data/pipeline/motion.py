@@ -1,8 +1,10 @@
 """Dynamic score from dense optical flow (OpenCV DIS or Farneback).
 
 Every ``1 / flow_pairs_per_second`` seconds a pair of frames a small gap apart (about 1/12 s)
-gets a dense flow field at `flow_width` pixels wide. For each pair we keep a handful of
-numbers (`PairMotion`) and throw the field away:
+gets a dense flow field at `flow_width` pixels wide. At low frame rates the gap is one frame
+and pairs may follow one another back to back (under ~9 fps every frame starts a pair), so
+any two frames of such a video are measured. For each pair we keep a handful of numbers
+(`PairMotion`) and throw the field away:
 
 * the mean flow magnitude: how much the picture moves at all;
 * a global camera model: a similarity transform (translation, zoom, roll) fitted with RANSAC
@@ -114,19 +116,26 @@ class MotionSampler:
     def __init__(self, fps: float, method: str = "dis", pairs_per_second: float = 6.0):
         fps = fps if fps > 0 else 25.0
         self.every = max(1, round(fps / pairs_per_second))  # frames between pair starts
-        self.gap = max(1, min(self.every, round(fps / 12.0)))  # frames within a pair
+        # Frames within a pair: about 1/12 s, never less than one frame (under ~18 fps the
+        # pair is two consecutive frames) and never more than `every`. When it equals
+        # `every` (every frame starts a pair under ~9 fps) a pair's last frame is also the
+        # first of the next one, which `feed` allows for.
+        self.gap = max(1, min(self.every, round(fps / 12.0)))
         self._flow = FlowEstimator(method)
         self._first: tuple[int, np.ndarray] | None = None
         self.pairs: list[PairMotion] = []
 
     def feed(self, index: int, grey: np.ndarray) -> None:
         """Give the next frame (grey, at the flow width)."""
-        if index % self.every == 0:
-            self._first = (index, grey)
+        # Close the open pair before this frame may open the next one: when gap == every the
+        # frame that ends a pair also starts one, and opening first would overwrite the
+        # pair's first frame, so no pair would ever complete.
         if self._first is not None and index - self._first[0] == self.gap:
             a, prev = self._first
             self.pairs.append(pair_motion(self._flow(prev, grey), a, index))
             self._first = None
+        if index % self.every == 0:
+            self._first = (index, grey)
 
     def take_before(self, frame: int) -> list[PairMotion]:
         """Remove and return the pairs that end before `frame`."""

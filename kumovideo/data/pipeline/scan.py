@@ -10,11 +10,12 @@ from __future__ import annotations
 import functools
 import time
 import traceback
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kumovideo.data.pipeline.analyze import analyze_video, video_key
+from kumovideo.data.pipeline.analyze import analyze_video, drop_kind, video_key
 from kumovideo.data.pipeline.captions import load_captioner
 from kumovideo.data.pipeline.config import ScanConfig
 from kumovideo.data.pipeline.manifest import (SCAN_MANIFEST, ManifestAppender, latest_by_path,
@@ -79,19 +80,30 @@ class ScanSummary:
     ok: int = 0
     errors: list[tuple[str, str]] = field(default_factory=list)
     clips: int = 0
-    dropped: int = 0
+    dropped: Counter = field(default_factory=Counter)  # stretches left out, per kind
+    # Readable videos that gave no clip, with the reasons their record lists.
+    no_clip: list[tuple[str, str]] = field(default_factory=list)
     video_seconds: float = 0.0
     wall_seconds: float = 0.0
 
     def lines(self) -> list[str]:
         rate = self.video_seconds / self.wall_seconds if self.wall_seconds > 0 else 0.0
         done = self.ok + len(self.errors)
+        clips = f"{self.clips} clips"
+        if self.no_clip:
+            clips += f" ({len(self.no_clip)} ok files gave none)"
+        dropped = sum(self.dropped.values())
+        clips += f", {dropped} stretches dropped"
+        if dropped:
+            clips += " (" + ", ".join(f"{v} {k}" for k, v in self.dropped.most_common()) + ")"
         out = [f"scanned {done} of {self.found} files ({self.skipped} already in the manifest): "
-               f"{self.ok} ok, {len(self.errors)} failed; {self.clips} clips, {self.dropped} "
-               f"too short; {self.video_seconds:.1f} s of video in {self.wall_seconds:.1f} s "
+               f"{self.ok} ok, {len(self.errors)} failed; {clips}; "
+               f"{self.video_seconds:.1f} s of video in {self.wall_seconds:.1f} s "
                f"({rate:.1f}x real time, {done / max(self.wall_seconds, 1e-9):.2f} files/s)"]
         for path, reason in self.errors:
             out.append(f"  failed: {path}: {reason}")
+        for path, reason in self.no_clip:
+            out.append(f"  no clip: {path}: {reason}")
         return out
 
 
@@ -127,7 +139,10 @@ def scan_folder(in_dir: str | Path, manifest: str | Path, cfg: ScanConfig, worke
             if record["status"] == "ok":
                 summary.ok += 1
                 summary.clips += len(record["clips"])
-                summary.dropped += len(record["dropped"])
+                summary.dropped.update(drop_kind(d["reason"]) for d in record["dropped"])
+                if not record["clips"]:
+                    reasons = dict.fromkeys(d["reason"] for d in record["dropped"])
+                    summary.no_clip.append((record["path"], "; ".join(reasons)))
                 probe = record["probe"]
                 if probe.get("fps"):
                     summary.video_seconds += probe["decoded_frames"] / probe["fps"]

@@ -8,16 +8,26 @@ Three of PySceneDetect's detectors see every analysis frame:
 * `AdaptiveDetector` compares each frame's score with the average of its neighbours: a cut
   is a lone spike, a fast pan is high everywhere. Its cuts are taken as they are.
 * `ThresholdDetector` watches the mean pixel level and places a cut in the middle of every
-  dip under `fade_threshold`: fades through black.
+  dip under `fade_threshold`: fades through black. A mean that low is also what a small
+  bright subject on a black background gives, so a dip counts only where it holds blank
+  frames (below); a dip without any is a dark shot, not a fade, and is ignored.
 
 Our own frame-difference checks, on a 64-pixel-wide thumbnail, add what those lack:
 
 * a cut confirmation: the mean luma difference at the cut must be a spike against the
   median of the surrounding frames (`cut_spike_ratio`), or the colour histograms either side
   must differ (`cut_hist_distance`, Bhattacharyya distance);
-* fade spans: the dark run plus the frames either side whose contrast ramps monotonically
-  towards it are *transition frames*, cut out of both neighbouring clips. Uniform frames of
-  any colour (fades through white) count as blank too.
+* fade spans: the run of *blank* frames plus the frames either side whose contrast ramps
+  monotonically towards it are *transition frames*, cut out of both neighbouring clips.
+  A frame is blank when it is black or uniform:
+
+  - black: its mean is under `fade_threshold` *and* nothing in it is bright (99.5% of its
+    pixels have every channel under `DARK_PEAK_RATIO` x `fade_threshold`). PySceneDetect
+    documents its threshold that way ("each pixel value ... must be <=" it) though its code
+    tests only the mean; the mean alone calls a bright subject on a black background a
+    fade, however much it moves.
+  - uniform: luma standard deviation under `BLANK_STD`, in any colour, so fades through
+    white count too.
 
 Candidates from all sources closer than `merge_frames` are merged into one transition.
 
@@ -39,6 +49,12 @@ from kumovideo.data.pipeline.config import ScanConfig
 THUMB_WIDTH = 64  # frame-difference checks need only a coarse image
 SPIKE_WINDOW = 6  # frames either side whose median difference is the local baseline
 BLANK_STD = 4.0  # a frame whose luma standard deviation is under this is uniform (blank)
+# A dark frame (mean under fade_threshold) is black only if its bright part, the 99.5th
+# percentile of the brightest channel, stays under this many times fade_threshold (48 at the
+# default 12). Deep in a fade through black every pixel is scaled down, so even highlights
+# end up under it (255 at a 10% level is 26); a small red circle on black (230) does not.
+DARK_PEAK_RATIO = 4.0
+DARK_PEAK_PERCENTILE = 99.5  # up to 0.5% of the frame may be brighter (noise, a stray pixel)
 MIN_CUT_DIFF = 6.0  # a cut changes the mean luma by at least this much (0-255 scale)
 
 
@@ -87,11 +103,13 @@ class TransitionDetector:
         self.hist_dist: list[float] = []  # colour-histogram distance from the previous frame
         self.mean: list[float] = []  # mean pixel level, as ThresholdDetector computes it
         self.std: list[float] = []  # luma standard deviation (contrast)
+        self.peak: list[float] = []  # bright part: DARK_PEAK_PERCENTILE of the max channel
         self._prev_thumb: np.ndarray | None = None
         self._prev_hist: np.ndarray | None = None
         self._done_until = 0  # transitions with frame < this have been returned
         self._last_blank: int | None = None  # latest blank frame and the start of its run
         self._blank_run_start = 0
+        self.blank_frames = 0  # how many frames were blank (all of them: nothing to analyse)
         self._n = 0
 
     # ------------------------------------------------------------------ feeding
@@ -119,8 +137,11 @@ class TransitionDetector:
                                                         cv2.HISTCMP_BHATTACHARYYA)))
         self.mean.append(float(bgr.mean()))
         self.std.append(float(luma.std()))
+        # HSV's V channel is max(B, G, R): the brightest channel of each pixel.
+        self.peak.append(float(np.percentile(hsv[..., 2], DARK_PEAK_PERCENTILE)))
         self._prev_thumb, self._prev_hist = luma, hist
         if self._is_blank(index):
+            self.blank_frames += 1
             if self._last_blank != index - 1:
                 self._blank_run_start = index
             self._last_blank = index
@@ -131,7 +152,11 @@ class TransitionDetector:
         return self._n
 
     def _is_blank(self, i: int) -> bool:
-        return self.mean[i] < self.cfg.fade_threshold or self.std[i] < BLANK_STD
+        """Black (dark *and* nothing bright in it) or uniform; see the module docstring."""
+        if self.std[i] < BLANK_STD:
+            return True
+        dark = self.cfg.fade_threshold
+        return self.mean[i] < dark and self.peak[i] < DARK_PEAK_RATIO * dark
 
     def settled_until(self) -> int:
         """Frames before this index will get no new transitions."""
@@ -225,8 +250,11 @@ class TransitionDetector:
                 continue  # fast motion, not a cut
             if c.source == "threshold":
                 span = self._fade_span(c.frame)
-                if span is not None:
-                    c = _Candidate(c.frame, c.source, *span)
+                if span is None:
+                    # The mean dipped but no frame near the dip is blank: a dark shot (a
+                    # bright subject on black), whose middle is no boundary.
+                    continue
+                c = _Candidate(c.frame, c.source, *span)
             cands.append(c)
         for a, b in self._blank_runs(back, hi):
             if a == 0 or b >= self._n:
