@@ -379,3 +379,31 @@ def test_tiny_preset_builds_saves_and_reloads(tmp_path):
     b = run(reloaded, output_type="pt")
     assert a.shape == (1, 9, 3, 48, 64)
     torch.testing.assert_close(a, b, atol=0, rtol=0)
+
+
+def test_a_call_without_sizes_or_guidance_uses_the_models_own_defaults(tmp_path):
+    """pipe(prompt) alone makes the clip the transformer was made for (kumo-tiny: 48x64x9,
+    not the original's 480x720x41) with the checkpoint's recommended steps and guidance,
+    as `kumo generate` does; save_pretrained keeps the recommendation."""
+    import json
+
+    folder = tmp_path / "tiny"
+    build_pipeline("kumo-tiny", seed=0).save_pretrained(folder)
+    (folder / "kumo_defaults.json").write_text(json.dumps({"num_inference_steps": 3, "guidance_scale": 2.5}))
+    pipe = KumoPipeline.from_pretrained(folder)
+    pipe.set_progress_bar_config(disable=True)
+    assert pipe.default_clip() == {"height": 48, "width": 64, "num_frames": 9}
+    assert pipe.default_sampling() == {"num_inference_steps": 3, "guidance_scale": 2.5, "guidance_rescale": 0.0}
+
+    steps = []
+    implicit = pipe(PROMPT, generator=gen(0), output_type="pt",
+                    callback_on_step_end=lambda p, i, t, kw: steps.append(i) or {}).frames
+    explicit = pipe(PROMPT, generator=gen(0), output_type="pt", height=48, width=64, num_frames=9,
+                    num_inference_steps=3, guidance_scale=2.5).frames
+    assert implicit.shape == (1, 9, 3, 48, 64) and steps == [0, 1, 2]
+    torch.testing.assert_close(implicit, explicit, atol=0, rtol=0)
+
+    pipe.save_pretrained(tmp_path / "again")
+    assert json.loads((tmp_path / "again" / "kumo_defaults.json").read_text())["guidance_scale"] == 2.5
+    with_lcm = KumoPipeline.from_pretrained(folder, scheduler=KumoLCMScheduler())
+    assert with_lcm.default_sampling() == {"num_inference_steps": 4, "guidance_scale": 2.0, "guidance_rescale": 0.0}

@@ -101,7 +101,7 @@ def run(args) -> int:
     pipe = KumoPipeline.from_pretrained(folder, torch_dtype=torch.float32)  # shipped fp16; CPU math in fp32
     pipe.set_progress_bar_config(disable=True)
     apply_cli_fast_paths(pipe, args)
-    turbo, steps, guidance, guidance_rescale, _ = sampling_settings(pipe, folder, args)
+    turbo, steps, guidance, guidance_rescale, _ = sampling_settings(pipe, args)
     cfg = pipe.transformer.config
     size = cfg.sample_height * pipe.vae_scale_factor_spatial
     frames = cfg.sample_frames

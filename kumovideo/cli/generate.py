@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
@@ -10,7 +9,6 @@ from pathlib import Path
 from typing import NamedTuple
 
 from kumovideo.utils.errors import KumoInputError
-from kumovideo.utils.numbers import is_int, is_real
 
 DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 
@@ -110,36 +108,6 @@ def check_guidance_rescale(args) -> None:
         raise KumoInputError(f"--guidance-rescale {args.guidance_rescale}: use a value from 0 (off) to 1")
 
 
-# What kumo_defaults.json may say, and the check each value must pass.
-DEFAULT_KEYS = {
-    "num_inference_steps": ("a whole number of steps >= 1", lambda v: is_int(v) and v >= 1),
-    "turbo_steps": ("a whole number of steps >= 1", lambda v: is_int(v) and v >= 1),
-    "guidance_scale": ("a finite number", lambda v: is_real(v) and math.isfinite(v)),
-    "turbo_guidance_scale": ("a finite number", lambda v: is_real(v) and math.isfinite(v)),
-    "guidance_rescale": ("a number from 0 to 1", lambda v: is_real(v) and 0 <= v <= 1),
-    "turbo_guidance_rescale": ("a number from 0 to 1", lambda v: is_real(v) and 0 <= v <= 1),
-    "fps": ("a whole number of frames per second >= 1", lambda v: is_int(v) and v >= 1),
-}
-
-
-def model_defaults(folder: Path) -> dict:
-    """Sampling defaults a checkpoint recommends (kumo_defaults.json), if it has them;
-    checked here, so that a bad file is named before any work and not met mid-run."""
-    path = folder / "kumo_defaults.json"
-    if not path.exists():
-        return {}
-    try:
-        defaults = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise KumoInputError(f"{path} is not valid JSON ({exc}); fix it or delete it to use the built-in defaults") from None
-    if not isinstance(defaults, dict):
-        raise KumoInputError(f"{path} must hold a JSON object of sampling defaults; fix it or delete it")
-    for key, value in defaults.items():
-        if key in DEFAULT_KEYS and not DEFAULT_KEYS[key][1](value):
-            raise KumoInputError(f"{path}: {key} is {value!r}, but must be {DEFAULT_KEYS[key][0]}; fix or remove it")
-    return defaults
-
-
 class SamplingSettings(NamedTuple):
     turbo: bool
     steps: int
@@ -148,23 +116,21 @@ class SamplingSettings(NamedTuple):
     defaults: dict  # the checkpoint's kumo_defaults.json
 
 
-def sampling_settings(pipe, folder: Path, args) -> SamplingSettings:
+def sampling_settings(pipe, args) -> SamplingSettings:
     """How to sample a loaded pipeline. `--turbo` on a base checkpoint swaps in the
     consistency scheduler; a Turbo checkpoint is Turbo anyway. Unset flags come from the
-    checkpoint's defaults (`turbo_*` keys for Turbo), else the original's recipe (50 DDIM
-    steps at guidance 6; 4 Turbo steps at guidance 2; no guidance rescale)."""
+    pipeline's defaults (`KumoPipeline.default_sampling`: the checkpoint's
+    kumo_defaults.json, else the original's recipe)."""
     from kumovideo.schedulers import KumoLCMScheduler
 
-    defaults = model_defaults(folder)
-    turbo = args.turbo or isinstance(pipe.scheduler, KumoLCMScheduler)
     if args.turbo and not isinstance(pipe.scheduler, KumoLCMScheduler):
         pipe.scheduler = KumoLCMScheduler.on_schedule_of(pipe.scheduler.config)
-    steps = args.steps or (defaults.get("turbo_steps", 4) if turbo else defaults.get("num_inference_steps", 50))
-    guidance = args.guidance if args.guidance is not None else (
-        defaults.get("turbo_guidance_scale", 2.0) if turbo else defaults.get("guidance_scale", 6.0))
-    rescale = args.guidance_rescale if args.guidance_rescale is not None else (
-        defaults.get("turbo_guidance_rescale" if turbo else "guidance_rescale", 0.0))
-    return SamplingSettings(turbo, steps, guidance, rescale, defaults)
+    turbo = isinstance(pipe.scheduler, KumoLCMScheduler)
+    recommended = pipe.default_sampling()
+    steps = args.steps or recommended["num_inference_steps"]
+    guidance = args.guidance if args.guidance is not None else recommended["guidance_scale"]
+    rescale = args.guidance_rescale if args.guidance_rescale is not None else recommended["guidance_rescale"]
+    return SamplingSettings(turbo, steps, guidance, rescale, pipe.sampling_defaults)
 
 
 def run(args) -> int:
@@ -196,10 +162,11 @@ def run(args) -> int:
 
     from kumovideo.builtin import builtin_model_dir
     from kumovideo.pipelines import KumoPipeline, frames_to_uint8
+    from kumovideo.pipelines.loading import read_sampling_defaults
 
     start = time.perf_counter()
     folder = Path(args.model) if args.model else builtin_model_dir(turbo=args.turbo)
-    model_defaults(folder)  # a bad kumo_defaults.json is named before the weights load
+    read_sampling_defaults(folder)  # a bad kumo_defaults.json is named before the weights load
     ctx = None
     if args.parallel:  # checked against the process count and the model's configs before loading weights
         from kumovideo.distributed.launch import prepare_parallel
@@ -207,7 +174,7 @@ def run(args) -> int:
         ctx = prepare_parallel(args, folder, device)
         device = ctx.device
     pipe = KumoPipeline.from_pretrained(folder, torch_dtype=dtype)
-    turbo, steps, guidance, guidance_rescale, defaults = sampling_settings(pipe, folder, args)
+    turbo, steps, guidance, guidance_rescale, defaults = sampling_settings(pipe, args)
     runner = pipe
     if ctx is not None:
         from kumovideo.distributed.parallel_pipeline import ParallelKumoPipeline

@@ -216,10 +216,10 @@ class ParallelKumoPipeline:
     def __call__(
         self,
         prompt: str | list[str],
-        height: int = 480,
-        width: int = 720,
-        num_frames: int = 41,
-        guidance_scale: float = 6.0,
+        height: int | None = None,
+        width: int | None = None,
+        num_frames: int | None = None,
+        guidance_scale: float | None = None,
         output_type: str = "pil",
         return_dict: bool = True,
         **kwargs: Any,
@@ -231,6 +231,9 @@ class ParallelKumoPipeline:
 
         if output_type not in ("pil", "np", "pt", "latent"):
             raise KumoInputError(f"output_type={output_type!r}; use 'pil', 'np', 'pt' or 'latent'")
+        size = self.pipe.resolve_call_defaults(height=height, width=width, num_frames=num_frames,
+                                               guidance_scale=guidance_scale)  # None: KumoPipeline's defaults
+        height, width, num_frames, guidance_scale = (size[k] for k in ("height", "width", "num_frames", "guidance_scale"))
         self.validate(height, width, num_frames, guidance_scale)
         pipe, ctx = self.pipe, self.ctx
         swaps = {}

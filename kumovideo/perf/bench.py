@@ -118,11 +118,9 @@ def build_subject(preset: str, device: torch.device, dtype: torch.dtype):
         from kumovideo.builtin import BUILTIN_DIRS, is_trained
 
         if is_trained():
-            from kumovideo.cli.generate import model_defaults
-
             folder = BUILTIN_DIRS[False]
             pipe = KumoPipeline.from_pretrained(folder)
-            return pipe, f"trained built-in model ({folder.name})", model_defaults(folder)
+            return pipe, f"trained built-in model ({folder.name})", pipe.sampling_defaults
         from kumovideo.pipelines.factory import build_pipeline
 
         pipe = build_pipeline("kumo-builtin", seed=0)

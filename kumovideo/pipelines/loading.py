@@ -14,6 +14,7 @@ a one-line message naming the part.
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from typing import Any
 import torch
 
 from kumovideo.utils.errors import KumoInputError
+from kumovideo.utils.numbers import is_int, is_real
 
 COMPONENTS = ("tokenizer", "text_encoder", "vae", "transformer", "scheduler")
 
@@ -240,3 +242,36 @@ def load_pipeline_components(folder: str | os.PathLike, torch_dtype: torch.dtype
         library, class_name = index[name]
         components[name] = load_component(folder, name, library, class_name, torch_dtype)
     return components
+
+
+# ------------------------------------------------------------------ sampling defaults
+
+# What a checkpoint's kumo_defaults.json may recommend, and the check each value must pass.
+SAMPLING_DEFAULT_KEYS = {
+    "num_inference_steps": ("a whole number of steps >= 1", lambda v: is_int(v) and v >= 1),
+    "turbo_steps": ("a whole number of steps >= 1", lambda v: is_int(v) and v >= 1),
+    "guidance_scale": ("a finite number", lambda v: is_real(v) and math.isfinite(v)),
+    "turbo_guidance_scale": ("a finite number", lambda v: is_real(v) and math.isfinite(v)),
+    "guidance_rescale": ("a number from 0 to 1", lambda v: is_real(v) and 0 <= v <= 1),
+    "turbo_guidance_rescale": ("a number from 0 to 1", lambda v: is_real(v) and 0 <= v <= 1),
+    "fps": ("a whole number of frames per second >= 1", lambda v: is_int(v) and v >= 1),
+}
+
+
+def read_sampling_defaults(folder: str | os.PathLike) -> dict:
+    """Sampling defaults a checkpoint recommends (kumo_defaults.json), if it has them;
+    checked here, so that a bad file is named before any work and not met mid-run."""
+    path = Path(folder) / "kumo_defaults.json"
+    if not path.exists():
+        return {}
+    try:
+        defaults = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise KumoInputError(f"{path} is not valid JSON ({exc}); fix it or delete it to use the built-in defaults") from None
+    if not isinstance(defaults, dict):
+        raise KumoInputError(f"{path} must hold a JSON object of sampling defaults; fix it or delete it")
+    for key, value in defaults.items():
+        if key in SAMPLING_DEFAULT_KEYS and not SAMPLING_DEFAULT_KEYS[key][1](value):
+            raise KumoInputError(f"{path}: {key} is {value!r}, but must be {SAMPLING_DEFAULT_KEYS[key][0]}; "
+                                 "fix or remove it")
+    return defaults

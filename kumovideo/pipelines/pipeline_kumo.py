@@ -14,6 +14,7 @@ as the original implementation.
 from __future__ import annotations
 
 import inspect
+import json
 import logging
 import math
 import os
@@ -30,7 +31,7 @@ from diffusers.video_processor import VideoProcessor
 
 from kumovideo.models.transformer_kumo import KumoTransformer3DModel
 from kumovideo.perf.cpu_conv import route_conv3d_to_onednn
-from kumovideo.pipelines.loading import load_pipeline_components
+from kumovideo.pipelines.loading import load_pipeline_components, read_sampling_defaults
 from kumovideo.schedulers import KumoDDIMScheduler, KumoLCMScheduler
 from kumovideo.schedulers.sampling import renoise_timesteps, sample_renoise
 from kumovideo.utils.devices import resolve_device
@@ -48,9 +49,17 @@ class KumoPipelineOutput(BaseOutput):
     frames: Any
 
 
+# How the original samples when a call and the checkpoint say nothing (base, Turbo).
+ORIGINAL_SAMPLING = {"num_inference_steps": 50, "guidance_scale": 6.0, "guidance_rescale": 0.0}
+ORIGINAL_TURBO_SAMPLING = {"num_inference_steps": 4, "guidance_scale": 2.0, "guidance_rescale": 0.0}
+
+
 class KumoPipeline(DiffusionPipeline):
     model_cpu_offload_seq = "text_encoder->transformer->vae"
     _callback_tensor_inputs = ["latents", "prompt_embeds"]  # what callback_on_step_end can be given
+    # The checkpoint's recommended sampling (kumo_defaults.json), set by from_pretrained and
+    # written back by save_pretrained; empty for a pipeline built from components.
+    sampling_defaults: dict = {}
 
     def __init__(
         self,
@@ -91,7 +100,44 @@ class KumoPipeline(DiffusionPipeline):
                                      f"or leave {name} out")
         if kwargs:
             logger.warning("KumoPipeline.from_pretrained ignores arguments: %s", ", ".join(sorted(kwargs)))
-        return cls(**load_pipeline_components(pretrained_model_name_or_path, torch_dtype=torch_dtype, **components))
+        defaults = read_sampling_defaults(pretrained_model_name_or_path)  # checked before the weights load
+        pipe = cls(**load_pipeline_components(pretrained_model_name_or_path, torch_dtype=torch_dtype, **components))
+        pipe.sampling_defaults = defaults
+        return pipe
+
+    def save_pretrained(self, save_directory: str | os.PathLike, *args, **kwargs):
+        """diffusers' save_pretrained, plus the sampling defaults (kumo_defaults.json) it was loaded with."""
+        super().save_pretrained(save_directory, *args, **kwargs)
+        if self.sampling_defaults:
+            from kumovideo.utils.atomic import atomic_file
+
+            with atomic_file(os.path.join(save_directory, "kumo_defaults.json"), "w") as fh:
+                fh.write(json.dumps(self.sampling_defaults, indent=2) + "\n")
+
+    def default_sampling(self) -> dict:
+        """num_inference_steps, guidance_scale and guidance_rescale for a call that leaves
+        them out: the checkpoint's kumo_defaults.json (its `turbo_*` keys when the scheduler
+        is the consistency one), else the original's recipe (50 DDIM steps at guidance 6;
+        4 Turbo steps at guidance 2)."""
+        d = self.sampling_defaults
+        if isinstance(self.scheduler, KumoLCMScheduler):
+            return {"num_inference_steps": d.get("turbo_steps", ORIGINAL_TURBO_SAMPLING["num_inference_steps"]),
+                    "guidance_scale": d.get("turbo_guidance_scale", ORIGINAL_TURBO_SAMPLING["guidance_scale"]),
+                    "guidance_rescale": d.get("turbo_guidance_rescale", ORIGINAL_TURBO_SAMPLING["guidance_rescale"])}
+        return {key: d.get(key, value) for key, value in ORIGINAL_SAMPLING.items()}
+
+    def default_clip(self) -> dict:
+        """height, width and num_frames the transformer was made for (its config's sample
+        size): 480x720x41 for the original, 64x64x17 for the built-in model."""
+        c = self.transformer.config
+        return {"height": c.sample_height * self.vae_scale_factor_spatial,
+                "width": c.sample_width * self.vae_scale_factor_spatial, "num_frames": c.sample_frames}
+
+    def resolve_call_defaults(self, **settings) -> dict:
+        """`settings` with every None among height, width, num_frames, num_inference_steps,
+        guidance_scale and guidance_rescale replaced by this pipeline's default."""
+        defaults = {**self.default_clip(), **self.default_sampling()}
+        return {key: defaults[key] if value is None and key in defaults else value for key, value in settings.items()}
 
     def to(self, *args, **kwargs):
         """diffusers' `to`, with a missing GPU or an unknown device said in one line (torch
@@ -258,12 +304,12 @@ class KumoPipeline(DiffusionPipeline):
         self,
         prompt: str | list[str],
         negative_prompt: str | list[str] | None = None,
-        height: int = 480,
-        width: int = 720,
-        num_frames: int = 41,
-        num_inference_steps: int = 50,
-        guidance_scale: float = 6.0,
-        guidance_rescale: float = 0.0,
+        height: int | None = None,
+        width: int | None = None,
+        num_frames: int | None = None,
+        num_inference_steps: int | None = None,
+        guidance_scale: float | None = None,
+        guidance_rescale: float | None = None,
         num_videos_per_prompt: int = 1,
         generator: torch.Generator | list[torch.Generator] | None = None,
         latents: torch.Tensor | None = None,
@@ -280,7 +326,17 @@ class KumoPipeline(DiffusionPipeline):
         `guidance_rescale` in [0, 1] pulls the guided prediction's per-clip std back toward
         the conditional one's (Lin et al. 2023, "Common Diffusion Noise Schedules and Sample
         Steps are Flawed", sec. 3.4: for zero-terminal-SNR v-prediction models like this one,
-        strong guidance otherwise over-saturates)."""
+        strong guidance otherwise over-saturates).
+
+        Left out (None): the clip size is the transformer's (`default_clip`: 64x64x17 for
+        the built-in model, 480x720x41 for the original), steps and guidance the
+        checkpoint's recommendation (`default_sampling`)."""
+        size = self.resolve_call_defaults(height=height, width=width, num_frames=num_frames,
+                                          num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
+                                          guidance_rescale=guidance_rescale)
+        height, width, num_frames = size["height"], size["width"], size["num_frames"]
+        num_inference_steps, guidance_scale = size["num_inference_steps"], size["guidance_scale"]
+        guidance_rescale = size["guidance_rescale"]
         if max_sequence_length is None:
             max_sequence_length = self.max_sequence_length
         self.check_inputs(prompt, negative_prompt, height, width, num_frames, num_inference_steps, max_sequence_length)
