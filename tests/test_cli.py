@@ -64,6 +64,7 @@ def test_generate_writes_a_9_frame_mp4(model, tmp_path, capsys):
     # Says where it wrote and how long it took; shows a progress bar over the 4 steps.
     assert f"wrote {out}" in captured.out and " s" in captured.out.split(" in ")[-1]
     assert "4/4" in captured.err
+    assert "kumo: decoding 9 frames of 48x64 with the VAE" in captured.err  # the decode has no bar of its own
     assert not list(tmp_path.glob(".*"))  # no temp file left beside the clip
 
 
@@ -88,6 +89,35 @@ def test_guidance_at_most_one_works(model, tmp_path, capsys):
     out = tmp_path / "g.mp4"
     assert generate("a blue square", "--model", str(model), *SMALL, "--guidance", "1", "-o", str(out)) == 0
     assert read_video(out)[0].shape == (9, 48, 64, 3)
+
+
+def test_renoise_sampler_defaults_to_four_unguided_steps(model, tmp_path, capsys, monkeypatch):
+    from kumovideo.pipelines import KumoPipeline
+
+    calls = []
+    real_call = KumoPipeline.__call__
+    monkeypatch.setattr(KumoPipeline, "__call__", lambda self, *a, **k: calls.append(k) or real_call(self, *a, **k))
+    out = tmp_path / "flash.mp4"
+    assert generate("a blue square", "--model", str(model), "--frames", "9", "--height", "48", "--width", "64",
+                    "--sampler", "renoise", "-o", str(out)) == 0
+    assert "4 steps" in capsys.readouterr().out
+    assert calls[0]["num_inference_steps"] == 4 and calls[0]["guidance_scale"] == 1.0
+    assert calls[0]["sampler"] == "renoise"
+
+
+def test_help_and_version_do_not_load_torch():
+    """`kumo --help` answers at once: the package imports torch, diffusers and transformers
+    only when a command needs them (they take ~4 s on a laptop CPU)."""
+    code = ("import sys; from kumovideo.cli import main\n"
+            "try:\n    main(['generate', '--help'])\nexcept SystemExit:\n    pass\n"
+            "heavy = [m for m in ('torch', 'diffusers', 'transformers') if m in sys.modules]\n"
+            "print('heavy:', heavy)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "heavy: []" in result.stdout and "--frames" in result.stdout
+    version = subprocess.run([sys.executable, "-m", "kumovideo.cli", "--version"], capture_output=True, text=True,
+                             cwd=REPO, timeout=120)
+    assert version.returncode == 0 and version.stdout.startswith("kumo (kumovideo) ")
 
 
 def test_turbo_defaults_to_four_consistency_steps(model, tmp_path, capsys):

@@ -13,6 +13,9 @@ import importlib
 import logging
 import os
 import sys
+import time
+
+STARTED = time.perf_counter()  # when `kumo` started (before torch and diffusers are imported)
 
 # Sub-command modules, in the order `kumo --help` lists them.
 COMMAND_MODULES = ["generate", "info", "shapes", "train", "eval", "bench", "data"]
@@ -24,7 +27,10 @@ class _ArgumentParser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from kumovideo import __version__
+
     parser = _ArgumentParser(prog="kumo", description="KumoVideo text-to-video generation")
+    parser.add_argument("--version", action="version", version=f"kumo (kumovideo) {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_ArgumentParser)
     sub.required = True
     for name in COMMAND_MODULES:

@@ -29,10 +29,12 @@ def register(sub) -> None:
     q = esub.add_parser("shapes", help="ShapesWorld prompt-following match rate")
     q.add_argument("--model", help="pipeline folder (default: the built-in model)")
     q.add_argument("--turbo", action="store_true", help="the Turbo model / consistency sampling")
-    q.add_argument("--sampler", choices=["default", "renoise"], default="default")
+    q.add_argument("--sampler", choices=["default", "renoise"], default="default",
+                   help="'renoise': Kandinsky-4-Flash-style few-step re-noising sampler (default 4 steps, guidance 1)")
     q.add_argument("--n", type=int, default=64, help="number of captions (default 64)")
-    q.add_argument("--seed", type=int, default=2024, help="caption and noise seed")
-    q.add_argument("--steps", type=int, default=None)
+    q.add_argument("--seed", type=int, default=2024, help="caption and noise seed (default 2024: the test captions)")
+    q.add_argument("--steps", type=int, default=None,
+                   help="denoising steps (default: the model's; 4 with --turbo or --sampler renoise)")
     add_guidance_args(q)
     q.add_argument("--batch-size", type=int, default=8, help="clips generated per pipeline call")
     q.add_argument("--out", default="outputs/eval-shapes", help="folder for contact_sheet.png and results.json")

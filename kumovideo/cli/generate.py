@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import time
 from pathlib import Path
 from typing import NamedTuple
@@ -19,16 +20,20 @@ def register(sub) -> None:
     p.add_argument("-o", "--output", required=True, help="output file: .mp4 (H.264), .webm (VP9) or .gif")
     p.add_argument("--model", help="pipeline folder (original KumoVideo layout or saved by kumovideo); default: the built-in model")
     p.add_argument("--negative-prompt", default=None, help="what the clip should not show (with guidance > 1)")
-    p.add_argument("--steps", type=int, default=None, help="denoising steps (default: the model's, 4 with --turbo)")
+    p.add_argument("--steps", type=int, default=None,
+                   help="denoising steps (default: the model's; 4 with --turbo or --sampler renoise)")
     add_guidance_args(p)
-    p.add_argument("--seed", type=int, default=0, help="random seed: same seed, same clip")
-    p.add_argument("--frames", type=int, default=None, help="number of frames, 4k+1 (default: the model's)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0): same seed, same clip, same file")
+    p.add_argument("--frames", type=int, default=None,
+                   help="number of frames, 8k+1: 9, 17, 25, 33, 41, ... (4x temporal compression to an odd "
+                        "number of latent frames; default: the model's)")
     p.add_argument("--height", type=int, default=None, help="height in pixels, a multiple of 16 (default: the model's)")
     p.add_argument("--width", type=int, default=None, help="width in pixels, a multiple of 16 (default: the model's)")
     p.add_argument("--fps", type=int, default=None, help="frame rate of the written clip (default: the model's, else 8)")
     p.add_argument("--turbo", action="store_true", help="few-step consistency sampling (KumoVideo-Turbo)")
     p.add_argument("--sampler", choices=["default", "renoise"], default="default",
-                   help="'renoise': Kandinsky-4-Flash-style few-step re-noising sampler, any model")
+                   help="'renoise': Kandinsky-4-Flash-style few-step re-noising sampler, any model "
+                        "(default 4 steps, guidance 1)")
     p.add_argument("--cpu-offload", action="store_true", help="keep only the running model on the GPU")
     p.add_argument("--offload", choices=["none", "model", "group", "sequential"], default="none",
                    help="memory mode on a GPU: model (= --cpu-offload), group (blocks streamed), sequential (least memory)")
@@ -127,10 +132,26 @@ def sampling_settings(pipe, args) -> SamplingSettings:
         pipe.scheduler = KumoLCMScheduler.on_schedule_of(pipe.scheduler.config)
     turbo = isinstance(pipe.scheduler, KumoLCMScheduler)
     recommended = pipe.default_sampling()
+    if getattr(args, "sampler", "default") == "renoise":  # Kandinsky 4 Flash: a few steps, no guidance
+        recommended = {**recommended, "num_inference_steps": 4, "guidance_scale": 1.0}
     steps = args.steps or recommended["num_inference_steps"]
     guidance = args.guidance if args.guidance is not None else recommended["guidance_scale"]
     rescale = args.guidance_rescale if args.guidance_rescale is not None else recommended["guidance_rescale"]
     return SamplingSettings(turbo, steps, guidance, rescale, pipe.sampling_defaults)
+
+
+def announce_decode(frames: int, height: int, width: int):
+    """A step-end callback that says, after the last step, that the VAE decode has begun:
+    it has no progress bar, and a large clip decodes for tens of seconds on a CPU."""
+
+    def callback(pipe, step, timestep, tensors):
+        if step == pipe._num_timesteps - 1:
+            from tqdm.auto import tqdm  # writes above the step bar instead of through it
+
+            tqdm.write(f"kumo: decoding {frames} frames of {height}x{width} with the VAE ...", file=sys.stderr)
+        return {}
+
+    return callback
 
 
 def run(args) -> int:
@@ -164,7 +185,6 @@ def run(args) -> int:
     from kumovideo.pipelines import KumoPipeline, frames_to_uint8
     from kumovideo.pipelines.loading import read_sampling_defaults
 
-    start = time.perf_counter()
     folder = Path(args.model) if args.model else builtin_model_dir(turbo=args.turbo)
     read_sampling_defaults(folder)  # a bad kumo_defaults.json is named before the weights load
     ctx = None
@@ -203,6 +223,8 @@ def run(args) -> int:
         num_inference_steps=steps, guidance_scale=guidance, guidance_rescale=guidance_rescale,
         generator=torch.Generator(device="cpu").manual_seed(args.seed), output_type="pt",
     )
+    if ctx is None or ctx.is_main:
+        call["callback_on_step_end"] = announce_decode(frames, height, width)
     video = runner(**call, sampler="scheduler" if args.sampler == "default" else "renoise").frames
     if ctx is not None:
         from kumovideo.distributed.launch import finish
@@ -212,6 +234,8 @@ def run(args) -> int:
             return 0
     video = video[0]
     write_video(frames_to_uint8(video), output, fps=fps)
-    elapsed = time.perf_counter() - start
+    from kumovideo.cli import STARTED
+
+    elapsed = time.perf_counter() - STARTED  # all of it: start-up, loading, generating, writing
     print(f"wrote {output} ({frames} frames, {height}x{width}, {fps} fps, {steps} steps) in {elapsed:.1f} s")
     return 0
