@@ -7,8 +7,10 @@
 
 __version__ = "0.1.0"
 
-# Loaded on first use (PEP 562), so `import kumovideo.cli` and `kumo --help` do not pay
-# for torch, diffusers and transformers (~4 s on a laptop CPU) before they are needed.
+from kumovideo.utils.lazy import lazy_exports
+
+# Loaded on first use, so `import kumovideo.cli` and `kumo --help` do not pay for torch,
+# diffusers and transformers (~4 s on a laptop CPU) before they are needed.
 _EXPORTS = {
     "AutoencoderKLCogVideoX": "diffusers",
     "KumoDDIMScheduler": "kumovideo.schedulers",
@@ -19,17 +21,4 @@ _EXPORTS = {
     "madit_from_preset": "kumovideo.models",
 }
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str):
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'kumovideo' has no attribute {name!r}")
-    import importlib
-
-    value = getattr(importlib.import_module(_EXPORTS[name]), name)
-    globals()[name] = value  # later look-ups skip this function
-    return value
-
-
-def __dir__():
-    return sorted(list(globals()) + __all__)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

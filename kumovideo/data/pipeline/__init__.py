@@ -20,8 +20,9 @@ See docs/data-pipeline.md.
 
 from __future__ import annotations
 
-import importlib
+from kumovideo.utils.lazy import lazy_exports
 
+# Lazy, so `import kumovideo.data.pipeline` does not pull in torch or OpenCV.
 _EXPORTS = {
     "analyze_video": "kumovideo.data.pipeline.analyze",
     "BadVideo": "kumovideo.data.pipeline.probe",
@@ -33,10 +34,4 @@ _EXPORTS = {
 }
 
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str):
-    # Lazy, so `import kumovideo.data.pipeline` does not pull in torch or OpenCV.
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(name)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
