@@ -104,9 +104,8 @@ def run(args) -> int:
     pipe.set_progress_bar_config(disable=True)
     apply_cli_fast_paths(pipe, args)
     turbo, steps, guidance, guidance_rescale, _ = sampling_settings(pipe, args)
-    cfg = pipe.transformer.config
-    size = cfg.sample_height * pipe.vae_scale_factor_spatial
-    frames = cfg.sample_frames
+    clip = pipe.default_clip()
+    size, frames = clip["height"], clip["num_frames"]  # ShapesWorld clips are square
     seen_file = folder / "training_captions.txt"
     exclude = set(seen_file.read_text().splitlines()) if seen_file.exists() else set()
     captions = eval_captions(args.n, args.seed, size, frames, exclude)

@@ -211,10 +211,8 @@ def run(args) -> int:
     if args.vae_tiling:
         pipe.enable_vae_tiling()
 
-    cfg = pipe.transformer.config
-    frames = args.frames or cfg.sample_frames
-    height = args.height or cfg.sample_height * pipe.vae_scale_factor_spatial
-    width = args.width or cfg.sample_width * pipe.vae_scale_factor_spatial
+    clip = pipe.resolve_call_defaults(num_frames=args.frames, height=args.height, width=args.width)
+    frames, height, width = clip["num_frames"], clip["height"], clip["width"]
     fps = args.fps or defaults.get("fps", 8)
     check_fits_in_memory(frames, height, width)
 

@@ -42,10 +42,8 @@ def build(preset: str):
 
 def call_kwargs(pipe, steps: int, height: int | None = None, width: int | None = None) -> dict:
     """The preset's default clip (or height x width), with guidance."""
-    c = pipe.transformer.config
-    s = pipe.vae_scale_factor_spatial
-    return dict(prompt="a red circle moves left on a black background", negative_prompt="blurry",
-                num_frames=c.sample_frames, height=height or c.sample_height * s, width=width or c.sample_width * s,
+    clip = pipe.resolve_call_defaults(num_frames=None, height=height, width=width)
+    return dict(prompt="a red circle moves left on a black background", negative_prompt="blurry", **clip,
                 num_inference_steps=steps, guidance_scale=6.0, output_type="pt")
 
 

@@ -52,6 +52,9 @@ class KumoPipelineOutput(BaseOutput):
 # How the original samples when a call and the checkpoint say nothing (base, Turbo).
 ORIGINAL_SAMPLING = {"num_inference_steps": 50, "guidance_scale": 6.0, "guidance_rescale": 0.0}
 ORIGINAL_TURBO_SAMPLING = {"num_inference_steps": 4, "guidance_scale": 2.0, "guidance_rescale": 0.0}
+# The kumo_defaults.json key that overrides each with the consistency (Turbo) scheduler.
+TURBO_DEFAULT_KEYS = {"num_inference_steps": "turbo_steps", "guidance_scale": "turbo_guidance_scale",
+                      "guidance_rescale": "turbo_guidance_rescale"}
 
 
 class KumoPipeline(DiffusionPipeline):
@@ -119,12 +122,11 @@ class KumoPipeline(DiffusionPipeline):
         them out: the checkpoint's kumo_defaults.json (its `turbo_*` keys when the scheduler
         is the consistency one), else the original's recipe (50 DDIM steps at guidance 6;
         4 Turbo steps at guidance 2)."""
-        d = self.sampling_defaults
         if isinstance(self.scheduler, KumoLCMScheduler):
-            return {"num_inference_steps": d.get("turbo_steps", ORIGINAL_TURBO_SAMPLING["num_inference_steps"]),
-                    "guidance_scale": d.get("turbo_guidance_scale", ORIGINAL_TURBO_SAMPLING["guidance_scale"]),
-                    "guidance_rescale": d.get("turbo_guidance_rescale", ORIGINAL_TURBO_SAMPLING["guidance_rescale"])}
-        return {key: d.get(key, value) for key, value in ORIGINAL_SAMPLING.items()}
+            original, names = ORIGINAL_TURBO_SAMPLING, TURBO_DEFAULT_KEYS
+        else:
+            original, names = ORIGINAL_SAMPLING, {}
+        return {key: self.sampling_defaults.get(names.get(key, key), value) for key, value in original.items()}
 
     def default_clip(self) -> dict:
         """height, width and num_frames the transformer was made for (its config's sample
