@@ -11,7 +11,7 @@ TORCH_INDEX ?=
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install demo test clean
+.PHONY: install demo lint test clean
 
 $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -22,10 +22,15 @@ $(VENV)/.installed: pyproject.toml Makefile
 
 install: $(VENV)/.installed
 
+# ruff: lint (pycodestyle, pyflakes, isort, pyupgrade, bugbear) and format, settings in pyproject.toml.
+lint: install
+	$(VENV)/bin/ruff check kumovideo tests scripts
+	$(VENV)/bin/ruff format --check kumovideo tests scripts
+
 demo: install
 	$(VENV)/bin/kumo generate "a red circle moves left on a black background" -o demo.mp4
 
-test: install
+test: install lint
 	$(PY) -m pytest -q tests
 
 clean:

@@ -1,8 +1,8 @@
 """KumoVideo: text-to-video generation with the MADiT mixed-attention diffusion transformer.
 
-    from kumovideo import KumoPipeline
-    pipe = KumoPipeline.from_pretrained("ckpts/")
-    video = pipe("a red circle moves left on a black background", num_frames=17).frames[0]
+from kumovideo import KumoPipeline
+pipe = KumoPipeline.from_pretrained("ckpts/")
+video = pipe("a red circle moves left on a black background", num_frames=17).frames[0]
 """
 
 __version__ = "0.1.0"

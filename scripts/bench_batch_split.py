@@ -27,7 +27,9 @@ def call_ms(pipe, batch: int, threads: int, height: int, width: int) -> float:
     return denoiser_call_ms(pipe, batch, height, width, repeat=40)
 
 
-def operator_us(pipe, batch: int, threads: int, height: int, width: int, calls: int = 20) -> dict[str, tuple[float, int]]:
+def operator_us(
+    pipe, batch: int, threads: int, height: int, width: int, calls: int = 20
+) -> dict[str, tuple[float, int]]:
     """Operator -> (mean microseconds of one occurrence, occurrences per call), self time."""
     torch.set_num_threads(threads)
     x, text, t = denoiser_inputs(pipe, batch, height, width)

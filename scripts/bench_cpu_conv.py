@@ -1,5 +1,5 @@
 """Built-in VAE decode / encode on the CPU, with PyTorch's own 3D-convolution kernel choice
-against the oneDNN routing of kumovideo.perf.cpu_conv (docs/benchmarks.md).
+against the oneDNN routing of kumovideo.models.cpu_conv (docs/benchmarks.md).
 
     python scripts/bench_cpu_conv.py [--vae kumovideo/builtin/kumo-shapes/vae] [--runs 7]
 """
@@ -11,7 +11,7 @@ import time
 
 import torch
 
-from kumovideo.perf.cpu_conv import restore_pytorch_conv3d
+from kumovideo.models.cpu_conv import restore_pytorch_conv3d
 from kumovideo.pipelines.loading import load_vae
 
 
@@ -41,16 +41,26 @@ def main() -> None:
     with torch.no_grad():
         z = routed.encode(video).latent_dist.mean
         diff = (routed.decode(z).sample - plain.decode(z).sample).abs().max().item()
-        print(f"{args.frames}x{args.size}x{args.size} clip, latents {tuple(z.shape[2:])}; "
-              f"max |decode difference| {diff:.1e}")
+        print(
+            f"{args.frames}x{args.size}x{args.size} clip, latents {tuple(z.shape[2:])}; "
+            f"max |decode difference| {diff:.1e}"
+        )
         for threads in (1, 2):
             torch.set_num_threads(threads)
-            row = {name: median_seconds(fn, args.runs) for name, fn in (
-                ("decode pytorch", lambda: plain.decode(z)), ("decode onednn", lambda: routed.decode(z)),
-                ("encode pytorch", lambda: plain.encode(video)), ("encode onednn", lambda: routed.encode(video)))}
-            print(f"{threads} thread(s): decode {row['decode pytorch']:.3f} -> {row['decode onednn']:.3f} s "
-                  f"({row['decode pytorch'] / row['decode onednn']:.1f}x), encode {row['encode pytorch']:.3f} -> "
-                  f"{row['encode onednn']:.3f} s ({row['encode pytorch'] / row['encode onednn']:.1f}x)")
+            row = {
+                name: median_seconds(fn, args.runs)
+                for name, fn in (
+                    ("decode pytorch", lambda: plain.decode(z)),
+                    ("decode onednn", lambda: routed.decode(z)),
+                    ("encode pytorch", lambda: plain.encode(video)),
+                    ("encode onednn", lambda: routed.encode(video)),
+                )
+            }
+            print(
+                f"{threads} thread(s): decode {row['decode pytorch']:.3f} -> {row['decode onednn']:.3f} s "
+                f"({row['decode pytorch'] / row['decode onednn']:.1f}x), encode {row['encode pytorch']:.3f} -> "
+                f"{row['encode onednn']:.3f} s ({row['encode pytorch'] / row['encode onednn']:.1f}x)"
+            )
 
 
 if __name__ == "__main__":

@@ -74,12 +74,16 @@ def main() -> int:
         run_workers(_worker, 2, args.rounds, args.steps, args.compute_ms, out, threads=1)
         saved = torch.load(out)
     results, tails = saved["results"], saved["tails"]
-    print(f"2 processes x 1 thread, gloo; {args.steps} steps of ~{args.compute_ms:g} ms compute + one exchange; "
-          f"{args.rounds} alternating rounds")
+    print(
+        f"2 processes x 1 thread, gloo; {args.steps} steps of ~{args.compute_ms:g} ms compute + one exchange; "
+        f"{args.rounds} alternating rounds"
+    )
     for mode, name in (("0", "block (KUMO_SPIN_WAIT=0)"), ("1", "poll  (KUMO_SPIN_WAIT=1)")):
         per_round = ", ".join(f"{v:.2f}" for v in results[mode])
-        print(f"{name}: {statistics.median(results[mode]):.2f} ms per step above compute (rounds: {per_round}); "
-              f"rank 0's slowest 10% of exchanges over {statistics.median(tails[mode]):.2f} ms")
+        print(
+            f"{name}: {statistics.median(results[mode]):.2f} ms per step above compute (rounds: {per_round}); "
+            f"rank 0's slowest 10% of exchanges over {statistics.median(tails[mode]):.2f} ms"
+        )
     return 0
 
 

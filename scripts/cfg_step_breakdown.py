@@ -38,6 +38,7 @@ def _worker(rank, world, rounds, steps, out):
             result = fn(*args, **kw)
             spans[name].append(time.perf_counter() - start)
             return result
+
         return timed
 
     pipe.transformer.forward = timing("transformer call", pipe.transformer.forward)

@@ -36,8 +36,9 @@ def composed_clip(pipe, parts: list[str], guidance: float, generator: torch.Gene
     for t in pipe.scheduler.timesteps:
         v = pipe.transformer(torch.cat([x] * len(text)), text, t.expand(len(text)), return_dict=False)[0].float()
         v_uncond, v_parts = v[:1], v[1:]
-        x = pipe.scheduler.step(v_uncond + guidance * (v_parts - v_uncond).sum(0, keepdim=True), t, x,
-                                return_dict=False)[0]
+        x = pipe.scheduler.step(
+            v_uncond + guidance * (v_parts - v_uncond).sum(0, keepdim=True), t, x, return_dict=False
+        )[0]
     return pipe.video_processor.postprocess_video(pipe.decode_latents(x), output_type="pt")[0]
 
 
@@ -60,8 +61,10 @@ def main() -> None:
         results.append(judge_clip(frames_to_uint8(video), caption))
     s = summarise(results)
     attributes = ", ".join(f"{k} {100 * v:.0f}%" for k, v in s["attributes"].items() if v is not None)
-    print(f"composed guidance {args.guidance}, seed {args.seed}: {100 * s['match_rate']:.1f}% of "
-          f"{len(results)} two-object captions match ({attributes})")
+    print(
+        f"composed guidance {args.guidance}, seed {args.seed}: {100 * s['match_rate']:.1f}% of "
+        f"{len(results)} two-object captions match ({attributes})"
+    )
 
 
 if __name__ == "__main__":

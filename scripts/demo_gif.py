@@ -1,6 +1,6 @@
 """The README's demo GIF: a few prompts through the built-in model, side by side.
 
-    .venv/bin/python scripts/demo_gif.py docs/assets/builtin-demo.gif
+.venv/bin/python scripts/demo_gif.py docs/assets/builtin-demo.gif
 """
 
 import sys
@@ -23,8 +23,15 @@ PROMPTS = [
 
 def main(out: str, scale: int = 3) -> None:
     pipe = KumoPipeline.from_pretrained(builtin_model_dir(), torch_dtype=torch.float32)
-    videos = pipe(PROMPTS, num_frames=17, height=64, width=64, num_inference_steps=50,
-                  generator=[torch.Generator().manual_seed(i) for i in range(len(PROMPTS))], output_type="pt").frames
+    videos = pipe(
+        PROMPTS,
+        num_frames=17,
+        height=64,
+        width=64,
+        num_inference_steps=50,
+        generator=[torch.Generator().manual_seed(i) for i in range(len(PROMPTS))],
+        output_type="pt",
+    ).frames
     tiles = []
     for prompt, video in zip(PROMPTS, videos):
         frames = frames_to_uint8(video).repeat(scale, axis=1).repeat(scale, axis=2)  # (F, 192, 192, 3)

@@ -51,8 +51,10 @@ def main(argv=None) -> int:
     diff = mb - ma
     boot = np.array([diff[rng.integers(0, len(diff), len(diff))].mean() for _ in range(10_000)])
     lo, hi = np.percentile(boot, [2.5, 97.5])
-    print(f"B - A: {100 * diff.mean():+.1f} points (95% bootstrap interval {100 * lo:+.1f} .. {100 * hi:+.1f}); "
-          f"clips where only A matched: {int((diff < 0).sum())}, only B: {int((diff > 0).sum())}")
+    print(
+        f"B - A: {100 * diff.mean():+.1f} points (95% bootstrap interval {100 * lo:+.1f} .. {100 * hi:+.1f}); "
+        f"clips where only A matched: {int((diff < 0).sum())}, only B: {int((diff > 0).sum())}"
+    )
     per_seed = [100 * (mb[[k[0] == s for k in keys]].mean() - ma[[k[0] == s for k in keys]].mean()) for s in seeds]
     print("B - A per seed (64-caption draws): " + ", ".join(f"{d:+.1f}" for d in per_seed))
     return 0

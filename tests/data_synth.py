@@ -77,8 +77,7 @@ def textured_image(height: int, width: int, seed: int) -> np.ndarray:
 def _camera_frame(big: np.ndarray, w: int, h: int, cx: float, cy: float, scale: float) -> np.ndarray:
     """The view of `big` through a window centred at (cx, cy), `scale` big-pixels per pixel."""
     m = np.array([[scale, 0, cx - scale * w / 2], [0, scale, cy - scale * h / 2]], np.float32)
-    return cv2.warpAffine(big, m, (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                          borderMode=cv2.BORDER_REFLECT)
+    return cv2.warpAffine(big, m, (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REFLECT)
 
 
 def logo_box(w: int, h: int, corner: int) -> tuple[int, int, int, int]:
@@ -95,8 +94,18 @@ def subtitle_box(w: int, h: int) -> tuple[int, int, int, int]:
     return w // 8, h - h // 6 - 2, w - w // 8, h - 2
 
 
-_WORDS = ["hello there", "the quick fox", "jumps over", "a lazy dog", "see you soon",
-          "what a view", "look at that", "over here", "not again", "let us go"]
+_WORDS = [
+    "hello there",
+    "the quick fox",
+    "jumps over",
+    "a lazy dog",
+    "see you soon",
+    "what a view",
+    "look at that",
+    "over here",
+    "not again",
+    "let us go",
+]
 
 
 def _draw_logo(frame: np.ndarray, corner: int) -> None:
@@ -106,8 +115,16 @@ def _draw_logo(frame: np.ndarray, corner: int) -> None:
     cv2.rectangle(layer, (x0, y0), (x1 - 1, y1 - 1), (245, 245, 245), 1)
     (tw, _), _ = cv2.getTextSize("KUMO", cv2.FONT_HERSHEY_SIMPLEX, 1.0, 2)
     scale = min((y1 - y0) / 28.0, (x1 - x0 - 6) / tw)
-    cv2.putText(layer, "KUMO", (x0 + 3, y1 - 3), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255),
-                max(1, int(round(scale * 2))), cv2.LINE_AA)
+    cv2.putText(
+        layer,
+        "KUMO",
+        (x0 + 3, y1 - 3),
+        cv2.FONT_HERSHEY_SIMPLEX,
+        scale,
+        (255, 255, 255),
+        max(1, int(round(scale * 2))),
+        cv2.LINE_AA,
+    )
     # Semi-transparent, as broadcasters' watermarks usually are.
     frame[y0:y1, x0:x1] = cv2.addWeighted(layer[y0:y1, x0:x1], 0.75, frame[y0:y1, x0:x1], 0.25, 0)
 
@@ -142,7 +159,7 @@ def render_clip(spec: ClipSpec, width: int, height: int) -> list[np.ndarray]:
     if spec.camera == "zoom_in":
         scale = 1.6
     elif spec.camera == "zoom_out":
-        scale = 1.6 / rate ** n
+        scale = 1.6 / rate**n
     disc = textured_image(height // 3, height // 3, spec.seed + 7)
     radius = height // 7
     frames = []
@@ -182,8 +199,7 @@ def render_clip(spec: ClipSpec, width: int, height: int) -> list[np.ndarray]:
     return frames
 
 
-def render_dark_clip(frames: int, width: int, height: int,
-                     subject: bool = True) -> list[np.ndarray]:
+def render_dark_clip(frames: int, width: int, height: int, subject: bool = True) -> list[np.ndarray]:
     """A small red disc crossing a black background left to right (BGR uint8 frames).
 
     Like ShapesWorld's "a red circle moves left on a black background", every frame's mean
@@ -213,8 +229,15 @@ def fade(frames: list[np.ndarray], n: int, out: bool) -> list[np.ndarray]:
     return frames
 
 
-def write_video(path: Path, frames: list[np.ndarray], fps: int = 24, gop: int = 48,
-                crf: int = 18, codec: str = "libx264", faststart: bool = False) -> Path:
+def write_video(
+    path: Path,
+    frames: list[np.ndarray],
+    fps: int = 24,
+    gop: int = 48,
+    crf: int = 18,
+    codec: str = "libx264",
+    faststart: bool = False,
+) -> Path:
     """Encode BGR frames to an H.264 (yuv420p) file with PyAV."""
     path = Path(path)
     h, w = frames[0].shape[:2]
@@ -233,8 +256,16 @@ def write_video(path: Path, frames: list[np.ndarray], fps: int = 24, gop: int = 
     return path
 
 
-def build_video(path: Path, specs: list[ClipSpec], transitions: list[str], width: int = 160,
-                height: int = 120, fps: int = 24, fade_len: int = 8, **write_kw) -> Truth:
+def build_video(
+    path: Path,
+    specs: list[ClipSpec],
+    transitions: list[str],
+    width: int = 160,
+    height: int = 120,
+    fps: int = 24,
+    fade_len: int = 8,
+    **write_kw,
+) -> Truth:
     """Render clips joined by `transitions` ("cut" or "fade", one fewer than clips) and write them.
 
     A fade is a fade-out of ``fade_len`` frames at the end of the first shot followed by a
@@ -278,8 +309,12 @@ def write_bad_inputs(folder: Path, good_video: Path) -> dict[str, str]:
         stream = out.add_stream("libx264", rate=24)
         stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
         out.start_encoding()
-    return {"empty.mp4": "empty", "truncated.mp4": "truncated", "notavideo.mp4": "not a video",
-            "noframes.avi": "no frames"}
+    return {
+        "empty.mp4": "empty",
+        "truncated.mp4": "truncated",
+        "notavideo.mp4": "not a video",
+        "noframes.avi": "no frames",
+    }
 
 
 def benchmark_specs(seed: int, clips: int = 12) -> tuple[list[ClipSpec], list[str], int]:
@@ -303,9 +338,18 @@ def benchmark_specs(seed: int, clips: int = 12) -> tuple[list[ClipSpec], list[st
         if kind not in ("static", "frozen") and rng.random() < 0.6:
             overlay = "subtitle" if rng.random() < 0.3 else "logo"
         frames = 90 if overlay == "subtitle" else int(rng.integers(42, 57))
-        specs.append(ClipSpec(camera=kind, frames=frames, seed=seed * 100 + j, speed=speed,
-                              subject=subject, overlay=overlay, corner=int(rng.integers(0, 4)),
-                              noise=float(rng.choice([0.0, 2.0]))))
+        specs.append(
+            ClipSpec(
+                camera=kind,
+                frames=frames,
+                seed=seed * 100 + j,
+                speed=speed,
+                subject=subject,
+                overlay=overlay,
+                corner=int(rng.integers(0, 4)),
+                noise=float(rng.choice([0.0, 2.0])),
+            )
+        )
     transitions = [str(rng.choice(["cut", "fade"])) for _ in range(clips - 1)]
     fade_len = int(rng.choice([4, 6, 8]))
     return specs, transitions, fade_len
@@ -339,8 +383,9 @@ def boundary_f1(predicted: list[int], truth: list[int], tolerance: int = 2) -> t
     used: set[int] = set()
     hits = 0
     for t in truth:
-        match = next((p for p in sorted(predicted, key=lambda p: abs(p - t))
-                      if abs(p - t) <= tolerance and p not in used), None)
+        match = next(
+            (p for p in sorted(predicted, key=lambda p: abs(p - t)) if abs(p - t) <= tolerance and p not in used), None
+        )
         if match is not None:
             used.add(match)
             hits += 1
@@ -381,8 +426,9 @@ def evaluate(folder: Path, videos: int = 4, first_seed: int = 0) -> dict:
             camera_right += clip is not None and clip["camera"]["label"] == label
             if spec.overlay:
                 with_overlay += 1
-                hits += clip is not None and any(box_hit(it["box"], truth.overlay_boxes[k])
-                                                 for it in clip["overlays"]["items"])
+                hits += clip is not None and any(
+                    box_hit(it["box"], truth.overlay_boxes[k]) for it in clip["overlays"]["items"]
+                )
             elif clip is not None:
                 without += 1
                 alarms += clip["overlays"]["detected"]
@@ -392,10 +438,16 @@ def evaluate(folder: Path, videos: int = 4, first_seed: int = 0) -> dict:
     p, r, f1 = boundary_f1(predicted, true)
     pairs = [(s, m) for s in static for m in moving]
     return {
-        "boundaries": len(true), "cut_precision": p, "cut_recall": r, "cut_f1": f1,
-        "clips": camera_total, "camera_accuracy": camera_right / camera_total,
-        "overlay_clips": with_overlay, "overlay_detection": hits / max(1, with_overlay),
-        "clean_clips": without, "overlay_false_alarms": alarms / max(1, without),
+        "boundaries": len(true),
+        "cut_precision": p,
+        "cut_recall": r,
+        "cut_f1": f1,
+        "clips": camera_total,
+        "camera_accuracy": camera_right / camera_total,
+        "overlay_clips": with_overlay,
+        "overlay_detection": hits / max(1, with_overlay),
+        "clean_clips": without,
+        "overlay_false_alarms": alarms / max(1, without),
         "static_below_moving": sum(s < m for s, m in pairs) / max(1, len(pairs)),
         "pairs": len(pairs),
     }
@@ -405,17 +457,19 @@ if __name__ == "__main__":
     import argparse
     import tempfile
 
-    parser = argparse.ArgumentParser(description="Measure the data pipeline's accuracy targets "
-                                                 "on generated videos.")
+    parser = argparse.ArgumentParser(description="Measure the data pipeline's accuracy targets on generated videos.")
     parser.add_argument("--videos", type=int, default=4)
     parser.add_argument("--first-seed", type=int, default=0)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         res = evaluate(Path(tmp), args.videos, args.first_seed)
-    print(f"cut detection: F1 {res['cut_f1']:.3f} (precision {res['cut_precision']:.3f}, recall "
-          f"{res['cut_recall']:.3f}) over {res['boundaries']} boundaries, +-2 frames")
+    print(
+        f"cut detection: F1 {res['cut_f1']:.3f} (precision {res['cut_precision']:.3f}, recall "
+        f"{res['cut_recall']:.3f}) over {res['boundaries']} boundaries, +-2 frames"
+    )
     print(f"camera movement: accuracy {res['camera_accuracy']:.3f} over {res['clips']} clips")
-    print(f"overlays: detected in {res['overlay_detection']:.3f} of {res['overlay_clips']} clips "
-          f"with one; false alarms {res['overlay_false_alarms']:.3f} of {res['clean_clips']} without")
-    print(f"dynamic score: static below moving in {res['static_below_moving']:.3f} of "
-          f"{res['pairs']} pairs")
+    print(
+        f"overlays: detected in {res['overlay_detection']:.3f} of {res['overlay_clips']} clips "
+        f"with one; false alarms {res['overlay_false_alarms']:.3f} of {res['clean_clips']} without"
+    )
+    print(f"dynamic score: static below moving in {res['static_below_moving']:.3f} of {res['pairs']} pairs")

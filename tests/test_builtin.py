@@ -29,8 +29,15 @@ def colour_fraction(frames: np.ndarray, name: str) -> float:
 @pytest.mark.parametrize("colour, background", [("red", "black"), ("yellow", "navy")])
 def test_builtin_model_draws_the_named_colour_on_the_named_background(builtin, colour, background):
     prompt = f"a large {colour} circle stays still on a {background} background"
-    video = builtin(prompt, num_frames=17, height=64, width=64, num_inference_steps=20,
-                    generator=torch.Generator().manual_seed(0), output_type="pt").frames[0]
+    video = builtin(
+        prompt,
+        num_frames=17,
+        height=64,
+        width=64,
+        num_inference_steps=20,
+        generator=torch.Generator().manual_seed(0),
+        output_type="pt",
+    ).frames[0]
     frames = frames_to_uint8(video)
     assert colour_fraction(frames, colour) > 0.02, f"no {colour} pixels in the clip for {prompt!r}"
     assert colour_fraction(frames, background) > 0.5, f"background is not {background} for {prompt!r}"

@@ -17,11 +17,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from cli_checks import assert_one_line_error
 from safetensors import safe_open
 
 from kumovideo.cli import main
 from kumovideo.utils.video_io import read_video
-from cli_checks import assert_one_line_error
 
 pytestmark = pytest.mark.usefixtures("one_thread_per_module")
 
@@ -54,8 +54,21 @@ def generate(*args: str) -> int:
 def test_generate_writes_a_9_frame_mp4(model, tmp_path, capsys):
     """The issue's done-when command."""
     out = tmp_path / "x.mp4"
-    rc = generate(PROMPT, "--model", str(model), "--frames", "9", "--height", "48", "--width", "64",
-                  "--steps", "4", "-o", str(out))
+    rc = generate(
+        PROMPT,
+        "--model",
+        str(model),
+        "--frames",
+        "9",
+        "--height",
+        "48",
+        "--width",
+        "64",
+        "--steps",
+        "4",
+        "-o",
+        str(out),
+    )
     captured = capsys.readouterr()
     assert rc == 0, captured.err
     frames, fps = read_video(out)
@@ -98,8 +111,24 @@ def test_renoise_sampler_defaults_to_four_unguided_steps(model, tmp_path, capsys
     real_call = KumoPipeline.__call__
     monkeypatch.setattr(KumoPipeline, "__call__", lambda self, *a, **k: calls.append(k) or real_call(self, *a, **k))
     out = tmp_path / "flash.mp4"
-    assert generate("a blue square", "--model", str(model), "--frames", "9", "--height", "48", "--width", "64",
-                    "--sampler", "renoise", "-o", str(out)) == 0
+    assert (
+        generate(
+            "a blue square",
+            "--model",
+            str(model),
+            "--frames",
+            "9",
+            "--height",
+            "48",
+            "--width",
+            "64",
+            "--sampler",
+            "renoise",
+            "-o",
+            str(out),
+        )
+        == 0
+    )
     assert "4 steps" in capsys.readouterr().out
     assert calls[0]["num_inference_steps"] == 4 and calls[0]["guidance_scale"] == 1.0
     assert calls[0]["sampler"] == "renoise"
@@ -108,22 +137,40 @@ def test_renoise_sampler_defaults_to_four_unguided_steps(model, tmp_path, capsys
 def test_help_and_version_do_not_load_torch():
     """`kumo --help` answers at once: the package imports torch, diffusers and transformers
     only when a command needs them (they take ~4 s on a laptop CPU)."""
-    code = ("import sys; from kumovideo.cli import main\n"
-            "try:\n    main(['generate', '--help'])\nexcept SystemExit:\n    pass\n"
-            "heavy = [m for m in ('torch', 'diffusers', 'transformers') if m in sys.modules]\n"
-            "print('heavy:', heavy)")
+    code = (
+        "import sys; from kumovideo.cli import main\n"
+        "try:\n    main(['generate', '--help'])\nexcept SystemExit:\n    pass\n"
+        "heavy = [m for m in ('torch', 'diffusers', 'transformers') if m in sys.modules]\n"
+        "print('heavy:', heavy)"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
     assert result.returncode == 0, result.stderr
     assert "heavy: []" in result.stdout and "--frames" in result.stdout
-    version = subprocess.run([sys.executable, "-m", "kumovideo.cli", "--version"], capture_output=True, text=True,
-                             cwd=REPO, timeout=120)
+    version = subprocess.run(
+        [sys.executable, "-m", "kumovideo.cli", "--version"], capture_output=True, text=True, cwd=REPO, timeout=120
+    )
     assert version.returncode == 0 and version.stdout.startswith("kumo (kumovideo) ")
 
 
 def test_turbo_defaults_to_four_consistency_steps(model, tmp_path, capsys):
     out = tmp_path / "turbo.mp4"
-    assert generate("a blue square", "--model", str(model), "--frames", "9", "--height", "48", "--width", "64",
-                    "--turbo", "-o", str(out)) == 0
+    assert (
+        generate(
+            "a blue square",
+            "--model",
+            str(model),
+            "--frames",
+            "9",
+            "--height",
+            "48",
+            "--width",
+            "64",
+            "--turbo",
+            "-o",
+            str(out),
+        )
+        == 0
+    )
     assert "4 steps" in capsys.readouterr().out
     assert read_video(out)[0].shape == (9, 48, 64, 3)
 
@@ -161,8 +208,19 @@ def test_frame_count_not_4k_plus_1(model, tmp_path, capsys, frames, suggestion):
 @pytest.mark.parametrize("frames", ["5", "13"])
 def test_frame_count_with_an_even_number_of_latent_frames(model, tmp_path, capsys, frames):
     """4k+1, but (frames - 1) / 4 + 1 latent frames is even: the causal VAE cannot decode that."""
-    rc = generate(PROMPT, "--model", str(model), "--frames", frames, "--height", "48", "--width", "64",
-                  "-o", str(tmp_path / "x.mp4"))
+    rc = generate(
+        PROMPT,
+        "--model",
+        str(model),
+        "--frames",
+        frames,
+        "--height",
+        "48",
+        "--width",
+        "64",
+        "-o",
+        str(tmp_path / "x.mp4"),
+    )
     assert rc == 2
     assert_one_line_error(capsys, f"num_frames={frames}", "8k+1", "use")
 
@@ -170,8 +228,19 @@ def test_frame_count_with_an_even_number_of_latent_frames(model, tmp_path, capsy
 @pytest.mark.parametrize("side, value", [("height", "40"), ("width", "50"), ("height", "8")])
 def test_size_the_latent_patching_cannot_take(model, tmp_path, capsys, side, value):
     sizes = {"height": "48", "width": "64", side: value}
-    rc = generate(PROMPT, "--model", str(model), "--frames", "9", "--height", sizes["height"], "--width", sizes["width"],
-                  "-o", str(tmp_path / "x.mp4"))
+    rc = generate(
+        PROMPT,
+        "--model",
+        str(model),
+        "--frames",
+        "9",
+        "--height",
+        sizes["height"],
+        "--width",
+        sizes["width"],
+        "-o",
+        str(tmp_path / "x.mp4"),
+    )
     assert rc == 2
     assert_one_line_error(capsys, f"{side}={value}", "multiple of 16")
 
@@ -296,9 +365,28 @@ def test_bad_input_as_a_subprocess_has_no_traceback(model, tmp_path):
     """`python -m kumovideo.cli`: the real process, real exit status, real stderr."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     result = subprocess.run(
-        [sys.executable, "-m", "kumovideo.cli", "generate", PROMPT, "--model", str(model),
-         "--frames", "8", "--height", "48", "--width", "64", "-o", str(tmp_path / "x.mp4")],
-        capture_output=True, text=True, cwd=REPO, env=env, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "kumovideo.cli",
+            "generate",
+            PROMPT,
+            "--model",
+            str(model),
+            "--frames",
+            "8",
+            "--height",
+            "48",
+            "--width",
+            "64",
+            "-o",
+            str(tmp_path / "x.mp4"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=env,
+        timeout=300,
     )
     assert result.returncode == 2
     lines = [line for line in result.stderr.splitlines() if line.strip()]
@@ -328,14 +416,21 @@ def test_info_prints_components_and_parameter_counts(model, capsys):
         assert info["components"][name]["parameters"] == count
     assert info["components"]["tokenizer"]["parameters"] == info["components"]["scheduler"]["parameters"] == 0
     assert info["total_parameters"] == sum(expected.values())
-    sizes = {name: sum(p.stat().st_size for p in (model / name).rglob("*") if p.is_file()) for name in info["components"]}
+    sizes = {
+        name: sum(p.stat().st_size for p in (model / name).rglob("*") if p.is_file()) for name in info["components"]
+    }
     assert {name: c["bytes"] for name, c in info["components"].items()} == sizes
     assert info["components"]["transformer"]["config"]["num_layers"] == 2
 
     assert main(["info", str(model)]) == 0
     table = capsys.readouterr().out
-    for name, cls in [("tokenizer", "T5Tokenizer"), ("text_encoder", "T5EncoderModel"), ("vae", "KumoAutoencoderKL"),
-                      ("transformer", "KumoTransformer3DModel"), ("scheduler", "KumoDDIMScheduler")]:
+    for name, cls in [
+        ("tokenizer", "T5Tokenizer"),
+        ("text_encoder", "T5EncoderModel"),
+        ("vae", "KumoAutoencoderKL"),
+        ("transformer", "KumoTransformer3DModel"),
+        ("scheduler", "KumoDDIMScheduler"),
+    ]:
         row = next(line for line in table.splitlines() if line.startswith(name))
         assert cls in row
     assert "74.0 K" in next(line for line in table.splitlines() if line.startswith("transformer"))
@@ -363,14 +458,31 @@ def test_step_cache_threshold_must_be_positive(model, tmp_path, capsys, value):
 
 
 def test_cpu_offload_and_another_offload_mode_conflict(model, tmp_path, capsys):
-    assert generate(PROMPT, "--model", str(model), *SMALL, "--cpu-offload", "--offload", "group",
-                    "-o", str(tmp_path / "x.mp4")) == 2
+    assert (
+        generate(
+            PROMPT, "--model", str(model), *SMALL, "--cpu-offload", "--offload", "group", "-o", str(tmp_path / "x.mp4")
+        )
+        == 2
+    )
     assert_one_line_error(capsys, "--cpu-offload is --offload model")
 
 
 def test_offload_modes_need_a_gpu(model, tmp_path, capsys):
-    assert generate(PROMPT, "--model", str(model), *SMALL, "--offload", "sequential", "--device", "cpu",
-                    "-o", str(tmp_path / "x.mp4")) == 2
+    assert (
+        generate(
+            PROMPT,
+            "--model",
+            str(model),
+            *SMALL,
+            "--offload",
+            "sequential",
+            "--device",
+            "cpu",
+            "-o",
+            str(tmp_path / "x.mp4"),
+        )
+        == 2
+    )
     assert_one_line_error(capsys, "--offload sequential needs a CUDA GPU")
 
 
@@ -394,13 +506,16 @@ def test_turbo_flag_on_a_base_checkpoint_samples_with_the_consistency_scheduler(
     assert read_video(out)[0].shape == (9, 48, 64, 3)
 
 
-@pytest.mark.parametrize("content, needle", [
-    ("{not json", "not valid JSON"),
-    ('["a list"]', "JSON object"),
-    ('{"num_inference_steps": "lots"}', "num_inference_steps"),
-    ('{"fps": -3}', "fps"),
-    ('{"guidance_rescale": 2}', "guidance_rescale"),
-])
+@pytest.mark.parametrize(
+    "content, needle",
+    [
+        ("{not json", "not valid JSON"),
+        ('["a list"]', "JSON object"),
+        ('{"num_inference_steps": "lots"}', "num_inference_steps"),
+        ('{"fps": -3}', "fps"),
+        ('{"guidance_rescale": 2}', "guidance_rescale"),
+    ],
+)
 def test_bad_kumo_defaults_json_is_named_before_generating(builtin_copy, tmp_path, capsys, content, needle):
     (builtin_copy / "kumo_defaults.json").write_text(content)
     out = tmp_path / "x.mp4"
@@ -416,13 +531,16 @@ def test_config_that_does_not_fit_the_weights(builtin_copy, tmp_path, capsys):
     assert_one_line_error(capsys, "transformer could not be loaded", "same save")
 
 
-@pytest.mark.parametrize("args, needle", [
-    (["--guidance", "nan"], "--guidance nan"),
-    (["--guidance", "inf"], "--guidance inf"),
-    (["--step-cache", "nan"], "--step-cache"),
-    (["--vae-on", "split"], "--vae-on"),
-    (["--t5-on", "rank0"], "--t5-on"),
-])
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["--guidance", "nan"], "--guidance nan"),
+        (["--guidance", "inf"], "--guidance inf"),
+        (["--step-cache", "nan"], "--step-cache"),
+        (["--vae-on", "split"], "--vae-on"),
+        (["--t5-on", "rank0"], "--t5-on"),
+    ],
+)
 def test_flags_refused_before_loading(tmp_path, capsys, args, needle):
     out = tmp_path / "x.mp4"
     assert generate(PROMPT, *args, "-o", str(out)) == 2
@@ -444,17 +562,23 @@ def test_clip_too_large_for_memory_is_refused_before_denoising(tmp_path, capsys)
 def test_eval_checks_its_arguments_and_output_before_evaluating(tmp_path, capsys):
     taken = tmp_path / "results"
     taken.write_text("keep me")
-    for args, needle in ((["--seed", "-1"], "--seed -1"), (["--steps", "-1"], "--steps -1"),
-                         (["--out", str(taken)], "existing file")):
+    for args, needle in (
+        (["--seed", "-1"], "--seed -1"),
+        (["--steps", "-1"], "--steps -1"),
+        (["--out", str(taken)], "existing file"),
+    ):
         assert main(["eval", "shapes", "--n", "2", *args]) == 2
         assert_one_line_error(capsys, needle)
     assert taken.read_text() == "keep me"
 
 
-@pytest.mark.parametrize("args, needle", [
-    (["--seed", "-5"], "--seed -5"),
-    (["--size", "100000"], "from 32 to 1024"),
-])
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["--seed", "-5"], "--seed -5"),
+        (["--size", "100000"], "from 32 to 1024"),
+    ],
+)
 def test_render_refuses_before_creating_its_folder(tmp_path, capsys, args, needle):
     out = tmp_path / "clips"
     assert main(["shapes", "render", "--n", "1", "--out", str(out), *args]) == 2
@@ -468,12 +592,15 @@ def test_render_under_a_file(tmp_path, capsys):
     assert_one_line_error(capsys, "is a file")
 
 
-@pytest.mark.parametrize("args, needle", [
-    (["--flops-only", "--frames", "10"], "num_frames=10"),
-    (["--flops-only", "--height", "50"], "height=50"),
-    (["--flops-only", "--device", "gpu"], "unknown device"),
-    (["--max-time", "-5"], "--max-time"),
-])
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["--flops-only", "--frames", "10"], "num_frames=10"),
+        (["--flops-only", "--height", "50"], "height=50"),
+        (["--flops-only", "--device", "gpu"], "unknown device"),
+        (["--max-time", "-5"], "--max-time"),
+    ],
+)
 def test_bench_checks_every_argument_even_with_flops_only(capsys, args, needle):
     assert main(["bench", *args]) == 2
     assert_one_line_error(capsys, needle)

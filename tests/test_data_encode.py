@@ -6,22 +6,25 @@ import json
 
 import pytest
 import torch
+from data_synth import ClipSpec, render_clip, write_video
 from diffusers import AutoencoderKLCogVideoX
 from safetensors import safe_open
 
-from data_synth import ClipSpec, render_clip, write_video
 from kumovideo.data.pipeline.config import EncodeConfig
-from kumovideo.data.pipeline.encode import (LatentShardDataset, encode_clips, frames_for_vae,
-                                            read_clip)
+from kumovideo.data.pipeline.encode import LatentShardDataset, encode_clips, frames_for_vae, read_clip
 from kumovideo.data.pipeline.manifest import atomic_write_jsonl
 
 
 def tiny_vae():
     torch.manual_seed(0)
     return AutoencoderKLCogVideoX(
-        block_out_channels=(8, 8, 16, 16), latent_channels=4, layers_per_block=1,
-        norm_num_groups=4, down_block_types=("CogVideoXDownBlock3D",) * 4,
-        up_block_types=("CogVideoXUpBlock3D",) * 4).eval()
+        block_out_channels=(8, 8, 16, 16),
+        latent_channels=4,
+        layers_per_block=1,
+        norm_num_groups=4,
+        down_block_types=("CogVideoXDownBlock3D",) * 4,
+        up_block_types=("CogVideoXUpBlock3D",) * 4,
+    ).eval()
 
 
 @pytest.fixture(scope="module")
@@ -32,10 +35,20 @@ def cut_dir(tmp_path_factory):
     for i, (cam, n) in enumerate([("pan_left", 12), ("zoom_in", 9), ("tilt_up", 6)]):
         name = f"clip-{i}.mp4"
         write_video(folder / name, render_clip(ClipSpec(cam, frames=n, seed=i), 64, 48))
-        entries.append({"id": f"clip-{i}", "file": name, "caption": f"caption {i}",
-                        "caption_source": "sidecar", "motion_score": 10.0 + i, "status": "ok",
-                        "camera": {"label": cam}, "quality": {"score": 0.9},
-                        "out_frames": n, "video": f"/src/{i}.mp4"})
+        entries.append(
+            {
+                "id": f"clip-{i}",
+                "file": name,
+                "caption": f"caption {i}",
+                "caption_source": "sidecar",
+                "motion_score": 10.0 + i,
+                "status": "ok",
+                "camera": {"label": cam},
+                "quality": {"score": 0.9},
+                "out_frames": n,
+                "video": f"/src/{i}.mp4",
+            }
+        )
     atomic_write_jsonl(folder / "clips.jsonl", entries)
     return folder, entries
 
@@ -55,8 +68,7 @@ def test_encode_writes_shards_an_index_and_matches_the_vae(cut_dir, tmp_path):
     index = json.loads((out / "index.json").read_text())
     assert index["shards"] == ["shard-00000.safetensors", "shard-00001.safetensors"]
     assert [c["id"] for c in index["clips"]] == ["clip-0", "clip-1", "clip-2"]
-    assert [c["shard"] for c in index["clips"]] == ["shard-00000.safetensors"] * 2 + [
-        "shard-00001.safetensors"]
+    assert [c["shard"] for c in index["clips"]] == ["shard-00000.safetensors"] * 2 + ["shard-00001.safetensors"]
     # 9 frames -> 3 latent frames, 5 frames (6 available) -> 2; 48x64 -> 6x8.
     assert [c["shape"] for c in index["clips"]] == [[4, 3, 6, 8], [4, 3, 6, 8], [4, 2, 6, 8]]
     assert [c["num_frames"] for c in index["clips"]] == [9, 9, 5]
@@ -83,8 +95,7 @@ def test_encode_writes_shards_an_index_and_matches_the_vae(cut_dir, tmp_path):
     # A DataLoader batches items and can run workers (the dataset pickles without handles).
     loader = torch.utils.data.DataLoader(LatentShardDataset(out), batch_size=2)
     batch = next(iter(loader))
-    assert batch["latent_mean"].shape == (2, 4, 3, 6, 8) and batch["caption"] == ["caption 0",
-                                                                                  "caption 1"]
+    assert batch["latent_mean"].shape == (2, 4, 3, 6, 8) and batch["caption"] == ["caption 0", "caption 1"]
 
     # Re-running resumes: nothing left to encode, the index is unchanged.
     again = encode_clips(entries, folder, vae, "tiny", out, cfg, quiet=True)
@@ -96,7 +107,8 @@ def test_encode_writes_shards_an_index_and_matches_the_vae(cut_dir, tmp_path):
 def test_encode_reports_a_broken_clip_and_keeps_going(cut_dir, tmp_path):
     folder, entries = cut_dir
     broken = dict(entries[0], id="broken", file="missing.mp4")
-    summary = encode_clips([broken, entries[1]], folder, tiny_vae(), "tiny", tmp_path / "l",
-                           EncodeConfig(frames=5), quiet=True)
+    summary = encode_clips(
+        [broken, entries[1]], folder, tiny_vae(), "tiny", tmp_path / "l", EncodeConfig(frames=5), quiet=True
+    )
     assert summary["encoded"] == 1 and summary["errors"][0][0] == "broken"
     assert len(LatentShardDataset(tmp_path / "l" / "index.json")) == 1

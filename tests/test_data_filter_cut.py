@@ -8,11 +8,10 @@ import av
 import numpy as np
 import pytest
 import yaml
-
 from data_synth import ClipSpec, build_video
+
 from kumovideo.data.pipeline.analyze import analyze_video
-from kumovideo.data.pipeline.config import (DataConfig, FilterConfig, ScanConfig, config_from_dict,
-                                            load_config)
+from kumovideo.data.pipeline.config import DataConfig, FilterConfig, ScanConfig, config_from_dict, load_config
 from kumovideo.data.pipeline.cut import CutConfig, cut_one
 from kumovideo.data.pipeline.filter import clip_entry, filter_records, rejections, split_long
 from kumovideo.utils.errors import KumoInputError
@@ -30,10 +29,12 @@ def _frames(path, start=0, end=None):
 def scanned(tmp_path_factory):
     """Four 1.5 s shots on 36-frame GOPs: a clean pan, a frozen shot, a logo, a zoom."""
     folder = tmp_path_factory.mktemp("fc")
-    specs = [ClipSpec("pan_right", frames=36, seed=1, speed=2.0),
-             ClipSpec("frozen", frames=36, seed=2),
-             ClipSpec("tilt_up", frames=36, seed=3, speed=3.0, overlay="logo", corner=1),
-             ClipSpec("zoom_in", frames=36, seed=4, speed=1.0)]
+    specs = [
+        ClipSpec("pan_right", frames=36, seed=1, speed=2.0),
+        ClipSpec("frozen", frames=36, seed=2),
+        ClipSpec("tilt_up", frames=36, seed=3, speed=3.0, overlay="logo", corner=1),
+        ClipSpec("zoom_in", frames=36, seed=4, speed=1.0),
+    ]
     path = folder / "four.mp4"
     build_video(path, specs, ["cut"] * 3, gop=36)
     return folder, path, analyze_video(path)
@@ -71,8 +72,7 @@ def test_config_errors_name_the_key(tmp_path):
 
 def test_filter_rejects_for_the_right_reasons(scanned):
     _, _, record = scanned
-    assert [c["camera"]["label"] for c in record["clips"]] == ["pan_right", "static", "tilt_up",
-                                                              "zoom_in"]
+    assert [c["camera"]["label"] for c in record["clips"]] == ["pan_right", "static", "tilt_up", "zoom_in"]
     cfg = FilterConfig(min_seconds=1.0)
     kept, rejected, reasons = filter_records([record], cfg)
     assert [e["camera"]["label"] for e in kept] == ["pan_right", "zoom_in"]
@@ -136,8 +136,7 @@ def test_cut_stream_copies_whole_gops_exactly(scanned, tmp_path):
         written = _frames(out / result["file"])
         assert len(written) == clip["frames"] == result["out_frames"]
         # Same packets, so the same decoded pixels.
-        assert all(np.array_equal(a, b) for a, b in
-                   zip(written, source[clip["start_frame"]:clip["end_frame"]]))
+        assert all(np.array_equal(a, b) for a, b in zip(written, source[clip["start_frame"] : clip["end_frame"]]))
         assert (out / f"{entry['id']}.txt").read_text().strip() == entry["caption"]
     assert not list(out.glob(".*"))  # no temp files left behind
 

@@ -5,11 +5,18 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
-
 from data_synth import ClipSpec, render_clip, textured_image, write_video
+
 from kumovideo.data.pipeline.analyze import analyze_video
-from kumovideo.data.pipeline.quality import (blockiness, clip_quality, colourfulness, exposure,
-                                             frame_quality, noise_sigma, sharpness)
+from kumovideo.data.pipeline.quality import (
+    blockiness,
+    clip_quality,
+    colourfulness,
+    exposure,
+    frame_quality,
+    noise_sigma,
+    sharpness,
+)
 
 
 @pytest.fixture(scope="module")
@@ -24,8 +31,7 @@ def _jpeg(img, q):
 
 def test_sharpness_falls_with_blur(image):
     grey = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
-    values = [sharpness(cv2.GaussianBlur(grey, (0, 0), s)) if s else sharpness(grey)
-              for s in (0, 1, 2, 4)]
+    values = [sharpness(cv2.GaussianBlur(grey, (0, 0), s)) if s else sharpness(grey) for s in (0, 1, 2, 4)]
     assert values == sorted(values, reverse=True)
     assert values[0] > 10 * values[-1]
 
@@ -82,8 +88,9 @@ def test_combined_score_ranks_defects_below_clean(image):
 
 def test_scan_scores_a_blurred_shot_below_a_sharp_one(tmp_path):
     sharp = render_clip(ClipSpec("pan_right", frames=30, seed=3), 160, 120)
-    blurred = [cv2.GaussianBlur(f, (0, 0), 2.5) for f in render_clip(
-        ClipSpec("pan_left", frames=30, seed=4), 160, 120)]
+    blurred = [
+        cv2.GaussianBlur(f, (0, 0), 2.5) for f in render_clip(ClipSpec("pan_left", frames=30, seed=4), 160, 120)
+    ]
     write_video(tmp_path / "q.mp4", sharp + blurred)
     record = analyze_video(tmp_path / "q.mp4")
     a, b = record["clips"]

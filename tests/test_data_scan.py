@@ -6,9 +6,8 @@ import json
 
 import numpy as np
 import pytest
+from data_synth import ClipSpec, build_video, render_clip, render_dark_clip, write_bad_inputs, write_video
 
-from data_synth import (ClipSpec, build_video, render_clip, render_dark_clip, write_bad_inputs,
-                        write_video)
 from kumovideo.cli import main
 from kumovideo.data.pipeline.analyze import analyze_video
 from kumovideo.data.pipeline.captions import read_sidecar
@@ -43,8 +42,7 @@ def test_bad_inputs_are_recorded_and_the_run_goes_on(good_video, capsys):
     expected = write_bad_inputs(folder, good_video)
     (folder / "notes.txt").write_text("not scanned: not a video extension")
     manifest = folder.parent / "manifest.jsonl"
-    assert main(["data", "scan", str(folder), "-o", str(manifest), "--workers", "1",
-                 "--quiet"]) == 0
+    assert main(["data", "scan", str(folder), "-o", str(manifest), "--workers", "1", "--quiet"]) == 0
     records = {r["path"].rsplit("/", 1)[-1]: r for r in read_jsonl(manifest)}
     assert set(records) == set(expected) | {"good.mp4"}
     assert records["good.mp4"]["status"] == "ok" and len(records["good.mp4"]["clips"]) == 2
@@ -108,17 +106,23 @@ def test_workers_give_the_same_records_as_one_process(tmp_path):
     folder = tmp_path / "in"
     folder.mkdir()
     for i in range(3):
-        build_video(folder / f"v{i}.mp4", [ClipSpec("pan_left", frames=30, seed=i),
-                                             ClipSpec("static", frames=30, seed=9, subject=True)],
-                    ["cut"])
+        build_video(
+            folder / f"v{i}.mp4",
+            [ClipSpec("pan_left", frames=30, seed=i), ClipSpec("static", frames=30, seed=9, subject=True)],
+            ["cut"],
+        )
     one, two = tmp_path / "one.jsonl", tmp_path / "two.jsonl"
     scan_folder(folder, one, ScanConfig(), workers=1, quiet=True)
     scan_folder(folder, two, ScanConfig(), workers=2, quiet=True)
 
     def clips(path):
-        return {r["path"]: [(c["start_frame"], c["end_frame"], c["camera"]["label"],
-                             round(c["motion"]["score"], 3)) for c in r["clips"]]
-                for r in read_jsonl(path)}
+        return {
+            r["path"]: [
+                (c["start_frame"], c["end_frame"], c["camera"]["label"], round(c["motion"]["score"], 3))
+                for c in r["clips"]
+            ]
+            for r in read_jsonl(path)
+        }
 
     assert clips(one) == clips(two)
 
@@ -129,14 +133,20 @@ def test_sidecar_captions(tmp_path):
     # ShapesWorld writes clip_NNNNN.txt beside each clip.
     (tmp_path / "clip_00000.txt").write_text("a red circle moves left on a black background\n")
     record = analyze_video(video)
-    assert {c["caption"] for c in record["clips"]} == {
-        "a red circle moves left on a black background"}
+    assert {c["caption"] for c in record["clips"]} == {"a red circle moves left on a black background"}
     assert {c["caption_source"] for c in record["clips"]} == {"sidecar"}
     # Per-segment captions in clip.json pick the segment each clip overlaps most.
     (tmp_path / "clip_00000.txt").unlink()
-    (tmp_path / "clip_00000.json").write_text(json.dumps({"segments": [
-        {"start": 0.0, "end": 1.5, "caption": "first shot"},
-        {"start": 1.5, "end": 3.0, "caption": "second shot"}]}))
+    (tmp_path / "clip_00000.json").write_text(
+        json.dumps(
+            {
+                "segments": [
+                    {"start": 0.0, "end": 1.5, "caption": "first shot"},
+                    {"start": 1.5, "end": 3.0, "caption": "second shot"},
+                ]
+            }
+        )
+    )
     assert read_sidecar(video)["segments"]
     record = analyze_video(video)
     assert [c["caption"] for c in record["clips"]] == ["first shot", "second shot"]
@@ -158,8 +168,7 @@ def test_captioner_hook_and_attribute_fallback(tmp_path):
     build_video(video, TWO_SHOTS, ["cut"])
     captioner = EchoCaptioner()
     record = analyze_video(video, captioner=captioner)
-    assert [c["caption"] for c in record["clips"]] == ["model saw a pan_left shot",
-                                                       "model saw a zoom_out shot"]
+    assert [c["caption"] for c in record["clips"]] == ["model saw a pan_left shot", "model saw a zoom_out shot"]
     assert {c["caption_source"] for c in record["clips"]} == {"model"}
     n, shape, _ = captioner.calls[0]
     assert 1 <= n <= 4 and shape[2] == 3
@@ -197,14 +206,11 @@ def test_dark_clip_with_a_moving_bright_subject_is_content(tmp_path):
 def test_dark_shot_between_bright_ones_is_one_clip(tmp_path):
     """ThresholdDetector dips under fade_threshold across the dark shot; with no blank frame
     in it that dip is no fade, so the shot is kept whole (it used to be one long 'fade')."""
-    bright = [render_clip(ClipSpec(cam, frames=48, seed=s), 160, 120)
-              for cam, s in (("pan_right", 1), ("tilt_up", 2))]
-    path = write_video(tmp_path / "sandwich.mp4",
-                       bright[0] + render_dark_clip(72, 160, 120) + bright[1])
+    bright = [render_clip(ClipSpec(cam, frames=48, seed=s), 160, 120) for cam, s in (("pan_right", 1), ("tilt_up", 2))]
+    path = write_video(tmp_path / "sandwich.mp4", bright[0] + render_dark_clip(72, 160, 120) + bright[1])
     record = analyze_video(path)
     assert [(t["kind"], t["frame"]) for t in record["transitions"]] == [("cut", 48), ("cut", 120)]
-    assert [(c["start_frame"], c["end_frame"]) for c in record["clips"]] == [(0, 48), (48, 120),
-                                                                            (120, 168)]
+    assert [(c["start_frame"], c["end_frame"]) for c in record["clips"]] == [(0, 48), (48, 120), (120, 168)]
 
 
 def test_black_frames_are_dropped_with_a_reason(tmp_path, capsys):
@@ -212,11 +218,9 @@ def test_black_frames_are_dropped_with_a_reason(tmp_path, capsys):
     folder = tmp_path / "in"
     folder.mkdir()
     write_video(folder / "black.mp4", render_dark_clip(48, 160, 120, subject=False))
-    write_video(folder / "lead.mp4", render_dark_clip(12, 160, 120, subject=False)
-                + render_dark_clip(60, 160, 120))
+    write_video(folder / "lead.mp4", render_dark_clip(12, 160, 120, subject=False) + render_dark_clip(60, 160, 120))
     manifest = tmp_path / "m.jsonl"
-    assert main(["data", "scan", str(folder), "-o", str(manifest), "--workers", "1",
-                 "--quiet"]) == 0
+    assert main(["data", "scan", str(folder), "-o", str(manifest), "--workers", "1", "--quiet"]) == 0
     records = {r["path"].rsplit("/", 1)[-1]: r for r in read_jsonl(manifest)}
     black = records["black.mp4"]
     assert black["status"] == "ok" and black["clips"] == []

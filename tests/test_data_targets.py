@@ -15,9 +15,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
+from data_synth import ClipSpec, boundary_f1, box_hit, build_benchmark_set, build_video, match_clips, textured_image
 
-from data_synth import (ClipSpec, boundary_f1, box_hit, build_benchmark_set, build_video,
-                        match_clips, textured_image)
 from kumovideo.data.pipeline.analyze import analyze_video
 from kumovideo.data.pipeline.config import ScanConfig
 from kumovideo.data.pipeline.motion import MotionSampler, pairs_within
@@ -90,13 +89,15 @@ def test_overlay_detection_rate_and_false_alarms(analysed):
     for truth, spec, k, clip in _pairs(analysed):
         if spec.overlay:
             with_overlay += 1
-            found = clip is not None and any(box_hit(it["box"], truth.overlay_boxes[k])
-                                             for it in clip["overlays"]["items"])
+            found = clip is not None and any(
+                box_hit(it["box"], truth.overlay_boxes[k]) for it in clip["overlays"]["items"]
+            )
             hits += found
             if spec.overlay == "subtitle":
                 subtitles += 1
                 subtitles_named += clip is not None and any(
-                    it["kind"] == "subtitle" for it in clip["overlays"]["items"])
+                    it["kind"] == "subtitle" for it in clip["overlays"]["items"]
+                )
         elif clip is not None:
             without += 1
             alarms += clip["overlays"]["detected"]
@@ -139,9 +140,9 @@ def test_subject_motion_is_separated_from_background(analysed):
     assert seen
 
 
-@pytest.mark.parametrize("fps, pairs_per_second", [(4, 6.0), (5, 6.0), (6, 6.0), (8, 6.0),
-                                                    (12, 6.0), (24, 6.0), (30, 6.0),
-                                                    (24, 12.0)])
+@pytest.mark.parametrize(
+    "fps, pairs_per_second", [(4, 6.0), (5, 6.0), (6, 6.0), (8, 6.0), (12, 6.0), (24, 6.0), (30, 6.0), (24, 12.0)]
+)
 def test_motion_sampler_completes_pairs_at_every_frame_rate(fps, pairs_per_second):
     """Under ~9 fps (or when pairs are asked for as often as their gap) the frame that ends
     one pair starts the next; the old sampler opened the new pair first and measured none."""
@@ -149,7 +150,7 @@ def test_motion_sampler_completes_pairs_at_every_frame_rate(fps, pairs_per_secon
     frames = 2 * fps
     image = cv2.cvtColor(textured_image(90, 160 + 2 * frames, seed=5), cv2.COLOR_BGR2GRAY)
     for i in range(frames):
-        sampler.feed(i, np.ascontiguousarray(image[:, 2 * i:2 * i + 160]))  # 2 px per frame
+        sampler.feed(i, np.ascontiguousarray(image[:, 2 * i : 2 * i + 160]))  # 2 px per frame
     pairs = sampler.pairs
     assert len(pairs) >= frames // sampler.every - 1, (sampler.every, sampler.gap)
     assert all(p.b - p.a == sampler.gap for p in pairs)
@@ -165,8 +166,7 @@ def test_low_frame_rate_clips_get_the_same_dynamic_score(tmp_path):
     scores = {}
     for fps, frames, speed in ((8, 24, 6.0), (24, 72, 2.0)):
         path = tmp_path / f"pan{fps}.mp4"
-        build_video(path, [ClipSpec("pan_right", frames=frames, seed=3, speed=speed)], [],
-                    fps=fps)
+        build_video(path, [ClipSpec("pan_right", frames=frames, seed=3, speed=speed)], [], fps=fps)
         (clip,) = analyze_video(path)["clips"]
         assert clip["motion"]["pairs"] >= 15, clip["motion"]  # about 6 a second, or more
         assert clip["camera"]["label"] == "pan_right"
@@ -176,8 +176,11 @@ def test_low_frame_rate_clips_get_the_same_dynamic_score(tmp_path):
 
 
 def test_short_shots_are_dropped(tmp_path):
-    specs = [ClipSpec("pan_right", frames=40, seed=1), ClipSpec("tilt_up", frames=12, seed=2),
-             ClipSpec("zoom_in", frames=40, seed=3)]
+    specs = [
+        ClipSpec("pan_right", frames=40, seed=1),
+        ClipSpec("tilt_up", frames=12, seed=2),
+        ClipSpec("zoom_in", frames=40, seed=3),
+    ]
     truth = build_video(tmp_path / "short.mp4", specs, ["cut", "cut"])
     record = analyze_video(tmp_path / "short.mp4", ScanConfig(min_clip_seconds=1.0))
     assert [c["camera"]["label"] for c in record["clips"]] == ["pan_right", "zoom_in"]

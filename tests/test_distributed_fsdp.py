@@ -109,7 +109,9 @@ def _fsdp_training_worker(rank, world, _):
     def ulysses_run_matches_reference(model):
         optimizer = torch.optim.AdamW(model.parameters(), lr=LR)
         losses = train(
-            model, optimizer, range(STEPS),
+            model,
+            optimizer,
+            range(STEPS),
             forward=lambda m, x, c, t: sequence_parallel_forward(m, x, c, t, tm.ulysses_group),
         )
         assert losses == pytest.approx(ref_losses, rel=1e-5)
@@ -160,7 +162,10 @@ def _resume_worker(rank, world, directory, ulysses):
     assert state["step"] == STEPS - 1 and state["note"] == "two ranks"
     per = GLOBAL_BATCH // tm.dp_size
     train(
-        model, optimizer, range(state["step"], STEPS), slice(tm.dp_rank * per, (tm.dp_rank + 1) * per),
+        model,
+        optimizer,
+        range(state["step"], STEPS),
+        slice(tm.dp_rank * per, (tm.dp_rank + 1) * per),
         forward=lambda m, x, c, t: sequence_parallel_forward(m, x, c, t, tm.ulysses_group),
     )
     sd = full_params(model)

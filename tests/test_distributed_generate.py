@@ -25,8 +25,15 @@ pytestmark = pytest.mark.timeout(300)
 START = os.environ.get("KUMO_SPAWN_METHOD", "fork")  # fork: no re-import per worker, seconds instead of a minute
 TOL = dict(atol=1e-4, rtol=1e-4)
 
-CALL = dict(prompt="a red circle", negative_prompt="blurry", height=48, width=64, num_frames=9,
-            num_inference_steps=3, guidance_scale=4.0)
+CALL = dict(
+    prompt="a red circle",
+    negative_prompt="blurry",
+    height=48,
+    width=64,
+    num_frames=9,
+    num_inference_steps=3,
+    guidance_scale=4.0,
+)
 
 # name: (world, parallel, text_encoder_on, vae_on, heads, call overrides)
 CASES = {
@@ -47,9 +54,16 @@ def make_pipe(heads: int = 2, tiling: bool = False):
     pipe = build_pipeline("kumo-tiny", seed=0)
     if heads != pipe.transformer.config.num_attention_heads:
         torch.manual_seed(0)
-        transformer = KumoTransformer3DModel(**{
-            **MADIT_PRESETS["kumo-tiny"], "num_attention_heads": heads, "attention_head_dim": 32 // heads,
-            "text_embed_dim": pipe.text_encoder.config.d_model, "in_channels": 4, "out_channels": 4})
+        transformer = KumoTransformer3DModel(
+            **{
+                **MADIT_PRESETS["kumo-tiny"],
+                "num_attention_heads": heads,
+                "attention_head_dim": 32 // heads,
+                "text_embed_dim": pipe.text_encoder.config.d_model,
+                "in_channels": 4,
+                "out_channels": 4,
+            }
+        )
         pipe = KumoPipeline(pipe.tokenizer, pipe.text_encoder, pipe.vae, transformer, pipe.scheduler)
     g = torch.Generator().manual_seed(1)
     with torch.no_grad():
@@ -83,7 +97,9 @@ def _generate_worker(rank, world, cases, outdir):
 
     for case in cases:
         _, spec, te, vae_on, heads, overrides = CASES[case]
-        pipe = ParallelKumoPipeline(make_pipe(heads, tiling=vae_on == "split"), spec, text_encoder_on=te, vae_on=vae_on)
+        pipe = ParallelKumoPipeline(
+            make_pipe(heads, tiling=vae_on == "split"), spec, text_encoder_on=te, vae_on=vae_on
+        )
         latents, frames = run_case(pipe, overrides)
         holds_video = rank == 0 or vae_on == "all"
         assert (frames is not None) == holds_video, (case, rank)
@@ -152,9 +168,13 @@ def test_parse_parallel():
     assert parse_parallel("cfg=2") == ParallelConfig(cfg=2, ulysses=1)
     assert parse_parallel(" ulysses = 4 ") == ParallelConfig(ulysses=4)
     assert parse_parallel(None) == parse_parallel("none") == ParallelConfig()
-    for bad, message in [("cfg=3", "guidance has two branches"), ("tp=2", "keys ulysses and cfg"),
-                         ("ulysses=two", "not an integer"), ("ulysses=0", "at least 1"),
-                         ("cfg=2,cfg=2", "given twice")]:
+    for bad, message in [
+        ("cfg=3", "guidance has two branches"),
+        ("tp=2", "keys ulysses and cfg"),
+        ("ulysses=two", "not an integer"),
+        ("ulysses=0", "at least 1"),
+        ("cfg=2,cfg=2", "given twice"),
+    ]:
         with pytest.raises(KumoInputError, match=message):
             parse_parallel(bad)
 
@@ -163,10 +183,14 @@ def test_validate_parallel_messages():
     # kumo-2.6b at 480x720x41: 30 heads, 11 x 30 x 45 = 14850 vision tokens.
     ok = dict(num_heads=30, num_vision_tokens=14850, guidance=True)
     validate_parallel(ParallelConfig(cfg=2, ulysses=3), world_size=6, **ok)
-    with pytest.raises(KumoInputError, match=r"does not divide the model's 30 attention heads.*1, 2, 3, 5, 6, 10, 15, 30"):
+    with pytest.raises(
+        KumoInputError, match=r"does not divide the model's 30 attention heads.*1, 2, 3, 5, 6, 10, 15, 30"
+    ):
         validate_parallel(ParallelConfig(ulysses=4), world_size=4, **ok)
     with pytest.raises(KumoInputError, match="does not divide the 14849 vision tokens"):
-        validate_parallel(ParallelConfig(ulysses=2), world_size=2, num_heads=30, num_vision_tokens=14849, guidance=True)
+        validate_parallel(
+            ParallelConfig(ulysses=2), world_size=2, num_heads=30, num_vision_tokens=14849, guidance=True
+        )
     with pytest.raises(KumoInputError, match="needs 4 process"):
         validate_parallel(ParallelConfig(cfg=2, ulysses=2), world_size=2, **ok)
     with pytest.raises(KumoInputError, match="guidance is off"):
@@ -211,7 +235,8 @@ def test_split_tiles_cover_the_reference_tiling():
     vae = make_pipe(tiling=True).vae
     h, w = 48 // 8, 64 // 8
     tiles = len(range(0, h, int(vae.tile_latent_min_height * (1 - vae.tile_overlap_factor_height)))) * len(
-        range(0, w, int(vae.tile_latent_min_width * (1 - vae.tile_overlap_factor_width))))
+        range(0, w, int(vae.tile_latent_min_width * (1 - vae.tile_overlap_factor_width)))
+    )
     assert tiles >= 4
 
 
@@ -234,8 +259,16 @@ def test_cli_refuses_bad_degrees_before_loading(tiny_folder, tmp_path, monkeypat
     base = ["generate", "a red circle", "-o", out, "--model", str(tiny_folder), "--device", "cpu"]
     for extra, env, message in [
         (["--parallel", "ulysses=2"], {}, "needs 2 process(es) (ulysses x cfg), but 1 were started"),
-        (["--parallel", "ulysses=4"], {"RANK": "0", "WORLD_SIZE": "4"}, "does not divide the model's 2 attention heads"),
-        (["--parallel", "ulysses=2", "--width", "80"], {"RANK": "0", "WORLD_SIZE": "2"}, "does not divide the 45 vision tokens"),
+        (
+            ["--parallel", "ulysses=4"],
+            {"RANK": "0", "WORLD_SIZE": "4"},
+            "does not divide the model's 2 attention heads",
+        ),
+        (
+            ["--parallel", "ulysses=2", "--width", "80"],
+            {"RANK": "0", "WORLD_SIZE": "2"},
+            "does not divide the 45 vision tokens",
+        ),
         (["--parallel", "cfg=2", "--guidance", "1"], {"RANK": "0", "WORLD_SIZE": "2"}, "guidance is off"),
         (["--parallel", "cfg=3"], {}, "use cfg=1 or cfg=2"),
     ]:
@@ -252,10 +285,39 @@ def test_cli_refuses_bad_degrees_before_loading(tiny_folder, tmp_path, monkeypat
 def test_cli_under_torchrun_writes_once(tiny_folder, tmp_path):
     """`torchrun --nproc-per-node 2 -m kumovideo.cli generate ... --parallel cfg=2`: rank 0 writes the file."""
     out = tmp_path / "clip.mp4"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(_port()),
-           "-m", "kumovideo.cli", "generate", "a red circle", "-o", str(out), "--model", str(tiny_folder),
-           "--device", "cpu", "--steps", "2", "--frames", "9", "--height", "48", "--width", "64",
-           "--guidance", "4", "--parallel", "cfg=2", "--vae-on", "split"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc-per-node",
+        "2",
+        "--master-port",
+        str(_port()),
+        "-m",
+        "kumovideo.cli",
+        "generate",
+        "a red circle",
+        "-o",
+        str(out),
+        "--model",
+        str(tiny_folder),
+        "--device",
+        "cpu",
+        "--steps",
+        "2",
+        "--frames",
+        "9",
+        "--height",
+        "48",
+        "--width",
+        "64",
+        "--guidance",
+        "4",
+        "--parallel",
+        "cfg=2",
+        "--vae-on",
+        "split",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=240)
     assert done.returncode == 0, done.stderr[-3000:]

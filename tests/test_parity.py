@@ -91,7 +91,19 @@ def test_pipeline_matches_original(fixtures_dir, pipeline, case):
         if case == "lcm_turbo"
         else KumoDDIMScheduler.from_pretrained(fixtures_dir / "pipeline" / "scheduler")
     )
-    kwargs = {k: spec[k] for k in ("prompt", "negative_prompt", "guidance_scale", "num_inference_steps", "height", "width", "num_frames", "max_sequence_length")}
+    kwargs = {
+        k: spec[k]
+        for k in (
+            "prompt",
+            "negative_prompt",
+            "guidance_scale",
+            "num_inference_steps",
+            "height",
+            "width",
+            "num_frames",
+            "max_sequence_length",
+        )
+    }
 
     latents = pipeline(**kwargs, generator=torch.Generator().manual_seed(spec["seed"]), output_type="latent").frames
     torch.testing.assert_close(latents, io[f"{case}.latents"], atol=ATOL, rtol=RTOL)
@@ -110,7 +122,9 @@ def test_pipeline_round_trips_through_save_pretrained(fixtures_dir, pipeline, tm
     assert index["transformer"][0].startswith("kumovideo") and index["transformer"][1] == "KumoTransformer3DModel"
     assert index["vae"] == ["diffusers", "AutoencoderKLCogVideoX"]
     reloaded = KumoPipeline.from_pretrained(tmp_path / "saved")
-    kwargs = dict(prompt="a red circle", num_frames=9, height=32, width=32, num_inference_steps=2, output_type="latent")
+    kwargs = dict(
+        prompt="a red circle", num_frames=9, height=32, width=32, num_inference_steps=2, output_type="latent"
+    )
     a = pipeline(**kwargs, generator=torch.Generator().manual_seed(3)).frames
     b = reloaded(**kwargs, generator=torch.Generator().manual_seed(3)).frames
     torch.testing.assert_close(a, b, atol=0, rtol=0)

@@ -7,10 +7,10 @@ import json
 
 import pytest
 import torch
+from cli_checks import assert_one_line_error as one_line_error
 
 from kumovideo.cli import main
 from kumovideo.perf.bench import BenchSpec, format_table, run_bench
-from cli_checks import assert_one_line_error as one_line_error
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -27,8 +27,19 @@ def busy_cores(monkeypatch):
 
 
 def test_bench_tiny_with_fast_paths_and_peer(busy_cores):
-    result = run_bench(BenchSpec(preset="kumo-tiny", steps=2, runs=2, warmup=1, fast=True, dtype="fp32",
-                                 step_cache=0.0, vs="cogvideox", device="cpu"))
+    result = run_bench(
+        BenchSpec(
+            preset="kumo-tiny",
+            steps=2,
+            runs=2,
+            warmup=1,
+            fast=True,
+            dtype="fp32",
+            step_cache=0.0,
+            vs="cogvideox",
+            device="cpu",
+        )
+    )
     rows = {r["row"]: r for r in result["rows"]}
     assert list(rows) == ["eager", "fast", "cogvideox"]
     assert result["tokens"] == {"vision": 36, "text": 16, "joint": 52, "batch": 2}
@@ -96,8 +107,9 @@ def test_bad_input_one_line(capsys, args, needle):
 
 
 def test_time_budget_stops_after_three_runs():
-    result = run_bench(BenchSpec(preset="kumo-tiny", steps=1, runs=6, warmup=0, e2e=False, device="cpu",
-                                 max_time=1e-9))
+    result = run_bench(
+        BenchSpec(preset="kumo-tiny", steps=1, runs=6, warmup=0, e2e=False, device="cpu", max_time=1e-9)
+    )
     assert (result["runs"], result["runs_asked"]) == (3, 6)
     assert "of 6 asked: time budget" in format_table(result)
 
@@ -107,8 +119,9 @@ def test_threads_auto_for_every_row_and_a_default_threads_baseline(busy_cores, m
 
     result = run_bench(BenchSpec(preset="kumo-tiny", steps=1, runs=1, warmup=0, e2e=False, device="cpu"))
     assert [(r["row"], r["threads"]) for r in result["rows"]] == [("eager", 1)]  # auto: a tiny model, busy cores
-    result = run_bench(BenchSpec(preset="kumo-tiny", steps=1, runs=1, warmup=0, e2e=False, device="cpu",
-                                 baseline_threads=2))
+    result = run_bench(
+        BenchSpec(preset="kumo-tiny", steps=1, runs=1, warmup=0, e2e=False, device="cpu", baseline_threads=2)
+    )
     rows = result["rows"]
     assert [(r["row"], r["threads"]) for r in rows] == [("eager", 2), ("fast", 1)]
     assert rows[1]["fast_paths"] == {"threads": 1}

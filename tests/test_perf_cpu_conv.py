@@ -1,4 +1,4 @@
-"""CPU 3D convolutions through oneDNN (kumovideo.perf.cpu_conv): the same VAE outputs as
+"""CPU 3D convolutions through oneDNN (kumovideo.models.cpu_conv): the same VAE outputs as
 PyTorch's own kernel choice, oneDNN actually used at the sizes where PyTorch would not,
 training untouched, and every VAE the package builds or loads routed."""
 
@@ -9,7 +9,7 @@ import copy
 import pytest
 import torch
 
-from kumovideo.perf.cpu_conv import restore_pytorch_conv3d, route_conv3d_to_onednn
+from kumovideo.models.cpu_conv import restore_pytorch_conv3d, route_conv3d_to_onednn
 from kumovideo.pipelines.factory import build_pipeline, build_vae
 
 pytestmark = [
@@ -47,8 +47,10 @@ def test_decode_and_encode_match_pytorchs_kernels(vae):
         assert "aten::slow_conv3d_forward" in conv_kernels(lambda: plain.decode(z))
         kernels = conv_kernels(lambda: vae.decode(z))
         assert "aten::mkldnn_convolution" in kernels and "aten::slow_conv3d_forward" not in kernels
-        for routed, reference in ((vae.decode(z).sample, plain.decode(z).sample),
-                                  (vae.encode(video).latent_dist.mean, plain.encode(video).latent_dist.mean)):
+        for routed, reference in (
+            (vae.decode(z).sample, plain.decode(z).sample),
+            (vae.encode(video).latent_dist.mean, plain.encode(video).latent_dist.mean),
+        ):
             assert routed.shape == reference.shape
             torch.testing.assert_close(routed, reference, rtol=0, atol=1e-4 * reference.abs().max().item())
 
@@ -59,7 +61,7 @@ def test_training_keeps_pytorchs_kernels_and_gradients(vae):
     z = torch.randn(1, vae.config.latent_channels, 2, 4, 4)
     grads = []
     for model in (copy.deepcopy(vae).train(), unrouted_copy(vae).train()):
-        kernels = conv_kernels(lambda: model.decode(z).sample.square().mean().backward())
+        kernels = conv_kernels(lambda model=model: model.decode(z).sample.square().mean().backward())
         assert "aten::slow_conv3d_forward" in kernels
         grads.append([p.grad for p in model.decoder.parameters()])
     assert all(g is not None for g in grads[0])

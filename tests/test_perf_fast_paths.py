@@ -89,7 +89,10 @@ def test_fused_model_keeps_the_original_checkpoint_names(inputs, tmp_path):
     assert_close_rel(forward(target, inputs), ref, EXACT)
     # unfuse gives the separate modules back
     assert unfuse_qkv(target) == 6
-    assert hasattr(target.transformer_blocks[1].attn1, "to_q") and not target.transformer_blocks[1].attn1.fused_projections
+    assert (
+        hasattr(target.transformer_blocks[1].attn1, "to_q")
+        and not target.transformer_blocks[1].attn1.fused_projections
+    )
     assert_close_rel(forward(target, inputs), ref, EXACT)
 
 
@@ -241,8 +244,19 @@ def test_pipeline_parity_with_fast_paths(fixtures_dir):
     pipe = KumoPipeline.from_pretrained(fixtures_dir / "pipeline")
     pipe.scheduler = KumoDDIMScheduler.from_pretrained(fixtures_dir / "pipeline" / "scheduler")
     report = apply_fast_paths(pipe, fused_qkv=True, sdpa_backend="auto", step_cache=0.0)
-    kwargs = {k: spec[k] for k in ("prompt", "negative_prompt", "guidance_scale", "num_inference_steps", "height",
-                                   "width", "num_frames", "max_sequence_length")}
+    kwargs = {
+        k: spec[k]
+        for k in (
+            "prompt",
+            "negative_prompt",
+            "guidance_scale",
+            "num_inference_steps",
+            "height",
+            "width",
+            "num_frames",
+            "max_sequence_length",
+        )
+    }
     latents = pipe(**kwargs, generator=torch.Generator().manual_seed(spec["seed"]), output_type="latent").frames
     torch.testing.assert_close(latents, io["ddim_cfg.latents"], atol=1e-4, rtol=1e-4)
     assert report.step_cache.hits == 0 and report.step_cache.misses == spec["num_inference_steps"]

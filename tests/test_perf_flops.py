@@ -26,20 +26,31 @@ def test_hand_count_on_the_tiny_config():
     D, T, L, N, S, C, p, E = 32, 32, 16, 36, 52, 4, 2, 24
     mm = lambda m, k, n: 2 * m * k * n  # noqa: E731
     block = (
-        2 * mm(1, T, 6 * D)                                   # norm1, norm2 AdaLN linears
-        + mm(S, D, 3 * D) + mm(S, D, D)                       # joint q, k, v, out
-        + mm(S, D, S) + mm(S, S, D)                           # joint QK^T, AV
-        + mm(N, D, D) + mm(L, D, 2 * D) + mm(N, D, D)         # vision->text: q, k v, out
-        + mm(N, D, L) + mm(N, L, D)                           #   QK^T, AV
-        + mm(L, D, D) + mm(N, D, 2 * D) + mm(L, D, D)         # text->vision: q, k v, out
-        + mm(L, D, N) + mm(L, N, D)                           #   QK^T, AV
-        + mm(S, D, 4 * D) + mm(S, 4 * D, D)                   # feed-forward
+        2 * mm(1, T, 6 * D)  # norm1, norm2 AdaLN linears
+        + mm(S, D, 3 * D)
+        + mm(S, D, D)  # joint q, k, v, out
+        + mm(S, D, S)
+        + mm(S, S, D)  # joint QK^T, AV
+        + mm(N, D, D)
+        + mm(L, D, 2 * D)
+        + mm(N, D, D)  # vision->text: q, k v, out
+        + mm(N, D, L)
+        + mm(N, L, D)  #   QK^T, AV
+        + mm(L, D, D)
+        + mm(N, D, 2 * D)
+        + mm(L, D, D)  # text->vision: q, k v, out
+        + mm(L, D, N)
+        + mm(L, N, D)  #   QK^T, AV
+        + mm(S, D, 4 * D)
+        + mm(S, 4 * D, D)  # feed-forward
     )
     rest = (
-        mm(N, C * p * p, D) + mm(L, E, D)                     # patch conv, text projection
-        + mm(1, D, T) + mm(1, T, T)                           # timestep MLP
-        + mm(1, T, 2 * D)                                     # norm_out AdaLN
-        + mm(N, D, p * p * C)                                 # proj_out
+        mm(N, C * p * p, D)
+        + mm(L, E, D)  # patch conv, text projection
+        + mm(1, D, T)
+        + mm(1, T, T)  # timestep MLP
+        + mm(1, T, 2 * D)  # norm_out AdaLN
+        + mm(N, D, p * p * C)  # proj_out
     )
     assert block == 2_222_080  # by hand, number by number
     hand = 2 * block + rest
@@ -66,9 +77,18 @@ def test_cogvideox_peer_count_matches_torch_flop_counter():
     from diffusers import CogVideoXTransformer3DModel
 
     peer = CogVideoXTransformer3DModel(
-        num_attention_heads=2, attention_head_dim=16, num_layers=2, in_channels=4, out_channels=4,
-        time_embed_dim=32, text_embed_dim=24, max_text_seq_length=16, sample_height=6, sample_width=8,
-        sample_frames=9, attention_bias=True,
+        num_attention_heads=2,
+        attention_head_dim=16,
+        num_layers=2,
+        in_channels=4,
+        out_channels=4,
+        time_embed_dim=32,
+        text_embed_dim=24,
+        max_text_seq_length=16,
+        sample_height=6,
+        sample_width=8,
+        sample_frames=9,
+        attention_bias=True,
     ).eval()
     x, e, t = torch.randn(2, 3, 4, 6, 8), torch.randn(2, 16, 24), torch.tensor([10, 10])
     with sdpa_kernel(SDPBackend.MATH):

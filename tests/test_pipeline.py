@@ -224,7 +224,10 @@ def test_vae_tiling_decodes_in_tiles_with_close_frames(pipe, monkeypatch):
     # 32x32-pixel tiles (4x4 latents) with a quarter overlap: a 6x8 latent decodes as 2x3 tiles
     # whose stride (3 latents = 24 px) equals the kept part of each tile, so the seams line up.
     pipe.enable_vae_tiling(
-        tile_sample_min_height=32, tile_sample_min_width=32, tile_overlap_factor_height=0.25, tile_overlap_factor_width=0.25
+        tile_sample_min_height=32,
+        tile_sample_min_width=32,
+        tile_overlap_factor_height=0.25,
+        tile_overlap_factor_width=0.25,
     )
     try:
         assert pipe.vae.use_tiling
@@ -320,15 +323,19 @@ def madit_parameter_count(heads, head_dim, layers, in_channels, time_embed_dim, 
     linear = lambda i, o: i * o + o  # noqa: E731
     layer_norm = lambda n: 2 * n  # noqa: E731
     embed = (
-        in_channels * patch * patch * d + d  # patch conv 2x2
+        in_channels * patch * patch * d
+        + d  # patch conv 2x2
         + linear(text_dim, d)  # text projection
-        + linear(d, t) + linear(t, t)  # timestep MLP (the sinusoid and the 3D sin-cos table have none)
+        + linear(d, t)
+        + linear(t, t)  # timestep MLP (the sinusoid and the 3D sin-cos table have none)
     )
     block = (
         2 * (linear(t, 6 * d) + layer_norm(d))  # norm1, norm2: AdaLN-zero (6 vectors) + shared LayerNorm
-        + 4 * linear(d, d) + 2 * layer_norm(head_dim)  # attn1: q, k, v, out + per-head q/k LayerNorm
+        + 4 * linear(d, d)
+        + 2 * layer_norm(head_dim)  # attn1: q, k, v, out + per-head q/k LayerNorm
         + 2 * 4 * linear(d, d)  # attn2_1, attn2_2: q, k, v, out
-        + linear(d, 4 * d) + linear(4 * d, d)  # feed-forward, 4x
+        + linear(d, 4 * d)
+        + linear(4 * d, d)  # feed-forward, 4x
     )
     head = layer_norm(d) + linear(t, 2 * d) + layer_norm(d) + linear(d, patch * patch * c_out)
     return embed + layers * block + head
@@ -356,8 +363,14 @@ def test_kumo_2_6b_preset_on_meta_device():
 def test_parameter_formula_matches_the_fixture_checkpoint(pipe):
     cfg = pipe.transformer.config
     expected = madit_parameter_count(
-        cfg.num_attention_heads, cfg.attention_head_dim, cfg.num_layers, cfg.in_channels, cfg.time_embed_dim,
-        cfg.text_embed_dim, cfg.patch_size, cfg.out_channels,
+        cfg.num_attention_heads,
+        cfg.attention_head_dim,
+        cfg.num_layers,
+        cfg.in_channels,
+        cfg.time_embed_dim,
+        cfg.text_embed_dim,
+        cfg.patch_size,
+        cfg.out_channels,
     )
     assert count_parameters(pipe.transformer) == expected == 74_000
 
@@ -396,10 +409,19 @@ def test_a_call_without_sizes_or_guidance_uses_the_models_own_defaults(tmp_path)
     assert pipe.default_sampling() == {"num_inference_steps": 3, "guidance_scale": 2.5, "guidance_rescale": 0.0}
 
     steps = []
-    implicit = pipe(PROMPT, generator=gen(0), output_type="pt",
-                    callback_on_step_end=lambda p, i, t, kw: steps.append(i) or {}).frames
-    explicit = pipe(PROMPT, generator=gen(0), output_type="pt", height=48, width=64, num_frames=9,
-                    num_inference_steps=3, guidance_scale=2.5).frames
+    implicit = pipe(
+        PROMPT, generator=gen(0), output_type="pt", callback_on_step_end=lambda p, i, t, kw: steps.append(i) or {}
+    ).frames
+    explicit = pipe(
+        PROMPT,
+        generator=gen(0),
+        output_type="pt",
+        height=48,
+        width=64,
+        num_frames=9,
+        num_inference_steps=3,
+        guidance_scale=2.5,
+    ).frames
     assert implicit.shape == (1, 9, 3, 48, 64) and steps == [0, 1, 2]
     torch.testing.assert_close(implicit, explicit, atol=0, rtol=0)
 

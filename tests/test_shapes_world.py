@@ -83,7 +83,13 @@ def test_palettes_sizes_and_motions_follow_the_spec():
     assert sw.SHAPES == ("circle", "square", "triangle")
     assert sw.SIZES == {"small": 0.10, "large": 0.16}
     assert set(sw.MOTIONS) == {
-        "moves left", "moves right", "moves up", "moves down", "stays still", "grows", "shrinks"
+        "moves left",
+        "moves right",
+        "moves up",
+        "moves down",
+        "stays still",
+        "grows",
+        "shrinks",
     }
     assert sw.TRAVEL == 0.40
     assert sw.RADIUS_SCALES == {"grows": (0.7, 1.5), "shrinks": (1.5, 0.7)}
@@ -422,9 +428,7 @@ def test_cli_render_writes_clip_and_caption_pairs(tmp_path, capsys):
     out = tmp_path / "clips"
     status = main(["shapes", "render", "--n", "3", "--out", str(out), "--size", "32", "--frames", "5", "--seed", "1"])
     assert status == 0
-    assert sorted(p.name for p in out.iterdir()) == [
-        f"clip_{i:05d}.{ext}" for i in range(3) for ext in ("mp4", "txt")
-    ]
+    assert sorted(p.name for p in out.iterdir()) == [f"clip_{i:05d}.{ext}" for i in range(3) for ext in ("mp4", "txt")]
     assert str(out) in capsys.readouterr().out
     for index in range(3):
         text = (out / f"clip_{index:05d}.txt").read_text().strip()

@@ -16,18 +16,24 @@ from pathlib import Path
 
 import pytest
 import torch
+from cli_checks import assert_one_line_error as one_line_error
+from tiny_runs import write_config
 
 from kumovideo.cli import main
 from kumovideo.training.checkpointing import checkpoint_kind, list_checkpoints
 from kumovideo.training.config import load_config
-from tiny_runs import write_config
-from cli_checks import assert_one_line_error as one_line_error
 
 pytestmark = pytest.mark.usefixtures("one_thread_per_module")
 
 STILLS = {"name": "stills", "steps": 2, "size": 32, "num_frames": 1, "batch_size": 1}
-VAE = {"kind": "vae", "preset": "kumo-tiny", "warmup_steps": 1, "log_every": 1, "checkpoint_every": 1,
-       "stages": [STILLS]}
+VAE = {
+    "kind": "vae",
+    "preset": "kumo-tiny",
+    "warmup_steps": 1,
+    "log_every": 1,
+    "checkpoint_every": 1,
+    "stages": [STILLS],
+}
 DIT = {"kind": "dit", "preset": "kumo-tiny", "stages": [STILLS]}
 TURBO = {"kind": "turbo", "preset": "kumo-tiny", "teacher": "teacher-pipeline", "stages": [STILLS]}
 
@@ -110,7 +116,9 @@ def test_config_that_is_a_folder(tmp_path, capsys):
 # ------------------------------------------------------------- devices and output_dir
 
 
-@pytest.mark.parametrize("device, needles", [("gpu", ["unknown device 'gpu'"]), ("cuda", ["no CUDA GPU", "--device cpu"])])
+@pytest.mark.parametrize(
+    "device, needles", [("gpu", ["unknown device 'gpu'"]), ("cuda", ["no CUDA GPU", "--device cpu"])]
+)
 @pytest.mark.parametrize("command", ["vae", "cache-latents"])
 def test_unusable_devices(command, device, needles, tmp_path, capsys):
     if device == "cuda" and torch.cuda.is_available():
@@ -170,7 +178,12 @@ def test_a_finished_run_whose_checkpoints_were_deleted_keeps_its_export(run_copy
     "command, base, changes, needles",
     [
         # Another architecture of the same kind: the weights do not fit.
-        ("vae", VAE, {"preset": "kumo-builtin"}, ["different model or config", "first mismatch: ", "fresh output_dir"]),
+        (
+            "vae",
+            VAE,
+            {"preset": "kumo-builtin"},
+            ["different model or config", "first mismatch: ", "fresh output_dir"],
+        ),
         # Another kind of run: refused before anything is built.
         ("dit", DIT, {}, ["different model or config", "a vae run", "dit config"]),
     ],
@@ -198,7 +211,10 @@ def latent_index(clips: list[dict]) -> str:
         ('{"clips": [', ["stage 0 (stills) latents", "does not parse"]),
         ('{"clips": []}', ["is not a kumovideo latent index"]),
         (latent_index([]), ["holds no clip to train on"]),
-        (latent_index([{"id": "a", "caption": "x", "shape": [4, 1, 2, 2]}]), ["num_frames=9", "needs 3 latent frames", "holds clips of 1"]),
+        (
+            latent_index([{"id": "a", "caption": "x", "shape": [4, 1, 2, 2]}]),
+            ["num_frames=9", "needs 3 latent frames", "holds clips of 1"],
+        ),
     ],
 )
 def test_dit_latent_caches_are_checked_before_anything_is_built(index_text, needles, tmp_path, capsys):
@@ -312,8 +328,21 @@ def test_export_of_a_checkpoint_of_another_kind(recorded, run_copy, tmp_path, ca
         del state["kind"]
         (checkpoint / "state.json").write_text(json.dumps(state))
     path = config_file(tmp_path, DIT)
-    assert main(["train", "export", "--config", str(path), "--checkpoint", str(checkpoint),
-                 "--out", str(tmp_path / "export")]) == 2
+    assert (
+        main(
+            [
+                "train",
+                "export",
+                "--config",
+                str(path),
+                "--checkpoint",
+                str(checkpoint),
+                "--out",
+                str(tmp_path / "export"),
+            ]
+        )
+        == 2
+    )
     one_line_error(capsys, "a vae run", "dit config", "export it with the config of the run that wrote it")
     assert not (tmp_path / "export").exists()
 
@@ -321,8 +350,12 @@ def test_export_of_a_checkpoint_of_another_kind(recorded, run_copy, tmp_path, ca
 def test_export_overwrite_replaces_a_folder(fixtures_dir, tokenizer_dir, tmp_path, capsys):
     from tiny_runs import dit_config_file
 
-    settings = {**DIT, "stages": [{**STILLS, "steps": 1}], "checkpoint_every": 1,
-                "extra": {"vae": str(fixtures_dir / "vae"), "transformer": {"max_text_seq_length": 24}}}
+    settings = {
+        **DIT,
+        "stages": [{**STILLS, "steps": 1}],
+        "checkpoint_every": 1,
+        "extra": {"vae": str(fixtures_dir / "vae"), "transformer": {"max_text_seq_length": 24}},
+    }
     path, out = dit_config_file(tmp_path, "dit", settings, tokenizer_dir)
     assert main(["train", "dit", "--config", str(path), "--device", "cpu"]) == 0
     target = tmp_path / "export"

@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+from tiny_runs import dit_config_file, tiny_dit_settings
 
 from kumovideo.distributed.spawn import run_workers
-from tiny_runs import dit_config_file, tiny_dit_settings
 
 pytestmark = [pytest.mark.timeout(240), pytest.mark.usefixtures("one_thread_per_module")]
 
@@ -126,8 +126,15 @@ def test_ulysses_needs_fsdp_and_dit(tmp_path, capsys):
     from kumovideo.cli import main
 
     path = tmp_path / "c.json"
-    path.write_text(json.dumps({"kind": "vae", "output_dir": str(tmp_path / "o"),
-                                "stages": [{"name": "s", "steps": 1, "size": 32, "num_frames": 9}]}))
+    path.write_text(
+        json.dumps(
+            {
+                "kind": "vae",
+                "output_dir": str(tmp_path / "o"),
+                "stages": [{"name": "s", "steps": 1, "size": 32, "num_frames": 9}],
+            }
+        )
+    )
     assert main(["train", "vae", "--config", str(path), "--fsdp"]) == 2
     assert "--fsdp applies to `kumo train dit` only" in capsys.readouterr().err
     assert main(["train", "vae", "--config", str(path), "--ulysses", "2"]) == 2

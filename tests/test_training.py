@@ -23,7 +23,9 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from cli_checks import assert_one_line_error
 from safetensors.torch import load_file
+from tiny_runs import dit_config_file, tiny_dit_settings, write_config
 
 from kumovideo.cli import main
 from kumovideo.training import checkpointing
@@ -33,8 +35,6 @@ from kumovideo.training.loop import stage_lr_schedule
 from kumovideo.training.objectives import diffuse, sample_timesteps
 from kumovideo.training.runtime import setup_runtime
 from kumovideo.training.shapes_batches import shapes_batch
-from tiny_runs import dit_config_file, tiny_dit_settings, write_config
-from cli_checks import assert_one_line_error
 
 pytestmark = pytest.mark.usefixtures("one_thread_per_module")
 
@@ -73,8 +73,18 @@ VAE_CONFIG = {
     "warmup_steps": 1,
     "log_every": 1,
     "checkpoint_every": 4,
-    "stages": [{"name": "clips", "steps": 12, "size": 32, "num_frames": 9, "batch_size": 2,
-                "crop": 16, "crop_frames": 9, "image_prob": 0.25}],
+    "stages": [
+        {
+            "name": "clips",
+            "steps": 12,
+            "size": 32,
+            "num_frames": 9,
+            "batch_size": 2,
+            "crop": 16,
+            "crop_frames": 9,
+            "image_prob": 0.25,
+        }
+    ],
 }
 
 
@@ -149,13 +159,20 @@ def test_vae_stop_and_resume_is_bit_exact(vae_run, tmp_path, capsys):
     assert "resumed from" in capsys.readouterr().out
 
     ref = Path(vae_run.output_dir)
-    assert_same_tensors(tensors_of(ref / "vae/diffusion_pytorch_model.safetensors"),
-                        tensors_of(out / "vae/diffusion_pytorch_model.safetensors"), "exported VAE")
+    assert_same_tensors(
+        tensors_of(ref / "vae/diffusion_pytorch_model.safetensors"),
+        tensors_of(out / "vae/diffusion_pytorch_model.safetensors"),
+        "exported VAE",
+    )
     for name in ("vae.safetensors", "ema.safetensors"):
-        assert_same_tensors(tensors_of(ref / "checkpoints/step-0000012" / name),
-                            tensors_of(out / "checkpoints/step-0000012" / name), name)
-    assert_same_optimizer_state(ref / "checkpoints/step-0000012/optimizer.pt",
-                                out / "checkpoints/step-0000012/optimizer.pt")
+        assert_same_tensors(
+            tensors_of(ref / "checkpoints/step-0000012" / name),
+            tensors_of(out / "checkpoints/step-0000012" / name),
+            name,
+        )
+    assert_same_optimizer_state(
+        ref / "checkpoints/step-0000012/optimizer.pt", out / "checkpoints/step-0000012/optimizer.pt"
+    )
 
 
 # ------------------------------------------------------------------------------- DiT
@@ -180,8 +197,13 @@ def fixed_v_loss(components: dict, batch: dict) -> float:
     tokenizer = components["tokenizer"]
     transformer.eval()
     text_encoder.eval()
-    ids = tokenizer(batch["captions"], padding="max_length", max_length=transformer.config.max_text_seq_length,
-                    truncation=True, return_tensors="pt").input_ids
+    ids = tokenizer(
+        batch["captions"],
+        padding="max_length",
+        max_length=transformer.config.max_text_seq_length,
+        truncation=True,
+        return_tensors="pt",
+    ).input_ids
     alphas = components["scheduler"].alphas_cumprod.float()
     x_t, v = diffuse(batch["latents"], batch["noise"], alphas[batch["t"]])
     v_pred = transformer(x_t, text_encoder(ids)[0], batch["t"], return_dict=False)[0]
@@ -199,8 +221,12 @@ def fixed_dit_batch(vae, num_frames: int, clips: int = 8, sample: bool = True) -
         noise = torch.randn(posterior.mean.shape, generator=g)
         latents = (posterior.mean + (posterior.std * noise if sample else 0)) * vae.config.scaling_factor
     latents = latents.permute(0, 2, 1, 3, 4).contiguous()  # (B, F, C, h, w)
-    return {"latents": latents, "captions": captions, "noise": torch.randn(latents.shape, generator=g),
-            "t": torch.linspace(20, 980, clips).long()}
+    return {
+        "latents": latents,
+        "captions": captions,
+        "noise": torch.randn(latents.shape, generator=g),
+        "t": torch.linspace(20, 980, clips).long(),
+    }
 
 
 def test_dit_steps_reduce_v_loss_on_a_fixed_batch(vae_run, fixtures_dir, tokenizer_dir, tmp_path):
@@ -210,8 +236,12 @@ def test_dit_steps_reduce_v_loss_on_a_fixed_batch(vae_run, fixtures_dir, tokeniz
     from kumovideo.training.train_dit import build_components, train_dit
 
     settings = tiny_dit_settings(fixtures_dir)
-    settings = {**settings, "lr": 3e-3, "checkpoint_every": 100,
-                "extra": {**settings["extra"], "vae": str(Path(vae_run.output_dir) / "vae")}}
+    settings = {
+        **settings,
+        "lr": 3e-3,
+        "checkpoint_every": 100,
+        "extra": {**settings["extra"], "vae": str(Path(vae_run.output_dir) / "vae")},
+    }
     path, out = dit_config_file(tmp_path, "learns", settings, tokenizer_dir)
     config = load_config(path)
     initial = build_components(config)  # same seed: the weights the run starts from
@@ -287,8 +317,10 @@ def fresh_dit_modules(config):
 
     c = build_components(config)
     modules = {"transformer": c["transformer"], "text_encoder": c["text_encoder"]}
-    optimizer = torch.optim.AdamW([{"params": list(c["transformer"].parameters())},
-                                   {"params": list(c["text_encoder"].parameters())}], lr=config.lr)
+    optimizer = torch.optim.AdamW(
+        [{"params": list(c["transformer"].parameters())}, {"params": list(c["text_encoder"].parameters())}],
+        lr=config.lr,
+    )
     return modules, optimizer, stage_lr_schedule(optimizer, config)
 
 
@@ -302,8 +334,13 @@ def test_dit_kill_9_then_resume(dit_run, fixtures_dir, tokenizer_dir, tmp_path):
     path, out = dit_config_file(tmp_path, "killed", settings, tokenizer_dir)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     log = open(tmp_path / "stderr.txt", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "kumovideo.cli", "train", "dit", "--config", str(path),
-                             "--device", "cpu"], cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=log)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "kumovideo.cli", "train", "dit", "--config", str(path), "--device", "cpu"],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=log,
+    )
     folder = out / "checkpoints"
     names: list[str] = []
     try:
@@ -335,7 +372,12 @@ def test_dit_kill_9_then_resume(dit_run, fixtures_dir, tokenizer_dir, tmp_path):
     config = load_config(path)
     for ckpt in listed:
         assert sorted(p.name for p in ckpt.iterdir()) == [
-            "ema.safetensors", "optimizer.pt", "state.json", "text_encoder.safetensors", "transformer.safetensors"]
+            "ema.safetensors",
+            "optimizer.pt",
+            "state.json",
+            "text_encoder.safetensors",
+            "transformer.safetensors",
+        ]
         modules, optimizer, schedule = fresh_dit_modules(config)
         step, ema, state = load_checkpoint(ckpt, modules, optimizer, schedule)
         assert step == int(ckpt.name.split("-")[1]) == state["step"]
@@ -382,8 +424,9 @@ def test_dit_trains_from_a_latent_cache(fixtures_dir, tokenizer_dir, tmp_path):
     from kumovideo.training.train_dit import train_dit
 
     vae = load_vae(fixtures_dir / "vae")
-    index_path = cache_shapes_latents(vae, str(fixtures_dir / "vae"), tmp_path / "cache", num_clips=8, size=32,
-                                      num_frames=9, seed=1000, batch_size=4)
+    index_path = cache_shapes_latents(
+        vae, str(fixtures_dir / "vae"), tmp_path / "cache", num_clips=8, size=32, num_frames=9, seed=1000, batch_size=4
+    )
     index = json.loads(index_path.read_text())
     assert len(index["clips"]) == 8 and all(c["shape"] == [4, 3, 4, 4] for c in index["clips"])
     assert index["vae"]["scaling_factor"] == pytest.approx(vae.config.scaling_factor)
@@ -395,10 +438,14 @@ def test_dit_trains_from_a_latent_cache(fixtures_dir, tokenizer_dir, tmp_path):
     shard = load_file(str(tmp_path / "cache" / index["clips"][5]["shard"]))
     torch.testing.assert_close(shard[f"{index['clips'][5]['id']}/mean"].float(), mean[1], atol=2e-3, rtol=2e-3)
 
-    settings = {**tiny_dit_settings(fixtures_dir), "checkpoint_every": 100, "stages": [
-        {"name": "cached-video", "steps": 3, "num_frames": 9, "batch_size": 2, "latents": str(index_path)},
-        {"name": "cached-images", "steps": 2, "num_frames": 1, "batch_size": 2, "latents": str(index_path)},
-    ]}
+    settings = {
+        **tiny_dit_settings(fixtures_dir),
+        "checkpoint_every": 100,
+        "stages": [
+            {"name": "cached-video", "steps": 3, "num_frames": 9, "batch_size": 2, "latents": str(index_path)},
+            {"name": "cached-images", "steps": 2, "num_frames": 1, "batch_size": 2, "latents": str(index_path)},
+        ],
+    }
     path, out = dit_config_file(tmp_path, "cached", settings, tokenizer_dir)
     metrics = train_dit(load_config(path), setup_runtime("cpu"))
     assert math.isfinite(metrics["loss"])
@@ -419,14 +466,27 @@ def test_holdout_captions_are_never_trained_on_and_stay_unseen_for_eval(fixtures
     from kumovideo.training.train_dit import LatentSource, train_dit, training_captions
 
     vae = load_vae(fixtures_dir / "vae")
-    index_path = cache_shapes_latents(vae, str(fixtures_dir / "vae"), tmp_path / "cache", num_clips=48, size=32,
-                                      num_frames=1, seed=1000, batch_size=16)
+    index_path = cache_shapes_latents(
+        vae,
+        str(fixtures_dir / "vae"),
+        tmp_path / "cache",
+        num_clips=48,
+        size=32,
+        num_frames=1,
+        seed=1000,
+        batch_size=16,
+    )
     cached = [c["caption"] for c in json.loads(index_path.read_text())["clips"]]
     held = {c for c in cached if is_held_out(c)}
     assert held and len(held) < len(set(cached)) / 2  # about 1 in 8: this stream has some
 
     stage = {"name": "cached", "steps": 2, "num_frames": 1, "size": 32, "batch_size": 4, "latents": str(index_path)}
-    settings = {**tiny_dit_settings(fixtures_dir), "holdout_captions": True, "checkpoint_every": 100, "stages": [stage]}
+    settings = {
+        **tiny_dit_settings(fixtures_dir),
+        "holdout_captions": True,
+        "checkpoint_every": 100,
+        "stages": [stage],
+    }
     path, out = dit_config_file(tmp_path, "holdout", settings, tokenizer_dir)
     config = load_config(path)
     source = LatentSource(config, vae, setup_runtime("cpu"))
@@ -444,12 +504,24 @@ def test_holdout_captions_are_never_trained_on_and_stay_unseen_for_eval(fixtures
     # `kumo train export` of the last checkpoint: the same EMA weights and the same caption list.
     assert main(["train", "export", "--config", str(path), "--out", str(tmp_path / "export"), "--threads", "1"]) == 0
     assert set((tmp_path / "export" / "training_captions.txt").read_text().splitlines()) == listed
-    assert_same_tensors(tensors_of(out / "pipeline/transformer/diffusion_pytorch_model.safetensors"),
-                        tensors_of(tmp_path / "export/transformer/diffusion_pytorch_model.safetensors"), "export")
+    assert_same_tensors(
+        tensors_of(out / "pipeline/transformer/diffusion_pytorch_model.safetensors"),
+        tensors_of(tmp_path / "export/transformer/diffusion_pytorch_model.safetensors"),
+        "export",
+    )
 
-    finetune = load_config(write_config(tmp_path / "finetune.json", {
-        **settings, "output_dir": str(tmp_path / "finetune"), "init_from": str(out / "pipeline"),
-        "holdout_captions": False, "stages": [{**stage, "latents": None}]}))
+    finetune = load_config(
+        write_config(
+            tmp_path / "finetune.json",
+            {
+                **settings,
+                "output_dir": str(tmp_path / "finetune"),
+                "init_from": str(out / "pipeline"),
+                "holdout_captions": False,
+                "stages": [{**stage, "latents": None}],
+            },
+        )
+    )
     assert training_captions(finetune) == listed
 
 
@@ -472,9 +544,14 @@ def test_cubic_timesteps_follow_the_report_formula():
 def test_stage_lr_warms_up_then_holds_or_cosine_decays_to_lr_end(tmp_path):
     """Stage 0 holds the run's lr after warm-up; stage 1 decays from its own lr to lr_end on
     a cosine (half-way: the mean of the two); the curve is a function of the step alone."""
-    data = {"kind": "dit", "output_dir": str(tmp_path / "out"), "preset": "kumo-tiny", "lr": 1e-3,
-            "warmup_steps": 4, "stages": [{**GOOD_STAGE, "steps": 10},
-                                          {**GOOD_STAGE, "steps": 11, "lr": 5e-4, "lr_end": 1e-4}]}
+    data = {
+        "kind": "dit",
+        "output_dir": str(tmp_path / "out"),
+        "preset": "kumo-tiny",
+        "lr": 1e-3,
+        "warmup_steps": 4,
+        "stages": [{**GOOD_STAGE, "steps": 10}, {**GOOD_STAGE, "steps": 11, "lr": 5e-4, "lr_end": 1e-4}],
+    }
     config = load_config(write_config(tmp_path / "config.json", data))
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=config.lr)
     schedule = stage_lr_schedule(optimizer, config)
@@ -517,7 +594,11 @@ GOOD_STAGE = {"name": "s", "steps": 1, "size": 32, "num_frames": 9, "batch_size"
         ("dit", {"stages": [{**GOOD_STAGE, "steps": 0}]}, ["stage 0", "steps=0", "an integer >= 1"]),
         ("dit", {"stages": [{**GOOD_STAGE, "timestep_sampling": "logit"}]}, ["timestep_sampling='logit'"]),
         ("dit", {"mixed_precision": "fp16"}, ["mixed_precision='fp16'"]),
-        ("dit", {"stages": [{**GOOD_STAGE, "lr_end": 1.0}]}, ["stage 0", "lr_end=1.0", "between 0 and the stage's lr"]),
+        (
+            "dit",
+            {"stages": [{**GOOD_STAGE, "lr_end": 1.0}]},
+            ["stage 0", "lr_end=1.0", "between 0 and the stage's lr"],
+        ),
         ("dit", {"holdout_captions": True}, ["stage 0", "holdout_captions", "latents"]),
         ("dit", {"kind": "gan"}, ["kind='gan'"]),
         ("vae", {}, ["is a 'dit' config", "kumo train dit"]),
@@ -553,8 +634,9 @@ def test_train_config_file_errors_exit_2_with_one_line(tmp_path, capsys):
     assert main(["train", "dit", "--config", str(listed)]) == 2
     assert_one_line_error(capsys, "must hold a mapping")
 
-    good = write_config(tmp_path / "good.json",
-                        {"kind": "vae", "output_dir": str(tmp_path / "o"), "stages": [GOOD_STAGE]})
+    good = write_config(
+        tmp_path / "good.json", {"kind": "vae", "output_dir": str(tmp_path / "o"), "stages": [GOOD_STAGE]}
+    )
     assert main(["train", "vae", "--config", str(good), "--set", "lr"]) == 2
     assert_one_line_error(capsys, "--set 'lr' is not KEY=VALUE")
     assert main(["train", "vae", "--config", str(good), "--set", "lrate=1e-3"]) == 2
@@ -563,8 +645,10 @@ def test_train_config_file_errors_exit_2_with_one_line(tmp_path, capsys):
     assert_one_line_error(capsys, "--fsdp applies to `kumo train dit` only")
     assert main(["train", "vae", "--config", str(good), "--threads", "0"]) == 2
     assert_one_line_error(capsys, "--threads must be at least 1")
-    assert main(["train", "cache-latents", "--vae", str(tmp_path / "v"), "--out", str(tmp_path / "c"),
-                 "--threads", "0"]) == 2
+    assert (
+        main(["train", "cache-latents", "--vae", str(tmp_path / "v"), "--out", str(tmp_path / "c"), "--threads", "0"])
+        == 2
+    )
     assert_one_line_error(capsys, "--threads must be at least 1")
     assert main(["train", "export", "--config", str(good), "--out", str(tmp_path / "e"), "--threads", "0"]) == 2
     assert_one_line_error(capsys, "--threads must be at least 1")
@@ -576,10 +660,14 @@ def test_train_config_file_errors_exit_2_with_one_line(tmp_path, capsys):
     (tmp_path / "v").mkdir()
     assert main(["train", "cache-latents", "--vae", str(tmp_path / "v"), "--out", str(tmp_path / "c")]) == 2
     assert_one_line_error(capsys, "is not a VAE folder (no config.json)")
-    AutoencoderKLCogVideoX(block_out_channels=(8, 8, 16, 16), latent_channels=4, layers_per_block=1,
-                           norm_num_groups=4, down_block_types=("CogVideoXDownBlock3D",) * 4,
-                           up_block_types=("CogVideoXUpBlock3D",) * 4).save_pretrained(
-        tmp_path / "v", safe_serialization=False)
+    AutoencoderKLCogVideoX(
+        block_out_channels=(8, 8, 16, 16),
+        latent_channels=4,
+        layers_per_block=1,
+        norm_num_groups=4,
+        down_block_types=("CogVideoXDownBlock3D",) * 4,
+        up_block_types=("CogVideoXUpBlock3D",) * 4,
+    ).save_pretrained(tmp_path / "v", safe_serialization=False)
     assert main(["train", "cache-latents", "--vae", str(tmp_path / "v"), "--out", str(tmp_path / "c")]) == 2
     assert_one_line_error(capsys, "has no .safetensors weights")
     assert not (tmp_path / "e").exists()

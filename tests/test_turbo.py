@@ -18,13 +18,13 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file, load_model
+from tiny_runs import write_config
 
 from kumovideo.schedulers import KumoLCMScheduler, kumo_alphas_cumprod
 from kumovideo.schedulers.sampling import renoise_timesteps, sample_renoise, v_to_x0
 from kumovideo.training.config import load_config
 from kumovideo.training.runtime import setup_runtime
 from kumovideo.training.shapes_batches import shapes_batch
-from tiny_runs import write_config
 
 pytestmark = pytest.mark.usefixtures("one_thread_per_module")
 
@@ -40,20 +40,34 @@ def teacher(tmp_path_factory, fixtures_dir) -> Path:
 
     tmp = tmp_path_factory.mktemp("teacher")
     train_t5_tokenizer(shapes_caption_corpus(2000, seed=1000), tmp / "dit" / "tokenizer")
-    path = write_config(tmp / "dit.json", {
-        "kind": "dit", "output_dir": str(tmp / "dit"), "preset": "kumo-tiny", "lr": 1e-3, "warmup_steps": 2,
-        "checkpoint_every": 100,
-        "extra": {"vae": str(fixtures_dir / "vae"), "transformer": {"max_text_seq_length": 24}},
-        "stages": [{"name": "images", "steps": 6, "size": 32, "num_frames": 1, "batch_size": 2}],
-    })
+    path = write_config(
+        tmp / "dit.json",
+        {
+            "kind": "dit",
+            "output_dir": str(tmp / "dit"),
+            "preset": "kumo-tiny",
+            "lr": 1e-3,
+            "warmup_steps": 2,
+            "checkpoint_every": 100,
+            "extra": {"vae": str(fixtures_dir / "vae"), "transformer": {"max_text_seq_length": 24}},
+            "stages": [{"name": "images", "steps": 6, "size": 32, "num_frames": 1, "batch_size": 2}],
+        },
+    )
     train_dit(load_config(path), setup_runtime("cpu"))
     return tmp / "dit" / "pipeline"
 
 
 def turbo_config(tmp: Path, name: str, teacher: Path, **settings):
     data = {
-        "kind": "turbo", "output_dir": str(tmp / name), "teacher": str(teacher), "preset": "kumo-tiny",
-        "lr": 1e-3, "warmup_steps": 2, "log_every": 1, "checkpoint_every": 4, "ladd": False,
+        "kind": "turbo",
+        "output_dir": str(tmp / name),
+        "teacher": str(teacher),
+        "preset": "kumo-tiny",
+        "lr": 1e-3,
+        "warmup_steps": 2,
+        "log_every": 1,
+        "checkpoint_every": 4,
+        "ladd": False,
         "stages": [
             {"name": "images", "steps": 6, "size": 32, "num_frames": 1, "batch_size": 2},
             {"name": "video", "steps": 6, "size": 32, "num_frames": 9, "batch_size": 2, "image_prob": 0.3},
@@ -122,14 +136,20 @@ def fixed_turbo_batch(components: dict, num_frames: int, clips: int = 10) -> dic
         posterior = vae.encode(videos).latent_dist
         noise = torch.randn(posterior.mean.shape, generator=g)
         latents = (posterior.mean + posterior.std * noise) * vae.config.scaling_factor
-        ids = tokenizer(captions, padding="max_length", max_length=max_len, truncation=True,
-                        return_tensors="pt").input_ids
+        ids = tokenizer(
+            captions, padding="max_length", max_length=max_len, truncation=True, return_tensors="pt"
+        ).input_ids
         empty = tokenizer([""], padding="max_length", max_length=max_len, return_tensors="pt").input_ids
         text, empty = text_encoder(ids)[0], text_encoder(empty)[0]
     latents = latents.permute(0, 2, 1, 3, 4).contiguous()
     grid = torch.arange(999, -1, -20)  # the 50-step DDIM grid, 999 ... 19
-    return {"latents": latents.double(), "noise": torch.randn(latents.shape, generator=g).double(),
-            "t": grid[torch.linspace(0, len(grid) - 1, clips).long()], "text": text, "empty": empty}
+    return {
+        "latents": latents.double(),
+        "noise": torch.randn(latents.shape, generator=g).double(),
+        "t": grid[torch.linspace(0, len(grid) - 1, clips).long()],
+        "text": text,
+        "empty": empty,
+    }
 
 
 def test_distillation_reduces_the_consistency_loss_on_a_fixed_batch(turbo_run, teacher):
@@ -163,8 +183,9 @@ def test_distillation_reduces_the_consistency_loss_on_a_fixed_batch(turbo_run, t
     noise = torch.randn(latents.shape, generator=g)
     batch = fixed_turbo_batch(base, 1)
     max_len = teacher_net.config.max_text_seq_length
-    ids = base["tokenizer"](captions, padding="max_length", max_length=max_len, truncation=True,
-                            return_tensors="pt").input_ids
+    ids = base["tokenizer"](
+        captions, padding="max_length", max_length=max_len, truncation=True, return_tensors="pt"
+    ).input_ids
     with torch.no_grad():
         text = base["text_encoder"](ids)[0]
     batch.update(latents=latents.double(), noise=noise.double(), t=torch.arange(999, -1, -20)[idx], text=text)
@@ -208,9 +229,17 @@ def test_export_of_the_last_turbo_checkpoint_is_the_finished_turbo(turbo_run, tm
 
     config, _ = turbo_run
     path = tmp_path / "config.json"
-    path.write_text(json.dumps({"kind": "turbo", "output_dir": config.output_dir, "teacher": config.teacher,
-                                "preset": "kumo-tiny", "stages": [
-                                    {"name": "video", "steps": 12, "size": 32, "num_frames": 9, "batch_size": 2}]}))
+    path.write_text(
+        json.dumps(
+            {
+                "kind": "turbo",
+                "output_dir": config.output_dir,
+                "teacher": config.teacher,
+                "preset": "kumo-tiny",
+                "stages": [{"name": "video", "steps": 12, "size": 32, "num_frames": 9, "batch_size": 2}],
+            }
+        )
+    )
     assert main(["train", "export", "--config", str(path), "--out", str(tmp_path / "export"), "--threads", "1"]) == 0
     part = "transformer/diffusion_pytorch_model.safetensors"
     a = load_file(str(Path(config.output_dir) / "pipeline" / part))
@@ -223,8 +252,14 @@ def test_export_of_the_last_turbo_checkpoint_is_the_finished_turbo(turbo_run, tm
 def test_ladd_step_runs_with_finite_losses(teacher, tmp_path):
     from kumovideo.training.train_turbo import train_turbo
 
-    config = turbo_config(tmp_path, "ladd", teacher, ladd=True, checkpoint_every=1, stages=[
-        {"name": "video", "steps": 2, "size": 32, "num_frames": 9, "batch_size": 2}])
+    config = turbo_config(
+        tmp_path,
+        "ladd",
+        teacher,
+        ladd=True,
+        checkpoint_every=1,
+        stages=[{"name": "video", "steps": 2, "size": 32, "num_frames": 9, "batch_size": 2}],
+    )
     metrics = train_turbo(config, setup_runtime("cpu"), stop_after=1)
     for key in ("loss", "consistency", "d_loss", "g_loss"):
         assert math.isfinite(metrics[key]), (key, metrics)
@@ -248,9 +283,15 @@ def test_exported_turbo_scheduler_keeps_the_teachers_noise_schedule(teacher, tmp
     shifted = tmp_path / "teacher"
     shutil.copytree(teacher, shifted)
     settings = json.loads((shifted / "scheduler/scheduler_config.json").read_text())
-    (shifted / "scheduler/scheduler_config.json").write_text(json.dumps({**settings, "snr_shift_scale": 2.0, "beta_end": 0.02}))
-    config = turbo_config(tmp_path, "shifted", shifted, stages=[
-        {"name": "images", "steps": 1, "size": 32, "num_frames": 1, "batch_size": 1}])
+    (shifted / "scheduler/scheduler_config.json").write_text(
+        json.dumps({**settings, "snr_shift_scale": 2.0, "beta_end": 0.02})
+    )
+    config = turbo_config(
+        tmp_path,
+        "shifted",
+        shifted,
+        stages=[{"name": "images", "steps": 1, "size": 32, "num_frames": 1, "batch_size": 1}],
+    )
     train_turbo(config, setup_runtime("cpu"))
     scheduler = load_pipeline_components(Path(config.output_dir) / "pipeline")["scheduler"]
     assert isinstance(scheduler, KumoLCMScheduler) and scheduler.config.snr_shift_scale == 2.0
@@ -319,8 +360,9 @@ def test_renoise_sampler_with_a_perfect_oracle_returns_the_data(num_steps):
         return a.sqrt() * eps - (1 - a).sqrt() * x0
 
     timesteps = renoise_timesteps(num_steps)
-    out = sample_renoise(oracle, torch.randn(x0.shape, generator=g), timesteps, alphas,
-                         generator=torch.Generator().manual_seed(1))
+    out = sample_renoise(
+        oracle, torch.randn(x0.shape, generator=g), timesteps, alphas, generator=torch.Generator().manual_seed(1)
+    )
     torch.testing.assert_close(out, x0, rtol=1e-5, atol=1e-5)
     assert [t for t, _ in seen] == timesteps.tolist() and seen[0][0] == 999
     # The oracle's v at t = 999 is exactly -x0.

@@ -16,7 +16,9 @@ def test_the_same_frames_write_the_same_mp4(tmp_path):
     rng = np.random.default_rng(3)
     frames = render_clip(sample_clip_spec(rng, size=64, num_frames=17)).astype(np.float32)
     frames = np.clip(frames + rng.normal(0, 12, frames.shape), 0, 255).astype(np.uint8)
-    digests = {hashlib.sha256(write_video(frames, tmp_path / f"clip{i}.mp4").read_bytes()).hexdigest() for i in range(6)}
+    digests = {
+        hashlib.sha256(write_video(frames, tmp_path / f"clip{i}.mp4").read_bytes()).hexdigest() for i in range(6)
+    }
     assert len(digests) == 1
     decoded, fps = read_video(tmp_path / "clip0.mp4")
     assert decoded.shape == frames.shape and fps == 8

@@ -12,8 +12,9 @@ def write_config(path: Path, data: dict) -> Path:
     return path
 
 
-def tiny_dit_settings(fixtures_dir: Path, stage_steps: int = 8, warmup_steps: int = 2,
-                      checkpoint_every: int = 4) -> dict:
+def tiny_dit_settings(
+    fixtures_dir: Path, stage_steps: int = 8, warmup_steps: int = 2, checkpoint_every: int = 4
+) -> dict:
     """A kumo-tiny DiT run around the fixture VAE: an image stage, then a video stage with
     30% stills and cubic timesteps, `stage_steps` each at batch 2 (one clip per rank of 2
     under --fsdp, where batch_size is the global batch)."""
@@ -27,8 +28,15 @@ def tiny_dit_settings(fixtures_dir: Path, stage_steps: int = 8, warmup_steps: in
         "extra": {"vae": str(fixtures_dir / "vae"), "transformer": {"max_text_seq_length": 24}},
         "stages": [
             {"name": "images", "steps": stage_steps, "size": 32, "num_frames": 1, "batch_size": 2},
-            {"name": "video", "steps": stage_steps, "size": 32, "num_frames": 9, "batch_size": 2, "image_prob": 0.3,
-             "timestep_sampling": "cubic"},
+            {
+                "name": "video",
+                "steps": stage_steps,
+                "size": 32,
+                "num_frames": 9,
+                "batch_size": 2,
+                "image_prob": 0.3,
+                "timestep_sampling": "cubic",
+            },
         ],
     }
 

@@ -23,54 +23,112 @@ from kumovideo.utils.paths import check_output_folder
 
 
 def register(sub) -> None:
-    p = sub.add_parser("bench", help="time the denoising step and the clip, with and without fast paths",
-                       description=__doc__, formatter_class=__import__("argparse").RawDescriptionHelpFormatter)
-    p.add_argument("--preset", default="builtin", choices=["builtin", "kumo-2.6b", "kumo-tiny"],
-                   help="builtin: the built-in model at 64x64x17 (random weights of the same architecture if this "
-                        "build has no trained one); kumo-2.6b: the published size at 480x720x41 (GPU)")
+    p = sub.add_parser(
+        "bench",
+        help="time the denoising step and the clip, with and without fast paths",
+        description=__doc__,
+        formatter_class=__import__("argparse").RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--preset",
+        default="builtin",
+        choices=["builtin", "kumo-2.6b", "kumo-tiny"],
+        help="builtin: the built-in model at 64x64x17 (random weights of the same architecture if this "
+        "build has no trained one); kumo-2.6b: the published size at 480x720x41 (GPU)",
+    )
     p.add_argument("--height", type=int, default=None, help="clip height in pixels (default: the preset's)")
     p.add_argument("--width", type=int, default=None, help="clip width in pixels (default: the preset's)")
     p.add_argument("--frames", type=int, default=None, help="clip frames, 8k+1 (default: the preset's)")
-    p.add_argument("--steps", type=int, default=None, help="denoising steps per timed loop and per timed clip (default 20)")
+    p.add_argument(
+        "--steps", type=int, default=None, help="denoising steps per timed loop and per timed clip (default 20)"
+    )
     p.add_argument("--runs", type=int, default=5, help="timed runs per row (default 5)")
-    p.add_argument("--max-time", type=float, default=90.0, metavar="S",
-                   help="start no new timed run after S seconds of timing (never fewer than 3 runs; 0: no limit; "
-                        "default 90)")
+    p.add_argument(
+        "--max-time",
+        type=float,
+        default=90.0,
+        metavar="S",
+        help="start no new timed run after S seconds of timing (never fewer than 3 runs; 0: no limit; default 90)",
+    )
     p.add_argument("--warmup", type=int, default=3, help="untimed transformer calls per row before timing (default 3)")
     p.add_argument("--device", default=None, help="cpu or cuda[:N] (default: cuda if available)")
-    p.add_argument("--dtype", default=None, choices=["fp32", "bf16", "fp16"],
-                   help="dtype of the fast row (default: bf16 with --fast on a GPU or a CPU with native bf16)")
-    p.add_argument("--baseline-dtype", default=None, choices=["fp32", "bf16", "fp16"],
-                   help="dtype of the eager row (default: fp32 on CPU, bf16 on GPU)")
-    p.add_argument("--fast", action="store_true",
-                   help="the recommended fast paths: fused QKV, SDPA on its fastest backend, bf16 where the hardware "
-                        "has it")
+    p.add_argument(
+        "--dtype",
+        default=None,
+        choices=["fp32", "bf16", "fp16"],
+        help="dtype of the fast row (default: bf16 with --fast on a GPU or a CPU with native bf16)",
+    )
+    p.add_argument(
+        "--baseline-dtype",
+        default=None,
+        choices=["fp32", "bf16", "fp16"],
+        help="dtype of the eager row (default: fp32 on CPU, bf16 on GPU)",
+    )
+    p.add_argument(
+        "--fast",
+        action="store_true",
+        help="the recommended fast paths: fused QKV, SDPA on its fastest backend, bf16 where the hardware has it",
+    )
     p.add_argument("--fused-qkv", action="store_true", help="fused QKV projections only (implied by --fast)")
-    p.add_argument("--sdpa-backend", default=None, choices=["auto", "flash", "cudnn", "efficient", "math"],
-                   help="attention backend of the fast row (default with --fast: auto)")
-    p.add_argument("--compile", nargs="?", const="regional", default=None, choices=["regional", "full"],
-                   help="torch.compile the repeated block (regional, default) or the whole transformer (full)")
+    p.add_argument(
+        "--sdpa-backend",
+        default=None,
+        choices=["auto", "flash", "cudnn", "efficient", "math"],
+        help="attention backend of the fast row (default with --fast: auto)",
+    )
+    p.add_argument(
+        "--compile",
+        nargs="?",
+        const="regional",
+        default=None,
+        choices=["regional", "full"],
+        help="torch.compile the repeated block (regional, default) or the whole transformer (full)",
+    )
     p.add_argument("--compile-cache", default=None, help="inductor cache folder (default: $KUMO_CACHE/inductor)")
-    p.add_argument("--fp8", action="store_true", help="FP8 dynamic quantisation of the block linears (torchao; Ada/Hopper)")
-    p.add_argument("--step-cache", type=float, default=None, metavar="T",
-                   help="reuse the blocks' residual when block 0's output changed by less than T (relative L1)")
-    p.add_argument("--threads", default=None,
-                   help="CPU threads of every row: a number or 'auto' (default: auto = the usable cores; 1 thread "
-                        "for a model under 20 GFLOP per step, such as the built-in one, when the 1-minute load "
-                        "average already reaches the core count)")
-    p.add_argument("--baseline-threads", default=None,
-                   help="CPU threads of the eager row: a number, 'auto' or 'default' (torch's default: all cores); "
-                        "default: as --threads")
-    p.add_argument("--offload", default="none", choices=["none", "model", "group", "sequential"],
-                   help="CPU offload of the fast row (CUDA only)")
+    p.add_argument(
+        "--fp8", action="store_true", help="FP8 dynamic quantisation of the block linears (torchao; Ada/Hopper)"
+    )
+    p.add_argument(
+        "--step-cache",
+        type=float,
+        default=None,
+        metavar="T",
+        help="reuse the blocks' residual when block 0's output changed by less than T (relative L1)",
+    )
+    p.add_argument(
+        "--threads",
+        default=None,
+        help="CPU threads of every row: a number or 'auto' (default: auto = the usable cores; 1 thread "
+        "for a model under 20 GFLOP per step, such as the built-in one, when the 1-minute load "
+        "average already reaches the core count)",
+    )
+    p.add_argument(
+        "--baseline-threads",
+        default=None,
+        help="CPU threads of the eager row: a number, 'auto' or 'default' (torch's default: all cores); "
+        "default: as --threads",
+    )
+    p.add_argument(
+        "--offload",
+        default="none",
+        choices=["none", "model", "group", "sequential"],
+        help="CPU offload of the fast row (CUDA only)",
+    )
     p.add_argument("--vae-tiling", action="store_true", help="decode in spatial tiles (fast row)")
     p.add_argument("--vae-slicing", action="store_true", help="decode one video of the batch at a time (fast row)")
-    p.add_argument("--vs", default=None, choices=["cogvideox"],
-                   help="also time diffusers' CogVideoXTransformer3DModel of the same width, depth, heads and tokens")
+    p.add_argument(
+        "--vs",
+        default=None,
+        choices=["cogvideox"],
+        help="also time diffusers' CogVideoXTransformer3DModel of the same width, depth, heads and tokens",
+    )
     p.add_argument("--no-baseline", action="store_true", help="skip the eager row")
     p.add_argument("--no-e2e", action="store_true", help="time the step only, not the end-to-end clip")
-    p.add_argument("--flops-only", action="store_true",
-                   help="print the counted FLOPs, tokens and parameters (meta-device model, no timing, any machine)")
+    p.add_argument(
+        "--flops-only",
+        action="store_true",
+        help="print the counted FLOPs, tokens and parameters (meta-device model, no timing, any machine)",
+    )
     p.add_argument("--json", action="store_true", help="print JSON instead of the table")
     p.set_defaults(func=run)
 
@@ -113,12 +171,32 @@ def run(args) -> int:
         return 0
 
     spec = BenchSpec(
-        preset=args.preset, height=args.height, width=args.width, frames=args.frames, steps=args.steps,
-        runs=args.runs, warmup=args.warmup, device=args.device, dtype=args.dtype, baseline_dtype=args.baseline_dtype,
-        fast=args.fast, fused_qkv=args.fused_qkv, sdpa_backend=args.sdpa_backend, compile=args.compile,
-        fp8=args.fp8, step_cache=args.step_cache, threads=threads, baseline_threads=baseline_threads, offload=args.offload,
-        vae_tiling=args.vae_tiling, vae_slicing=args.vae_slicing, vs=args.vs, baseline=not args.no_baseline,
-        e2e=not args.no_e2e, compile_cache=args.compile_cache, max_time=args.max_time or None,
+        preset=args.preset,
+        height=args.height,
+        width=args.width,
+        frames=args.frames,
+        steps=args.steps,
+        runs=args.runs,
+        warmup=args.warmup,
+        device=args.device,
+        dtype=args.dtype,
+        baseline_dtype=args.baseline_dtype,
+        fast=args.fast,
+        fused_qkv=args.fused_qkv,
+        sdpa_backend=args.sdpa_backend,
+        compile=args.compile,
+        fp8=args.fp8,
+        step_cache=args.step_cache,
+        threads=threads,
+        baseline_threads=baseline_threads,
+        offload=args.offload,
+        vae_tiling=args.vae_tiling,
+        vae_slicing=args.vae_slicing,
+        vs=args.vs,
+        baseline=not args.no_baseline,
+        e2e=not args.no_e2e,
+        compile_cache=args.compile_cache,
+        max_time=args.max_time or None,
     )
     log = (lambda s: None) if args.json else (lambda s: print(f"kumo bench: {s}", file=sys.stderr, flush=True))
     result = run_bench(spec, log=log)

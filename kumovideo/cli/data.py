@@ -29,66 +29,85 @@ def register(sub) -> None:
         "data",
         help="build a training set from a folder of videos (scan, filter, cut, encode)",
         description="Data pipeline: scan videos (cuts, overlays, quality, motion, camera, "
-                    "captions), filter clips, cut them to files, pre-extract VAE latents.",
+        "captions), filter clips, cut them to files, pre-extract VAE latents.",
     )
     actions = parser.add_subparsers(dest="data_command", metavar="ACTION", parser_class=type(parser))
     actions.required = True
 
     def common(p: argparse.ArgumentParser, parallel: bool = False) -> None:
-        p.add_argument("--config", type=Path, default=None,
-                       help="YAML settings (default: built-in, as in configs/data_filter.yaml)")
+        p.add_argument(
+            "--config",
+            type=Path,
+            default=None,
+            help="YAML settings (default: built-in, as in configs/data_filter.yaml)",
+        )
         p.add_argument("--quiet", action="store_true", help="no progress bar")
         if parallel:
-            p.add_argument("--workers", type=int, default=None,
-                           help="local worker processes (default: one per CPU core)")
-            p.add_argument("--ray", metavar="ADDRESS", default=None,
-                           help="run as a Ray Data pipeline on the cluster at ADDRESS "
-                                "('auto', 'ray://host:10001', or 'local' to start one here)")
+            p.add_argument(
+                "--workers", type=int, default=None, help="local worker processes (default: one per CPU core)"
+            )
+            p.add_argument(
+                "--ray",
+                metavar="ADDRESS",
+                default=None,
+                help="run as a Ray Data pipeline on the cluster at ADDRESS "
+                "('auto', 'ray://host:10001', or 'local' to start one here)",
+            )
 
-    scan = actions.add_parser("scan", help="probe and analyse every video under a folder",
-                              description="Probe and analyse every video under IN_DIR into a "
-                                          "JSON Lines manifest (one record per video). Re-running "
-                                          "resumes: recorded files are skipped.")
+    scan = actions.add_parser(
+        "scan",
+        help="probe and analyse every video under a folder",
+        description="Probe and analyse every video under IN_DIR into a "
+        "JSON Lines manifest (one record per video). Re-running "
+        "resumes: recorded files are skipped.",
+    )
     scan.add_argument("in_dir", type=Path, metavar="IN_DIR")
-    scan.add_argument("-o", "--output", type=Path, required=True, metavar="MANIFEST",
-                      help="manifest to write or resume (.jsonl)")
-    scan.add_argument("--retry-errors", action="store_true",
-                      help="analyse again the files recorded as errors")
+    scan.add_argument(
+        "-o", "--output", type=Path, required=True, metavar="MANIFEST", help="manifest to write or resume (.jsonl)"
+    )
+    scan.add_argument("--retry-errors", action="store_true", help="analyse again the files recorded as errors")
     common(scan, parallel=True)
     scan.set_defaults(func=run_scan)
 
-    filt = actions.add_parser("filter", help="keep the clips that pass the thresholds",
-                              description="Apply the thresholds of the config's `filter` section "
-                                          "to a scan manifest; write the kept clips.")
+    filt = actions.add_parser(
+        "filter",
+        help="keep the clips that pass the thresholds",
+        description="Apply the thresholds of the config's `filter` section to a scan manifest; write the kept clips.",
+    )
     filt.add_argument("manifest", type=Path, metavar="MANIFEST")
-    filt.add_argument("-o", "--output", type=Path, required=True, metavar="CLIPS",
-                      help="kept clips (.jsonl)")
-    filt.add_argument("--rejected", type=Path, default=None,
-                      help="also write the rejected clips, each with its reasons")
+    filt.add_argument("-o", "--output", type=Path, required=True, metavar="CLIPS", help="kept clips (.jsonl)")
+    filt.add_argument(
+        "--rejected", type=Path, default=None, help="also write the rejected clips, each with its reasons"
+    )
     common(filt)
     filt.set_defaults(func=run_filter)
 
-    cut = actions.add_parser("cut", help="write the kept clips as video files",
-                             description="Write each kept clip to OUT_DIR/<id>.mp4 (stream copy "
-                                         "where possible, else re-encoded) with <id>.txt caption "
-                                         "and OUT_DIR/clips.jsonl.")
+    cut = actions.add_parser(
+        "cut",
+        help="write the kept clips as video files",
+        description="Write each kept clip to OUT_DIR/<id>.mp4 (stream copy "
+        "where possible, else re-encoded) with <id>.txt caption "
+        "and OUT_DIR/clips.jsonl.",
+    )
     cut.add_argument("clips", type=Path, metavar="CLIPS", help="output of `kumo data filter`")
     cut.add_argument("-o", "--output", type=Path, required=True, metavar="OUT_DIR")
     cut.add_argument("--fps", type=float, default=None, help="target frame rate (default: source)")
-    cut.add_argument("--size", default=None, metavar="WxH",
-                     help="target size, scaled to cover and centre-cropped (default: source)")
+    cut.add_argument(
+        "--size", default=None, metavar="WxH", help="target size, scaled to cover and centre-cropped (default: source)"
+    )
     cut.add_argument("--no-copy", action="store_true", help="always re-encode, never stream copy")
     common(cut, parallel=True)
     cut.set_defaults(func=run_cut)
 
-    enc = actions.add_parser("encode", help="pre-extract VAE latents into safetensors shards",
-                             description="Encode cut clips with the CogVideoX VAE into "
-                                         "OUT_DIR/shard-NNNNN.safetensors + OUT_DIR/index.json, "
-                                         "which `kumo train dit` reads directly.")
-    enc.add_argument("clips", type=Path, metavar="CLIPS",
-                     help="the folder `kumo data cut` wrote (or its clips.jsonl)")
-    enc.add_argument("--vae", type=Path, required=True, metavar="DIR",
-                     help="diffusers AutoencoderKLCogVideoX folder")
+    enc = actions.add_parser(
+        "encode",
+        help="pre-extract VAE latents into safetensors shards",
+        description="Encode cut clips with the CogVideoX VAE into "
+        "OUT_DIR/shard-NNNNN.safetensors + OUT_DIR/index.json, "
+        "which `kumo train dit` reads directly.",
+    )
+    enc.add_argument("clips", type=Path, metavar="CLIPS", help="the folder `kumo data cut` wrote (or its clips.jsonl)")
+    enc.add_argument("--vae", type=Path, required=True, metavar="DIR", help="diffusers AutoencoderKLCogVideoX folder")
     enc.add_argument("-o", "--output", type=Path, required=True, metavar="OUT_DIR")
     enc.add_argument("--frames", type=int, default=None, help="frames per clip, 4k+1 (default 49)")
     enc.add_argument("--size", default=None, metavar="WxH", help="pixel size fed to the VAE")
@@ -108,8 +127,7 @@ def _config(args):
 def _output_file(path: Path) -> Path:
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
-        raise KumoInputError(f"output folder {folder} does not exist; create it first or choose "
-                             "another -o path")
+        raise KumoInputError(f"output folder {folder} does not exist; create it first or choose another -o path")
     if path.is_dir():
         raise KumoInputError(f"-o {path} is a folder; give a file name such as {path / 'out.jsonl'}")
     return path
@@ -121,8 +139,7 @@ def _output_dir(path: Path) -> Path:
         raise KumoInputError(f"-o {path} is a file; give a folder (it is created if missing)")
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
-        raise KumoInputError(f"output folder {parent} does not exist; create it first or choose "
-                             "another -o path")
+        raise KumoInputError(f"output folder {parent} does not exist; create it first or choose another -o path")
     return path
 
 
@@ -134,8 +151,9 @@ def _only_our_files(out_dir: Path, ours, what: str) -> None:
         return
     foreign = sorted(p.name for p in out_dir.iterdir() if not p.name.startswith(".") and not ours(p.name))
     if foreign:
-        raise KumoInputError(f"-o {out_dir} already holds files that are not {what} (e.g. {foreign[0]}); "
-                             "choose a new or empty folder")
+        raise KumoInputError(
+            f"-o {out_dir} already holds files that are not {what} (e.g. {foreign[0]}); choose a new or empty folder"
+        )
 
 
 def _input_file(path: Path, what: str, hint: str) -> Path:
@@ -156,8 +174,10 @@ def _no_overwrite(inputs: dict[str, Path], outputs: dict[str, Path | None]) -> N
     for i, (flag, path) in enumerate(named):
         for other, other_path in list(inputs.items()) + named[:i]:
             if _same_file(path, other_path):
-                raise KumoInputError(f"{flag} {path} is the same file as {other} {other_path}; "
-                                     "writing it would destroy that file: choose another output")
+                raise KumoInputError(
+                    f"{flag} {path} is the same file as {other} {other_path}; "
+                    "writing it would destroy that file: choose another output"
+                )
 
 
 def _size(text: str | None, flag: str) -> tuple[int | None, int | None]:
@@ -186,8 +206,7 @@ def _report_failures(failed: int, total: int, what: str) -> int:
     """A last stderr line when some items failed (listed above). The exit status stays 0:
     unusable inputs are expected in raw footage and recorded, not errors of the command."""
     if failed:
-        print(f"kumo: {failed} of {total} {what} failed (listed above); the others were written",
-              file=sys.stderr)
+        print(f"kumo: {failed} of {total} {what} failed (listed above); the others were written", file=sys.stderr)
     return 0
 
 
@@ -198,8 +217,15 @@ def run_scan(args: argparse.Namespace) -> int:
     cfg = _config(args)
     _output_file(args.output)
     workers = _workers(args)
-    summary = scan_folder(args.in_dir, args.output, cfg.scan, workers=workers,
-                          ray_address=args.ray, retry_errors=args.retry_errors, quiet=args.quiet)
+    summary = scan_folder(
+        args.in_dir,
+        args.output,
+        cfg.scan,
+        workers=workers,
+        ray_address=args.ray,
+        retry_errors=args.retry_errors,
+        quiet=args.quiet,
+    )
     for line in summary.lines():
         print(line)
     print(f"manifest: {args.output}")
@@ -208,8 +234,7 @@ def run_scan(args: argparse.Namespace) -> int:
 
 def run_filter(args: argparse.Namespace) -> int:
     from kumovideo.data.pipeline.filter import filter_records
-    from kumovideo.data.pipeline.manifest import (SCAN_MANIFEST, atomic_write_jsonl, latest_by_path,
-                                                   read_manifest)
+    from kumovideo.data.pipeline.manifest import SCAN_MANIFEST, atomic_write_jsonl, latest_by_path, read_manifest
 
     cfg = _config(args)
     _input_file(args.manifest, "manifest", "run `kumo data scan IN_DIR -o MANIFEST` first")
@@ -219,16 +244,19 @@ def run_filter(args: argparse.Namespace) -> int:
     _no_overwrite({"MANIFEST": args.manifest}, {"-o": args.output, "--rejected": args.rejected})
     records = list(latest_by_path(read_manifest(args.manifest, SCAN_MANIFEST)).values())
     if not records:
-        raise KumoInputError(f"manifest {args.manifest} holds no records; run `kumo data scan "
-                             "IN_DIR -o MANIFEST` first")
+        raise KumoInputError(
+            f"manifest {args.manifest} holds no records; run `kumo data scan IN_DIR -o MANIFEST` first"
+        )
     kept, rejected, reasons = filter_records(records, cfg.filter)
     atomic_write_jsonl(args.output, kept)
     if args.rejected is not None:
         atomic_write_jsonl(args.rejected, rejected)
     videos = sum(1 for r in records if r.get("status") == "ok")
     seconds = sum(e["duration"] for e in kept)
-    print(f"kept {len(kept)} of {len(kept) + len(rejected)} clips from {videos} videos "
-          f"({seconds:.1f} s of video) -> {args.output}")
+    print(
+        f"kept {len(kept)} of {len(kept) + len(rejected)} clips from {videos} videos "
+        f"({seconds:.1f} s of video) -> {args.output}"
+    )
     if reasons:
         print("rejected: " + ", ".join(f"{k} {v}" for k, v in reasons.most_common()))
     return 0
@@ -236,8 +264,7 @@ def run_filter(args: argparse.Namespace) -> int:
 
 def run_cut(args: argparse.Namespace) -> int:
     from kumovideo.data.pipeline.cut import cut_task
-    from kumovideo.data.pipeline.manifest import (CLIP_LIST, CUT_MANIFEST, atomic_write_jsonl,
-                                                   read_manifest)
+    from kumovideo.data.pipeline.manifest import CLIP_LIST, CUT_MANIFEST, atomic_write_jsonl, read_manifest
     from kumovideo.data.pipeline.runner import run_tasks
 
     cfg = _config(args)
@@ -261,22 +288,24 @@ def run_cut(args: argparse.Namespace) -> int:
     # Resume: clips already cut (in the manifest and on disk) are kept as they are. The
     # manifest is rewritten at the end, so it must really be one.
     previous = {e["id"]: e for e in read_manifest(manifest, CUT_MANIFEST)} if manifest.exists() else {}
-    done = {i: e for i, e in previous.items()
-            if e.get("status") == "ok" and (out_dir / e.get("file", "")).is_file()}
+    done = {i: e for i, e in previous.items() if e.get("status") == "ok" and (out_dir / e.get("file", "")).is_file()}
     todo = [e for e in entries if e["id"] not in done]
     out_dir.mkdir(exist_ok=True)
     results = dict(done)
     counts: Counter = Counter()
-    for res in run_tasks(cut_task(cfg.cut, str(out_dir)), todo, workers=workers,
-                         ray_address=args.ray, desc="cut", quiet=args.quiet):
+    for res in run_tasks(
+        cut_task(cfg.cut, str(out_dir)), todo, workers=workers, ray_address=args.ray, desc="cut", quiet=args.quiet
+    ):
         results[res["id"]] = res
         counts[res.get("method") or "error"] += 1
     ordered = [results[e["id"]] for e in entries if e["id"] in results]
     ok = [r for r in ordered if r.get("status") == "ok"]
     atomic_write_jsonl(manifest, ok)
     failed = [r for r in ordered if r.get("status") != "ok"]
-    print(f"cut {len(todo)} clips ({counts['copy']} stream-copied, {counts['encode']} re-encoded, "
-          f"{len(failed)} failed; {len(done)} already done) -> {out_dir}")
+    print(
+        f"cut {len(todo)} clips ({counts['copy']} stream-copied, {counts['encode']} re-encoded, "
+        f"{len(failed)} failed; {len(done)} already done) -> {out_dir}"
+    )
     for r in failed:
         print(f"  failed: {r['id']}: {r.get('error')}")
     return _report_failures(len(failed), len(todo), "clips")
@@ -289,11 +318,9 @@ def run_encode(args: argparse.Namespace) -> int:
 
     cfg = _config(args)
     manifest = args.clips / "clips.jsonl" if args.clips.is_dir() else args.clips
-    _input_file(manifest, "cut manifest", "run `kumo data cut CLIPS -o OUT_DIR` first and pass "
-                "OUT_DIR")
+    _input_file(manifest, "cut manifest", "run `kumo data cut CLIPS -o OUT_DIR` first and pass OUT_DIR")
     if not args.vae.is_dir():
-        raise KumoInputError(f"--vae {args.vae} is not a folder; pass the diffusers "
-                             "AutoencoderKLCogVideoX folder")
+        raise KumoInputError(f"--vae {args.vae} is not a folder; pass the diffusers AutoencoderKLCogVideoX folder")
     if args.frames is not None:
         if args.frames < 1 or (args.frames - 1) % 4:
             raise KumoInputError(f"--frames {args.frames}: the VAE needs 4k+1 frames (17, 33, 49...)")
@@ -310,17 +337,22 @@ def run_encode(args: argparse.Namespace) -> int:
     device = str(resolve_device(args.device))
     out_dir = _output_dir(args.output)
     load_index(out_dir)  # an index.json already there must be ours (a run to resume)
-    _only_our_files(out_dir, lambda name: name == "index.json" or re.fullmatch(r"shard-\d{5}\.safetensors", name),
-                    "latent shards and their index.json")
+    _only_our_files(
+        out_dir,
+        lambda name: name == "index.json" or re.fullmatch(r"shard-\d{5}\.safetensors", name),
+        "latent shards and their index.json",
+    )
     entries = read_manifest(manifest, CUT_MANIFEST)
     vae = load_vae(args.vae, cfg.encode.dtype, device)
     out_dir.mkdir(exist_ok=True)  # created once the VAE has loaded
-    summary = encode_clips(entries, manifest.parent, vae, str(args.vae), out_dir, cfg.encode,
-                           device=device, quiet=args.quiet)
-    print(f"encoded {summary['encoded']} clips ({summary['skipped']} already done, "
-          f"{len(summary['errors'])} failed) into {summary['shards']} shards, "
-          f"{summary['clips']} clips in {out_dir / 'index.json'}")
+    summary = encode_clips(
+        entries, manifest.parent, vae, str(args.vae), out_dir, cfg.encode, device=device, quiet=args.quiet
+    )
+    print(
+        f"encoded {summary['encoded']} clips ({summary['skipped']} already done, "
+        f"{len(summary['errors'])} failed) into {summary['shards']} shards, "
+        f"{summary['clips']} clips in {out_dir / 'index.json'}"
+    )
     for clip_id, err in summary["errors"]:
         print(f"  failed: {clip_id}: {err}", file=sys.stderr)
-    return _report_failures(len(summary["errors"]), summary["encoded"] + len(summary["errors"]),
-                        "clips")
+    return _report_failures(len(summary["errors"]), summary["encoded"] + len(summary["errors"]), "clips")

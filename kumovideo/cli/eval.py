@@ -29,19 +29,31 @@ def register(sub) -> None:
     q = esub.add_parser("shapes", help="ShapesWorld prompt-following match rate")
     q.add_argument("--model", help="pipeline folder (default: the built-in model)")
     q.add_argument("--turbo", action="store_true", help="the Turbo model / consistency sampling")
-    q.add_argument("--sampler", choices=["default", "renoise"], default="default",
-                   help="'renoise': Kandinsky-4-Flash-style few-step re-noising sampler (default 4 steps, guidance 1)")
+    q.add_argument(
+        "--sampler",
+        choices=["default", "renoise"],
+        default="default",
+        help="'renoise': Kandinsky-4-Flash-style few-step re-noising sampler (default 4 steps, guidance 1)",
+    )
     q.add_argument("--n", type=int, default=64, help="number of captions (default 64)")
     q.add_argument("--seed", type=int, default=2024, help="caption and noise seed (default 2024: the test captions)")
-    q.add_argument("--steps", type=int, default=None,
-                   help="denoising steps (default: the model's; 4 with --turbo or --sampler renoise)")
+    q.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help="denoising steps (default: the model's; 4 with --turbo or --sampler renoise)",
+    )
     add_guidance_args(q)
     q.add_argument("--batch-size", type=int, default=8, help="clips generated per pipeline call")
     q.add_argument("--out", default="outputs/eval-shapes", help="folder for contact_sheet.png and results.json")
     q.add_argument("--json", action="store_true", help="print the summary as JSON")
-    q.add_argument("--reference", choices=["render", "vae"], default=None,
-                   help="judge ShapesWorld renders of the captions (render), or the renders through the "
-                        "model's VAE (vae: the ceiling for this VAE), instead of generated clips")
+    q.add_argument(
+        "--reference",
+        choices=["render", "vae"],
+        default=None,
+        help="judge ShapesWorld renders of the captions (render), or the renders through the "
+        "model's VAE (vae: the ceiling for this VAE), instead of generated clips",
+    )
     add_fast_path_args(q)
     q.set_defaults(func=run)
 
@@ -74,7 +86,9 @@ def reference_clips(pipe, captions: list[str], size: int, num_frames: int, seed:
     from kumovideo.data.shapes_world import clip_spec_from_caption, frames_to_tensor, render_clip
 
     rng = np.random.default_rng([seed, 77])
-    video = torch.stack([frames_to_tensor(render_clip(clip_spec_from_caption(c, rng, size, num_frames))) for c in captions])
+    video = torch.stack(
+        [frames_to_tensor(render_clip(clip_spec_from_caption(c, rng, size, num_frames))) for c in captions]
+    )
     if through_vae:  # (B, F, 3, H, W) -> the VAE's (B, 3, F, H, W) and back
         vae = pipe.vae
         with torch.no_grad():
@@ -121,8 +135,15 @@ def run(args) -> int:
             out = reference_clips(pipe, batch, size, frames, args.seed + i, through_vae=args.reference == "vae")
         else:
             out = pipe(
-                batch, num_frames=frames, height=size, width=size, num_inference_steps=steps, guidance_scale=guidance,
-                guidance_rescale=guidance_rescale, generator=generators, output_type="pt",
+                batch,
+                num_frames=frames,
+                height=size,
+                width=size,
+                num_inference_steps=steps,
+                guidance_scale=guidance,
+                guidance_rescale=guidance_rescale,
+                generator=generators,
+                output_type="pt",
                 sampler="scheduler" if args.sampler == "default" else "renoise",
             ).frames
         for text, video in zip(batch, out):
@@ -131,10 +152,23 @@ def run(args) -> int:
             results.append(judge_clip(frames_u8, text))
     elapsed = time.perf_counter() - start
     summary = summarise(results)
-    summary.update({"model": str(folder), "steps": steps, "step_cache": args.step_cache, "fast": args.fast,
-                    "guidance": guidance, "guidance_rescale": guidance_rescale, "sampler": args.sampler, "turbo": turbo,
-                    "seed": args.seed, "reference": args.reference, "seconds": elapsed,
-                    "seconds_per_clip": elapsed / len(captions), "excluded_training_captions": len(exclude)})
+    summary.update(
+        {
+            "model": str(folder),
+            "steps": steps,
+            "step_cache": args.step_cache,
+            "fast": args.fast,
+            "guidance": guidance,
+            "guidance_rescale": guidance_rescale,
+            "sampler": args.sampler,
+            "turbo": turbo,
+            "seed": args.seed,
+            "reference": args.reference,
+            "seconds": elapsed,
+            "seconds_per_clip": elapsed / len(captions),
+            "excluded_training_captions": len(exclude),
+        }
+    )
 
     out_dir.mkdir(parents=True, exist_ok=True)
     sheet = contact_sheet(clips[:16], captions[:16], out_dir / "contact_sheet.png")
@@ -147,8 +181,12 @@ def run(args) -> int:
         print(json.dumps(summary, indent=2, default=float))
         return 0
     pct = lambda v: "  n/a" if v is None else f"{100 * v:5.1f}%"  # noqa: E731
-    what = (f"reference clips ({args.reference})" if args.reference else
-            f"{steps} steps, guidance {guidance} (rescale {guidance_rescale}), sampler {args.sampler}{' (turbo)' if turbo else ''}")
+    what = (
+        f"reference clips ({args.reference})"
+        if args.reference
+        else f"{steps} steps, guidance {guidance} (rescale {guidance_rescale}), "
+        f"sampler {args.sampler}{' (turbo)' if turbo else ''}"
+    )
     print(f"kumo eval shapes: {summary['n']} captions, {what}, {elapsed:.0f} s ({elapsed / len(captions):.2f} s/clip)")
     print(f"  match rate        {pct(summary['match_rate'])}")
     print(f"  one object        {pct(summary['one_object']['match_rate'])}  (n={summary['one_object']['n']})")

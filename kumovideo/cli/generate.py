@@ -18,45 +18,85 @@ def register(sub) -> None:
     p = sub.add_parser("generate", help="generate a clip from a text prompt", description=__doc__)
     p.add_argument("prompt", help="what the clip should show")
     p.add_argument("-o", "--output", required=True, help="output file: .mp4 (H.264), .webm (VP9) or .gif")
-    p.add_argument("--model", help="pipeline folder (original KumoVideo layout or saved by kumovideo); default: the built-in model")
+    p.add_argument(
+        "--model",
+        help="pipeline folder (original KumoVideo layout or saved by kumovideo); default: the built-in model",
+    )
     p.add_argument("--negative-prompt", default=None, help="what the clip should not show (with guidance > 1)")
-    p.add_argument("--steps", type=int, default=None,
-                   help="denoising steps (default: the model's; 4 with --turbo or --sampler renoise)")
+    p.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help="denoising steps (default: the model's; 4 with --turbo or --sampler renoise)",
+    )
     add_guidance_args(p)
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0): same seed, same clip, same file")
-    p.add_argument("--frames", type=int, default=None,
-                   help="number of frames, 8k+1: 9, 17, 25, 33, 41, ... (4x temporal compression to an odd "
-                        "number of latent frames; default: the model's)")
-    p.add_argument("--height", type=int, default=None, help="height in pixels, a multiple of 16 (default: the model's)")
+    p.add_argument(
+        "--frames",
+        type=int,
+        default=None,
+        help="number of frames, 8k+1: 9, 17, 25, 33, 41, ... (4x temporal compression to an odd "
+        "number of latent frames; default: the model's)",
+    )
+    p.add_argument(
+        "--height", type=int, default=None, help="height in pixels, a multiple of 16 (default: the model's)"
+    )
     p.add_argument("--width", type=int, default=None, help="width in pixels, a multiple of 16 (default: the model's)")
-    p.add_argument("--fps", type=int, default=None, help="frame rate of the written clip (default: the model's, else 8)")
+    p.add_argument(
+        "--fps", type=int, default=None, help="frame rate of the written clip (default: the model's, else 8)"
+    )
     p.add_argument("--turbo", action="store_true", help="few-step consistency sampling (KumoVideo-Turbo)")
-    p.add_argument("--sampler", choices=["default", "renoise"], default="default",
-                   help="'renoise': Kandinsky-4-Flash-style few-step re-noising sampler, any model "
-                        "(default 4 steps, guidance 1)")
+    p.add_argument(
+        "--sampler",
+        choices=["default", "renoise"],
+        default="default",
+        help="'renoise': Kandinsky-4-Flash-style few-step re-noising sampler, any model (default 4 steps, guidance 1)",
+    )
     p.add_argument("--cpu-offload", action="store_true", help="keep only the running model on the GPU")
-    p.add_argument("--offload", choices=["none", "model", "group", "sequential"], default="none",
-                   help="memory mode on a GPU: model (= --cpu-offload), group (blocks streamed), sequential (least memory)")
+    p.add_argument(
+        "--offload",
+        choices=["none", "model", "group", "sequential"],
+        default="none",
+        help="memory mode on a GPU: model (= --cpu-offload), group (blocks streamed), sequential (least memory)",
+    )
     add_fast_path_args(p)
     p.add_argument("--vae-tiling", action="store_true", help="decode in spatial tiles (less memory)")
     p.add_argument("--dtype", default="fp32", help="fp32, bf16 or fp16 (default fp32)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:N or mps (default: cuda if available, else cpu)")
-    p.add_argument("--parallel", default=None, metavar="ulysses=U,cfg=C",
-                   help="several processes started by torchrun: Ulysses sequence parallel x guidance parallel "
-                        "(U x C = number of processes; see docs/distributed.md)")
-    p.add_argument("--t5-on", choices=["all", "rank0"], default=None, help="with --parallel: where T5 runs (default all)")
-    p.add_argument("--vae-on", choices=["rank0", "all", "split"], default=None,
-                   help="with --parallel: where the VAE decodes; 'split' deals its tiles over all ranks (default rank0)")
+    p.add_argument(
+        "--parallel",
+        default=None,
+        metavar="ulysses=U,cfg=C",
+        help="several processes started by torchrun: Ulysses sequence parallel x guidance parallel "
+        "(U x C = number of processes; see docs/distributed.md)",
+    )
+    p.add_argument(
+        "--t5-on", choices=["all", "rank0"], default=None, help="with --parallel: where T5 runs (default all)"
+    )
+    p.add_argument(
+        "--vae-on",
+        choices=["rank0", "all", "split"],
+        default=None,
+        help="with --parallel: where the VAE decodes; 'split' deals its tiles over all ranks (default rank0)",
+    )
     p.set_defaults(func=run)
 
 
 def add_fast_path_args(p) -> None:
     """The speed switches (docs/benchmarks.md), shared by generate and eval."""
-    p.add_argument("--fast", action="store_true",
-                   help="fused QKV projections and sensible CPU threads (outputs equal to the plain path)")
+    p.add_argument(
+        "--fast",
+        action="store_true",
+        help="fused QKV projections and sensible CPU threads (outputs equal to the plain path)",
+    )
     p.add_argument("--compile", action="store_true", help="torch.compile the repeated block (regional)")
-    p.add_argument("--step-cache", type=float, default=None, metavar="T",
-                   help="reuse block outputs across steps when block 0 changes by less than T (e.g. 0.05); lossy")
+    p.add_argument(
+        "--step-cache",
+        type=float,
+        default=None,
+        metavar="T",
+        help="reuse block outputs across steps when block 0 changes by less than T (e.g. 0.05); lossy",
+    )
 
 
 def apply_cli_fast_paths(pipe, args) -> None:
@@ -66,8 +106,13 @@ def apply_cli_fast_paths(pipe, args) -> None:
         raise KumoInputError(f"--step-cache must be a positive threshold, got {args.step_cache}")
     from kumovideo.perf.fast_paths import apply_fast_paths
 
-    apply_fast_paths(pipe, fused_qkv=args.fast, compile=args.compile, step_cache=args.step_cache,
-                     threads="auto" if args.fast else None)
+    apply_fast_paths(
+        pipe,
+        fused_qkv=args.fast,
+        compile=args.compile,
+        step_cache=args.step_cache,
+        threads="auto" if args.fast else None,
+    )
 
 
 def check_fits_in_memory(frames: int, height: int, width: int) -> None:
@@ -76,9 +121,11 @@ def check_fits_in_memory(frames: int, height: int, width: int) -> None:
     total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") if hasattr(os, "sysconf") else None
     needed = frames * height * width * 3 * 4
     if total and needed > total:
-        raise KumoInputError(f"a {frames}-frame {height}x{width} clip needs over {needed / 2**30:.0f} GiB "
-                             f"for its decoded frames alone, more than this machine's {total / 2**30:.0f} GiB; "
-                             "ask for fewer frames or a smaller size")
+        raise KumoInputError(
+            f"a {frames}-frame {height}x{width} clip needs over {needed / 2**30:.0f} GiB "
+            f"for its decoded frames alone, more than this machine's {total / 2**30:.0f} GiB; "
+            "ask for fewer frames or a smaller size"
+        )
 
 
 def resolve_device(name: str | None):
@@ -98,10 +145,16 @@ def resolve_dtype(name: str):
 
 def add_guidance_args(p) -> None:
     """--guidance and --guidance-rescale, for `kumo generate` and `kumo eval shapes`."""
-    p.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale; <= 1 turns guidance off")
-    p.add_argument("--guidance-rescale", type=float, default=None,
-                   help="0..1: rescale the guided prediction toward the conditional one's std, against "
-                        "over-saturation at strong guidance (default: the model's, else 0)")
+    p.add_argument(
+        "--guidance", type=float, default=None, help="classifier-free guidance scale; <= 1 turns guidance off"
+    )
+    p.add_argument(
+        "--guidance-rescale",
+        type=float,
+        default=None,
+        help="0..1: rescale the guided prediction toward the conditional one's std, against "
+        "over-saturation at strong guidance (default: the model's, else 0)",
+    )
 
 
 def check_guidance_rescale(args) -> None:
@@ -169,8 +222,10 @@ def run(args) -> int:
             raise KumoInputError("--cpu-offload is --offload model; give one of them")
         args.offload = "model"
     if args.offload != "none" and device.type != "cuda":
-        raise KumoInputError(f"--{'cpu-offload' if args.cpu_offload else 'offload ' + args.offload} needs a CUDA GPU "
-                             "(it moves models between GPU and CPU); drop it on CPU")
+        raise KumoInputError(
+            f"--{'cpu-offload' if args.cpu_offload else 'offload ' + args.offload} needs a CUDA GPU "
+            "(it moves models between GPU and CPU); drop it on CPU"
+        )
     for name in ("steps", "frames", "height", "width", "fps"):
         value = getattr(args, name)
         if value is not None and value < 1:
@@ -199,8 +254,9 @@ def run(args) -> int:
     if ctx is not None:
         from kumovideo.distributed.parallel_pipeline import ParallelKumoPipeline
 
-        runner = ParallelKumoPipeline(pipe, ctx, text_encoder_on=args.t5_on or "all",
-                                      vae_on=args.vae_on or "rank0").to(device)
+        runner = ParallelKumoPipeline(
+            pipe, ctx, text_encoder_on=args.t5_on or "all", vae_on=args.vae_on or "rank0"
+        ).to(device)
     else:
         pipe.to(device)
     apply_cli_fast_paths(pipe, args)  # on the device, before any offload hooks
@@ -217,9 +273,16 @@ def run(args) -> int:
     check_fits_in_memory(frames, height, width)
 
     call = dict(
-        prompt=args.prompt, negative_prompt=args.negative_prompt, num_frames=frames, height=height, width=width,
-        num_inference_steps=steps, guidance_scale=guidance, guidance_rescale=guidance_rescale,
-        generator=torch.Generator(device="cpu").manual_seed(args.seed), output_type="pt",
+        prompt=args.prompt,
+        negative_prompt=args.negative_prompt,
+        num_frames=frames,
+        height=height,
+        width=width,
+        num_inference_steps=steps,
+        guidance_scale=guidance,
+        guidance_rescale=guidance_rescale,
+        generator=torch.Generator(device="cpu").manual_seed(args.seed),
+        output_type="pt",
     )
     if ctx is None or ctx.is_main:
         call["callback_on_step_end"] = announce_decode(frames, height, width)

@@ -44,8 +44,16 @@ def describe(folder: Path) -> dict:
         if config_file.exists():
             config = json.loads(config_file.read_text())
             keys = {
-                "transformer": ("num_layers", "num_attention_heads", "attention_head_dim", "text_embed_dim",
-                                "max_text_seq_length", "sample_frames", "sample_height", "sample_width"),
+                "transformer": (
+                    "num_layers",
+                    "num_attention_heads",
+                    "attention_head_dim",
+                    "text_embed_dim",
+                    "max_text_seq_length",
+                    "sample_frames",
+                    "sample_height",
+                    "sample_width",
+                ),
                 "vae": ("latent_channels", "block_out_channels", "temporal_compression_ratio", "scaling_factor"),
                 "text_encoder": ("d_model", "num_layers", "num_heads", "vocab_size"),
                 "scheduler": ("prediction_type", "snr_shift_scale", "original_inference_steps", "timestep_spacing"),
@@ -78,7 +86,10 @@ def run(args) -> int:
     print(f"{folder}  ({info['pipeline']})")
     print(f"{'component':<14}{'class':<44}{'size':>10}{'params':>12}  dtype")
     for name, c in info["components"].items():
-        print(f"{name:<14}{c['class']:<44}{_human(c['bytes'], 'B'):>10}{_human(c['parameters'], ''):>12}  {','.join(c['dtypes']) or '-'}")
+        print(
+            f"{name:<14}{c['class']:<44}{_human(c['bytes'], 'B'):>10}{_human(c['parameters'], ''):>12}  "
+            f"{','.join(c['dtypes']) or '-'}"
+        )
         for k, v in c.get("config", {}).items():
             print(f"{'':<16}{k} = {v}")
     print(f"{'total':<58}{_human(info['total_bytes'], 'B'):>10}{_human(info['total_parameters'], ''):>12}")

@@ -29,20 +29,36 @@ def register(sub) -> None:
         q.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in output_dir")
         q.add_argument("--output-dir", help="override the config's output_dir")
         q.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
-        q.add_argument("--set", action="append", default=[], metavar="KEY=JSON",
-                       help="override a top-level config key, e.g. --set lr=1e-4")
-        q.add_argument("--fsdp", action="store_true",
-                       help="dit: shard the transformer with FSDP2 (under torchrun, or in one process)")
-        q.add_argument("--ulysses", type=int, default=1, metavar="N",
-                       help="dit --fsdp: Ulysses sequence parallelism over groups of N ranks (N divides the ranks)")
+        q.add_argument(
+            "--set",
+            action="append",
+            default=[],
+            metavar="KEY=JSON",
+            help="override a top-level config key, e.g. --set lr=1e-4",
+        )
+        q.add_argument(
+            "--fsdp",
+            action="store_true",
+            help="dit: shard the transformer with FSDP2 (under torchrun, or in one process)",
+        )
+        q.add_argument(
+            "--ulysses",
+            type=int,
+            default=1,
+            metavar="N",
+            help="dit --fsdp: Ulysses sequence parallelism over groups of N ranks (N divides the ranks)",
+        )
         add_threads_arg(q)
         q.set_defaults(func=run_train, kind=name)
     e = tsub.add_parser("export", help="a pipeline folder from a DiT or Turbo run's checkpoint (EMA weights)")
     e.add_argument("--config", required=True, help="the run's dit or turbo config")
     e.add_argument("--checkpoint", default=None, help="checkpoint folder (default: the newest in output_dir)")
     e.add_argument("--out", required=True, help="pipeline folder to write (a new or empty folder)")
-    e.add_argument("--overwrite", action="store_true",
-                   help="replace --out when it is an existing non-empty folder (its files are deleted)")
+    e.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace --out when it is an existing non-empty folder (its files are deleted)",
+    )
     add_threads_arg(e)
     e.set_defaults(func=run_export)
     c = tsub.add_parser("cache-latents", help="encode ShapesWorld clips with a trained VAE, once")
@@ -59,9 +75,13 @@ def register(sub) -> None:
 
 
 def add_threads_arg(parser) -> None:
-    parser.add_argument("--threads", type=int, default=None,
-                        help="CPU threads for this process (default: torch's). On a CPU shared with other jobs, "
-                             "1 thread per process avoids OpenMP oversubscription, which can slow training 10x or more")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="CPU threads for this process (default: torch's). On a CPU shared with other jobs, "
+        "1 thread per process avoids OpenMP oversubscription, which can slow training 10x or more",
+    )
 
 
 def check_at_least(flag: str, value: int, low: int) -> None:
@@ -128,14 +148,19 @@ def run_train(args) -> int:
 
 
 def run_cache(args) -> int:
+    from kumovideo.cli.generate import resolve_device
     from kumovideo.pipelines.loading import load_vae
     from kumovideo.training.latent_cache import cache_shapes_latents
-    from kumovideo.cli.generate import resolve_device
     from kumovideo.training.preflight import check_vae_folder
     from kumovideo.utils.paths import check_output_folder
 
-    for flag, value, low in (("--num-clips", args.num_clips, 1), ("--batch-size", args.batch_size, 1),
-                             ("--seed", args.seed, 0), ("--size", args.size, 32), ("--frames", args.frames, 1)):
+    for flag, value, low in (
+        ("--num-clips", args.num_clips, 1),
+        ("--batch-size", args.batch_size, 1),
+        ("--seed", args.seed, 0),
+        ("--size", args.size, 32),
+        ("--frames", args.frames, 1),
+    ):
         check_at_least(flag, value, low)
     if (args.frames - 1) % 8 or args.size % 16:
         raise KumoInputError(f"--frames must be 8k+1 and --size a multiple of 16 (got {args.frames}, {args.size})")
@@ -144,8 +169,17 @@ def run_cache(args) -> int:
     check_output_folder(args.out, "--out")
     check_vae_folder(args.vae, "--vae")
     vae = load_vae(args.vae)
-    cache_shapes_latents(vae, args.vae, args.out, args.num_clips, args.size, args.frames, args.seed,
-                         batch_size=args.batch_size, device=args.device)
+    cache_shapes_latents(
+        vae,
+        args.vae,
+        args.out,
+        args.num_clips,
+        args.size,
+        args.frames,
+        args.seed,
+        batch_size=args.batch_size,
+        device=args.device,
+    )
     return 0
 
 

@@ -141,9 +141,7 @@ def check_size(size: int) -> None:
 def check_num_frames(num_frames: int) -> None:
     """Raise KumoInputError unless `num_frames` is 4k+1 (1 is a still image)."""
     if not isinstance(num_frames, (int, np.integer)) or num_frames < 1 or (num_frames - 1) % 4 != 0:
-        raise KumoInputError(
-            f"frame count {num_frames!r} is not allowed; use 4k+1 frames such as 1, 9, 17 or 33"
-        )
+        raise KumoInputError(f"frame count {num_frames!r} is not allowed; use 4k+1 frames such as 1, 9, 17 or 33")
 
 
 def validate_video_shape(size: int, num_frames: int) -> None:
@@ -382,9 +380,7 @@ def parse_caption(text: str) -> dict:
     if match:
         colour1, shape1, motion1, colour2, shape2, motion2, background = match.groups()
         if colour1 == colour2:
-            raise ValueError(
-                f"caption {text!r} names two {colour1} objects; two objects never share a colour"
-            )
+            raise ValueError(f"caption {text!r} names two {colour1} objects; two objects never share a colour")
         objects = [
             {"colour": colour1, "shape": shape1, "size": None, "motion": motion1},
             {"colour": colour2, "shape": shape2, "size": None, "motion": motion2},
@@ -438,9 +434,7 @@ def shape_signed_distance(
     raise ValueError(f"unknown shape {shape!r}; shapes are {', '.join(SHAPES)}")
 
 
-def shape_coverage(
-    shape: str, size: int, cx: np.ndarray, cy: np.ndarray, radius: np.ndarray
-) -> np.ndarray:
+def shape_coverage(shape: str, size: int, cx: np.ndarray, cy: np.ndarray, radius: np.ndarray) -> np.ndarray:
     """Fraction of each pixel covered by the shape, shape (F, size, size), in [0, 1].
 
     cx, cy, radius: per-frame values, shape (F,). Coverage is the signed distance at the

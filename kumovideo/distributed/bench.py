@@ -43,8 +43,14 @@ def build(preset: str):
 def call_kwargs(pipe, steps: int, height: int | None = None, width: int | None = None) -> dict:
     """The preset's default clip (or height x width), with guidance."""
     clip = pipe.resolve_call_defaults(num_frames=None, height=height, width=width)
-    return dict(prompt="a red circle moves left on a black background", negative_prompt="blurry", **clip,
-                num_inference_steps=steps, guidance_scale=6.0, output_type="pt")
+    return dict(
+        prompt="a red circle moves left on a black background",
+        negative_prompt="blurry",
+        **clip,
+        num_inference_steps=steps,
+        guidance_scale=6.0,
+        output_type="pt",
+    )
 
 
 def timed(generate, decode, repeat: int, sync=lambda: None):
@@ -116,16 +122,21 @@ def _worker(rank, world, preset, steps, size, spec, vae_on, repeat, single_threa
             if rank == 0:
                 torch.set_num_threads(threads)
                 times, frames["single"] = timed(
-                    lambda: generate(pipe), lambda z: _postprocess(pipe, pipe.decode_latents(z)), 1)
+                    lambda: generate(pipe), lambda z: _postprocess(pipe, pipe.decode_latents(z)), 1
+                )
                 rows.setdefault(f"1 process, {threads} thread(s)", []).extend(times)
                 torch.set_num_threads(1)
             dist.barrier()
         times, frames["parallel"] = timed(
-            lambda: generate(runner), lambda z: _postprocess(pipe, runner.decode(z)), 1, dist.barrier)
+            lambda: generate(runner), lambda z: _postprocess(pipe, runner.decode(z)), 1, dist.barrier
+        )
         rows.setdefault(f"{world} processes x 1 thread, --parallel {spec}, VAE on {vae_on}", []).extend(times)
     if rank == 0:
         calls = {b: denoiser_call_ms(pipe, b, kwargs["height"], kwargs["width"]) for b in (2, 1)}
-        torch.save({"calls": calls, "rows": rows, "frames": frames, "weights": weights, "kwargs": kwargs}, Path(outdir) / "bench.pt")
+        torch.save(
+            {"calls": calls, "rows": rows, "frames": frames, "weights": weights, "kwargs": kwargs},
+            Path(outdir) / "bench.pt",
+        )
 
 
 def main(argv=None) -> int:
@@ -140,8 +151,11 @@ def main(argv=None) -> int:
     ap.add_argument("--parallel", default="cfg=2")
     ap.add_argument("--vae-on", default="rank0", choices=["rank0", "all", "split"])
     ap.add_argument("--repeat", type=int, default=5)
-    ap.add_argument("--single-threads", default="1",
-                    help="comma-separated intra-op thread counts for the 1-process runs (default 1)")
+    ap.add_argument(
+        "--single-threads",
+        default="1",
+        help="comma-separated intra-op thread counts for the 1-process runs (default 1)",
+    )
     args = ap.parse_args(argv)
     config = parse_parallel(args.parallel)
     world = config.world_size
@@ -149,32 +163,59 @@ def main(argv=None) -> int:
     load_before = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     with tempfile.TemporaryDirectory() as tmp:
         threads = [int(x) for x in args.single_threads.split(",")]
-        run_workers(_worker, world, args.preset, args.steps, (args.height, args.width), str(config), args.vae_on, args.repeat, threads, tmp,
-                    threads=1, start_method="spawn")
+        run_workers(
+            _worker,
+            world,
+            args.preset,
+            args.steps,
+            (args.height, args.width),
+            str(config),
+            args.vae_on,
+            args.repeat,
+            threads,
+            tmp,
+            threads=1,
+            start_method="spawn",
+        )
         result = torch.load(Path(tmp) / "bench.pt")
     rows, kwargs = result["rows"], result["kwargs"]
     diff = (result["frames"]["parallel"] - result["frames"]["single"]).abs().max().item()
 
-    print(f"load average (1, 5, 15 min) before / after: {load_before} / {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
-    print(f"{args.preset} ({result['weights']} weights), {kwargs['num_frames']} frames {kwargs['height']}x{kwargs['width']}, "
-          f"{args.steps} steps, guidance 6, CPU gloo; {args.repeat} interleaved rounds, seconds per generation")
-    print("| run | total s (median) | T5 + denoise s | per step ms | VAE decode s | CPU s of rank 0 | every round, total s |")
+    print(
+        f"load average (1, 5, 15 min) before / after: {load_before} / {', '.join(f'{x:.2f}' for x in os.getloadavg())}"
+    )
+    print(
+        f"{args.preset} ({result['weights']} weights), {kwargs['num_frames']} frames "
+        f"{kwargs['height']}x{kwargs['width']}, "
+        f"{args.steps} steps, guidance 6, CPU gloo; {args.repeat} interleaved rounds, seconds per generation"
+    )
+    print(
+        "| run | total s (median) | T5 + denoise s | per step ms | VAE decode s | CPU s of rank 0 "
+        "| every round, total s |"
+    )
     print("|---|---|---|---|---|---|---|")
     for name, times in rows.items():
-        med = lambda i: statistics.median(t[i] for t in times)  # noqa: E731
-        print(f"| {name} | {med(0):.2f} | {med(1):.2f} | {1000 * med(1) / args.steps:.1f} | {med(2):.2f} | {med(3):.2f} | {', '.join(f'{t[0]:.2f}' for t in times)} |")
+        med = [statistics.median(t[i] for t in times) for i in range(4)]
+        print(
+            f"| {name} | {med[0]:.2f} | {med[1]:.2f} | {1000 * med[1] / args.steps:.1f} | {med[2]:.2f} | {med[3]:.2f} "
+            f"| {', '.join(f'{t[0]:.2f}' for t in times)} |"
+        )
     print(f"max |frames difference| vs 1 process: {diff:.2e}")
     calls = result["calls"]
-    print(f"one transformer call, 1 thread (median of 20): batch 2 {calls[2]:.1f} ms, batch 1 {calls[1]:.1f} ms "
-          f"(ratio {calls[1] / calls[2]:.2f}; the FLOP count halves)")
+    print(
+        f"one transformer call, 1 thread (median of 20): batch 2 {calls[2]:.1f} ms, batch 1 {calls[1]:.1f} ms "
+        f"(ratio {calls[1] / calls[2]:.2f}; the FLOP count halves)"
+    )
     names = list(rows)
     medians = {name: statistics.median(t[0] for t in rows[name]) for name in names}
     parallel = medians[names[-1]]
     print(f"median generation, {world} processes vs 1 process x 1 thread: {medians[names[0]] / parallel:.2f}x")
     best = min(names[:-1], key=medians.get)
     if best != names[0]:
-        print(f"median generation, {world} processes vs the fastest 1-process run ({best}): "
-              f"{medians[best] / parallel:.2f}x")
+        print(
+            f"median generation, {world} processes vs the fastest 1-process run ({best}): "
+            f"{medians[best] / parallel:.2f}x"
+        )
     return 0 if diff < 1e-4 else 1
 
 

@@ -114,7 +114,9 @@ def shard_model(
     elif mixed_precision in MIXED_PRECISION:
         policy = MIXED_PRECISION[mixed_precision]
     else:
-        raise ValueError(f"mixed_precision={mixed_precision!r}; use None, 'fp32', 'bf16', 'fp16' or a MixedPrecisionPolicy")
+        raise ValueError(
+            f"mixed_precision={mixed_precision!r}; use None, 'fp32', 'bf16', 'fp16' or a MixedPrecisionPolicy"
+        )
     kwargs: dict[str, Any] = {"mesh": mesh, "reshard_after_forward": reshard_after_forward}
     if policy is not None:
         kwargs["mp_policy"] = policy

@@ -56,8 +56,11 @@ def prepare_parallel(args, folder: Path, device: torch.device) -> ParallelContex
             height = args.height or tconf["sample_height"] * spatial
             width = args.width or tconf["sample_width"] * spatial
             vconf = {"temporal_compression_ratio": 4, **vconf}
-            check_tokens(config, tconf["num_attention_heads"],
-                         vision_tokens({"patch_size": 2, **tconf}, vconf, frames, height, width))
+            check_tokens(
+                config,
+                tconf["num_attention_heads"],
+                vision_tokens({"patch_size": 2, **tconf}, vconf, frames, height, width),
+            )
     if device.type == "cuda":
         device = default_device()  # cuda:LOCAL_RANK
     return build_mesh(config, device)

@@ -50,7 +50,8 @@ class ParallelConfig:
                 raise KumoInputError(f"--parallel: {key}={value!r} must be a whole number of at least 1")
         if self.cfg > 2:
             raise KumoInputError(
-                f"--parallel: cfg={self.cfg}, but guidance has two branches (negative and positive prompt); use cfg=1 or cfg=2"
+                f"--parallel: cfg={self.cfg}, but guidance has two branches (negative and positive prompt); "
+                "use cfg=1 or cfg=2"
             )
 
     @property

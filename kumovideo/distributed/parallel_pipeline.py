@@ -146,7 +146,9 @@ class ParallelKumoPipeline:
         device: torch.device | str | None = None,
     ):
         if text_encoder_on not in TEXT_ENCODER_PLACEMENTS:
-            raise KumoInputError(f"text_encoder_on={text_encoder_on!r}; use one of {', '.join(TEXT_ENCODER_PLACEMENTS)}")
+            raise KumoInputError(
+                f"text_encoder_on={text_encoder_on!r}; use one of {', '.join(TEXT_ENCODER_PLACEMENTS)}"
+            )
         if vae_on not in VAE_PLACEMENTS:
             raise KumoInputError(f"vae_on={vae_on!r}; use one of {', '.join(VAE_PLACEMENTS)}")
         if isinstance(parallel, ParallelContext):
@@ -172,7 +174,7 @@ class ParallelKumoPipeline:
         vae_on: str = "rank0",
         device: torch.device | str | None = None,
         **kwargs,
-    ) -> "ParallelKumoPipeline":
+    ) -> ParallelKumoPipeline:
         """Check the degrees against the folder's configs, start the process groups, then load."""
         from kumovideo.pipelines import KumoPipeline
         from kumovideo.pipelines.loading import _read_json
@@ -186,7 +188,7 @@ class ParallelKumoPipeline:
         pipe = KumoPipeline.from_pretrained(folder, torch_dtype=torch_dtype, **kwargs)
         return cls(pipe, ctx, text_encoder_on=text_encoder_on, vae_on=vae_on).to(ctx.device)
 
-    def to(self, device: torch.device | str | None = None) -> "ParallelKumoPipeline":
+    def to(self, device: torch.device | str | None = None) -> ParallelKumoPipeline:
         """Put each model where it runs: the transformer everywhere, T5 and the VAE per placement."""
         device = torch.device(device) if device is not None else self.ctx.device
         self.ctx.device = device
@@ -231,9 +233,12 @@ class ParallelKumoPipeline:
 
         if output_type not in ("pil", "np", "pt", "latent"):
             raise KumoInputError(f"output_type={output_type!r}; use 'pil', 'np', 'pt' or 'latent'")
-        size = self.pipe.resolve_call_defaults(height=height, width=width, num_frames=num_frames,
-                                               guidance_scale=guidance_scale)  # None: KumoPipeline's defaults
-        height, width, num_frames, guidance_scale = (size[k] for k in ("height", "width", "num_frames", "guidance_scale"))
+        size = self.pipe.resolve_call_defaults(
+            height=height, width=width, num_frames=num_frames, guidance_scale=guidance_scale
+        )  # None: KumoPipeline's defaults
+        height, width, num_frames, guidance_scale = (
+            size[k] for k in ("height", "width", "num_frames", "guidance_scale")
+        )
         self.validate(height, width, num_frames, guidance_scale)
         pipe, ctx = self.pipe, self.ctx
         swaps = {}
@@ -243,8 +248,14 @@ class ParallelKumoPipeline:
                 swaps["text_encoder"] = Rank0TextEncoder(pipe.text_encoder, ctx, ctx.device)
         with _swapped(pipe, **swaps):
             latents = pipe(
-                prompt, height=height, width=width, num_frames=num_frames, guidance_scale=guidance_scale,
-                output_type="latent", return_dict=False, **kwargs,
+                prompt,
+                height=height,
+                width=width,
+                num_frames=num_frames,
+                guidance_scale=guidance_scale,
+                output_type="latent",
+                return_dict=False,
+                **kwargs,
             )[0]
         if output_type == "latent":
             video = latents
@@ -336,13 +347,22 @@ def split_tiled_decode(vae, z: torch.Tensor, ctx: ParallelContext) -> torch.Tens
     per_rank = math.ceil(len(starts) / world)
     frames = torch.tensor([max([t.shape[2] for t in mine.values()], default=0)], device=z.device)
     dist.all_reduce(frames, op=dist.ReduceOp.MAX)
-    shape = (z.shape[0], vae.config.out_channels, int(frames), vae.tile_latent_min_height * scale,
-             vae.tile_latent_min_width * scale)
-    sized = lambda t: (z.shape[0], vae.config.out_channels, int(frames),  # noqa: E731
-                       min(vae.tile_latent_min_height, height - starts[t][0]) * scale,
-                       min(vae.tile_latent_min_width, width - starts[t][1]) * scale)
+    shape = (
+        z.shape[0],
+        vae.config.out_channels,
+        int(frames),
+        vae.tile_latent_min_height * scale,
+        vae.tile_latent_min_width * scale,
+    )
+
+    def tile_size(t: int) -> tuple[int, int]:
+        return (
+            min(vae.tile_latent_min_height, height - starts[t][0]) * scale,
+            min(vae.tile_latent_min_width, width - starts[t][1]) * scale,
+        )
+
     buffer = torch.zeros((per_rank, *shape), dtype=z.dtype, device=z.device)
-    for slot, (t, tile) in enumerate(sorted(mine.items())):
+    for slot, (_, tile) in enumerate(sorted(mine.items())):
         buffer[slot, :, :, :, : tile.shape[3], : tile.shape[4]] = tile
     gathered = [torch.empty_like(buffer) for _ in range(world)] if rank == 0 else None
     if rank != 0:
@@ -354,12 +374,12 @@ def split_tiled_decode(vae, z: torch.Tensor, ctx: ParallelContext) -> torch.Tens
     tiles = {}
     for t in range(len(starts)):
         src, slot = t % world, t // world
-        h, w = sized(t)[3:]
+        h, w = tile_size(t)
         tiles[t] = gathered[src][slot, :, :, :, :h, :w]
     rows, index = [], 0
-    for i in range(0, height, overlap_height):
+    for _ in range(0, height, overlap_height):
         row = []
-        for j in range(0, width, overlap_width):
+        for _ in range(0, width, overlap_width):
             row.append(tiles[index].clone())
             index += 1
         rows.append(row)

@@ -49,8 +49,15 @@ class StepShape:
     layers: int
 
     @classmethod
-    def from_config(cls, tconf: Any, latent_frames: int, latent_height: int, latent_width: int,
-                    prompts: int = 1, guidance: bool = True) -> "StepShape":
+    def from_config(
+        cls,
+        tconf: Any,
+        latent_frames: int,
+        latent_height: int,
+        latent_width: int,
+        prompts: int = 1,
+        guidance: bool = True,
+    ) -> StepShape:
         get = (lambda k: tconf[k]) if isinstance(tconf, dict) else (lambda k: getattr(tconf, k))
         p = get("patch_size")
         return cls(
@@ -160,8 +167,18 @@ def preset_config(name: str) -> dict:
 DEFAULT_LAYOUTS = [(1, 1), (1, 2), (1, 3), (1, 4), (1, 6), (1, 8), (2, 1), (2, 2), (2, 3), (2, 4)]  # (cfg, ulysses)
 
 
-def table(tconf: dict, frames: int, height: int, width: int, step_time: float | None, bandwidth_gbs: float,
-          elem: int, layouts=DEFAULT_LAYOUTS, vae_spatial: int = 8, vae_temporal: int = 4) -> tuple[StepShape, list[dict]]:
+def table(
+    tconf: dict,
+    frames: int,
+    height: int,
+    width: int,
+    step_time: float | None,
+    bandwidth_gbs: float,
+    elem: int,
+    layouts=DEFAULT_LAYOUTS,
+    vae_spatial: int = 8,
+    vae_temporal: int = 4,
+) -> tuple[StepShape, list[dict]]:
     lf, lh, lw = (frames - 1) // vae_temporal + 1, height // vae_spatial, width // vae_spatial
     shape = StepShape.from_config(tconf, lf, lh, lw)
     single = total(flops_per_rank(shape))
@@ -170,8 +187,9 @@ def table(tconf: dict, frames: int, height: int, width: int, step_time: float | 
         fl = total(flops_per_rank(shape, u, cfg))
         comm = comm_bytes_per_rank(shape, u, cfg, elem)
         supported = shape.heads % u == 0 and shape.vision_len % u == 0
-        row = dict(cfg=cfg, ulysses=u, gpus=cfg * u, flops=fl, fraction=fl / single, comm=total(comm),
-                   supported=supported)
+        row = dict(
+            cfg=cfg, ulysses=u, gpus=cfg * u, flops=fl, fraction=fl / single, comm=total(comm), supported=supported
+        )
         if step_time is not None:
             row["predicted_s"] = step_time * fl / single + total(comm) / (bandwidth_gbs * 1e9)
             row["speedup"] = step_time / row["predicted_s"]
@@ -188,10 +206,15 @@ def format_table(shape: StepShape, rows: list[dict]) -> str:
         sep += "---|---|"
     lines = [head, sep]
     for r in rows:
-        why = "yes" if r["supported"] else (
-            f"no: {shape.heads} heads" if shape.heads % r["ulysses"] else f"no: {shape.vision_len} tokens")
-        line = (f"| {r['cfg']} | {r['ulysses']} | {r['gpus']} | {why} | {format_si(r['flops'], '')} | "
-                f"{r['fraction']:.3f} | {format_si(r['comm'], 'B', 'GMk')} |")
+        why = (
+            "yes"
+            if r["supported"]
+            else (f"no: {shape.heads} heads" if shape.heads % r["ulysses"] else f"no: {shape.vision_len} tokens")
+        )
+        line = (
+            f"| {r['cfg']} | {r['ulysses']} | {r['gpus']} | {why} | {format_si(r['flops'], '')} | "
+            f"{r['fraction']:.3f} | {format_si(r['comm'], 'B', 'GMk')} |"
+        )
         if has_time:
             line += f" {r['predicted_s']:.3f} | {r['speedup']:.2f}x |"
         lines.append(line)
@@ -204,16 +227,34 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--frames", type=int, default=41)
     ap.add_argument("--height", type=int, default=480)
     ap.add_argument("--width", type=int, default=720)
-    ap.add_argument("--step-time", type=float, default=None,
-                    help="measured seconds for one guided denoising step on one GPU (enables the prediction)")
-    ap.add_argument("--bandwidth", type=float, default=150.0,
-                    help="achieved all-to-all / all-gather bandwidth per GPU in GB/s (assumption)")
+    ap.add_argument(
+        "--step-time",
+        type=float,
+        default=None,
+        help="measured seconds for one guided denoising step on one GPU (enables the prediction)",
+    )
+    ap.add_argument(
+        "--bandwidth",
+        type=float,
+        default=150.0,
+        help="achieved all-to-all / all-gather bandwidth per GPU in GB/s (assumption)",
+    )
     ap.add_argument("--dtype-bytes", type=int, default=2, help="bytes per activation element (2 for bf16)")
-    ap.add_argument("--assume-mfu", type=float, default=None,
-                    help="no measured step time: assume this fraction of --peak-tflops is achieved (labelled as assumed)")
-    ap.add_argument("--peak-tflops", type=float, default=989.0, help="accelerator peak for --assume-mfu (H100 SXM bf16 dense: 989)")
-    ap.add_argument("--detail", default=None, metavar="ulysses=U,cfg=C", help="print the FLOPs and bytes of one layout by part")
-    ap.add_argument("--check", action="store_true", help="check the FLOP formula against torch's counter (meta device)")
+    ap.add_argument(
+        "--assume-mfu",
+        type=float,
+        default=None,
+        help="no measured step time: assume this fraction of --peak-tflops is achieved (labelled as assumed)",
+    )
+    ap.add_argument(
+        "--peak-tflops", type=float, default=989.0, help="accelerator peak for --assume-mfu (H100 SXM bf16 dense: 989)"
+    )
+    ap.add_argument(
+        "--detail", default=None, metavar="ulysses=U,cfg=C", help="print the FLOPs and bytes of one layout by part"
+    )
+    ap.add_argument(
+        "--check", action="store_true", help="check the FLOP formula against torch's counter (meta device)"
+    )
     args = ap.parse_args(argv)
 
     tconf = preset_config(args.preset)
@@ -222,14 +263,18 @@ def main(argv: list[str] | None = None) -> int:
     if step_time is None and args.assume_mfu:
         single = total(flops_per_rank(StepShape.from_config(tconf, lf, lh, lw)))
         step_time = single / (args.assume_mfu * args.peak_tflops * 1e12)
-        print(f"ASSUMED single-GPU step time (not measured): {single / 1e12:.2f} TFLOP at {args.assume_mfu:.0%} of "
-              f"{args.peak_tflops:.0f} TFLOP/s = {step_time:.3f} s")
+        print(
+            f"ASSUMED single-GPU step time (not measured): {single / 1e12:.2f} TFLOP at {args.assume_mfu:.0%} of "
+            f"{args.peak_tflops:.0f} TFLOP/s = {step_time:.3f} s"
+        )
     elif step_time is not None:
         print(f"measured single-device step time: {step_time:.4f} s")
     shape, rows = table(tconf, args.frames, args.height, args.width, step_time, args.bandwidth, args.dtype_bytes)
-    print(f"{args.preset} at {args.height}x{args.width}x{args.frames}: {shape.layers} layers, D={shape.dim}, "
-          f"{shape.heads} heads, L={shape.text_len} text + N={shape.vision_len} vision tokens, "
-          f"batch {shape.batch} (guidance), {args.dtype_bytes}-byte activations")
+    print(
+        f"{args.preset} at {args.height}x{args.width}x{args.frames}: {shape.layers} layers, D={shape.dim}, "
+        f"{shape.heads} heads, L={shape.text_len} text + N={shape.vision_len} vision tokens, "
+        f"batch {shape.batch} (guidance), {args.dtype_bytes}-byte activations"
+    )
     print(f"one guided step on one process: {format_si(total(flops_per_rank(shape)), 'FLOP')}")
     if args.check:
         lf, lh, lw = (args.frames - 1) // 4 + 1, args.height // 8, args.width // 8
@@ -241,8 +286,10 @@ def main(argv: list[str] | None = None) -> int:
             return 1
     print(format_table(shape, rows))
     if step_time is not None:
-        print(f"predicted s/step = T1 x (FLOPs per rank / FLOPs on 1) + bytes sent / {args.bandwidth:.0f} GB/s "
-              f"(no compute/communication overlap); rows marked 'no' are what the layout would cost if it ran")
+        print(
+            f"predicted s/step = T1 x (FLOPs per rank / FLOPs on 1) + bytes sent / {args.bandwidth:.0f} GB/s "
+            f"(no compute/communication overlap); rows marked 'no' are what the layout would cost if it ran"
+        )
     if args.detail:
         from kumovideo.distributed.mesh import parse_parallel
 
@@ -255,8 +302,10 @@ def main(argv: list[str] | None = None) -> int:
         if layout.ulysses > 1:
             u, b = layout.ulysses, shape.batch / layout.cfg
             kv = shape.layers * args.dtype_bytes * 2 * b * shape.vision_len / u * shape.dim * (u - 1)
-            print(f"  (text->vision cross-attention by all-gathering the vision K/V instead of the log-sum-exp "
-                  f"merge would send {format_si(kv, 'B', 'GMk')})")
+            print(
+                f"  (text->vision cross-attention by all-gathering the vision K/V instead of the log-sum-exp "
+                f"merge would send {format_si(kv, 'B', 'GMk')})"
+            )
     return 0
 
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Callable
 from datetime import timedelta
-from typing import Callable
 
 import torch
 import torch.distributed as dist
@@ -25,7 +25,11 @@ def free_port() -> int:
 
 def _entry(rank: int, fn: Callable, world_size: int, port: int, backend: str, threads: int, args: tuple) -> None:
     os.environ.update(
-        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank),
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        RANK=str(rank),
+        WORLD_SIZE=str(world_size),
+        LOCAL_RANK=str(rank),
         LOCAL_WORLD_SIZE=str(world_size),
     )
     if threads:
@@ -47,6 +51,9 @@ def run_workers(
     faster to start; fine for CPU/gloo work). Default: $KUMO_SPAWN_METHOD or 'spawn'."""
     start_method = start_method or os.environ.get("KUMO_SPAWN_METHOD", "spawn")
     mp.start_processes(
-        _entry, args=(fn, world_size, free_port(), backend, threads, args), nprocs=world_size, join=True,
+        _entry,
+        args=(fn, world_size, free_port(), backend, threads, args),
+        nprocs=world_size,
+        join=True,
         start_method=start_method,
     )

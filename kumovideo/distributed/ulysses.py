@@ -35,7 +35,7 @@ import contextlib
 import os
 import time
 from collections import defaultdict
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 import torch.distributed as dist

@@ -15,7 +15,7 @@ default); sequence-parallel inference swaps it for an all-to-all version.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F

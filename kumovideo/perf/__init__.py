@@ -15,7 +15,17 @@ from kumovideo.perf.flops import FlopCount, cogvideox_flops, count_model_flops, 
 from kumovideo.perf.step_cache import FirstBlockCache
 
 __all__ = [
-    "FastPathReport", "FirstBlockCache", "FlopCount", "apply_fast_paths", "apply_memory_mode",
-    "cogvideox_flops", "compile_transformer", "count_model_flops", "fuse_qkv", "madit_flops",
-    "set_sdpa_backend", "set_threads", "unfuse_qkv",
+    "FastPathReport",
+    "FirstBlockCache",
+    "FlopCount",
+    "apply_fast_paths",
+    "apply_memory_mode",
+    "cogvideox_flops",
+    "compile_transformer",
+    "count_model_flops",
+    "fuse_qkv",
+    "madit_flops",
+    "set_sdpa_backend",
+    "set_threads",
+    "unfuse_qkv",
 ]

@@ -31,14 +31,21 @@ import os
 import platform
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import SimpleNamespace
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.nn as nn
 
-from kumovideo.perf.fast_paths import DTYPE_NAMES, apply_fast_paths, apply_memory_mode, cpu_supports_bf16, resolve_dtype
+from kumovideo.perf.fast_paths import (
+    DTYPE_NAMES,
+    apply_fast_paths,
+    apply_memory_mode,
+    cpu_supports_bf16,
+    resolve_dtype,
+)
 from kumovideo.perf.flops import FlopCount, format_si, gpu_peak_tflops, latent_shape, transformer_flops
 from kumovideo.utils.errors import KumoInputError
 
@@ -147,8 +154,13 @@ def build_subject(preset: str, device: torch.device, dtype: torch.dtype):
             vae = AutoencoderKLCogVideoX()  # the CogVideoX VAE: 16 latent channels, 8x / 4x
         nn.Module.to(vae, dtype=dtype)
         text = RandomTextEncoder(transformer.config.text_embed_dim).to(device)
-        pipe = KumoPipeline(tokenizer=ByT5Tokenizer(), text_encoder=text, vae=vae, transformer=transformer,
-                            scheduler=KumoDDIMScheduler())
+        pipe = KumoPipeline(
+            tokenizer=ByT5Tokenizer(),
+            text_encoder=text,
+            vae=vae,
+            transformer=transformer,
+            scheduler=KumoDDIMScheduler(),
+        )
         return pipe, "random weights; T5-XXL replaced by fixed random prompt states (not timed in the step)", {}
     raise KumoInputError(f"unknown preset {preset!r}; use one of {', '.join(PRESETS)}")
 
@@ -160,19 +172,28 @@ def build_peer(config: Any, frames: int, device: torch.device, dtype: torch.dtyp
     torch.manual_seed(0)
     with torch.device(device):
         peer = CogVideoXTransformer3DModel(
-            num_attention_heads=config.num_attention_heads, attention_head_dim=config.attention_head_dim,
-            num_layers=config.num_layers, in_channels=config.in_channels, out_channels=config.out_channels,
-            time_embed_dim=config.time_embed_dim, text_embed_dim=config.text_embed_dim,
-            max_text_seq_length=config.max_text_seq_length, sample_height=config.sample_height,
-            sample_width=config.sample_width, sample_frames=frames, patch_size=config.patch_size,
-            temporal_compression_ratio=config.temporal_compression_ratio, attention_bias=True,
+            num_attention_heads=config.num_attention_heads,
+            attention_head_dim=config.attention_head_dim,
+            num_layers=config.num_layers,
+            in_channels=config.in_channels,
+            out_channels=config.out_channels,
+            time_embed_dim=config.time_embed_dim,
+            text_embed_dim=config.text_embed_dim,
+            max_text_seq_length=config.max_text_seq_length,
+            sample_height=config.sample_height,
+            sample_width=config.sample_width,
+            sample_frames=frames,
+            patch_size=config.patch_size,
+            temporal_compression_ratio=config.temporal_compression_ratio,
+            attention_bias=True,
         )
     nn.Module.to(peer, dtype=dtype)
     return peer.eval()
 
 
-def flops_only(preset: str, height: int | None = None, width: int | None = None, frames: int | None = None,
-               guidance: bool = True) -> dict:
+def flops_only(
+    preset: str, height: int | None = None, width: int | None = None, frames: int | None = None, guidance: bool = True
+) -> dict:
     """FLOPs, tokens and parameters of a preset from a meta-device model (allocates nothing)."""
     from kumovideo.models.transformer_kumo import madit_from_preset
     from kumovideo.pipelines.pipeline_kumo import check_clip_shape
@@ -192,10 +213,19 @@ def flops_only(preset: str, height: int | None = None, width: int | None = None,
     from kumovideo.models.transformer_kumo import count_parameters
 
     return {
-        "preset": preset, "height": height, "width": width, "frames": frames, "latent": [f, h, w],
-        "batch": batch, "params": count_parameters(model), "flops_per_step": count.total,
-        "flops_parts": count.parts, "vision_tokens": count.vision_tokens, "text_tokens": count.text_tokens,
-        "tokens": count.tokens, "peer_cogvideox_flops_per_step": peer.total,
+        "preset": preset,
+        "height": height,
+        "width": width,
+        "frames": frames,
+        "latent": [f, h, w],
+        "batch": batch,
+        "params": count_parameters(model),
+        "flops_per_step": count.total,
+        "flops_parts": count.parts,
+        "vision_tokens": count.vision_tokens,
+        "text_tokens": count.text_tokens,
+        "tokens": count.tokens,
+        "peer_cogvideox_flops_per_step": peer.total,
     }
 
 
@@ -221,9 +251,14 @@ def summarise(samples: list[float]) -> dict:
     if not samples:
         return {}
     med = statistics.median(samples)
-    return {"median": med, "min": min(samples), "max": max(samples),
-            "stdev": statistics.stdev(samples) if len(samples) > 1 else 0.0,
-            "spread_pct": 100 * (max(samples) - min(samples)) / med if med else 0.0, "samples": samples}
+    return {
+        "median": med,
+        "min": min(samples),
+        "max": max(samples),
+        "stdev": statistics.stdev(samples) if len(samples) > 1 else 0.0,
+        "spread_pct": 100 * (max(samples) - min(samples)) / med if med else 0.0,
+        "samples": samples,
+    }
 
 
 @dataclass
@@ -246,7 +281,9 @@ class Row:
     cache_stats: dict | None = None
 
 
-def _denoise_loop(row: Row, latents: torch.Tensor, embeds: torch.Tensor, scheduler, steps: int, device) -> torch.Tensor:
+def _denoise_loop(
+    row: Row, latents: torch.Tensor, embeds: torch.Tensor, scheduler, steps: int, device
+) -> torch.Tensor:
     """One sampling loop of `steps` guided steps on the row's transformer (no T5, no VAE)."""
     scheduler.set_timesteps(steps, device=device)
     x = latents.to(device=device, dtype=row.dtype)
@@ -254,8 +291,9 @@ def _denoise_loop(row: Row, latents: torch.Tensor, embeds: torch.Tensor, schedul
     with torch.no_grad():
         for t in scheduler.timesteps:
             model_input = scheduler.scale_model_input(torch.cat([x, x]), t)
-            v = row.model(hidden_states=model_input, encoder_hidden_states=embeds, timestep=t.expand(2),
-                          return_dict=False)[0].float()
+            v = row.model(
+                hidden_states=model_input, encoder_hidden_states=embeds, timestep=t.expand(2), return_dict=False
+            )[0].float()
             v_uncond, v_text = v.chunk(2)
             v = v_uncond + GUIDANCE * (v_text - v_uncond)
             x = scheduler.step(v, t, x, return_dict=False)[0].to(row.dtype)
@@ -273,7 +311,9 @@ def _warm_up(row: Row, latents, embeds, scheduler, warmup: int, device) -> None:
             t = scheduler.timesteps[min(i, len(scheduler.timesteps) - 1)]
             _sync(device)
             start = time.perf_counter()
-            row.model(hidden_states=torch.cat([x, x]), encoder_hidden_states=emb, timestep=t.expand(2), return_dict=False)
+            row.model(
+                hidden_states=torch.cat([x, x]), encoder_hidden_states=emb, timestep=t.expand(2), return_dict=False
+            )
             _sync(device)
             if row.first_call_s is None:
                 row.first_call_s = time.perf_counter() - start
@@ -294,8 +334,12 @@ def _move(row: Row, device: torch.device) -> None:
 
 
 def machine_info(device: torch.device) -> dict:
-    info = {"platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
-            "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
+    info = {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+    }
     try:
         import diffusers
 
@@ -336,7 +380,7 @@ def _rel_diff(a: torch.Tensor | None, b: torch.Tensor | None) -> float | None:
 
 def run_bench(spec: BenchSpec, log: Callable[[str], None] = lambda s: None) -> dict:
     """Build, warm up and time the rows of `spec`; returns the results as a dict."""
-    from kumovideo.cli.generate import resolve_device
+    from kumovideo.utils.devices import resolve_device
 
     if spec.preset not in PRESETS:
         raise KumoInputError(f"unknown preset {spec.preset!r}; use one of {', '.join(PRESETS)}")
@@ -344,7 +388,7 @@ def run_bench(spec: BenchSpec, log: Callable[[str], None] = lambda s: None) -> d
         raise KumoInputError("--runs must be >= 1 and --warmup >= 0")
     if spec.vs not in (None, "cogvideox"):
         raise KumoInputError(f"--vs {spec.vs!r}: the only peer is 'cogvideox'")
-    device = resolve_device(spec.device)
+    device = resolve_device(spec.device, cpu="--device cpu")
     if spec.preset == "kumo-2.6b" and device.type != "cuda":
         raise KumoInputError(
             "--preset kumo-2.6b runs 2.6B-parameter steps (~215 TFLOP each with guidance), minutes each on a CPU: "
@@ -362,9 +406,20 @@ def run_bench(spec: BenchSpec, log: Callable[[str], None] = lambda s: None) -> d
     fast_dtype = fast_dtype or base_dtype
     if fast_dtype == torch.float16 and device.type == "cpu":
         raise KumoInputError("fp16 on a CPU is emulated and slow; use --dtype bf16 (or fp32)")
-    want_fast = any([spec.fused_qkv, spec.sdpa_backend, spec.compile, spec.fp8, spec.step_cache is not None,
-                     base_threads_spec != threads_spec, spec.offload != "none", spec.vae_tiling, spec.vae_slicing,
-                     fast_dtype != base_dtype])
+    want_fast = any(
+        [
+            spec.fused_qkv,
+            spec.sdpa_backend,
+            spec.compile,
+            spec.fp8,
+            spec.step_cache is not None,
+            base_threads_spec != threads_spec,
+            spec.offload != "none",
+            spec.vae_tiling,
+            spec.vae_slicing,
+            fast_dtype != base_dtype,
+        ]
+    )
     if spec.fp8:
         from kumovideo.perf.fast_paths import fp8_supported
 
@@ -375,7 +430,9 @@ def run_bench(spec: BenchSpec, log: Callable[[str], None] = lambda s: None) -> d
         raise KumoInputError("--no-baseline with no fast path leaves nothing to time")
 
     if spec.offload != "none" and device.type != "cuda":
-        raise KumoInputError(f"--offload {spec.offload} moves models between a CUDA GPU and the CPU; it needs --device cuda")
+        raise KumoInputError(
+            f"--offload {spec.offload} moves models between a CUDA GPU and the CPU; it needs --device cuda"
+        )
     default_threads = torch.get_num_threads()
     # (No progress line before the inputs are checked: a bad input gives one line only.)
     pipe, weights, defaults = build_subject(spec.preset, device, base_dtype)
@@ -413,13 +470,27 @@ def run_bench(spec: BenchSpec, log: Callable[[str], None] = lambda s: None) -> d
 
     if spec.baseline:
         base_pipe = copy.deepcopy(pipe) if want_fast else pipe
-        rows.append(Row("eager", base_pipe.transformer.eval(), base_pipe.transformer.dtype,
-                        resolve_threads(base_threads_spec), pipe=base_pipe, flops=madit_flops))
+        rows.append(
+            Row(
+                "eager",
+                base_pipe.transformer.eval(),
+                base_pipe.transformer.dtype,
+                resolve_threads(base_threads_spec),
+                pipe=base_pipe,
+                flops=madit_flops,
+            )
+        )
     if want_fast:
         fpipe = pipe
         report = apply_fast_paths(
-            fpipe, fused_qkv=spec.fused_qkv, compile=spec.compile or False, dtype=fast_dtype, fp8=spec.fp8,
-            step_cache=spec.step_cache, sdpa_backend=spec.sdpa_backend, threads=None,
+            fpipe,
+            fused_qkv=spec.fused_qkv,
+            compile=spec.compile or False,
+            dtype=fast_dtype,
+            fp8=spec.fp8,
+            step_cache=spec.step_cache,
+            sdpa_backend=spec.sdpa_backend,
+            threads=None,
             compile_cache=spec.compile_cache,
         )
         threads = resolve_threads(threads_spec)
@@ -427,21 +498,41 @@ def run_bench(spec: BenchSpec, log: Callable[[str], None] = lambda s: None) -> d
             report.applied["threads"] = threads
         offloaded = spec.offload != "none"
         apply_memory_mode(fpipe, spec.offload, spec.vae_tiling, spec.vae_slicing, device)
-        for key, on in (("offload", spec.offload if offloaded else None), ("vae_tiling", spec.vae_tiling),
-                        ("vae_slicing", spec.vae_slicing)):
+        for key, on in (
+            ("offload", spec.offload if offloaded else None),
+            ("vae_tiling", spec.vae_tiling),
+            ("vae_slicing", spec.vae_slicing),
+        ):
             if on:
                 report.applied[key] = on
-        row = Row("fast", fpipe.transformer.eval(), fast_dtype, threads, pipe=fpipe, flops=madit_flops,
-                  fast=dict(report.applied), notes=list(report.notes), step_cache=report.step_cache,
-                  offloaded=offloaded)
+        row = Row(
+            "fast",
+            fpipe.transformer.eval(),
+            fast_dtype,
+            threads,
+            pipe=fpipe,
+            flops=madit_flops,
+            fast=dict(report.applied),
+            notes=list(report.notes),
+            step_cache=report.step_cache,
+            offloaded=offloaded,
+        )
         rows.append(row)
     if spec.vs == "cogvideox":
         last = rows[-1]
         peer = build_peer(cfg, frames, device, last.dtype)
         pf = transformer_flops(peer.config, lf, lh, lw, batch=2, cross_attention=False)
         pf.params = count_parameters(peer)
-        rows.append(Row("cogvideox", peer, last.dtype, last.threads, flops=pf,
-                        notes=["diffusers CogVideoXTransformer3DModel, eager, same width/depth/heads/tokens"]))
+        rows.append(
+            Row(
+                "cogvideox",
+                peer,
+                last.dtype,
+                last.threads,
+                flops=pf,
+                notes=["diffusers CogVideoXTransformer3DModel, eager, same width/depth/heads/tokens"],
+            )
+        )
 
     info = machine_info(device)  # before timing: the load average is the other processes'
     interleave = device.type == "cpu"
@@ -468,9 +559,17 @@ def run_bench(spec: BenchSpec, log: Callable[[str], None] = lambda s: None) -> d
         torch.set_num_threads(row.threads)
         _sync(device)
         start = time.perf_counter()
-        row.pipe(PROMPT, negative_prompt=NEGATIVE, height=height, width=width, num_frames=frames,
-                 num_inference_steps=n_steps, guidance_scale=GUIDANCE, generator=torch.Generator().manual_seed(0),
-                 output_type="pt")
+        row.pipe(
+            PROMPT,
+            negative_prompt=NEGATIVE,
+            height=height,
+            width=width,
+            num_frames=frames,
+            num_inference_steps=n_steps,
+            guidance_scale=GUIDANCE,
+            generator=torch.Generator().manual_seed(0),
+            output_type="pt",
+        )
         _sync(device)
         if record:
             row.e2e_s.append(time.perf_counter() - start)
@@ -533,31 +632,51 @@ def run_bench(spec: BenchSpec, log: Callable[[str], None] = lambda s: None) -> d
         achieved = row.flops.total / st["median"] / 1e12
         peer_tflops = peer.flops.total / statistics.median(peer.step_s) / 1e12 if peer is not None else None
         entry = {
-            "row": row.name, "dtype": DTYPE_NAMES.get(row.dtype, str(row.dtype)), "threads": row.threads,
-            "fast_paths": row.fast, "step_s": st, "e2e_s": summarise(row.e2e_s) if row.e2e_s else None,
+            "row": row.name,
+            "dtype": DTYPE_NAMES.get(row.dtype, str(row.dtype)),
+            "threads": row.threads,
+            "fast_paths": row.fast,
+            "step_s": st,
+            "e2e_s": summarise(row.e2e_s) if row.e2e_s else None,
             "peak_memory_bytes": row.peak_bytes,
             "peak_memory_kind": "cuda_max_allocated" if device.type == "cuda" else "process_rss",
-            "flops_per_step": row.flops.total, "params": row.flops.params,
+            "flops_per_step": row.flops.total,
+            "params": row.flops.params,
             "achieved_tflops": achieved,
             "mfu_bf16_peak": achieved / peak_tflops if peak_tflops else None,
             "speedup_vs_eager": (statistics.median(base.step_s) / st["median"]) if base is not None else None,
             "speedup_vs_peer_flop_scaled": achieved / peer_tflops if peer_tflops and row is not peer else None,
             "first_call_s": row.first_call_s,
             "final_latents_rel_diff_vs_eager": _rel_diff(row.final_latents, base.final_latents)
-            if base is not None and row is not base and row.name != "cogvideox" else None,
+            if base is not None and row is not base and row.name != "cogvideox"
+            else None,
             "notes": row.notes,
         }
         if row.cache_stats is not None:
             entry["step_cache"] = row.cache_stats
         results.append(entry)
     return {
-        "preset": spec.preset, "weights": weights, "device": str(device), "machine": info,
+        "preset": spec.preset,
+        "weights": weights,
+        "device": str(device),
+        "machine": info,
         "shape": {"height": height, "width": width, "frames": frames, "latent": [lf, lh, lw]},
-        "tokens": {"vision": madit_flops.vision_tokens, "text": madit_flops.text_tokens,
-                   "joint": madit_flops.tokens, "batch": 2},
-        "steps": steps, "runs": min(len(r.step_s) for r in rows), "runs_asked": spec.runs, "warmup": spec.warmup, "guidance_scale": GUIDANCE,
-        "flops_per_step": madit_flops.total, "flops_parts": madit_flops.parts, "params": madit_flops.params,
-        "interleaved": interleave, "rows": results,
+        "tokens": {
+            "vision": madit_flops.vision_tokens,
+            "text": madit_flops.text_tokens,
+            "joint": madit_flops.tokens,
+            "batch": 2,
+        },
+        "steps": steps,
+        "runs": min(len(r.step_s) for r in rows),
+        "runs_asked": spec.runs,
+        "warmup": spec.warmup,
+        "guidance_scale": GUIDANCE,
+        "flops_per_step": madit_flops.total,
+        "flops_parts": madit_flops.parts,
+        "params": madit_flops.params,
+        "interleaved": interleave,
+        "rows": results,
     }
 
 
@@ -593,15 +712,21 @@ def format_table(result: dict) -> str:
     ]
     where = m.get("gpu") or f"{m['cpu']}, {m['cpu_cores']} cores"
     load = f", load average {m['load_average'][0]}" if "load_average" in m else ""
-    lines.append(f"device {result['device']} ({where}{load}); torch {m['torch']}; {m['date']}; "
-                 f"{result['runs']} runs after {result['warmup']} warm-up steps, median [min-max]"
-                 + (f" (of {result['runs_asked']} asked: time budget)" if result["runs"] < result["runs_asked"] else "")
-                 + ("; rows interleaved" if result["interleaved"] else ""))
-    header = (f"{'row':<10}{'dtype':<6}{'thr':>4}  {'s/step':<26}{'end-to-end s':<22}{'peak mem':>10}"
-              f"{'TFLOP/s':>9}{'MFU':>7}{'vs eager':>9}{'vs peer':>9}{'Δ latents':>11}")
+    lines.append(
+        f"device {result['device']} ({where}{load}); torch {m['torch']}; {m['date']}; "
+        f"{result['runs']} runs after {result['warmup']} warm-up steps, median [min-max]"
+        + (f" (of {result['runs_asked']} asked: time budget)" if result["runs"] < result["runs_asked"] else "")
+        + ("; rows interleaved" if result["interleaved"] else "")
+    )
+    header = (
+        f"{'row':<10}{'dtype':<6}{'thr':>4}  {'s/step':<26}{'end-to-end s':<22}{'peak mem':>10}"
+        f"{'TFLOP/s':>9}{'MFU':>7}{'vs eager':>9}{'vs peer':>9}{'Δ latents':>11}"
+    )
     if "load_average" in m and m["load_average"][0] > m["cpu_cores"]:
-        lines.append(f"warning: this machine is loaded (load average {m['load_average'][0]} on {m['cpu_cores']} cores): "
-                     "other processes share the cores, multi-threaded rows suffer most")
+        lines.append(
+            f"warning: this machine is loaded (load average {m['load_average'][0]} on {m['cpu_cores']} cores): "
+            "other processes share the cores, multi-threaded rows suffer most"
+        )
     lines += [header, "-" * len(header)]
     for r in result["rows"]:
         mfu = f"{100 * r['mfu_bf16_peak']:.1f}%" if r["mfu_bf16_peak"] is not None else "-"
@@ -616,7 +741,9 @@ def format_table(result: dict) -> str:
     for r in result["rows"]:
         extra = []
         if r["fast_paths"]:
-            extra.append("fast paths: " + ", ".join(k if v is True else f"{k}={v}" for k, v in r["fast_paths"].items()))
+            extra.append(
+                "fast paths: " + ", ".join(k if v is True else f"{k}={v}" for k, v in r["fast_paths"].items())
+            )
         if r["first_call_s"] is not None and "compile" in r["fast_paths"]:
             extra.append(f"first call (compile) {r['first_call_s']:.1f} s")
         if "step_cache" in r:
@@ -625,8 +752,11 @@ def format_table(result: dict) -> str:
         extra += r["notes"]
         if extra:
             lines.append(f"  {r['row']}: " + "; ".join(extra))
-    mem = ("CUDA max allocated" if result["device"].startswith("cuda")
-           else "process peak RSS up to that row's last run (all rows' models resident)")
+    mem = (
+        "CUDA max allocated"
+        if result["device"].startswith("cuda")
+        else "process peak RSS up to that row's last run (all rows' models resident)"
+    )
     notes = [f"peak mem: {mem}", "TFLOP/s: counted FLOPs / median s/step"]
     if any(r["mfu_bf16_peak"] is not None for r in result["rows"]):
         notes.append(f"MFU against the dense bf16 peak, {m.get('gpu_peak_bf16_tflops')} TFLOP/s")
@@ -640,12 +770,15 @@ def format_flops_only(info: dict) -> str:
     lines = [
         f"kumo bench --flops-only: {info['preset']} at {info['height']}x{info['width']}x{info['frames']} "
         f"(latent {'x'.join(map(str, info['latent']))})",
-        f"parameters        {info['params'] / 1e9:.3f} B" if info["params"] >= 1e9 else
-        f"parameters        {info['params'] / 1e6:.2f} M",
+        f"parameters        {info['params'] / 1e9:.3f} B"
+        if info["params"] >= 1e9
+        else f"parameters        {info['params'] / 1e6:.2f} M",
         f"tokens per sample {info['vision_tokens']} vision + {info['text_tokens']} text = {info['tokens']}",
         f"FLOPs per step    {format_si(info['flops_per_step'], 'FLOP')} (batch {info['batch']}: guidance)",
     ]
     for k, v in info["flops_parts"].items():
         lines.append(f"  {k:<15} {format_si(v, 'FLOP'):>14}  {100 * v / info['flops_per_step']:5.1f}%")
-    lines.append(f"CogVideoX peer    {format_si(info['peer_cogvideox_flops_per_step'], 'FLOP')} per step (no cross-attentions)")
+    lines.append(
+        f"CogVideoX peer    {format_si(info['peer_cogvideox_flops_per_step'], 'FLOP')} per step (no cross-attentions)"
+    )
     return "\n".join(lines)

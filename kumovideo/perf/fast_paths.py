@@ -45,8 +45,14 @@ import torch.nn.functional as F
 
 from kumovideo.utils.errors import KumoInputError
 
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16,
-          "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DTYPES = {
+    "fp32": torch.float32,
+    "bf16": torch.bfloat16,
+    "fp16": torch.float16,
+    "float32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "float16": torch.float16,
+}
 DTYPE_NAMES = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
 
 
@@ -121,8 +127,10 @@ def _fuse_attention(attn) -> bool:
     setattr(attn, fused_name, fused)
     setattr(attn, _FUSED, (fused_name, names, sizes))
     attn.fused_projections = True
-    hooks = [attn.register_state_dict_post_hook(_fused_state_dict_hook),
-             attn.register_load_state_dict_pre_hook(_fused_load_pre_hook)]
+    hooks = [
+        attn.register_state_dict_post_hook(_fused_state_dict_hook),
+        attn.register_load_state_dict_pre_hook(_fused_load_pre_hook),
+    ]
     attn._kumo_fused_hooks = hooks
     return True
 
@@ -176,8 +184,14 @@ class SDPAttention:
         if backend != "auto":
             from torch.nn.attention import SDPBackend
 
-            self._backends = [{"flash": SDPBackend.FLASH_ATTENTION, "cudnn": SDPBackend.CUDNN_ATTENTION,
-                               "efficient": SDPBackend.EFFICIENT_ATTENTION, "math": SDPBackend.MATH}[backend]]
+            self._backends = [
+                {
+                    "flash": SDPBackend.FLASH_ATTENTION,
+                    "cudnn": SDPBackend.CUDNN_ATTENTION,
+                    "efficient": SDPBackend.EFFICIENT_ATTENTION,
+                    "math": SDPBackend.MATH,
+                }[backend]
+            ]
 
     def __call__(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
         if self.backend == "auto":
@@ -230,8 +244,9 @@ def compile_cache_dir(path: str | os.PathLike | None = None) -> Path:
     return folder
 
 
-def compile_transformer(target: Any, mode: str = "regional", cache_dir: str | os.PathLike | None = None,
-                        compile_mode: str | None = None) -> Path:
+def compile_transformer(
+    target: Any, mode: str = "regional", cache_dir: str | os.PathLike | None = None, compile_mode: str | None = None
+) -> Path:
     """torch.compile the transformer: "regional" compiles the block (one graph, reused by
     every block: compile time of one block), "full" the whole forward. Returns the cache
     folder. Compilation itself happens at the first call."""
@@ -438,8 +453,13 @@ def apply_fast_paths(
 OFFLOAD_MODES = ("none", "model", "group", "sequential")
 
 
-def apply_memory_mode(pipe, offload: str = "none", vae_tiling: bool = False, vae_slicing: bool = False,
-                      device: torch.device | str | None = None) -> None:
+def apply_memory_mode(
+    pipe,
+    offload: str = "none",
+    vae_tiling: bool = False,
+    vae_slicing: bool = False,
+    device: torch.device | str | None = None,
+) -> None:
     """Memory switches for a KumoPipeline.
 
     * offload "model": each model (T5, transformer, VAE) on the GPU only while it runs;
@@ -453,7 +473,9 @@ def apply_memory_mode(pipe, offload: str = "none", vae_tiling: bool = False, vae
     device = torch.device(device) if device is not None else None
     if offload != "none":
         if device is None or device.type != "cuda":
-            raise KumoInputError(f"--offload {offload} moves models between a CUDA GPU and the CPU; it needs --device cuda")
+            raise KumoInputError(
+                f"--offload {offload} moves models between a CUDA GPU and the CPU; it needs --device cuda"
+            )
         pipe.to("cpu")  # the hooks bring each part to the GPU when it runs
         if offload == "model":
             pipe.enable_model_cpu_offload(device=device)
@@ -461,14 +483,22 @@ def apply_memory_mode(pipe, offload: str = "none", vae_tiling: bool = False, vae
             pipe.enable_sequential_cpu_offload(device=device)
         else:
             pipe.transformer.enable_group_offload(
-                onload_device=device, offload_device=torch.device("cpu"), offload_type="block_level",
-                num_blocks_per_group=1, use_stream=True,
+                onload_device=device,
+                offload_device=torch.device("cpu"),
+                offload_type="block_level",
+                num_blocks_per_group=1,
+                use_stream=True,
             )
             from diffusers.hooks import apply_group_offloading
 
             for module in (pipe.text_encoder, pipe.vae):
-                apply_group_offloading(module, onload_device=device, offload_device=torch.device("cpu"),
-                                       offload_type="leaf_level", use_stream=True)
+                apply_group_offloading(
+                    module,
+                    onload_device=device,
+                    offload_device=torch.device("cpu"),
+                    offload_type="leaf_level",
+                    use_stream=True,
+                )
     if vae_tiling:
         pipe.enable_vae_tiling()
     if vae_slicing:

@@ -27,8 +27,9 @@ peer): the same blocks less the two cross-attentions.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 
 @dataclass
@@ -143,7 +144,9 @@ def madit_flops(config: Any, latent_frames: int, latent_height: int, latent_widt
     return transformer_flops(config, latent_frames, latent_height, latent_width, batch, cross_attention=True)
 
 
-def cogvideox_flops(config: Any, latent_frames: int, latent_height: int, latent_width: int, batch: int = 1) -> FlopCount:
+def cogvideox_flops(
+    config: Any, latent_frames: int, latent_height: int, latent_width: int, batch: int = 1
+) -> FlopCount:
     return transformer_flops(config, latent_frames, latent_height, latent_width, batch, cross_attention=False)
 
 

@@ -50,12 +50,16 @@ class FirstBlockCache:
         return self.hits + self.misses
 
     def stats(self) -> dict:
-        return {"threshold": self.threshold, "hits": self.hits, "misses": self.misses,
-                "hit_rate": self.hits / self.calls if self.calls else 0.0}
+        return {
+            "threshold": self.threshold,
+            "hits": self.hits,
+            "misses": self.misses,
+            "hit_rate": self.hits / self.calls if self.calls else 0.0,
+        }
 
     # ---------------------------------------------------------------- attach / detach
 
-    def attach(self, transformer) -> "FirstBlockCache":
+    def attach(self, transformer) -> FirstBlockCache:
         if self.transformer is not None:
             raise RuntimeError("this step cache is already attached to a transformer")
         if "run_blocks" in vars(transformer):

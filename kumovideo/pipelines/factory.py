@@ -15,18 +15,26 @@ from diffusers import AutoencoderKLCogVideoX
 from transformers import ByT5Tokenizer, T5Config, T5EncoderModel
 
 from kumovideo.models.transformer_kumo import MADIT_PRESETS, KumoTransformer3DModel
-from kumovideo.perf.cpu_conv import route_conv3d_to_onednn
+from kumovideo.models.cpu_conv import route_conv3d_to_onednn
 from kumovideo.schedulers import KumoDDIMScheduler
 
 VAE_PRESETS: dict[str, dict[str, Any]] = {
     # 8x spatial (3 downsamples), 4x temporal (first two blocks compress time).
     "kumo-builtin": dict(
-        block_out_channels=(16, 32, 64, 64), latent_channels=8, layers_per_block=1, norm_num_groups=8,
-        sample_height=64, sample_width=64,
+        block_out_channels=(16, 32, 64, 64),
+        latent_channels=8,
+        layers_per_block=1,
+        norm_num_groups=8,
+        sample_height=64,
+        sample_width=64,
     ),
     "kumo-tiny": dict(
-        block_out_channels=(8, 8, 16, 16), latent_channels=4, layers_per_block=1, norm_num_groups=4,
-        sample_height=48, sample_width=64,
+        block_out_channels=(8, 8, 16, 16),
+        latent_channels=4,
+        layers_per_block=1,
+        norm_num_groups=4,
+        sample_height=48,
+        sample_width=64,
     ),
 }
 
@@ -77,8 +85,12 @@ def build_pipeline(preset: str = "kumo-builtin", seed: int = 0):
     tokenizer, text_encoder = build_text_encoder(preset)
     vae = build_vae(preset)
     transformer = KumoTransformer3DModel(
-        **{**MADIT_PRESETS[preset], "text_embed_dim": text_encoder.config.d_model,
-           "in_channels": vae.config.latent_channels, "out_channels": vae.config.latent_channels}
+        **{
+            **MADIT_PRESETS[preset],
+            "text_embed_dim": text_encoder.config.d_model,
+            "in_channels": vae.config.latent_channels,
+            "out_channels": vae.config.latent_channels,
+        }
     )
     return KumoPipeline(
         tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, transformer=transformer, scheduler=KumoDDIMScheduler()

@@ -62,7 +62,9 @@ def _read_json(path: Path) -> dict[str, Any]:
         with open(path) as f:
             return json.load(f)
     except json.JSONDecodeError as exc:
-        raise KumoInputError(f"{path} is not valid JSON ({exc.msg} at line {exc.lineno}); re-save the checkpoint") from None
+        raise KumoInputError(
+            f"{path} is not valid JSON ({exc.msg} at line {exc.lineno}); re-save the checkpoint"
+        ) from None
 
 
 def resolve_class(library: str, class_name: str):
@@ -77,7 +79,9 @@ def resolve_class(library: str, class_name: str):
         module = importlib.import_module(library)
         return getattr(module, class_name)
     except (ImportError, AttributeError):
-        raise KumoInputError(f"component class {library}.{class_name} is not available; is the package installed?") from None
+        raise KumoInputError(
+            f"component class {library}.{class_name} is not available; is the package installed?"
+        ) from None
 
 
 def _check_weights(folder: Path, name: str) -> None:
@@ -105,7 +109,9 @@ def _check_weights(folder: Path, name: str) -> None:
 
     for file in files:
         if not file.exists():
-            raise KumoInputError(f"checkpoint folder {folder} is missing {name}/{file.name} (listed in the shard index)")
+            raise KumoInputError(
+                f"checkpoint folder {folder} is missing {name}/{file.name} (listed in the shard index)"
+            )
         try:
             with safe_open(str(file), framework="pt") as f:
                 keys = list(f.keys())
@@ -124,7 +130,9 @@ def check_safetensors_complete(file: Path) -> None:
     truncated = f"{file} is truncated; re-download or re-save it"
     size = file.stat().st_size
     with open(file, "rb") as fh:
-        header_size = int.from_bytes(fh.read(8), "little")  # the format: 8 bytes of header length, a JSON header, the data
+        header_size = int.from_bytes(
+            fh.read(8), "little"
+        )  # the format: 8 bytes of header length, a JSON header, the data
         if 8 + header_size > size:
             raise KumoInputError(truncated)
         header = fh.read(header_size)
@@ -141,12 +149,16 @@ def check_checkpoint_folder(folder: str | os.PathLike) -> dict[str, Any]:
     """Validate a pipeline folder before loading anything. Returns its model_index."""
     folder = Path(folder)
     if not folder.exists():
-        raise KumoInputError(f"checkpoint folder {folder} does not exist; pass --model with a KumoVideo pipeline folder")
+        raise KumoInputError(
+            f"checkpoint folder {folder} does not exist; pass --model with a KumoVideo pipeline folder"
+        )
     if not folder.is_dir():
         raise KumoInputError(f"{folder} is not a folder; pass a KumoVideo pipeline folder (with model_index.json)")
     index_path = folder / "model_index.json"
     if not index_path.exists():
-        raise KumoInputError(f"checkpoint folder {folder} is missing model_index.json; is it a KumoVideo pipeline folder?")
+        raise KumoInputError(
+            f"checkpoint folder {folder} is missing model_index.json; is it a KumoVideo pipeline folder?"
+        )
     index = _read_json(index_path)
     for name in COMPONENTS:
         if name not in index or index[name] is None or index[name][0] is None:
@@ -161,17 +173,19 @@ def check_checkpoint_folder(folder: str | os.PathLike) -> dict[str, Any]:
         vocab = _TOKENIZER_VOCAB.get(index[name][1]) if name == "tokenizer" else None
         if vocab and not any((folder / name / v).exists() for v in vocab):
             # T5Tokenizer without its vocabulary loads "fine" and maps every word to <unk>.
-            raise KumoInputError(f"checkpoint folder {folder} is missing tokenizer/{vocab[0]} (the tokenizer's vocabulary)")
+            raise KumoInputError(
+                f"checkpoint folder {folder} is missing tokenizer/{vocab[0]} (the tokenizer's vocabulary)"
+            )
         _check_weights(folder, name)
     return index
 
 
 def load_vae(folder: str | os.PathLike, torch_dtype: torch.dtype | None = None):
     """Load a 3D causal VAE, original (`KumoAutoencoderKL`) or diffusers-saved, into diffusers'
-    `AutoencoderKLCogVideoX`, its CPU 3D convolutions routed to oneDNN (`kumovideo.perf.cpu_conv`)."""
+    `AutoencoderKLCogVideoX`, its CPU 3D convolutions routed to oneDNN (`kumovideo.models.cpu_conv`)."""
     from diffusers import AutoencoderKLCogVideoX
 
-    from kumovideo.perf.cpu_conv import route_conv3d_to_onednn
+    from kumovideo.models.cpu_conv import route_conv3d_to_onednn
 
     folder = check_vae_folder(folder)
     config = _read_json(folder / "config.json")
@@ -193,11 +207,15 @@ def check_vae_folder(folder: str | os.PathLike, what: str = "") -> Path:
     if not folder.is_dir():
         raise KumoInputError(f"{named} is not a folder; pass a trained VAE folder (e.g. runs/builtin-vae/vae)")
     if not (folder / "config.json").is_file():
-        raise KumoInputError(f"{named} is not a VAE folder (no config.json); pass the folder holding "
-                             "the VAE's config.json and .safetensors weights")
+        raise KumoInputError(
+            f"{named} is not a VAE folder (no config.json); pass the folder holding "
+            "the VAE's config.json and .safetensors weights"
+        )
     if not any(folder.glob("*.safetensors")):
-        raise KumoInputError(f"{named} has no .safetensors weights; pickled weights (.bin/.pt) are never "
-                             "loaded (they can run code): re-save the VAE with save_pretrained(safe_serialization=True)")
+        raise KumoInputError(
+            f"{named} has no .safetensors weights; pickled weights (.bin/.pt) are never "
+            "loaded (they can run code): re-save the VAE with save_pretrained(safe_serialization=True)"
+        )
     return folder
 
 
@@ -212,8 +230,10 @@ def load_component(folder: Path, name: str, library: str, class_name: str, torch
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         if len(first) > 200:
             first = first[:200] + "..."
-        raise KumoInputError(f"{folder / name} could not be loaded ({first}); its config and weights must come "
-                             "from the same save: re-save or re-download the checkpoint") from None
+        raise KumoInputError(
+            f"{folder / name} could not be loaded ({first}); its config and weights must come "
+            "from the same save: re-save or re-download the checkpoint"
+        ) from None
 
 
 def _load_component(folder: Path, name: str, library: str, class_name: str, torch_dtype: torch.dtype | None):
@@ -267,11 +287,14 @@ def read_sampling_defaults(folder: str | os.PathLike) -> dict:
     try:
         defaults = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise KumoInputError(f"{path} is not valid JSON ({exc}); fix it or delete it to use the built-in defaults") from None
+        raise KumoInputError(
+            f"{path} is not valid JSON ({exc}); fix it or delete it to use the built-in defaults"
+        ) from None
     if not isinstance(defaults, dict):
         raise KumoInputError(f"{path} must hold a JSON object of sampling defaults; fix it or delete it")
     for key, value in defaults.items():
         if key in SAMPLING_DEFAULT_KEYS and not SAMPLING_DEFAULT_KEYS[key][1](value):
-            raise KumoInputError(f"{path}: {key} is {value!r}, but must be {SAMPLING_DEFAULT_KEYS[key][0]}; "
-                                 "fix or remove it")
+            raise KumoInputError(
+                f"{path}: {key} is {value!r}, but must be {SAMPLING_DEFAULT_KEYS[key][0]}; fix or remove it"
+            )
     return defaults

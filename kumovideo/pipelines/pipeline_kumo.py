@@ -18,8 +18,9 @@ import json
 import logging
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -30,7 +31,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from diffusers.video_processor import VideoProcessor
 
 from kumovideo.models.transformer_kumo import KumoTransformer3DModel
-from kumovideo.perf.cpu_conv import route_conv3d_to_onednn
+from kumovideo.models.cpu_conv import route_conv3d_to_onednn
 from kumovideo.pipelines.loading import load_pipeline_components, read_sampling_defaults
 from kumovideo.schedulers import KumoDDIMScheduler, KumoLCMScheduler
 from kumovideo.schedulers.sampling import renoise_timesteps, sample_renoise
@@ -53,8 +54,11 @@ class KumoPipelineOutput(BaseOutput):
 ORIGINAL_SAMPLING = {"num_inference_steps": 50, "guidance_scale": 6.0, "guidance_rescale": 0.0}
 ORIGINAL_TURBO_SAMPLING = {"num_inference_steps": 4, "guidance_scale": 2.0, "guidance_rescale": 0.0}
 # The kumo_defaults.json key that overrides each with the consistency (Turbo) scheduler.
-TURBO_DEFAULT_KEYS = {"num_inference_steps": "turbo_steps", "guidance_scale": "turbo_guidance_scale",
-                      "guidance_rescale": "turbo_guidance_rescale"}
+TURBO_DEFAULT_KEYS = {
+    "num_inference_steps": "turbo_steps",
+    "guidance_scale": "turbo_guidance_scale",
+    "guidance_rescale": "turbo_guidance_rescale",
+}
 
 
 class KumoPipeline(DiffusionPipeline):
@@ -95,12 +99,19 @@ class KumoPipeline(DiffusionPipeline):
         if not isinstance(pretrained_model_name_or_path, (str, os.PathLike)):
             raise KumoInputError(f"pass a checkpoint folder path, not {type(pretrained_model_name_or_path).__name__}")
         if torch_dtype is not None and not isinstance(torch_dtype, torch.dtype):
-            raise KumoInputError(f"torch_dtype={torch_dtype!r}; pass a torch.dtype such as torch.float16 or torch.bfloat16")
-        components = {k: kwargs.pop(k) for k in list(kwargs) if k in ("tokenizer", "text_encoder", "vae", "transformer", "scheduler")}
+            raise KumoInputError(
+                f"torch_dtype={torch_dtype!r}; pass a torch.dtype such as torch.float16 or torch.bfloat16"
+            )
+        components = {
+            k: kwargs.pop(k)
+            for k in list(kwargs)
+            if k in ("tokenizer", "text_encoder", "vae", "transformer", "scheduler")
+        }
         for name, component in components.items():
             if component is None or isinstance(component, (str, os.PathLike)):
-                raise KumoInputError(f"{name}={component!r}: pass a loaded {name} object to replace the saved one, "
-                                     f"or leave {name} out")
+                raise KumoInputError(
+                    f"{name}={component!r}: pass a loaded {name} object to replace the saved one, or leave {name} out"
+                )
         if kwargs:
             logger.warning("KumoPipeline.from_pretrained ignores arguments: %s", ", ".join(sorted(kwargs)))
         defaults = read_sampling_defaults(pretrained_model_name_or_path)  # checked before the weights load
@@ -132,8 +143,11 @@ class KumoPipeline(DiffusionPipeline):
         """height, width and num_frames the transformer was made for (its config's sample
         size): 480x720x41 for the original, 64x64x17 for the built-in model."""
         c = self.transformer.config
-        return {"height": c.sample_height * self.vae_scale_factor_spatial,
-                "width": c.sample_width * self.vae_scale_factor_spatial, "num_frames": c.sample_frames}
+        return {
+            "height": c.sample_height * self.vae_scale_factor_spatial,
+            "width": c.sample_width * self.vae_scale_factor_spatial,
+            "num_frames": c.sample_frames,
+        }
 
     def resolve_call_defaults(self, **settings) -> dict:
         """`settings` with every None among height, width, num_frames, num_inference_steps,
@@ -213,8 +227,12 @@ class KumoPipeline(DiffusionPipeline):
 
     # ------------------------------------------------------------------ checks
 
-    def check_inputs(self, prompt, negative_prompt, height, width, num_frames, num_inference_steps, max_sequence_length):
-        if not isinstance(prompt, (str, list)) or (isinstance(prompt, list) and not all(isinstance(p, str) for p in prompt)):
+    def check_inputs(
+        self, prompt, negative_prompt, height, width, num_frames, num_inference_steps, max_sequence_length
+    ):
+        if not isinstance(prompt, (str, list)) or (
+            isinstance(prompt, list) and not all(isinstance(p, str) for p in prompt)
+        ):
             raise KumoInputError("prompt must be a string or a list of strings")
         if isinstance(prompt, list) and not prompt:
             raise KumoInputError("prompt list is empty; pass at least one prompt")
@@ -226,26 +244,50 @@ class KumoPipeline(DiffusionPipeline):
         if isinstance(negative_prompt, list):
             count = len(prompt) if isinstance(prompt, list) else 1
             if len(negative_prompt) != count:
-                raise KumoInputError(f"{len(negative_prompt)} negative prompts for {count} prompt(s); pass one each or a single string")
-        for name, value in (("height", height), ("width", width), ("num_frames", num_frames),
-                            ("num_inference_steps", num_inference_steps), ("max_sequence_length", max_sequence_length)):
+                raise KumoInputError(
+                    f"{len(negative_prompt)} negative prompts for {count} prompt(s); pass one each or a single string"
+                )
+        for name, value in (
+            ("height", height),
+            ("width", width),
+            ("num_frames", num_frames),
+            ("num_inference_steps", num_inference_steps),
+            ("max_sequence_length", max_sequence_length),
+        ):
             if not is_int(value):
                 raise KumoInputError(f"{name}={value!r} must be a whole number (an int)")
-        check_clip_shape(num_frames, height, width, self.vae_scale_factor_spatial, self.vae_scale_factor_temporal,
-                         self.transformer.config.patch_size)
+        check_clip_shape(
+            num_frames,
+            height,
+            width,
+            self.vae_scale_factor_spatial,
+            self.vae_scale_factor_temporal,
+            self.transformer.config.patch_size,
+        )
         if num_inference_steps < 1:
             raise KumoInputError(f"num_inference_steps={num_inference_steps}; use at least 1")
         if num_inference_steps > self.scheduler.config.num_train_timesteps:
-            raise KumoInputError(f"num_inference_steps={num_inference_steps} is more than the model's "
-                                 f"{self.scheduler.config.num_train_timesteps} training timesteps; use fewer")
+            raise KumoInputError(
+                f"num_inference_steps={num_inference_steps} is more than the model's "
+                f"{self.scheduler.config.num_train_timesteps} training timesteps; use fewer"
+            )
         if max_sequence_length != self.max_sequence_length:
             raise KumoInputError(
                 f"max_sequence_length={max_sequence_length}, but this transformer was trained with a text window of "
                 f"{self.max_sequence_length}; leave it unset"
             )
 
-    def check_call_arguments(self, batch_size, num_videos_per_prompt, guidance_scale, guidance_rescale, generator,
-                             latents, callback_on_step_end, callback_on_step_end_tensor_inputs):
+    def check_call_arguments(
+        self,
+        batch_size,
+        num_videos_per_prompt,
+        guidance_scale,
+        guidance_rescale,
+        generator,
+        latents,
+        callback_on_step_end,
+        callback_on_step_end_tensor_inputs,
+    ):
         """The arguments check_inputs does not cover, before any work: each mistake would
         otherwise surface deep inside torch or after the first denoising step."""
         if not is_int(num_videos_per_prompt) or num_videos_per_prompt < 1:
@@ -255,10 +297,14 @@ class KumoPipeline(DiffusionPipeline):
                 raise KumoInputError(f"{name}={value!r} must be a finite number")
         if isinstance(generator, list):
             if len(generator) != batch_size or not all(isinstance(g, torch.Generator) for g in generator):
-                raise KumoInputError(f"generator is a list of {len(generator)} items for {batch_size} video(s); pass one "
-                                     "torch.Generator per video (prompts x num_videos_per_prompt), or a single one")
+                raise KumoInputError(
+                    f"generator is a list of {len(generator)} items for {batch_size} video(s); pass one "
+                    "torch.Generator per video (prompts x num_videos_per_prompt), or a single one"
+                )
         elif generator is not None and not isinstance(generator, torch.Generator):
-            raise KumoInputError(f"generator must be a torch.Generator (or a list, one per video), not {type(generator).__name__}")
+            raise KumoInputError(
+                f"generator must be a torch.Generator (or a list, one per video), not {type(generator).__name__}"
+            )
         if latents is not None and not (torch.is_tensor(latents) and latents.is_floating_point()):
             what = f"a {latents.dtype} tensor" if torch.is_tensor(latents) else type(latents).__name__
             raise KumoInputError(f"latents must be a floating-point torch.Tensor, got {what}")
@@ -266,8 +312,10 @@ class KumoPipeline(DiffusionPipeline):
             raise KumoInputError("callback_on_step_end must be callable: (pipe, step, timestep, tensors) -> dict")
         names = callback_on_step_end_tensor_inputs
         if isinstance(names, str) or not all(n in self._callback_tensor_inputs for n in names):
-            raise KumoInputError(f"callback_on_step_end_tensor_inputs={names!r}; use a list of names from "
-                                 f"{self._callback_tensor_inputs}")
+            raise KumoInputError(
+                f"callback_on_step_end_tensor_inputs={names!r}; use a list of names from "
+                f"{self._callback_tensor_inputs}"
+            )
 
     # ------------------------------------------------------------------ latents
 
@@ -333,9 +381,14 @@ class KumoPipeline(DiffusionPipeline):
         Left out (None): the clip size is the transformer's (`default_clip`: 64x64x17 for
         the built-in model, 480x720x41 for the original), steps and guidance the
         checkpoint's recommendation (`default_sampling`)."""
-        size = self.resolve_call_defaults(height=height, width=width, num_frames=num_frames,
-                                          num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
-                                          guidance_rescale=guidance_rescale)
+        size = self.resolve_call_defaults(
+            height=height,
+            width=width,
+            num_frames=num_frames,
+            num_inference_steps=num_inference_steps,
+            guidance_scale=guidance_scale,
+            guidance_rescale=guidance_rescale,
+        )
         height, width, num_frames = size["height"], size["width"], size["num_frames"]
         num_inference_steps, guidance_scale = size["num_inference_steps"], size["guidance_scale"]
         guidance_rescale = size["guidance_rescale"]
@@ -343,9 +396,16 @@ class KumoPipeline(DiffusionPipeline):
             max_sequence_length = self.max_sequence_length
         self.check_inputs(prompt, negative_prompt, height, width, num_frames, num_inference_steps, max_sequence_length)
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
-        self.check_call_arguments(len(prompts) * (num_videos_per_prompt if is_int(num_videos_per_prompt) else 1),
-                                  num_videos_per_prompt, guidance_scale, guidance_rescale, generator, latents,
-                                  callback_on_step_end, callback_on_step_end_tensor_inputs)
+        self.check_call_arguments(
+            len(prompts) * (num_videos_per_prompt if is_int(num_videos_per_prompt) else 1),
+            num_videos_per_prompt,
+            guidance_scale,
+            guidance_rescale,
+            generator,
+            latents,
+            callback_on_step_end,
+            callback_on_step_end_tensor_inputs,
+        )
         if sampler not in ("scheduler", "renoise"):
             raise KumoInputError(f"sampler={sampler!r}; use 'scheduler' or 'renoise'")
         if output_type not in ("pil", "np", "pt", "latent"):
@@ -436,12 +496,16 @@ def _callback_result(returned) -> dict:
     if returned is None:
         return {}
     if not isinstance(returned, dict):
-        raise KumoInputError(f"callback_on_step_end returned a {type(returned).__name__}; return a dict of the "
-                             "tensors it replaces (e.g. {'latents': latents}) or None")
+        raise KumoInputError(
+            f"callback_on_step_end returned a {type(returned).__name__}; return a dict of the "
+            "tensors it replaces (e.g. {'latents': latents}) or None"
+        )
     return returned
 
 
-def check_clip_shape(num_frames: int, height: int, width: int, spatial: int = 8, temporal: int = 4, patch: int = 2) -> None:
+def check_clip_shape(
+    num_frames: int, height: int, width: int, spatial: int = 8, temporal: int = 4, patch: int = 2
+) -> None:
     """Raise KumoInputError unless the 3D causal VAE and the patchify can make this clip.
 
     Valid lengths are 8k+1: 4x temporal compression, and the CogVideoX decoder restores
@@ -474,14 +538,20 @@ def frames_to_uint8(frames: np.ndarray | torch.Tensor) -> np.ndarray:
     (F, 3, H, W) -> uint8 in the np layout."""
     torch_layout = torch.is_tensor(frames)
     if not (torch_layout or isinstance(frames, np.ndarray)):
-        raise KumoInputError(f"frames must be a video (a np.ndarray or torch.Tensor), not {type(frames).__name__}; "
-                             "take e.g. pipe(...).frames[0]")
+        raise KumoInputError(
+            f"frames must be a video (a np.ndarray or torch.Tensor), not {type(frames).__name__}; "
+            "take e.g. pipe(...).frames[0]"
+        )
     if torch_layout and (frames.ndim != 4 or frames.shape[1] != 3):
-        raise KumoInputError(f"frames of shape {tuple(frames.shape)} are not one RGB video as torch (F, 3, H, W); "
-                             "take one video of a batch, e.g. pipe(..., output_type='pt').frames[0]")
+        raise KumoInputError(
+            f"frames of shape {tuple(frames.shape)} are not one RGB video as torch (F, 3, H, W); "
+            "take one video of a batch, e.g. pipe(..., output_type='pt').frames[0]"
+        )
     if not torch_layout and (frames.ndim < 4 or frames.shape[-1] != 3):
-        raise KumoInputError(f"frames of shape {tuple(frames.shape)} are not RGB video as np (F, H, W, 3); "
-                             "take e.g. pipe(..., output_type='np').frames[0]")
+        raise KumoInputError(
+            f"frames of shape {tuple(frames.shape)} are not RGB video as np (F, H, W, 3); "
+            "take e.g. pipe(..., output_type='np').frames[0]"
+        )
     if torch_layout:
         frames = frames.permute(0, 2, 3, 1).float().cpu().numpy()
     return (np.clip(frames, 0.0, 1.0) * 255).round().astype(np.uint8)

@@ -6,7 +6,7 @@ timesteps and the schedule's alpha_bar, and returns the final x0 estimate.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from diffusers.utils.torch_utils import randn_tensor

@@ -49,7 +49,9 @@ def save_checkpoint(
             save_model(module, str(tmp / f"{name}.safetensors"))
         if ema_state is not None:
             save_file({k: v.contiguous().cpu() for k, v in ema_state.items()}, str(tmp / "ema.safetensors"))
-        torch.save({"optimizer": optimizer.state_dict(), "lr_scheduler": lr_scheduler.state_dict()}, tmp / "optimizer.pt")
+        torch.save(
+            {"optimizer": optimizer.state_dict(), "lr_scheduler": lr_scheduler.state_dict()}, tmp / "optimizer.pt"
+        )
         (tmp / "state.json").write_text(json.dumps({"step": step, **(extra or {})}, indent=2))
     prune_checkpoints(root.parent, keep)
     return target
@@ -86,8 +88,11 @@ def list_checkpoints(root: str | Path) -> list[Path]:
     folder = Path(root) / "checkpoints"
     if not folder.exists():
         return []
-    found = [p for p in folder.iterdir() if p.is_dir() and _STEP_DIR.match(p.name)
-             and ((p / "state.json").exists() or is_sharded_checkpoint(p))]
+    found = [
+        p
+        for p in folder.iterdir()
+        if p.is_dir() and _STEP_DIR.match(p.name) and ((p / "state.json").exists() or is_sharded_checkpoint(p))
+    ]
     return sorted(found, key=lambda p: int(_STEP_DIR.match(p.name).group(1)))
 
 

@@ -49,7 +49,9 @@ class TrainConfig:
     grad_clip: float = 1.0
     ema_decay: float = 0.999
     caption_dropout: float = 0.1  # empty caption this often, for classifier-free guidance
-    holdout_captions: bool = False  # DiT, Turbo: never train on ShapesWorld's held-out captions (shapes_world.is_held_out)
+    holdout_captions: bool = (
+        False  # DiT, Turbo: never train on ShapesWorld's held-out captions (shapes_world.is_held_out)
+    )
     train_text_encoder: bool = True
     text_lr: float | None = None
     kl_weight: float = 1e-6  # VAE
@@ -106,7 +108,9 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Tr
     try:
         text = path.read_text()
     except (OSError, UnicodeDecodeError) as exc:
-        raise KumoInputError(f"config file {path} cannot be read as text ({exc}); pass a YAML or JSON config file") from None
+        raise KumoInputError(
+            f"config file {path} cannot be read as text ({exc}); pass a YAML or JSON config file"
+        ) from None
     try:
         if path.suffix in (".yaml", ".yml"):
             import yaml
@@ -218,7 +222,9 @@ def _check_preset(config: TrainConfig, where: str) -> None:
 
     known = sorted(VAE_PRESETS) if config.kind == "vae" else sorted(set(MADIT_PRESETS) & set(TEXT_PRESETS))
     if config.preset not in known:
-        raise KumoInputError(f"{where}: preset={config.preset!r} is not a {config.kind} preset; use {' or '.join(known)}")
+        raise KumoInputError(
+            f"{where}: preset={config.preset!r} is not a {config.kind} preset; use {' or '.join(known)}"
+        )
 
 
 def validate(config: TrainConfig, where: str) -> None:
@@ -226,8 +232,11 @@ def validate(config: TrainConfig, where: str) -> None:
     are normalized in place (a float setting holds a float)."""
     _check_settings(config, where, RUN_NUMBERS, RUN_CHOICES, RUN_PATHS, RUN_FLAGS)
     betas = config.betas
-    if not (isinstance(betas, (list, tuple)) and len(betas) == 2
-            and all(NumberRange(low=0, high=1).admits(b) and b < 1 for b in betas)):
+    if not (
+        isinstance(betas, (list, tuple))
+        and len(betas) == 2
+        and all(NumberRange(low=0, high=1).admits(b) and b < 1 for b in betas)
+    ):
         raise KumoInputError(f"{where}: betas={betas!r} must be two numbers in [0, 1), e.g. [0.9, 0.999]")
     config.betas = (float(betas[0]), float(betas[1]))
     if not isinstance(config.extra, dict):
@@ -256,5 +265,7 @@ def validate(config: TrainConfig, where: str) -> None:
         if s.lr_end is not None and not 0 <= s.lr_end <= (s.lr or config.lr):
             raise KumoInputError(f"{at}: lr_end={s.lr_end} must lie between 0 and the stage's lr")
         if config.holdout_captions and config.kind in ("dit", "turbo") and not s.latents:
-            raise KumoInputError(f"{at}: holdout_captions filters latent caches; give this stage "
-                                 "'latents:' (kumo train cache-latents) or set holdout_captions: false")
+            raise KumoInputError(
+                f"{at}: holdout_captions filters latent caches; give this stage "
+                "'latents:' (kumo train cache-latents) or set holdout_captions: false"
+            )

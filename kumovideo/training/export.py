@@ -11,8 +11,9 @@ from kumovideo.training.config import TrainConfig
 from kumovideo.utils.atomic import atomic_directory
 
 
-def save_trained_pipeline(pipe, config: TrainConfig, extra_files: dict[str, str] | None = None,
-                          target: str | Path | None = None) -> Path:
+def save_trained_pipeline(
+    pipe, config: TrainConfig, extra_files: dict[str, str] | None = None, target: str | Path | None = None
+) -> Path:
     """Save `pipe` to `target` (default `output_dir/pipeline`) atomically: fp16 weights when
     `extra.export_fp16`, the sampling defaults (`kumo_defaults.json`) and any extra text
     files (e.g. `training_captions.txt`)."""
@@ -59,8 +60,8 @@ def load_checkpoint_weights(path: Path, modules: dict[str, torch.nn.Module]) -> 
     for name, module in modules.items():
         params = dict(module.named_parameters())
         for key, value in ema.items():
-            if key.startswith(f"{name}.") and key[len(name) + 1:] in params:
-                target = params[key[len(name) + 1:]]
+            if key.startswith(f"{name}.") and key[len(name) + 1 :] in params:
+                target = params[key[len(name) + 1 :]]
                 if target.shape != value.shape:
                     raise not_this_run(path, f"first mismatch: {key}", _EXPORT_ADVICE)
                 target.data.copy_(value)
@@ -69,8 +70,9 @@ def load_checkpoint_weights(path: Path, modules: dict[str, torch.nn.Module]) -> 
         raise not_this_run(path, f"its EMA weights hold none of {', '.join(modules)}", _EXPORT_ADVICE)
 
 
-def export_checkpoint(config: TrainConfig, checkpoint: str | Path | None, target: str | Path,
-                      overwrite: bool = False) -> Path:
+def export_checkpoint(
+    config: TrainConfig, checkpoint: str | Path | None, target: str | Path, overwrite: bool = False
+) -> Path:
     """A pipeline folder from a DiT or Turbo run's checkpoint (default: the newest), with
     its EMA weights: look at a run while it trains, or ship an earlier step. An existing
     non-empty `target` folder is replaced only when `overwrite`."""
@@ -113,13 +115,16 @@ def export_checkpoint(config: TrainConfig, checkpoint: str | Path | None, target
             # The run's own tokenizer: one learned anew here would not match the trained text encoder.
             tokenizer = Path(config.output_dir) / "tokenizer"
             if not (tokenizer / "spiece.model").exists():
-                raise KumoInputError(f"the run's tokenizer {tokenizer} is missing; {_EXPORT_ADVICE} "
-                                     "(whose output_dir holds the tokenizer)")
+                raise KumoInputError(
+                    f"the run's tokenizer {tokenizer} is missing; {_EXPORT_ADVICE} "
+                    "(whose output_dir holds the tokenizer)"
+                )
             if config.extra.get("vae"):
                 check_vae_folder(config.extra["vae"], "extra.vae")
         components = build_components(config)
-        load_checkpoint_weights(path, {"transformer": components["transformer"],
-                                       "text_encoder": components["text_encoder"]})
+        load_checkpoint_weights(
+            path, {"transformer": components["transformer"], "text_encoder": components["text_encoder"]}
+        )
         pipe = KumoPipeline(**components).to("cpu")
         # The caption list too, so that `kumo eval shapes` judges an early export on unseen captions.
         write_pipeline_folder(pipe, config, Path(target), training_captions_file(config))

@@ -38,11 +38,15 @@ def cache_shapes_latents(
     done = len(writer.index["clips"])
     # Resuming a partial cache: the same clips, in batches of the same size, or the cache would mix two streams.
     if writer.index.get("source", source) != source:
-        raise KumoInputError(f"{out_dir} already caches other clips ({writer.index['source']}); "
-                             "choose another --out, or the --seed, --size and --frames it was written with")
+        raise KumoInputError(
+            f"{out_dir} already caches other clips ({writer.index['source']}); "
+            "choose another --out, or the --seed, --size and --frames it was written with"
+        )
     if done % batch_size:
-        raise KumoInputError(f"cache in {out_dir} holds {done} clips, not a multiple of --batch-size {batch_size}; "
-                             "resume it with the --batch-size it was written with")
+        raise KumoInputError(
+            f"cache in {out_dir} holds {done} clips, not a multiple of --batch-size {batch_size}; "
+            "resume it with the --batch-size it was written with"
+        )
     vae.to(device).eval()
     start = time.perf_counter()
     bar = progress(num_clips, done, True, desc="cache latents")
@@ -50,8 +54,12 @@ def cache_shapes_latents(
         videos, captions = shapes_batch(seed, batch_index, batch_size, 0, 1, size, num_frames)
         posterior = vae.encode(videos.to(device)).latent_dist
         for i, text in enumerate(captions):
-            writer.add(f"shapes-{seed}-{batch_index * batch_size + i:07d}", posterior.mean[i], posterior.std[i],
-                       {"caption": text, "fps": 8, "num_frames": num_frames, "size": [size, size], "motion_score": None})
+            writer.add(
+                f"shapes-{seed}-{batch_index * batch_size + i:07d}",
+                posterior.mean[i],
+                posterior.std[i],
+                {"caption": text, "fps": 8, "num_frames": num_frames, "size": [size, size], "motion_score": None},
+            )
         bar.update(len(captions))
     writer.flush()
     bar.close()

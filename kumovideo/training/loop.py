@@ -13,9 +13,9 @@ from __future__ import annotations
 import math
 import sys
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
@@ -130,11 +130,23 @@ class Replicated:
         """The loss to log (here: this rank's)."""
         return loss.item()
 
-    def save(self, out: Path, step: int, state: TrainState, ema, names, optimizer, lr_scheduler,
-             extra: dict, keep: int, runtime: Runtime) -> None:
+    def save(
+        self,
+        out: Path,
+        step: int,
+        state: TrainState,
+        ema,
+        names,
+        optimizer,
+        lr_scheduler,
+        extra: dict,
+        keep: int,
+        runtime: Runtime,
+    ) -> None:
         if runtime.is_main:
-            save_checkpoint(out, step, state.modules, ema_named_state(ema, names), optimizer, lr_scheduler,
-                            extra=extra, keep=keep)
+            save_checkpoint(
+                out, step, state.modules, ema_named_state(ema, names), optimizer, lr_scheduler, extra=extra, keep=keep
+            )
 
     def load(self, path: Path, state: TrainState, ema, names, optimizer, lr_scheduler) -> int:
         start, ema_state, _ = load_checkpoint(path, state.modules, optimizer, lr_scheduler)
@@ -209,8 +221,13 @@ def train(
             ema.step(params)
 
             done = step + 1
-            metrics = {"step": done, "stage": stage.name, "loss": sharding.loss_value(loss),
-                       "grad_norm": float(grad_norm), **metrics}
+            metrics = {
+                "step": done,
+                "stage": stage.name,
+                "loss": sharding.loss_value(loss),
+                "grad_norm": float(grad_norm),
+                **metrics,
+            }
             bar.set_postfix(loss=f"{metrics['loss']:.4f}", stage=stage.name)
             bar.update()
             if done % config.log_every == 0 or done == end:
@@ -219,9 +236,18 @@ def train(
                 if on_log is not None:
                     on_log(done, metrics)
             if done % config.checkpoint_every == 0 or done == config.total_steps:
-                sharding.save(out, done, state, ema, names, optimizer, lr_scheduler,
-                              {"kind": config.kind, "stage": stage.name, "loss": metrics["loss"]},
-                              config.keep_checkpoints, runtime)
+                sharding.save(
+                    out,
+                    done,
+                    state,
+                    ema,
+                    names,
+                    optimizer,
+                    lr_scheduler,
+                    {"kind": config.kind, "stage": stage.name, "loss": metrics["loss"]},
+                    config.keep_checkpoints,
+                    runtime,
+                )
             if on_sample is not None and runtime.is_main and config.sample_every and done % config.sample_every == 0:
                 on_sample(done)
             if done % config.checkpoint_every == 0:
@@ -291,8 +317,13 @@ class FullySharded(Replicated):
     World size 1 (no torchrun) runs the same code on a process group of one.
     """
 
-    def __init__(self, runtime: Runtime, sharded: tuple[str, ...] = ("transformer",), ulysses: int = 1,
-                 mixed_precision: str = "auto"):
+    def __init__(
+        self,
+        runtime: Runtime,
+        sharded: tuple[str, ...] = ("transformer",),
+        ulysses: int = 1,
+        mixed_precision: str = "auto",
+    ):
         import torch.distributed as dist
 
         from kumovideo.distributed.fsdp import training_mesh
@@ -332,8 +363,9 @@ class FullySharded(Replicated):
             shard_model(module, self.mesh.fsdp_mesh, mixed_precision=self.mixed_precision)
         if state.param_groups:  # fully_shard replaced the parameters (by DTensors)
             now = {(m, n): p for m, module in state.modules.items() for n, p in module.named_parameters()}
-            state.param_groups = [{**g, "params": [now[name_of[id(p)]] for p in g["params"]]}
-                                  for g in state.param_groups]
+            state.param_groups = [
+                {**g, "params": [now[name_of[id(p)]] for p in g["params"]]} for g in state.param_groups
+            ]
         state.wrapped = dict(state.modules)
 
     def wrap(self, state: TrainState, runtime: Runtime) -> None:
@@ -385,13 +417,32 @@ class FullySharded(Replicated):
         box["ema"] = shadows
         return box
 
-    def save(self, out: Path, step: int, state: TrainState, ema, names, optimizer, lr_scheduler,
-             extra: dict, keep: int, runtime: Runtime) -> None:
+    def save(
+        self,
+        out: Path,
+        step: int,
+        state: TrainState,
+        ema,
+        names,
+        optimizer,
+        lr_scheduler,
+        extra: dict,
+        keep: int,
+        runtime: Runtime,
+    ) -> None:
         from kumovideo.distributed.fsdp import save_sharded
 
-        save_sharded({"model": self._container(state, ema, names), "optimizer": optimizer, "step": step,
-                      "lr_scheduler": lr_scheduler.state_dict(), "ema_updates": ema.optimization_step, **extra},
-                     Path(out) / "checkpoints" / f"step-{step:07d}")
+        save_sharded(
+            {
+                "model": self._container(state, ema, names),
+                "optimizer": optimizer,
+                "step": step,
+                "lr_scheduler": lr_scheduler.state_dict(),
+                "ema_updates": ema.optimization_step,
+                **extra,
+            },
+            Path(out) / "checkpoints" / f"step-{step:07d}",
+        )
         if runtime.is_main:
             prune_checkpoints(out, keep)
 

@@ -38,7 +38,9 @@ def v_prediction_loss(model_output: torch.Tensor, v_target: torch.Tensor) -> tor
     return F.mse_loss(model_output.float(), v_target.float())
 
 
-def vae_loss(reconstruction: torch.Tensor, target: torch.Tensor, kl: torch.Tensor, kl_weight: float) -> tuple[torch.Tensor, dict]:
+def vae_loss(
+    reconstruction: torch.Tensor, target: torch.Tensor, kl: torch.Tensor, kl_weight: float
+) -> tuple[torch.Tensor, dict]:
     """L1 + MSE reconstruction (MSE is what PSNR measures; L1 keeps edges sharp) + weighted KL."""
     mse = F.mse_loss(reconstruction.float(), target.float())
     l1 = F.l1_loss(reconstruction.float(), target.float())

@@ -23,14 +23,21 @@ def check_output_dir(config: TrainConfig, resume: bool) -> None:
     out = check_output_folder(config.output_dir, "output_dir")
     found = list_checkpoints(out)
     if found and not resume:
-        raise KumoInputError(f"output_dir {out} already holds a run's checkpoints (newest {found[-1].name}); "
-                             "pass --resume to continue that run, or choose another output_dir")
+        raise KumoInputError(
+            f"output_dir {out} already holds a run's checkpoints (newest {found[-1].name}); "
+            "pass --resume to continue that run, or choose another output_dir"
+        )
     # A finished run whose checkpoints were deleted still has its export: a new run would replace it.
-    exported = [out / name for name in ("pipeline", "vae") if (out / name / "config.json").is_file()
-                or (out / name / "model_index.json").is_file()]
+    exported = [
+        out / name
+        for name in ("pipeline", "vae")
+        if (out / name / "config.json").is_file() or (out / name / "model_index.json").is_file()
+    ]
     if exported and not found:
-        raise KumoInputError(f"output_dir {out} holds a finished run's export ({exported[0].name}/) that a new run "
-                             "would replace; choose another output_dir (or move the export away)")
+        raise KumoInputError(
+            f"output_dir {out} holds a finished run's export ({exported[0].name}/) that a new run "
+            "would replace; choose another output_dir (or move the export away)"
+        )
     if found:
         kind = checkpoint_kind(found[-1])
         if kind and kind != config.kind:
@@ -43,14 +50,17 @@ def check_pipeline_folder(config: TrainConfig, key: str) -> None:
 
     folder = getattr(config, key)
     if not Path(folder).is_dir():
-        raise KumoInputError(f"{key}: {folder} is not a folder; set `{key}:` in the config to a trained "
-                             "pipeline folder (e.g. a DiT run's output_dir/pipeline)")
+        raise KumoInputError(
+            f"{key}: {folder} is not a folder; set `{key}:` in the config to a trained "
+            "pipeline folder (e.g. a DiT run's output_dir/pipeline)"
+        )
     check_checkpoint_folder(folder)
 
 
 def check_vae_folder(folder: str | Path, what: str) -> None:
     """A VAE folder (as the loader checks it), and whole safetensors weights."""
-    from kumovideo.pipelines.loading import check_safetensors_complete, check_vae_folder as check_layout
+    from kumovideo.pipelines.loading import check_safetensors_complete
+    from kumovideo.pipelines.loading import check_vae_folder as check_layout
 
     for file in sorted(check_layout(folder, what).glob("*.safetensors")):
         check_safetensors_complete(file)
@@ -69,26 +79,38 @@ def check_latent_caches(config: TrainConfig) -> None:
         if path.is_dir():
             path = path / "index.json"
         if not path.is_file():
-            raise KumoInputError(f"{where}: {path} not found; run `kumo train cache-latents` (or `kumo data encode`) "
-                                 "first, or fix the path in the config")
+            raise KumoInputError(
+                f"{where}: {path} not found; run `kumo train cache-latents` (or `kumo data encode`) "
+                "first, or fix the path in the config"
+            )
         try:
             index = json.loads(path.read_text())
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise KumoInputError(f"{where}: {path} does not parse ({str(exc).splitlines()[0]}); "
-                                 "write the cache again with `kumo train cache-latents`") from None
-        if not (isinstance(index, dict) and index.get("format") == INDEX_FORMAT and isinstance(index.get("clips"), list)):
-            raise KumoInputError(f"{where}: {path} is not a kumovideo latent index; "
-                                 "pass the index.json that `kumo train cache-latents` wrote")
+            raise KumoInputError(
+                f"{where}: {path} does not parse ({str(exc).splitlines()[0]}); "
+                "write the cache again with `kumo train cache-latents`"
+            ) from None
+        if not (
+            isinstance(index, dict) and index.get("format") == INDEX_FORMAT and isinstance(index.get("clips"), list)
+        ):
+            raise KumoInputError(
+                f"{where}: {path} is not a kumovideo latent index; "
+                "pass the index.json that `kumo train cache-latents` wrote"
+            )
         usable = [clip for clip in index["clips"] if trains_on(config, clip.get("caption", ""))]
         if not usable:
-            raise KumoInputError(f"{where}: {path} holds no clip to train on"
-                                 + (" outside the held-out captions" if config.holdout_captions else ""))
+            raise KumoInputError(
+                f"{where}: {path} holds no clip to train on"
+                + (" outside the held-out captions" if config.holdout_captions else "")
+            )
         # Latent clips are (C, F, h, w), 4x fewer frames (plus the first) than the video's.
         needed = (stage.num_frames - 1) // 4 + 1
         shortest = min(clip.get("shape", [0, 0])[1] for clip in usable)
         if shortest < needed:
-            raise KumoInputError(f"{where}: num_frames={stage.num_frames} needs {needed} latent frames, but {path} "
-                                 f"holds clips of {shortest}; lower num_frames or re-encode longer clips")
+            raise KumoInputError(
+                f"{where}: num_frames={stage.num_frames} needs {needed} latent frames, but {path} "
+                f"holds clips of {shortest}; lower num_frames or re-encode longer clips"
+            )
 
 
 def check_run_inputs(config: TrainConfig, resume: bool) -> None:
@@ -112,6 +134,7 @@ def check_export_target(target: str | Path, overwrite: bool) -> Path:
     folder (never a file: replacing a user's file by a folder is never what was meant)."""
     target = check_output_folder(target, "--out")
     if target.is_dir() and any(target.iterdir()) and not overwrite:
-        raise KumoInputError(f"--out {target} already exists and is not empty; pass --overwrite to replace it, "
-                             "or choose another folder")
+        raise KumoInputError(
+            f"--out {target} already exists and is not empty; pass --overwrite to replace it, or choose another folder"
+        )
     return target

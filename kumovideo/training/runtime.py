@@ -146,4 +146,6 @@ class Timer:
 
 def finite_or_raise(loss: torch.Tensor, step: int) -> None:
     if not math.isfinite(loss.item()):
-        raise FloatingPointError(f"loss became {loss.item()} at step {step}; lower the learning rate or check the data")
+        raise FloatingPointError(
+            f"loss became {loss.item()} at step {step}; lower the learning rate or check the data"
+        )

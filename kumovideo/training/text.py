@@ -48,10 +48,19 @@ def train_t5_tokenizer(sentences: list[str], out_dir: str | Path, vocab_size: in
     (out_dir / "spiece.model").write_bytes(model.getvalue())
     # Loading from the folder (not the constructor) is the path every T5 checkpoint takes,
     # and the one that converts the sentencepiece model in every transformers version.
-    (out_dir / "tokenizer_config.json").write_text(json.dumps({
-        "tokenizer_class": "T5Tokenizer", "extra_ids": 0, "legacy": False,
-        "eos_token": "</s>", "pad_token": "<pad>", "unk_token": "<unk>", "model_max_length": 512,
-    }))
+    (out_dir / "tokenizer_config.json").write_text(
+        json.dumps(
+            {
+                "tokenizer_class": "T5Tokenizer",
+                "extra_ids": 0,
+                "legacy": False,
+                "eos_token": "</s>",
+                "pad_token": "<pad>",
+                "unk_token": "<unk>",
+                "model_max_length": 512,
+            }
+        )
+    )
     tokenizer = T5Tokenizer.from_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
     return tokenizer

@@ -24,11 +24,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from kumovideo.data.shapes_world import is_held_out
+from kumovideo.distributed.ulysses import sequence_parallel_forward
+from kumovideo.models.transformer_kumo import MADIT_PRESETS, KumoTransformer3DModel
 from kumovideo.pipelines.factory import build_text_encoder
 from kumovideo.pipelines.loading import load_pipeline_components, load_vae
 from kumovideo.pipelines.pipeline_kumo import KumoPipeline
-from kumovideo.distributed.ulysses import sequence_parallel_forward
-from kumovideo.models.transformer_kumo import MADIT_PRESETS, KumoTransformer3DModel
 from kumovideo.schedulers import KumoDDIMScheduler
 from kumovideo.training.config import TrainConfig
 from kumovideo.training.export import save_trained_pipeline
@@ -37,7 +38,6 @@ from kumovideo.training.objectives import diffuse, sample_timesteps, v_predictio
 from kumovideo.training.runtime import Runtime, autocast_context, step_generator
 from kumovideo.training.shapes_batches import is_image_step, shapes_batch
 from kumovideo.training.text import shapes_caption_corpus, train_t5_tokenizer
-from kumovideo.data.shapes_world import is_held_out
 from kumovideo.utils.errors import KumoInputError
 
 
@@ -48,7 +48,9 @@ def build_components(config: TrainConfig) -> dict:
         return load_pipeline_components(config.init_from, torch_dtype=torch.float32)
     vae_path = config.extra.get("vae")
     if not vae_path:
-        raise KumoInputError("a DiT run from scratch needs a trained VAE: set extra.vae (or init_from a pipeline folder)")
+        raise KumoInputError(
+            "a DiT run from scratch needs a trained VAE: set extra.vae (or init_from a pipeline folder)"
+        )
     vae = load_vae(vae_path)
     tokenizer_dir = Path(config.output_dir) / "tokenizer"
     if (tokenizer_dir / "spiece.model").exists():
@@ -63,12 +65,17 @@ def build_components(config: TrainConfig) -> dict:
     _, text_encoder = build_text_encoder(config.preset, vocab_size=len(tokenizer))
     torch.manual_seed(config.seed)
     transformer = KumoTransformer3DModel(
-        **{**MADIT_PRESETS[config.preset], "text_embed_dim": text_encoder.config.d_model,
-           "in_channels": vae.config.latent_channels, "out_channels": vae.config.latent_channels,
-           **config.extra.get("transformer", {})}
+        **{
+            **MADIT_PRESETS[config.preset],
+            "text_embed_dim": text_encoder.config.d_model,
+            "in_channels": vae.config.latent_channels,
+            "out_channels": vae.config.latent_channels,
+            **config.extra.get("transformer", {}),
+        }
     )
-    return dict(tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, transformer=transformer,
-                scheduler=KumoDDIMScheduler())
+    return dict(
+        tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, transformer=transformer, scheduler=KumoDDIMScheduler()
+    )
 
 
 class LatentSource:
@@ -109,7 +116,13 @@ class LatentSource:
             latents = torch.stack(latents)  # (B, C, F, h, w)
         else:
             videos, captions = shapes_batch(
-                self.config.data_seed, step, local, shard.rank, shard.size, stage.size, stage.num_frames,
+                self.config.data_seed,
+                step,
+                local,
+                shard.rank,
+                shard.size,
+                stage.size,
+                stage.num_frames,
             )
             with torch.no_grad():
                 posterior = self.vae.encode(videos.to(self.runtime.device)).latent_dist
@@ -127,8 +140,12 @@ class LatentSource:
 
 
 def train_dit(
-    config: TrainConfig, runtime: Runtime, resume: bool = False, stop_after: int | None = None,
-    fsdp: bool = False, ulysses: int = 1,
+    config: TrainConfig,
+    runtime: Runtime,
+    resume: bool = False,
+    stop_after: int | None = None,
+    fsdp: bool = False,
+    ulysses: int = 1,
 ) -> dict:
     """Train (or resume) a DiT run; `fsdp` shards the transformer with FSDP2 (under torchrun,
     or in one process), `ulysses` > 1 adds Ulysses sequence parallelism (with `fsdp` only)."""
@@ -177,7 +194,9 @@ def _train_dit(config: TrainConfig, runtime: Runtime, resume: bool, stop_after: 
             latents = latents[:, :1]  # the first latent frame is the still image's latent
         drop = shard.draw(stage.batch_size, lambda n: torch.rand(n, generator=g)) < config.caption_dropout
         captions = ["" if d else c for c, d in zip(captions, drop.tolist())]
-        ids = tokenizer(captions, padding="max_length", max_length=max_len, truncation=True, return_tensors="pt").input_ids
+        ids = tokenizer(
+            captions, padding="max_length", max_length=max_len, truncation=True, return_tensors="pt"
+        ).input_ids
         size, shape = stage.batch_size, latents.shape[1:]
         steps = scheduler.config.num_train_timesteps
         t = shard.draw(size, lambda n: sample_timesteps(n, steps, stage.timestep_sampling, g))

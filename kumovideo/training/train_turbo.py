@@ -80,7 +80,7 @@ class TeacherFeatureDiscriminator(nn.Module):
             if params is None:
                 out = out + head(feat).mean(dim=(1, 2))
             else:
-                sub = {k[len(f"heads.{j}."):]: v for k, v in params.items() if k.startswith(f"heads.{j}.")}
+                sub = {k[len(f"heads.{j}.") :]: v for k, v in params.items() if k.startswith(f"heads.{j}.")}
                 out = out + functional_call(head, sub, (feat,)).mean(dim=(1, 2))
         return out / len(feats)
 
@@ -112,13 +112,17 @@ def train_turbo(config: TrainConfig, runtime: Runtime, resume: bool = False, sto
     modules = {"student": student, "target": target}
     discriminator = None
     if config.ladd:
-        layers = config.extra.get("ladd_layers") or sorted({0, len(teacher.transformer_blocks) // 2, len(teacher.transformer_blocks) - 1})
+        layers = config.extra.get("ladd_layers") or sorted(
+            {0, len(teacher.transformer_blocks) // 2, len(teacher.transformer_blocks) - 1}
+        )
         discriminator = TeacherFeatureDiscriminator(teacher, layers).to(runtime.device)
         modules["discriminator"] = discriminator
     state = TrainState(modules=modules)
     source = LatentSource(config, vae, runtime)
     with torch.no_grad():
-        empty = text_encoder(tokenizer([""], padding="max_length", max_length=max_len, return_tensors="pt").input_ids.to(runtime.device))[0]
+        empty = text_encoder(
+            tokenizer([""], padding="max_length", max_length=max_len, return_tensors="pt").input_ids.to(runtime.device)
+        )[0]
 
     def boundary(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         c_skip, c_out = lcm.get_scalings_for_boundary_condition_discrete(t)
@@ -126,7 +130,9 @@ def train_turbo(config: TrainConfig, runtime: Runtime, resume: bool = False, sto
 
     def alpha(t: torch.Tensor) -> torch.Tensor:
         """alpha_bar at t, 1 at t < 0 (the clean end of the grid)."""
-        return torch.where(t >= 0, alphas_cumprod[t.clamp(min=0)], torch.ones_like(t, dtype=torch.float32)).view(-1, 1, 1, 1, 1)
+        return torch.where(t >= 0, alphas_cumprod[t.clamp(min=0)], torch.ones_like(t, dtype=torch.float32)).view(
+            -1, 1, 1, 1, 1
+        )
 
     def consistency(model, x, t, text):
         v = model(x, text, t, return_dict=False)[0].float()
@@ -140,7 +146,9 @@ def train_turbo(config: TrainConfig, runtime: Runtime, resume: bool = False, sto
         if is_image_step(config.data_seed, step, stage.image_prob):
             latents = latents[:, :1]
         batch = latents.shape[0]
-        ids = tokenizer(captions, padding="max_length", max_length=max_len, truncation=True, return_tensors="pt").input_ids
+        ids = tokenizer(
+            captions, padding="max_length", max_length=max_len, truncation=True, return_tensors="pt"
+        ).input_ids
         idx = torch.randint(0, len(grid), (batch,), generator=g)
         t_n = grid[idx].to(runtime.device)
         t_prev = t_n - k
@@ -151,8 +159,12 @@ def train_turbo(config: TrainConfig, runtime: Runtime, resume: bool = False, sto
         with torch.no_grad():
             text = text_encoder(ids.to(runtime.device))[0]
             # Teacher: guided v with the constant scale w, then one DDIM step t_n -> t_{n-k}.
-            v_both = teacher(torch.cat([x_t, x_t]), torch.cat([empty.expand_as(text), text]), torch.cat([t_n, t_n]),
-                             return_dict=False)[0].float()
+            v_both = teacher(
+                torch.cat([x_t, x_t]),
+                torch.cat([empty.expand_as(text), text]),
+                torch.cat([t_n, t_n]),
+                return_dict=False,
+            )[0].float()
             v_uncond, v_cond = v_both.chunk(2)
             v_w = v_uncond + config.distill_guidance * (v_cond - v_uncond)
             a_n = alpha(t_n)
@@ -182,8 +194,10 @@ def train_turbo(config: TrainConfig, runtime: Runtime, resume: bool = False, sto
             fake_feats = discriminator.teacher_features(teacher, fake_t, text, t_d, layers)
             with torch.no_grad():
                 real_feats = discriminator.teacher_features(teacher, real_t, text, t_d, layers)
-            d_loss = (F.relu(1 - discriminator.logits(real_feats)).mean()
-                      + F.relu(1 + discriminator.logits([f.detach() for f in fake_feats])).mean())
+            d_loss = (
+                F.relu(1 - discriminator.logits(real_feats)).mean()
+                + F.relu(1 + discriminator.logits([f.detach() for f in fake_feats])).mean()
+            )
             frozen_heads = {n: p.detach() for n, p in discriminator.named_parameters()}
             g_loss = -discriminator.logits(fake_feats, frozen_heads).mean()
             loss = loss + config.ladd_weight * g_loss + d_loss

@@ -59,7 +59,9 @@ def train_vae(config: TrainConfig, runtime: Runtime, resume: bool = False, stop_
     def loss_fn(step: int):
         stage, _ = config.stage_at(step)
         frames = 1 if is_image_step(config.data_seed, step, stage.image_prob) else stage.num_frames
-        videos, _ = shapes_batch(config.data_seed, step, stage.batch_size, runtime.rank, runtime.world_size, stage.size, frames)
+        videos, _ = shapes_batch(
+            config.data_seed, step, stage.batch_size, runtime.rank, runtime.world_size, stage.size, frames
+        )
         g = step_generator(config.seed, step, runtime.rank)
         if frames > 1:  # stills stay whole: they are cheap, and teach the spatial part at full size
             videos = random_crop(videos, stage.crop, stage.crop_frames, g)
@@ -105,6 +107,12 @@ def export_vae(vae, config: TrainConfig, runtime: Runtime) -> Path:
     target = Path(config.output_dir) / "vae"
     with atomic_directory(target) as tmp:
         vae.save_pretrained(tmp, safe_serialization=True)
-        (tmp / "eval.json").write_text(json.dumps({"held_out_psnr_db": score, "size": stage.size, "num_frames": stage.num_frames, "clips": 16}, indent=2))
-    print(f"VAE saved to {target}: held-out PSNR {score:.2f} dB ({stage.size}x{stage.size}x{stage.num_frames}, 16 clips)")
+        (tmp / "eval.json").write_text(
+            json.dumps(
+                {"held_out_psnr_db": score, "size": stage.size, "num_frames": stage.num_frames, "clips": 16}, indent=2
+            )
+        )
+    print(
+        f"VAE saved to {target}: held-out PSNR {score:.2f} dB ({stage.size}x{stage.size}x{stage.num_frames}, 16 clips)"
+    )
     return target

@@ -7,6 +7,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from kumovideo.utils.errors import KumoInputError
+
 
 def is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
@@ -49,3 +51,21 @@ class NumberRange:
         elif self.high is not None:
             what += f" <= {self.high:g}"
         return what + (" (or null)" if self.optional else "")
+
+
+# Seeds: torch.Generator.manual_seed takes 0 .. 2**64 - 1 (larger ones overflow in C, with
+# "Overflow when unpacking long long"); seed + offset (one per clip of a batch) must stay
+# inside, so the bound leaves room below 2**64.
+SEED_MAX = 2**63 - 1
+SEED_RANGE = NumberRange(low=0, high=SEED_MAX, integer=True)
+
+
+def check_seed(value: Any, name: str = "seed") -> int:
+    """`value` if it is a seed every generator here accepts, else a one-line KumoInputError."""
+    if not is_int(value):
+        raise KumoInputError(f"{name} {value!r} is not a whole number; pass 0 or more")
+    if value < 0:
+        raise KumoInputError(f"{name} {value} is negative; pass 0 or more")
+    if not SEED_RANGE.admits(value):
+        raise KumoInputError(f"{name} {value} is too large; use at most 2**63 - 1 ({SEED_MAX})")
+    return value

@@ -32,6 +32,8 @@ def check_output_folder(path: str | os.PathLike, flag: str) -> Path:
     while not existing.exists():  # the nearest part of the path that is already there
         existing = existing.parent
     if not existing.is_dir():
-        raise KumoInputError(f"{flag} {path}: {existing} is a file, so no folder can be made under it; pass another path")
+        raise KumoInputError(
+            f"{flag} {path}: {existing} is a file, so no folder can be made under it; pass another path"
+        )
     check_writable_folder(existing, flag)
     return path

@@ -61,8 +61,10 @@ def write_video(frames: np.ndarray, path: str | os.PathLike, fps: int = 8) -> Pa
     path = check_output_path(path)
     frames = np.asarray(frames)
     if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
-        raise KumoInputError(f"frames must be uint8 (F, H, W, 3), got {frames.dtype} {frames.shape}; "
-                             "kumovideo.pipelines.frames_to_uint8 converts a pipeline's output")
+        raise KumoInputError(
+            f"frames must be uint8 (F, H, W, 3), got {frames.dtype} {frames.shape}; "
+            "kumovideo.pipelines.frames_to_uint8 converts a pipeline's output"
+        )
     if 0 in frames.shape[:3]:
         raise KumoInputError(f"frames of shape {frames.shape} hold no picture; pass at least one frame of 1x1 or more")
     if isinstance(fps, bool) or not isinstance(fps, (int, float, Fraction)) or not (fps > 0 and math.isfinite(fps)):

@@ -35,8 +35,7 @@ from kumovideo.data.pipeline.motion import MotionSampler, PairMotion, dynamic_sc
 from kumovideo.data.pipeline.overlays import CameraRates, analyse_overlays
 from kumovideo.data.pipeline.probe import BadVideo, open_container, probe_container
 from kumovideo.data.pipeline.quality import clip_quality, frame_quality
-from kumovideo.data.pipeline.scenes import (BLANK_STD, DARK_PEAK_RATIO, Transition,
-                                             TransitionDetector)
+from kumovideo.data.pipeline.scenes import BLANK_STD, DARK_PEAK_RATIO, Transition, TransitionDetector
 
 CAPTION_FRAMES = 4  # colour thumbnails handed to a captioner per clip
 MAX_COLOUR_SAMPLES = 32  # thumbnails kept per open clip (thinned beyond, like overlay frames)
@@ -46,8 +45,10 @@ TRUNCATED_SHARE = 0.9  # decoding fewer than this share of the declared frames i
 # "dropped" with one of these reasons, so a video never yields fewer clips without saying why.
 # A reason starts with its kind ("blank", "no clip"), except the older "shorter than N s".
 SHORT_REASON = "shorter than {seconds:g} s"
-BLANK_VIDEO_REASON = ("blank: every frame is black (mean under scan.fade_threshold {dark:g}, "
-                      "nothing brighter than {peak:g}) or one flat colour (luma std under {std:g})")
+BLANK_VIDEO_REASON = (
+    "blank: every frame is black (mean under scan.fade_threshold {dark:g}, "
+    "nothing brighter than {peak:g}) or one flat colour (luma std under {std:g})"
+)
 BLANK_START_REASON = "blank: black or flat frames (and the fade in from them) at the start"
 BLANK_END_REASON = "blank: black or flat frames (and the fade out to them) at the end"
 NO_CLIP_REASON = "no clip: every frame lies in a cut or fade transition (see transitions)"
@@ -89,8 +90,7 @@ class _OpenClip:
 class VideoAnalyzer:
     """Analyse one video into a manifest record (see `analyze_video`)."""
 
-    def __init__(self, cfg: ScanConfig, captioner: Captioner | None = None,
-                 decoder_threads: int = 0):
+    def __init__(self, cfg: ScanConfig, captioner: Captioner | None = None, decoder_threads: int = 0):
         self.cfg = cfg
         self.captioner = captioner
         self.decoder_threads = decoder_threads
@@ -151,8 +151,7 @@ class VideoAnalyzer:
                 small = frame.reformat(width=aw, height=ah, format="bgr24").to_ndarray()
                 detector.feed(n, small)
                 grey = cv2.cvtColor(small, cv2.COLOR_BGR2GRAY)
-                flow_grey = grey if fw == aw else cv2.resize(grey, (fw, fh),
-                                                             interpolation=cv2.INTER_AREA)
+                flow_grey = grey if fw == aw else cv2.resize(grey, (fw, fh), interpolation=cv2.INTER_AREA)
                 self._motion.feed(n, flow_grey)
                 if n % (overlay_every * self._overlay_stride) == 0:
                     self._open.grey.append((n, grey))
@@ -174,13 +173,14 @@ class VideoAnalyzer:
             decode_error = exc
         declared = info["frames"]
         if decode_error is not None:
-            raise BadVideo(f"truncated or corrupt: decoding stopped at frame {n}"
-                           f"{f' of {declared}' if declared else ''} ({decode_error})")
+            raise BadVideo(
+                f"truncated or corrupt: decoding stopped at frame {n}"
+                f"{f' of {declared}' if declared else ''} ({decode_error})"
+            )
         if n == 0:
             raise BadVideo("no frames: the video stream holds no frames")
         if declared and n < TRUNCATED_SHARE * declared - 2:
-            raise BadVideo(f"truncated: decoded {n} of the {declared} frames the container "
-                           "declares")
+            raise BadVideo(f"truncated: decoded {n} of the {declared} frames the container declares")
         self._close_segments(detector.finish(), detector, final=True, n=n)
 
         info = dict(info)
@@ -204,8 +204,9 @@ class VideoAnalyzer:
         self._overlay_stride *= 2
 
     # ------------------------------------------------------------------------------
-    def _close_segments(self, transitions: list[Transition], detector: TransitionDetector,
-                        final: bool = False, n: int = 0) -> None:
+    def _close_segments(
+        self, transitions: list[Transition], detector: TransitionDetector, final: bool = False, n: int = 0
+    ) -> None:
         """Finish the segments ended by newly settled transitions (and the last one)."""
         for tr in transitions:
             self._transitions.append(tr)
@@ -220,9 +221,13 @@ class VideoAnalyzer:
                 # Nothing but black (or flat) frames: a real loss of the whole file, so say so
                 # rather than returning no clips and nothing dropped.
                 cfg = self.cfg
-                self._drop(0, n, BLANK_VIDEO_REASON.format(
-                    dark=cfg.fade_threshold, peak=DARK_PEAK_RATIO * cfg.fade_threshold,
-                    std=BLANK_STD))
+                self._drop(
+                    0,
+                    n,
+                    BLANK_VIDEO_REASON.format(
+                        dark=cfg.fade_threshold, peak=DARK_PEAK_RATIO * cfg.fade_threshold, std=BLANK_STD
+                    ),
+                )
                 return
             start = self._seg_start
             if not self._clips and not self._dropped:
@@ -277,23 +282,26 @@ class VideoAnalyzer:
             colour = [colour[k] for k in pick]
         measures = {"camera": camera, "motion": motion, "quality": q, "overlays": overlays}
         start_s, end_s = start / fps, end / fps
-        caption, source = caption_for_clip(self._sidecar, self._info.get("tags", {}), start_s,
-                                           end_s, colour, measures, self.captioner)
+        caption, source = caption_for_clip(
+            self._sidecar, self._info.get("tags", {}), start_s, end_s, colour, measures, self.captioner
+        )
         index = len(self._clips)
-        self._clips.append({
-            "id": f"{self._key}-{index:04d}",
-            "index": index,
-            "start_frame": start,
-            "end_frame": end,
-            "frames": end - start,
-            "start": round(start_s, 4),
-            "end": round(end_s, 4),
-            "duration": round(end_s - start_s, 4),
-            "transition_out": out.kind if out is not None else None,
-            **measures,
-            "caption": caption,
-            "caption_source": source,
-        })
+        self._clips.append(
+            {
+                "id": f"{self._key}-{index:04d}",
+                "index": index,
+                "start_frame": start,
+                "end_frame": end,
+                "frames": end - start,
+                "start": round(start_s, 4),
+                "end": round(end_s, 4),
+                "duration": round(end_s - start_s, 4),
+                "transition_out": out.kind if out is not None else None,
+                **measures,
+                "caption": caption,
+                "caption_source": source,
+            }
+        )
 
     def _overlays(self, grey: list[tuple[int, np.ndarray]], pairs: list[PairMotion]) -> dict:
         aw, ah, fw, fh = self._sizes
@@ -307,14 +315,21 @@ class VideoAnalyzer:
         else:
             rates = CameraRates()
         if not grey:
-            return {"status": "undetermined", "reason": "no frames sampled", "detected": False,
-                    "area": 0.0, "items": [], "judgeable": None}
+            return {
+                "status": "undetermined",
+                "reason": "no frames sampled",
+                "detected": False,
+                "area": 0.0,
+                "items": [],
+                "judgeable": None,
+            }
         frames = np.stack([g for _, g in grey])
         times = [i / fps for i, _ in grey]
         return analyse_overlays(frames, times, rates, (self._info["width"], self._info["height"]))
 
 
-def analyze_video(path: str | Path, cfg: ScanConfig | None = None,
-                  captioner: Captioner | None = None, decoder_threads: int = 0) -> dict[str, Any]:
+def analyze_video(
+    path: str | Path, cfg: ScanConfig | None = None, captioner: Captioner | None = None, decoder_threads: int = 0
+) -> dict[str, Any]:
     """Analyse one video; raises `BadVideo` for unusable files."""
     return VideoAnalyzer(cfg or ScanConfig(), captioner, decoder_threads).run(path)

@@ -37,8 +37,9 @@ def _texture(h: int, w: int, rng: np.random.Generator) -> np.ndarray:
     return np.clip(img * rng.uniform(0.4, 1.0, 3) * 255, 0, 255).astype(np.uint8)
 
 
-def write_benchmark_video(path: str | Path, seconds: float = 20.0, fps: int = 30,
-                          shot_seconds: float = 4.0, seed: int = 0) -> Path:
+def write_benchmark_video(
+    path: str | Path, seconds: float = 20.0, fps: int = 30, shot_seconds: float = 4.0, seed: int = 0
+) -> Path:
     """A 480p video of camera moves over textures, a hard cut every `shot_seconds`."""
     rng = np.random.default_rng(seed)
     moves = ["pan", "tilt", "zoom", "static"]
@@ -59,11 +60,11 @@ def write_benchmark_video(path: str | Path, seconds: float = 20.0, fps: int = 30
             elif move == "tilt":
                 cy += 2.0 * (i - shot / 2)
             elif move == "zoom":
-                s = 1.5 * 0.995 ** i
+                s = 1.5 * 0.995**i
             m = np.array([[s, 0, cx - s * WIDTH / 2], [0, s, cy - s * HEIGHT / 2]], np.float32)
-            frame = cv2.warpAffine(big, m, (WIDTH, HEIGHT),
-                                   flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                                   borderMode=cv2.BORDER_REFLECT)
+            frame = cv2.warpAffine(
+                big, m, (WIDTH, HEIGHT), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REFLECT
+            )
             for pkt in stream.encode(av.VideoFrame.from_ndarray(frame, format="bgr24")):
                 out.mux(pkt)
         for pkt in stream.encode():
@@ -100,11 +101,15 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         path = write_benchmark_video(Path(tmp) / "bench480.mp4", args.seconds, args.fps)
         res = measure(path, args.repeat)
-    print(f"video: {WIDTH}x{HEIGHT}, {args.fps} fps, {res['video_seconds']:.1f} s, H.264; "
-          f"found {res['transitions']} transitions, {res['clips']} clips")
+    print(
+        f"video: {WIDTH}x{HEIGHT}, {args.fps} fps, {res['video_seconds']:.1f} s, H.264; "
+        f"found {res['transitions']} transitions, {res['clips']} clips"
+    )
     print("runs (s): " + ", ".join(f"{r:.2f}" for r in res["runs"]))
-    print(f"scan throughput: best {res['best_x_realtime']:.1f}x real time, "
-          f"median {res['median_x_realtime']:.1f}x real time")
+    print(
+        f"scan throughput: best {res['best_x_realtime']:.1f}x real time, "
+        f"median {res['median_x_realtime']:.1f}x real time"
+    )
     return 0
 
 

@@ -40,8 +40,7 @@ def classify_camera(pairs: list[PairMotion], fps: float, flow_width: int) -> dic
     whose own label matches.
     """
     if not pairs:
-        return {"label": None, "speed": None, "pan": None, "tilt": None, "zoom": None,
-                "agreement": None}
+        return {"label": None, "speed": None, "pan": None, "tilt": None, "zoom": None, "agreement": None}
     fps = fps if fps > 0 else 25.0
     tx = float(np.median([p.tx for p in pairs]))
     ty = float(np.median([p.ty for p in pairs]))
@@ -50,8 +49,15 @@ def classify_camera(pairs: list[PairMotion], fps: float, flow_width: int) -> dic
     per_pair = [_label(p.tx, p.ty, p.zoom, fps, flow_width) for p in pairs]
     pct = 100.0 * fps / flow_width  # pixels per frame -> percent of width per second
     pan, tilt, zoom_pct = tx * pct, ty * pct, zoom * 100.0 * fps
-    speed = {"static": 0.0, "pan_left": abs(pan), "pan_right": abs(pan), "tilt_up": abs(tilt),
-             "tilt_down": abs(tilt), "zoom_in": abs(zoom_pct), "zoom_out": abs(zoom_pct)}[label]
+    speed = {
+        "static": 0.0,
+        "pan_left": abs(pan),
+        "pan_right": abs(pan),
+        "tilt_up": abs(tilt),
+        "tilt_down": abs(tilt),
+        "zoom_in": abs(zoom_pct),
+        "zoom_out": abs(zoom_pct),
+    }[label]
     return {
         "label": label,
         "speed": round(speed, 3),

@@ -49,16 +49,20 @@ def load_captioner(spec: str | None) -> Captioner | None:
     try:
         obj = getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError) as exc:
-        raise KumoInputError(f"scan.captioner {spec!r} cannot be loaded ({exc}); check the module "
-                             "path and class name") from None
+        raise KumoInputError(
+            f"scan.captioner {spec!r} cannot be loaded ({exc}); check the module path and class name"
+        ) from None
     except Exception as exc:  # the module itself fails to import (a bug, a missing file)
-        raise KumoInputError(f"scan.captioner {spec!r} cannot be loaded: importing {module_name} "
-                             f"raised {type(exc).__name__}: {_first_line(exc)}") from None
+        raise KumoInputError(
+            f"scan.captioner {spec!r} cannot be loaded: importing {module_name} "
+            f"raised {type(exc).__name__}: {_first_line(exc)}"
+        ) from None
     try:
         captioner = obj() if isinstance(obj, type) else obj
     except Exception as exc:  # e.g. its model weights are missing
-        raise KumoInputError(f"scan.captioner {spec!r} cannot be built: {type(exc).__name__}: "
-                             f"{_first_line(exc)}") from None
+        raise KumoInputError(
+            f"scan.captioner {spec!r} cannot be built: {type(exc).__name__}: {_first_line(exc)}"
+        ) from None
     if not isinstance(captioner, Captioner):
         raise KumoInputError(f"scan.captioner {spec!r} has no caption(frames, info) method")
     return captioner
@@ -112,9 +116,15 @@ def _segment_caption(segments: list[dict], start: float, end: float) -> str | No
     return best
 
 
-def caption_for_clip(sidecar: dict | None, tags: dict[str, str], start: float, end: float,
-                     frames: list[np.ndarray], info: dict[str, Any],
-                     captioner: Captioner | None) -> tuple[str, str]:
+def caption_for_clip(
+    sidecar: dict | None,
+    tags: dict[str, str],
+    start: float,
+    end: float,
+    frames: list[np.ndarray],
+    info: dict[str, Any],
+    captioner: Captioner | None,
+) -> tuple[str, str]:
     """(caption, source) for one clip; source is sidecar/metadata/model/attributes."""
     if sidecar:
         if sidecar.get("segments"):
@@ -133,8 +143,17 @@ def caption_for_clip(sidecar: dict | None, tags: dict[str, str], start: float, e
     return attribute_caption(frames, info), "attributes"
 
 
-_COLOUR_NAMES = ((0, "red"), (15, "orange"), (25, "yellow"), (35, "green"), (85, "cyan"),
-                 (100, "blue"), (130, "purple"), (160, "pink"), (175, "red"))
+_COLOUR_NAMES = (
+    (0, "red"),
+    (15, "orange"),
+    (25, "yellow"),
+    (35, "green"),
+    (85, "cyan"),
+    (100, "blue"),
+    (130, "purple"),
+    (160, "pink"),
+    (175, "red"),
+)
 
 
 def _dominant_colour(frames: list[np.ndarray]) -> str:

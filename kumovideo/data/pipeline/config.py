@@ -15,8 +15,7 @@ from typing import Any
 from kumovideo.utils.errors import KumoInputError
 from kumovideo.utils.numbers import NumberRange
 
-VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v", ".mpg", ".mpeg", ".ts",
-                    ".wmv", ".flv", ".3gp")
+VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v", ".mpg", ".mpeg", ".ts", ".wmv", ".flv", ".3gp")
 
 
 @dataclass
@@ -170,8 +169,7 @@ def config_from_dict(data: dict[str, Any] | None, source: str = "config") -> Dat
     sections = {f.name: f for f in dataclasses.fields(DataConfig)}
     for name, values in data.items():
         if name not in sections:
-            raise KumoInputError(f"{source}: unknown section {name!r}; known sections: "
-                                 f"{', '.join(sections)}")
+            raise KumoInputError(f"{source}: unknown section {name!r}; known sections: {', '.join(sections)}")
         if values is None:
             continue
         if not isinstance(values, dict):
@@ -180,18 +178,26 @@ def config_from_dict(data: dict[str, Any] | None, source: str = "config") -> Dat
         fields = {f.name: f for f in dataclasses.fields(section)}
         for key, value in values.items():
             if key not in fields:
-                raise KumoInputError(f"{source}: unknown key {name}.{key}; known keys in {name}: "
-                                     f"{', '.join(fields)}")
+                raise KumoInputError(f"{source}: unknown key {name}.{key}; known keys in {name}: {', '.join(fields)}")
             annotation = str(fields[key].type)
-            setattr(section, key, _check_type(f"{source}: {name}.{key}", value,
-                                              getattr(section, key), annotation))
+            setattr(section, key, _check_type(f"{source}: {name}.{key}", value, getattr(section, key), annotation))
     _validate(cfg, source)
     return cfg
 
 
 # x264's presets (x264.h `x264_preset_names`); any other name fails every re-encoded clip.
-X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow",
-                "slower", "veryslow", "placebo")
+X264_PRESETS = (
+    "ultrafast",
+    "superfast",
+    "veryfast",
+    "faster",
+    "fast",
+    "medium",
+    "slow",
+    "slower",
+    "veryslow",
+    "placebo",
+)
 
 
 _PER_SECOND = NumberRange(0, above_low=True)
@@ -244,26 +250,28 @@ def _validate(cfg: DataConfig, source: str) -> None:
         if value is not None and not allowed.admits(value):
             raise KumoInputError(f"{source}: {name} must be {allowed.describe()}, got {value}")
     if cfg.scan.flow_method not in ("dis", "farneback"):
-        raise KumoInputError(f"{source}: scan.flow_method must be 'dis' or 'farneback', "
-                             f"got {cfg.scan.flow_method!r}")
+        raise KumoInputError(f"{source}: scan.flow_method must be 'dis' or 'farneback', got {cfg.scan.flow_method!r}")
     if cfg.scan.captioner is not None and ":" not in cfg.scan.captioner:
-        raise KumoInputError(f"{source}: scan.captioner must be 'module:ClassName', "
-                             f"got {cfg.scan.captioner!r}")
+        raise KumoInputError(f"{source}: scan.captioner must be 'module:ClassName', got {cfg.scan.captioner!r}")
     f = cfg.filter
     if f.max_seconds is not None and f.min_seconds > f.max_seconds:
-        raise KumoInputError(f"{source}: filter.min_seconds ({f.min_seconds:g}) is greater than "
-                             f"filter.max_seconds ({f.max_seconds:g}), so every clip would be "
-                             "rejected; lower min_seconds or raise max_seconds")
+        raise KumoInputError(
+            f"{source}: filter.min_seconds ({f.min_seconds:g}) is greater than "
+            f"filter.max_seconds ({f.max_seconds:g}), so every clip would be "
+            "rejected; lower min_seconds or raise max_seconds"
+        )
     if f.min_motion is not None and f.max_motion is not None and f.min_motion > f.max_motion:
-        raise KumoInputError(f"{source}: filter.min_motion ({f.min_motion:g}) is greater than "
-                             f"filter.max_motion ({f.max_motion:g}), so every clip would be "
-                             "rejected; lower min_motion or raise max_motion")
+        raise KumoInputError(
+            f"{source}: filter.min_motion ({f.min_motion:g}) is greater than "
+            f"filter.max_motion ({f.max_motion:g}), so every clip would be "
+            "rejected; lower min_motion or raise max_motion"
+        )
     if cfg.cut.preset.lower() not in X264_PRESETS:
-        raise KumoInputError(f"{source}: cut.preset must be an x264 preset "
-                             f"({', '.join(X264_PRESETS)}), got {cfg.cut.preset!r}")
+        raise KumoInputError(
+            f"{source}: cut.preset must be an x264 preset ({', '.join(X264_PRESETS)}), got {cfg.cut.preset!r}"
+        )
     if (cfg.encode.frames - 1) % 4:
-        raise KumoInputError(f"{source}: encode.frames must be 4k+1 (e.g. 17, 33, 49), "
-                             f"got {cfg.encode.frames}")
+        raise KumoInputError(f"{source}: encode.frames must be 4k+1 (e.g. 17, 33, 49), got {cfg.encode.frames}")
     for key in ("width", "height"):
         value = getattr(cfg.encode, key)
         if value is not None and value % 8:
@@ -274,8 +282,9 @@ def _validate(cfg: DataConfig, source: str) -> None:
 
     for cam in cfg.filter.cameras or []:
         if cam not in CAMERA_CLASSES:
-            raise KumoInputError(f"{source}: filter.cameras has unknown class {cam!r}; "
-                                 f"known: {', '.join(CAMERA_CLASSES)}")
+            raise KumoInputError(
+                f"{source}: filter.cameras has unknown class {cam!r}; known: {', '.join(CAMERA_CLASSES)}"
+            )
 
 
 def _yaml_problem(exc) -> str:
@@ -293,15 +302,17 @@ def load_config(path: str | Path | None) -> DataConfig:
         return DataConfig()
     path = Path(path)
     if not path.is_file():
-        raise KumoInputError(f"config file {path} not found; pass an existing YAML file "
-                             "(see configs/data_filter.yaml)")
+        raise KumoInputError(
+            f"config file {path} not found; pass an existing YAML file (see configs/data_filter.yaml)"
+        )
     import yaml
 
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError:
-        raise KumoInputError(f"config file {path} is not a text file; pass a YAML file "
-                             "(see configs/data_filter.yaml)") from None
+        raise KumoInputError(
+            f"config file {path} is not a text file; pass a YAML file (see configs/data_filter.yaml)"
+        ) from None
     except yaml.YAMLError as exc:
         raise KumoInputError(f"{path} is not valid YAML ({_yaml_problem(exc)}); fix the syntax") from None
     return config_from_dict(data, source=str(path))

@@ -56,8 +56,10 @@ def can_stream_copy(entry: dict, cfg: CutConfig) -> bool:
         return False
     if entry["keyframe_before"] != entry["start_frame"]:
         return False
-    ends_on_gop = entry["end_frame"] >= (entry.get("video_frames") or math.inf) or \
-        entry.get("next_keyframe") == entry["end_frame"]
+    ends_on_gop = (
+        entry["end_frame"] >= (entry.get("video_frames") or math.inf)
+        or entry.get("next_keyframe") == entry["end_frame"]
+    )
     return ends_on_gop
 
 
@@ -114,7 +116,7 @@ def _fit(img: np.ndarray, w: int, h: int) -> np.ndarray:
     nw, nh = max(w, int(math.ceil(iw * s))), max(h, int(math.ceil(ih * s)))
     img = cv2.resize(img, (nw, nh), interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_CUBIC)
     x0, y0 = (nw - w) // 2, (nh - h) // 2
-    return img[y0:y0 + h, x0:x0 + w]
+    return img[y0 : y0 + h, x0 : x0 + w]
 
 
 def reencode(entry: dict, dst: Path, cfg: CutConfig) -> int:
@@ -175,8 +177,9 @@ def cut_one(entry: dict, out_dir: str, cfg: CutConfig) -> dict[str, Any]:
             fps, w, h = float(s.average_rate or 0), s.width, s.height
         tmp.replace(dst)
         atomic_write_text(out / f"{entry['id']}.txt", entry["caption"] + "\n")
-        result.update(file=dst.name, method=method, out_frames=frames, out_fps=fps,
-                      out_width=w, out_height=h, status="ok")
+        result.update(
+            file=dst.name, method=method, out_frames=frames, out_fps=fps, out_width=w, out_height=h, status="ok"
+        )
     except Exception as exc:  # one bad clip must not end the run
         result.update(status="error", error=f"{type(exc).__name__}: {exc}")
     finally:

@@ -66,13 +66,11 @@ def load_vae(path: str | Path, dtype: str = "float32", device: str = "cpu"):
     except (OSError, ValueError) as exc:  # truncated or corrupt weights, weights that do not fit
         text = str(exc).strip()
         reason = text.splitlines()[0] if text else type(exc).__name__
-        raise KumoInputError(f"--vae {path}: cannot load the VAE ({reason}); re-download or "
-                             "re-save it") from None
+        raise KumoInputError(f"--vae {path}: cannot load the VAE ({reason}); re-download or re-save it") from None
     return vae.to(device).eval()
 
 
-def read_clip(path: str | Path, num_frames: int, width: int | None, height: int | None
-              ) -> tuple[torch.Tensor, float]:
+def read_clip(path: str | Path, num_frames: int, width: int | None, height: int | None) -> tuple[torch.Tensor, float]:
     """The first `num_frames` frames of a clip as a (3, F, H, W) float tensor in [-1, 1].
 
     Without a size, the clip's own size rounded down to multiples of 8 (centre crop); with
@@ -170,8 +168,16 @@ class LatentShardWriter:
         atomic_write_json(self.out_dir / "index.json", self.index)
 
 
-def encode_clips(entries: list[dict], clip_dir: Path, vae, vae_path: str, out_dir: Path,
-                 cfg: EncodeConfig, device: str = "cpu", quiet: bool = False) -> dict[str, Any]:
+def encode_clips(
+    entries: list[dict],
+    clip_dir: Path,
+    vae,
+    vae_path: str,
+    out_dir: Path,
+    cfg: EncodeConfig,
+    device: str = "cpu",
+    quiet: bool = False,
+) -> dict[str, Any]:
     """Encode cut clips (entries of the cut manifest) into shards; returns a summary."""
     from kumovideo.data.pipeline.runner import run_tasks
 
@@ -194,31 +200,46 @@ def encode_clips(entries: list[dict], clip_dir: Path, vae, vae_path: str, out_di
             mean, std = dist.mean[0], dist.std[0]
         except Exception as exc:  # a bad clip is reported, the rest are encoded
             return {"id": entry["id"], "error": f"{type(exc).__name__}: {exc}"}
-        return {"id": entry["id"], "mean": mean, "std": std, "fps": fps, "num_frames": n,
-                "size": [int(x.shape[2]), int(x.shape[3])]}
+        return {
+            "id": entry["id"],
+            "mean": mean,
+            "std": std,
+            "fps": fps,
+            "num_frames": n,
+            "size": [int(x.shape[2]), int(x.shape[3])],
+        }
 
-    for entry, res in zip(todo, run_tasks(encode_one, todo, workers=1, desc="encode",
-                                          quiet=quiet)):
+    for entry, res in zip(todo, run_tasks(encode_one, todo, workers=1, desc="encode", quiet=quiet)):
         if "error" in res:
             errors.append((entry["id"], res["error"]))
             continue
-        writer.add(entry["id"], res["mean"], res["std"], {
-            "caption": entry["caption"],
-            "caption_source": entry.get("caption_source"),
-            "fps": res["fps"],
-            "num_frames": res["num_frames"],
-            "size": res["size"],
-            "motion_score": entry.get("motion_score"),
-            "camera": (entry.get("camera") or {}).get("label"),
-            "quality": (entry.get("quality") or {}).get("score"),
-            "source": entry.get("video"),
-            "file": entry.get("file"),
-        })
+        writer.add(
+            entry["id"],
+            res["mean"],
+            res["std"],
+            {
+                "caption": entry["caption"],
+                "caption_source": entry.get("caption_source"),
+                "fps": res["fps"],
+                "num_frames": res["num_frames"],
+                "size": res["size"],
+                "motion_score": entry.get("motion_score"),
+                "camera": (entry.get("camera") or {}).get("label"),
+                "quality": (entry.get("quality") or {}).get("score"),
+                "source": entry.get("video"),
+                "file": entry.get("file"),
+            },
+        )
     writer.flush()
     index = writer.index
-    return {"encoded": len(todo) - len(errors), "skipped": len(entries) - len(todo),
-            "errors": errors, "shards": len(index["shards"]), "clips": len(index["clips"]),
-            "seconds": time.perf_counter() - t0}
+    return {
+        "encoded": len(todo) - len(errors),
+        "skipped": len(entries) - len(todo),
+        "errors": errors,
+        "shards": len(index["shards"]),
+        "clips": len(index["clips"]),
+        "seconds": time.perf_counter() - t0,
+    }
 
 
 class LatentShardDataset(Dataset):
@@ -236,8 +257,9 @@ class LatentShardDataset(Dataset):
         if self.index_path.is_dir():
             self.index_path = self.index_path / "index.json"
         if not self.index_path.is_file():
-            raise KumoInputError(f"latent index {self.index_path} not found; run `kumo data "
-                                 "encode` first or pass the folder it wrote")
+            raise KumoInputError(
+                f"latent index {self.index_path} not found; run `kumo data encode` first or pass the folder it wrote"
+            )
         self.index = json.loads(self.index_path.read_text())
         if self.index.get("format") != INDEX_FORMAT:
             raise KumoInputError(f"{self.index_path} is not a kumovideo latent index")
@@ -267,11 +289,9 @@ class LatentShardDataset(Dataset):
             "motion_score": float(meta["motion_score"] or 0.0),
         }
 
-    def sample_latent(self, item: dict[str, Any], generator: torch.Generator | None = None
-                      ) -> torch.Tensor:
+    def sample_latent(self, item: dict[str, Any], generator: torch.Generator | None = None) -> torch.Tensor:
         """A scaled latent sample from an item's posterior (what the DiT is trained on)."""
-        noise = torch.randn(item["latent_std"].shape, generator=generator,
-                            dtype=item["latent_std"].dtype)
+        noise = torch.randn(item["latent_std"].shape, generator=generator, dtype=item["latent_std"].dtype)
         return (item["latent_mean"] + item["latent_std"] * noise) * self.scaling_factor
 
     def __getstate__(self):  # safetensors handles do not pickle (DataLoader workers)

@@ -14,7 +14,8 @@ from __future__ import annotations
 import bisect
 import math
 from collections import Counter
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from kumovideo.data.pipeline.config import FilterConfig
 
@@ -64,9 +65,15 @@ def split_long(entry: dict, max_seconds: float | None) -> list[dict]:
     for j in range(pieces):
         a, b = bounds[j], bounds[j + 1]
         piece = dict(entry)
-        piece.update(id=f"{entry['id']}-p{j}", start_frame=a, end_frame=b,
-                     start=round(a / fps, 4), end=round(b / fps, 4), duration=round((b - a) / fps, 4),
-                     keyframes_in_clip=[f for f in entry["keyframes_in_clip"] if a <= f < b])
+        piece.update(
+            id=f"{entry['id']}-p{j}",
+            start_frame=a,
+            end_frame=b,
+            start=round(a / fps, 4),
+            end=round(b / fps, 4),
+            duration=round((b - a) / fps, 4),
+            keyframes_in_clip=[f for f in entry["keyframes_in_clip"] if a <= f < b],
+        )
         kf = [f for f in entry["keyframes_in_clip"] if f <= a]
         piece["keyframe_before"] = kf[-1] if kf else entry["keyframe_before"]
         nxt = [f for f in entry["keyframes_in_clip"] if f >= b]

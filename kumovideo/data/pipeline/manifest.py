@@ -21,9 +21,10 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from kumovideo.utils.atomic import atomic_file
 from kumovideo.utils.errors import KumoInputError
@@ -75,16 +76,21 @@ class ManifestKind:
     ok_fields: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
 
-SCAN_MANIFEST = ManifestKind("scan manifest", ("path", "key", "status"),
-                             "the .jsonl that `kumo data scan` writes",
-                             ok_fields=(("probe", ("fps", "width", "height")),
-                                        ("clips", ("id", "start_frame", "end_frame", "start", "end", "duration",
-                                                   "caption", "caption_source"))))
-CLIP_LIST = ManifestKind("clip list", ("id", "video", "fps", "width", "height", "first_time",
-                                       "keyframe_before", "start_frame", "end_frame", "caption"),
-                         "the .jsonl that `kumo data filter` writes")
-CUT_MANIFEST = ManifestKind("cut manifest", ("id", "file", "caption"),
-                            "the clips.jsonl that `kumo data cut` writes")
+SCAN_MANIFEST = ManifestKind(
+    "scan manifest",
+    ("path", "key", "status"),
+    "the .jsonl that `kumo data scan` writes",
+    ok_fields=(
+        ("probe", ("fps", "width", "height")),
+        ("clips", ("id", "start_frame", "end_frame", "start", "end", "duration", "caption", "caption_source")),
+    ),
+)
+CLIP_LIST = ManifestKind(
+    "clip list",
+    ("id", "video", "fps", "width", "height", "first_time", "keyframe_before", "start_frame", "end_frame", "caption"),
+    "the .jsonl that `kumo data filter` writes",
+)
+CUT_MANIFEST = ManifestKind("cut manifest", ("id", "file", "caption"), "the clips.jsonl that `kumo data cut` writes")
 
 # Scan records are written with "path" first, so a line that a killed scan left half
 # written starts like this. Only such a line may be cut off on resume.
@@ -124,8 +130,9 @@ def read_manifest(path: str | Path, kind: ManifestKind, resuming: bool = False) 
                     if killed_write and resuming:
                         continue
                     if killed_write:
-                        raise refuse(where, "is cut short (a killed `kumo data scan`? run it again "
-                                            "with the same -o to finish)") from None
+                        raise refuse(
+                            where, "is cut short (a killed `kumo data scan`? run it again with the same -o to finish)"
+                        ) from None
                     raise refuse(where, "is not JSON") from None
                 if not isinstance(record, dict):
                     raise refuse(where, "is not a JSON object")
@@ -222,7 +229,7 @@ class ManifestAppender:
         if self._fh is not None:
             self._fh.close()
 
-    def __enter__(self) -> "ManifestAppender":
+    def __enter__(self) -> ManifestAppender:
         return self
 
     def __exit__(self, *exc) -> None:

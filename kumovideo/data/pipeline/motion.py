@@ -67,9 +67,9 @@ class FlowEstimator:
     def __call__(self, prev: np.ndarray, nxt: np.ndarray) -> np.ndarray:
         if self.method == "dis":
             return self._dis.calc(prev, nxt, None)
-        return cv2.calcOpticalFlowFarneback(prev, nxt, None, pyr_scale=0.5, levels=4,
-                                            winsize=15, iterations=3, poly_n=5,
-                                            poly_sigma=1.2, flags=0)
+        return cv2.calcOpticalFlowFarneback(
+            prev, nxt, None, pyr_scale=0.5, levels=4, winsize=15, iterations=3, poly_n=5, poly_sigma=1.2, flags=0
+        )
 
 
 def pair_motion(flow: np.ndarray, a: int, b: int) -> PairMotion:
@@ -77,13 +77,19 @@ def pair_motion(flow: np.ndarray, a: int, b: int) -> PairMotion:
     gap = max(1, b - a)
     h, w = flow.shape[:2]
     mag = np.linalg.norm(flow, axis=2)
-    ys, xs = np.mgrid[GRID_STEP // 2:h:GRID_STEP, GRID_STEP // 2:w:GRID_STEP]
+    ys, xs = np.mgrid[GRID_STEP // 2 : h : GRID_STEP, GRID_STEP // 2 : w : GRID_STEP]
     cx, cy = (w - 1) / 2.0, (h - 1) / 2.0
     src = np.stack([xs.ravel() - cx, ys.ravel() - cy], axis=1).astype(np.float32)
     dst = src + flow[ys.ravel(), xs.ravel()].astype(np.float32)
-    model, inl = cv2.estimateAffinePartial2D(src, dst, method=cv2.RANSAC,
-                                             ransacReprojThreshold=RANSAC_PX * gap,
-                                             maxIters=500, confidence=0.99, refineIters=10)
+    model, inl = cv2.estimateAffinePartial2D(
+        src,
+        dst,
+        method=cv2.RANSAC,
+        ransacReprojThreshold=RANSAC_PX * gap,
+        maxIters=500,
+        confidence=0.99,
+        refineIters=10,
+    )
     if model is None:  # degenerate field (e.g. a blank frame): no camera motion measurable
         model, inl = np.array([[1, 0, 0], [0, 1, 0]], np.float64), np.zeros((len(src), 1))
     (p, q, tx), (r, s, ty) = model
@@ -98,9 +104,11 @@ def pair_motion(flow: np.ndarray, a: int, b: int) -> PairMotion:
     subject = residual > threshold
     frac = float(subject.mean())
     return PairMotion(
-        a=a, b=b,
+        a=a,
+        b=b,
         magnitude=float(mag.mean()) / gap,
-        tx=float(tx) / gap, ty=float(ty) / gap,
+        tx=float(tx) / gap,
+        ty=float(ty) / gap,
         zoom=(scale ** (1.0 / gap)) - 1.0,
         roll=roll / gap,
         subject_magnitude=float(mag[subject].mean()) / gap if frac > 0 else 0.0,
@@ -158,13 +166,13 @@ def dynamic_score(pairs: list[PairMotion], fps: float, flow_width: int) -> dict:
     """
     to_pct = 100.0 * (fps if fps > 0 else 25.0) / flow_width
     if not pairs:
-        return {"score": None, "subject": None, "background": None, "subject_fraction": None,
-                "pairs": 0}
+        return {"score": None, "subject": None, "background": None, "subject_fraction": None, "pairs": 0}
     with_subject = [p for p in pairs if p.subject_fraction > 0]
     return {
         "score": round(float(np.mean([p.magnitude for p in pairs])) * to_pct, 4),
         "subject": round(float(np.mean([p.subject_magnitude for p in with_subject])) * to_pct, 4)
-        if with_subject else 0.0,
+        if with_subject
+        else 0.0,
         "background": round(float(np.mean([p.background_magnitude for p in pairs])) * to_pct, 4),
         "subject_fraction": round(float(np.mean([p.subject_fraction for p in pairs])), 4),
         "pairs": len(pairs),

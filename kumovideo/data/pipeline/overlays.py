@@ -111,8 +111,7 @@ def _gradients(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def _edge_stats(gx: np.ndarray, gy: np.ndarray, mag: np.ndarray) -> _EdgeStats:
-    return _EdgeStats(gx.mean(axis=0), gy.mean(axis=0), mag.mean(axis=0),
-                      (mag >= MIN_EDGE / 2).mean(axis=0))
+    return _EdgeStats(gx.mean(axis=0), gy.mean(axis=0), mag.mean(axis=0), (mag >= MIN_EDGE / 2).mean(axis=0))
 
 
 def _still(std: np.ndarray, mask: np.ndarray, box) -> bool:
@@ -127,10 +126,9 @@ def _still(std: np.ndarray, mask: np.ndarray, box) -> bool:
     x0, y0, x1, y1 = box
     h, w = std.shape
     inner = cv2.erode(std[y0:y1, x0:x1], np.ones((3, 3), np.uint8))[mask[y0:y1, x0:x1]]
-    ring = np.ones((min(h, y1 + RING) - max(0, y0 - RING), min(w, x1 + RING) - max(0, x0 - RING)),
-                   bool)
-    ring[y0 - max(0, y0 - RING):y1 - max(0, y0 - RING), x0 - max(0, x0 - RING):x1 - max(0, x0 - RING)] = False
-    around = std[max(0, y0 - RING):y1 + RING, max(0, x0 - RING):x1 + RING][ring]
+    ring = np.ones((min(h, y1 + RING) - max(0, y0 - RING), min(w, x1 + RING) - max(0, x0 - RING)), bool)
+    ring[y0 - max(0, y0 - RING) : y1 - max(0, y0 - RING), x0 - max(0, x0 - RING) : x1 - max(0, x0 - RING)] = False
+    around = std[max(0, y0 - RING) : y1 + RING, max(0, x0 - RING) : x1 + RING][ring]
     if inner.size == 0 or around.size == 0:
         return False
     ring_std = float(np.median(around))
@@ -164,8 +162,7 @@ def _judged(mask: np.ndarray, across: np.ndarray, vertical: np.ndarray, box) -> 
 
 def _components(mask: np.ndarray, close: tuple[int, int]) -> list[tuple[int, int, int, int, int]]:
     """Connected components after closing with a (w, h) rectangle: (x0, y0, x1, y1, pixels)."""
-    closed = cv2.morphologyEx(mask.astype(np.uint8), cv2.MORPH_CLOSE,
-                              cv2.getStructuringElement(cv2.MORPH_RECT, close))
+    closed = cv2.morphologyEx(mask.astype(np.uint8), cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_RECT, close))
     n, labels, stats, _ = cv2.connectedComponentsWithStats(closed, connectivity=8)
     out = []
     for i in range(1, n):
@@ -183,14 +180,17 @@ def detect_static_overlays(frames: np.ndarray, times: list[float], camera: Camer
     """
     n, h, w = frames.shape
     if n < MIN_SAMPLES:
-        return {"status": "undetermined", "reason": "too few frames", "judgeable": None,
-                "items": []}
+        return {"status": "undetermined", "reason": "too few frames", "judgeable": None, "items": []}
     dx, dy = camera.displacement(h, w, times[-1] - times[0])
     moved = np.hypot(dx, dy) >= MIN_TRAVEL
     share = float(moved.mean())
     if share < MIN_JUDGEABLE:
-        return {"status": "undetermined", "reason": "the camera barely moves, so a static scene "
-                "and an overlay look the same", "judgeable": round(share, 4), "items": []}
+        return {
+            "status": "undetermined",
+            "reason": "the camera barely moves, so a static scene and an overlay look the same",
+            "judgeable": round(share, 4),
+            "items": [],
+        }
     stats = _edge_stats(*_gradients(frames))
     std = frames.astype(np.float32).std(axis=0)
     mask = stats.persistent(PRESENT) & moved
@@ -257,8 +257,7 @@ def detect_subtitles(frames: np.ndarray, times: list[float], camera: CameraRates
     return {"found": True, "box": [x0, y0, x1, y1], "lines": len(lines), "changes": len(texts)}
 
 
-def _text_line(persistent: np.ndarray, across: np.ndarray, vertical: np.ndarray, width: int
-               ) -> list[int] | None:
+def _text_line(persistent: np.ndarray, across: np.ndarray, vertical: np.ndarray, width: int) -> list[int] | None:
     """The widest text-like component of a persistent-edge mask: wide, short, dense."""
     bh = persistent.shape[0]
     best = None
@@ -276,8 +275,9 @@ def _text_line(persistent: np.ndarray, across: np.ndarray, vertical: np.ndarray,
     return best
 
 
-def analyse_overlays(frames: np.ndarray, times: list[float], camera: CameraRates,
-                     native_size: tuple[int, int]) -> dict:
+def analyse_overlays(
+    frames: np.ndarray, times: list[float], camera: CameraRates, native_size: tuple[int, int]
+) -> dict:
     """Static overlays and subtitles of one clip, boxes scaled to native pixels.
 
     Returns {"status", "detected", "area" (total share of the frame), "items": [{"kind":
@@ -311,5 +311,9 @@ def analyse_overlays(frames: np.ndarray, times: list[float], camera: CameraRates
 
 
 def _inside(box, outer, slack: int = 2) -> bool:
-    return (box[0] >= outer[0] - slack and box[1] >= outer[1] - slack
-            and box[2] <= outer[2] + slack and box[3] <= outer[3] + slack)
+    return (
+        box[0] >= outer[0] - slack
+        and box[1] >= outer[1] - slack
+        and box[2] <= outer[2] + slack
+        and box[3] <= outer[3] + slack
+    )

@@ -35,7 +35,7 @@ def sniff_container(path: str | Path) -> str | None:
     with open(path, "rb") as fh:
         head = fh.read(16)
     for offset, magic, name in _SIGNATURES:
-        if head[offset:offset + len(magic)] == magic:
+        if head[offset : offset + len(magic)] == magic:
             return name
     if head[:1] == b"\x47" and len(head) >= 1:  # MPEG-TS sync byte; weak, checked last
         return "MPEG-TS"
@@ -57,8 +57,7 @@ def open_container(path: str | Path) -> av.container.InputContainer:
         family = sniff_container(path)
         detail = getattr(exc, "strerror", None) or str(exc)
         if family is not None:
-            raise BadVideo(f"truncated or corrupt {family} file: FFmpeg cannot read its header "
-                           f"({detail})") from exc
+            raise BadVideo(f"truncated or corrupt {family} file: FFmpeg cannot read its header ({detail})") from exc
         raise BadVideo(f"not a video file: no known container format ({detail})") from exc
     except (OSError, UnicodeDecodeError) as exc:
         raise BadVideo(f"cannot open file: {exc}") from exc

@@ -37,8 +37,7 @@ BLOCK = 8  # the DCT block size of MPEG-family codecs
 # How much each part counts in the combined score. Sharpness and exposure decide whether a
 # frame shows anything usable; noise and blocking are artefacts a generator would copy;
 # colourfulness is weighted lightly because black-and-white footage is legitimate.
-WEIGHTS = {"sharpness": 0.35, "exposure": 0.25, "noise": 0.15, "blockiness": 0.15,
-           "colourfulness": 0.10}
+WEIGHTS = {"sharpness": 0.35, "exposure": 0.25, "noise": 0.15, "blockiness": 0.15, "colourfulness": 0.10}
 
 
 def _clip01(x: float) -> float:
@@ -120,7 +119,7 @@ def _centre_crop(img: np.ndarray, size: int) -> np.ndarray:
     ch, cw = min(h, size), min(w, size)
     y0 = ((h - ch) // 2) // BLOCK * BLOCK
     x0 = ((w - cw) // 2) // BLOCK * BLOCK
-    return img[y0:y0 + ch, x0:x0 + cw]
+    return img[y0 : y0 + ch, x0 : x0 + cw]
 
 
 def quality_parts(raw: dict[str, float]) -> dict[str, float]:
@@ -137,8 +136,7 @@ def quality_parts(raw: dict[str, float]) -> dict[str, float]:
     block = _clip01(1.0 - (raw["blockiness"] - 1.05) / 0.5)
     # Noise sigma of 2 grey levels is clean camera footage; 12 is very grainy.
     noise = _clip01(1.0 - (raw["noise"] - 2.0) / 10.0)
-    return {"sharpness": sharp, "exposure": expo, "colourfulness": colour, "blockiness": block,
-            "noise": noise}
+    return {"sharpness": sharp, "exposure": expo, "colourfulness": colour, "blockiness": block, "noise": noise}
 
 
 def combine(parts: dict[str, float]) -> float:

@@ -21,7 +21,8 @@ import multiprocessing as mp
 import os
 import re
 import sys
-from typing import Any, Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 from tqdm import tqdm
 
@@ -95,11 +96,12 @@ _RAY_ADDRESS = re.compile(rf"auto|local|{_HOST}:\d+|ray://{_HOST}(:\d+)?")
 def check_ray(address: str) -> None:
     """Refuse a malformed --ray address, or --ray without Ray Data, before any work starts."""
     if not _RAY_ADDRESS.fullmatch(address):
-        raise KumoInputError(f"--ray {address!r} is not a Ray address; use auto, local, "
-                             "HOST:PORT or ray://HOST:PORT")
+        raise KumoInputError(f"--ray {address!r} is not a Ray address; use auto, local, HOST:PORT or ray://HOST:PORT")
     if not ray_available():
-        raise KumoInputError("--ray needs Ray Data, which is not installed; install it with "
-                             "pip install 'ray[data]' (or kumovideo[ray]) or drop --ray")
+        raise KumoInputError(
+            "--ray needs Ray Data, which is not installed; install it with "
+            "pip install 'ray[data]' (or kumovideo[ray]) or drop --ray"
+        )
 
 
 def _run_ray(fn: Callable[[Any], dict], items: list, address: str, workers: int) -> Iterator[dict]:
@@ -111,8 +113,12 @@ def _run_ray(fn: Callable[[Any], dict], items: list, address: str, workers: int)
     logging.getLogger("ray.data").setLevel(logging.WARNING)  # our own bar reports progress
     started_here = False
     if not ray.is_initialized():
-        kwargs: dict[str, Any] = {"ignore_reinit_error": True, "include_dashboard": False,
-                                  "log_to_driver": False, "configure_logging": False}
+        kwargs: dict[str, Any] = {
+            "ignore_reinit_error": True,
+            "include_dashboard": False,
+            "log_to_driver": False,
+            "configure_logging": False,
+        }
         if address == "local":
             kwargs["num_cpus"] = workers
         else:
@@ -120,14 +126,15 @@ def _run_ray(fn: Callable[[Any], dict], items: list, address: str, workers: int)
         try:
             ray.init(**kwargs)
         except ConnectionError as exc:
-            raise KumoInputError(f"cannot reach a Ray cluster at {address!r} ({exc}); start one "
-                                 "with `ray start --head` or use --ray local") from exc
+            raise KumoInputError(
+                f"cannot reach a Ray cluster at {address!r} ({exc}); start one "
+                "with `ray start --head` or use --ray local"
+            ) from exc
         started_here = True
     try:
         ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = False  # our own bar counts files
-        ds = ray.data.from_items([{"item": json.dumps(it)} for it in items],
-                                 override_num_blocks=max(1, len(items)))
+        ds = ray.data.from_items([{"item": json.dumps(it)} for it in items], override_num_blocks=max(1, len(items)))
         ds = ds.map(_JsonTask(fn), num_cpus=1)
         for row in ds.iter_rows():
             yield json.loads(row["result"])
@@ -136,12 +143,19 @@ def _run_ray(fn: Callable[[Any], dict], items: list, address: str, workers: int)
             ray.shutdown()
 
 
-def run_tasks(fn: Callable[[Any], dict], items: Iterable, workers: int = 1,
-              ray_address: str | None = None, desc: str = "", quiet: bool = False) -> Iterator[dict]:
+def run_tasks(
+    fn: Callable[[Any], dict],
+    items: Iterable,
+    workers: int = 1,
+    ray_address: str | None = None,
+    desc: str = "",
+    quiet: bool = False,
+) -> Iterator[dict]:
     """Yield fn(item) for every item, in completion order, with a files/s progress bar."""
     items = list(items)
-    bar = tqdm(total=len(items), unit="file", desc=desc, disable=quiet or not items,
-               dynamic_ncols=True, file=sys.stderr)
+    bar = tqdm(
+        total=len(items), unit="file", desc=desc, disable=quiet or not items, dynamic_ncols=True, file=sys.stderr
+    )
     try:
         if ray_address:
             source = _run_ray(fn, items, ray_address, workers)

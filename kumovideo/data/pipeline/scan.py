@@ -18,8 +18,7 @@ from typing import Any
 from kumovideo.data.pipeline.analyze import analyze_video, drop_kind, video_key
 from kumovideo.data.pipeline.captions import load_captioner
 from kumovideo.data.pipeline.config import ScanConfig
-from kumovideo.data.pipeline.manifest import (SCAN_MANIFEST, ManifestAppender, latest_by_path,
-                                               read_manifest)
+from kumovideo.data.pipeline.manifest import SCAN_MANIFEST, ManifestAppender, latest_by_path, read_manifest
 from kumovideo.data.pipeline.probe import BadVideo
 from kumovideo.data.pipeline.runner import run_tasks
 from kumovideo.utils.errors import KumoInputError
@@ -38,8 +37,9 @@ def find_videos(root: str | Path, extensions: list[str]) -> list[Path]:
     """Video files under `root` (recursively, sorted, hidden folders skipped)."""
     root = Path(root)
     if not root.is_dir():
-        raise KumoInputError(f"input folder {root} does not exist or is not a folder; "
-                             "pass the folder that holds your videos")
+        raise KumoInputError(
+            f"input folder {root} does not exist or is not a folder; pass the folder that holds your videos"
+        )
     exts = {e.lower() if e.startswith(".") else f".{e.lower()}" for e in extensions}
     found = []
     for path in sorted(root.rglob("*")):
@@ -49,8 +49,10 @@ def find_videos(root: str | Path, extensions: list[str]) -> list[Path]:
         if path.is_file() and path.suffix.lower() in exts:
             found.append(path.resolve())
     if not found:
-        raise KumoInputError(f"no video files under {root} (looked for {', '.join(sorted(exts))}); "
-                             "pass the folder that holds your videos or set scan.extensions")
+        raise KumoInputError(
+            f"no video files under {root} (looked for {', '.join(sorted(exts))}); "
+            "pass the folder that holds your videos or set scan.extensions"
+        )
     return found
 
 
@@ -67,10 +69,21 @@ def scan_one(path: str, cfg: ScanConfig, decoder_threads: int = 0) -> dict[str, 
     except Exception as exc:  # a bug or an exotic file must not end a long run
         reason = f"unexpected {type(exc).__name__}: {exc}"
         tb = traceback.format_exc(limit=3)
-        return {"path": str(path), "key": video_key(path), "status": "error", "error": reason,
-                "traceback": tb, "seconds": round(time.perf_counter() - t0, 3)}
-    return {"path": str(path), "key": video_key(path), "status": "error", "error": reason,
-            "seconds": round(time.perf_counter() - t0, 3)}
+        return {
+            "path": str(path),
+            "key": video_key(path),
+            "status": "error",
+            "error": reason,
+            "traceback": tb,
+            "seconds": round(time.perf_counter() - t0, 3),
+        }
+    return {
+        "path": str(path),
+        "key": video_key(path),
+        "status": "error",
+        "error": reason,
+        "seconds": round(time.perf_counter() - t0, 3),
+    }
 
 
 @dataclass
@@ -96,10 +109,12 @@ class ScanSummary:
         clips += f", {dropped} stretches dropped"
         if dropped:
             clips += " (" + ", ".join(f"{v} {k}" for k, v in self.dropped.most_common()) + ")"
-        out = [f"scanned {done} of {self.found} files ({self.skipped} already in the manifest): "
-               f"{self.ok} ok, {len(self.errors)} failed; {clips}; "
-               f"{self.video_seconds:.1f} s of video in {self.wall_seconds:.1f} s "
-               f"({rate:.1f}x real time, {done / max(self.wall_seconds, 1e-9):.2f} files/s)"]
+        out = [
+            f"scanned {done} of {self.found} files ({self.skipped} already in the manifest): "
+            f"{self.ok} ok, {len(self.errors)} failed; {clips}; "
+            f"{self.video_seconds:.1f} s of video in {self.wall_seconds:.1f} s "
+            f"({rate:.1f}x real time, {done / max(self.wall_seconds, 1e-9):.2f} files/s)"
+        ]
         for path, reason in self.errors:
             out.append(f"  failed: {path}: {reason}")
         for path, reason in self.no_clip:
@@ -107,9 +122,15 @@ class ScanSummary:
         return out
 
 
-def scan_folder(in_dir: str | Path, manifest: str | Path, cfg: ScanConfig, workers: int = 1,
-                ray_address: str | None = None, retry_errors: bool = False,
-                quiet: bool = False) -> ScanSummary:
+def scan_folder(
+    in_dir: str | Path,
+    manifest: str | Path,
+    cfg: ScanConfig,
+    workers: int = 1,
+    ray_address: str | None = None,
+    retry_errors: bool = False,
+    quiet: bool = False,
+) -> ScanSummary:
     """Scan `in_dir` into `manifest` (appending; resumes a previous run).
 
     Everything is checked before the first video is analysed: the folder, an existing
@@ -119,22 +140,19 @@ def scan_folder(in_dir: str | Path, manifest: str | Path, cfg: ScanConfig, worke
     if not manifest.parent.is_dir():
         raise KumoInputError(f"output folder {manifest.parent} does not exist; create it first")
     videos = find_videos(in_dir, cfg.extensions)
-    done = latest_by_path(read_manifest(manifest, SCAN_MANIFEST, resuming=True)
-                          if manifest.exists() else [])
+    done = latest_by_path(read_manifest(manifest, SCAN_MANIFEST, resuming=True) if manifest.exists() else [])
     if cfg.captioner:
         # A captioner that cannot be built is a configuration mistake: report it once, here,
         # not as an error record on every file. Runs in this process reuse this instance.
         _captioner(cfg.captioner)
-    todo = [str(p) for p in videos
-            if str(p) not in done or (retry_errors and done[str(p)].get("status") != "ok")]
+    todo = [str(p) for p in videos if str(p) not in done or (retry_errors and done[str(p)].get("status") != "ok")]
     summary = ScanSummary(found=len(videos), skipped=len(videos) - len(todo))
     # With several workers each decoder gets one thread; alone it may use them all.
     threads = 1 if (workers > 1 or ray_address) else 0
     task = functools.partial(scan_one, cfg=cfg, decoder_threads=threads)
     t0 = time.perf_counter()
     with ManifestAppender(manifest) as out:
-        for record in run_tasks(task, todo, workers=workers, ray_address=ray_address,
-                                desc="scan", quiet=quiet):
+        for record in run_tasks(task, todo, workers=workers, ray_address=ray_address, desc="scan", quiet=quiet):
             out.append(record)
             if record["status"] == "ok":
                 summary.ok += 1

@@ -73,8 +73,13 @@ class Transition:
     sources: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
-        return {"kind": self.kind, "frame": self.frame, "start": self.start, "end": self.end,
-                "sources": sorted(set(self.sources))}
+        return {
+            "kind": self.kind,
+            "frame": self.frame,
+            "start": self.start,
+            "end": self.end,
+            "sources": sorted(set(self.sources)),
+        }
 
 
 @dataclass
@@ -93,10 +98,10 @@ class TransitionDetector:
         self.cfg = cfg
         short = 2  # frames; short scenes are dropped later by min_clip_seconds, not here
         self._content = ContentDetector(threshold=cfg.content_threshold, min_scene_len=short)
-        self._adaptive = AdaptiveDetector(adaptive_threshold=cfg.adaptive_threshold,
-                                          min_scene_len=short)
-        self._threshold = ThresholdDetector(threshold=cfg.fade_threshold, fade_bias=0.0,
-                                            min_scene_len=short, add_final_scene=False)
+        self._adaptive = AdaptiveDetector(adaptive_threshold=cfg.adaptive_threshold, min_scene_len=short)
+        self._threshold = ThresholdDetector(
+            threshold=cfg.fade_threshold, fade_bias=0.0, min_scene_len=short, add_final_scene=False
+        )
         self._raw: list[_Candidate] = []  # detector outputs not yet turned into transitions
         # Per-frame signals (a few floats per frame, so whole videos fit easily).
         self.diff: list[float] = []  # mean |luma change| from the previous frame
@@ -117,13 +122,11 @@ class TransitionDetector:
         """Process frame `index` (frames must come in order, starting at 0)."""
         assert index == self._n, "frames must be fed in order"
         tc = FrameTimecode(index, self.fps)
-        for det, source in ((self._content, "content"), (self._adaptive, "adaptive"),
-                            (self._threshold, "threshold")):
+        for det, source in ((self._content, "content"), (self._adaptive, "adaptive"), (self._threshold, "threshold")):
             for cut in det.process_frame(tc, bgr):
                 self._raw.append(_Candidate(cut.frame_num, source, cut.frame_num, cut.frame_num))
         h, w = bgr.shape[:2]
-        thumb = cv2.resize(bgr, (THUMB_WIDTH, max(1, round(h * THUMB_WIDTH / w))),
-                           interpolation=cv2.INTER_AREA)
+        thumb = cv2.resize(bgr, (THUMB_WIDTH, max(1, round(h * THUMB_WIDTH / w))), interpolation=cv2.INTER_AREA)
         luma = cv2.cvtColor(thumb, cv2.COLOR_BGR2GRAY).astype(np.float32)
         hsv = cv2.cvtColor(thumb, cv2.COLOR_BGR2HSV)
         hist = cv2.calcHist([hsv], [0, 1, 2], None, [16, 4, 4], [0, 180, 0, 256, 0, 256])
@@ -133,8 +136,7 @@ class TransitionDetector:
             self.hist_dist.append(0.0)
         else:
             self.diff.append(float(np.mean(np.abs(luma - self._prev_thumb))))
-            self.hist_dist.append(float(cv2.compareHist(self._prev_hist, hist,
-                                                        cv2.HISTCMP_BHATTACHARYYA)))
+            self.hist_dist.append(float(cv2.compareHist(self._prev_hist, hist, cv2.HISTCMP_BHATTACHARYYA)))
         self.mean.append(float(bgr.mean()))
         self.std.append(float(luma.std()))
         # HSV's V channel is max(B, G, R): the brightest channel of each pixel.
@@ -162,8 +164,7 @@ class TransitionDetector:
         """Frames before this index will get no new transitions."""
         # Delay of the slowest streaming source: the adaptive window, our spike window, the
         # merge window and the longest fade ramp, plus a frame of slack.
-        delay = (self._adaptive.window_width + SPIKE_WINDOW + self.cfg.merge_frames
-                 + self.cfg.max_fade_frames + 2)
+        delay = self._adaptive.window_width + SPIKE_WINDOW + self.cfg.merge_frames + self.cfg.max_fade_frames + 2
         horizon = self._n - delay
         # Near a blank run a fade boundary (and its span) is only known once the run and the
         # ramp out of it have ended.
@@ -193,8 +194,7 @@ class TransitionDetector:
     def _fade_span(self, frame: int) -> tuple[int, int] | None:
         """The blank run near `frame` widened by the ramps into and out of it, or None."""
         reach = self.cfg.merge_frames
-        seeds = [t for t in range(max(0, frame - reach), min(self._n, frame + reach + 1))
-                 if self._is_blank(t)]
+        seeds = [t for t in range(max(0, frame - reach), min(self._n, frame + reach + 1)) if self._is_blank(t)]
         if not seeds:
             return None
         a = b = seeds[0]
@@ -211,8 +211,7 @@ class TransitionDetector:
         while start > 0 and a - start < limit and self.std[start - 1] > self.std[start] * 1.03 + 0.2:
             start -= 1
         end = b
-        while end < self._n and end - b < limit and end > 0 and \
-                self.std[end] > self.std[end - 1] * 1.03 + 0.2:
+        while end < self._n and end - b < limit and end > 0 and self.std[end] > self.std[end - 1] * 1.03 + 0.2:
             end += 1
         return start, end
 
@@ -311,11 +310,13 @@ class TransitionDetector:
         """Flush the detectors at end of stream; returns the remaining transitions."""
         if self._n:
             tc = FrameTimecode(self._n - 1, self.fps)
-            for det, source in ((self._content, "content"), (self._adaptive, "adaptive"),
-                                (self._threshold, "threshold")):
+            for det, source in (
+                (self._content, "content"),
+                (self._adaptive, "adaptive"),
+                (self._threshold, "threshold"),
+            ):
                 for cut in det.post_process(tc):
-                    self._raw.append(_Candidate(cut.frame_num, source, cut.frame_num,
-                                                cut.frame_num))
+                    self._raw.append(_Candidate(cut.frame_num, source, cut.frame_num, cut.frame_num))
         out = self._transitions_in(self._done_until, self._n + 1)
         self._done_until = self._n + 1
         return out

@@ -26,10 +26,15 @@ _ROUTED = "_kumo_onednn_conv3d"
 
 
 def _conv_forward_onednn(self: nn.Conv3d, input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None):
-    if input.device.type == "cpu" and input.dtype == torch.float32 and weight.dtype == torch.float32 \
-            and not (torch.is_grad_enabled() and (input.requires_grad or weight.requires_grad)):
-        return torch.mkldnn_convolution(input.contiguous(), weight, bias, self.padding, self.stride,
-                                        self.dilation, self.groups)
+    if (
+        input.device.type == "cpu"
+        and input.dtype == torch.float32
+        and weight.dtype == torch.float32
+        and not (torch.is_grad_enabled() and (input.requires_grad or weight.requires_grad))
+    ):
+        return torch.mkldnn_convolution(
+            input.contiguous(), weight, bias, self.padding, self.stride, self.dilation, self.groups
+        )
     return type(self)._conv_forward(self, input, weight, bias)
 
 
