@@ -14,8 +14,8 @@ import torch
 from diffusers import AutoencoderKLCogVideoX
 from transformers import ByT5Tokenizer, T5Config, T5EncoderModel
 
-from kumovideo.models.transformer_kumo import MADIT_PRESETS, KumoTransformer3DModel
 from kumovideo.models.cpu_conv import route_conv3d_to_onednn
+from kumovideo.models.transformer_kumo import MADIT_PRESETS, KumoTransformer3DModel
 from kumovideo.schedulers import KumoDDIMScheduler
 
 VAE_PRESETS: dict[str, dict[str, Any]] = {

@@ -30,8 +30,8 @@ from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 from diffusers.video_processor import VideoProcessor
 
-from kumovideo.models.transformer_kumo import KumoTransformer3DModel
 from kumovideo.models.cpu_conv import route_conv3d_to_onednn
+from kumovideo.models.transformer_kumo import KumoTransformer3DModel
 from kumovideo.pipelines.loading import load_pipeline_components, read_sampling_defaults
 from kumovideo.schedulers import KumoDDIMScheduler, KumoLCMScheduler
 from kumovideo.schedulers.sampling import renoise_timesteps, sample_renoise
