@@ -223,7 +223,7 @@ def test_dit_latent_caches_are_checked_before_anything_is_built(index_text, need
         index.parent.mkdir()
         index.write_text(index_text)
     stage = {**STILLS, "num_frames": 9, "latents": str(index)}
-    path = config_file(tmp_path, DIT, stages=[stage], extra={"transformer": {"max_text_seq_length": 24}})
+    path = config_file(tmp_path, DIT, stages=[stage], transformer={"max_text_seq_length": 24})
     assert main(["train", "dit", "--config", str(path), "--device", "cpu"]) == 2
     one_line_error(capsys, *needles)
     assert not (tmp_path / "out").exists()  # no tokenizer learned into it
@@ -256,6 +256,7 @@ def truncated_vae(folder: Path) -> Path:
     [
         (["--batch-size", "0"], ["--batch-size must be at least 1, got 0"]),
         (["--seed", "-1"], ["--seed must be at least 0, got -1"]),
+        (["--seed", "99999999999999999999"], ["--seed 99999999999999999999 is too large", "2**63 - 1"]),
         (["--num-clips", "0"], ["--num-clips must be at least 1, got 0"]),
         (["--num-clips", "-1"], ["--num-clips must be at least 1, got -1"]),
         (["--size", "16"], ["--size must be at least 32"]),
@@ -354,7 +355,8 @@ def test_export_overwrite_replaces_a_folder(fixtures_dir, tokenizer_dir, tmp_pat
         **DIT,
         "stages": [{**STILLS, "steps": 1}],
         "checkpoint_every": 1,
-        "extra": {"vae": str(fixtures_dir / "vae"), "transformer": {"max_text_seq_length": 24}},
+        "vae": str(fixtures_dir / "vae"),
+        "transformer": {"max_text_seq_length": 24},
     }
     path, out = dit_config_file(tmp_path, "dit", settings, tokenizer_dir)
     assert main(["train", "dit", "--config", str(path), "--device", "cpu"]) == 0

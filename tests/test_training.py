@@ -11,6 +11,7 @@ line with exit status 2.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import shutil
@@ -233,15 +234,11 @@ def test_dit_steps_reduce_v_loss_on_a_fixed_batch(vae_run, fixtures_dir, tokeniz
     """On the VAE trained above (the fixture VAE has random weights: its latents are
     nearly all posterior noise, which no DiT can learn to predict)."""
     from kumovideo.pipelines.loading import load_pipeline_components
-    from kumovideo.training.train_dit import build_components, train_dit
+    from kumovideo.training.components import build_components
+    from kumovideo.training.train_dit import train_dit
 
     settings = tiny_dit_settings(fixtures_dir)
-    settings = {
-        **settings,
-        "lr": 3e-3,
-        "checkpoint_every": 100,
-        "extra": {**settings["extra"], "vae": str(Path(vae_run.output_dir) / "vae")},
-    }
+    settings = {**settings, "lr": 3e-3, "checkpoint_every": 100, "vae": str(Path(vae_run.output_dir) / "vae")}
     path, out = dit_config_file(tmp_path, "learns", settings, tokenizer_dir)
     config = load_config(path)
     initial = build_components(config)  # same seed: the weights the run starts from
@@ -272,7 +269,7 @@ def test_dit_logs_image_and_video_steps(dit_run):
 def test_dit_initial_weights_depend_only_on_the_seed(dit_run):
     """Two builds from one config in one process start from the same weights, whatever
     the process's RNG did in between (a resumed or repeated run relies on it)."""
-    from kumovideo.training.train_dit import build_components
+    from kumovideo.training.components import build_components
 
     a = build_components(dit_run)
     torch.randn(1000)
@@ -313,7 +310,7 @@ def assert_same_dit_run(ref: Path, out: Path) -> None:
 
 def fresh_dit_modules(config):
     """Freshly built transformer + text encoder, optimizer and LR schedule, as train_dit makes them."""
-    from kumovideo.training.train_dit import build_components
+    from kumovideo.training.components import build_components
 
     c = build_components(config)
     modules = {"transformer": c["transformer"], "text_encoder": c["text_encoder"]}
@@ -462,8 +459,9 @@ def test_holdout_captions_are_never_trained_on_and_stay_unseen_for_eval(fixtures
     from kumovideo.cli.eval import eval_captions
     from kumovideo.data.shapes_world import is_held_out
     from kumovideo.pipelines.loading import load_vae
+    from kumovideo.training.data_sources import LatentSource, training_captions
     from kumovideo.training.latent_cache import cache_shapes_latents
-    from kumovideo.training.train_dit import LatentSource, train_dit, training_captions
+    from kumovideo.training.train_dit import train_dit
 
     vae = load_vae(fixtures_dir / "vae")
     index_path = cache_shapes_latents(
@@ -574,6 +572,21 @@ def test_committed_configs_load_and_validate(path):
         assert config.teacher, path
 
 
+def test_a_config_with_extra_still_loads_and_says_the_new_keys(tmp_path, caplog):
+    """Configs written before `vae`, `export_fp16`, ... were keys of their own held them under `extra:`."""
+    settings = {"vae": "runs/v", "export_fp16": True, "sampling_defaults": {"fps": 8}, "target_decay": 0.9}
+    data = {"kind": "dit", "output_dir": str(tmp_path / "out"), "stages": [GOOD_STAGE], "extra": settings}
+    logger = logging.getLogger("kumovideo")  # the CLI stops it propagating to the root (and caplog)
+    logger.addHandler(caplog.handler)
+    try:
+        config = load_config(write_config(tmp_path / "old.json", data))
+    finally:
+        logger.removeHandler(caplog.handler)
+    assert {key: getattr(config, key) for key in settings} == settings
+    [record] = caplog.records
+    assert "extra.vae -> vae" in record.getMessage() and "extra.target_decay -> target_decay" in record.getMessage()
+
+
 # ----------------------------------------------------------------------- config errors
 
 
@@ -603,7 +616,16 @@ GOOD_STAGE = {"name": "s", "steps": 1, "size": 32, "num_frames": 9, "batch_size"
         ("dit", {"kind": "gan"}, ["kind='gan'"]),
         ("vae", {}, ["is a 'dit' config", "kumo train dit"]),
         ("turbo", {}, ["is a 'dit' config"]),
-        ("dit", {"extra": {}}, ["needs a trained VAE", "extra.vae"]),
+        ("dit", {}, ["needs a trained VAE", "set `vae:`"]),
+        ("dit", {"extra": {}}, ["needs a trained VAE", "set `vae:`"]),
+        ("dit", {"extra": {"vea": "v"}}, ["unknown key(s) extra.vea", "vae, transformer"]),
+        ("dit", {"transformer": {"layers": 2}}, ["transformer has unknown key(s) layers", "num_layers"]),
+        ("dit", {"sampling_defaults": {"fps": 0}}, ["sampling_defaults.fps=0", "frames per second >= 1"]),
+        ("dit", {"sampling_defaults": {"steps": 4}}, ["sampling_defaults has unknown key(s) steps", "fps"]),
+        ("dit", {"export_fp16": "yes"}, ["export_fp16='yes'", "true or false"]),
+        ("dit", {"ladd_layers": [-1]}, ["ladd_layers=[-1]", "block indices"]),
+        ("dit", {"target_decay": 1.5}, ["target_decay=1.5", "in [0, 1]"]),
+        ("dit", {"seed": 99999999999999999999}, ["seed 99999999999999999999 is too large", "2**63 - 1"]),
         ("turbo", {"kind": "turbo"}, ["needs `teacher:`"]),
         ("vae", {"kind": "vae", "output_dir": None}, ["output_dir"]),
     ],

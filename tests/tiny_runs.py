@@ -25,7 +25,8 @@ def tiny_dit_settings(
         "warmup_steps": warmup_steps,
         "log_every": 1,
         "checkpoint_every": checkpoint_every,
-        "extra": {"vae": str(fixtures_dir / "vae"), "transformer": {"max_text_seq_length": 24}},
+        "vae": str(fixtures_dir / "vae"),
+        "transformer": {"max_text_seq_length": 24},
         "stages": [
             {"name": "images", "steps": stage_steps, "size": 32, "num_frames": 1, "batch_size": 2},
             {

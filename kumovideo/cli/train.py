@@ -89,10 +89,14 @@ def check_at_least(flag: str, value: int, low: int) -> None:
         raise KumoInputError(f"{flag} must be at least {low}, got {value}")
 
 
+def check_threads(args) -> None:
+    if args.threads is not None:
+        check_at_least("--threads", args.threads, 1)
+
+
 def apply_threads(args) -> None:
     if args.threads is None:
         return
-    check_at_least("--threads", args.threads, 1)
     import torch
 
     torch.set_num_threads(args.threads)
@@ -111,11 +115,12 @@ def _overrides(pairs: list[str]) -> dict:
     return out
 
 
-def run_train(args) -> int:
+def check_train_args(args):
+    """Every check of `kumo train vae|dit|turbo`, before anything is built or written: the
+    config (loaded and validated), the flags, the device and everything on disk. Returns the config."""
     from kumovideo.cli.generate import resolve_device
-    from kumovideo.training.config import load_config
+    from kumovideo.training.config import check_sharding, load_config
     from kumovideo.training.preflight import check_run_inputs
-    from kumovideo.training.runtime import setup_runtime
 
     overrides = _overrides(args.set)
     if args.output_dir is not None:
@@ -123,13 +128,17 @@ def run_train(args) -> int:
     config = load_config(args.config, overrides)
     if config.kind != args.kind:
         raise KumoInputError(f"{args.config} is a {config.kind!r} config; run `kumo train {config.kind}` with it")
-    if args.fsdp and args.kind != "dit":
-        raise KumoInputError("--fsdp applies to `kumo train dit` only")
-    if args.ulysses != 1 and not (args.fsdp and args.kind == "dit"):
-        raise KumoInputError("--ulysses applies to `kumo train dit --fsdp` only")
-    check_at_least("--ulysses", args.ulysses, 1)
+    check_sharding(args.kind, args.fsdp, args.ulysses)
     resolve_device(args.device)
-    check_run_inputs(config, resume=args.resume)  # everything on disk, before anything is built or written
+    check_run_inputs(config, resume=args.resume)
+    check_threads(args)
+    return config
+
+
+def run_train(args) -> int:
+    from kumovideo.training.runtime import setup_runtime
+
+    config = check_train_args(args)
     apply_threads(args)
     runtime = setup_runtime(args.device)
     if args.kind == "vae":
@@ -147,11 +156,12 @@ def run_train(args) -> int:
     return 0
 
 
-def run_cache(args) -> int:
+def check_cache_args(args) -> None:
+    """Every check of `kumo train cache-latents`, before the VAE loads or --out is created."""
     from kumovideo.cli.generate import resolve_device
-    from kumovideo.pipelines.loading import load_vae
-    from kumovideo.training.latent_cache import cache_shapes_latents
-    from kumovideo.training.preflight import check_vae_folder
+    from kumovideo.geometry import DEFAULT_GEOMETRY
+    from kumovideo.pipelines.loading import check_safetensors_complete, check_vae_folder
+    from kumovideo.utils.numbers import check_seed
     from kumovideo.utils.paths import check_output_folder
 
     for flag, value, low in (
@@ -162,12 +172,26 @@ def run_cache(args) -> int:
         ("--frames", args.frames, 1),
     ):
         check_at_least(flag, value, low)
-    if (args.frames - 1) % 8 or args.size % 16:
-        raise KumoInputError(f"--frames must be 8k+1 and --size a multiple of 16 (got {args.frames}, {args.size})")
-    apply_threads(args)
+    check_seed(args.seed, "--seed")
+    geometry = DEFAULT_GEOMETRY  # no VAE loaded yet: the published compression (8x, 4x), as the built-in VAE has
+    if not geometry.is_valid_frames(args.frames) or args.size % geometry.side_multiple:
+        raise KumoInputError(
+            f"--frames must be {geometry.frame_step}k+1 and --size a multiple of {geometry.side_multiple} "
+            f"(got {args.frames}, {args.size})"
+        )
+    check_threads(args)
     resolve_device(args.device)
     check_output_folder(args.out, "--out")
-    check_vae_folder(args.vae, "--vae")
+    for file in sorted(check_vae_folder(args.vae, "--vae").glob("*.safetensors")):
+        check_safetensors_complete(file)  # whole weights: an interrupted copy fails here, not mid-load
+
+
+def run_cache(args) -> int:
+    from kumovideo.pipelines.loading import load_vae
+    from kumovideo.training.latent_cache import cache_shapes_latents
+
+    check_cache_args(args)
+    apply_threads(args)
     vae = load_vae(args.vae)
     cache_shapes_latents(
         vae,
@@ -183,11 +207,20 @@ def run_cache(args) -> int:
     return 0
 
 
-def run_export(args) -> int:
+def check_export_args(args):
+    """Every check of `kumo train export`, before anything loads: (config, checkpoint folder, --out)."""
     from kumovideo.training.config import load_config
-    from kumovideo.training.export import export_checkpoint
+    from kumovideo.training.export import check_export
 
     config = load_config(args.config)
+    check_threads(args)
+    return (config, *check_export(config, args.checkpoint, args.out, overwrite=args.overwrite))
+
+
+def run_export(args) -> int:
+    from kumovideo.training.export import write_export
+
+    config, checkpoint, out = check_export_args(args)
     apply_threads(args)
-    export_checkpoint(config, args.checkpoint, args.out, overwrite=args.overwrite)
+    write_export(config, checkpoint, out)
     return 0

@@ -28,12 +28,15 @@
   alongside and returned by `load_sharded`. The folder is written beside the target and
   renamed into place, so an interrupted save leaves the previous checkpoint intact
   (several nodes need a shared filesystem for the folder).
+* `FullySharded` is `kumo train dit --fsdp`'s strategy for the training loop
+  (`kumovideo.training.loop.train(sharding=...)`), built on the above.
 """
 
 from __future__ import annotations
 
 import io
 import shutil
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,6 +53,8 @@ from torch.distributed.checkpoint.state_dict import (
     set_state_dict,
 )
 from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard, register_fsdp_forward_method
+
+from kumovideo.utils.errors import KumoInputError
 
 MIXED_PRECISION = {
     None: None,
@@ -212,3 +217,191 @@ def full_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     """The whole model's weights on CPU (for `save_pretrained`). Collective: every rank
     calls it; with a process group only rank 0 gets the weights (the others get {})."""
     return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+
+# ------------------------------------------------------------------------- the training strategy
+
+
+class CheckpointMismatch(Exception):
+    """A sharded checkpoint whose tensors do not fit the modules (the first failure's first
+    line); the training loop says it as its one-line "different model or config" error."""
+
+
+def fsdp_mixed_precision(setting: str, device: torch.device) -> str | None:
+    """A training config's `mixed_precision` as an FSDP policy name: "bf16", or None (fp32)."""
+    return "bf16" if setting == "bf16" or (setting == "auto" and device.type == "cuda") else None
+
+
+class FullySharded:
+    """The training loop's strategy (`kumovideo.training.loop.train(sharding=...)`, the
+    methods of `loop.Replicated`) for FSDP2 of the modules named in `sharded`
+    (`kumo train dit --fsdp`). `state` is the loop's TrainState, `runtime` its Runtime
+    (only `.device` is read); distributed does not import training, so both are used by
+    their attributes here.
+
+    * `shard`: Ulysses attention installed (degree > 1), then `shard_model` (fully_shard
+      per MADiT block and the root, mixed precision from the config) before the optimizer
+      is built; the param groups are remapped to the sharded parameters.
+    * the other trained modules (the text encoder) stay whole, under DDP over all ranks.
+      With Ulysses, the ranks of a group see the same batch and compute the same loss on
+      the gathered output; averaging over all ranks is still the exact gradient, for the
+      FSDP and the DDP modules alike.
+    * data: `DataShard(dp_rank, dp_size, shared_rng=True)`: a stage's `batch_size` is the
+      global batch, split over the data-parallel ranks, and N ranks train on exactly the
+      batches one process trains on with the same config.
+    * gradient clipping on the global norm (sharded parts summed over ranks).
+    * EMA: diffusers' EMAModel over the sharded parameters (its shadows are DTensors with
+      the parameters' layout: each rank averages its own shard).
+    * checkpoints: `save_sharded` (DCP) of the modules, the optimizer and the EMA shadows
+      (as buffers of one container module), with the step, LR schedule and EMA update count
+      as extras, into `checkpoints/step-NNNNNNN/`, renamed into place when complete;
+      `load_sharded` reshards them to the world size (and Ulysses degree) resuming.
+    * `full_modules`: the whole weights gathered to rank 0 in a plain module, for the export.
+
+    World size 1 (no torchrun) runs the same code on a process group of one.
+    """
+
+    def __init__(
+        self,
+        device: torch.device,
+        sharded: tuple[str, ...] = ("transformer",),
+        ulysses: int = 1,
+        mixed_precision: str = "auto",
+    ):
+        self._own_group = False
+        if not dist.is_initialized():
+            backend = "nccl" if device.type == "cuda" else "gloo"
+            dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1)
+            self._own_group = True
+        world = dist.get_world_size()
+        if ulysses < 1 or world % ulysses:
+            self.close()
+            raise KumoInputError(f"--ulysses {ulysses} must divide the number of processes ({world})")
+        self.mesh = training_mesh(ulysses, device_type=device.type)
+        self.ulysses_group = self.mesh.ulysses_group
+        self.sharded = tuple(sharded)
+        self.mixed_precision = fsdp_mixed_precision(mixed_precision, device)
+        self._classes: dict[str, type] = {}
+        # MADiT's output is a view (unpatchify); the loss reads it out of place, which is safe.
+        warnings.filterwarnings("ignore", message=r"FSDP2-wrapped module .* returned a view tensor")
+
+    def data_split(self, runtime) -> tuple[int, int, bool]:
+        """This process's `DataShard(rank, size, shared_rng)`: a slice of one global batch."""
+        return self.mesh.dp_rank, self.mesh.dp_size, True
+
+    def shard(self, state, runtime) -> None:
+        from kumovideo.distributed.ulysses import enable_ulysses
+
+        name_of = {id(p): (m, n) for m, module in state.modules.items() for n, p in module.named_parameters()}
+        for name in self.sharded:
+            module = state.modules[name]
+            heads = module.config.num_attention_heads
+            if heads % self.mesh.ulysses:
+                raise KumoInputError(f"--ulysses {self.mesh.ulysses} must divide the {heads} attention heads")
+            self._classes[name] = type(module)
+            enable_ulysses(module, self.ulysses_group)  # for good: gradient checkpointing recomputes blocks
+            shard_model(module, self.mesh.fsdp_mesh, mixed_precision=self.mixed_precision)
+        if state.param_groups:  # fully_shard replaced the parameters (by DTensors)
+            now = {(m, n): p for m, module in state.modules.items() for n, p in module.named_parameters()}
+            state.param_groups = [
+                {**g, "params": [now[name_of[id(p)]] for p in g["params"]]} for g in state.param_groups
+            ]
+        state.wrapped = dict(state.modules)
+
+    def wrap(self, state, runtime) -> None:
+        """The trained modules FSDP does not shard under DDP (after a resume has loaded the weights)."""
+        if self.mesh.world_size == 1:
+            return
+        from torch.nn.parallel import DistributedDataParallel
+
+        ids = [runtime.device.index] if runtime.device.type == "cuda" else None
+        for name, m in state.modules.items():
+            if name not in self.sharded and any(p.requires_grad for p in m.parameters()):
+                state.wrapped[name] = DistributedDataParallel(m, device_ids=ids)
+
+    def loss_value(self, loss: torch.Tensor) -> float:
+        """The step's loss over the global batch (the mean over ranks), as one process logs it."""
+        total = loss.detach().float().clone()
+        dist.all_reduce(total)
+        return total.item() / self.mesh.world_size
+
+    def clip_grad_norm(self, params: list[torch.Tensor], max_norm: float) -> torch.Tensor:
+        from torch.distributed.tensor import DTensor
+
+        grads = [p.grad for p in params if p.grad is not None]
+        local = [g.to_local() if isinstance(g, DTensor) else g for g in grads]
+        device = local[0].device if local else torch.device("cpu")
+        sharded = torch.zeros((), device=device)
+        whole = torch.zeros((), device=device)  # replicated (DDP-averaged, equal on every rank)
+        for g, t in zip(grads, local):
+            if isinstance(g, DTensor):
+                sharded += t.float().pow(2).sum()
+            else:
+                whole += t.float().pow(2).sum()
+        dist.all_reduce(sharded, group=self.mesh.fsdp_mesh.get_group())
+        total = (sharded + whole).sqrt()
+        coef = (max_norm / (total + 1e-6)).clamp(max=1.0)  # as torch.nn.utils.clip_grad_norm_
+        with torch.no_grad():
+            for t in local:
+                t.mul_(coef.to(t.dtype))
+        return total
+
+    @staticmethod
+    def _container(state) -> nn.Module:
+        """One module holding every trained module and the EMA shadows (as buffers), so
+        that one DCP state dict (and the optimizer's, keyed by these names) covers all."""
+        box = nn.ModuleDict(state.modules)
+        shadows = nn.Module()
+        for name, shadow in zip(state.names, state.ema.shadow_params):
+            shadows.register_buffer(name.replace(".", "/"), shadow)
+        box["ema"] = shadows
+        return box
+
+    def save(self, out: Path, step: int, state, extra: dict, runtime) -> None:
+        """Collective: checkpoint `step` into `out/checkpoints/` (the loop prunes old ones)."""
+        save_sharded(
+            {
+                "model": self._container(state),
+                "optimizer": state.optimizer,
+                "step": step,
+                "lr_scheduler": state.lr_scheduler.state_dict(),
+                "ema_updates": state.ema.optimization_step,
+                **extra,
+            },
+            Path(out) / "checkpoints" / f"step-{step:07d}",
+        )
+
+    def load(self, path: Path, state) -> int:
+        """The step checkpoint `path` was written at, its shards loaded into `state`."""
+        from torch.distributed.checkpoint.api import CheckpointException
+
+        if (Path(path) / "state.json").exists():  # a safetensors checkpoint (`checkpointing.save_checkpoint`)
+            raise KumoInputError(f"{path} was written without --fsdp; resume it without --fsdp")
+        try:
+            loaded = load_sharded({"model": self._container(state), "optimizer": state.optimizer}, path)
+        except (CheckpointException, RuntimeError, KeyError, ValueError) as exc:
+            # DCP wraps one exception per rank, each with its traceback: say the first one's first line.
+            failures = getattr(exc, "failures", None)
+            cause = next(iter(failures.values()))[0] if failures else exc
+            first = next((line.strip() for line in str(cause).splitlines() if line.strip()), type(cause).__name__)
+            raise CheckpointMismatch(first[:200]) from None
+        state.lr_scheduler.load_state_dict(loaded["lr_scheduler"])
+        state.ema.optimization_step = int(loaded["ema_updates"])
+        return int(loaded["step"])
+
+    def full_modules(self, modules: dict[str, nn.Module]) -> dict[str, nn.Module]:
+        """Collective. On rank 0 the sharded modules come back whole (plain modules of their
+        original class); on the other ranks as None."""
+        out = dict(modules)
+        for name in self.sharded:
+            weights = full_state_dict(modules[name])
+            out[name] = None
+            if dist.get_rank() == 0:
+                out[name] = self._classes[name].from_config(modules[name].config)
+                out[name].load_state_dict(weights)
+        return out
+
+    def close(self) -> None:
+        if self._own_group and dist.is_initialized():
+            dist.destroy_process_group()
+            self._own_group = False

@@ -12,7 +12,7 @@ drawn from generators seeded by (seed, s, rank), not from a running random state
 
 FSDP runs (`kumo train dit --fsdp`) write the same `step-NNNNNNN` folders as sharded
 torch.distributed.checkpoint (DCP) folders instead (`.metadata` plus one file per rank;
-see `kumovideo.training.loop.FullySharded`), also renamed into place when complete.
+see `kumovideo.distributed.fsdp.FullySharded`), also renamed into place when complete.
 """
 
 from __future__ import annotations
@@ -40,8 +40,10 @@ def save_checkpoint(
     optimizer: torch.optim.Optimizer,
     lr_scheduler,
     extra: dict | None = None,
-    keep: int = 2,
+    keep: int | None = 2,
 ) -> Path:
+    """Checkpoint `step` into `root/checkpoints/`, then all but the newest `keep` deleted
+    (None: none; the caller prunes)."""
     root = Path(root) / "checkpoints"
     target = root / f"step-{step:07d}"
     with atomic_directory(target) as tmp:
@@ -53,7 +55,8 @@ def save_checkpoint(
             {"optimizer": optimizer.state_dict(), "lr_scheduler": lr_scheduler.state_dict()}, tmp / "optimizer.pt"
         )
         (tmp / "state.json").write_text(json.dumps({"step": step, **(extra or {})}, indent=2))
-    prune_checkpoints(root.parent, keep)
+    if keep is not None:
+        prune_checkpoints(root.parent, keep)
     return target
 
 

@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kumovideo.geometry import DEFAULT_GEOMETRY
 from kumovideo.utils.errors import KumoInputError
-from kumovideo.utils.numbers import NumberRange
+from kumovideo.utils.numbers import NumberRange, check_seed
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -49,9 +53,8 @@ class TrainConfig:
     grad_clip: float = 1.0
     ema_decay: float = 0.999
     caption_dropout: float = 0.1  # empty caption this often, for classifier-free guidance
-    holdout_captions: bool = (
-        False  # DiT, Turbo: never train on ShapesWorld's held-out captions (shapes_world.is_held_out)
-    )
+    # DiT, Turbo: never train on ShapesWorld's held-out captions (shapes_world.is_held_out)
+    holdout_captions: bool = False
     train_text_encoder: bool = True
     text_lr: float | None = None
     kl_weight: float = 1e-6  # VAE
@@ -70,7 +73,14 @@ class TrainConfig:
     ladd: bool = False
     ladd_weight: float = 0.1
     num_ddim_steps: int = 50
-    extra: dict[str, Any] = field(default_factory=dict)
+    ladd_layers: list[int] | None = None  # teacher blocks the LADD discriminator reads (default: first, middle, last)
+    target_decay: float = 0.95  # EMA decay of the consistency target network
+    # DiT from scratch: the trained VAE folder, and MADiT settings over the preset's
+    vae: str | None = None
+    transformer: dict[str, Any] = field(default_factory=dict)
+    # The exported pipeline folder
+    export_fp16: bool = False  # fp16 weights (half the size on disk)
+    sampling_defaults: dict[str, Any] = field(default_factory=dict)  # written as its kumo_defaults.json
 
     @property
     def total_steps(self) -> int:
@@ -123,6 +133,7 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Tr
     if not isinstance(data, dict):
         raise KumoInputError(f"config file {path} must hold a mapping of settings")
     data.update(overrides or {})
+    adopt_extra(data, str(path))
     stages = data.pop("stages", None)
     if not stages:
         raise KumoInputError(f"config file {path} has no stages; add at least one under 'stages:'")
@@ -135,6 +146,32 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Tr
     config = _build(TrainConfig, data, str(path))
     validate(config, str(path))
     return config
+
+
+# The settings configs kept under `extra:` before they had keys of their own.
+EXTRA_KEYS = ("vae", "transformer", "export_fp16", "sampling_defaults", "ladd_layers", "target_decay")
+
+
+def adopt_extra(data: dict, where: str) -> None:
+    """An older config's `extra:` settings moved to their own keys in `data`, with a warning
+    that names the new keys."""
+    if "extra" not in data:
+        return
+    extra = data.pop("extra")
+    if extra is None:  # `extra:` with nothing under it
+        return
+    if not isinstance(extra, dict):
+        raise KumoInputError(f"{where}: extra={extra!r} must be a mapping of settings")
+    unknown = sorted(set(extra) - set(EXTRA_KEYS))
+    if unknown:
+        raise KumoInputError(
+            f"{where}: unknown key(s) {', '.join(f'extra.{k}' for k in unknown)}; "
+            f"extra holds only {', '.join(EXTRA_KEYS)} (now top-level keys)"
+        )
+    if extra:
+        moves = ", ".join(f"extra.{k} -> {k}" for k in extra)
+        logger.warning("%s: `extra:` is deprecated; its settings are top-level keys now (%s)", where, moves)
+    data.update({k: v for k, v in extra.items() if k not in data})  # a top-level key (or --set) wins
 
 
 # Every numeric setting of a run, and of a stage, with the values it may take.
@@ -157,6 +194,7 @@ RUN_NUMBERS = {
     "ladd_weight": NumberRange(low=0),
     # The teacher's DDIM grid splits the 1000 training timesteps into this many steps.
     "num_ddim_steps": NumberRange(integer=True, low=1, high=1000),
+    "target_decay": NumberRange(low=0, high=1),
 }
 STAGE_NUMBERS = {
     "steps": NumberRange(integer=True, low=1),
@@ -175,8 +213,15 @@ RUN_CHOICES = {
     "distill_loss": ("huber", "l2"),
 }
 STAGE_CHOICES = {"timestep_sampling": ("uniform", "cubic")}
-RUN_FLAGS = ("holdout_captions", "train_text_encoder", "train_encoder", "gradient_checkpointing", "ladd")
-RUN_PATHS = {"output_dir": False, "init_from": True, "teacher": True}  # name -> may be null
+RUN_FLAGS = (
+    "holdout_captions",
+    "train_text_encoder",
+    "train_encoder",
+    "gradient_checkpointing",
+    "ladd",
+    "export_fp16",
+)
+RUN_PATHS = {"output_dir": False, "init_from": True, "teacher": True, "vae": True}  # name -> may be null
 STAGE_PATHS = {"latents": True}
 
 
@@ -227,6 +272,43 @@ def _check_preset(config: TrainConfig, where: str) -> None:
         )
 
 
+def _madit_settings() -> dict:
+    import inspect
+
+    from kumovideo.models.transformer_kumo import KumoTransformer3DModel
+
+    return dict(inspect.signature(KumoTransformer3DModel.__init__).parameters)
+
+
+def _sampling_settings() -> dict:
+    from kumovideo.pipelines.loading import SAMPLING_DEFAULT_KEYS
+
+    return SAMPLING_DEFAULT_KEYS
+
+
+# Settings that are mappings: name -> what their keys may be (read only when one is given).
+RUN_MAPPINGS = {"transformer": _madit_settings, "sampling_defaults": _sampling_settings}
+
+
+def _check_mappings(config: TrainConfig, where: str) -> None:
+    """`transformer:` holds MADiT constructor settings (over the preset's), `sampling_defaults:`
+    what an exported folder's kumo_defaults.json may hold."""
+    for key, settings in RUN_MAPPINGS.items():
+        value = getattr(config, key)
+        if not isinstance(value, dict):
+            raise KumoInputError(f"{where}: {key}={value!r} must be a mapping of settings")
+        known = sorted(settings().keys() - {"self"}) if value else []
+        unknown = sorted(set(value) - set(known))
+        if unknown:
+            raise KumoInputError(
+                f"{where}: {key} has unknown key(s) {', '.join(unknown)}; known keys: {', '.join(known)}"
+            )
+    for key, value in config.sampling_defaults.items():
+        what, admits = _sampling_settings()[key]
+        if not admits(value):
+            raise KumoInputError(f"{where}: sampling_defaults.{key}={value!r} must be {what}")
+
+
 def validate(config: TrainConfig, where: str) -> None:
     """Refuse, in one line naming the key, any setting a run could not train with; numbers
     are normalized in place (a float setting holds a float)."""
@@ -239,27 +321,38 @@ def validate(config: TrainConfig, where: str) -> None:
     ):
         raise KumoInputError(f"{where}: betas={betas!r} must be two numbers in [0, 1), e.g. [0.9, 0.999]")
     config.betas = (float(betas[0]), float(betas[1]))
-    if not isinstance(config.extra, dict):
-        raise KumoInputError(f"{where}: extra={config.extra!r} must be a mapping of settings")
+    for key in ("seed", "data_seed"):  # their upper bound: what every generator takes
+        check_seed(getattr(config, key), f"{where}: {key}")
+    _check_mappings(config, where)
+    layers = config.ladd_layers
+    if layers is not None and not (
+        isinstance(layers, list) and layers and all(NumberRange(integer=True, low=0).admits(i) for i in layers)
+    ):
+        raise KumoInputError(f"{where}: ladd_layers={layers!r} must be a list of block indices (0 or more), or null")
     prompts = config.sample_prompts
     if not (isinstance(prompts, list) and all(isinstance(p, str) for p in prompts)):
         raise KumoInputError(f"{where}: sample_prompts={prompts!r} must be a list of texts")
     if config.kind == "turbo" and not config.teacher:
         raise KumoInputError(f"{where}: a turbo config needs `teacher:` (the trained base pipeline folder)")
     _check_preset(config, where)
+    # No VAE is at hand when a config loads: the published model's compression.
+    geometry = DEFAULT_GEOMETRY
+    step = geometry.frame_step
+    frames_rule = f"{step}k+1 (1, {step + 1}, {2 * step + 1}, ...)"
     for i, s in enumerate(config.stages):
         at = f"{where} stage {i}"
         _check_settings(s, at, STAGE_NUMBERS, STAGE_CHOICES, STAGE_PATHS)
         for key in ("num_frames", "crop_frames"):
             value = getattr(s, key)
-            if value is not None and (value - 1) % 8:
-                # 4x temporal compression, and the VAE decodes only odd latent counts.
-                raise KumoInputError(f"{at}: {key}={value} is not 8k+1 (1, 9, 17, ...)")
-        if s.size % 16:
-            raise KumoInputError(f"{at}: size={s.size} is not a multiple of 16")
-        # A crop is a window of the clip, in whole latents (8 pixels per latent).
-        if s.crop is not None and (s.crop % 8 or s.crop > s.size):
-            raise KumoInputError(f"{at}: crop={s.crop} must be a multiple of 8 no larger than size={s.size}")
+            if value is not None and not geometry.is_valid_frames(value):
+                raise KumoInputError(f"{at}: {key}={value} is not {frames_rule}")
+        if s.size % geometry.side_multiple:
+            raise KumoInputError(f"{at}: size={s.size} is not a multiple of {geometry.side_multiple}")
+        # A crop is a window of the clip, in whole latents.
+        if s.crop is not None and (s.crop % geometry.spatial or s.crop > s.size):
+            raise KumoInputError(
+                f"{at}: crop={s.crop} must be a multiple of {geometry.spatial} no larger than size={s.size}"
+            )
         if s.crop_frames is not None and s.crop_frames > s.num_frames:
             raise KumoInputError(f"{at}: crop_frames={s.crop_frames} must not exceed num_frames={s.num_frames}")
         if s.lr_end is not None and not 0 <= s.lr_end <= (s.lr or config.lr):
@@ -269,3 +362,14 @@ def validate(config: TrainConfig, where: str) -> None:
                 f"{at}: holdout_captions filters latent caches; give this stage "
                 "'latents:' (kumo train cache-latents) or set holdout_captions: false"
             )
+
+
+def check_sharding(kind: str, fsdp: bool, ulysses: int) -> None:
+    """`--fsdp` and `--ulysses N` (`train_dit(fsdp=, ulysses=)`): FSDP for DiT runs only,
+    Ulysses sequence parallelism only under FSDP."""
+    if fsdp and kind != "dit":
+        raise KumoInputError("--fsdp applies to `kumo train dit` only")
+    if ulysses != 1 and not (fsdp and kind == "dit"):
+        raise KumoInputError("--ulysses applies to `kumo train dit --fsdp` only")
+    if ulysses < 1:
+        raise KumoInputError(f"--ulysses must be at least 1, got {ulysses}")

@@ -4,24 +4,25 @@ steps and exact resume. A trainer supplies only `loss_fn(step) -> (loss, metrics
 
 How the modules are spread over processes is a strategy passed as `train(sharding=...)`:
 `Replicated` (the default: whole modules on every rank, DDP when world_size > 1, rank 0
-writes safetensors checkpoints) or `FullySharded` (`kumo train dit --fsdp`: FSDP2 for the
-transformer, optionally with Ulysses sequence parallelism, DDP for the other trained
-modules, sharded DCP checkpoints that resume on any world size)."""
+writes safetensors checkpoints) or `kumovideo.distributed.fsdp.FullySharded` (`kumo train
+dit --fsdp`: FSDP2 for the transformer, optionally with Ulysses sequence parallelism, DDP
+for the other trained modules, sharded DCP checkpoints that resume on any world size).
+A strategy has the methods of `Replicated`; `FullySharded` is written against them without
+importing this module (distributed does not import training)."""
 
 from __future__ import annotations
 
 import math
 import sys
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from kumovideo.training.checkpointing import (
-    is_sharded_checkpoint,
     list_checkpoints,
     load_checkpoint,
     not_this_run,
@@ -48,11 +49,16 @@ LossFn = Callable[[int], tuple[torch.Tensor, dict]]
 @dataclass
 class TrainState:
     """The modules being trained, by name; `wrapped` holds their DDP wrappers when
-    distributed (the loss function calls `wrapped[name]` for the forward pass)."""
+    distributed (the loss function calls `wrapped[name]` for the forward pass). `train`
+    fills in the rest: what a checkpoint saves beside the modules."""
 
     modules: dict[str, torch.nn.Module]
     wrapped: dict[str, torch.nn.Module] = field(default_factory=dict)
     param_groups: list[dict] | None = None
+    optimizer: torch.optim.Optimizer | None = None
+    lr_scheduler: Any = None
+    ema: Any = None  # diffusers' EMAModel over the trained parameters
+    names: list[str] = field(default_factory=list)  # "<module>.<parameter>" of each trained parameter, EMA order
 
     def __post_init__(self):
         self.wrapped = dict(self.modules)
@@ -113,8 +119,9 @@ class Replicated:
 
     ulysses_group = None
 
-    def data_shard(self, runtime: Runtime) -> DataShard:
-        return DataShard(runtime.rank, runtime.world_size)
+    def data_split(self, runtime: Runtime) -> tuple[int, int, bool]:
+        """This process's `DataShard(rank, size, shared_rng)`: one batch per rank."""
+        return runtime.rank, runtime.world_size, False
 
     def shard(self, state: TrainState, runtime: Runtime) -> None:
         """Before the optimizer is built (nothing to do here)."""
@@ -130,29 +137,18 @@ class Replicated:
         """The loss to log (here: this rank's)."""
         return loss.item()
 
-    def save(
-        self,
-        out: Path,
-        step: int,
-        state: TrainState,
-        ema,
-        names,
-        optimizer,
-        lr_scheduler,
-        extra: dict,
-        keep: int,
-        runtime: Runtime,
-    ) -> None:
+    def save(self, out: Path, step: int, state: TrainState, extra: dict, runtime: Runtime) -> None:
+        """Called on every rank: checkpoint `step` into `out/checkpoints/` (the loop prunes old ones)."""
         if runtime.is_main:
-            save_checkpoint(
-                out, step, state.modules, ema_named_state(ema, names), optimizer, lr_scheduler, extra=extra, keep=keep
-            )
+            ema = ema_named_state(state.ema, state.names)
+            save_checkpoint(out, step, state.modules, ema, state.optimizer, state.lr_scheduler, extra=extra, keep=None)
 
-    def load(self, path: Path, state: TrainState, ema, names, optimizer, lr_scheduler) -> int:
-        start, ema_state, _ = load_checkpoint(path, state.modules, optimizer, lr_scheduler)
+    def load(self, path: Path, state: TrainState) -> int:
+        """The step checkpoint `path` was written at, its state loaded into `state`."""
+        start, ema_state, _ = load_checkpoint(path, state.modules, state.optimizer, state.lr_scheduler)
         if ema_state is not None:
             try:
-                load_ema_named_state(ema, names, ema_state)
+                load_ema_named_state(state.ema, state.names, ema_state)
             except (KeyError, RuntimeError):  # a parameter missing, or of another shape
                 raise not_this_run(path, "its EMA weights hold other parameters") from None
         return start
@@ -174,19 +170,20 @@ def train(
     on_log: Callable[[int, dict], None] | None = None,
     on_sample: Callable[[int], None] | None = None,
     stop_after: int | None = None,
-    sharding: Replicated | None = None,
+    sharding: Any = None,  # Replicated (the default) or kumovideo.distributed.fsdp.FullySharded
 ) -> dict:
     """Run (or continue) training to `config.total_steps`; returns the last metrics.
     `stop_after` ends the run early after that many global steps (used by tests)."""
     sharding = sharding or Replicated()
     out = Path(config.output_dir)
     sharding.shard(state, runtime)
-    names = [n for n, p in _named_params(state.modules)]
+    state.names = [n for n, p in _named_params(state.modules)]
     params = [p for n, p in _named_params(state.modules)]
     groups = state.param_groups or [{"params": params}]
     optimizer = torch.optim.AdamW(groups, lr=config.lr, betas=config.betas, weight_decay=config.weight_decay)
     lr_scheduler = stage_lr_schedule(optimizer, config)
     ema = make_ema(params, config.ema_decay)
+    state.optimizer, state.lr_scheduler, state.ema = optimizer, lr_scheduler, ema
 
     start = 0
     if runtime.is_main:
@@ -195,7 +192,7 @@ def train(
     if resume:
         found = list_checkpoints(out)
         if found:
-            start = sharding.load(found[-1], state, ema, names, optimizer, lr_scheduler)
+            start = _resume(sharding, found[-1], state)
             if runtime.is_main:
                 print(f"resumed from {found[-1]} (step {start})")
         elif runtime.is_main:
@@ -236,18 +233,10 @@ def train(
                 if on_log is not None:
                     on_log(done, metrics)
             if done % config.checkpoint_every == 0 or done == config.total_steps:
-                sharding.save(
-                    out,
-                    done,
-                    state,
-                    ema,
-                    names,
-                    optimizer,
-                    lr_scheduler,
-                    {"kind": config.kind, "stage": stage.name, "loss": metrics["loss"]},
-                    config.keep_checkpoints,
-                    runtime,
-                )
+                extra = {"kind": config.kind, "stage": stage.name, "loss": metrics["loss"]}
+                sharding.save(out, done, state, extra, runtime)
+                if runtime.is_main:
+                    prune_checkpoints(out, config.keep_checkpoints)
             if on_sample is not None and runtime.is_main and config.sample_every and done % config.sample_every == 0:
                 on_sample(done)
             if done % config.checkpoint_every == 0:
@@ -258,6 +247,16 @@ def train(
     if end == config.total_steps:
         ema.copy_to(params)  # the run's result is the EMA weights
     return metrics
+
+
+def _resume(sharding, path: Path, state: TrainState) -> int:
+    """`sharding.load`, with a sharded checkpoint that does not fit the modules said in one line."""
+    from kumovideo.distributed.fsdp import CheckpointMismatch
+
+    try:
+        return sharding.load(path, state)
+    except CheckpointMismatch as exc:
+        raise not_this_run(path, str(exc)) from None
 
 
 def stage_lr_schedule(optimizer: torch.optim.Optimizer, config: TrainConfig):
@@ -281,209 +280,3 @@ def _named_params(modules: dict[str, torch.nn.Module]):
         for n, p in module.named_parameters():
             if p.requires_grad:
                 yield f"{m}.{n}", p
-
-
-# ------------------------------------------------------------------------- FSDP
-
-
-def fsdp_mixed_precision(setting: str, device: torch.device) -> str | None:
-    """The config's `mixed_precision` as an FSDP policy name: "bf16", or None (fp32)."""
-    return "bf16" if setting == "bf16" or (setting == "auto" and device.type == "cuda") else None
-
-
-class FullySharded(Replicated):
-    """FSDP2 for the modules named in `sharded` (`kumo train dit --fsdp`), via
-    `kumovideo.distributed.fsdp`:
-
-    * `shard`: Ulysses attention installed (degree > 1), then `shard_model` (fully_shard
-      per MADiT block and the root, mixed precision from the config) before the optimizer
-      is built; the param groups are remapped to the sharded parameters.
-    * the other trained modules (the text encoder) stay whole, under DDP over all ranks.
-      With Ulysses, the ranks of a group see the same batch and compute the same loss on
-      the gathered output; averaging over all ranks is still the exact gradient, for the
-      FSDP and the DDP modules alike.
-    * data: `DataShard(dp_rank, dp_size, shared_rng=True)`: a stage's `batch_size` is the
-      global batch, split over the data-parallel ranks, and N ranks train on exactly the
-      batches one process trains on with the same config.
-    * gradient clipping on the global norm (sharded parts summed over ranks).
-    * EMA: diffusers' EMAModel over the sharded parameters (its shadows are DTensors with
-      the parameters' layout: each rank averages its own shard).
-    * checkpoints: `save_sharded` (DCP) of the modules, the optimizer and the EMA shadows
-      (as buffers of one container module), with the step, LR schedule and EMA update count
-      as extras, into `checkpoints/step-NNNNNNN/`, renamed into place when complete;
-      `load_sharded` reshards them to the world size (and Ulysses degree) resuming.
-    * `full_modules`: the whole weights gathered to rank 0 in a plain module, for the export.
-
-    World size 1 (no torchrun) runs the same code on a process group of one.
-    """
-
-    def __init__(
-        self,
-        runtime: Runtime,
-        sharded: tuple[str, ...] = ("transformer",),
-        ulysses: int = 1,
-        mixed_precision: str = "auto",
-    ):
-        import torch.distributed as dist
-
-        from kumovideo.distributed.fsdp import training_mesh
-
-        self._own_group = False
-        if not dist.is_initialized():
-            backend = "nccl" if runtime.device.type == "cuda" else "gloo"
-            dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1)
-            self._own_group = True
-        world = dist.get_world_size()
-        if ulysses < 1 or world % ulysses:
-            self.close()
-            raise KumoInputError(f"--ulysses {ulysses} must divide the number of processes ({world})")
-        self.mesh = training_mesh(ulysses, device_type=runtime.device.type)
-        self.ulysses_group = self.mesh.ulysses_group
-        self.sharded = tuple(sharded)
-        self.mixed_precision = fsdp_mixed_precision(mixed_precision, runtime.device)
-        self._classes: dict[str, type] = {}
-        # MADiT's output is a view (unpatchify); the loss reads it out of place, which is safe.
-        warnings.filterwarnings("ignore", message=r"FSDP2-wrapped module .* returned a view tensor")
-
-    def data_shard(self, runtime: Runtime) -> DataShard:
-        return DataShard(self.mesh.dp_rank, self.mesh.dp_size, shared_rng=True)
-
-    def shard(self, state: TrainState, runtime: Runtime) -> None:
-        from kumovideo.distributed.fsdp import shard_model
-        from kumovideo.distributed.ulysses import enable_ulysses
-
-        name_of = {id(p): (m, n) for m, module in state.modules.items() for n, p in module.named_parameters()}
-        for name in self.sharded:
-            module = state.modules[name]
-            heads = module.config.num_attention_heads
-            if heads % self.mesh.ulysses:
-                raise KumoInputError(f"--ulysses {self.mesh.ulysses} must divide the {heads} attention heads")
-            self._classes[name] = type(module)
-            enable_ulysses(module, self.ulysses_group)  # for good: gradient checkpointing recomputes blocks
-            shard_model(module, self.mesh.fsdp_mesh, mixed_precision=self.mixed_precision)
-        if state.param_groups:  # fully_shard replaced the parameters (by DTensors)
-            now = {(m, n): p for m, module in state.modules.items() for n, p in module.named_parameters()}
-            state.param_groups = [
-                {**g, "params": [now[name_of[id(p)]] for p in g["params"]]} for g in state.param_groups
-            ]
-        state.wrapped = dict(state.modules)
-
-    def wrap(self, state: TrainState, runtime: Runtime) -> None:
-        if self.mesh.world_size == 1:
-            return
-        ids = [runtime.device.index] if runtime.device.type == "cuda" else None
-        for name, m in state.modules.items():
-            if name not in self.sharded and any(p.requires_grad for p in m.parameters()):
-                state.wrapped[name] = DistributedDataParallel(m, device_ids=ids)
-
-    def loss_value(self, loss: torch.Tensor) -> float:
-        """The step's loss over the global batch (the mean over ranks), as one process logs it."""
-        import torch.distributed as dist
-
-        total = loss.detach().float().clone()
-        dist.all_reduce(total)
-        return total.item() / self.mesh.world_size
-
-    def clip_grad_norm(self, params: list[torch.Tensor], max_norm: float) -> torch.Tensor:
-        import torch.distributed as dist
-        from torch.distributed.tensor import DTensor
-
-        grads = [p.grad for p in params if p.grad is not None]
-        local = [g.to_local() if isinstance(g, DTensor) else g for g in grads]
-        device = local[0].device if local else torch.device("cpu")
-        sharded = torch.zeros((), device=device)
-        whole = torch.zeros((), device=device)  # replicated (DDP-averaged, equal on every rank)
-        for g, t in zip(grads, local):
-            if isinstance(g, DTensor):
-                sharded += t.float().pow(2).sum()
-            else:
-                whole += t.float().pow(2).sum()
-        dist.all_reduce(sharded, group=self.mesh.fsdp_mesh.get_group())
-        total = (sharded + whole).sqrt()
-        coef = (max_norm / (total + 1e-6)).clamp(max=1.0)  # as torch.nn.utils.clip_grad_norm_
-        with torch.no_grad():
-            for t in local:
-                t.mul_(coef.to(t.dtype))
-        return total
-
-    @staticmethod
-    def _container(state: TrainState, ema, names: list[str]) -> torch.nn.Module:
-        """One module holding every trained module and the EMA shadows (as buffers), so
-        that one DCP state dict (and the optimizer's, keyed by these names) covers all."""
-        box = torch.nn.ModuleDict(state.modules)
-        shadows = torch.nn.Module()
-        for name, shadow in zip(names, ema.shadow_params):
-            shadows.register_buffer(name.replace(".", "/"), shadow)
-        box["ema"] = shadows
-        return box
-
-    def save(
-        self,
-        out: Path,
-        step: int,
-        state: TrainState,
-        ema,
-        names,
-        optimizer,
-        lr_scheduler,
-        extra: dict,
-        keep: int,
-        runtime: Runtime,
-    ) -> None:
-        from kumovideo.distributed.fsdp import save_sharded
-
-        save_sharded(
-            {
-                "model": self._container(state, ema, names),
-                "optimizer": optimizer,
-                "step": step,
-                "lr_scheduler": lr_scheduler.state_dict(),
-                "ema_updates": ema.optimization_step,
-                **extra,
-            },
-            Path(out) / "checkpoints" / f"step-{step:07d}",
-        )
-        if runtime.is_main:
-            prune_checkpoints(out, keep)
-
-    def load(self, path: Path, state: TrainState, ema, names, optimizer, lr_scheduler) -> int:
-        from kumovideo.distributed.fsdp import load_sharded
-
-        if not is_sharded_checkpoint(path):
-            raise KumoInputError(f"{path} was written without --fsdp; resume it without --fsdp")
-        from torch.distributed.checkpoint.api import CheckpointException
-
-        try:
-            loaded = load_sharded({"model": self._container(state, ema, names), "optimizer": optimizer}, path)
-        except (CheckpointException, RuntimeError, KeyError, ValueError) as exc:
-            # DCP wraps one exception per rank, each with its traceback: say the first one's first line.
-            failures = getattr(exc, "failures", None)
-            cause = next(iter(failures.values()))[0] if failures else exc
-            first = next((line.strip() for line in str(cause).splitlines() if line.strip()), type(cause).__name__)
-            raise not_this_run(path, first[:200]) from None
-        lr_scheduler.load_state_dict(loaded["lr_scheduler"])
-        ema.optimization_step = int(loaded["ema_updates"])
-        return int(loaded["step"])
-
-    def full_modules(self, modules: dict[str, torch.nn.Module]) -> dict[str, torch.nn.Module]:
-        """Collective. On rank 0 the sharded modules come back whole (plain modules of their
-        original class); on the other ranks as None."""
-        import torch.distributed as dist
-
-        from kumovideo.distributed.fsdp import full_state_dict
-
-        out = dict(modules)
-        for name in self.sharded:
-            weights = full_state_dict(modules[name])
-            out[name] = None
-            if dist.get_rank() == 0:
-                out[name] = self._classes[name].from_config(modules[name].config)
-                out[name].load_state_dict(weights)
-        return out
-
-    def close(self) -> None:
-        import torch.distributed as dist
-
-        if self._own_group and dist.is_initialized():
-            dist.destroy_process_group()
-            self._own_group = False

@@ -11,8 +11,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from kumovideo.geometry import DEFAULT_GEOMETRY, ClipGeometry
 from kumovideo.training.checkpointing import checkpoint_kind, list_checkpoints, not_this_run
 from kumovideo.training.config import TrainConfig
+from kumovideo.training.data_sources import trains_on
 from kumovideo.utils.errors import KumoInputError
 from kumovideo.utils.paths import check_output_folder
 
@@ -57,19 +59,25 @@ def check_pipeline_folder(config: TrainConfig, key: str) -> None:
     check_checkpoint_folder(folder)
 
 
-def check_vae_folder(folder: str | Path, what: str) -> None:
-    """A VAE folder (as the loader checks it), and whole safetensors weights."""
-    from kumovideo.pipelines.loading import check_safetensors_complete
-    from kumovideo.pipelines.loading import check_vae_folder as check_layout
+def check_model_folders(config: TrainConfig) -> None:
+    """The folders a run's models start from: a Turbo run's teacher, a DiT's init_from
+    pipeline or (from scratch) its `vae:`, a VAE run's init_from."""
+    from kumovideo.pipelines.loading import check_safetensors_complete, check_vae_folder
 
-    for file in sorted(check_layout(folder, what).glob("*.safetensors")):
-        check_safetensors_complete(file)
+    if config.kind == "turbo":
+        check_pipeline_folder(config, "teacher")
+    elif config.kind == "dit" and config.init_from:
+        check_pipeline_folder(config, "init_from")
+    else:
+        key = "init_from" if config.kind == "vae" else "vae"
+        if getattr(config, key):
+            for file in sorted(check_vae_folder(getattr(config, key), key).glob("*.safetensors")):
+                check_safetensors_complete(file)  # whole weights: an interrupted copy fails here, not mid-load
 
 
 def check_latent_caches(config: TrainConfig) -> None:
     """Every stage's `latents:` index exists, parses, and holds clips the stage can train on."""
     from kumovideo.data.pipeline.encode import INDEX_FORMAT
-    from kumovideo.training.train_dit import trains_on
 
     for i, stage in enumerate(config.stages):
         if not stage.latents:
@@ -103,8 +111,10 @@ def check_latent_caches(config: TrainConfig) -> None:
                 f"{where}: {path} holds no clip to train on"
                 + (" outside the held-out captions" if config.holdout_captions else "")
             )
-        # Latent clips are (C, F, h, w), 4x fewer frames (plus the first) than the video's.
-        needed = (stage.num_frames - 1) // 4 + 1
+        # Latent clips are (C, F, h, w): the frames through the temporal compression of the VAE that wrote them.
+        vae = index.get("vae") or {}
+        geometry = ClipGeometry(temporal=int(vae.get("temporal_compression", DEFAULT_GEOMETRY.temporal)))
+        needed = geometry.latent_frames(stage.num_frames)
         shortest = min(clip.get("shape", [0, 0])[1] for clip in usable)
         if shortest < needed:
             raise KumoInputError(
@@ -116,15 +126,7 @@ def check_latent_caches(config: TrainConfig) -> None:
 def check_run_inputs(config: TrainConfig, resume: bool) -> None:
     """All `kumo train vae|dit|turbo` checks on disk, before anything is built or written."""
     check_output_dir(config, resume)
-    if config.kind == "vae" and config.init_from:
-        check_vae_folder(config.init_from, "init_from")
-    if config.kind == "dit":
-        if config.init_from:
-            check_pipeline_folder(config, "init_from")
-        elif config.extra.get("vae"):
-            check_vae_folder(config.extra["vae"], "extra.vae")
-    if config.kind == "turbo":
-        check_pipeline_folder(config, "teacher")
+    check_model_folders(config)
     if config.kind in ("dit", "turbo"):
         check_latent_caches(config)
 

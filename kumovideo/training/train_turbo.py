@@ -34,13 +34,13 @@ from kumovideo.pipelines.pipeline_kumo import KumoPipeline
 from kumovideo.schedulers import KumoLCMScheduler
 from kumovideo.schedulers.sampling import v_to_x0
 from kumovideo.training.config import TrainConfig
-from kumovideo.training.export import save_trained_pipeline
+from kumovideo.training.data_sources import LatentSource
 from kumovideo.training.loop import TrainState, train
 from kumovideo.training.objectives import diffuse
+from kumovideo.training.pipeline_folder import save_trained_pipeline
 from kumovideo.training.preflight import check_pipeline_folder
 from kumovideo.training.runtime import Runtime, autocast_context, step_generator
 from kumovideo.training.shapes_batches import is_image_step
-from kumovideo.training.train_dit import LatentSource
 from kumovideo.utils.errors import KumoInputError
 
 
@@ -112,9 +112,12 @@ def train_turbo(config: TrainConfig, runtime: Runtime, resume: bool = False, sto
     modules = {"student": student, "target": target}
     discriminator = None
     if config.ladd:
-        layers = config.extra.get("ladd_layers") or sorted(
-            {0, len(teacher.transformer_blocks) // 2, len(teacher.transformer_blocks) - 1}
-        )
+        blocks = len(teacher.transformer_blocks)
+        layers = config.ladd_layers or sorted({0, blocks // 2, blocks - 1})
+        if max(layers) >= blocks:
+            raise KumoInputError(
+                f"ladd_layers={layers}: the teacher has {blocks} blocks; use indices from 0 to {blocks - 1}"
+            )
         discriminator = TeacherFeatureDiscriminator(teacher, layers).to(runtime.device)
         modules["discriminator"] = discriminator
     state = TrainState(modules=modules)
@@ -212,7 +215,7 @@ def train_turbo(config: TrainConfig, runtime: Runtime, resume: bool = False, sto
         if step > 0:
             with torch.no_grad():
                 for p_t, p_s in zip(target_params, student_params):
-                    p_t.lerp_(p_s.detach(), 1 - config.extra.get("target_decay", 0.95))
+                    p_t.lerp_(p_s.detach(), 1 - config.target_decay)
         return loss_fn(step)
 
     metrics = train(config, runtime, state, ema_loss_fn, resume=resume, stop_after=stop_after)

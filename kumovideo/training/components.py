@@ -1,0 +1,47 @@
+"""The models a DiT run trains: from a pipeline folder (fine-tuning), or fresh around a
+trained VAE. `kumo train dit` and `kumo train export` build them alike, so an export
+loads a checkpoint into the very modules the run trained."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from kumovideo.models.transformer_kumo import MADIT_PRESETS, KumoTransformer3DModel
+from kumovideo.pipelines.factory import build_text_encoder
+from kumovideo.pipelines.loading import load_pipeline_components, load_vae
+from kumovideo.schedulers import KumoDDIMScheduler
+from kumovideo.training.config import TrainConfig
+from kumovideo.training.text import shapes_caption_corpus, train_t5_tokenizer
+from kumovideo.utils.errors import KumoInputError
+
+
+def build_components(config: TrainConfig) -> dict:
+    """Components to train from: a pipeline folder (`init_from`, fine-tuning), or fresh
+    text encoder + MADiT of `config.preset` around a trained VAE (`vae`)."""
+    if config.init_from:  # in fp32 whatever the folder stores: shipped pipelines are fp16
+        return load_pipeline_components(config.init_from, torch_dtype=torch.float32)
+    if not config.vae:
+        raise KumoInputError(
+            "a DiT run from scratch needs a trained VAE: set `vae:` in the config (or init_from a pipeline folder)"
+        )
+    vae = load_vae(config.vae)
+    tokenizer_dir = Path(config.output_dir) / "tokenizer"
+    if (tokenizer_dir / "spiece.model").exists():
+        from transformers import T5Tokenizer
+
+        tokenizer = T5Tokenizer.from_pretrained(tokenizer_dir)
+    else:
+        tokenizer = train_t5_tokenizer(shapes_caption_corpus(20000, seed=config.data_seed), tokenizer_dir)
+    # Seeded here too: otherwise the text encoder's init depends on the process's RNG state
+    # (a second run in the same process, or one after other work, starts from other weights).
+    torch.manual_seed(config.seed + 1)
+    _, text_encoder = build_text_encoder(config.preset, vocab_size=len(tokenizer))
+    torch.manual_seed(config.seed)
+    channels = vae.config.latent_channels
+    settings = {"text_embed_dim": text_encoder.config.d_model, "in_channels": channels, "out_channels": channels}
+    transformer = KumoTransformer3DModel(**{**MADIT_PRESETS[config.preset], **settings, **config.transformer})
+    return dict(
+        tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, transformer=transformer, scheduler=KumoDDIMScheduler()
+    )

@@ -1,0 +1,111 @@
+"""What DiT and Turbo runs train on: latents from a cache or encoded on the fly, and the
+captions a run may train on (and so lists in its export).
+
+Batch `step` is a function of (seed, step, rank) only, as in `shapes_batches`: a resumed
+run draws the same latents and noise as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from kumovideo.data.shapes_world import is_held_out
+from kumovideo.geometry import ClipGeometry
+from kumovideo.training.config import TrainConfig
+from kumovideo.training.loop import DataShard
+from kumovideo.training.runtime import Runtime
+from kumovideo.training.shapes_batches import shapes_batch
+from kumovideo.utils.errors import KumoInputError
+
+
+def trains_on(config: TrainConfig, caption: str) -> bool:
+    """Whether the run may train on a clip with this caption (`holdout_captions` skips the held-out split)."""
+    return not (config.holdout_captions and is_held_out(caption))
+
+
+def training_captions(config: TrainConfig) -> set[str]:
+    """Captions of every cached clip the run trained on (on-the-fly stages draw from an
+    unbounded stream and are not listed)."""
+    seen: set[str] = set()
+    for stage in config.stages:
+        if stage.latents:
+            index = json.loads(Path(stage.latents).read_text())
+            seen.update(clip["caption"] for clip in index["clips"] if trains_on(config, clip["caption"]))
+    if config.init_from:  # a fine-tune has also seen what its starting model was trained on
+        earlier = Path(config.init_from) / "training_captions.txt"
+        if earlier.exists():
+            seen.update(line for line in earlier.read_text().splitlines() if line)
+    return seen
+
+
+def training_captions_file(config: TrainConfig) -> dict[str, str]:
+    """`training_captions.txt` for an exported folder ({} when the run drew from an unbounded stream)."""
+    seen = training_captions(config)
+    return {"training_captions.txt": "\n".join(sorted(seen)) + "\n"} if seen else {}
+
+
+class LatentSource:
+    """Training latents (B, F, C, h, w), already scaled, for a step of a stage; F is the
+    stage's frame count through the VAE's own temporal compression."""
+
+    def __init__(self, config: TrainConfig, vae, runtime: Runtime, shard: DataShard | None = None):
+        self.config, self.vae, self.runtime = config, vae, runtime
+        self.shard = shard or DataShard(runtime.rank, runtime.world_size)
+        self.geometry = ClipGeometry.from_configs(vae.config)
+        self._caches = {}
+
+    def _cache(self, path: str):
+        """The cache at `path` and the indices of its clips this run may train on."""
+        if path not in self._caches:
+            from kumovideo.data.pipeline.encode import LatentShardDataset
+
+            cache = LatentShardDataset(path)
+            usable = [i for i, clip in enumerate(cache.clips) if trains_on(self.config, clip["caption"])]
+            if not usable:
+                raise KumoInputError(f"latent cache {path} holds no clip outside the held-out captions")
+            self._caches[path] = (cache, usable)
+        return self._caches[path]
+
+    def batch(self, step: int, stage, generator: torch.Generator) -> tuple[torch.Tensor, list[str]]:
+        shard, size = self.shard, stage.batch_size
+        first, local = shard.first(size), shard.local_size(size)
+        if stage.latents:
+            cache, usable = self._cache(stage.latents)
+            rng = np.random.default_rng([self.config.seed, step, shard.stream])
+            latents, captions = [], []
+            for k, j in enumerate(rng.integers(0, len(usable), size)):
+                i = usable[int(j)]
+                if first <= k < first + local:
+                    item = cache[int(i)]
+                    latents.append(cache.sample_latent(item, generator))  # (C, F, h, w)
+                    captions.append(item["caption"])
+                else:  # another rank's clip: draw its noise as one process would, unread
+                    torch.randn(cache.clips[int(i)]["shape"], generator=generator, dtype=cache.dtype)
+            latents = torch.stack(latents)  # (B, C, F, h, w)
+        else:
+            videos, captions = shapes_batch(
+                self.config.data_seed,
+                step,
+                local,
+                shard.rank,
+                shard.size,
+                stage.size,
+                stage.num_frames,
+            )
+            with torch.no_grad():
+                posterior = self.vae.encode(videos.to(self.runtime.device)).latent_dist
+                shape = posterior.mean.shape[1:]
+                noise = shard.draw(size, lambda n: torch.randn((n, *shape), generator=generator)).to(posterior.mean)
+                latents = (posterior.mean + posterior.std * noise) * self.vae.config.scaling_factor
+        latents = latents.permute(0, 2, 1, 3, 4)  # (B, F, C, h, w): the transformer's layout
+        frames = self.geometry.latent_frames(stage.num_frames)
+        if latents.shape[1] < frames:
+            raise KumoInputError(
+                f"stage {stage.name!r} asks for {stage.num_frames} frames ({frames} latent frames), but the latent "
+                f"cache {stage.latents} holds {latents.shape[1]}; lower num_frames or re-encode longer clips"
+            )
+        return latents[:, :frames].contiguous(), captions
