@@ -49,7 +49,8 @@ def teacher(tmp_path_factory, fixtures_dir) -> Path:
             "lr": 1e-3,
             "warmup_steps": 2,
             "checkpoint_every": 100,
-            "extra": {"vae": str(fixtures_dir / "vae"), "transformer": {"max_text_seq_length": 24}},
+            "vae": str(fixtures_dir / "vae"),
+            "transformer": {"max_text_seq_length": 24},
             "stages": [{"name": "images", "steps": 6, "size": 32, "num_frames": 1, "batch_size": 2}],
         },
     )
@@ -175,7 +176,7 @@ def test_distillation_reduces_the_consistency_loss_on_a_fixed_batch(turbo_run, t
     # Cross-check: the loss the trainer logged at step 1 (student = target = teacher) is this
     # file's loss on the batch the trainer drew for step 0.
     from kumovideo.training.runtime import step_generator
-    from kumovideo.training.train_dit import LatentSource
+    from kumovideo.training.data_sources import LatentSource
 
     g = step_generator(config.seed, 0, 0)
     latents, captions = LatentSource(config, base["vae"], setup_runtime("cpu")).batch(0, config.stages[0], g)
