@@ -13,12 +13,14 @@ the plain eager model and over diffusers' CogVideoX transformer of the same size
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import sys
 
-from kumovideo.cli.generate import resolve_device
+from kumovideo.cli.args import add_step_cache_arg, check_whole_flags, resolve_device
 from kumovideo.utils.errors import KumoInputError
+from kumovideo.utils.numbers import WORKERS_MAX, check_whole
 from kumovideo.utils.paths import check_output_folder
 
 
@@ -88,13 +90,7 @@ def register(sub) -> None:
     p.add_argument(
         "--fp8", action="store_true", help="FP8 dynamic quantisation of the block linears (torchao; Ada/Hopper)"
     )
-    p.add_argument(
-        "--step-cache",
-        type=float,
-        default=None,
-        metavar="T",
-        help="reuse the blocks' residual when block 0's output changed by less than T (relative L1)",
-    )
+    add_step_cache_arg(p, "reuse the blocks' residual when block 0's output changed by less than T (relative L1)")
     p.add_argument(
         "--threads",
         default=None,
@@ -140,22 +136,14 @@ def _threads(value, flag: str, words: tuple[str, ...]):
         n = int(value)
     except ValueError:
         raise KumoInputError(f"{flag} {value!r}: use a positive number or {' or '.join(map(repr, words))}") from None
-    if n < 1:
-        raise KumoInputError(f"{flag} must be positive, got {n}")
-    return n
+    return check_whole(n, flag, high=WORKERS_MAX, too_small="{name} must be positive, got {value}")
 
 
-def run(args) -> int:
-    from kumovideo.perf.bench import BenchSpec, flops_only, format_flops_only, format_table, run_bench
-
-    for name in ("height", "width", "frames", "steps"):
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            raise KumoInputError(f"--{name} must be a positive integer, got {value}")
-    if args.runs < 1:
-        raise KumoInputError(f"--runs must be at least 1, got {args.runs}")
-    if args.warmup < 0:
-        raise KumoInputError(f"--warmup must be 0 or more, got {args.warmup}")
+def check_args(args) -> tuple:
+    """Every flag, even those --flops-only does not use; the two thread settings, parsed."""
+    check_whole_flags(args, "--height", "--width", "--frames", "--steps")
+    check_whole_flags(args, "--runs", too_small="{name} must be at least 1, got {value}")
+    check_whole_flags(args, "--warmup", low=0, too_small="{name} must be 0 or more, got {value}")
     if args.step_cache is not None and not (math.isfinite(args.step_cache) and args.step_cache >= 0):
         raise KumoInputError(f"--step-cache threshold must be >= 0, got {args.step_cache}")
     if not (math.isfinite(args.max_time) and args.max_time >= 0):
@@ -165,38 +153,29 @@ def run(args) -> int:
     resolve_device(args.device)  # a bad --device is named even when --flops-only would not use it
     if args.compile_cache is not None:
         check_output_folder(args.compile_cache, "--compile-cache")
+    return threads, baseline_threads
+
+
+def run(args) -> int:
+    threads, baseline_threads = check_args(args)
+    from kumovideo.perf.bench import BenchSpec, flops_only, format_flops_only, format_table, run_bench
+
     if args.flops_only:
         info = flops_only(args.preset, args.height, args.width, args.frames)
         print(json.dumps(info, indent=2) if args.json else format_flops_only(info))
         return 0
 
+    # The flags of the same names as BenchSpec's fields, and those spelled otherwise.
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(BenchSpec) if hasattr(args, f.name)}
     spec = BenchSpec(
-        preset=args.preset,
-        height=args.height,
-        width=args.width,
-        frames=args.frames,
-        steps=args.steps,
-        runs=args.runs,
-        warmup=args.warmup,
-        device=args.device,
-        dtype=args.dtype,
-        baseline_dtype=args.baseline_dtype,
-        fast=args.fast,
-        fused_qkv=args.fused_qkv,
-        sdpa_backend=args.sdpa_backend,
-        compile=args.compile,
-        fp8=args.fp8,
-        step_cache=args.step_cache,
-        threads=threads,
-        baseline_threads=baseline_threads,
-        offload=args.offload,
-        vae_tiling=args.vae_tiling,
-        vae_slicing=args.vae_slicing,
-        vs=args.vs,
-        baseline=not args.no_baseline,
-        e2e=not args.no_e2e,
-        compile_cache=args.compile_cache,
-        max_time=args.max_time or None,
+        **{
+            **given,
+            "threads": threads,
+            "baseline_threads": baseline_threads,
+            "baseline": not args.no_baseline,
+            "e2e": not args.no_e2e,
+            "max_time": args.max_time or None,
+        }
     )
     log = (lambda s: None) if args.json else (lambda s: print(f"kumo bench: {s}", file=sys.stderr, flush=True))
     result = run_bench(spec, log=log)

@@ -20,7 +20,14 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+from kumovideo.cli.args import resolve_device
 from kumovideo.utils.errors import KumoInputError
+from kumovideo.utils.extras import require
+from kumovideo.utils.numbers import FPS_MAX, WORKERS_MAX, check_real, check_whole
+
+# The optional modules each sub-command needs, checked before anything else (the
+# `data` extra: OpenCV decodes and resizes, PySceneDetect finds the cuts).
+NEEDS = {"scan": ("cv2", "scenedetect"), "filter": (), "cut": ("cv2",), "encode": ("cv2",)}
 
 
 def register(sub) -> None:
@@ -34,7 +41,18 @@ def register(sub) -> None:
     actions = parser.add_subparsers(dest="data_command", metavar="ACTION", parser_class=type(parser))
     actions.required = True
 
-    def common(p: argparse.ArgumentParser, parallel: bool = False) -> None:
+    def action(name, func, help, description, source, output):
+        """One sub-command with its SOURCE and -o OUTPUT; the caller adds its own flags, then
+        `common`'s."""
+        p = actions.add_parser(name, help=help, description=description)
+        p.add_argument(source[0], type=Path, metavar=source[1], **({"help": source[2]} if len(source) > 2 else {}))
+        p.add_argument("-o", "--output", type=Path, required=True, metavar=output[0], **output[1])
+        p.set_defaults(func=func)
+        return p
+
+    def common(p, parallel: bool = False) -> None:
+        """The flags every sub-command takes (--config, --quiet; --workers and --ray where
+        the work runs in parallel)."""
         p.add_argument(
             "--config",
             type=Path,
@@ -54,67 +72,65 @@ def register(sub) -> None:
                 "('auto', 'ray://host:10001', or 'local' to start one here)",
             )
 
-    scan = actions.add_parser(
+    scan = action(
         "scan",
+        run_scan,
         help="probe and analyse every video under a folder",
         description="Probe and analyse every video under IN_DIR into a "
         "JSON Lines manifest (one record per video). Re-running "
         "resumes: recorded files are skipped.",
-    )
-    scan.add_argument("in_dir", type=Path, metavar="IN_DIR")
-    scan.add_argument(
-        "-o", "--output", type=Path, required=True, metavar="MANIFEST", help="manifest to write or resume (.jsonl)"
+        source=("in_dir", "IN_DIR"),
+        output=("MANIFEST", {"help": "manifest to write or resume (.jsonl)"}),
     )
     scan.add_argument("--retry-errors", action="store_true", help="analyse again the files recorded as errors")
     common(scan, parallel=True)
-    scan.set_defaults(func=run_scan)
 
-    filt = actions.add_parser(
+    filt = action(
         "filter",
+        run_filter,
         help="keep the clips that pass the thresholds",
         description="Apply the thresholds of the config's `filter` section to a scan manifest; write the kept clips.",
+        source=("manifest", "MANIFEST"),
+        output=("CLIPS", {"help": "kept clips (.jsonl)"}),
     )
-    filt.add_argument("manifest", type=Path, metavar="MANIFEST")
-    filt.add_argument("-o", "--output", type=Path, required=True, metavar="CLIPS", help="kept clips (.jsonl)")
     filt.add_argument(
         "--rejected", type=Path, default=None, help="also write the rejected clips, each with its reasons"
     )
     common(filt)
-    filt.set_defaults(func=run_filter)
 
-    cut = actions.add_parser(
+    cut = action(
         "cut",
+        run_cut,
         help="write the kept clips as video files",
         description="Write each kept clip to OUT_DIR/<id>.mp4 (stream copy "
         "where possible, else re-encoded) with <id>.txt caption "
         "and OUT_DIR/clips.jsonl.",
+        source=("clips", "CLIPS", "output of `kumo data filter`"),
+        output=("OUT_DIR", {}),
     )
-    cut.add_argument("clips", type=Path, metavar="CLIPS", help="output of `kumo data filter`")
-    cut.add_argument("-o", "--output", type=Path, required=True, metavar="OUT_DIR")
     cut.add_argument("--fps", type=float, default=None, help="target frame rate (default: source)")
     cut.add_argument(
         "--size", default=None, metavar="WxH", help="target size, scaled to cover and centre-cropped (default: source)"
     )
     cut.add_argument("--no-copy", action="store_true", help="always re-encode, never stream copy")
     common(cut, parallel=True)
-    cut.set_defaults(func=run_cut)
 
-    enc = actions.add_parser(
+    enc = action(
         "encode",
+        run_encode,
         help="pre-extract VAE latents into safetensors shards",
         description="Encode cut clips with the CogVideoX VAE into "
         "OUT_DIR/shard-NNNNN.safetensors + OUT_DIR/index.json, "
         "which `kumo train dit` reads directly.",
+        source=("clips", "CLIPS", "the folder `kumo data cut` wrote (or its clips.jsonl)"),
+        output=("OUT_DIR", {}),
     )
-    enc.add_argument("clips", type=Path, metavar="CLIPS", help="the folder `kumo data cut` wrote (or its clips.jsonl)")
     enc.add_argument("--vae", type=Path, required=True, metavar="DIR", help="diffusers AutoencoderKLCogVideoX folder")
-    enc.add_argument("-o", "--output", type=Path, required=True, metavar="OUT_DIR")
     enc.add_argument("--frames", type=int, default=None, help="frames per clip, 4k+1 (default 49)")
     enc.add_argument("--size", default=None, metavar="WxH", help="pixel size fed to the VAE")
     enc.add_argument("--shard-size", type=int, default=None, help="clips per shard (default 64)")
     enc.add_argument("--device", default="cpu", help="torch device (default cpu)")
     common(enc)
-    enc.set_defaults(func=run_encode)
 
 
 # ------------------------------------------------------------------------------ helpers
@@ -186,7 +202,7 @@ def _size(text: str | None, flag: str) -> tuple[int | None, int | None]:
     m = re.fullmatch(r"(\d+)[xX](\d+)", text.strip())
     if not m or int(m.group(1)) < 2 or int(m.group(2)) < 2:
         raise KumoInputError(f"{flag} {text!r} is not a size; write it as WIDTHxHEIGHT, e.g. 640x360")
-    return int(m.group(1)), int(m.group(2))
+    return check_whole(int(m.group(1)), f"{flag} width"), check_whole(int(m.group(2)), f"{flag} height")
 
 
 def _workers(args) -> int:
@@ -197,9 +213,13 @@ def _workers(args) -> int:
         check_ray(args.ray)
     if args.workers is None:
         return default_workers()
-    if args.workers < 1:
-        raise KumoInputError(f"--workers {args.workers}: pass 1 or more")
-    return args.workers
+    return check_whole(args.workers, "--workers", high=WORKERS_MAX, too_small="{name} {value}: pass 1 or more")
+
+
+def _require_extras(args) -> None:
+    """The optional modules this sub-command needs (NEEDS), before anything else."""
+    for module in NEEDS[args.data_command]:
+        require(module, f"kumo data {args.data_command}")
 
 
 def _report_failures(failed: int, total: int, what: str) -> int:
@@ -211,12 +231,18 @@ def _report_failures(failed: int, total: int, what: str) -> int:
 
 
 # ------------------------------------------------------------------------------ commands
-def run_scan(args: argparse.Namespace) -> int:
-    from kumovideo.data.pipeline.scan import scan_folder
-
+def check_scan_args(args: argparse.Namespace):
+    """`kumo data scan`'s flags and files, before any work; its config and worker count."""
+    _require_extras(args)
     cfg = _config(args)
     _output_file(args.output)
-    workers = _workers(args)
+    return cfg, _workers(args)
+
+
+def run_scan(args: argparse.Namespace) -> int:
+    cfg, workers = check_scan_args(args)
+    from kumovideo.data.pipeline.scan import scan_folder
+
     summary = scan_folder(
         args.in_dir,
         args.output,
@@ -232,16 +258,23 @@ def run_scan(args: argparse.Namespace) -> int:
     return _report_failures(len(summary.errors), summary.ok + len(summary.errors), "files")
 
 
-def run_filter(args: argparse.Namespace) -> int:
-    from kumovideo.data.pipeline.filter import filter_records
-    from kumovideo.data.pipeline.manifest import SCAN_MANIFEST, atomic_write_jsonl, latest_by_path, read_manifest
-
+def check_filter_args(args: argparse.Namespace):
+    """`kumo data filter`'s flags and files, before any work; its config."""
+    _require_extras(args)
     cfg = _config(args)
     _input_file(args.manifest, "manifest", "run `kumo data scan IN_DIR -o MANIFEST` first")
     _output_file(args.output)
     if args.rejected is not None:
         _output_file(args.rejected)
     _no_overwrite({"MANIFEST": args.manifest}, {"-o": args.output, "--rejected": args.rejected})
+    return cfg
+
+
+def run_filter(args: argparse.Namespace) -> int:
+    cfg = check_filter_args(args)
+    from kumovideo.data.pipeline.filter import filter_records
+    from kumovideo.data.pipeline.manifest import SCAN_MANIFEST, atomic_write_jsonl, latest_by_path, read_manifest
+
     records = list(latest_by_path(read_manifest(args.manifest, SCAN_MANIFEST)).values())
     if not records:
         raise KumoInputError(
@@ -262,17 +295,15 @@ def run_filter(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_cut(args: argparse.Namespace) -> int:
-    from kumovideo.data.pipeline.cut import cut_task
-    from kumovideo.data.pipeline.manifest import CLIP_LIST, CUT_MANIFEST, atomic_write_jsonl, read_manifest
-    from kumovideo.data.pipeline.runner import run_tasks
-
+def check_cut_args(args: argparse.Namespace):
+    """`kumo data cut`'s flags and files, before any work; its config (with the flags in
+    it), worker count and output folder (checked, not created)."""
+    _require_extras(args)
     cfg = _config(args)
     _input_file(args.clips, "clip list", "run `kumo data filter MANIFEST -o CLIPS` first")
     if args.fps is not None:
-        if args.fps <= 0:
-            raise KumoInputError(f"--fps {args.fps:g} is not a frame rate; pass a positive number")
-        cfg.cut.fps = args.fps
+        too_small = "{name} {value:g} is not a frame rate; pass a positive number"
+        cfg.cut.fps = check_real(args.fps, "--fps", high=FPS_MAX, too_small=too_small)
     w, h = _size(args.size, "--size")
     if w is not None:
         cfg.cut.width, cfg.cut.height = w, h
@@ -280,8 +311,17 @@ def run_cut(args: argparse.Namespace) -> int:
         cfg.cut.stream_copy = False
     workers = _workers(args)
     out_dir = _output_dir(args.output)
+    _no_overwrite({"CLIPS": args.clips}, {"the cut manifest": out_dir / "clips.jsonl"})
+    return cfg, workers, out_dir
+
+
+def run_cut(args: argparse.Namespace) -> int:
+    cfg, workers, out_dir = check_cut_args(args)
+    from kumovideo.data.pipeline.cut import cut_task
+    from kumovideo.data.pipeline.manifest import CLIP_LIST, CUT_MANIFEST, atomic_write_jsonl, read_manifest
+    from kumovideo.data.pipeline.runner import run_tasks
+
     manifest = out_dir / "clips.jsonl"
-    _no_overwrite({"CLIPS": args.clips}, {"the cut manifest": manifest})
     entries = read_manifest(args.clips, CLIP_LIST)
     names = {"clips.jsonl"} | {f"{e['id']}{ext}" for e in entries for ext in (".mp4", ".txt")}
     _only_our_files(out_dir, names.__contains__, "clips of this list")
@@ -311,19 +351,20 @@ def run_cut(args: argparse.Namespace) -> int:
     return _report_failures(len(failed), len(todo), "clips")
 
 
-def run_encode(args: argparse.Namespace) -> int:
-    from kumovideo.cli.generate import resolve_device
-    from kumovideo.data.pipeline.encode import encode_clips, load_index, load_vae
-    from kumovideo.data.pipeline.manifest import CUT_MANIFEST, read_manifest
-
+def check_encode_args(args: argparse.Namespace):
+    """`kumo data encode`'s flags and files, before any work; its config (with the flags in
+    it), cut manifest, device and output folder (checked, not created)."""
+    _require_extras(args)
     cfg = _config(args)
     manifest = args.clips / "clips.jsonl" if args.clips.is_dir() else args.clips
     _input_file(manifest, "cut manifest", "run `kumo data cut CLIPS -o OUT_DIR` first and pass OUT_DIR")
     if not args.vae.is_dir():
         raise KumoInputError(f"--vae {args.vae} is not a folder; pass the diffusers AutoencoderKLCogVideoX folder")
     if args.frames is not None:
-        if args.frames < 1 or (args.frames - 1) % 4:
-            raise KumoInputError(f"--frames {args.frames}: the VAE needs 4k+1 frames (17, 33, 49...)")
+        not_4k1 = "{name} {value}: the VAE needs 4k+1 frames (17, 33, 49...)"
+        check_whole(args.frames, "--frames", too_small=not_4k1)
+        if (args.frames - 1) % 4:
+            raise KumoInputError(not_4k1.format(name="--frames", value=args.frames))
         cfg.encode.frames = args.frames
     w, h = _size(args.size, "--size")
     if w is not None:
@@ -331,11 +372,16 @@ def run_encode(args: argparse.Namespace) -> int:
             raise KumoInputError(f"--size {args.size}: width and height must be multiples of 8")
         cfg.encode.width, cfg.encode.height = w, h
     if args.shard_size is not None:
-        if args.shard_size < 1:
-            raise KumoInputError("--shard-size must be 1 or more")
-        cfg.encode.shard_size = args.shard_size
+        cfg.encode.shard_size = check_whole(args.shard_size, "--shard-size", too_small="{name} must be 1 or more")
     device = str(resolve_device(args.device))
-    out_dir = _output_dir(args.output)
+    return cfg, manifest, device, _output_dir(args.output)
+
+
+def run_encode(args: argparse.Namespace) -> int:
+    cfg, manifest, device, out_dir = check_encode_args(args)
+    from kumovideo.data.pipeline.encode import encode_clips, load_index, load_vae
+    from kumovideo.data.pipeline.manifest import CUT_MANIFEST, read_manifest
+
     load_index(out_dir)  # an index.json already there must be ours (a run to resume)
     _only_our_files(
         out_dir,

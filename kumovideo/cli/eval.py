@@ -17,9 +17,13 @@ import json
 import time
 from pathlib import Path
 
-from kumovideo.cli.generate import add_fast_path_args, add_guidance_args
+from kumovideo.cli import args as flags
 from kumovideo.utils.errors import KumoInputError
 from kumovideo.utils.paths import check_output_folder
+
+# Captions per evaluation: the grammar has a few thousand distinct ones (5000 cannot be
+# drawn), and `eval_captions` tries 100 draws per caption before it says so.
+MAX_CAPTIONS = 10_000
 
 
 def register(sub) -> None:
@@ -29,21 +33,13 @@ def register(sub) -> None:
     q = esub.add_parser("shapes", help="ShapesWorld prompt-following match rate")
     q.add_argument("--model", help="pipeline folder (default: the built-in model)")
     q.add_argument("--turbo", action="store_true", help="the Turbo model / consistency sampling")
-    q.add_argument(
-        "--sampler",
-        choices=["default", "renoise"],
-        default="default",
-        help="'renoise': Kandinsky-4-Flash-style few-step re-noising sampler (default 4 steps, guidance 1)",
+    flags.add_sampler_arg(
+        q, "'renoise': Kandinsky-4-Flash-style few-step re-noising sampler (default 4 steps, guidance 1)"
     )
     q.add_argument("--n", type=int, default=64, help="number of captions (default 64)")
     q.add_argument("--seed", type=int, default=2024, help="caption and noise seed (default 2024: the test captions)")
-    q.add_argument(
-        "--steps",
-        type=int,
-        default=None,
-        help="denoising steps (default: the model's; 4 with --turbo or --sampler renoise)",
-    )
-    add_guidance_args(q)
+    flags.add_steps_arg(q)
+    flags.add_guidance_args(q)
     q.add_argument("--batch-size", type=int, default=8, help="clips generated per pipeline call")
     q.add_argument("--out", default="outputs/eval-shapes", help="folder for contact_sheet.png and results.json")
     q.add_argument("--json", action="store_true", help="print the summary as JSON")
@@ -54,7 +50,7 @@ def register(sub) -> None:
         help="judge ShapesWorld renders of the captions (render), or the renders through the "
         "model's VAE (vae: the ceiling for this VAE), instead of generated clips",
     )
-    add_fast_path_args(q)
+    flags.add_fast_path_args(q)
     q.set_defaults(func=run)
 
 
@@ -97,26 +93,32 @@ def reference_clips(pipe, captions: list[str], size: int, num_frames: int, seed:
     return ((video + 1) / 2).clamp(0, 1)
 
 
+def check_args(args) -> Path:
+    """Every flag, before the model loads; the output folder (checked, not yet created)."""
+    positive = "--n and --batch-size must be positive"
+    flags.check_whole_flags(args, "--n", high=MAX_CAPTIONS, too_small=positive)
+    flags.check_whole_flags(args, "--batch-size", too_small=positive)
+    flags.check_seed_flag(args, clips=args.n)  # clip i is generated with --seed + i
+    flags.check_whole_flags(args, "--steps", too_small="{name} {value}: pass 1 or more denoising steps")
+    flags.check_guidance(args)
+    flags.check_fast_path_args(args)
+    return check_output_folder(args.out, "--out")  # before the evaluation, not after it
+
+
 def run(args) -> int:
+    out_dir = check_args(args)
+
     import torch
 
     from kumovideo.builtin import builtin_model_dir
-    from kumovideo.cli.generate import apply_cli_fast_paths, check_guidance_rescale, sampling_settings
+    from kumovideo.cli.generate import sampling_settings
     from kumovideo.evaluation.shapes_judge import contact_sheet, judge_clip, summarise
     from kumovideo.pipelines import KumoPipeline, frames_to_uint8
 
-    if args.n < 1 or args.batch_size < 1:
-        raise KumoInputError("--n and --batch-size must be positive")
-    if args.seed < 0:
-        raise KumoInputError(f"--seed {args.seed} is negative; pass 0 or more")
-    if args.steps is not None and args.steps < 1:
-        raise KumoInputError(f"--steps {args.steps}: pass 1 or more denoising steps")
-    check_guidance_rescale(args)
-    out_dir = check_output_folder(args.out, "--out")  # before the evaluation, not after it
     folder = Path(args.model) if args.model else builtin_model_dir(turbo=args.turbo)
     pipe = KumoPipeline.from_pretrained(folder, torch_dtype=torch.float32)  # shipped fp16; CPU math in fp32
     pipe.set_progress_bar_config(disable=True)
-    apply_cli_fast_paths(pipe, args)
+    flags.apply_cli_fast_paths(pipe, args)
     turbo, steps, guidance, guidance_rescale, _ = sampling_settings(pipe, args)
     clip = pipe.default_clip()
     size, frames = clip["height"], clip["num_frames"]  # ShapesWorld clips are square

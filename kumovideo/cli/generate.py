@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
-import math
 import os
 import sys
 import time
 from pathlib import Path
 from typing import NamedTuple
 
+from kumovideo.cli.args import (
+    add_fast_path_args,
+    add_guidance_args,
+    add_sampler_arg,
+    add_steps_arg,
+    apply_cli_fast_paths,
+    check_fast_path_args,
+    check_guidance,
+    check_seed_flag,
+    check_whole_flags,
+    resolve_device,
+)
 from kumovideo.utils.errors import KumoInputError
-
-DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+from kumovideo.utils.numbers import FPS_MAX
 
 
 def register(sub) -> None:
@@ -23,12 +33,7 @@ def register(sub) -> None:
         help="pipeline folder (original KumoVideo layout or saved by kumovideo); default: the built-in model",
     )
     p.add_argument("--negative-prompt", default=None, help="what the clip should not show (with guidance > 1)")
-    p.add_argument(
-        "--steps",
-        type=int,
-        default=None,
-        help="denoising steps (default: the model's; 4 with --turbo or --sampler renoise)",
-    )
+    add_steps_arg(p)
     add_guidance_args(p)
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0): same seed, same clip, same file")
     p.add_argument(
@@ -46,11 +51,8 @@ def register(sub) -> None:
         "--fps", type=int, default=None, help="frame rate of the written clip (default: the model's, else 8)"
     )
     p.add_argument("--turbo", action="store_true", help="few-step consistency sampling (KumoVideo-Turbo)")
-    p.add_argument(
-        "--sampler",
-        choices=["default", "renoise"],
-        default="default",
-        help="'renoise': Kandinsky-4-Flash-style few-step re-noising sampler, any model (default 4 steps, guidance 1)",
+    add_sampler_arg(
+        p, "'renoise': Kandinsky-4-Flash-style few-step re-noising sampler, any model (default 4 steps, guidance 1)"
     )
     p.add_argument("--cpu-offload", action="store_true", help="keep only the running model on the GPU")
     p.add_argument(
@@ -82,39 +84,6 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-def add_fast_path_args(p) -> None:
-    """The speed switches (docs/benchmarks.md), shared by generate and eval."""
-    p.add_argument(
-        "--fast",
-        action="store_true",
-        help="fused QKV projections and sensible CPU threads (outputs equal to the plain path)",
-    )
-    p.add_argument("--compile", action="store_true", help="torch.compile the repeated block (regional)")
-    p.add_argument(
-        "--step-cache",
-        type=float,
-        default=None,
-        metavar="T",
-        help="reuse block outputs across steps when block 0 changes by less than T (e.g. 0.05); lossy",
-    )
-
-
-def apply_cli_fast_paths(pipe, args) -> None:
-    if not (args.fast or args.compile or args.step_cache is not None):
-        return
-    if args.step_cache is not None and not (math.isfinite(args.step_cache) and args.step_cache > 0):
-        raise KumoInputError(f"--step-cache must be a positive threshold, got {args.step_cache}")
-    from kumovideo.perf.fast_paths import apply_fast_paths
-
-    apply_fast_paths(
-        pipe,
-        fused_qkv=args.fast,
-        compile=args.compile,
-        step_cache=args.step_cache,
-        threads="auto" if args.fast else None,
-    )
-
-
 def check_fits_in_memory(frames: int, height: int, width: int) -> None:
     """Refuse a clip whose decoded frames alone (float32 RGB) would not fit in this machine's
     memory: such a run would otherwise denoise for minutes and then be killed in the decode."""
@@ -126,44 +95,6 @@ def check_fits_in_memory(frames: int, height: int, width: int) -> None:
             f"for its decoded frames alone, more than this machine's {total / 2**30:.0f} GiB; "
             "ask for fewer frames or a smaller size"
         )
-
-
-def resolve_device(name: str | None):
-    """--device, checked (kumovideo.utils.devices); imported late, so a bad flag fails fast."""
-    from kumovideo.utils.devices import resolve_device as resolve
-
-    return resolve(name, cpu="--device cpu")
-
-
-def resolve_dtype(name: str):
-    import torch
-
-    if name not in DTYPES:
-        raise KumoInputError(f"unknown dtype {name!r}; use one of {', '.join(DTYPES)}")
-    return getattr(torch, DTYPES[name])
-
-
-def add_guidance_args(p) -> None:
-    """--guidance and --guidance-rescale, for `kumo generate` and `kumo eval shapes`."""
-    p.add_argument(
-        "--guidance", type=float, default=None, help="classifier-free guidance scale; <= 1 turns guidance off"
-    )
-    p.add_argument(
-        "--guidance-rescale",
-        type=float,
-        default=None,
-        help="0..1: rescale the guided prediction toward the conditional one's std, against "
-        "over-saturation at strong guidance (default: the model's, else 0)",
-    )
-
-
-def check_guidance_rescale(args) -> None:
-    """--guidance and --guidance-rescale, before any model is loaded (NaN compares false to
-    everything, so it is refused by name)."""
-    if args.guidance is not None and not math.isfinite(args.guidance):
-        raise KumoInputError(f"--guidance {args.guidance} is not a number; use e.g. 4 (<= 1 turns guidance off)")
-    if args.guidance_rescale is not None and not 0.0 <= args.guidance_rescale <= 1.0:
-        raise KumoInputError(f"--guidance-rescale {args.guidance_rescale}: use a value from 0 (off) to 1")
 
 
 class SamplingSettings(NamedTuple):
@@ -207,15 +138,21 @@ def announce_decode(frames: int, height: int, width: int):
     return callback
 
 
-def run(args) -> int:
-    import torch
+class Checked(NamedTuple):
+    output: Path
+    dtype: object  # torch.dtype
+    device: object  # torch.device
 
-    from kumovideo.utils.video_io import check_output_path, write_video
 
-    # Everything that can be checked before loading a model is checked first.
+def check_args(args) -> Checked:
+    """Every flag that can be checked before a model loads (in this order), as one-line
+    errors; the output path, dtype and device they name."""
+    from kumovideo.utils.dtypes import SHORT_NAMES, resolve_dtype
+    from kumovideo.utils.video_io import check_output_path
+
     output = check_output_path(args.output)
-    check_guidance_rescale(args)
-    dtype = resolve_dtype(args.dtype)
+    check_guidance(args)
+    dtype = resolve_dtype(args.dtype, SHORT_NAMES)
     device = resolve_device(args.device)
     if args.cpu_offload:
         if args.offload not in ("none", "model"):
@@ -226,15 +163,24 @@ def run(args) -> int:
             f"--{'cpu-offload' if args.cpu_offload else 'offload ' + args.offload} needs a CUDA GPU "
             "(it moves models between GPU and CPU); drop it on CPU"
         )
-    for name in ("steps", "frames", "height", "width", "fps"):
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            raise KumoInputError(f"--{name} must be a positive integer, got {value}")
+    check_whole_flags(args, "--steps", "--frames", "--height", "--width")
+    check_whole_flags(args, "--fps", high=FPS_MAX)
+    check_seed_flag(args)
+    check_fast_path_args(args)
     if not args.prompt.strip():
         raise KumoInputError("the prompt is empty; say what the clip should show")
     if not args.parallel and (args.t5_on or args.vae_on):
         flag = "--t5-on" if args.t5_on else "--vae-on"
         raise KumoInputError(f"{flag} places work across processes and needs --parallel (under torchrun); drop it")
+    return Checked(output, dtype, device)
+
+
+def run(args) -> int:
+    import torch
+
+    from kumovideo.utils.video_io import write_video
+
+    output, dtype, device = check_args(args)  # everything that can be checked before loading a model
 
     from kumovideo.builtin import builtin_model_dir
     from kumovideo.pipelines import KumoPipeline, frames_to_uint8

@@ -10,7 +10,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from kumovideo.cli.args import check_seed_flag, check_whole_flags
 from kumovideo.utils.errors import KumoInputError
+from kumovideo.utils.numbers import FPS_MAX
 from kumovideo.utils.paths import check_output_folder
 
 
@@ -38,16 +40,14 @@ def register(sub) -> None:
     render.set_defaults(func=run_render)
 
 
-def _check_render_args(args: argparse.Namespace) -> None:
+def check_args(args: argparse.Namespace) -> None:
     """Reject bad arguments before any work, with what is wrong and what to do."""
     from kumovideo.data.shapes_world import check_num_frames, check_size
 
-    if args.n < 1:
-        raise KumoInputError(f"--n {args.n} is not a number of clips; pass --n 1 or more")
-    if args.fps < 1:
-        raise KumoInputError(f"--fps {args.fps} is not a frame rate; pass --fps 1 or more (the world uses 8)")
-    if args.seed < 0:
-        raise KumoInputError(f"--seed {args.seed} is negative; pass 0 or more")
+    check_whole_flags(args, "--n", too_small="{name} {value} is not a number of clips; pass --n 1 or more")
+    no_rate = "{name} {value} is not a frame rate; pass --fps 1 or more (the world uses 8)"
+    check_whole_flags(args, "--fps", high=FPS_MAX, too_small=no_rate)
+    check_seed_flag(args)
     check_output_folder(args.out, "--out")
     # Prefix the world's own messages with the flag to change.
     for flag, value, check in (("--size", args.size, check_size), ("--frames", args.frames, check_num_frames)):
@@ -60,7 +60,7 @@ def _check_render_args(args: argparse.Namespace) -> None:
 def run_render(args: argparse.Namespace) -> int:
     from kumovideo.data.shapes_world import render_to_disk
 
-    _check_render_args(args)
+    check_args(args)
     paths = render_to_disk(
         args.n,
         args.out,

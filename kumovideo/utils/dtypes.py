@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 import torch
 
 from kumovideo.utils.errors import KumoInputError
@@ -15,12 +17,14 @@ DTYPES = {
     "float16": torch.float16,
 }
 DTYPE_NAMES = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
+SHORT_NAMES = tuple(DTYPE_NAMES.values())  # the names a command-line flag takes
 
 
-def resolve_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
-    """A torch.dtype for `dtype` (a torch.dtype, one of DTYPES' names, or None for None)."""
+def resolve_dtype(dtype: torch.dtype | str | None, names: Collection[str] = DTYPES) -> torch.dtype | None:
+    """A torch.dtype for `dtype` (a torch.dtype, one of `names` (default: all of DTYPES'),
+    or None for None)."""
     if dtype is None or isinstance(dtype, torch.dtype):
         return dtype
-    if dtype not in DTYPES:
+    if dtype not in names or dtype not in DTYPES:
         raise KumoInputError(f"unknown dtype {dtype!r}; use one of fp32, bf16, fp16")
     return DTYPES[dtype]

@@ -69,3 +69,48 @@ def check_seed(value: Any, name: str = "seed") -> int:
     if not SEED_RANGE.admits(value):
         raise KumoInputError(f"{name} {value} is too large; use at most 2**63 - 1 ({SEED_MAX})")
     return value
+
+
+# Counts and sizes a user types (steps, frames, pixels, clips, runs): torch, numpy and PyAV
+# take them as C integers, where a larger one overflows with a traceback ("Python int too
+# large to convert to C ssize_t"); no run comes near it.
+COUNT_MAX = 2**31 - 1
+# Frame rates of written video: PyAV's rate is a C int fraction and libvpx refuses one over
+# 10**9; no player shows more than a few hundred frames a second.
+FPS_MAX = 1000
+# Worker processes and CPU threads: each is an OS process or thread, started up front.
+WORKERS_MAX = 1024
+
+
+def _too_small(template: str | None, name: str, value: Any, low: float) -> KumoInputError:
+    text = template or "{name} {value}: pass {low:g} or more"
+    return KumoInputError(text.format(name=name, value=value, low=low))
+
+
+def check_whole(value: Any, name: str, *, low: int = 1, high: int = COUNT_MAX, too_small: str | None = None) -> int:
+    """`value` if it is a whole number from `low` to `high`, else a one-line KumoInputError.
+    Below `low` the message is `too_small` (a str.format template with {name}, {value} and
+    {low}: a command keeps its own wording), above `high` "NAME VALUE is too large; use at
+    most HIGH"."""
+    if not is_int(value):
+        raise KumoInputError(f"{name} {value!r} is not a whole number; pass {low} or more")
+    if value < low:
+        raise _too_small(too_small, name, value, low)
+    if value > high:
+        raise KumoInputError(f"{name} {value} is too large; use at most {high}")
+    return value
+
+
+def check_real(
+    value: Any, name: str, *, low: float = 0, high: float, above_low: bool = True, too_small: str | None = None
+) -> float:
+    """`value` if it is a finite number from `low` (excluded if `above_low`) to `high`, else a
+    one-line KumoInputError: `too_small` (as in `check_whole`) below `low` or for NaN,
+    "... is too large; use at most HIGH" above `high` or for infinity."""
+    if not is_real(value):
+        raise KumoInputError(f"{name} {value!r} is not a number")
+    if math.isnan(value) or (value <= low if above_low else value < low):
+        raise _too_small(too_small, name, value, low)
+    if value > high:
+        raise KumoInputError(f"{name} {value:g} is too large; use at most {high:g}")
+    return float(value)

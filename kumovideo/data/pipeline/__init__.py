@@ -22,16 +22,16 @@ from __future__ import annotations
 
 from kumovideo.utils.lazy import lazy_exports
 
-# Lazy, so `import kumovideo.data.pipeline` does not pull in torch or OpenCV.
-_EXPORTS = {
-    "analyze_video": "kumovideo.data.pipeline.analyze",
-    "BadVideo": "kumovideo.data.pipeline.probe",
-    "probe": "kumovideo.data.pipeline.probe",
-    "DataConfig": "kumovideo.data.pipeline.config",
-    "load_config": "kumovideo.data.pipeline.config",
-    "Captioner": "kumovideo.data.pipeline.captions",
-    "LatentShardDataset": "kumovideo.data.pipeline.encode",
+# Lazy, so `import kumovideo.data.pipeline` does not pull in torch or OpenCV: each public
+# name, by the stage module that defines it.
+_BY_MODULE = {
+    "analyze": ["analyze_video"],
+    "probe": ["BadVideo", "probe"],
+    "config": ["DataConfig", "load_config"],
+    "captions": ["Captioner"],
+    "encode": ["LatentShardDataset"],
 }
+_EXPORTS = {name: f"{__name__}.{module}" for module, names in _BY_MODULE.items() for name in names}
 
 __all__ = sorted(_EXPORTS)
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

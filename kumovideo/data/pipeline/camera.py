@@ -18,9 +18,12 @@ class, unless it is below `STATIC_SPEED`, in which case the shot is static.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
-from kumovideo.data.pipeline.motion import PairMotion
+if TYPE_CHECKING:  # motion needs OpenCV; the config check reads CAMERA_CLASSES without it
+    from kumovideo.data.pipeline.motion import PairMotion
 
 CAMERA_CLASSES = ("static", "pan_left", "pan_right", "tilt_up", "tilt_down", "zoom_in", "zoom_out")
 

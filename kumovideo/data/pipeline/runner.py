@@ -27,6 +27,7 @@ from typing import Any
 from tqdm import tqdm
 
 from kumovideo.utils.errors import KumoInputError
+from kumovideo.utils.extras import missing_extra_message, require
 
 
 def default_workers() -> int:
@@ -78,15 +79,6 @@ class _JsonTask:
         return {"result": json.dumps(self.fn(json.loads(row["item"])))}
 
 
-def ray_available() -> bool:
-    try:
-        import ray  # noqa: F401
-        import ray.data  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 # The addresses ray.init accepts: "auto", "local", "HOST:PORT", or "ray://HOST[:PORT]"
 # (Ray Client).
 _HOST = r"([\w.-]+|\[[0-9a-fA-F:]+\])"  # a name, an IPv4 address, or an [IPv6] address
@@ -97,11 +89,10 @@ def check_ray(address: str) -> None:
     """Refuse a malformed --ray address, or --ray without Ray Data, before any work starts."""
     if not _RAY_ADDRESS.fullmatch(address):
         raise KumoInputError(f"--ray {address!r} is not a Ray address; use auto, local, HOST:PORT or ray://HOST:PORT")
-    if not ray_available():
-        raise KumoInputError(
-            "--ray needs Ray Data, which is not installed; install it with "
-            "pip install 'ray[data]' (or kumovideo[ray]) or drop --ray"
-        )
+    try:
+        require("ray.data", "--ray")
+    except ModuleNotFoundError:  # Ray without what Ray Data needs (pyarrow, ...): the extra has it
+        raise KumoInputError(missing_extra_message("ray.data", "--ray")) from None
 
 
 def _run_ray(fn: Callable[[Any], dict], items: list, address: str, workers: int) -> Iterator[dict]:

@@ -1,0 +1,122 @@
+"""Flags that several `kumo` commands take, and the checks of their values, in one place.
+
+Each command's `check_args(args)` runs these (and its own checks) first, before any model
+loads or any work starts, so a mistake is one line `kumo: error: ...` and exit status 2.
+Nothing heavy is imported at module level: `kumo --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import math
+
+from kumovideo.utils.errors import KumoInputError
+from kumovideo.utils.numbers import COUNT_MAX, SEED_MAX, check_seed, check_whole
+
+# The wording of `generate` and `bench` for a count or size below 1.
+POSITIVE = "{name} must be a positive integer, got {value}"
+STEPS_HELP = "denoising steps (default: the model's; 4 with --turbo or --sampler renoise)"
+
+
+# ------------------------------------------------------------------------------ flags
+def add_steps_arg(p, help: str = STEPS_HELP) -> None:
+    p.add_argument("--steps", type=int, default=None, help=help)
+
+
+def add_sampler_arg(p, help: str) -> None:
+    p.add_argument("--sampler", choices=["default", "renoise"], default="default", help=help)
+
+
+def add_guidance_args(p) -> None:
+    """--guidance and --guidance-rescale, for `kumo generate` and `kumo eval shapes`."""
+    p.add_argument(
+        "--guidance", type=float, default=None, help="classifier-free guidance scale; <= 1 turns guidance off"
+    )
+    p.add_argument(
+        "--guidance-rescale",
+        type=float,
+        default=None,
+        help="0..1: rescale the guided prediction toward the conditional one's std, against "
+        "over-saturation at strong guidance (default: the model's, else 0)",
+    )
+
+
+def add_step_cache_arg(p, help: str) -> None:
+    p.add_argument("--step-cache", type=float, default=None, metavar="T", help=help)
+
+
+def add_fast_path_args(p) -> None:
+    """The speed switches (docs/benchmarks.md), shared by generate and eval."""
+    p.add_argument(
+        "--fast",
+        action="store_true",
+        help="fused QKV projections and sensible CPU threads (outputs equal to the plain path)",
+    )
+    p.add_argument("--compile", action="store_true", help="torch.compile the repeated block (regional)")
+    add_step_cache_arg(p, "reuse block outputs across steps when block 0 changes by less than T (e.g. 0.05); lossy")
+
+
+# ------------------------------------------------------------------------------ checks
+def flag_value(args, flag: str):
+    """The parsed value of `flag` ("--batch-size" -> args.batch_size)."""
+    return getattr(args, flag.lstrip("-").replace("-", "_"))
+
+
+def check_whole_flags(
+    args, *flags: str, low: int = 1, high: int = COUNT_MAX, too_small: str | None = POSITIVE
+) -> None:
+    """Each of `flags` that was given, as a whole number from `low` to `high` (see
+    `kumovideo.utils.numbers.check_whole`; `too_small` keeps a command's own wording)."""
+    for flag in flags:
+        value = flag_value(args, flag)
+        if value is not None:
+            check_whole(value, flag, low=low, high=high, too_small=too_small)
+
+
+def check_seed_flag(args, clips: int = 1) -> None:
+    """--seed, and the seeds --seed + 1 ... --seed + clips - 1 that the other clips of a
+    run are generated with: all of them must be seeds every generator takes."""
+    check_seed(args.seed, "--seed")
+    if args.seed + clips - 1 > SEED_MAX:
+        raise KumoInputError(
+            f"--seed {args.seed} is too large for {clips} clips (clip i uses --seed + i); "
+            f"use at most {SEED_MAX - clips + 1}"
+        )
+
+
+def check_guidance(args) -> None:
+    """--guidance and --guidance-rescale (NaN compares false to everything, so it is refused
+    by name)."""
+    if args.guidance is not None and not math.isfinite(args.guidance):
+        raise KumoInputError(f"--guidance {args.guidance} is not a number; use e.g. 4 (<= 1 turns guidance off)")
+    if args.guidance_rescale is not None and not 0.0 <= args.guidance_rescale <= 1.0:
+        raise KumoInputError(f"--guidance-rescale {args.guidance_rescale}: use a value from 0 (off) to 1")
+
+
+def check_fast_path_args(args) -> None:
+    """--step-cache of `add_fast_path_args`: a positive threshold."""
+    if args.step_cache is not None and not (math.isfinite(args.step_cache) and args.step_cache > 0):
+        raise KumoInputError(f"--step-cache must be a positive threshold, got {args.step_cache}")
+
+
+def resolve_device(name: str | None):
+    """--device as a torch.device this machine has (kumovideo.utils.devices), the advice
+    spelled as a flag; torch is imported only when this runs."""
+    from kumovideo.utils.devices import resolve_device as resolve
+
+    return resolve(name, cpu="--device cpu")
+
+
+def apply_cli_fast_paths(pipe, args) -> None:
+    """The switches of `add_fast_path_args` (checked by `check_fast_path_args`) on `pipe`."""
+    if not (args.fast or args.compile or args.step_cache is not None):
+        return
+    check_fast_path_args(args)
+    from kumovideo.perf.fast_paths import apply_fast_paths
+
+    apply_fast_paths(
+        pipe,
+        fused_qkv=args.fast,
+        compile=args.compile,
+        step_cache=args.step_cache,
+        threads="auto" if args.fast else None,
+    )
