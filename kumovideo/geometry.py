@@ -118,6 +118,17 @@ class ClipGeometry:
         frames, h, w = self.latent_size(num_frames, height, width)
         return batch, frames, self.latent_channels, h, w
 
+    def sample_clip(self, transformer_config: Any) -> tuple[int, int, int]:
+        """(F, H, W) pixels of the clip a transformer was made for: its config's sample_frames
+        (pixel frames, as in CogVideoX) and its latent sample_height x sample_width, times the
+        VAE's stride (480x720x41 for the published model)."""
+        c = transformer_config
+        return (
+            _get(c, "sample_frames"),
+            _get(c, "sample_height") * self.spatial,
+            _get(c, "sample_width") * self.spatial,
+        )
+
     def clip_size(self, latent_frames: int, latent_height: int, latent_width: int) -> tuple[int, int, int]:
         """(F_lat, h, w) latent -> (F, H, W) pixels, what the decoder makes."""
         return self.num_frames(latent_frames), latent_height * self.spatial, latent_width * self.spatial

@@ -7,12 +7,12 @@ import pytest
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from kumovideo.geometry import DEFAULT_GEOMETRY
 from kumovideo.models.transformer_kumo import count_parameters, madit_from_preset
 from kumovideo.perf.flops import (
     cogvideox_flops,
     count_model_flops,
     gpu_peak_tflops,
-    latent_shape,
     madit_flops,
     measured_flops,
 )
@@ -101,7 +101,7 @@ def test_cogvideox_peer_count_matches_torch_flop_counter():
 def test_full_size_model_at_480x720x41():
     with torch.device("meta"):
         model = madit_from_preset("kumo-2.6b")
-    assert latent_shape(41, 480, 720) == (11, 60, 90)
+    assert DEFAULT_GEOMETRY.latent_size(41, 480, 720) == (11, 60, 90)
     count = count_model_flops(model, 11, 60, 90, batch=2)
     assert (count.vision_tokens, count.text_tokens, count.tokens) == (14850, 226, 15076)
     assert 2.5e9 < count.params < 2.7e9

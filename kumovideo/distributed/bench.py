@@ -79,9 +79,7 @@ def _postprocess(pipe, video):
 def denoiser_inputs(pipe, batch: int, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Random (latents, text states, timesteps) of one transformer call for a height x width clip."""
     c = pipe.transformer.config
-    frames = (c.sample_frames - 1) // pipe.vae_scale_factor_temporal + 1
-    s = pipe.vae_scale_factor_spatial
-    x = torch.randn(batch, frames, c.in_channels, height // s, width // s)
+    x = torch.randn(pipe.geometry.latent_shape(batch, c.sample_frames, height, width))
     text = torch.randn(batch, c.max_text_seq_length, c.text_embed_dim)
     return x, text, torch.full((batch,), 500)
 

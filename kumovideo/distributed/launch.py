@@ -21,9 +21,9 @@ from kumovideo.distributed.mesh import (
     check_world_size,
     default_device,
     parse_parallel,
-    vision_tokens,
     world_size_from_env,
 )
+from kumovideo.geometry import ClipGeometry
 from kumovideo.utils.errors import KumoInputError
 
 
@@ -51,16 +51,12 @@ def prepare_parallel(args, folder: Path, device: torch.device) -> ParallelContex
     if tconf is not None:
         check_heads(config, tconf["num_attention_heads"])
         if vconf is not None:
-            spatial = 2 ** (len(vconf["block_out_channels"]) - 1)
-            frames = args.frames or tconf["sample_frames"]
-            height = args.height or tconf["sample_height"] * spatial
-            width = args.width or tconf["sample_width"] * spatial
-            vconf = {"temporal_compression_ratio": 4, **vconf}
-            check_tokens(
-                config,
-                tconf["num_attention_heads"],
-                vision_tokens({"patch_size": 2, **tconf}, vconf, frames, height, width),
-            )
+            geometry = ClipGeometry.from_configs(vconf, tconf)
+            frames, height, width = args.frames, args.height, args.width
+            if not (frames and height and width):  # unset: the transformer's own clip size
+                sample = geometry.sample_clip(tconf)
+                frames, height, width = frames or sample[0], height or sample[1], width or sample[2]
+            check_tokens(config, tconf["num_attention_heads"], geometry.tokens(frames, height, width))
     if device.type == "cuda":
         device = default_device()  # cuda:LOCAL_RANK
     return build_mesh(config, device)

@@ -163,17 +163,6 @@ def validate_parallel(
     check_tokens(config, num_heads, num_vision_tokens)
 
 
-def vision_tokens(transformer_config: Any, vae_config: Any, num_frames: int, height: int, width: int) -> int:
-    """Number of vision tokens MADiT sees for a clip of num_frames x height x width pixels."""
-    get = (lambda c, k: c[k]) if isinstance(transformer_config, dict) else getattr
-    vget = (lambda c, k: c[k]) if isinstance(vae_config, dict) else getattr
-    spatial = 2 ** (len(vget(vae_config, "block_out_channels")) - 1)
-    temporal = vget(vae_config, "temporal_compression_ratio")
-    p = get(transformer_config, "patch_size")
-    latent_frames = (num_frames - 1) // temporal + 1
-    return latent_frames * (height // spatial // p) * (width // spatial // p)
-
-
 # ------------------------------------------------------------------------- process groups
 
 

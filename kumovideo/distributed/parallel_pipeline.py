@@ -23,7 +23,7 @@ distributed:
   time cannot be exact; the tiles are independent.)
 
 Degrees are checked before any work: the process count, the head count and the number
-of vision tokens of the requested clip (`validate_parallel`).
+of vision tokens of the requested clip (`check_inputs`).
 """
 
 from __future__ import annotations
@@ -46,10 +46,11 @@ from kumovideo.distributed.mesh import (
     node_threads,
     parse_parallel,
     validate_parallel,
-    vision_tokens,
 )
 from kumovideo.distributed.ulysses import _record, all_gather_cat, sequence_parallel_forward
+from kumovideo.geometry import vae_compression
 from kumovideo.perf.fast_paths import usable_cores
+from kumovideo.pipelines.checks import check_output_type
 from kumovideo.utils.errors import KumoInputError
 
 TEXT_ENCODER_PLACEMENTS = ("all", "rank0")
@@ -177,13 +178,13 @@ class ParallelKumoPipeline:
     ) -> ParallelKumoPipeline:
         """Check the degrees against the folder's configs, start the process groups, then load."""
         from kumovideo.pipelines import KumoPipeline
-        from kumovideo.pipelines.loading import _read_json
+        from kumovideo.pipelines.loading import read_json
 
         config = parse_parallel(parallel)
         folder = Path(folder)
         tconf = folder / "transformer" / "config.json"
         if tconf.exists():
-            check_heads(config, _read_json(tconf)["num_attention_heads"])
+            check_heads(config, read_json(tconf)["num_attention_heads"])
         ctx = build_mesh(config, torch.device(device) if device else None)
         pipe = KumoPipeline.from_pretrained(folder, torch_dtype=torch_dtype, **kwargs)
         return cls(pipe, ctx, text_encoder_on=text_encoder_on, vae_on=vae_on).to(ctx.device)
@@ -202,13 +203,16 @@ class ParallelKumoPipeline:
 
     # ------------------------------------------------------------------ checks
 
-    def validate(self, height: int, width: int, num_frames: int, guidance_scale: float) -> None:
+    def check_inputs(self, height: int, width: int, num_frames: int, guidance_scale: float, output_type: str) -> None:
+        """What the distribution adds to KumoPipeline.check_inputs (which the wrapped call runs
+        on the rest): the output type, then degrees that fit the clip (`validate_parallel`)."""
+        check_output_type(output_type)
         tconf = self.pipe.transformer.config
         validate_parallel(
             self.ctx.config,
             world_size=self.ctx.world_size,
             num_heads=tconf.num_attention_heads,
-            num_vision_tokens=vision_tokens(tconf, self.pipe.vae.config, num_frames, height, width),
+            num_vision_tokens=self.pipe.geometry.tokens(num_frames, height, width),
             guidance=guidance_scale > 1.0,
         )
 
@@ -231,15 +235,13 @@ class ParallelKumoPipeline:
         None elsewhere."""
         from kumovideo.pipelines.pipeline_kumo import KumoPipelineOutput
 
-        if output_type not in ("pil", "np", "pt", "latent"):
-            raise KumoInputError(f"output_type={output_type!r}; use 'pil', 'np', 'pt' or 'latent'")
         size = self.pipe.resolve_call_defaults(
             height=height, width=width, num_frames=num_frames, guidance_scale=guidance_scale
         )  # None: KumoPipeline's defaults
         height, width, num_frames, guidance_scale = (
             size[k] for k in ("height", "width", "num_frames", "guidance_scale")
         )
-        self.validate(height, width, num_frames, guidance_scale)
+        self.check_inputs(height, width, num_frames, guidance_scale, output_type)
         pipe, ctx = self.pipe, self.ctx
         swaps = {}
         if ctx.config.is_parallel:
@@ -343,7 +345,7 @@ def split_tiled_decode(vae, z: torch.Tensor, ctx: ParallelContext) -> torch.Tens
     mine = {t: _decode_tile(vae, z, *starts[t]) for t in range(rank, len(starts), world)}
 
     # Pad every tile to one shape so a single tensor gather moves them all.
-    scale = 2 ** (len(vae.config.block_out_channels) - 1)
+    scale = vae_compression(vae.config)[0]
     per_rank = math.ceil(len(starts) / world)
     frames = torch.tensor([max([t.shape[2] for t in mine.values()], default=0)], device=z.device)
     dist.all_reduce(frames, op=dist.ReduceOp.MAX)

@@ -29,6 +29,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from kumovideo.geometry import DEFAULT_GEOMETRY, ClipGeometry
 from kumovideo.perf.flops import format_si
 
 
@@ -63,7 +64,7 @@ class StepShape:
         return cls(
             batch=prompts * (2 if guidance else 1),
             text_len=get("max_text_seq_length"),
-            vision_len=latent_frames * (latent_height // p) * (latent_width // p),
+            vision_len=ClipGeometry(patch=p).latent_tokens(latent_frames, latent_height, latent_width),
             dim=get("num_attention_heads") * get("attention_head_dim"),
             heads=get("num_attention_heads"),
             time_dim=get("time_embed_dim"),
@@ -176,11 +177,9 @@ def table(
     bandwidth_gbs: float,
     elem: int,
     layouts=DEFAULT_LAYOUTS,
-    vae_spatial: int = 8,
-    vae_temporal: int = 4,
+    geometry: ClipGeometry = DEFAULT_GEOMETRY,
 ) -> tuple[StepShape, list[dict]]:
-    lf, lh, lw = (frames - 1) // vae_temporal + 1, height // vae_spatial, width // vae_spatial
-    shape = StepShape.from_config(tconf, lf, lh, lw)
+    shape = StepShape.from_config(tconf, *geometry.latent_size(frames, height, width))
     single = total(flops_per_rank(shape))
     rows = []
     for cfg, u in layouts:
@@ -259,9 +258,9 @@ def main(argv: list[str] | None = None) -> int:
 
     tconf = preset_config(args.preset)
     step_time = args.step_time
-    lf, lh, lw = (args.frames - 1) // 4 + 1, args.height // 8, args.width // 8
+    latent = DEFAULT_GEOMETRY.latent_size(args.frames, args.height, args.width)  # the published VAE's
     if step_time is None and args.assume_mfu:
-        single = total(flops_per_rank(StepShape.from_config(tconf, lf, lh, lw)))
+        single = total(flops_per_rank(StepShape.from_config(tconf, *latent)))
         step_time = single / (args.assume_mfu * args.peak_tflops * 1e12)
         print(
             f"ASSUMED single-GPU step time (not measured): {single / 1e12:.2f} TFLOP at {args.assume_mfu:.0%} of "
@@ -277,8 +276,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(f"one guided step on one process: {format_si(total(flops_per_rank(shape)), 'FLOP')}")
     if args.check:
-        lf, lh, lw = (args.frames - 1) // 4 + 1, args.height // 8, args.width // 8
-        counted = count_flops_with_torch(tconf, lf, lh, lw, shape.batch)
+        counted = count_flops_with_torch(tconf, *latent, shape.batch)
         formula = total(flops_per_rank(shape))
         print(f"torch FlopCounterMode on the meta-device model: {counted:.6e} FLOP; formula {formula:.6e}")
         if not math.isclose(counted, formula, rel_tol=1e-9):

@@ -37,6 +37,9 @@ def _entry(rank: int, fn: Callable, world_size: int, port: int, backend: str, th
     dist.init_process_group(backend, rank=rank, world_size=world_size, timeout=timedelta(seconds=300))
     try:
         fn(rank, world_size, *args)
+        # The rendezvous store lives in rank 0: it must not leave while another rank still
+        # sets up groups through it (a rank that finished early would break the others' pipe).
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 

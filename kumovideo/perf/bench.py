@@ -32,21 +32,17 @@ import platform
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import SimpleNamespace
 from typing import Any
 
 import torch
 import torch.nn as nn
 
-from kumovideo.perf.fast_paths import (
-    DTYPE_NAMES,
-    apply_fast_paths,
-    apply_memory_mode,
-    cpu_supports_bf16,
-    resolve_dtype,
-)
-from kumovideo.perf.flops import FlopCount, format_si, gpu_peak_tflops, latent_shape, transformer_flops
+from kumovideo.geometry import DEFAULT_GEOMETRY
+from kumovideo.perf.fast_paths import apply_fast_paths, apply_memory_mode, cpu_supports_bf16
+from kumovideo.perf.flops import FlopCount, format_si, gpu_peak_tflops, transformer_flops
+from kumovideo.utils.dtypes import DTYPE_NAMES, resolve_dtype
 from kumovideo.utils.errors import KumoInputError
 
 PRESETS = ("builtin", "kumo-2.6b", "kumo-tiny")
@@ -196,17 +192,19 @@ def flops_only(
 ) -> dict:
     """FLOPs, tokens and parameters of a preset from a meta-device model (allocates nothing)."""
     from kumovideo.models.transformer_kumo import madit_from_preset
-    from kumovideo.pipelines.pipeline_kumo import check_clip_shape
 
     name = "kumo-builtin" if preset == "builtin" else preset
     with torch.device("meta"):
         model = madit_from_preset(name)
     c = model.config
-    height = height or c.sample_height * 8
-    width = width or c.sample_width * 8
-    frames = frames or c.sample_frames
-    check_clip_shape(frames, height, width, 8, c.temporal_compression_ratio, c.patch_size)  # as generation would
-    f, h, w = latent_shape(frames, height, width)
+    # No VAE here: the published one's spatial stride, the transformer's own time compression and patch.
+    geometry = replace(DEFAULT_GEOMETRY, temporal=c.temporal_compression_ratio, patch=c.patch_size)
+    sample_frames, sample_height, sample_width = geometry.sample_clip(c)
+    height = height or sample_height
+    width = width or sample_width
+    frames = frames or sample_frames
+    geometry.check_clip(frames, height, width)  # as generation would
+    f, h, w = geometry.latent_size(frames, height, width)
     batch = 2 if guidance else 1
     count = transformer_flops(c, f, h, w, batch, cross_attention=True)
     peer = transformer_flops(c, f, h, w, batch, cross_attention=False)
@@ -438,13 +436,13 @@ def run_bench(spec: BenchSpec, log: Callable[[str], None] = lambda s: None) -> d
     pipe, weights, defaults = build_subject(spec.preset, device, base_dtype)
     pipe.set_progress_bar_config(disable=True)
     cfg = pipe.transformer.config
-    s = pipe.vae_scale_factor_spatial
-    height = spec.height or cfg.sample_height * s
-    width = spec.width or cfg.sample_width * s
-    frames = spec.frames or cfg.sample_frames
+    clip = pipe.default_clip()
+    height = spec.height or clip["height"]
+    width = spec.width or clip["width"]
+    frames = spec.frames or clip["num_frames"]
     steps = spec.steps or DEFAULT_STEPS
-    pipe.check_inputs(PROMPT, NEGATIVE, height, width, frames, steps, pipe.max_sequence_length)
-    lf, lh, lw = latent_shape(frames, height, width, s, pipe.vae_scale_factor_temporal)
+    pipe.check_inputs(PROMPT, NEGATIVE, height, width, frames, steps, pipe.max_sequence_length, GUIDANCE)
+    lf, lh, lw = pipe.geometry.latent_size(frames, height, width)
 
     # Inputs shared by every row: the initial noise and [negative; positive] prompt states.
     gen = torch.Generator().manual_seed(0)

@@ -31,6 +31,8 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from kumovideo.geometry import ClipGeometry
+
 
 @dataclass
 class FlopCount:
@@ -73,11 +75,6 @@ def _cfg(config: Any, key: str, default: Any = None) -> Any:
     return getattr(config, key, default)
 
 
-def latent_shape(frames: int, height: int, width: int, spatial: int = 8, temporal: int = 4) -> tuple[int, int, int]:
-    """Pixel clip (frames, height, width) -> latent (frames, height, width) of the 3D causal VAE."""
-    return (frames - 1) // temporal + 1, height // spatial, width // spatial
-
-
 def transformer_flops(
     config: Any,
     latent_frames: int,
@@ -87,7 +84,8 @@ def transformer_flops(
     cross_attention: bool = True,
 ) -> FlopCount:
     """FLOPs of one forward of a MADiT (`cross_attention=True`) or of a CogVideoX
-    transformer (`False`) with this config, on latents (batch, F, C, H, W)."""
+    transformer (`False`) with this config, on latents (batch, F, C, H, W) (for a clip of
+    pixels: `kumovideo.geometry.ClipGeometry.latent_size`)."""
     heads = _cfg(config, "num_attention_heads")
     head_dim = _cfg(config, "attention_head_dim")
     layers = _cfg(config, "num_layers")
@@ -104,7 +102,7 @@ def transformer_flops(
 
     D = heads * head_dim
     L = _cfg(config, "max_text_seq_length")
-    N = latent_frames * (latent_height // p) * (latent_width // p)
+    N = ClipGeometry(patch=p).latent_tokens(latent_frames, latent_height, latent_width)
     S = L + N
 
     def mm(m: int, k: int, n: int) -> int:  # (m, k) @ (k, n)

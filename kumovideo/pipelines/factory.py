@@ -77,6 +77,14 @@ def build_text_encoder(preset: str = "kumo-builtin", **overrides: Any) -> tuple[
     return tokenizer, T5EncoderModel(config)
 
 
+def build_transformer(preset: str, text_encoder, vae, **overrides: Any) -> KumoTransformer3DModel:
+    """A MADiT of the named size with fresh weights, fitted to a text encoder's width and a
+    VAE's latent channels (`overrides` last: any config key)."""
+    channels = vae.config.latent_channels
+    fitted = {"text_embed_dim": text_encoder.config.d_model, "in_channels": channels, "out_channels": channels}
+    return KumoTransformer3DModel(**{**MADIT_PRESETS[preset], **fitted, **overrides})
+
+
 def build_pipeline(preset: str = "kumo-builtin", seed: int = 0):
     """A KumoPipeline of the named size with fresh (random) weights."""
     from kumovideo.pipelines.pipeline_kumo import KumoPipeline
@@ -84,14 +92,7 @@ def build_pipeline(preset: str = "kumo-builtin", seed: int = 0):
     torch.manual_seed(seed)
     tokenizer, text_encoder = build_text_encoder(preset)
     vae = build_vae(preset)
-    transformer = KumoTransformer3DModel(
-        **{
-            **MADIT_PRESETS[preset],
-            "text_embed_dim": text_encoder.config.d_model,
-            "in_channels": vae.config.latent_channels,
-            "out_channels": vae.config.latent_channels,
-        }
-    )
+    transformer = build_transformer(preset, text_encoder, vae)
     return KumoPipeline(
         tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, transformer=transformer, scheduler=KumoDDIMScheduler()
     )

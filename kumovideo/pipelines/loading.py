@@ -57,7 +57,8 @@ _TOKENIZER_VOCAB = {
 }
 
 
-def _read_json(path: Path) -> dict[str, Any]:
+def read_json(path: Path) -> dict[str, Any]:
+    """A checkpoint's JSON file; a KumoInputError naming it when it is not valid JSON."""
     try:
         with open(path) as f:
             return json.load(f)
@@ -93,7 +94,7 @@ def _check_weights(folder: Path, name: str) -> None:
     single = part / weights
     index = part / (weights + ".index.json")
     if index.exists():
-        shards = sorted(set(_read_json(index).get("weight_map", {}).values()))
+        shards = sorted(set(read_json(index).get("weight_map", {}).values()))
         files = [part / s for s in shards]
     elif single.exists():
         files = [single]
@@ -159,7 +160,7 @@ def check_checkpoint_folder(folder: str | os.PathLike) -> dict[str, Any]:
         raise KumoInputError(
             f"checkpoint folder {folder} is missing model_index.json; is it a KumoVideo pipeline folder?"
         )
-    index = _read_json(index_path)
+    index = read_json(index_path)
     for name in COMPONENTS:
         if name not in index or index[name] is None or index[name][0] is None:
             raise KumoInputError(f"checkpoint folder {folder}: model_index.json does not name the {name} component")
@@ -169,7 +170,7 @@ def check_checkpoint_folder(folder: str | os.PathLike) -> dict[str, Any]:
         if config and not (folder / name / config).exists():
             raise KumoInputError(f"checkpoint folder {folder} is missing {name}/{config}")
         if config:
-            _read_json(folder / name / config)  # a corrupt config is named here, not as a traceback later
+            read_json(folder / name / config)  # a corrupt config is named here, not as a traceback later
         vocab = _TOKENIZER_VOCAB.get(index[name][1]) if name == "tokenizer" else None
         if vocab and not any((folder / name / v).exists() for v in vocab):
             # T5Tokenizer without its vocabulary loads "fine" and maps every word to <unk>.
@@ -188,7 +189,7 @@ def load_vae(folder: str | os.PathLike, torch_dtype: torch.dtype | None = None):
     from kumovideo.models.cpu_conv import route_conv3d_to_onednn
 
     folder = check_vae_folder(folder)
-    config = _read_json(folder / "config.json")
+    config = read_json(folder / "config.json")
     overrides = {
         key: [ORIGINAL_VAE_BLOCKS.get(b, b) for b in config[key]]
         for key in ("down_block_types", "up_block_types")

@@ -1,9 +1,9 @@
 """KumoPipeline: text -> video with T5, MADiT and the 3D causal VAE.
 
     prompt --T5--> text states (B, L, D_text)
-    seed   --randn--> latents (B, F_lat, C, H/8, W/8)
-    for t in scheduler.timesteps:  MADiT predicts v (with classifier-free guidance),
-                                   the scheduler (DDIM or Turbo consistency) steps
+    seed   --randn--> latents (B, F_lat, C, H/s, W/s)    (kumovideo.geometry: s = 8, F_lat = (F-1)/4 + 1)
+    sampler (kumovideo.schedulers.sampling.SAMPLERS): at each timestep MADiT predicts v
+           (with classifier-free guidance), the sampler steps (DDIM, Turbo consistency, re-noise)
     latents --VAE decode--> frames (B, F, 3, H, W)
 
 The initial noise is drawn exactly as the original does (`torch.randn` of the latent
@@ -13,10 +13,8 @@ as the original implementation.
 
 from __future__ import annotations
 
-import inspect
 import json
 import logging
-import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,14 +28,15 @@ from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 from diffusers.video_processor import VideoProcessor
 
+from kumovideo.geometry import ClipGeometry
 from kumovideo.models.cpu_conv import route_conv3d_to_onednn
 from kumovideo.models.transformer_kumo import KumoTransformer3DModel
-from kumovideo.pipelines.loading import load_pipeline_components, read_sampling_defaults
+from kumovideo.pipelines import checks
+from kumovideo.pipelines.loading import COMPONENTS, load_pipeline_components, read_sampling_defaults
 from kumovideo.schedulers import KumoDDIMScheduler, KumoLCMScheduler
-from kumovideo.schedulers.sampling import renoise_timesteps, sample_renoise
+from kumovideo.schedulers.sampling import SAMPLERS
 from kumovideo.utils.devices import resolve_device
 from kumovideo.utils.errors import KumoInputError
-from kumovideo.utils.numbers import is_int, is_real
 
 logger = logging.getLogger(__name__)
 
@@ -81,9 +80,24 @@ class KumoPipeline(DiffusionPipeline):
             tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, transformer=transformer, scheduler=scheduler
         )
         route_conv3d_to_onednn(self.vae)  # the same decode, 4-5x faster on the CPU
-        self.vae_scale_factor_spatial = 2 ** (len(self.vae.config.block_out_channels) - 1)
-        self.vae_scale_factor_temporal = self.vae.config.temporal_compression_ratio
         self.video_processor = VideoProcessor(vae_scale_factor=self.vae_scale_factor_spatial)
+
+    # ------------------------------------------------------------------ geometry
+
+    @property
+    def geometry(self) -> ClipGeometry:
+        """Clip <-> latent <-> token sizes, from the VAE's and the transformer's configs."""
+        return ClipGeometry.of(self)
+
+    @property
+    def vae_scale_factor_spatial(self) -> int:
+        """Pixels per latent pixel, per side (diffusers' name)."""
+        return self.geometry.spatial
+
+    @property
+    def vae_scale_factor_temporal(self) -> int:
+        """Frames per latent frame after the first (diffusers' name)."""
+        return self.geometry.temporal
 
     # ------------------------------------------------------------------ loading
 
@@ -96,22 +110,8 @@ class KumoPipeline(DiffusionPipeline):
         ones (`scheduler=KumoLCMScheduler(...)`), `torch_dtype` casts the weights.
         """
         torch_dtype = kwargs.pop("torch_dtype", None)
-        if not isinstance(pretrained_model_name_or_path, (str, os.PathLike)):
-            raise KumoInputError(f"pass a checkpoint folder path, not {type(pretrained_model_name_or_path).__name__}")
-        if torch_dtype is not None and not isinstance(torch_dtype, torch.dtype):
-            raise KumoInputError(
-                f"torch_dtype={torch_dtype!r}; pass a torch.dtype such as torch.float16 or torch.bfloat16"
-            )
-        components = {
-            k: kwargs.pop(k)
-            for k in list(kwargs)
-            if k in ("tokenizer", "text_encoder", "vae", "transformer", "scheduler")
-        }
-        for name, component in components.items():
-            if component is None or isinstance(component, (str, os.PathLike)):
-                raise KumoInputError(
-                    f"{name}={component!r}: pass a loaded {name} object to replace the saved one, or leave {name} out"
-                )
+        components = {k: kwargs.pop(k) for k in list(kwargs) if k in COMPONENTS}
+        checks.check_pretrained_arguments(pretrained_model_name_or_path, torch_dtype, components)
         if kwargs:
             logger.warning("KumoPipeline.from_pretrained ignores arguments: %s", ", ".join(sorted(kwargs)))
         defaults = read_sampling_defaults(pretrained_model_name_or_path)  # checked before the weights load
@@ -142,17 +142,14 @@ class KumoPipeline(DiffusionPipeline):
     def default_clip(self) -> dict:
         """height, width and num_frames the transformer was made for (its config's sample
         size): 480x720x41 for the original, 64x64x17 for the built-in model."""
-        c = self.transformer.config
-        return {
-            "height": c.sample_height * self.vae_scale_factor_spatial,
-            "width": c.sample_width * self.vae_scale_factor_spatial,
-            "num_frames": c.sample_frames,
-        }
+        num_frames, height, width = self.geometry.sample_clip(self.transformer.config)
+        return {"height": height, "width": width, "num_frames": num_frames}
 
     def resolve_call_defaults(self, **settings) -> dict:
         """`settings` with every None among height, width, num_frames, num_inference_steps,
-        guidance_scale and guidance_rescale replaced by this pipeline's default."""
-        defaults = {**self.default_clip(), **self.default_sampling()}
+        guidance_scale, guidance_rescale and max_sequence_length replaced by this pipeline's
+        default."""
+        defaults = {**self.default_clip(), **self.default_sampling(), "max_sequence_length": self.max_sequence_length}
         return {key: defaults[key] if value is None and key in defaults else value for key, value in settings.items()}
 
     def to(self, *args, **kwargs):
@@ -228,110 +225,57 @@ class KumoPipeline(DiffusionPipeline):
     # ------------------------------------------------------------------ checks
 
     def check_inputs(
-        self, prompt, negative_prompt, height, width, num_frames, num_inference_steps, max_sequence_length
-    ):
-        if not isinstance(prompt, (str, list)) or (
-            isinstance(prompt, list) and not all(isinstance(p, str) for p in prompt)
-        ):
-            raise KumoInputError("prompt must be a string or a list of strings")
-        if isinstance(prompt, list) and not prompt:
-            raise KumoInputError("prompt list is empty; pass at least one prompt")
-        if negative_prompt is not None and not (
-            isinstance(negative_prompt, str)
-            or (isinstance(negative_prompt, list) and all(isinstance(p, str) for p in negative_prompt))
-        ):
-            raise KumoInputError("negative_prompt must be a string, a list of strings (one per prompt) or None")
-        if isinstance(negative_prompt, list):
-            count = len(prompt) if isinstance(prompt, list) else 1
-            if len(negative_prompt) != count:
-                raise KumoInputError(
-                    f"{len(negative_prompt)} negative prompts for {count} prompt(s); pass one each or a single string"
-                )
-        for name, value in (
-            ("height", height),
-            ("width", width),
-            ("num_frames", num_frames),
-            ("num_inference_steps", num_inference_steps),
-            ("max_sequence_length", max_sequence_length),
-        ):
-            if not is_int(value):
-                raise KumoInputError(f"{name}={value!r} must be a whole number (an int)")
-        check_clip_shape(
-            num_frames,
-            height,
-            width,
-            self.vae_scale_factor_spatial,
-            self.vae_scale_factor_temporal,
-            self.transformer.config.patch_size,
-        )
-        if num_inference_steps < 1:
-            raise KumoInputError(f"num_inference_steps={num_inference_steps}; use at least 1")
-        if num_inference_steps > self.scheduler.config.num_train_timesteps:
-            raise KumoInputError(
-                f"num_inference_steps={num_inference_steps} is more than the model's "
-                f"{self.scheduler.config.num_train_timesteps} training timesteps; use fewer"
-            )
-        if max_sequence_length != self.max_sequence_length:
-            raise KumoInputError(
-                f"max_sequence_length={max_sequence_length}, but this transformer was trained with a text window of "
-                f"{self.max_sequence_length}; leave it unset"
-            )
-
-    def check_call_arguments(
         self,
-        batch_size,
-        num_videos_per_prompt,
-        guidance_scale,
-        guidance_rescale,
-        generator,
-        latents,
-        callback_on_step_end,
-        callback_on_step_end_tensor_inputs,
+        prompt,
+        negative_prompt,
+        height,
+        width,
+        num_frames,
+        num_inference_steps,
+        max_sequence_length,
+        guidance_scale=1.0,
+        guidance_rescale=0.0,
+        num_videos_per_prompt=1,
+        generator=None,
+        latents=None,
+        callback_on_step_end=None,
+        callback_on_step_end_tensor_inputs=("latents",),
+        output_type="pil",
+        sampler="scheduler",
     ):
-        """The arguments check_inputs does not cover, before any work: each mistake would
-        otherwise surface deep inside torch or after the first denoising step."""
-        if not is_int(num_videos_per_prompt) or num_videos_per_prompt < 1:
-            raise KumoInputError(f"num_videos_per_prompt={num_videos_per_prompt!r}; use a whole number >= 1")
-        for name, value in (("guidance_scale", guidance_scale), ("guidance_rescale", guidance_rescale)):
-            if not is_real(value) or not math.isfinite(value):
-                raise KumoInputError(f"{name}={value!r} must be a finite number")
-        if isinstance(generator, list):
-            if len(generator) != batch_size or not all(isinstance(g, torch.Generator) for g in generator):
-                raise KumoInputError(
-                    f"generator is a list of {len(generator)} items for {batch_size} video(s); pass one "
-                    "torch.Generator per video (prompts x num_videos_per_prompt), or a single one"
-                )
-        elif generator is not None and not isinstance(generator, torch.Generator):
-            raise KumoInputError(
-                f"generator must be a torch.Generator (or a list, one per video), not {type(generator).__name__}"
-            )
-        if latents is not None and not (torch.is_tensor(latents) and latents.is_floating_point()):
-            what = f"a {latents.dtype} tensor" if torch.is_tensor(latents) else type(latents).__name__
-            raise KumoInputError(f"latents must be a floating-point torch.Tensor, got {what}")
-        if callback_on_step_end is not None and not callable(callback_on_step_end):
-            raise KumoInputError("callback_on_step_end must be callable: (pipe, step, timestep, tensors) -> dict")
-        names = callback_on_step_end_tensor_inputs
-        if isinstance(names, str) or not all(n in self._callback_tensor_inputs for n in names):
-            raise KumoInputError(
-                f"callback_on_step_end_tensor_inputs={names!r}; use a list of names from "
-                f"{self._callback_tensor_inputs}"
-            )
+        """Every argument of a call (sizes and steps resolved), before any work; each mistake
+        is a KumoInputError naming it (`kumovideo.pipelines.checks`)."""
+        checks.check_prompts(prompt, negative_prompt)
+        checks.check_whole_numbers(
+            height=height,
+            width=width,
+            num_frames=num_frames,
+            num_inference_steps=num_inference_steps,
+            max_sequence_length=max_sequence_length,
+        )
+        geometry = self.geometry
+        geometry.check_clip(num_frames, height, width)
+        checks.check_num_inference_steps(num_inference_steps, self.scheduler.config.num_train_timesteps)
+        checks.check_max_sequence_length(max_sequence_length, self.max_sequence_length)
+        checks.check_num_videos_per_prompt(num_videos_per_prompt)
+        checks.check_guidance(guidance_scale, guidance_rescale)
+        batch_size = (1 if isinstance(prompt, str) else len(prompt)) * num_videos_per_prompt
+        checks.check_generator(generator, batch_size)
+        checks.check_latents_type(latents)
+        checks.check_callback(callback_on_step_end, callback_on_step_end_tensor_inputs, self._callback_tensor_inputs)
+        checks.check_sampler(sampler)
+        checks.check_output_type(output_type)
+        checks.check_latents_shape(latents, geometry.latent_shape(batch_size, num_frames, height, width))
 
     # ------------------------------------------------------------------ latents
 
     def prepare_latents(self, batch_size, num_frames, height, width, dtype, device, generator, latents=None):
-        shape = (
-            batch_size,
-            (num_frames - 1) // self.vae_scale_factor_temporal + 1,
-            self.transformer.config.in_channels,
-            height // self.vae_scale_factor_spatial,
-            width // self.vae_scale_factor_spatial,
-        )
+        """The initial noise (B, F_lat, C, h, w) times the scheduler's sigma; `latents` (of that
+        shape, as check_inputs makes sure) instead of a draw when given."""
         if latents is None:
             # Drawn in float32 on the generator's device, as the original does, then cast.
+            shape = self.geometry.latent_shape(batch_size, num_frames, height, width)
             latents = randn_tensor(shape, generator=generator, device=device, dtype=torch.float32)
-        elif tuple(latents.shape) != shape:
-            raise KumoInputError(f"latents have shape {tuple(latents.shape)}, expected {shape}")
         return (latents.to(device=device, dtype=torch.float32) * self.scheduler.init_noise_sigma).to(dtype)
 
     def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
@@ -381,37 +325,31 @@ class KumoPipeline(DiffusionPipeline):
         Left out (None): the clip size is the transformer's (`default_clip`: 64x64x17 for
         the built-in model, 480x720x41 for the original), steps and guidance the
         checkpoint's recommendation (`default_sampling`)."""
-        size = self.resolve_call_defaults(
+        call = self.resolve_call_defaults(
             height=height,
             width=width,
             num_frames=num_frames,
             num_inference_steps=num_inference_steps,
             guidance_scale=guidance_scale,
             guidance_rescale=guidance_rescale,
+            max_sequence_length=max_sequence_length,
         )
-        height, width, num_frames = size["height"], size["width"], size["num_frames"]
-        num_inference_steps, guidance_scale = size["num_inference_steps"], size["guidance_scale"]
-        guidance_rescale = size["guidance_rescale"]
-        if max_sequence_length is None:
-            max_sequence_length = self.max_sequence_length
-        self.check_inputs(prompt, negative_prompt, height, width, num_frames, num_inference_steps, max_sequence_length)
+        self.check_inputs(
+            prompt,
+            negative_prompt,
+            **call,
+            num_videos_per_prompt=num_videos_per_prompt,
+            generator=generator,
+            latents=latents,
+            callback_on_step_end=callback_on_step_end,
+            callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs,
+            output_type=output_type,
+            sampler=sampler,
+        )
+        height, width, num_frames = call["height"], call["width"], call["num_frames"]
+        num_inference_steps, max_sequence_length = call["num_inference_steps"], call["max_sequence_length"]
+        guidance_scale, guidance_rescale = call["guidance_scale"], call["guidance_rescale"]
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
-        self.check_call_arguments(
-            len(prompts) * (num_videos_per_prompt if is_int(num_videos_per_prompt) else 1),
-            num_videos_per_prompt,
-            guidance_scale,
-            guidance_rescale,
-            generator,
-            latents,
-            callback_on_step_end,
-            callback_on_step_end_tensor_inputs,
-        )
-        if sampler not in ("scheduler", "renoise"):
-            raise KumoInputError(f"sampler={sampler!r}; use 'scheduler' or 'renoise'")
-        if output_type not in ("pil", "np", "pt", "latent"):
-            raise KumoInputError(f"output_type={output_type!r}; use 'pil', 'np', 'pt' or 'latent'")
-        if not 0.0 <= guidance_rescale <= 1.0:
-            raise KumoInputError(f"guidance_rescale={guidance_rescale}; use a value from 0 (off) to 1")
         self._guidance_scale = guidance_scale
         batch_size = len(prompts) * num_videos_per_prompt
         device = self._execution_device
@@ -445,39 +383,21 @@ class KumoPipeline(DiffusionPipeline):
                     v_pred = rescale_noise_cfg(v_pred, v_text, guidance_rescale)
             return v_pred
 
-        if sampler == "renoise":
-            timesteps = renoise_timesteps(num_inference_steps, self.scheduler.config.num_train_timesteps).to(device)
-            self._num_timesteps = len(timesteps)
-            with self.progress_bar(total=len(timesteps)) as progress_bar:
+        run = SAMPLERS[sampler]
+        timesteps = run.timesteps(self.scheduler, num_inference_steps, device)
+        self._num_timesteps = len(timesteps)
+        with self.progress_bar(total=len(timesteps)) as progress_bar:
 
-                def on_step(i, t, x):
-                    progress_bar.update()
-                    if callback_on_step_end is None:
-                        return None
-                    values = {"latents": x, "prompt_embeds": prompt_embeds}
-                    values = {k: values[k] for k in callback_on_step_end_tensor_inputs}
-                    return _callback_result(callback_on_step_end(self, i, t, values)).get("latents")
+            def on_step(i: int, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor | None:
+                """Every sampler's step report: the bar, then callback_on_step_end (its latents replace x)."""
+                progress_bar.update()
+                if callback_on_step_end is None:
+                    return None
+                values = {"latents": x, "prompt_embeds": prompt_embeds}
+                values = {k: values[k] for k in callback_on_step_end_tensor_inputs}
+                return checks.check_callback_result(callback_on_step_end(self, i, t, values)).get("latents")
 
-                latents = sample_renoise(
-                    guided_v, latents, timesteps, self.scheduler.alphas_cumprod, generator, on_step
-                )
-        else:
-            self.scheduler.set_timesteps(num_inference_steps, device=device)
-            timesteps = self.scheduler.timesteps
-            step_kwargs = {}
-            if "generator" in inspect.signature(self.scheduler.step).parameters:
-                step_kwargs["generator"] = generator
-            self._num_timesteps = len(timesteps)
-            with self.progress_bar(total=len(timesteps)) as progress_bar:
-                for i, t in enumerate(timesteps):
-                    v_pred = guided_v(latents, t)
-                    latents = self.scheduler.step(v_pred, t, latents, **step_kwargs, return_dict=False)[0].to(dtype)
-                    if callback_on_step_end is not None:
-                        values = {"latents": latents, "prompt_embeds": prompt_embeds}
-                        values = {k: values[k] for k in callback_on_step_end_tensor_inputs}
-                        returned = _callback_result(callback_on_step_end(self, i, t, values))
-                        latents = returned.get("latents", latents)
-                    progress_bar.update()
+            latents = run.sample(guided_v, latents, self.scheduler, timesteps, generator, on_step)
 
         # 4. Decode.
         if output_type == "latent":
@@ -489,48 +409,6 @@ class KumoPipeline(DiffusionPipeline):
         if not return_dict:
             return (video,)
         return KumoPipelineOutput(frames=video)
-
-
-def _callback_result(returned) -> dict:
-    """What a step callback returned: a dict of replacement tensors, or None for none."""
-    if returned is None:
-        return {}
-    if not isinstance(returned, dict):
-        raise KumoInputError(
-            f"callback_on_step_end returned a {type(returned).__name__}; return a dict of the "
-            "tensors it replaces (e.g. {'latents': latents}) or None"
-        )
-    return returned
-
-
-def check_clip_shape(
-    num_frames: int, height: int, width: int, spatial: int = 8, temporal: int = 4, patch: int = 2
-) -> None:
-    """Raise KumoInputError unless the 3D causal VAE and the patchify can make this clip.
-
-    Valid lengths are 8k+1: 4x temporal compression, and the CogVideoX decoder restores
-    the first frame on its own only for an odd latent frame count (an even count decodes to
-    the wrong number of frames). Sides are multiples of VAE stride x patch size."""
-    t = temporal
-    step = 2 * t
-    lower = max(1, (num_frames - 1) // step * step + 1)
-    nearest = f"use {lower} or {lower + step}"
-    if num_frames < 1 or (num_frames - 1) % t:
-        raise KumoInputError(f"num_frames={num_frames} is not {t}k+1 (the VAE compresses time {t}x); {nearest}")
-    latent_frames = (num_frames - 1) // t + 1
-    if latent_frames > 1 and latent_frames % 2 == 0:
-        raise KumoInputError(
-            f"num_frames={num_frames} gives {latent_frames} latent frames, but the 3D causal VAE decodes only an odd "
-            f"number of them (num_frames = {step}k+1); {nearest}"
-        )
-    multiple = spatial * patch
-    for name, value in (("height", height), ("width", width)):
-        if value < multiple or value % multiple:
-            lower = max(multiple, value // multiple * multiple)
-            raise KumoInputError(
-                f"{name}={value} is not a multiple of {multiple} (VAE {spatial}x times patch {patch}); "
-                f"use {lower} or {lower + multiple}"
-            )
 
 
 def frames_to_uint8(frames: np.ndarray | torch.Tensor) -> np.ndarray:

@@ -8,12 +8,18 @@ video latents need) and the zero-terminal-SNR rescale, so t = 999 is pure noise.
 import torch
 from diffusers.schedulers.scheduling_ddim_cogvideox import rescale_zero_terminal_snr
 
+# The schedule's settings, the defaults of both schedulers' configs.
+NUM_TRAIN_TIMESTEPS = 1000
+BETA_START = 0.00085
+BETA_END = 0.012
+SNR_SHIFT_SCALE = 3.0
+
 
 def kumo_alphas_cumprod(
-    beta_start: float = 0.00085,
-    beta_end: float = 0.012,
-    num_train_timesteps: int = 1000,
-    snr_shift_scale: float = 3.0,
+    beta_start: float = BETA_START,
+    beta_end: float = BETA_END,
+    num_train_timesteps: int = NUM_TRAIN_TIMESTEPS,
+    snr_shift_scale: float = SNR_SHIFT_SCALE,
 ) -> torch.Tensor:
     """alpha_bar_t for t = 0..T-1, in float64 exactly as CogVideoX computes it (bit-compatible)."""
     betas = torch.linspace(beta_start**0.5, beta_end**0.5, num_train_timesteps, dtype=torch.float64) ** 2

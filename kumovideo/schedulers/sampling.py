@@ -1,22 +1,69 @@
-"""Few-step samplers as short pure functions, separate from the noise schedule.
+"""Samplers as short pure functions, separate from the noise schedule (k-diffusion style).
 
-Each takes `model_fn(x_t, t) -> v` (the guided v-prediction), the starting noise, the
-timesteps and the schedule's alpha_bar, and returns the final x0 estimate.
+Each takes `model(x_t, t) -> v` (the guided v-prediction) and the starting noise, runs its
+loop over the timesteps and returns the final sample. After every step it calls
+`callback(i, t, x)`, which may return a replacement for x (None keeps it): the one way a
+sampler reports its steps. `SAMPLERS` names them for `KumoPipeline(..., sampler=...)`.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from diffusers.utils.torch_utils import randn_tensor
 
 ModelFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+StepCallback = Callable[[int, torch.Tensor, torch.Tensor], torch.Tensor | None]
+Generator = torch.Generator | list[torch.Generator] | None
 
 
 def v_to_x0(v: torch.Tensor, x_t: torch.Tensor, alpha_bar: torch.Tensor) -> torch.Tensor:
     """x0 from a v-prediction: x0 = sqrt(a) x_t - sqrt(1 - a) v (Salimans & Ho 2022, eq. 3 ff.)."""
     return alpha_bar.sqrt() * x_t - (1 - alpha_bar).sqrt() * v
+
+
+def _reported(callback: StepCallback | None, i: int, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """x after the step callback: its replacement, or x itself."""
+    replaced = callback(i, t, x) if callback is not None else None
+    return x if replaced is None else replaced
+
+
+# ---------------------------------------------------------------------------- the scheduler's own
+
+
+def scheduler_timesteps(scheduler: Any, num_steps: int, device: torch.device | None = None) -> torch.Tensor:
+    """The scheduler's timesteps for `num_steps` steps (it keeps them for its `step`)."""
+    scheduler.set_timesteps(num_steps, device=device)
+    return scheduler.timesteps
+
+
+@torch.no_grad()
+def sample_scheduler(
+    model: ModelFn,
+    x: torch.Tensor,
+    scheduler: Any,
+    timesteps: torch.Tensor,
+    generator: Generator = None,
+    callback: StepCallback | None = None,
+) -> torch.Tensor:
+    """The diffusers scheduler loop: predict v at each timestep and let `scheduler.step` move
+    x to the next. With KumoDDIMScheduler that is DDIM (Song et al. 2021, "Denoising
+    Diffusion Implicit Models", eq. 12 with eta = 0); with KumoLCMScheduler it is multistep
+    consistency sampling (Luo et al. 2023, "Latent Consistency Models", Alg. 1: x0 by the
+    boundary scalings, re-noised to the next timestep with noise from `generator`)."""
+    step_kwargs = {"generator": generator} if "generator" in inspect.signature(scheduler.step).parameters else {}
+    dtype = x.dtype
+    for i, t in enumerate(timesteps):
+        x = scheduler.step(model(x, t), t, x, **step_kwargs, return_dict=False)[0].to(dtype)
+        x = _reported(callback, i, t, x)
+    return x
+
+
+# ---------------------------------------------------------------------------- re-noising
 
 
 def renoise_timesteps(num_steps: int, num_train_timesteps: int = 1000) -> torch.Tensor:
@@ -31,8 +78,8 @@ def sample_renoise(
     x: torch.Tensor,
     timesteps: torch.Tensor,
     alphas_cumprod: torch.Tensor,
-    generator: torch.Generator | list[torch.Generator] | None = None,
-    callback: Callable[[int, torch.Tensor, torch.Tensor], torch.Tensor | None] | None = None,
+    generator: Generator = None,
+    callback: StepCallback | None = None,
 ) -> torch.Tensor:
     """Kandinsky 4 Flash's few-step sampler: at each timestep predict x0, then re-noise it
     with fresh noise to the next timestep and predict again; the last x0 is the result.
@@ -48,8 +95,31 @@ def sample_renoise(
             x = (a_next.sqrt() * x0 + (1 - a_next).sqrt() * noise).to(x.dtype)
         else:
             x = x0.to(x.dtype)
-        if callback is not None:  # callback(i, t, x) may return a replacement for x
-            replaced = callback(i, t, x)
-            if replaced is not None:
-                x = replaced
+        x = _reported(callback, i, t, x)
     return x
+
+
+# ---------------------------------------------------------------------------- by name
+
+
+@dataclass(frozen=True)
+class Sampler:
+    """A sampler as the pipeline runs it: `timesteps(scheduler, num_steps, device)`, then
+    `sample(model, x, scheduler, timesteps, generator, callback)`."""
+
+    timesteps: Callable[[Any, int, torch.device | None], torch.Tensor]
+    sample: Callable[[ModelFn, torch.Tensor, Any, torch.Tensor, Generator, StepCallback | None], torch.Tensor]
+
+
+def _renoise_timesteps_of(scheduler: Any, num_steps: int, device: torch.device | None = None) -> torch.Tensor:
+    return renoise_timesteps(num_steps, scheduler.config.num_train_timesteps).to(device)
+
+
+def _sample_renoise_on(model, x, scheduler, timesteps, generator=None, callback=None) -> torch.Tensor:
+    return sample_renoise(model, x, timesteps, scheduler.alphas_cumprod, generator, callback)
+
+
+SAMPLERS: dict[str, Sampler] = {
+    "scheduler": Sampler(scheduler_timesteps, sample_scheduler),  # DDIM, or Turbo's consistency steps
+    "renoise": Sampler(_renoise_timesteps_of, _sample_renoise_on),  # Kandinsky-4-Flash style, any model
+}

@@ -9,14 +9,16 @@ loads as it is: v-prediction, zero-terminal-SNR, "trailing" spacing (50 steps: 9
 from diffusers import CogVideoXDDIMScheduler
 from diffusers.configuration_utils import register_to_config
 
+from kumovideo.schedulers.noise_schedule import BETA_END, BETA_START, NUM_TRAIN_TIMESTEPS, SNR_SHIFT_SCALE
+
 
 class KumoDDIMScheduler(CogVideoXDDIMScheduler):
     @register_to_config
     def __init__(
         self,
-        num_train_timesteps: int = 1000,
-        beta_start: float = 0.00085,
-        beta_end: float = 0.012,
+        num_train_timesteps: int = NUM_TRAIN_TIMESTEPS,
+        beta_start: float = BETA_START,
+        beta_end: float = BETA_END,
         beta_schedule: str = "scaled_linear",
         trained_betas=None,
         clip_sample: bool = False,
@@ -27,7 +29,7 @@ class KumoDDIMScheduler(CogVideoXDDIMScheduler):
         sample_max_value: float = 1.0,
         timestep_spacing: str = "trailing",
         rescale_betas_zero_snr: bool = True,
-        snr_shift_scale: float = 3.0,
+        snr_shift_scale: float = SNR_SHIFT_SCALE,
     ):
         super().__init__(
             num_train_timesteps=num_train_timesteps,

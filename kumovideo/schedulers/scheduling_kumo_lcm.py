@@ -14,16 +14,22 @@ import torch
 from diffusers import LCMScheduler
 from diffusers.configuration_utils import register_to_config
 
-from kumovideo.schedulers.noise_schedule import kumo_alphas_cumprod
+from kumovideo.schedulers.noise_schedule import (
+    BETA_END,
+    BETA_START,
+    NUM_TRAIN_TIMESTEPS,
+    SNR_SHIFT_SCALE,
+    kumo_alphas_cumprod,
+)
 
 
 class KumoLCMScheduler(LCMScheduler):
     @register_to_config
     def __init__(
         self,
-        num_train_timesteps: int = 1000,
-        beta_start: float = 0.00085,
-        beta_end: float = 0.012,
+        num_train_timesteps: int = NUM_TRAIN_TIMESTEPS,
+        beta_start: float = BETA_START,
+        beta_end: float = BETA_END,
         beta_schedule: str = "scaled_linear",
         trained_betas=None,
         original_inference_steps: int = 50,
@@ -38,7 +44,7 @@ class KumoLCMScheduler(LCMScheduler):
         timestep_spacing: str = "leading",
         timestep_scaling: float = 10.0,
         rescale_betas_zero_snr: bool = False,
-        snr_shift_scale: float = 3.0,
+        snr_shift_scale: float = SNR_SHIFT_SCALE,
     ):
         if beta_schedule != "scaled_linear" or trained_betas is not None or rescale_betas_zero_snr:
             raise ValueError(
@@ -72,9 +78,9 @@ class KumoLCMScheduler(LCMScheduler):
         """Consistency sampling on a base checkpoint's noise schedule (its DDIM scheduler's
         config): the same betas, step count and SNR shift; the rest is LCM's own."""
         return cls(
-            num_train_timesteps=base_config.get("num_train_timesteps", 1000),
-            beta_start=base_config.get("beta_start", 0.00085),
-            beta_end=base_config.get("beta_end", 0.012),
-            snr_shift_scale=base_config.get("snr_shift_scale", 3.0),
+            num_train_timesteps=base_config.get("num_train_timesteps", NUM_TRAIN_TIMESTEPS),
+            beta_start=base_config.get("beta_start", BETA_START),
+            beta_end=base_config.get("beta_end", BETA_END),
+            snr_shift_scale=base_config.get("snr_shift_scale", SNR_SHIFT_SCALE),
             original_inference_steps=original_inference_steps,
         )

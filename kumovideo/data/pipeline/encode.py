@@ -4,10 +4,11 @@ Training a latent video model spends much of its time in the VAE encoder if clip
 encoded on the fly. Encoding once, here, turns every later epoch into a file read
 (Lumina-Video trains on pre-extracted latents for this reason).
 
-The VAE is diffusers' `AutoencoderKLCogVideoX` (a causal 3D VAE: 8x8 spatial and 4x
-temporal compression, the first frame kept, so the frame count must be 4k+1). For each clip
-we keep the **posterior** rather than one sample: ``latent_dist.mean`` and
-``latent_dist.std``, both (C, F_latent, H/8, W/8) float16. Training then draws a fresh
+The VAE is diffusers' `AutoencoderKLCogVideoX` (a causal 3D VAE: for the CogVideoX one 8x8
+spatial and 4x temporal compression, the first frame kept, so the frame count must be 4k+1;
+the factors are read from the VAE's config, `kumovideo.geometry`). For each clip we keep
+the **posterior** rather than one sample: ``latent_dist.mean`` and ``latent_dist.std``,
+both (C, F_latent, H/8, W/8) float16. Training then draws a fresh
 sample every time it sees the clip, which is what on-the-fly encoding would have done::
 
     latent = (mean + std * torch.randn_like(std)) * scaling_factor
@@ -41,17 +42,17 @@ from torch.utils.data import Dataset
 
 from kumovideo.data.pipeline.config import EncodeConfig
 from kumovideo.data.pipeline.manifest import atomic_write_bytes, atomic_write_json
+from kumovideo.geometry import DEFAULT_GEOMETRY, ClipGeometry
+from kumovideo.utils.dtypes import DTYPES
 from kumovideo.utils.errors import KumoInputError
 
 INDEX_FORMAT = "kumovideo-latents"
 INDEX_VERSION = 1
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-def frames_for_vae(n: int, wanted: int) -> int:
-    """Largest 4k+1 not above min(n, wanted) (0 if the clip is empty)."""
-    m = min(n, wanted)
-    return 0 if m < 1 else ((m - 1) // 4) * 4 + 1
+def frames_for_vae(n: int, wanted: int, geometry: ClipGeometry = DEFAULT_GEOMETRY) -> int:
+    """Largest tk+1 (t the VAE's time compression: 4k+1) not above min(n, wanted) (0 if the clip is empty)."""
+    return geometry.encodable_frames(min(n, wanted))
 
 
 def load_vae(path: str | Path, dtype: str = "float32", device: str = "cpu"):
@@ -60,7 +61,7 @@ def load_vae(path: str | Path, dtype: str = "float32", device: str = "cpu"):
     from kumovideo.pipelines.loading import load_vae as load_pipeline_vae
 
     try:
-        vae = load_pipeline_vae(path, _DTYPES[dtype])
+        vae = load_pipeline_vae(path, DTYPES[dtype])
     except KumoInputError:
         raise
     except (OSError, ValueError) as exc:  # truncated or corrupt weights, weights that do not fit
@@ -70,11 +71,17 @@ def load_vae(path: str | Path, dtype: str = "float32", device: str = "cpu"):
     return vae.to(device).eval()
 
 
-def read_clip(path: str | Path, num_frames: int, width: int | None, height: int | None) -> tuple[torch.Tensor, float]:
+def read_clip(
+    path: str | Path,
+    num_frames: int,
+    width: int | None,
+    height: int | None,
+    geometry: ClipGeometry = DEFAULT_GEOMETRY,
+) -> tuple[torch.Tensor, float]:
     """The first `num_frames` frames of a clip as a (3, F, H, W) float tensor in [-1, 1].
 
-    Without a size, the clip's own size rounded down to multiples of 8 (centre crop); with
-    one, scaled to cover it and centre-cropped. Returns (video, fps).
+    Without a size, the clip's own size rounded down to multiples of the VAE's stride (8)
+    (centre crop); with one, scaled to cover it and centre-cropped. Returns (video, fps).
     """
     frames = []
     with av.open(str(path)) as c:
@@ -87,10 +94,11 @@ def read_clip(path: str | Path, num_frames: int, width: int | None, height: int 
     if not frames:
         raise ValueError("no frames")
     ih, iw = frames[0].shape[:2]
-    w = width or (iw // 8) * 8
-    h = height or (ih // 8) * 8
-    if w < 8 or h < 8:
-        raise ValueError(f"clip is {iw}x{ih}, smaller than one 8x8 latent cell")
+    s = geometry.spatial
+    w = width or (iw // s) * s
+    h = height or (ih // s) * s
+    if w < s or h < s:
+        raise ValueError(f"clip is {iw}x{ih}, smaller than one {s}x{s} latent cell")
     from kumovideo.data.pipeline.cut import _fit
 
     video = np.stack([_fit(f, w, h) for f in frames])  # (F, H, W, 3) uint8
@@ -112,6 +120,27 @@ def load_index(out_dir: Path) -> dict[str, Any] | None:
     return data
 
 
+def new_index(vae, vae_path: str, source: dict | None = None) -> dict[str, Any]:
+    """An empty latent index for clips encoded by `vae`: its scaling and compression factors."""
+    geometry = ClipGeometry.from_configs(vae.config)
+    return {
+        "format": INDEX_FORMAT,
+        "version": INDEX_VERSION,
+        "vae": {
+            "path": str(vae_path),
+            "scaling_factor": float(vae.config.scaling_factor),
+            "latent_channels": geometry.latent_channels,
+            "temporal_compression": geometry.temporal,
+            "spatial_compression": geometry.spatial,
+        },
+        "storage_dtype": "float16",
+        "sampling": "latent = (mean + std * randn) * scaling_factor",
+        **({"source": source} if source else {}),
+        "clips": [],
+        "shards": [],
+    }
+
+
 class LatentShardWriter:
     """Appends encoded clips to a latent folder: shards of `shard_size` clips, each written
     atomically, and the index rewritten after every shard (so a killed run keeps every
@@ -122,22 +151,7 @@ class LatentShardWriter:
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.shard_size = shard_size
-        self.index = load_index(self.out_dir) or {
-            "format": INDEX_FORMAT,
-            "version": INDEX_VERSION,
-            "vae": {
-                "path": str(vae_path),
-                "scaling_factor": float(vae.config.scaling_factor),
-                "latent_channels": int(vae.config.latent_channels),
-                "temporal_compression": int(getattr(vae.config, "temporal_compression_ratio", 4)),
-                "spatial_compression": 2 ** (len(vae.config.block_out_channels) - 1),
-            },
-            "storage_dtype": "float16",
-            "sampling": "latent = (mean + std * randn) * scaling_factor",
-            **({"source": source} if source else {}),
-            "clips": [],
-            "shards": [],
-        }
+        self.index = load_index(self.out_dir) or new_index(vae, vae_path, source)
         self._tensors: dict[str, torch.Tensor] = {}
         self._meta: list[dict] = []
 
@@ -184,16 +198,17 @@ def encode_clips(
     writer = LatentShardWriter(out_dir, vae, vae_path, cfg.shard_size)
     done = writer.done_ids
     todo = [e for e in entries if e.get("status", "ok") == "ok" and e["id"] not in done]
-    dtype = _DTYPES[cfg.dtype]
+    dtype = DTYPES[cfg.dtype]
+    geometry = ClipGeometry.from_configs(vae.config)
     errors: list[tuple[str, str]] = []
     t0 = time.perf_counter()
 
     def encode_one(entry: dict) -> dict:
         path = clip_dir / entry["file"]
-        n = frames_for_vae(int(entry.get("out_frames") or 0) or 10**9, cfg.frames)
+        n = frames_for_vae(int(entry.get("out_frames") or 0) or 10**9, cfg.frames, geometry)
         try:
-            x, fps = read_clip(path, n, cfg.width, cfg.height)
-            n = frames_for_vae(x.shape[1], cfg.frames)
+            x, fps = read_clip(path, n, cfg.width, cfg.height, geometry)
+            n = frames_for_vae(x.shape[1], cfg.frames, geometry)
             x = x[:, :n]
             with torch.no_grad():
                 dist = vae.encode(x.unsqueeze(0).to(device=device, dtype=dtype)).latent_dist

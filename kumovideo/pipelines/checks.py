@@ -1,0 +1,157 @@
+"""The rules a pipeline call's arguments must meet, each stated once.
+
+`KumoPipeline.check_inputs` runs them in order before any work (a mistake would otherwise
+surface deep inside torch or after the first denoising step); `ParallelKumoPipeline` and
+`KumoPipeline.from_pretrained` use the ones that apply to them. Every failure is a one-line
+`KumoInputError` naming the argument and what to pass instead.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from kumovideo.schedulers.sampling import SAMPLERS
+from kumovideo.utils.errors import KumoInputError
+from kumovideo.utils.numbers import is_int, is_real
+
+OUTPUT_TYPES = ("pil", "np", "pt", "latent")
+
+
+def _one_of(names: Sequence[str]) -> str:
+    """'a', 'b' or 'c'."""
+    quoted = [repr(n) for n in names]
+    return f"{', '.join(quoted[:-1])} or {quoted[-1]}" if len(quoted) > 1 else quoted[0]
+
+
+def _is_strings(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(p, str) for p in value)
+
+
+def check_prompts(prompt: Any, negative_prompt: Any) -> None:
+    """A prompt or a non-empty list of them; no negative prompt, one, or one per prompt."""
+    if not (isinstance(prompt, str) or _is_strings(prompt)):
+        raise KumoInputError("prompt must be a string or a list of strings")
+    if isinstance(prompt, list) and not prompt:
+        raise KumoInputError("prompt list is empty; pass at least one prompt")
+    if negative_prompt is not None and not (isinstance(negative_prompt, str) or _is_strings(negative_prompt)):
+        raise KumoInputError("negative_prompt must be a string, a list of strings (one per prompt) or None")
+    if isinstance(negative_prompt, list):
+        count = len(prompt) if isinstance(prompt, list) else 1
+        if len(negative_prompt) != count:
+            raise KumoInputError(
+                f"{len(negative_prompt)} negative prompts for {count} prompt(s); pass one each or a single string"
+            )
+
+
+def check_whole_numbers(**values: Any) -> None:
+    for name, value in values.items():
+        if not is_int(value):
+            raise KumoInputError(f"{name}={value!r} must be a whole number (an int)")
+
+
+def check_num_inference_steps(num_inference_steps: int, num_train_timesteps: int) -> None:
+    if num_inference_steps < 1:
+        raise KumoInputError(f"num_inference_steps={num_inference_steps}; use at least 1")
+    if num_inference_steps > num_train_timesteps:
+        raise KumoInputError(
+            f"num_inference_steps={num_inference_steps} is more than the model's "
+            f"{num_train_timesteps} training timesteps; use fewer"
+        )
+
+
+def check_max_sequence_length(max_sequence_length: int, text_window: int) -> None:
+    if max_sequence_length != text_window:
+        raise KumoInputError(
+            f"max_sequence_length={max_sequence_length}, but this transformer was trained with a text window of "
+            f"{text_window}; leave it unset"
+        )
+
+
+def check_num_videos_per_prompt(num_videos_per_prompt: Any) -> None:
+    if not is_int(num_videos_per_prompt) or num_videos_per_prompt < 1:
+        raise KumoInputError(f"num_videos_per_prompt={num_videos_per_prompt!r}; use a whole number >= 1")
+
+
+def check_guidance(guidance_scale: Any, guidance_rescale: Any) -> None:
+    """Finite numbers; the rescale a fraction (Lin et al. 2023, sec. 3.4)."""
+    for name, value in (("guidance_scale", guidance_scale), ("guidance_rescale", guidance_rescale)):
+        if not is_real(value) or not math.isfinite(value):
+            raise KumoInputError(f"{name}={value!r} must be a finite number")
+    if not 0.0 <= guidance_rescale <= 1.0:
+        raise KumoInputError(f"guidance_rescale={guidance_rescale}; use a value from 0 (off) to 1")
+
+
+def check_generator(generator: Any, batch_size: int) -> None:
+    """None, one torch.Generator, or one per video of the batch."""
+    if isinstance(generator, list):
+        if len(generator) != batch_size or not all(isinstance(g, torch.Generator) for g in generator):
+            raise KumoInputError(
+                f"generator is a list of {len(generator)} items for {batch_size} video(s); pass one "
+                "torch.Generator per video (prompts x num_videos_per_prompt), or a single one"
+            )
+    elif generator is not None and not isinstance(generator, torch.Generator):
+        raise KumoInputError(
+            f"generator must be a torch.Generator (or a list, one per video), not {type(generator).__name__}"
+        )
+
+
+def check_latents_type(latents: Any) -> None:
+    if latents is not None and not (torch.is_tensor(latents) and latents.is_floating_point()):
+        what = f"a {latents.dtype} tensor" if torch.is_tensor(latents) else type(latents).__name__
+        raise KumoInputError(f"latents must be a floating-point torch.Tensor, got {what}")
+
+
+def check_latents_shape(latents: torch.Tensor | None, expected: tuple[int, ...]) -> None:
+    if latents is not None and tuple(latents.shape) != tuple(expected):
+        raise KumoInputError(f"latents have shape {tuple(latents.shape)}, expected {tuple(expected)}")
+
+
+def check_callback(callback: Any, tensor_inputs: Any, allowed: Sequence[str]) -> None:
+    if callback is not None and not callable(callback):
+        raise KumoInputError("callback_on_step_end must be callable: (pipe, step, timestep, tensors) -> dict")
+    if isinstance(tensor_inputs, str) or not all(n in allowed for n in tensor_inputs):
+        raise KumoInputError(
+            f"callback_on_step_end_tensor_inputs={tensor_inputs!r}; use a list of names from {allowed}"
+        )
+
+
+def check_callback_result(returned: Any) -> dict:
+    """What a step callback returned: a dict of replacement tensors, or None for none."""
+    if returned is None:
+        return {}
+    if not isinstance(returned, dict):
+        raise KumoInputError(
+            f"callback_on_step_end returned a {type(returned).__name__}; return a dict of the "
+            "tensors it replaces (e.g. {'latents': latents}) or None"
+        )
+    return returned
+
+
+def check_sampler(sampler: Any) -> None:
+    if sampler not in tuple(SAMPLERS):
+        raise KumoInputError(f"sampler={sampler!r}; use {_one_of(tuple(SAMPLERS))}")
+
+
+def check_output_type(output_type: Any) -> None:
+    if output_type not in OUTPUT_TYPES:
+        raise KumoInputError(f"output_type={output_type!r}; use {_one_of(OUTPUT_TYPES)}")
+
+
+def check_pretrained_arguments(path: Any, torch_dtype: Any, components: dict[str, Any]) -> None:
+    """`from_pretrained`'s: a folder path, a torch.dtype or None, loaded components."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise KumoInputError(f"pass a checkpoint folder path, not {type(path).__name__}")
+    if torch_dtype is not None and not isinstance(torch_dtype, torch.dtype):
+        raise KumoInputError(
+            f"torch_dtype={torch_dtype!r}; pass a torch.dtype such as torch.float16 or torch.bfloat16"
+        )
+    for name, component in components.items():
+        if component is None or isinstance(component, (str, os.PathLike)):
+            raise KumoInputError(
+                f"{name}={component!r}: pass a loaded {name} object to replace the saved one, or leave {name} out"
+            )
