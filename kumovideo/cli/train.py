@@ -118,7 +118,7 @@ def _overrides(pairs: list[str]) -> dict:
 def check_train_args(args):
     """Every check of `kumo train vae|dit|turbo`, before anything is built or written: the
     config (loaded and validated), the flags, the device and everything on disk. Returns the config."""
-    from kumovideo.cli.generate import resolve_device
+    from kumovideo.cli.args import resolve_device
     from kumovideo.training.config import check_sharding, load_config
     from kumovideo.training.preflight import check_run_inputs
 
@@ -158,7 +158,7 @@ def run_train(args) -> int:
 
 def check_cache_args(args) -> None:
     """Every check of `kumo train cache-latents`, before the VAE loads or --out is created."""
-    from kumovideo.cli.generate import resolve_device
+    from kumovideo.cli.args import resolve_device
     from kumovideo.geometry import DEFAULT_GEOMETRY
     from kumovideo.pipelines.loading import check_safetensors_complete, check_vae_folder
     from kumovideo.utils.numbers import check_seed
