@@ -1,7 +1,8 @@
 """KumoPipeline: text -> video with T5, MADiT and the 3D causal VAE.
 
     prompt --T5--> text states (B, L, D_text)
-    seed   --randn--> latents (B, F_lat, C, H/s, W/s)    (kumovideo.geometry: s = 8, F_lat = (F-1)/4 + 1)
+    seed   --randn--> latents (B, F_lat, C, H/s, W/s)    (kumovideo.geometry; the published VAE:
+                                                        s = 8, F_lat = (F - 1)/4 + 1)
     sampler (kumovideo.schedulers.sampling.SAMPLERS): at each timestep MADiT predicts v
            (with classifier-free guidance), the sampler steps (DDIM, Turbo consistency, re-noise)
     latents --VAE decode--> frames (B, F, 3, H, W)
