@@ -8,8 +8,7 @@ from pathlib import Path
 
 import torch
 
-from kumovideo.models.transformer_kumo import MADIT_PRESETS, KumoTransformer3DModel
-from kumovideo.pipelines.factory import build_text_encoder
+from kumovideo.pipelines.factory import build_text_encoder, build_transformer
 from kumovideo.pipelines.loading import load_pipeline_components, load_vae
 from kumovideo.schedulers import KumoDDIMScheduler
 from kumovideo.training.config import TrainConfig
@@ -39,9 +38,7 @@ def build_components(config: TrainConfig) -> dict:
     torch.manual_seed(config.seed + 1)
     _, text_encoder = build_text_encoder(config.preset, vocab_size=len(tokenizer))
     torch.manual_seed(config.seed)
-    channels = vae.config.latent_channels
-    settings = {"text_embed_dim": text_encoder.config.d_model, "in_channels": channels, "out_channels": channels}
-    transformer = KumoTransformer3DModel(**{**MADIT_PRESETS[config.preset], **settings, **config.transformer})
+    transformer = build_transformer(config.preset, text_encoder, vae, **config.transformer)
     return dict(
         tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, transformer=transformer, scheduler=KumoDDIMScheduler()
     )
