@@ -9,7 +9,7 @@ import copy
 import pytest
 import torch
 
-from kumovideo.models.cpu_conv import restore_pytorch_conv3d, route_conv3d_to_onednn
+from kumovideo.models.cpu_conv import is_routed, restore_pytorch_conv3d, route_conv3d_to_onednn
 from kumovideo.pipelines.factory import build_pipeline, build_vae
 
 pytestmark = [
@@ -80,6 +80,6 @@ def test_pipelines_and_loaded_vaes_are_routed(tmp_path):
     from kumovideo.pipelines.loading import load_vae
 
     pipe = build_pipeline("kumo-tiny")
-    assert pipe.vae.decoder.conv_in.conv._kumo_onednn_conv3d
+    assert is_routed(pipe.vae.decoder.conv_in.conv)
     pipe.vae.save_pretrained(tmp_path / "vae")
-    assert load_vae(tmp_path / "vae").decoder.conv_in.conv._kumo_onednn_conv3d
+    assert is_routed(load_vae(tmp_path / "vae").decoder.conv_in.conv)

@@ -11,6 +11,7 @@ import shutil
 import pytest
 import torch
 
+from kumovideo.models.attention import MADiTAttnProcessor
 from kumovideo.models.transformer_kumo import KumoTransformer3DModel, madit_from_preset
 from kumovideo.perf import apply_fast_paths, apply_memory_mode, fuse_qkv, set_sdpa_backend, unfuse_qkv
 from kumovideo.perf.fast_paths import SDPAttention, quantize_fp8, recommended_threads, set_threads
@@ -114,21 +115,20 @@ def test_sdpa_backends_match_eager(inputs, backend):
 
 
 def test_sdpa_backend_composes_with_a_wrapping_attention_fn(inputs):
-    """A sequence-parallel wrapper replaces `attention_fn` with one that calls the old one."""
+    """A sequence-parallel wrapper installs a processor whose `attention_fn` calls the old one."""
     model = perturbed_tiny()
     ref = forward(model, inputs)
     set_sdpa_backend(model, "math")
     calls = []
     for block in model.transformer_blocks:
-        proc = block.attn1.processor
-        inner = proc.attention_fn
+        inner = block.attn1.processor.attention_fn
         assert isinstance(inner, SDPAttention)
 
         def wrapped(q, k, v, inner=inner):
             calls.append(q.shape)
             return inner(q, k, v)
 
-        proc.attention_fn = wrapped
+        block.attn1.set_processor(MADiTAttnProcessor(wrapped))
     assert_close_rel(forward(model, inputs), ref, EXACT)
     assert len(calls) == 2
 

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from kumovideo.models.transformer_kumo import KumoTransformer3DModel, madit_from_preset
-from kumovideo.perf.step_cache import FirstBlockCache
+from kumovideo.perf.order import STEP_CACHE_HOOK
+from kumovideo.perf.step_cache import FirstBlockCache, attached_step_cache
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -46,12 +47,15 @@ def test_attach_wraps_one_instance_only_and_detach_restores():
     model = perturbed_tiny()
     other = perturbed_tiny()
     cache = FirstBlockCache(1.0).attach(model)
-    assert "run_blocks" in vars(model) and "run_blocks" not in vars(other)
-    assert KumoTransformer3DModel.run_blocks.__qualname__ == "KumoTransformer3DModel.run_blocks"
+    assert attached_step_cache(model) is cache and attached_step_cache(other) is None
+    assert all(block._diffusers_hook.get_hook(STEP_CACHE_HOOK) for block in model.transformer_blocks)
+    assert not any(hasattr(block, "_diffusers_hook") for block in other.transformer_blocks)
+    assert "run_blocks" not in vars(model)  # the class's run_blocks, unchanged
     with pytest.raises(RuntimeError):
         FirstBlockCache(1.0).attach(model)
     cache.detach()
-    assert "run_blocks" not in vars(model) and not model._forward_pre_hooks
+    assert attached_step_cache(model) is None and not model._forward_pre_hooks
+    assert not any(block._diffusers_hook.hooks for block in model.transformer_blocks)
 
 
 def test_a_hit_reuses_the_residual_of_the_last_computed_step():

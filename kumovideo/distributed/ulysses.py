@@ -42,8 +42,9 @@ import torch.distributed as dist
 import torch.distributed._functional_collectives as funcol
 
 from kumovideo.distributed.mesh import node_threads
-from kumovideo.models.attention import sdpa
+from kumovideo.models.attention import MADiTAttnProcessor, sdpa
 from kumovideo.perf.fast_paths import usable_cores
+from kumovideo.perf.step_cache import attached_step_cache
 from kumovideo.utils.errors import KumoInputError
 
 # ------------------------------------------------------------------------- byte counting
@@ -284,6 +285,15 @@ class ShardedKeysAttention:
 # ------------------------------------------------------------------------- installing it
 
 
+class UlyssesAttnProcessor(MADiTAttnProcessor):
+    """MADiT attention whose `attention_fn` exchanges tokens over `group`. It keeps the
+    processor it replaced: `disable_ulysses` (or the end of `ulysses_attention`) puts it back."""
+
+    def __init__(self, attention_fn, group, replaced: MADiTAttnProcessor):
+        super().__init__(attention_fn, sequence_parallel_group=group)
+        self.replaced = replaced
+
+
 def _attention_modules(transformer):
     for block in transformer.transformer_blocks:
         yield block.attn1, "joint"
@@ -291,28 +301,38 @@ def _attention_modules(transformer):
         yield block.attn2_2, "text_to_vision"
 
 
-def _install(transformer, group) -> list:
+def _install(transformer, group) -> None:
     text_len = transformer.config.max_text_seq_length
-    saved = []
     for module, kind in _attention_modules(transformer):
         processor = module.processor
-        saved.append((processor, processor.attention_fn))
-        if kind == "joint":
-            processor.attention_fn = UlyssesJointAttention(group, text_len, processor.attention_fn)
+        if kind == "joint":  # wraps the attention function it finds (an SDPA backend, say)
+            fn = UlyssesJointAttention(group, text_len, processor.attention_fn)
         elif kind == "text_to_vision":
-            processor.attention_fn = ShardedKeysAttention(group)
-        # vision_to_text: local vision queries over replicated text keys, unchanged.
-    return saved
+            fn = ShardedKeysAttention(group)
+        else:  # vision_to_text: local vision queries over replicated text keys, unchanged
+            continue
+        module.set_processor(UlyssesAttnProcessor(fn, group, processor))
 
 
-def _restore(saved: list) -> None:
-    for processor, fn in saved:
-        processor.attention_fn = fn
+def _restore(transformer) -> None:
+    for module, _ in _attention_modules(transformer):
+        if isinstance(module.processor, UlyssesAttnProcessor):
+            module.set_processor(module.processor.replaced)
 
 
 def ulysses_group_of(transformer):
-    """The group Ulysses is enabled for (`enable_ulysses`), or None."""
-    return getattr(transformer, "_kumo_ulysses", (None, None))[0]
+    """The group the transformer's attention processors run Ulysses over, or None."""
+    for module, kind in _attention_modules(transformer):
+        if kind == "joint":
+            return getattr(module.processor, "sequence_parallel_group", None)
+    return None
+
+
+def _refuse_step_cache(transformer) -> None:
+    if attached_step_cache(transformer) is not None:
+        raise KumoInputError(
+            "Ulysses with a step cache attached: each rank would decide on its own token shard; detach it"
+        )
 
 
 @contextlib.contextmanager
@@ -322,29 +342,28 @@ def ulysses_attention(transformer, group) -> Iterator[None]:
     if group is None or group_size(group) == 1 or ulysses_group_of(transformer) is group:
         yield
         return
-    saved = _install(transformer, group)
+    _refuse_step_cache(transformer)
+    _install(transformer, group)
     try:
         yield
     finally:
-        _restore(saved)
+        _restore(transformer)
 
 
 def enable_ulysses(transformer, group) -> None:
-    """Install the Ulysses attention for good (training: gradient checkpointing recomputes
-    the blocks during backward, outside any `with`). From then on call the model through
-    `sequence_parallel_forward` only; `disable_ulysses` undoes it."""
+    """Install the Ulysses attention processors for good (training: gradient checkpointing
+    recomputes the blocks during backward, outside any `with`). From then on call the
+    model through `sequence_parallel_forward` only; `disable_ulysses` undoes it."""
     if ulysses_group_of(transformer) is not None:
         disable_ulysses(transformer)
     if group is None or group_size(group) == 1:
         return
-    transformer._kumo_ulysses = (group, _install(transformer, group))
+    _refuse_step_cache(transformer)
+    _install(transformer, group)
 
 
 def disable_ulysses(transformer) -> None:
-    group, saved = getattr(transformer, "_kumo_ulysses", (None, None))
-    if group is not None:
-        _restore(saved)
-        del transformer._kumo_ulysses
+    _restore(transformer)
 
 
 def sequence_parallel_forward(

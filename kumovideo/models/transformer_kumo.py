@@ -21,14 +21,20 @@ from typing import Any
 import torch
 import torch.nn as nn
 from diffusers.configuration_utils import ConfigMixin, register_to_config
-from diffusers.models.attention import FeedForward
+from diffusers.models.attention import AttentionMixin, FeedForward
 from diffusers.models.attention_processor import Attention
 from diffusers.models.embeddings import CogVideoXPatchEmbed, TimestepEmbedding, Timesteps
 from diffusers.models.modeling_outputs import Transformer2DModelOutput
 from diffusers.models.modeling_utils import ModelMixin
 from diffusers.models.normalization import AdaLayerNorm, CogVideoXLayerNormZero
 
-from kumovideo.models.attention import MADiTAttnProcessor
+from kumovideo.models.attention import (
+    MADiTAttnProcessor,
+    fuse_projections,
+    keep_original_checkpoint_names,
+    unfuse_projections,
+)
+from kumovideo.utils.errors import KumoInputError
 
 
 def cross_attention(dim: int, heads: int, head_dim: int, bias: bool) -> Attention:
@@ -111,11 +117,13 @@ class MADiTBlock(nn.Module):
         return hidden_states, encoder_hidden_states
 
 
-class KumoTransformer3DModel(ModelMixin, ConfigMixin):
+class KumoTransformer3DModel(ModelMixin, AttentionMixin, ConfigMixin):
     """MADiT denoiser. Input latents (B, F, C, H, W), text states (B, L, text_embed_dim),
     timesteps (B,); output has the shape of the input latents (v-prediction).
 
-    The config keys match the original `transformer/config.json`.
+    The config keys match the original `transformer/config.json`. Attention processors are
+    swapped with `set_attn_processor` (AttentionMixin); `fuse_qkv_projections` switches the
+    attentions to the fused layout of `kumovideo.models.attention`.
     """
 
     _supports_gradient_checkpointing = True
@@ -207,6 +215,9 @@ class KumoTransformer3DModel(ModelMixin, ConfigMixin):
 
         self.gradient_checkpointing = False
         self.initialize_weights()
+        # Fused or not, state dicts use the original names (to_q/to_k/to_v).
+        for attn in self.attention_modules():
+            keep_original_checkpoint_names(attn)
 
     def initialize_weights(self) -> None:
         """DiT-style init: Xavier linears, zeroed AdaLN modulation and output projection, so
@@ -231,6 +242,19 @@ class KumoTransformer3DModel(ModelMixin, ConfigMixin):
         nn.init.zeros_(self.norm_out.linear.bias)
         nn.init.zeros_(self.proj_out.weight)
         nn.init.zeros_(self.proj_out.bias)
+
+    def attention_modules(self) -> list[Attention]:
+        return [m for m in self.modules() if isinstance(m, Attention)]
+
+    def fuse_qkv_projections(self) -> int:
+        """One matmul for q, k, v of each joint self-attention and for k, v of each
+        cross-attention, where the weights allow (plain Linears: before FP8 quantisation);
+        returns how many attentions were fused. Same numbers up to summation order."""
+        return sum(fuse_projections(attn) for attn in self.attention_modules())
+
+    def unfuse_qkv_projections(self) -> int:
+        """Separate to_q/to_k/to_v again; returns how many attentions were unfused."""
+        return sum(unfuse_projections(attn) for attn in self.attention_modules())
 
     # ------------------------------------------------------------------ forward pieces
     # The forward is split into embed / blocks / unpatchify so that sequence-parallel
@@ -294,6 +318,11 @@ class KumoTransformer3DModel(ModelMixin, ConfigMixin):
         attention_kwargs: dict[str, Any] | None = None,
         return_dict: bool = True,
     ):
+        # Named as in diffusers' CogVideoX so its pipelines can call MADiT; MADiT has neither.
+        if timestep_cond is not None:
+            raise KumoInputError("MADiT takes no timestep_cond (no guidance embedding); pass None")
+        if attention_kwargs is not None:
+            raise KumoInputError("MADiT takes no attention_kwargs (no LoRA scale or processor options); pass None")
         _, num_frames, _, height, width = hidden_states.shape
         p = self.config.patch_size
         if height % p or width % p:
@@ -324,49 +353,18 @@ class KumoTransformer3DModel(ModelMixin, ConfigMixin):
 # T5-XXL (4096-d) text, trained at 480x720 and 41 frames (latent 60x90x11).
 # ---------------------------------------------------------------------------------------
 
-MADIT_PRESETS: dict[str, dict[str, Any]] = {
-    "kumo-2.6b": dict(
-        num_attention_heads=30,
-        attention_head_dim=64,
-        num_layers=30,
-        in_channels=16,
-        out_channels=16,
-        time_embed_dim=512,
-        text_embed_dim=4096,
-        max_text_seq_length=226,
-        sample_height=60,
-        sample_width=90,
-        sample_frames=41,
-    ),
-    # The built-in ShapesWorld model (see kumovideo/builtin).
-    "kumo-builtin": dict(
-        num_attention_heads=4,
-        attention_head_dim=32,
-        num_layers=6,
-        in_channels=8,
-        out_channels=8,
-        time_embed_dim=128,
-        text_embed_dim=128,
-        max_text_seq_length=24,
-        sample_height=8,
-        sample_width=8,
-        sample_frames=17,
-    ),
-    # Tiny: unit tests.
-    "kumo-tiny": dict(
-        num_attention_heads=2,
-        attention_head_dim=16,
-        num_layers=2,
-        in_channels=4,
-        out_channels=4,
-        time_embed_dim=32,
-        text_embed_dim=24,
-        max_text_seq_length=16,
-        sample_height=6,
-        sample_width=8,
-        sample_frames=9,
-    ),
+# fmt: off
+_PRESET_KEYS = ("num_attention_heads", "attention_head_dim", "num_layers", "in_channels", "out_channels",
+                "time_embed_dim", "text_embed_dim", "max_text_seq_length", "sample_height", "sample_width",
+                "sample_frames")
+_PRESET_TABLE = {
+    #               heads  hd  layers  in  out  temb  text  L    h   w   frames
+    "kumo-2.6b":    (30,   64, 30,     16, 16,  512,  4096, 226, 60, 90, 41),
+    "kumo-builtin": (4,    32, 6,      8,  8,   128,  128,  24,  8,  8,  17),  # the built-in ShapesWorld model
+    "kumo-tiny":    (2,    16, 2,      4,  4,   32,   24,   16,  6,  8,  9),   # unit tests
 }
+# fmt: on
+MADIT_PRESETS: dict[str, dict[str, Any]] = {name: dict(zip(_PRESET_KEYS, row)) for name, row in _PRESET_TABLE.items()}
 
 
 def madit_from_preset(name: str, **overrides: Any) -> KumoTransformer3DModel:

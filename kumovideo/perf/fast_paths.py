@@ -5,15 +5,16 @@
 
 * `fused_qkv`: one matmul for q, k, v of the joint self-attention and one for k, v of each
   cross-attention. Fusion happens after loading: an original checkpoint loads as it is,
-  then `fuse_qkv` concatenates the weights and drops the separate ones (no duplicate
-  copy in memory). `state_dict()` of a fused model still uses the original names
-  (`to_q/to_k/to_v`), and loading an original state dict into a fused model works, so
-  `save_pretrained` writes checkpoints the original reads. Same numbers up to matmul
+  then the model's `fuse_qkv_projections` switches to the fused layout of
+  `kumovideo.models.attention` (weights concatenated, the separate ones dropped: no
+  duplicate copy in memory). `state_dict()` of a fused model still uses the original
+  names (`to_q/to_k/to_v`), and loading an original state dict into a fused model works,
+  so `save_pretrained` writes checkpoints the original reads. Same numbers up to matmul
   summation order (exactly equal on CPU fp32 in the tests).
 * `sdpa_backend`: attention through `scaled_dot_product_attention` on a chosen backend
   ("auto": PyTorch's choice, flash attention on a recent GPU at bf16/fp16; "flash",
-  "cudnn", "efficient", "math"). Installed as the processors' `attention_fn`, so a
-  sequence-parallel wrapper (Ulysses) that wraps `attention_fn` still composes with it.
+  "cudnn", "efficient", "math"). Installed as new MADiT processors whose `attention_fn` it
+  is, so Ulysses, whose processors wrap the `attention_fn` they replace, composes with it.
 * `compile`: `torch.compile` of the repeated block ("regional": one compiled graph reused
   by all blocks, compile time of one block) or of the whole transformer ("full"), with
   the inductor cache in a fixed folder (`$KUMO_CACHE/inductor`) so a second process
@@ -26,6 +27,10 @@
   barely changes (`kumovideo.perf.step_cache`); changes the output, off by default.
 * `threads`: CPU threads for intra-op parallelism ("auto": the usable cores; one thread
   for a model whose ops are small when other work already keeps the cores busy).
+
+The order matters (`kumovideo.perf.order`): dtype, fusion, attention backend, FP8,
+compile, step cache, then offload. `apply_fast_paths` keeps it; each function called on
+its own refuses, in one line, to run after a later step.
 
 `apply_memory_mode` holds the memory switches (model / group / sequential CPU offload,
 VAE tiling and slicing).
@@ -42,130 +47,34 @@ from typing import Any
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from diffusers.hooks import HookRegistry, ModelHook
 
+from kumovideo.perf.order import COMPILE_HOOK, check_order
+from kumovideo.perf.step_cache import FirstBlockCache
+from kumovideo.utils.dtypes import DTYPE_NAMES, resolve_dtype
 from kumovideo.utils.errors import KumoInputError
-
-DTYPES = {
-    "fp32": torch.float32,
-    "bf16": torch.bfloat16,
-    "fp16": torch.float16,
-    "float32": torch.float32,
-    "bfloat16": torch.bfloat16,
-    "float16": torch.float16,
-}
-DTYPE_NAMES = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
-
-
-def resolve_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
-    if dtype is None or isinstance(dtype, torch.dtype):
-        return dtype
-    if dtype not in DTYPES:
-        raise KumoInputError(f"unknown dtype {dtype!r}; use fp32, bf16 or fp16")
-    return DTYPES[dtype]
+from kumovideo.utils.extras import missing_extra_message, require
 
 
 def _transformer_of(target: Any) -> nn.Module:
     return target.transformer if hasattr(target, "transformer") else target
 
 
-def _attention_modules(transformer: nn.Module):
-    from diffusers.models.attention_processor import Attention
-
-    return [m for m in transformer.modules() if isinstance(m, Attention)]
-
-
 # ------------------------------------------------------------------------ fused QKV
-
-_FUSED = "_kumo_fused_qkv"  # attribute on a fused Attention: (fused name, original names, sizes)
-
-
-def _fused_state_dict_hook(module, state_dict, prefix, local_metadata) -> None:
-    """Present a fused module's weights under the original names (to_q/to_k/to_v)."""
-    fused_name, names, sizes = getattr(module, _FUSED)
-    for kind in ("weight", "bias"):
-        key = f"{prefix}{fused_name}.{kind}"
-        if key not in state_dict:
-            continue
-        fused = state_dict.pop(key)
-        for name, part in zip(names, fused.split(sizes, dim=0)):
-            state_dict[f"{prefix}{name}.{kind}"] = part.detach().clone()
-
-
-def _fused_load_pre_hook(module, state_dict, prefix, *args) -> None:
-    """Accept original (unfused) weights in a fused module: concatenate them on the fly."""
-    info = getattr(module, _FUSED, None)
-    if info is None:
-        return
-    fused_name, names, _ = info
-    for kind in ("weight", "bias"):
-        keys = [f"{prefix}{name}.{kind}" for name in names]
-        if all(k in state_dict for k in keys):
-            state_dict[f"{prefix}{fused_name}.{kind}"] = torch.cat([state_dict.pop(k) for k in keys], dim=0)
-
-
-def _fuse_attention(attn) -> bool:
-    if getattr(attn, "fused_projections", False):
-        return False
-    names = ("to_k", "to_v") if attn.is_cross_attention else ("to_q", "to_k", "to_v")
-    fused_name = "to_kv" if attn.is_cross_attention else "to_qkv"
-    linears = [getattr(attn, n, None) for n in names]
-    # "Where the weights allow": plain nn.Linear (not quantised, not wrapped), same input
-    # width, dtype, device and bias presence.
-    if not all(type(m) is nn.Linear for m in linears):
-        return False
-    if len({(m.in_features, m.weight.dtype, m.weight.device, m.bias is None) for m in linears}) != 1:
-        return False
-    first = linears[0]
-    sizes = [m.out_features for m in linears]
-    fused = nn.Linear(first.in_features, sum(sizes), bias=first.bias is not None, device="meta")
-    with torch.no_grad():
-        fused.weight = nn.Parameter(torch.cat([m.weight for m in linears]), first.weight.requires_grad)
-        if first.bias is not None:
-            fused.bias = nn.Parameter(torch.cat([m.bias for m in linears]), first.bias.requires_grad)
-    for n in names:
-        delattr(attn, n)
-    setattr(attn, fused_name, fused)
-    setattr(attn, _FUSED, (fused_name, names, sizes))
-    attn.fused_projections = True
-    hooks = [
-        attn.register_state_dict_post_hook(_fused_state_dict_hook),
-        attn.register_load_state_dict_pre_hook(_fused_load_pre_hook),
-    ]
-    attn._kumo_fused_hooks = hooks
-    return True
 
 
 def fuse_qkv(target: Any) -> int:
     """Fuse the q/k/v (self-attention) and k/v (cross-attention) projections of every
-    attention of the transformer; returns how many modules were fused."""
-    return sum(_fuse_attention(attn) for attn in _attention_modules(_transformer_of(target)))
+    attention of the transformer (`KumoTransformer3DModel.fuse_qkv_projections`); returns
+    how many modules were fused."""
+    transformer = _transformer_of(target)
+    check_order(transformer, "fused_qkv")
+    return transformer.fuse_qkv_projections()
 
 
 def unfuse_qkv(target: Any) -> int:
     """Undo `fuse_qkv` (separate to_q/to_k/to_v modules again); returns how many."""
-    count = 0
-    for attn in _attention_modules(_transformer_of(target)):
-        info = getattr(attn, _FUSED, None)
-        if info is None:
-            continue
-        fused_name, names, sizes = info
-        fused = getattr(attn, fused_name)
-        weights = fused.weight.detach().split(sizes, dim=0)
-        biases = fused.bias.detach().split(sizes, dim=0) if fused.bias is not None else [None] * len(sizes)
-        for name, w, b in zip(names, weights, biases):
-            lin = nn.Linear(w.shape[1], w.shape[0], bias=b is not None, device="meta")
-            lin.weight = nn.Parameter(w.clone(), fused.weight.requires_grad)
-            if b is not None:
-                lin.bias = nn.Parameter(b.clone(), fused.bias.requires_grad)
-            setattr(attn, name, lin)
-        delattr(attn, fused_name)
-        for h in attn._kumo_fused_hooks:
-            h.remove()
-        del attn._kumo_fused_hooks
-        delattr(attn, _FUSED)
-        attn.fused_projections = False
-        count += 1
-    return count
+    return _transformer_of(target).unfuse_qkv_projections()
 
 
 # ------------------------------------------------------------------------ SDPA backend
@@ -206,16 +115,21 @@ class SDPAttention:
 
 
 def set_sdpa_backend(target: Any, backend: str = "auto") -> int:
-    """Route every MADiT attention through SDPA on `backend`; returns the module count."""
+    """Install MADiT processors running SDPA on `backend` in every MADiT attention; returns
+    the module count. Before Ulysses: its processors wrap the attention function they find."""
     from kumovideo.models.attention import MADiTAttnProcessor
 
-    fn = SDPAttention(backend)
-    count = 0
-    for attn in _attention_modules(_transformer_of(target)):
-        if isinstance(attn.processor, MADiTAttnProcessor):
-            attn.processor.attention_fn = fn
-            count += 1
-    return count
+    processor = MADiTAttnProcessor(SDPAttention(backend))
+    transformer = _transformer_of(target)
+    check_order(transformer, "sdpa")
+    attentions = [m for m in transformer.modules() if isinstance(getattr(m, "processor", None), MADiTAttnProcessor)]
+    if any(attn.processor.sequence_parallel_group is not None for attn in attentions):
+        raise KumoInputError(
+            "the SDPA backend after Ulysses: set it first, then enable_ulysses (it wraps the backend)"
+        )
+    for attn in attentions:
+        attn.set_processor(processor)
+    return len(attentions)
 
 
 # ------------------------------------------------------------------------ compile
@@ -244,6 +158,23 @@ def compile_cache_dir(path: str | os.PathLike | None = None) -> Path:
     return folder
 
 
+class CompiledForwardHook(ModelHook):
+    """Runs a block's forward through torch.compile. A hook rather than `nn.Module.compile`
+    (which compiles the whole call, later hooks included), so that hooks registered after
+    it, the step cache's, run outside the compiled code. The blocks share one code object
+    and so one compiled graph."""
+
+    def __init__(self, **compile_options):
+        super().__init__()
+        self.compile_options = compile_options
+        self.compiled = None
+
+    def new_forward(self, module: nn.Module, *args, **kwargs):
+        if self.compiled is None:
+            self.compiled = torch.compile(self.fn_ref.original_forward, **self.compile_options)
+        return self.compiled(*args, **kwargs)
+
+
 def compile_transformer(
     target: Any, mode: str = "regional", cache_dir: str | os.PathLike | None = None, compile_mode: str | None = None
 ) -> Path:
@@ -254,9 +185,11 @@ def compile_transformer(
         raise KumoInputError(f"compile mode {mode!r}; use 'regional' or 'full'")
     folder = compile_cache_dir(cache_dir)
     transformer = _transformer_of(target)
+    check_order(transformer, "compile")
     if mode == "regional":
         for block in transformer.transformer_blocks:
-            block.compile(fullgraph=True, dynamic=False, mode=compile_mode)
+            hook = CompiledForwardHook(fullgraph=True, dynamic=False, mode=compile_mode)
+            HookRegistry.check_if_exists_or_initialize(block).register_hook(hook, COMPILE_HOOK)
     else:
         transformer.compile(dynamic=False, mode=compile_mode)
     return folder
@@ -278,6 +211,7 @@ def cast_dtype(target: Any, dtype: torch.dtype) -> None:
     """Cast the transformer, and with a pipeline the VAE (and the text encoder for bf16;
     T5 overflows in fp16, so it keeps its dtype then), to `dtype`."""
     modules = [_transformer_of(target)]
+    check_order(modules[0], "dtype")
     if hasattr(target, "vae"):
         modules.append(target.vae)
         if dtype != torch.float16 and getattr(target, "text_encoder", None) is not None:
@@ -296,9 +230,9 @@ def fp8_supported(device: torch.device | None = None) -> tuple[bool, str]:
     if (major, minor) < (8, 9):
         return False, f"FP8 needs compute capability >= 8.9 (Ada, Hopper); this GPU is {major}.{minor}"
     try:
-        import torchao  # noqa: F401
-    except ImportError:
-        return False, "FP8 needs torchao: pip install 'kumovideo[fp8]'"
+        require("torchao", "--fp8")
+    except KumoInputError:
+        return False, missing_extra_message("torchao", "--fp8")
     return True, ""
 
 
@@ -320,6 +254,7 @@ def quantize_fp8(target: Any) -> int:
     ok, why = fp8_supported(next(transformer.parameters()).device)
     if not ok:
         raise KumoInputError(why)
+    check_order(transformer, "fp8")
     from torchao.quantization import quantize_
 
     try:
@@ -420,7 +355,7 @@ def apply_fast_paths(
 ) -> FastPathReport:
     """Apply the chosen fast paths to a KumoPipeline or a KumoTransformer3DModel, in the
     order they must happen: dtype, fusion, attention backend, FP8, compile, step cache.
-    Call after the model is on its device (and before any offload hooks)."""
+    Call after the model is on its device (and before any offload hooks: refused after)."""
     report = FastPathReport()
     transformer = _transformer_of(target)
     dtype = resolve_dtype(dtype)
@@ -439,8 +374,6 @@ def apply_fast_paths(
         report.applied["compile"] = mode
         report.notes.append(f"inductor cache: {compile_transformer(transformer, mode, compile_cache)}")
     if step_cache is not None:
-        from kumovideo.perf.step_cache import FirstBlockCache
-
         report.step_cache = FirstBlockCache(step_cache).attach(transformer)
         report.applied["step_cache"] = step_cache
     if threads is not None:
