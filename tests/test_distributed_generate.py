@@ -271,6 +271,11 @@ def test_cli_refuses_bad_degrees_before_loading(tiny_folder, tmp_path, monkeypat
         ),
         (["--parallel", "cfg=2", "--guidance", "1"], {"RANK": "0", "WORLD_SIZE": "2"}, "guidance is off"),
         (["--parallel", "cfg=3"], {}, "use cfg=1 or cfg=2"),
+        (
+            ["--parallel", "ulysses=2", "--step-cache", "0.05"],
+            {"RANK": "0", "WORLD_SIZE": "2"},
+            "--step-cache does not combine with --parallel ulysses>1",
+        ),
     ]:
         for key in ("RANK", "WORLD_SIZE"):
             monkeypatch.delenv(key, raising=False)

@@ -45,6 +45,9 @@ def prepare_parallel(args, folder: Path, device: torch.device) -> ParallelContex
     check_world_size(config, world_size_from_env())
     if getattr(args, "cpu_offload", False):
         raise KumoInputError("--cpu-offload does not combine with --parallel; each rank keeps its models on its GPU")
+    if config.ulysses > 1 and getattr(args, "step_cache", None) is not None:
+        # Each rank would decide to skip blocks on its own shard of the tokens, and the ranks disagree.
+        raise KumoInputError("--step-cache does not combine with --parallel ulysses>1; drop one of them")
     if args.guidance is not None:
         check_guidance(config, args.guidance > 1.0)
     tconf, vconf = _config(folder, "transformer"), _config(folder, "vae")
