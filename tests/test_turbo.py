@@ -175,8 +175,8 @@ def test_distillation_reduces_the_consistency_loss_on_a_fixed_batch(turbo_run, t
 
     # Cross-check: the loss the trainer logged at step 1 (student = target = teacher) is this
     # file's loss on the batch the trainer drew for step 0.
-    from kumovideo.training.runtime import step_generator
     from kumovideo.training.data_sources import LatentSource
+    from kumovideo.training.runtime import step_generator
 
     g = step_generator(config.seed, 0, 0)
     latents, captions = LatentSource(config, base["vae"], setup_runtime("cpu")).batch(0, config.stages[0], g)
