@@ -83,6 +83,11 @@ class ClipGeometry:
         """The most frames (temporal * k + 1) the encoder takes from a clip of `available`."""
         return 0 if available < 1 else self.num_frames(self.latent_frames(available))
 
+    def is_encodable_frames(self, num_frames: int) -> bool:
+        """Whether the encoder maps this many frames to whole latent frames (temporal * k + 1);
+        decoding back to the same count needs `is_valid_frames` too."""
+        return num_frames >= 1 and (num_frames - 1) % self.temporal == 0
+
     def is_valid_frames(self, num_frames: int) -> bool:
         """Whether the VAE encodes and decodes a clip of this many frames back to itself."""
         return num_frames >= 1 and (num_frames - 1) % self.frame_step == 0
@@ -98,6 +103,10 @@ class ClipGeometry:
     def side_multiple(self) -> int:
         """Heights and widths are multiples of this (VAE stride x patch size)."""
         return self.spatial * self.patch
+
+    def is_encodable_side(self, value: int) -> bool:
+        """Whether the encoder maps a side of this many pixels to whole latent pixels."""
+        return value % self.spatial == 0
 
     def is_valid_side(self, value: int) -> bool:
         return value >= self.side_multiple and value % self.side_multiple == 0
@@ -149,7 +158,7 @@ class ClipGeometry:
         t, step = self.temporal, self.frame_step
         lower, upper = self.nearest_frames(num_frames)
         nearest = f"use {lower} or {upper}"
-        if num_frames < 1 or (num_frames - 1) % t:
+        if not self.is_encodable_frames(num_frames):
             raise KumoInputError(f"num_frames={num_frames} is not {t}k+1 (the VAE compresses time {t}x); {nearest}")
         latent_frames = self.latent_frames(num_frames)
         if latent_frames > 1 and latent_frames % 2 == 0:

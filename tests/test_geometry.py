@@ -65,6 +65,20 @@ def test_nearest_values():
     g.check_clip(41, 480, 720)
 
 
+def test_what_the_encoder_takes_and_what_round_trips():
+    """The encoder takes 4k+1 frames and sides of whole latent pixels (`kumo data encode`);
+    a clip that decodes back to itself needs 8k+1 frames and whole patches."""
+    for g, encodable, valid in (
+        (DEFAULT_GEOMETRY, (1, 5, 13, 17), (1, 9, 17, 41)),
+        (ClipGeometry(spatial=4, temporal=2), (1, 3, 7, 9), (1, 5, 9, 13)),
+    ):
+        assert all(g.is_encodable_frames(n) for n in encodable) and all(g.is_valid_frames(n) for n in valid)
+        assert not any(g.is_encodable_frames(n) for n in (0, 2, g.temporal + 2))
+        assert not g.is_valid_frames(g.temporal + 1) and g.is_encodable_frames(g.temporal + 1)
+        assert g.is_encodable_side(g.spatial * 3) and not g.is_encodable_side(g.spatial * 3 + 1)
+        assert g.encodable_frames(2 * g.temporal + 2) == 2 * g.temporal + 1
+
+
 def test_compression_comes_from_the_vae_config():
     assert vae_compression({"block_out_channels": (128, 256, 256, 512), "temporal_compression_ratio": 4}) == (8, 4)
     assert vae_compression({"block_out_channels": (8, 16)}) == (2, 4)

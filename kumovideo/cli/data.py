@@ -21,6 +21,7 @@ from collections import Counter
 from pathlib import Path
 
 from kumovideo.cli.args import resolve_device
+from kumovideo.geometry import DEFAULT_GEOMETRY
 from kumovideo.utils.errors import KumoInputError
 from kumovideo.utils.extras import require
 from kumovideo.utils.numbers import FPS_MAX, WORKERS_MAX, check_real, check_whole
@@ -363,12 +364,12 @@ def check_encode_args(args: argparse.Namespace):
     if args.frames is not None:
         not_4k1 = "{name} {value}: the VAE needs 4k+1 frames (17, 33, 49...)"
         check_whole(args.frames, "--frames", too_small=not_4k1)
-        if (args.frames - 1) % 4:
+        if not DEFAULT_GEOMETRY.is_encodable_frames(args.frames):
             raise KumoInputError(not_4k1.format(name="--frames", value=args.frames))
         cfg.encode.frames = args.frames
     w, h = _size(args.size, "--size")
     if w is not None:
-        if w % 8 or h % 8:
+        if not (DEFAULT_GEOMETRY.is_encodable_side(w) and DEFAULT_GEOMETRY.is_encodable_side(h)):
             raise KumoInputError(f"--size {args.size}: width and height must be multiples of 8")
         cfg.encode.width, cfg.encode.height = w, h
     if args.shard_size is not None:

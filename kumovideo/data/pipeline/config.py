@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kumovideo.geometry import DEFAULT_GEOMETRY
 from kumovideo.utils.errors import KumoInputError
 from kumovideo.utils.numbers import NumberRange
 
@@ -270,11 +271,11 @@ def _validate(cfg: DataConfig, source: str) -> None:
         raise KumoInputError(
             f"{source}: cut.preset must be an x264 preset ({', '.join(X264_PRESETS)}), got {cfg.cut.preset!r}"
         )
-    if (cfg.encode.frames - 1) % 4:
+    if not DEFAULT_GEOMETRY.is_encodable_frames(cfg.encode.frames):
         raise KumoInputError(f"{source}: encode.frames must be 4k+1 (e.g. 17, 33, 49), got {cfg.encode.frames}")
     for key in ("width", "height"):
         value = getattr(cfg.encode, key)
-        if value is not None and value % 8:
+        if value is not None and not DEFAULT_GEOMETRY.is_encodable_side(value):
             raise KumoInputError(f"{source}: encode.{key} must be a multiple of 8, got {value}")
     if cfg.encode.dtype not in ("float32", "bfloat16", "float16"):
         raise KumoInputError(f"{source}: encode.dtype must be float32, bfloat16 or float16")
