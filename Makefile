@@ -11,7 +11,7 @@ TORCH_INDEX ?=
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install demo lint test clean
+.PHONY: install demo lint test clean gpu-wheels
 
 $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -35,3 +35,22 @@ test: install lint
 
 clean:
 	rm -rf $(VENV) build *.egg-info
+
+# What the GPU kit (scripts/gpu/check.sh, docs/gpu.md) carries to a lent device, which has
+# torch 2.11 (CUDA), transformers, accelerate, peft, numpy, safetensors, huggingface-hub ...
+# but no diffusers or torchao: their wheels (Python 3.12, manylinux x86_64, --no-deps: every
+# other requirement of both is already there; importlib_metadata is imported by diffusers on
+# Python < 3.8 only; PyAV is left out, no part writes a video) and a copy of the parity
+# fixtures, into the ignored .whl/. Network; never part of `make test`. About 13 MB.
+GPU_WHEELS ?= diffusers==0.42.1 torchao==0.18.0
+GPU_PLATFORMS := $(foreach p,manylinux_2_28_x86_64 manylinux_2_27_x86_64 manylinux_2_24_x86_64 \
+	manylinux_2_17_x86_64 manylinux2014_x86_64 manylinux1_x86_64,--platform $(p))
+SHARED ?= $(or $(KUMO_SHARED),../shared)
+gpu-wheels:
+	rm -rf .whl && mkdir -p .whl
+	$(PYTHON) -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+		$(GPU_PLATFORMS) -d .whl $(GPU_WHEELS)
+	if [ -f $(SHARED)/fixtures/kumovideo/README.md ]; then mkdir -p .whl/shared/fixtures && \
+		cp -r $(SHARED)/fixtures/kumovideo .whl/shared/fixtures/; \
+	else echo "no parity fixtures at $(SHARED)/fixtures/kumovideo: the parity tests will skip on the device"; fi
+	du -sh .whl; ls .whl
