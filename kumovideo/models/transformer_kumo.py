@@ -130,33 +130,23 @@ class KumoTransformer3DModel(ModelMixin, AttentionMixin, ConfigMixin):
     _no_split_modules = ["MADiTBlock", "CogVideoXPatchEmbed"]
     _skip_layerwise_casting_patterns = ["patch_embed", "norm"]
 
+    # A few settings a line, in the original config.json's order (its names and defaults).
+    # fmt: off
     @register_to_config
     def __init__(
         self,
-        num_attention_heads: int = 30,
-        attention_head_dim: int = 64,
-        in_channels: int = 16,
-        out_channels: int | None = 16,
-        flip_sin_to_cos: bool = True,
-        freq_shift: int = 0,
-        time_embed_dim: int = 512,
-        text_embed_dim: int = 4096,
-        num_layers: int = 30,
-        dropout: float = 0.0,
-        attention_bias: bool = True,
-        sample_width: int = 90,
-        sample_height: int = 60,
-        sample_frames: int = 41,
-        patch_size: int = 2,
-        temporal_compression_ratio: int = 4,
-        max_text_seq_length: int = 226,
-        activation_fn: str = "gelu-approximate",
-        timestep_activation_fn: str = "silu",
-        norm_elementwise_affine: bool = True,
-        norm_eps: float = 1e-5,
-        spatial_interpolation_scale: float = 1.875,
-        temporal_interpolation_scale: float = 1.0,
+        num_attention_heads: int = 30, attention_head_dim: int = 64,  # width D = heads x head_dim
+        in_channels: int = 16, out_channels: int | None = 16,  # the VAE's latent channels
+        flip_sin_to_cos: bool = True, freq_shift: int = 0, time_embed_dim: int = 512,  # timestep sinusoid -> MLP
+        text_embed_dim: int = 4096, num_layers: int = 30, dropout: float = 0.0, attention_bias: bool = True,
+        # The clip it was trained on (latent sides, pixel frames), which sizes the sine-cosine table.
+        sample_width: int = 90, sample_height: int = 60, sample_frames: int = 41,
+        patch_size: int = 2, temporal_compression_ratio: int = 4, max_text_seq_length: int = 226,  # text window
+        activation_fn: str = "gelu-approximate", timestep_activation_fn: str = "silu",
+        norm_elementwise_affine: bool = True, norm_eps: float = 1e-5,
+        spatial_interpolation_scale: float = 1.875, temporal_interpolation_scale: float = 1.0,
     ):
+        # fmt: on
         super().__init__()
         inner_dim = num_attention_heads * attention_head_dim
         out_channels = out_channels or in_channels
