@@ -24,7 +24,9 @@ from typing import Any
 from kumovideo.utils.errors import KumoInputError
 
 
-def _get(config: Any, key: str, default: Any = None) -> Any:
+def config_value(config: Any, key: str, default: Any = None) -> Any:
+    """`key` of a model config, which may be a dict, a diffusers FrozenDict or an object with
+    attributes (a `.config`); `default` where it has none."""
     if isinstance(config, Mapping):
         return config.get(key, default)
     return getattr(config, key, default)
@@ -33,10 +35,10 @@ def _get(config: Any, key: str, default: Any = None) -> Any:
 def vae_compression(vae_config: Any) -> tuple[int, int]:
     """(spatial, temporal) compression of a CogVideoX-style VAE config (a dict, a diffusers
     FrozenDict or an object with attributes): each down block but the last halves the sides."""
-    blocks = _get(vae_config, "block_out_channels")
+    blocks = config_value(vae_config, "block_out_channels")
     if blocks is None:
         raise KumoInputError("the VAE config has no block_out_channels; it is not a CogVideoX-style 3D VAE config")
-    return 2 ** (len(blocks) - 1), int(_get(vae_config, "temporal_compression_ratio", 4))
+    return 2 ** (len(blocks) - 1), int(config_value(vae_config, "temporal_compression_ratio", 4))
 
 
 @dataclass(frozen=True)
@@ -52,11 +54,11 @@ class ClipGeometry:
     def from_configs(cls, vae_config: Any, transformer_config: Any = None) -> ClipGeometry:
         """From a VAE config and (for the patch size and channels) a transformer config."""
         spatial, temporal = vae_compression(vae_config)
-        channels = _get(vae_config, "latent_channels", cls.latent_channels)
+        channels = config_value(vae_config, "latent_channels", cls.latent_channels)
         patch = cls.patch
         if transformer_config is not None:
-            patch = _get(transformer_config, "patch_size", patch)
-            channels = _get(transformer_config, "in_channels", channels)
+            patch = config_value(transformer_config, "patch_size", patch)
+            channels = config_value(transformer_config, "in_channels", channels)
         return cls(spatial=spatial, temporal=temporal, patch=int(patch), latent_channels=int(channels))
 
     @classmethod
@@ -133,9 +135,9 @@ class ClipGeometry:
         VAE's stride (480x720x41 for the published model)."""
         c = transformer_config
         return (
-            _get(c, "sample_frames"),
-            _get(c, "sample_height") * self.spatial,
-            _get(c, "sample_width") * self.spatial,
+            config_value(c, "sample_frames"),
+            config_value(c, "sample_height") * self.spatial,
+            config_value(c, "sample_width") * self.spatial,
         )
 
     def clip_size(self, latent_frames: int, latent_height: int, latent_width: int) -> tuple[int, int, int]:

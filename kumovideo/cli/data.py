@@ -42,12 +42,20 @@ def register(sub) -> None:
     actions = parser.add_subparsers(dest="data_command", metavar="ACTION", parser_class=type(parser))
     actions.required = True
 
-    def action(name, func, help, description, source, output):
-        """One sub-command with its SOURCE and -o OUTPUT; the caller adds its own flags, then
-        `common`'s."""
-        p = actions.add_parser(name, help=help, description=description)
+    def action(func, help, source, output):
+        """One sub-command: `func`'s name less "run_", described by `func`'s docstring, with its
+        SOURCE (dest, METAVAR[, help]) and -o OUTPUT (METAVAR[, help]); the caller adds its own
+        flags, then `common`'s."""
+        p = actions.add_parser(func.__name__.removeprefix("run_"), help=help, description=func.__doc__)
         p.add_argument(source[0], type=Path, metavar=source[1], **({"help": source[2]} if len(source) > 2 else {}))
-        p.add_argument("-o", "--output", type=Path, required=True, metavar=output[0], **output[1])
+        p.add_argument(
+            "-o",
+            "--output",
+            type=Path,
+            required=True,
+            metavar=output[0],
+            **({"help": output[1]} if len(output) > 1 else {}),
+        )
         p.set_defaults(func=func)
         return p
 
@@ -74,25 +82,19 @@ def register(sub) -> None:
             )
 
     scan = action(
-        "scan",
         run_scan,
-        help="probe and analyse every video under a folder",
-        description="Probe and analyse every video under IN_DIR into a "
-        "JSON Lines manifest (one record per video). Re-running "
-        "resumes: recorded files are skipped.",
-        source=("in_dir", "IN_DIR"),
-        output=("MANIFEST", {"help": "manifest to write or resume (.jsonl)"}),
+        "probe and analyse every video under a folder",
+        ("in_dir", "IN_DIR"),
+        ("MANIFEST", "manifest to write or resume (.jsonl)"),
     )
     scan.add_argument("--retry-errors", action="store_true", help="analyse again the files recorded as errors")
     common(scan, parallel=True)
 
     filt = action(
-        "filter",
         run_filter,
-        help="keep the clips that pass the thresholds",
-        description="Apply the thresholds of the config's `filter` section to a scan manifest; write the kept clips.",
-        source=("manifest", "MANIFEST"),
-        output=("CLIPS", {"help": "kept clips (.jsonl)"}),
+        "keep the clips that pass the thresholds",
+        ("manifest", "MANIFEST"),
+        ("CLIPS", "kept clips (.jsonl)"),
     )
     filt.add_argument(
         "--rejected", type=Path, default=None, help="also write the rejected clips, each with its reasons"
@@ -100,14 +102,10 @@ def register(sub) -> None:
     common(filt)
 
     cut = action(
-        "cut",
         run_cut,
-        help="write the kept clips as video files",
-        description="Write each kept clip to OUT_DIR/<id>.mp4 (stream copy "
-        "where possible, else re-encoded) with <id>.txt caption "
-        "and OUT_DIR/clips.jsonl.",
-        source=("clips", "CLIPS", "output of `kumo data filter`"),
-        output=("OUT_DIR", {}),
+        "write the kept clips as video files",
+        ("clips", "CLIPS", "output of `kumo data filter`"),
+        ("OUT_DIR",),
     )
     cut.add_argument("--fps", type=float, default=None, help="target frame rate (default: source)")
     cut.add_argument(
@@ -117,14 +115,10 @@ def register(sub) -> None:
     common(cut, parallel=True)
 
     enc = action(
-        "encode",
         run_encode,
-        help="pre-extract VAE latents into safetensors shards",
-        description="Encode cut clips with the CogVideoX VAE into "
-        "OUT_DIR/shard-NNNNN.safetensors + OUT_DIR/index.json, "
-        "which `kumo train dit` reads directly.",
-        source=("clips", "CLIPS", "the folder `kumo data cut` wrote (or its clips.jsonl)"),
-        output=("OUT_DIR", {}),
+        "pre-extract VAE latents into safetensors shards",
+        ("clips", "CLIPS", "the folder `kumo data cut` wrote (or its clips.jsonl)"),
+        ("OUT_DIR",),
     )
     enc.add_argument("--vae", type=Path, required=True, metavar="DIR", help="diffusers AutoencoderKLCogVideoX folder")
     enc.add_argument("--frames", type=int, default=None, help="frames per clip, 4k+1 (default 49)")
@@ -241,6 +235,8 @@ def check_scan_args(args: argparse.Namespace):
 
 
 def run_scan(args: argparse.Namespace) -> int:
+    """Probe and analyse every video under IN_DIR into a JSON Lines manifest (one record per
+    video). Re-running resumes: recorded files are skipped."""
     cfg, workers = check_scan_args(args)
     from kumovideo.data.pipeline.scan import scan_folder
 
@@ -272,6 +268,8 @@ def check_filter_args(args: argparse.Namespace):
 
 
 def run_filter(args: argparse.Namespace) -> int:
+    """Apply the thresholds of the config's `filter` section to a scan manifest; write the kept
+    clips."""
     cfg = check_filter_args(args)
     from kumovideo.data.pipeline.filter import filter_records
     from kumovideo.data.pipeline.manifest import SCAN_MANIFEST, atomic_write_jsonl, latest_by_path, read_manifest
@@ -317,6 +315,8 @@ def check_cut_args(args: argparse.Namespace):
 
 
 def run_cut(args: argparse.Namespace) -> int:
+    """Write each kept clip to OUT_DIR/<id>.mp4 (stream copy where possible, else re-encoded)
+    with <id>.txt caption and OUT_DIR/clips.jsonl."""
     cfg, workers, out_dir = check_cut_args(args)
     from kumovideo.data.pipeline.cut import cut_task
     from kumovideo.data.pipeline.manifest import CLIP_LIST, CUT_MANIFEST, atomic_write_jsonl, read_manifest
@@ -379,6 +379,8 @@ def check_encode_args(args: argparse.Namespace):
 
 
 def run_encode(args: argparse.Namespace) -> int:
+    """Encode cut clips with the CogVideoX VAE into OUT_DIR/shard-NNNNN.safetensors +
+    OUT_DIR/index.json, which `kumo train dit` reads directly."""
     cfg, manifest, device, out_dir = check_encode_args(args)
     from kumovideo.data.pipeline.encode import encode_clips, load_index, load_vae
     from kumovideo.data.pipeline.manifest import CUT_MANIFEST, read_manifest

@@ -57,7 +57,24 @@ TEXT_ENCODER_PLACEMENTS = ("all", "rank0")
 VAE_PLACEMENTS = ("rank0", "all", "split")
 
 
-class ParallelTransformer(nn.Module):
+class _StandIn(nn.Module):
+    """A module swapped into the pipeline for one call in place of one of its components;
+    it reports the dtype and device of `_placed()` (the component, or a tensor where its
+    outputs go), as the pipeline reads them."""
+
+    def _placed(self):
+        raise NotImplementedError
+
+    @property
+    def dtype(self):
+        return self._placed().dtype
+
+    @property
+    def device(self):
+        return self._placed().device
+
+
+class ParallelTransformer(_StandIn):
     """Stands in for the pipeline's transformer: same call, distributed inside."""
 
     def __init__(self, transformer, ctx: ParallelContext):
@@ -69,13 +86,8 @@ class ParallelTransformer(nn.Module):
     def config(self):
         return self.inner.config
 
-    @property
-    def dtype(self):
-        return self.inner.dtype
-
-    @property
-    def device(self):
-        return self.inner.device
+    def _placed(self):
+        return self.inner
 
     def forward(self, hidden_states, encoder_hidden_states, timestep, return_dict: bool = False, **kwargs):
         ctx = self.ctx
@@ -94,7 +106,7 @@ class ParallelTransformer(nn.Module):
         return (out,)
 
 
-class Rank0TextEncoder(nn.Module):
+class Rank0TextEncoder(_StandIn):
     """Stands in for T5 on every rank: rank 0 encodes, the states are broadcast."""
 
     def __init__(self, text_encoder, ctx: ParallelContext, device: torch.device):
@@ -103,13 +115,8 @@ class Rank0TextEncoder(nn.Module):
         self.ctx = ctx
         self.register_buffer("anchor", torch.empty(0, device=device, dtype=text_encoder.dtype), persistent=False)
 
-    @property
-    def device(self):
-        return self.anchor.device
-
-    @property
-    def dtype(self):
-        return self.anchor.dtype
+    def _placed(self):
+        return self.anchor
 
     def forward(self, input_ids, *args, **kwargs):
         if self.ctx.is_main:

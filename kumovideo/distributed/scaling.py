@@ -25,11 +25,11 @@ bound on the step time), where T1 is a measured single-GPU step time.
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 from dataclasses import dataclass
-from typing import Any
 
-from kumovideo.geometry import DEFAULT_GEOMETRY, ClipGeometry
+from kumovideo.geometry import DEFAULT_GEOMETRY, ClipGeometry, config_value
 from kumovideo.perf.flops import format_si
 
 
@@ -51,15 +51,10 @@ class StepShape:
 
     @classmethod
     def from_config(
-        cls,
-        tconf: Any,
-        latent_frames: int,
-        latent_height: int,
-        latent_width: int,
-        prompts: int = 1,
-        guidance: bool = True,
+        cls, tconf, latent_frames: int, latent_height: int, latent_width: int, prompts: int = 1, guidance: bool = True
     ) -> StepShape:
-        get = (lambda k: tconf[k]) if isinstance(tconf, dict) else (lambda k: getattr(tconf, k))
+        """From a transformer config (a dict or an object with attributes) and a latent size."""
+        get = functools.partial(config_value, tconf)
         p = get("patch_size")
         return cls(
             batch=prompts * (2 if guidance else 1),

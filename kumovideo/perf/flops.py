@@ -27,11 +27,10 @@ peer): the same blocks less the two cross-attentions.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from kumovideo.geometry import ClipGeometry
+from kumovideo.geometry import ClipGeometry, config_value
 
 
 @dataclass
@@ -69,12 +68,6 @@ def format_si(value: float, unit: str, prefixes: str = "TGM") -> str:
     return f"{value:.0f} {unit}"
 
 
-def _cfg(config: Any, key: str, default: Any = None) -> Any:
-    if isinstance(config, Mapping):
-        return config.get(key, default)
-    return getattr(config, key, default)
-
-
 def transformer_flops(
     config: Any,
     latent_frames: int,
@@ -86,22 +79,22 @@ def transformer_flops(
     """FLOPs of one forward of a MADiT (`cross_attention=True`) or of a CogVideoX
     transformer (`False`) with this config, on latents (batch, F, C, H, W) (for a clip of
     pixels: `kumovideo.geometry.ClipGeometry.latent_size`)."""
-    heads = _cfg(config, "num_attention_heads")
-    head_dim = _cfg(config, "attention_head_dim")
-    layers = _cfg(config, "num_layers")
-    c_in = _cfg(config, "in_channels")
-    c_out = _cfg(config, "out_channels") or c_in
-    t_dim = _cfg(config, "time_embed_dim")
-    text_dim = _cfg(config, "text_embed_dim")
-    p = _cfg(config, "patch_size", 2)
+    heads = config_value(config, "num_attention_heads")
+    head_dim = config_value(config, "attention_head_dim")
+    layers = config_value(config, "num_layers")
+    c_in = config_value(config, "in_channels")
+    c_out = config_value(config, "out_channels") or c_in
+    t_dim = config_value(config, "time_embed_dim")
+    text_dim = config_value(config, "text_embed_dim")
+    p = config_value(config, "patch_size", 2)
     ff_mult = 4
-    if _cfg(config, "patch_size_t") not in (None, 1):
+    if config_value(config, "patch_size_t") not in (None, 1):
         raise ValueError("temporal patching (patch_size_t) is not counted; CogVideoX 1.0 / MADiT use none")
     if latent_height % p or latent_width % p:
         raise ValueError(f"latent {latent_height}x{latent_width} is not divisible by the patch size {p}")
 
     D = heads * head_dim
-    L = _cfg(config, "max_text_seq_length")
+    L = config_value(config, "max_text_seq_length")
     N = ClipGeometry(patch=p).latent_tokens(latent_frames, latent_height, latent_width)
     S = L + N
 

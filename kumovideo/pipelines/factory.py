@@ -18,24 +18,15 @@ from kumovideo.models.cpu_conv import route_conv3d_to_onednn
 from kumovideo.models.transformer_kumo import MADIT_PRESETS, KumoTransformer3DModel
 from kumovideo.schedulers import KumoDDIMScheduler
 
+# The VAE presets' settings, a row each in this order. All are 8x spatial (3 downsamples)
+# and 4x temporal (the first two blocks compress time).
+_VAE_KEYS = "block_out_channels latent_channels layers_per_block norm_num_groups sample_height sample_width".split()
 VAE_PRESETS: dict[str, dict[str, Any]] = {
-    # 8x spatial (3 downsamples), 4x temporal (first two blocks compress time).
-    "kumo-builtin": dict(
-        block_out_channels=(16, 32, 64, 64),
-        latent_channels=8,
-        layers_per_block=1,
-        norm_num_groups=8,
-        sample_height=64,
-        sample_width=64,
-    ),
-    "kumo-tiny": dict(
-        block_out_channels=(8, 8, 16, 16),
-        latent_channels=4,
-        layers_per_block=1,
-        norm_num_groups=4,
-        sample_height=48,
-        sample_width=64,
-    ),
+    name: dict(zip(_VAE_KEYS, row))
+    for name, row in {
+        "kumo-builtin": ((16, 32, 64, 64), 8, 1, 8, 64, 64),
+        "kumo-tiny": ((8, 8, 16, 16), 4, 1, 4, 48, 64),
+    }.items()
 }
 
 TEXT_PRESETS: dict[str, dict[str, Any]] = {
