@@ -13,37 +13,24 @@ from kumovideo.schedulers.noise_schedule import BETA_END, BETA_START, NUM_TRAIN_
 
 
 class KumoDDIMScheduler(CogVideoXDDIMScheduler):
+    # A few settings a line, in diffusers' order: every one is a config key (register_to_config).
+    # fmt: off
     @register_to_config
     def __init__(
         self,
-        num_train_timesteps: int = NUM_TRAIN_TIMESTEPS,
-        beta_start: float = BETA_START,
-        beta_end: float = BETA_END,
-        beta_schedule: str = "scaled_linear",
-        trained_betas=None,
-        clip_sample: bool = False,
-        set_alpha_to_one: bool = True,
-        steps_offset: int = 0,
-        prediction_type: str = "v_prediction",
-        clip_sample_range: float = 1.0,
-        sample_max_value: float = 1.0,
-        timestep_spacing: str = "trailing",
-        rescale_betas_zero_snr: bool = True,
+        num_train_timesteps: int = NUM_TRAIN_TIMESTEPS, beta_start: float = BETA_START, beta_end: float = BETA_END,
+        beta_schedule: str = "scaled_linear", trained_betas=None,
+        clip_sample: bool = False, set_alpha_to_one: bool = True, steps_offset: int = 0,
+        prediction_type: str = "v_prediction", clip_sample_range: float = 1.0, sample_max_value: float = 1.0,
+        timestep_spacing: str = "trailing", rescale_betas_zero_snr: bool = True,
         snr_shift_scale: float = SNR_SHIFT_SCALE,
     ):
         super().__init__(
-            num_train_timesteps=num_train_timesteps,
-            beta_start=beta_start,
-            beta_end=beta_end,
-            beta_schedule=beta_schedule,
-            trained_betas=trained_betas,
-            clip_sample=clip_sample,
-            set_alpha_to_one=set_alpha_to_one,
-            steps_offset=steps_offset,
-            prediction_type=prediction_type,
-            clip_sample_range=clip_sample_range,
-            sample_max_value=sample_max_value,
-            timestep_spacing=timestep_spacing,
-            rescale_betas_zero_snr=rescale_betas_zero_snr,
+            num_train_timesteps=num_train_timesteps, beta_start=beta_start, beta_end=beta_end,
+            beta_schedule=beta_schedule, trained_betas=trained_betas,
+            clip_sample=clip_sample, set_alpha_to_one=set_alpha_to_one, steps_offset=steps_offset,
+            prediction_type=prediction_type, clip_sample_range=clip_sample_range, sample_max_value=sample_max_value,
+            timestep_spacing=timestep_spacing, rescale_betas_zero_snr=rescale_betas_zero_snr,
             snr_shift_scale=snr_shift_scale,
         )
+        # fmt: on

@@ -24,28 +24,20 @@ from kumovideo.schedulers.noise_schedule import (
 
 
 class KumoLCMScheduler(LCMScheduler):
+    # A few settings a line, in diffusers' order: every one is a config key (register_to_config).
+    # fmt: off
     @register_to_config
     def __init__(
         self,
-        num_train_timesteps: int = NUM_TRAIN_TIMESTEPS,
-        beta_start: float = BETA_START,
-        beta_end: float = BETA_END,
-        beta_schedule: str = "scaled_linear",
-        trained_betas=None,
-        original_inference_steps: int = 50,
-        clip_sample: bool = False,
-        clip_sample_range: float = 1.0,
-        set_alpha_to_one: bool = True,
-        steps_offset: int = 0,
-        prediction_type: str = "v_prediction",
-        thresholding: bool = False,
-        dynamic_thresholding_ratio: float = 0.995,
-        sample_max_value: float = 1.0,
-        timestep_spacing: str = "leading",
-        timestep_scaling: float = 10.0,
-        rescale_betas_zero_snr: bool = False,
-        snr_shift_scale: float = SNR_SHIFT_SCALE,
+        num_train_timesteps: int = NUM_TRAIN_TIMESTEPS, beta_start: float = BETA_START, beta_end: float = BETA_END,
+        beta_schedule: str = "scaled_linear", trained_betas=None, original_inference_steps: int = 50,
+        clip_sample: bool = False, clip_sample_range: float = 1.0, set_alpha_to_one: bool = True,
+        steps_offset: int = 0, prediction_type: str = "v_prediction",
+        thresholding: bool = False, dynamic_thresholding_ratio: float = 0.995, sample_max_value: float = 1.0,
+        timestep_spacing: str = "leading", timestep_scaling: float = 10.0,
+        rescale_betas_zero_snr: bool = False, snr_shift_scale: float = SNR_SHIFT_SCALE,
     ):
+        # fmt: on
         if beta_schedule != "scaled_linear" or trained_betas is not None or rescale_betas_zero_snr:
             raise ValueError(
                 "KumoLCMScheduler uses KumoVideo's own schedule (scaled-linear betas, SNR shift, zero terminal SNR); "
