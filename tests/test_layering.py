@@ -3,7 +3,7 @@
     utils                                   (0)
     geometry, models, schedulers            (1)
     pipelines                               (2)
-    perf, distributed, training, evaluation, data, builtin   (3)
+    perf, distributed, training, evaluation, data, builtin, serve   (3)
     cli                                     (4)
     kumovideo (the package's lazy facade)   (5)
 
@@ -33,6 +33,7 @@ LAYERS = {
     "kumovideo.evaluation": 3,
     "kumovideo.data": 3,
     "kumovideo.builtin": 3,
+    "kumovideo.serve": 3,
     "kumovideo.cli": 4,
     "kumovideo": 5,
 }
