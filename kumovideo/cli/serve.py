@@ -1,0 +1,89 @@
+"""`kumo serve`: an HTTP server in OpenAI's Videos API shape (and a web page at /), with
+models loaded once and kept warm. docs/serving.md is the API reference."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from kumovideo.utils.errors import KumoInputError
+from kumovideo.utils.numbers import check_whole
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def register(sub) -> None:
+    p = sub.add_parser("serve", help="serve an OpenAI-style Videos API and a web page", description=__doc__)
+    p.add_argument(
+        "--model",
+        action="append",
+        default=None,
+        metavar="DIR",
+        help="pipeline folder to serve, named by its folder name (repeatable); default: the built-in "
+        "kumo-shapes and kumo-shapes-turbo",
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; others need an API key)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
+    p.add_argument("--data-dir", default=None, help="jobs database and clips (default: $KUMO_CACHE/serve)")
+    p.add_argument(
+        "--api-key",
+        default=None,
+        help="require Authorization: Bearer KEY on /v1 (default: $KUMO_API_KEY; needed off loopback)",
+    )
+    p.add_argument("--max-queue", type=int, default=16, help="jobs that may wait; more get 429 (default 16)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:N or mps (default: cuda if available, else cpu)")
+    p.add_argument("--no-warmup", action="store_true", help="skip the one-step warm-up clip per model at start")
+    p.set_defaults(func=run)
+
+
+def check_args(args) -> tuple[dict[str, Path], Path, str | None]:
+    """The served folders by name, the data dir and the API key, as one-line errors."""
+    import importlib.util
+
+    from kumovideo.builtin import cache_dir
+
+    for module in ("starlette", "uvicorn", "multipart"):
+        if importlib.util.find_spec(module) is None:
+            raise KumoInputError(
+                f"kumo serve needs the 'serve' extra ({module} is not installed): pip install 'kumovideo[serve]'"
+            )
+    api_key = args.api_key if args.api_key is not None else os.environ.get("KUMO_API_KEY") or None
+    if args.host not in LOOPBACK and not api_key:
+        raise KumoInputError(
+            f"--host {args.host} would expose the server beyond this machine; set --api-key "
+            "(or KUMO_API_KEY) to require a key, or bind 127.0.0.1"
+        )
+    check_whole(args.port, "--port", low=0, high=65535)
+    check_whole(args.max_queue, "--max-queue", high=100000)
+    models = {}
+    for folder in args.model or []:
+        path = Path(folder)
+        if not (path / "model_index.json").is_file():
+            raise KumoInputError(f"--model {folder}: no model_index.json there; pass a pipeline folder")
+        if path.resolve().name in models:
+            raise KumoInputError(f"--model {folder}: two models named {path.resolve().name!r}; rename a folder")
+        models[path.resolve().name] = path
+    data_dir = Path(args.data_dir) if args.data_dir else cache_dir() / "serve"
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise KumoInputError(f"--data-dir {data_dir}: cannot create it ({exc.strerror})") from None
+    return models, data_dir, api_key
+
+
+def run(args) -> int:
+    folders, data_dir, api_key = check_args(args)
+
+    from kumovideo.serve.app import create_app, run_server
+    from kumovideo.serve.jobs import JobStore
+    from kumovideo.serve.limits import Limits
+    from kumovideo.serve.worker import default_models, load_models, warm_up
+    from kumovideo.utils.devices import resolve_device
+
+    device = resolve_device(args.device, cpu="--device cpu")
+    pipes, infos = load_models(folders or default_models(), device)
+    if not args.no_warmup:
+        warm_up(pipes, infos)
+    app = create_app(JobStore(data_dir), pipes, infos, limits=Limits(max_queue=args.max_queue), api_key=api_key)
+    run_server(app, args.host, args.port)
+    return 0

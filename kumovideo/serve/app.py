@@ -1,0 +1,242 @@
+"""The Starlette app: OpenAI's Videos routes over the job store and the worker, the web
+page at `/`, and `run_server` (uvicorn) for `kumo serve`.
+
+Every refusal is an OpenAI-style error body with a 4xx; an unexpected exception is logged
+here and answered with a 500 whose body says nothing of the internals.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import sys
+from pathlib import Path
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import FileResponse, HTMLResponse, JSONResponse
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from kumovideo.serve.errors import ApiError, error_body, not_found
+from kumovideo.serve.jobs import JobStore, video_object
+from kumovideo.serve.limits import Limits
+from kumovideo.serve.params import parse_create
+from kumovideo.serve.worker import Worker
+
+logger = logging.getLogger(__name__)
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
+
+
+def _error_response(exc: ApiError) -> JSONResponse:
+    headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+    return JSONResponse(exc.body(), status_code=exc.status, headers=headers)
+
+
+class BearerAuth:
+    """ASGI middleware: with a key set, every /v1 request needs `Authorization: Bearer KEY`."""
+
+    def __init__(self, app, api_key: str | None):
+        self.app, self.api_key = app, api_key
+
+    async def __call__(self, scope, receive, send):
+        if self.api_key and scope["type"] == "http" and scope["path"].startswith("/v1"):
+            header = dict(scope["headers"]).get(b"authorization", b"").decode("latin-1")
+            scheme, _, token = header.partition(" ")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), self.api_key.encode()):
+                message = "missing or wrong API key: send Authorization: Bearer <key>"
+                response = _error_response(ApiError(401, message, code="invalid_api_key"))
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The body, refused with 413 as soon as it passes `limit` bytes (never read whole first)."""
+    too_large = ApiError(413, f"request body is larger than {limit} bytes", code="request_too_large")
+    length = request.headers.get("content-length", "")
+    if length.isdigit() and int(length) > limit:
+        raise too_large
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise too_large
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def read_fields(request: Request, limit: int) -> dict:
+    """A create request's fields, from a JSON object or a (multipart or urlencoded) form."""
+    body = await read_body(request, limit)
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind == FORM_TYPES[1] and body.lstrip().startswith(b"{"):
+        kind = "application/json"  # `curl -d '{...}'` without a Content-Type header
+    if kind in FORM_TYPES:
+
+        async def receive():
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        try:
+            form = await Request(request.scope, receive).form(max_files=1, max_fields=64)
+        except Exception:
+            raise ApiError(400, "the form body could not be parsed", code="invalid_body") from None
+        return {k: (v if isinstance(v, str) else "<file>") for k, v in form.items()}
+    try:
+        fields = json.loads(body)
+    except (UnicodeDecodeError, ValueError):
+        raise ApiError(
+            400, "the body is not valid JSON; send a JSON object or a multipart form", code="invalid_json"
+        ) from None
+    if not isinstance(fields, dict):
+        raise ApiError(400, "the body must be a JSON object", code="invalid_json")
+    return fields
+
+
+def create_app(
+    store: JobStore,
+    pipes: dict,
+    infos: dict,
+    *,
+    limits: Limits | None = None,
+    api_key: str | None = None,
+    start_worker: bool = True,
+) -> Starlette:
+    """The app over `store` and warm `pipes` (name -> pipeline; `infos` name -> ModelInfo,
+    the first the default). Jobs a crash cut off are failed now, before anything runs."""
+    limits = limits or Limits()
+    interrupted = store.fail_interrupted()
+    if interrupted:
+        logger.warning("%d job(s) cut off by the last stop marked failed", interrupted)
+    worker = Worker(store, pipes, limits.max_queue)
+    default_model = next(iter(infos))
+
+    def job_or_404(video_id: str) -> dict:
+        job = store.get(video_id)
+        if job is None:
+            raise not_found(video_id)
+        return job
+
+    async def create(request: Request):
+        fields = await read_fields(request, limits.max_body_bytes)
+        spec = parse_create(fields, infos, default_model, limits)
+        if worker.jobs.full():  # only this event loop adds to the queue, so the check holds
+            raise ApiError(
+                429,
+                f"the job queue is full ({limits.max_queue} waiting); retry later",
+                type="requests",
+                code="rate_limit_exceeded",
+            )
+        keys = ("model", "size", "seconds", "prompt")
+        job = store.create(**{k: spec[k] for k in keys}, spec=spec)
+        worker.submit(job["id"])
+        return JSONResponse(video_object(job))
+
+    async def retrieve(request: Request):
+        return JSONResponse(video_object(job_or_404(request.path_params["video_id"])))
+
+    async def delete(request: Request):
+        video_id = request.path_params["video_id"]
+        if not store.delete(video_id):
+            raise not_found(video_id)
+        return JSONResponse({"id": video_id, "object": "video.deleted", "deleted": True})
+
+    async def content(request: Request):
+        job = job_or_404(request.path_params["video_id"])
+        variant = request.query_params.get("variant", "video")
+        if variant != "video":
+            raise ApiError(400, f"variant={variant!r}: only 'video' is available", param="variant")
+        path = store.video_path(job["id"])
+        if job["status"] != "completed" or not path.exists():
+            raise ApiError(
+                409, f"video {job['id']} is {job['status']}, not completed; no content yet", code="video_not_ready"
+            )
+        return FileResponse(path, media_type="video/mp4", filename=f"{job['id']}.mp4")
+
+    async def list_videos(request: Request):
+        q = request.query_params
+        limit = q.get("limit", "20")
+        if not limit.isdigit() or not 1 <= int(limit) <= limits.max_list:
+            raise ApiError(400, f"limit={limit!r}; use 1 to {limits.max_list}", param="limit")
+        order = q.get("order", "desc")
+        if order not in ("asc", "desc"):
+            raise ApiError(400, f"order={order!r}; use 'asc' or 'desc'", param="order")
+        try:
+            jobs, more = store.page(limit=int(limit), after=q.get("after"), newest_first=order == "desc")
+        except KeyError:
+            raise ApiError(400, f"after={q.get('after')!r} is no video's id", param="after") from None
+        data = [video_object(j) for j in jobs]
+        first, last = (data[0]["id"], data[-1]["id"]) if data else (None, None)
+        return JSONResponse({"object": "list", "data": data, "has_more": more, "first_id": first, "last_id": last})
+
+    async def index(request: Request):
+        page = STATIC_DIR / "index.html"
+        if page.exists():
+            return FileResponse(page, media_type="text/html")
+        return HTMLResponse("<p>kumo serve: the web page is not installed; the API is at /v1/videos</p>")
+
+    async def health(request: Request):
+        return JSONResponse({"status": "ok", "models": list(infos), "queued": worker.jobs.qsize()})
+
+    async def api_error(request: Request, exc: ApiError):
+        return _error_response(exc)
+
+    async def http_error(request: Request, exc: HTTPException):
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
+        return _error_response(ApiError(exc.status_code, str(exc.detail), code=code))
+
+    async def server_error(request: Request, exc: Exception):
+        logger.error("error answering %s %s", request.method, request.url.path, exc_info=exc)
+        return JSONResponse(error_body("internal server error", type="server_error"), status_code=500)
+
+    def on_shutdown():
+        worker.stop()
+
+    routes = [
+        Route("/", index),
+        Route("/health", health),
+        Route("/v1/videos", create, methods=["POST"]),
+        Route("/v1/videos", list_videos, methods=["GET"]),
+        Route("/v1/videos/{video_id}", retrieve, methods=["GET"]),
+        Route("/v1/videos/{video_id}", delete, methods=["DELETE"]),
+        Route("/v1/videos/{video_id}/content", content, methods=["GET"]),
+        Mount("/static", app=StaticFiles(directory=STATIC_DIR, check_dir=False), name="static"),
+    ]
+    from contextlib import asynccontextmanager
+
+    @asynccontextmanager
+    async def lifespan(app):
+        if start_worker:
+            worker.start()
+        yield
+        on_shutdown()
+
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={ApiError: api_error, HTTPException: http_error, Exception: server_error},
+    )
+    app.state.worker, app.state.store = worker, store
+    app.add_middleware(BearerAuth, api_key=api_key)
+    return app
+
+
+def run_server(app, host: str, port: int) -> None:
+    """Serve until SIGINT/SIGTERM (uvicorn stops taking requests and the lifespan stops the
+    worker); print `kumo serve: listening on http://HOST:PORT` once requests are taken."""
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        async def startup(self, sockets=None):
+            await super().startup(sockets=sockets)
+            if not self.should_exit:
+                bound = self.servers[0].sockets[0].getsockname()[1] if self.servers else port
+                print(f"kumo serve: listening on http://{host}:{bound}", flush=True)
+
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on", access_log=False)
+    Server(config).run()
+    sys.stdout.flush()

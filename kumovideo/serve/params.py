@@ -1,0 +1,173 @@
+"""A create request's fields -> a checked job spec, before anything is queued.
+
+The rules are the project's own (`kumovideo.utils.numbers`, `kumovideo.pipelines.checks`,
+`ClipGeometry.check_clip`): their one-line `KumoInputError` becomes the 400's message,
+with the field named in `param`. `seconds` maps to frames as `fps * seconds + 1` (8 fps:
+"1" -> 9 frames, "2" -> 17, "4" -> 33), which must be a frame count the VAE decodes
+(8k+1); anything else is refused rather than silently rounded.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+from kumovideo.geometry import ClipGeometry
+from kumovideo.pipelines import checks
+from kumovideo.serve.errors import ApiError
+from kumovideo.serve.limits import Limits
+from kumovideo.utils.errors import KumoInputError
+from kumovideo.utils.numbers import check_real, check_seed, check_whole
+
+SIZE_PATTERN = re.compile(r"([0-9]{1,5})x([0-9]{1,5})")
+SECONDS_PATTERN = re.compile(r"[0-9]{1,4}(\.[0-9]{1,3})?")
+TRUE, FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off", "")
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the request checks need to know about one served model."""
+
+    name: str
+    turbo: bool
+    geometry: ClipGeometry
+    frames: int  # the default clip
+    height: int
+    width: int
+    fps: int
+    steps: int  # the checkpoint's recommended sampling
+    guidance: float
+    train_timesteps: int
+
+
+def bad(param: str, message: str, code: str = "invalid_value") -> ApiError:
+    return ApiError(400, message, param=param, code=code)
+
+
+def _checked(param: str, check, *args, **kwargs):
+    try:
+        return check(*args, **kwargs)
+    except KumoInputError as exc:
+        raise bad(param, str(exc)) from None
+
+
+def _number_from_form(value, cast):
+    """Form fields are strings: "3" -> 3, so the shared checks see numbers; anything that is
+    not a number stays a string and is refused by them."""
+    if isinstance(value, str):
+        try:
+            return cast(value)
+        except ValueError:
+            return value
+    return value
+
+
+def _bool(value, param: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in TRUE + FALSE:
+        return value.strip().lower() in TRUE
+    raise bad(param, f"{param}={value!r} must be true or false")
+
+
+def pick_model(fields: dict, models: dict[str, ModelInfo], default: str) -> ModelInfo:
+    """`model` if given (one of the served names); else `turbo: true` picks the served
+    Turbo model; else the default (the first served)."""
+    turbo = _bool(fields.get("turbo", False), "turbo")
+    name = fields.get("model")
+    if name is None or name == "":
+        if turbo:
+            name = next((m.name for m in models.values() if m.turbo), None)
+            if name is None:
+                raise bad("turbo", "no Turbo model is served; leave turbo out or start kumo serve with one")
+        else:
+            name = default
+    if not isinstance(name, str) or name not in models:
+        served = ", ".join(repr(n) for n in models)
+        raise bad("model", f"model {name!r} is not served here; use one of {served}", code="model_not_found")
+    info = models[name]
+    if turbo and not info.turbo:
+        raise bad("turbo", f"model {name!r} is not a Turbo model; drop turbo or pick a Turbo model")
+    return info
+
+
+def parse_create(fields: dict, models: dict[str, ModelInfo], default: str, limits: Limits) -> dict:
+    """The job spec of a `POST /v1/videos` body (JSON object or form fields), or ApiError."""
+    if fields.get("input_reference") not in (None, ""):
+        raise bad("input_reference", "input_reference (image-to-video) is not supported yet", code="unsupported")
+    prompt = fields.get("prompt")
+    if prompt is None:
+        raise bad("prompt", "prompt is required: say what the clip should show", code="missing_required_parameter")
+    negative = fields.get("negative_prompt") or None
+    _checked("prompt", checks.check_prompts, prompt, None)
+    _checked("negative_prompt", checks.check_prompts, prompt, negative)
+    if isinstance(prompt, list):
+        raise bad("prompt", "prompt must be one string (one video per request)")
+    if not prompt.strip():
+        raise bad("prompt", "the prompt is empty; say what the clip should show")
+    for param, text in (("prompt", prompt), ("negative_prompt", negative or "")):
+        if len(text) > limits.max_prompt_chars:
+            raise bad(
+                param, f"{param} has {len(text)} characters; this server takes at most {limits.max_prompt_chars}"
+            )
+    model = pick_model(fields, models, default)
+
+    frames, seconds = model.frames, fields.get("seconds")
+    if seconds is None or seconds == "":
+        seconds = f"{(model.frames - 1) / model.fps:g}"
+    else:
+        text = str(seconds) if not isinstance(seconds, bool) else ""
+        if not SECONDS_PATTERN.fullmatch(text):
+            raise bad("seconds", f'seconds={seconds!r} must be a number of seconds such as "2"')
+        value = float(text)
+        frames = round(value * model.fps) + 1
+        if not math.isclose(frames - 1, value * model.fps) or not model.geometry.is_valid_frames(frames):
+            step = model.geometry.frame_step / model.fps
+            raise bad(
+                "seconds",
+                f"seconds={text} is not a length {model.name} makes at {model.fps} fps "
+                f'(fps * seconds + 1 frames, a multiple of {step:g} s); use e.g. "1" or "2"',
+            )
+        seconds = f"{value:g}"
+    if frames > limits.max_frames:
+        longest = (limits.max_frames - 1) // model.fps
+        raise bad("seconds", f"seconds={seconds} is {frames} frames; this server makes at most {longest} s")
+
+    size = fields.get("size")
+    width, height = model.width, model.height
+    if size is None or size == "":
+        size = f"{width}x{height}"
+    else:
+        match = SIZE_PATTERN.fullmatch(size) if isinstance(size, str) else None
+        if match is None:
+            raise bad("size", f'size={size!r} must be WIDTHxHEIGHT in pixels, such as "{width}x{height}"')
+        width, height = int(match[1]), int(match[2])
+        if max(width, height) > limits.max_side:
+            raise bad("size", f"size={size} is larger than this server's {limits.max_side} pixels a side")
+    _checked("size", model.geometry.check_clip, frames, height, width)  # frames are valid by now
+
+    seed = _checked("seed", check_seed, _number_from_form(fields.get("seed", 0), int))
+    steps = fields.get("steps")
+    steps = model.steps if steps in (None, "") else _number_from_form(steps, int)
+    steps = _checked("steps", check_whole, steps, "steps", high=limits.max_steps)
+    _checked("steps", checks.check_num_inference_steps, steps, model.train_timesteps)
+    guidance = fields.get("guidance_scale")
+    guidance = model.guidance if guidance in (None, "") else _number_from_form(guidance, float)
+    guidance = _checked(
+        "guidance_scale", check_real, guidance, "guidance_scale", low=0, high=limits.max_guidance, above_low=False
+    )
+    return {
+        "model": model.name,
+        "prompt": prompt,
+        "negative_prompt": negative,
+        "seconds": seconds,
+        "size": size,
+        "frames": frames,
+        "height": height,
+        "width": width,
+        "fps": model.fps,
+        "seed": seed,
+        "steps": steps,
+        "guidance_scale": guidance,
+    }

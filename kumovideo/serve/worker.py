@@ -1,0 +1,178 @@
+"""The warm models and the worker thread.
+
+Pipelines are loaded once at start-up and stay on their device; each request only pays
+for its own sampling and decode (no 4 s of importing and loading, as a `kumo generate`
+run does). One worker thread per device runs jobs from a bounded queue one at a time (two
+clips at once on one device would only share its cores), reporting progress through the
+pipeline's `callback_on_step_end` into the job store.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from pathlib import Path
+
+from kumovideo.serve.jobs import JobStore
+from kumovideo.serve.params import ModelInfo
+from kumovideo.utils.errors import KumoInputError
+
+logger = logging.getLogger(__name__)
+
+STEPS_SHARE = 90  # progress the denoising steps take; the decode and the write take the rest
+STOPPED = "server stopped while this job was in progress"
+
+
+class Cancelled(Exception):
+    """Raised from the step callback when a job is deleted or the server stops."""
+
+
+def default_models() -> dict[str, Path]:
+    """The built-in base and Turbo models, by their served names."""
+    from kumovideo.builtin import builtin_model_dir
+
+    return {"kumo-shapes": builtin_model_dir(turbo=False), "kumo-shapes-turbo": builtin_model_dir(turbo=True)}
+
+
+def load_models(folders: dict[str, Path], device="cpu") -> tuple[dict, dict[str, ModelInfo]]:
+    """name -> pipeline on `device`, and name -> what the request checks need."""
+    from kumovideo.pipelines import KumoPipeline
+    from kumovideo.schedulers import KumoLCMScheduler
+
+    pipes, infos = {}, {}
+    for name, folder in folders.items():
+        pipe = KumoPipeline.from_pretrained(folder).to(device)
+        pipe.set_progress_bar_config(disable=True)
+        clip, sampling = pipe.default_clip(), pipe.default_sampling()
+        pipes[name] = pipe
+        infos[name] = ModelInfo(
+            name=name,
+            turbo=isinstance(pipe.scheduler, KumoLCMScheduler),
+            geometry=pipe.geometry,
+            frames=clip["num_frames"],
+            height=clip["height"],
+            width=clip["width"],
+            fps=int(pipe.sampling_defaults.get("fps", 8)),
+            steps=sampling["num_inference_steps"],
+            guidance=float(sampling["guidance_scale"]),
+            train_timesteps=pipe.scheduler.config.num_train_timesteps,
+        )
+    return pipes, infos
+
+
+def generate(pipe, spec: dict, on_step=None):
+    """One clip of a job spec as uint8 frames (F, H, W, 3)."""
+    import torch
+
+    from kumovideo.pipelines import frames_to_uint8
+
+    def callback(p, step, timestep, tensors):
+        if on_step is not None:
+            on_step(step + 1, p._num_timesteps)
+        return {}
+
+    video = pipe(
+        prompt=spec["prompt"],
+        negative_prompt=spec["negative_prompt"],
+        num_frames=spec["frames"],
+        height=spec["height"],
+        width=spec["width"],
+        num_inference_steps=spec["steps"],
+        guidance_scale=spec["guidance_scale"],
+        generator=torch.Generator(device="cpu").manual_seed(spec["seed"]),
+        output_type="pt",
+        callback_on_step_end=callback,
+    ).frames[0]
+    return frames_to_uint8(video)
+
+
+class Worker:
+    """One thread taking job ids from a bounded queue; `submit` refuses when it is full."""
+
+    def __init__(self, store: JobStore, pipes: dict, max_queue: int):
+        self.store, self.pipes = store, pipes
+        self.jobs: queue.Queue[str | None] = queue.Queue(maxsize=max_queue)
+        self.stopping = threading.Event()
+        self.current: str | None = None
+        self.thread = threading.Thread(target=self._loop, name="kumo-serve-worker", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def submit(self, job_id: str) -> bool:
+        try:
+            self.jobs.put_nowait(job_id)
+        except queue.Full:
+            return False
+        return True
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Cancel the running job at its next step, fail the queued ones, join the thread."""
+        self.stopping.set()
+        while True:
+            try:
+                job_id = self.jobs.get_nowait()
+            except queue.Empty:
+                break
+            if job_id is not None:
+                self.store.fail(job_id, "server_stopped", "server stopped before this job started; submit it again")
+        try:
+            self.jobs.put_nowait(None)
+        except queue.Full:
+            pass
+        if self.thread.is_alive():
+            self.thread.join(timeout)
+
+    def _loop(self) -> None:
+        while not self.stopping.is_set():
+            job_id = self.jobs.get()
+            if job_id is None or self.stopping.is_set():
+                break
+            self.current = job_id
+            try:
+                self._run(job_id)
+            except Exception:  # a bug here must not end the worker; the job says it failed
+                logger.exception("job %s failed", job_id)
+                self.store.fail(job_id, "server_error", "generation failed (server error; see the server log)")
+            finally:
+                self.current = None
+
+    def _run(self, job_id: str) -> None:
+        import json
+
+        from kumovideo.utils.video_io import write_video
+
+        if not self.store.start(job_id):
+            return  # deleted while queued
+        job = self.store.get(job_id)
+        spec = json.loads(job["spec"])
+
+        def on_step(done: int, total: int) -> None:
+            if self.stopping.is_set():
+                raise Cancelled(STOPPED)
+            if not self.store.update(job_id, progress=int(STEPS_SHARE * done / max(total, 1))):
+                raise Cancelled("deleted")
+
+        try:
+            frames = generate(self.pipes[spec["model"]], spec, on_step)
+        except Cancelled as exc:
+            if str(exc) == STOPPED:
+                self.store.fail(job_id, "server_stopped", STOPPED)
+            return
+        except KumoInputError as exc:  # a rule the request checks did not catch
+            self.store.fail(job_id, "invalid_request", str(exc))
+            return
+        path = self.store.video_path(job_id)
+        write_video(frames, path, fps=spec["fps"])  # atomic: a temporary file renamed
+        if not self.store.complete(job_id):  # deleted during the decode
+            path.unlink(missing_ok=True)
+
+
+def warm_up(pipes: dict, infos: dict[str, ModelInfo]) -> None:
+    """One one-step clip per model before the server listens, so the first request does not
+    pay for first-call costs (allocator growth, lazy kernels, tokenizer caches)."""
+    for name, pipe in pipes.items():
+        info = infos[name]
+        spec = dict(prompt="warm-up", negative_prompt=None, frames=info.frames, height=info.height, width=info.width)
+        generate(pipe, {**spec, "steps": 1, "guidance_scale": info.guidance, "seed": 0})

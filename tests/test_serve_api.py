@@ -1,0 +1,277 @@
+"""`kumo serve`'s API (kumovideo.serve): plain HTTP and OpenAI's client against an
+in-process server on the built-in Turbo model (one or two steps), and every refusal's
+status and OpenAI-style error body through Starlette's TestClient (worker off: jobs stay
+queued, nothing is generated)."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+import httpx2 as httpx
+import pytest
+
+pytest.importorskip("starlette")
+pytest.importorskip("uvicorn")
+
+from starlette.testclient import TestClient  # noqa: E402
+
+from kumovideo.serve.app import create_app  # noqa: E402
+from kumovideo.serve.jobs import RESTARTED, JobStore  # noqa: E402
+from kumovideo.serve.limits import Limits  # noqa: E402
+from kumovideo.serve.worker import default_models, load_models  # noqa: E402
+
+TURBO = "kumo-shapes-turbo"
+pytestmark = pytest.mark.filterwarnings("ignore:The Sora API:DeprecationWarning")  # the client's, not ours
+
+
+@pytest.fixture(scope="module")
+def models():
+    return load_models(default_models())
+
+
+def offline_client(models, tmp_path, **kwargs) -> TestClient:
+    """A TestClient over a fresh data dir; the worker is not started, so jobs stay queued."""
+    pipes, infos = models
+    return TestClient(create_app(JobStore(tmp_path), pipes, infos, start_worker=False, **kwargs))
+
+
+@pytest.fixture
+def client(models, tmp_path):
+    with offline_client(models, tmp_path) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def live(models, tmp_path_factory):
+    """A real server (uvicorn in a thread, its worker running) on a free loopback port."""
+    import uvicorn
+
+    pipes, infos = models
+    store = JobStore(tmp_path_factory.mktemp("serve"))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(create_app(store, pipes, infos), port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server.started
+    yield f"http://127.0.0.1:{port}", store
+    server.should_exit = True
+    thread.join(10)
+
+
+def wait_done(get, video_id: str, timeout: float = 30.0) -> dict:
+    deadline, seen = time.monotonic() + timeout, []
+    while time.monotonic() < deadline:
+        video = get(video_id)
+        seen.append(video["progress"])
+        if video["status"] in ("completed", "failed"):
+            assert seen == sorted(seen), f"progress went backwards: {seen}"
+            return video
+        time.sleep(0.05)
+    raise AssertionError(f"{video_id} not done in {timeout} s (progress {seen[-5:]})")
+
+
+def assert_error(response, status: int, param: str | None = None) -> dict:
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    assert error["message"] and "Traceback" not in error["message"]
+    if param is not None:
+        assert error["param"] == param
+    return error
+
+
+# ---------------------------------------------------------------------- a real server
+
+
+def test_create_poll_content_delete_over_http(live, tmp_path):
+    from kumovideo.utils.video_io import read_video
+
+    base, store = live
+    body = {"prompt": "a red circle moves right", "model": TURBO, "seconds": "2", "size": "64x64", "steps": 2}
+    created = httpx.post(f"{base}/v1/videos", json=body).json()
+    assert created["object"] == "video" and created["status"] == "queued" and created["id"].startswith("video_")
+    assert (created["model"], created["size"], created["seconds"]) == (TURBO, "64x64", "2")
+    video = wait_done(lambda i: httpx.get(f"{base}/v1/videos/{i}").json(), created["id"])
+    assert video["status"] == "completed" and video["progress"] == 100 and video["error"] is None
+    response = httpx.get(f"{base}/v1/videos/{video['id']}/content")
+    assert response.status_code == 200 and response.headers["content-type"] == "video/mp4"
+    (tmp_path / "clip.mp4").write_bytes(response.content)
+    frames, fps = read_video(tmp_path / "clip.mp4")
+    assert frames.shape == (17, 64, 64, 3) and fps == 8
+    gone = httpx.delete(f"{base}/v1/videos/{video['id']}").json()
+    assert gone == {"id": video["id"], "object": "video.deleted", "deleted": True}
+    assert not store.video_path(video["id"]).exists()
+    assert_error(httpx.get(f"{base}/v1/videos/{video['id']}"), 404)
+
+
+def test_openai_client(live, tmp_path):
+    openai = pytest.importorskip("openai")
+    from kumovideo.utils.video_io import read_video
+
+    base, _ = live
+    client = openai.OpenAI(base_url=f"{base}/v1", api_key="unused", max_retries=0)
+    video = client.videos.create(
+        prompt="a blue square", model=TURBO, seconds="1", size="80x48", extra_body={"steps": 1, "seed": 3}
+    )
+    assert video.status == "queued" and video.seconds == "1" and video.size == "80x48"
+    video = wait_done(lambda i: client.videos.retrieve(i).model_dump(), video.id)
+    assert video["status"] == "completed"
+    client.videos.download_content(video["id"]).write_to_file(tmp_path / "clip.mp4")
+    frames, _ = read_video(tmp_path / "clip.mp4")
+    assert frames.shape == (9, 48, 80, 3)
+    assert video["id"] in [v.id for v in client.videos.list(limit=5)]
+    assert client.videos.delete(video["id"]).deleted
+    with pytest.raises(openai.NotFoundError):
+        client.videos.retrieve(video["id"])
+    with pytest.raises(openai.BadRequestError):
+        client.videos.create(prompt="x", model="sora-2")
+
+
+# ---------------------------------------------------------------------- list, queue, restart
+
+
+def test_list_newest_first_with_pagination(client):
+    ids = [client.post("/v1/videos", json={"prompt": f"clip {i}"}).json()["id"] for i in range(5)]
+    page = client.get("/v1/videos", params={"limit": 2}).json()
+    assert page["object"] == "list" and page["has_more"] is True
+    assert [v["id"] for v in page["data"]] == [ids[4], ids[3]]
+    assert (page["first_id"], page["last_id"]) == (ids[4], ids[3])
+    rest = client.get("/v1/videos", params={"limit": 10, "after": page["last_id"]}).json()
+    assert [v["id"] for v in rest["data"]] == [ids[2], ids[1], ids[0]] and rest["has_more"] is False
+    oldest = client.get("/v1/videos", params={"order": "asc", "limit": 1}).json()
+    assert oldest["data"][0]["id"] == ids[0]
+    assert_error(client.get("/v1/videos", params={"after": "video_" + "0" * 32}), 400, "after")
+    assert_error(client.get("/v1/videos", params={"limit": 0}), 400, "limit")
+
+
+def test_full_queue_answers_429(models, tmp_path):
+    with offline_client(models, tmp_path, limits=Limits(max_queue=2)) as c:
+        assert [c.post("/v1/videos", json={"prompt": "p"}).status_code for _ in range(2)] == [200, 200]
+        error = assert_error(c.post("/v1/videos", json={"prompt": "p"}), 429)
+        assert error["code"] == "rate_limit_exceeded"
+        assert len(c.get("/v1/videos").json()["data"]) == 2  # the refused one is not listed
+
+
+def test_restart_keeps_jobs_and_fails_interrupted_ones(models, tmp_path):
+    store = JobStore(tmp_path)
+    fields = dict(model=TURBO, size="64x64", seconds="2", prompt="p", spec={})
+    done, running, waiting = (store.create(**fields)["id"] for _ in range(3))
+    store.start(done)
+    store.video_path(done).write_bytes(b"mp4")
+    store.complete(done)
+    store.start(running)
+    store.update(running, progress=40)
+    partial = store.videos_dir / f".{running}.x1y2.mp4"  # write_video's temporary file, cut off
+    partial.write_bytes(b"half")
+    store.close()  # as if the server had been killed here
+    with offline_client(models, tmp_path) as c:
+        listed = {v["id"]: v for v in c.get("/v1/videos").json()["data"]}
+        assert set(listed) == {done, running, waiting}
+        assert listed[done]["status"] == "completed"
+        assert c.get(f"/v1/videos/{done}/content").content == b"mp4"
+        assert listed[running]["status"] == "failed"
+        assert listed[running]["error"] == {"code": "server_restarted", "message": RESTARTED}
+        assert listed[waiting]["status"] == "failed" and listed[waiting]["error"]["message"]
+        assert not partial.exists()
+
+
+# ---------------------------------------------------------------------- refusals
+
+
+@pytest.mark.parametrize(
+    "body, param",
+    [
+        ({"prompt": "p", "size": "65x64"}, "size"),
+        ({"prompt": "p", "size": "big"}, "size"),
+        ({"prompt": "p", "size": "4096x4096"}, "size"),
+        ({"prompt": "p", "seconds": "1.3"}, "seconds"),
+        ({"prompt": "p", "seconds": "0.5"}, "seconds"),
+        ({"prompt": "p", "seconds": "100"}, "seconds"),
+        ({"prompt": "p", "seconds": "two"}, "seconds"),
+        ({"prompt": "p", "model": "sora-2"}, "model"),
+        ({"prompt": "p", "model": "kumo-shapes", "turbo": True}, "turbo"),
+        ({"prompt": "x" * 5000}, "prompt"),
+        ({"prompt": ""}, "prompt"),
+        ({"prompt": ["a", "b"]}, "prompt"),
+        ({"prompt": 3}, "prompt"),
+        ({}, "prompt"),
+        ({"prompt": "p", "negative_prompt": 5}, "negative_prompt"),
+        ({"prompt": "p", "seed": -1}, "seed"),
+        ({"prompt": "p", "seed": 2**70}, "seed"),
+        ({"prompt": "p", "seed": "x"}, "seed"),
+        ({"prompt": "p", "steps": 0}, "steps"),
+        ({"prompt": "p", "steps": 1.5}, "steps"),
+        ({"prompt": "p", "guidance_scale": 1000}, "guidance_scale"),
+        ({"prompt": "p", "guidance_scale": "strong"}, "guidance_scale"),
+        ({"prompt": "p", "turbo": "maybe"}, "turbo"),
+    ],
+)
+def test_bad_create_is_400_naming_the_field(client, body, param):
+    assert_error(client.post("/v1/videos", json=body), 400, param)
+
+
+def test_bad_bodies_and_ids(client):
+    assert_error(client.post("/v1/videos", content=b"{not json", headers={"content-type": "application/json"}), 400)
+    assert_error(client.post("/v1/videos", json=["prompt"]), 400)
+    big = b'{"prompt": "' + b"x" * (2 << 20) + b'"}'
+    assert_error(client.post("/v1/videos", content=big, headers={"content-type": "application/json"}), 413)
+    for path in ("/v1/videos/video_" + "0" * 32, "/v1/videos/../../etc/passwd", "/v1/videos/nope/content"):
+        assert_error(client.get(path), 404)
+    assert_error(client.delete("/v1/videos/video_" + "1" * 32), 404)
+    queued = client.post("/v1/videos", json={"prompt": "p"}).json()["id"]
+    assert_error(client.get(f"/v1/videos/{queued}/content"), 409)
+
+
+def test_multipart_form(client):
+    ok = client.post("/v1/videos", data={"prompt": "p", "turbo": "true", "seed": "7", "seconds": "1"}).json()
+    assert (ok["status"], ok["model"], ok["seconds"], ok["size"]) == ("queued", TURBO, "1", "64x64")
+    assert_error(client.post("/v1/videos", data={"prompt": "p", "seed": "seven"}), 400, "seed")
+    files = {"input_reference": ("a.png", b"png", "image/png")}
+    assert_error(client.post("/v1/videos", data={"prompt": "p"}, files=files), 400, "input_reference")
+
+
+def test_api_key(models, tmp_path):
+    with offline_client(models, tmp_path, api_key="s3cret") as c:
+        assert_error(c.get("/v1/videos"), 401)
+        assert_error(c.get("/v1/videos", headers={"Authorization": "Bearer wrong"}), 401)
+        assert c.get("/v1/videos", headers={"Authorization": "Bearer s3cret"}).status_code == 200
+        assert c.get("/").status_code == 200  # the page itself is open; it sends the key
+
+
+def test_unexpected_error_is_a_bare_500(models, tmp_path, monkeypatch):
+    pipes, infos = models
+    store = JobStore(tmp_path)
+    app = create_app(store, pipes, infos, start_worker=False)
+
+    def broken(**kwargs):
+        raise RuntimeError("secret internals")
+
+    monkeypatch.setattr(store, "page", broken)
+    with TestClient(app, raise_server_exceptions=False) as c:
+        response = c.get("/v1/videos")
+    assert response.status_code == 500
+    assert response.json()["error"]["type"] == "server_error" and "secret" not in response.text
+
+
+def test_curl_style_json_and_cli_host_check(client, tmp_path, monkeypatch):
+    curl = {"content-type": "application/x-www-form-urlencoded"}  # `curl -d '{...}'` sends this
+    assert client.post("/v1/videos", content=b'{"prompt": "p"}', headers=curl).json()["status"] == "queued"
+
+    from argparse import Namespace
+
+    from kumovideo.cli.serve import check_args
+    from kumovideo.utils.errors import KumoInputError
+
+    monkeypatch.delenv("KUMO_API_KEY", raising=False)
+    args = dict(model=None, host="0.0.0.0", port=8000, data_dir=str(tmp_path), api_key=None, max_queue=4)
+    with pytest.raises(KumoInputError, match="--api-key"):
+        check_args(Namespace(**args))
+    monkeypatch.setenv("KUMO_API_KEY", "k")
+    assert check_args(Namespace(**args))[2] == "k"
