@@ -1,0 +1,175 @@
+// KumoVideo's page: a plain client of the public Videos API (/v1/videos), nothing else.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const KEY_STORE = "kumovideo.apiKey";
+const POLL_MS = 250;
+const PAGE = 12;
+const blobUrls = new Map(); // video id -> object URL (only when an API key is set)
+let lastId = null; // the gallery's last id, for ?after=
+
+function apiKey() {
+  return $("api-key").value.trim();
+}
+
+async function api(path, options = {}) {
+  const headers = { ...(options.headers || {}) };
+  if (apiKey()) headers.Authorization = `Bearer ${apiKey()}`;
+  if (options.body) headers["Content-Type"] = "application/json";
+  const resp = await fetch(path, { ...options, headers });
+  if (!resp.ok) {
+    let message = `${resp.status} ${resp.statusText}`;
+    try {
+      const body = await resp.json();
+      if (body && body.error && body.error.message) message = body.error.message;
+    } catch (_) { /* not JSON */ }
+    throw new Error(message);
+  }
+  return resp;
+}
+
+function showError(message) {
+  const el = $("error");
+  el.textContent = message ? String(message).split("\n")[0] : "";
+  el.title = message || "";
+  el.hidden = !message;
+}
+
+// A <video> needs a URL; with an API key the content is fetched with the header instead.
+async function contentUrl(id) {
+  const path = `/v1/videos/${encodeURIComponent(id)}/content`;
+  if (!apiKey()) return path;
+  if (!blobUrls.has(id)) {
+    const blob = await (await api(path)).blob();
+    blobUrls.set(id, URL.createObjectURL(blob));
+  }
+  return blobUrls.get(id);
+}
+
+function makeVideo(src, label) {
+  const v = document.createElement("video");
+  Object.assign(v, { autoplay: true, loop: true, muted: true, playsInline: true, src });
+  v.setAttribute("muted", "");
+  v.setAttribute("playsinline", "");
+  v.setAttribute("aria-label", label);
+  return v;
+}
+
+function formBody() {
+  const body = {
+    prompt: $("prompt").value.trim(),
+    size: $("size").value,
+    turbo: $("turbo").checked,
+  };
+  const neg = $("negative-prompt").value.trim();
+  if (neg) body.negative_prompt = neg;
+  if ($("seed").value !== "") body.seed = Number($("seed").value);
+  if ($("steps").value !== "") body.steps = Number($("steps").value);
+  return body;
+}
+
+function setProgress(video) {
+  const p = Math.max(0, Math.min(100, Number(video.progress) || 0));
+  $("progress").value = video.status === "completed" ? 100 : p;
+  $("progress").textContent = `${Math.round($("progress").value)}%`;
+  $("status-line").textContent = `${video.status} ${Math.round($("progress").value)}%`;
+}
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+async function generate(event) {
+  event.preventDefault();
+  showError("");
+  const body = formBody();
+  if (!body.prompt) return showError("Write a prompt first.");
+  $("submit").disabled = true;
+  try {
+    let video = await (await api("/v1/videos", { method: "POST", body: JSON.stringify(body) })).json();
+    $("current").hidden = false;
+    $("player").replaceChildren();
+    setProgress(video);
+    refreshGallery();
+    while (video.status === "queued" || video.status === "in_progress") {
+      await sleep(POLL_MS);
+      video = await (await api(`/v1/videos/${encodeURIComponent(video.id)}`)).json();
+      setProgress(video);
+    }
+    if (video.status === "completed") {
+      $("player").replaceChildren(makeVideo(await contentUrl(video.id), body.prompt));
+    } else {
+      showError(video.error && video.error.message ? video.error.message : `The job ${video.status}.`);
+    }
+  } catch (err) {
+    showError(err.message);
+  } finally {
+    $("submit").disabled = false;
+    refreshGallery();
+  }
+}
+
+async function galleryItem(video) {
+  const li = document.createElement("li");
+  li.dataset.id = video.id;
+  let media;
+  if (video.status === "completed") {
+    try {
+      media = makeVideo(await contentUrl(video.id), video.prompt || video.id);
+    } catch (_) { /* file gone: fall through to the placeholder */ }
+  }
+  if (!media) {
+    media = document.createElement("div");
+    media.className = "placeholder";
+    media.textContent = video.status;
+  }
+  const prompt = document.createElement("p");
+  prompt.className = "prompt";
+  prompt.textContent = video.prompt || "(no prompt)";
+  const status = document.createElement("p");
+  status.className = "status";
+  status.textContent = `${video.status} · ${video.size || ""} · ${new Date(video.created_at * 1000).toLocaleString()}`;
+  const del = document.createElement("button");
+  del.type = "button";
+  del.textContent = "Delete";
+  del.setAttribute("aria-label", `Delete clip: ${video.prompt || video.id}`);
+  del.addEventListener("click", async () => {
+    try {
+      await api(`/v1/videos/${encodeURIComponent(video.id)}`, { method: "DELETE" });
+      if (blobUrls.has(video.id)) URL.revokeObjectURL(blobUrls.get(video.id));
+      blobUrls.delete(video.id);
+      li.remove();
+    } catch (err) {
+      showError(err.message);
+    }
+  });
+  li.append(media, prompt, status, del);
+  return li;
+}
+
+let galleryRun = 0;
+async function refreshGallery(append = false) {
+  const run = ++galleryRun;
+  try {
+    const after = append && lastId ? `&after=${encodeURIComponent(lastId)}` : "";
+    const list = await (await api(`/v1/videos?limit=${PAGE}${after}`)).json();
+    if (run !== galleryRun) return; // a newer refresh superseded this one
+    const items = await Promise.all(list.data.map(galleryItem));
+    if (run !== galleryRun) return;
+    if (append) $("gallery").append(...items);
+    else $("gallery").replaceChildren(...items);
+    if (list.data.length) lastId = list.data[list.data.length - 1].id;
+    $("more").hidden = !(list.has_more ?? list.data.length === PAGE);
+  } catch (err) {
+    showError(err.message);
+  }
+}
+
+$("api-key").value = localStorage.getItem(KEY_STORE) || "";
+$("api-key").addEventListener("change", () => {
+  if (apiKey()) localStorage.setItem(KEY_STORE, apiKey());
+  else localStorage.removeItem(KEY_STORE);
+  refreshGallery();
+});
+if (apiKey()) $("key-box").open = true;
+$("gen-form").addEventListener("submit", generate);
+$("more").addEventListener("click", () => refreshGallery(true));
+refreshGallery();

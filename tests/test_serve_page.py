@@ -1,0 +1,245 @@
+"""The web page of `kumo serve` in headless Chromium: prompt, progress bar, playing clip, gallery.
+
+Runs the real server as a subprocess and Debian's chromium through Playwright. Skipped when
+chromium, Playwright or the server's extra are missing, except under CI=1 (the Makefile
+installs them all there), where that is a failure.
+"""
+
+import importlib.util
+import json
+import os
+import queue
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = "/usr/bin/chromium"
+PROMPT = "a red circle moves left on a black background"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def _missing() -> str | None:
+    if not Path(CHROMIUM).exists():
+        return f"{CHROMIUM} not found (apt-get install chromium; make install does)"
+    for module in ("playwright", "starlette", "uvicorn", "kumovideo.serve"):
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except ImportError:
+            found = False
+        if not found:
+            return f"{module} is not importable (pip install -e '.[serve,test]')"
+    return None
+
+
+# No proxy for loopback requests, whatever the environment says.
+_open = urllib.request.build_opener(urllib.request.ProxyHandler({})).open
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    reason = _missing()
+    if reason:
+        if os.environ.get("CI"):
+            pytest.fail(f"the page test needs it under CI: {reason}")
+        pytest.skip(reason)
+    data_dir = tmp_path_factory.mktemp("serve-data")
+    port = _free_port()
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+    env.pop("KUMO_API_KEY", None)
+    cmd = [sys.executable, "-m", "kumovideo.cli", "serve", "--data-dir", str(data_dir), "--port", str(port)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    lines: queue.Queue = queue.Queue()
+    log: list[str] = []
+
+    def pump():
+        for line in proc.stdout:
+            log.append(line)
+            lines.put(line)
+
+    threading.Thread(target=pump, daemon=True).start()
+    deadline = time.monotonic() + 120
+    url = None
+    try:
+        while url is None:
+            left = deadline - time.monotonic()
+            if left <= 0 or proc.poll() is not None:
+                pytest.fail("kumo serve did not start:\n" + "".join(log[-40:]))
+            try:
+                line = lines.get(timeout=min(left, 1.0))
+            except queue.Empty:
+                continue
+            if "kumo serve: listening on " in line:
+                url = line.split("listening on ", 1)[1].strip()
+        host, port_text = url.rsplit("/", 1)[-1].rsplit(":", 1)
+        while True:  # the line may come just before the socket accepts
+            try:
+                socket.create_connection((host, int(port_text)), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture(scope="module")
+def page(server, tmp_path_factory):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        context = p.chromium.launch_persistent_context(
+            str(tmp_path_factory.mktemp("chromium-profile")),
+            executable_path=CHROMIUM,
+            headless=True,
+            args=CHROMIUM_ARGS,
+        )
+        try:
+            page = context.new_page()
+            page.set_default_timeout(45_000)
+            yield page
+        finally:
+            context.close()
+
+
+def test_static_files_served(server):
+    with _open(server + "/", timeout=10) as r:
+        html = r.read().decode()
+    assert r.headers["Content-Type"].startswith("text/html")
+    for name in ("/static/app.js", "/static/style.css"):
+        assert name in html
+        with _open(server + name, timeout=10) as r:
+            assert r.status == 200 and r.read()
+
+
+def test_page_generates_plays_and_lists_a_clip(server, page):
+    page.goto(server + "/")
+    # Every input has a label (accessible name).
+    for label in ("Prompt", "Negative prompt", "Size", "Seed", "Steps", "Turbo"):
+        assert page.get_by_label(label, exact=True).count() == 1, label
+
+    page.get_by_label("Prompt", exact=True).fill(PROMPT)
+    page.get_by_label("Turbo", exact=True).check()
+    page.get_by_label("Seed", exact=True).fill("7")
+    # Record every value the progress bar takes, from before the submit.
+    page.evaluate(
+        """() => {
+            window.__seen = [];
+            const bar = document.getElementById('progress');
+            const tick = () => {
+                if (!document.getElementById('current').hidden) window.__seen.push(bar.value);
+            };
+            window.__tick = setInterval(tick, 10);
+        }"""
+    )
+    page.get_by_role("button", name="Generate").click()
+
+    video = page.locator("#player video")
+    video.wait_for(state="attached", timeout=45_000)
+    page.evaluate("() => clearInterval(window.__tick)")
+    seen = page.evaluate("() => window.__seen.concat([document.getElementById('progress').value])")
+    assert seen and seen[-1] == 100, seen
+    assert seen == sorted(seen), f"progress went backwards: {seen}"
+    assert seen[0] < 100 or len(seen) == 1, seen
+
+    src = video.get_attribute("src")
+    assert src.startswith("/v1/videos/") and src.endswith("/content"), src
+    for attr in ("autoplay", "loop", "muted", "playsinline"):
+        assert video.get_attribute(attr) is not None, attr
+    # The clip decodes and plays in Chromium (Debian's build has H.264).
+    page.wait_for_function("v => v.readyState >= 2 && v.videoWidth > 0", arg=video.element_handle(), timeout=15_000)
+    assert video.evaluate("v => v.videoWidth") == 64
+    page.wait_for_function("v => v.currentTime > 0", arg=video.element_handle(), timeout=15_000)
+
+    with _open(server + src, timeout=10) as r:
+        body = r.read()
+    assert r.headers["Content-Type"].startswith("video/mp4")
+    assert body[4:8] == b"ftyp"
+
+    # The gallery lists it, newest first, with its prompt and status.
+    video_id = src.split("/")[3]
+    item = page.locator(f'#gallery li[data-id="{video_id}"]')
+    item.wait_for(timeout=15_000)
+    assert page.locator("#gallery li").first.get_attribute("data-id") == video_id
+    assert PROMPT in item.locator(".prompt").inner_text()
+    assert "completed" in item.locator(".status").inner_text()
+    assert item.locator("video").get_attribute("src") == src
+    assert page.locator("#error").is_hidden()
+
+
+def test_page_shows_a_refused_size_inline(server, page):
+    page.goto(server + "/")
+    page.get_by_label("Prompt", exact=True).fill(PROMPT)
+    # A size the model cannot make: the server answers 400 and the page shows its message.
+    page.evaluate(
+        """() => {
+            const s = document.getElementById('size');
+            s.add(new Option('65x65', '65x65'));
+            s.value = '65x65';
+        }"""
+    )
+    page.get_by_role("button", name="Generate").click()
+    error = page.locator("#error")
+    error.wait_for(state="visible", timeout=15_000)
+    assert error.inner_text().strip()
+    assert "\n" not in error.inner_text()
+
+
+def _completed_job(server: str, prompt: str) -> str:
+    """A finished clip made through the API (Turbo, the model's own size)."""
+    request = urllib.request.Request(
+        server + "/v1/videos",
+        data=json.dumps({"prompt": prompt, "turbo": True, "seed": 1}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with _open(request, timeout=10) as r:
+        video = json.load(r)
+    deadline = time.monotonic() + 45
+    while video["status"] in ("queued", "in_progress") and time.monotonic() < deadline:
+        time.sleep(0.1)
+        with _open(f"{server}/v1/videos/{video['id']}", timeout=10) as r:
+            video = json.load(r)
+    assert video["status"] == "completed", video
+    return video["id"]
+
+
+def test_page_deletes_a_clip(server, page):
+    video_id = _completed_job(server, "a blue square moves up on a black background")
+    page.goto(server + "/")
+    item = page.locator(f'#gallery li[data-id="{video_id}"]')
+    item.wait_for(timeout=15_000)
+    before = page.locator("#gallery li").count()
+    item.get_by_role("button", name="Delete clip").click()
+    item.wait_for(state="detached", timeout=15_000)
+    assert page.locator("#gallery li").count() == before - 1
+    with pytest.raises(urllib.error.HTTPError) as e:
+        _open(f"{server}/v1/videos/{video_id}", timeout=10)
+    assert e.value.code == 404
