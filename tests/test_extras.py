@@ -1,4 +1,4 @@
-"""Optional extras (pyproject's `data` and `ray`): a command that needs one which is not
+"""Optional extras (pyproject's `data`, `ray` and `serve`): a command that needs one which is not
 installed says so in one line, naming the extra, before any work; the help and the rest of
 the CLI work without it."""
 
@@ -23,6 +23,7 @@ def _argv(tmp_path, command):
         "cut --ray": ["data", "cut", str(clips), "-o", str(tmp_path / "cut"), "--ray", "local"],
         "cut": ["data", "cut", str(clips), "-o", str(tmp_path / "cut")],
         "encode": ["data", "encode", str(clips), "--vae", str(tmp_path), "-o", str(tmp_path / "latents")],
+        "serve": ["serve", "--data-dir", str(tmp_path / "serve"), "--port", "0"],
     }[command]
 
 
@@ -35,6 +36,9 @@ def _argv(tmp_path, command):
         ("encode", ["cv2"], "data"),
         ("scan --ray", ["ray", "ray.data"], "ray"),
         ("cut --ray", ["ray", "ray.data"], "ray"),
+        ("serve", ["starlette"], "serve"),
+        ("serve", ["uvicorn"], "serve"),
+        ("serve", ["multipart"], "serve"),
     ],
 )
 def test_a_missing_extra_is_named_in_one_line(tmp_path, capsys, monkeypatch, command, missing, extra):
@@ -43,7 +47,7 @@ def test_a_missing_extra_is_named_in_one_line(tmp_path, capsys, monkeypatch, com
     argv = _argv(tmp_path, command)
     before = sorted(p.name for p in tmp_path.iterdir())
     assert main(argv) == 2
-    feature = "--ray" if "--ray" in command else f"kumo data {command}"
+    feature = "--ray" if "--ray" in command else "kumo serve" if command == "serve" else f"kumo data {command}"
     assert_one_line_error(
         capsys, f"{feature} needs the '{extra}' extra", f"({missing[-1]} is not installed)", f"'kumovideo[{extra}]'"
     )

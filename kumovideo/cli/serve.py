@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from kumovideo.utils.errors import KumoInputError
+from kumovideo.utils.extras import require
 from kumovideo.utils.numbers import check_whole
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -38,15 +39,11 @@ def register(sub) -> None:
 
 def check_args(args) -> tuple[dict[str, Path], Path, str | None]:
     """The served folders by name, the data dir and the API key, as one-line errors."""
-    import importlib.util
 
     from kumovideo.builtin import cache_dir
 
     for module in ("starlette", "uvicorn", "multipart"):
-        if importlib.util.find_spec(module) is None:
-            raise KumoInputError(
-                f"kumo serve needs the 'serve' extra ({module} is not installed): pip install 'kumovideo[serve]'"
-            )
+        require(module, "kumo serve")
     api_key = args.api_key if args.api_key is not None else os.environ.get("KUMO_API_KEY") or None
     if args.host not in LOOPBACK and not api_key:
         raise KumoInputError(

@@ -14,6 +14,9 @@ EXTRAS = {
     "scenedetect": "data",
     "ray": "ray",
     "torchao": "fp8",
+    "starlette": "serve",
+    "uvicorn": "serve",
+    "multipart": "serve",
 }
 
 
