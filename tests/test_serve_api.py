@@ -275,3 +275,57 @@ def test_curl_style_json_and_cli_host_check(client, tmp_path, monkeypatch):
         check_args(Namespace(**args))
     monkeypatch.setenv("KUMO_API_KEY", "k")
     assert check_args(Namespace(**args))[2] == "k"
+
+
+def test_one_worker_per_device_share_the_queue(tmp_path, monkeypatch):
+    """Two copies of the models (two devices) each get a worker thread taking jobs from the
+    one queue: the first two jobs run at the same time, one on each, and all complete."""
+    from kumovideo.serve import worker as worker_module
+    from kumovideo.serve.worker import Worker
+
+    replicas = [load_models({TURBO: default_models()[TURBO]})[0] for _ in range(2)]
+    store = JobStore(tmp_path)
+    together = threading.Barrier(2, timeout=30)  # broken (the job fails) unless two threads meet
+    ran_on = []
+    real_generate = worker_module.generate
+
+    def generate_meeting_the_other_worker(pipe, spec, on_step=None):
+        ran_on.append((threading.current_thread().name, pipe))
+        if len(ran_on) <= 2:
+            together.wait()
+        return real_generate(pipe, spec, on_step)
+
+    monkeypatch.setattr(worker_module, "generate", generate_meeting_the_other_worker)
+    spec = dict(model=TURBO, prompt="a red circle", negative_prompt=None, frames=9, height=64, width=64)
+    spec.update(steps=1, guidance_scale=1.0, seed=0, fps=8)
+    worker = Worker(store, replicas, max_queue=8)
+    assert len(worker.threads) == 2
+    ids = [store.create(model=TURBO, size="64x64", seconds="1", prompt="a red circle", spec=spec)["id"] for _ in "abc"]
+    try:
+        worker.start()
+        assert all(worker.submit(i) for i in ids)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and any(store.get(i)["status"] in ("queued", "in_progress") for i in ids):
+            time.sleep(0.05)
+    finally:
+        worker.stop()
+    assert [store.get(i)["status"] for i in ids] == ["completed"] * 3
+    first_two = ran_on[:2]
+    assert len({name for name, _ in first_two}) == 2 and len({id(pipe) for _, pipe in first_two}) == 2
+    assert not any(t.is_alive() for t in worker.threads)
+
+
+def test_serving_devices():
+    import torch
+
+    from kumovideo.cli.serve import serving_devices
+    from kumovideo.utils.errors import KumoInputError
+
+    expected = [torch.device(f"cuda:{i}") for i in range(torch.cuda.device_count())] or [torch.device("cpu")]
+    assert serving_devices(None) == expected
+    assert serving_devices("cpu") == [torch.device("cpu")]
+    with pytest.raises(KumoInputError, match="name each device once"):
+        serving_devices("cpu,cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(KumoInputError, match="no CUDA GPU"):
+            serving_devices("cuda:0,cuda:1")

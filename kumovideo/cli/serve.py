@@ -32,7 +32,12 @@ def register(sub) -> None:
         help="require Authorization: Bearer KEY on /v1 (default: $KUMO_API_KEY; needed off loopback)",
     )
     p.add_argument("--max-queue", type=int, default=16, help="jobs that may wait; more get 429 (default 16)")
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:N or mps (default: cuda if available, else cpu)")
+    p.add_argument(
+        "--device",
+        default=None,
+        help="cpu, cuda:N or mps, or a comma-separated list (cuda:0,cuda:1): one worker and one copy of the models "
+        "each (default: every CUDA GPU, else the CPU)",
+    )
     p.add_argument("--no-warmup", action="store_true", help="skip the one-step warm-up clip per model at start")
     p.set_defaults(func=run)
 
@@ -68,6 +73,22 @@ def check_args(args) -> tuple[dict[str, Path], Path, str | None]:
     return models, data_dir, api_key
 
 
+def serving_devices(names: str | None) -> list:
+    """The devices that each get a worker and a copy of the models: `--device` (one, or a
+    comma-separated list), else every CUDA GPU, else the CPU."""
+    import torch
+
+    from kumovideo.utils.devices import resolve_device
+
+    if names is None:
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        return [torch.device(f"cuda:{i}") for i in range(count)] or [torch.device("cpu")]
+    devices = [resolve_device(name.strip(), cpu="--device cpu") for name in names.split(",") if name.strip()]
+    if not devices or len(set(devices)) != len(devices):
+        raise KumoInputError(f"--device {names!r}: name each device once, e.g. cuda:0,cuda:1 or cpu")
+    return devices
+
+
 def run(args) -> int:
     folders, data_dir, api_key = check_args(args)
 
@@ -75,12 +96,14 @@ def run(args) -> int:
     from kumovideo.serve.jobs import JobStore
     from kumovideo.serve.limits import Limits
     from kumovideo.serve.worker import default_models, load_models, warm_up
-    from kumovideo.utils.devices import resolve_device
 
-    device = resolve_device(args.device, cpu="--device cpu")
-    pipes, infos = load_models(folders or default_models(), device)
+    devices = serving_devices(args.device)
+    replicas = [load_models(folders or default_models(), device) for device in devices]
+    infos = replicas[0][1]
+    pipes = [replica for replica, _ in replicas]
     if not args.no_warmup:
-        warm_up(pipes, infos)
+        for replica in pipes:
+            warm_up(replica, infos)
     app = create_app(JobStore(data_dir), pipes, infos, limits=Limits(max_queue=args.max_queue), api_key=api_key)
     run_server(app, args.host, args.port)
     return 0

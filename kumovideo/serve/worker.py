@@ -88,17 +88,23 @@ def generate(pipe, spec: dict, on_step=None):
 
 
 class Worker:
-    """One thread taking job ids from a bounded queue; `submit` refuses when it is full."""
+    """One thread per device, each with its own copy of the models (`pipes`: name -> pipeline,
+    or a list of such, one per device), all taking job ids from one bounded queue; `submit`
+    refuses when it is full."""
 
-    def __init__(self, store: JobStore, pipes: dict, max_queue: int):
-        self.store, self.pipes = store, pipes
+    def __init__(self, store: JobStore, pipes: dict | list[dict], max_queue: int):
+        self.store = store
+        self.replicas = [pipes] if isinstance(pipes, dict) else list(pipes)
         self.jobs: queue.Queue[str | None] = queue.Queue(maxsize=max_queue)
         self.stopping = threading.Event()
-        self.current: str | None = None
-        self.thread = threading.Thread(target=self._loop, name="kumo-serve-worker", daemon=True)
+        self.threads = [
+            threading.Thread(target=self._loop, args=(replica,), name=f"kumo-serve-worker-{i}", daemon=True)
+            for i, replica in enumerate(self.replicas)
+        ]
 
     def start(self) -> None:
-        self.thread.start()
+        for thread in self.threads:
+            thread.start()
 
     def submit(self, job_id: str) -> bool:
         try:
@@ -117,28 +123,27 @@ class Worker:
                 break
             if job_id is not None:
                 self.store.fail(job_id, "server_stopped", "server stopped before this job started; submit it again")
-        try:
-            self.jobs.put_nowait(None)
-        except queue.Full:
-            pass
-        if self.thread.is_alive():
-            self.thread.join(timeout)
+        for _ in self.threads:  # one wake-up each (the queue was just emptied)
+            try:
+                self.jobs.put_nowait(None)
+            except queue.Full:
+                break
+        for thread in self.threads:
+            if thread.is_alive():
+                thread.join(timeout)
 
-    def _loop(self) -> None:
+    def _loop(self, pipes: dict) -> None:
         while not self.stopping.is_set():
             job_id = self.jobs.get()
             if job_id is None or self.stopping.is_set():
                 break
-            self.current = job_id
             try:
-                self._run(job_id)
+                self._run(job_id, pipes)
             except Exception:  # a bug here must not end the worker; the job says it failed
                 logger.exception("job %s failed", job_id)
                 self.store.fail(job_id, "server_error", "generation failed (server error; see the server log)")
-            finally:
-                self.current = None
 
-    def _run(self, job_id: str) -> None:
+    def _run(self, job_id: str, pipes: dict) -> None:
         import json
 
         from kumovideo.utils.video_io import write_video
@@ -155,7 +160,7 @@ class Worker:
                 raise Cancelled("deleted")
 
         try:
-            frames = generate(self.pipes[spec["model"]], spec, on_step)
+            frames = generate(pipes[spec["model"]], spec, on_step)
         except Cancelled as exc:
             if str(exc) == STOPPED:
                 self.store.fail(job_id, "server_stopped", STOPPED)
