@@ -66,3 +66,22 @@ def tokenizer_dir(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("tokenizer")
     train_t5_tokenizer(shapes_caption_corpus(2000, seed=1000), out)
     return out
+
+
+@pytest.fixture(scope="module")
+def vae_4x_2x():
+    """A random-weight CogVideoX VAE of other compression factors than the published one's
+    (3 down blocks: 4x spatial; 2x temporal), for the tests that nothing assumes 8x / 4x."""
+    import torch
+    from diffusers import AutoencoderKLCogVideoX
+
+    torch.manual_seed(0)
+    return AutoencoderKLCogVideoX(
+        block_out_channels=(8, 8, 16),
+        latent_channels=4,
+        layers_per_block=1,
+        norm_num_groups=4,
+        down_block_types=("CogVideoXDownBlock3D",) * 3,
+        up_block_types=("CogVideoXUpBlock3D",) * 3,
+        temporal_compression_ratio=2,
+    ).eval()

@@ -94,19 +94,8 @@ def test_compression_comes_from_the_vae_config():
 
 
 @pytest.fixture(scope="module")
-def vae():
-    from diffusers import AutoencoderKLCogVideoX
-
-    torch.manual_seed(0)
-    return AutoencoderKLCogVideoX(
-        block_out_channels=(8, 8, 16),
-        latent_channels=4,
-        layers_per_block=1,
-        norm_num_groups=4,
-        down_block_types=("CogVideoXDownBlock3D",) * 3,
-        up_block_types=("CogVideoXUpBlock3D",) * 3,
-        temporal_compression_ratio=2,
-    ).eval()
+def vae(vae_4x_2x):
+    return vae_4x_2x
 
 
 @pytest.fixture(scope="module")
