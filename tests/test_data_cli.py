@@ -278,7 +278,7 @@ def test_scan_appends_only_to_a_scan_manifest(raw, tmp_path, capsys, content, na
         (
             ["data", "scan", "{raw}/raw", "-o", "{w}/out/m.jsonl"],
             "scan:\n  flow_width: -5\n",
-            ["scan.flow_width must be a number >= 16, got -5"],
+            ["scan.flow_width must be a number in [16, 16384], got -5"],
         ),
         (
             ["data", "filter", "{w}/manifest.jsonl", "-o", "{w}/out/k.jsonl"],
@@ -406,7 +406,7 @@ def test_a_stage_with_failed_clips_finishes_and_says_so(work, capsys):
 @pytest.mark.parametrize(
     "section, values, message",
     [
-        ("scan", {"flow_width": -5}, "scan.flow_width must be a number >= 16, got -5"),
+        ("scan", {"flow_width": -5}, "scan.flow_width must be a number in [16, 16384], got -5"),
         ("scan", {"flow_pairs_per_second": 0}, "scan.flow_pairs_per_second must be a number > 0"),
         ("scan", {"cut_hist_distance": 2}, "scan.cut_hist_distance must be a number in [0, 1]"),
         ("scan", {"captioner": "nocolon"}, "scan.captioner must be 'module:ClassName'"),
@@ -414,9 +414,11 @@ def test_a_stage_with_failed_clips_finishes_and_says_so(work, capsys):
         ("filter", {"max_overlay_area": -0.1}, "filter.max_overlay_area must be a number in [0, 1]"),
         ("filter", {"min_motion": 50, "max_motion": 10}, "filter.min_motion (50) is greater than"),
         ("cut", {"crf": 99}, "cut.crf must be a number in [0, 51], got 99"),
-        ("cut", {"fps": 0}, "cut.fps must be a number > 0"),
+        ("cut", {"fps": 0}, "cut.fps must be a number in (0, 1000]"),
+        ("cut", {"width": 10**20}, "cut.width must be a number in [2, 16384], got 100000000000000000000"),
+        ("cut", {"fps": 1e30}, "cut.fps must be a number in (0, 1000], got 1e+30"),
         ("cut", {"preset": "turbo"}, "cut.preset must be an x264 preset"),
-        ("encode", {"shard_size": 0}, "encode.shard_size must be a number >= 1, got 0"),
+        ("encode", {"shard_size": 0}, "encode.shard_size must be a number in [1, 2147483647], got 0"),
     ],
 )
 def test_config_values_are_checked_against_their_range(section, values, message):

@@ -18,6 +18,11 @@ def is_real(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def _number(value: float) -> str:
+    """A bound as people write it: 2147483647, not 2.14748e+09; 0.5 and 1e-06 as %g does."""
+    return str(int(value)) if float(value).is_integer() and abs(value) < 1e15 else f"{value:g}"
+
+
 @dataclass(frozen=True)
 class NumberRange:
     """The values a numeric setting may take: a number (an integer if `integer`) from `low`
@@ -45,11 +50,11 @@ class NumberRange:
     def describe(self) -> str:
         what = "an integer" if self.integer else "a number"
         if self.low is not None and self.high is not None:
-            what += f" in {'(' if self.above_low else '['}{self.low:g}, {self.high:g}]"
+            what += f" in {'(' if self.above_low else '['}{self.low:g}, {_number(self.high)}]"
         elif self.low is not None:
             what += f" {'>' if self.above_low else '>='} {self.low:g}"
         elif self.high is not None:
-            what += f" <= {self.high:g}"
+            what += f" <= {_number(self.high)}"
         return what + (" (or null)" if self.optional else "")
 
 

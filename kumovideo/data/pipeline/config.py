@@ -14,7 +14,7 @@ from typing import Any
 
 from kumovideo.geometry import DEFAULT_GEOMETRY
 from kumovideo.utils.errors import KumoInputError
-from kumovideo.utils.numbers import NumberRange
+from kumovideo.utils.numbers import COUNT_MAX, FPS_MAX, NumberRange
 
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v", ".mpg", ".mpeg", ".ts", ".wmv", ".flv", ".3gp")
 
@@ -204,12 +204,16 @@ X264_PRESETS = (
 _PER_SECOND = NumberRange(0, above_low=True)
 _NON_NEGATIVE = NumberRange(0)
 _SHARE = NumberRange(0, 1)  # a fraction of the frame, or a 0-1 score
+# Values handed to OpenCV, PyAV and x264 as C integers: bounded, so a typo is a one-line
+# error here and not an overflow deep inside a worker after the scan has started.
+SIDE_MAX = 16384  # pixels per side, beyond any frame the pipeline resizes to
+_FRAME_RATE = NumberRange(0, FPS_MAX, above_low=True)
 
 # Every numeric key and the values that make sense for it (null is always allowed where the
 # key may be null). Checked in one place so a typo such as `min_quality: 5` (the score is
 # 0-1) is an error instead of a run that silently keeps nothing.
 RANGES: dict[str, NumberRange] = {
-    "scan.analysis_width": NumberRange(16),
+    "scan.analysis_width": NumberRange(16, SIDE_MAX),
     "scan.min_clip_seconds": _NON_NEGATIVE,
     "scan.content_threshold": NumberRange(0, 255),
     "scan.adaptive_threshold": NumberRange(0, above_low=True),
@@ -218,10 +222,10 @@ RANGES: dict[str, NumberRange] = {
     "scan.cut_hist_distance": _SHARE,
     "scan.merge_frames": _NON_NEGATIVE,
     "scan.max_fade_frames": _NON_NEGATIVE,
-    "scan.flow_width": NumberRange(16),
+    "scan.flow_width": NumberRange(16, SIDE_MAX),
     "scan.flow_pairs_per_second": _PER_SECOND,
     "scan.overlay_samples_per_second": _PER_SECOND,
-    "scan.max_overlay_samples": NumberRange(2),
+    "scan.max_overlay_samples": NumberRange(2, COUNT_MAX),
     "scan.quality_samples_per_second": _PER_SECOND,
     "filter.min_seconds": _NON_NEGATIVE,
     "filter.max_seconds": NumberRange(0, above_low=True),
@@ -232,14 +236,14 @@ RANGES: dict[str, NumberRange] = {
     "filter.min_motion": _NON_NEGATIVE,
     "filter.max_motion": _NON_NEGATIVE,
     "filter.max_overlay_area": _SHARE,
-    "cut.fps": _PER_SECOND,
-    "cut.width": NumberRange(2),
-    "cut.height": NumberRange(2),
+    "cut.fps": _FRAME_RATE,
+    "cut.width": NumberRange(2, SIDE_MAX),
+    "cut.height": NumberRange(2, SIDE_MAX),
     "cut.crf": NumberRange(0, 51),  # x264's scale for 8-bit video
-    "encode.frames": NumberRange(1),
-    "encode.width": NumberRange(8),
-    "encode.height": NumberRange(8),
-    "encode.shard_size": NumberRange(1),
+    "encode.frames": NumberRange(1, COUNT_MAX),
+    "encode.width": NumberRange(8, SIDE_MAX),
+    "encode.height": NumberRange(8, SIDE_MAX),
+    "encode.shard_size": NumberRange(1, COUNT_MAX),
 }
 
 
