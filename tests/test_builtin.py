@@ -88,3 +88,31 @@ def test_kumo_eval_shapes_refuses_a_guidance_rescale_outside_0_1(tmp_path, capsy
     assert len(lines) == 1 and lines[0].startswith("kumo: error: "), lines
     assert "--guidance-rescale 1.5" in lines[0] and "from 0 (off) to 1" in lines[0]
     assert not out.exists()
+
+
+def _latents(pipe, prompt: str) -> torch.Tensor:
+    return pipe(prompt, num_inference_steps=2, generator=torch.Generator().manual_seed(0), output_type="latent").frames
+
+
+def test_capitals_and_stray_spaces_give_the_lowercase_captions_clip(builtin):
+    """The built-in tokenizer has no capitals (an upper-case word was <unk> pieces, another
+    clip): its kumo_defaults.json says `lowercase_prompts`, so the pipeline normalises."""
+    assert builtin.sampling_defaults["lowercase_prompts"] is True
+    lower = _latents(builtin, "a red circle moves left on a black background")
+    shouted = _latents(builtin, "  A RED Circle  MOVES LEFT ON A BLACK BACKGROUND ")
+    assert torch.equal(lower, shouted)
+
+
+def test_words_the_model_never_saw_are_named_in_one_warning(builtin, caplog):
+    with caplog.at_level("WARNING", logger="kumovideo.pipelines.pipeline_kumo"):
+        _latents(builtin, "A red circle moves left on a black background")
+        assert not caplog.records  # every word (case aside) is in its training captions
+        _latents(builtin, "a cat playing the piano")
+    (record,) = caplog.records
+    message = record.getMessage()
+    assert "'cat', 'playing', 'the', 'piano'" in message and "\n" not in message
+
+
+def test_a_checkpoint_without_the_switch_keeps_the_prompt_as_written(builtin):
+    pipe = KumoPipeline(**builtin.components)  # built from components: no kumo_defaults.json, no caption list
+    assert pipe.normalize_prompt("A  Red") == "A  Red" and pipe.known_words is None

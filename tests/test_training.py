@@ -621,6 +621,7 @@ GOOD_STAGE = {"name": "s", "steps": 1, "size": 32, "num_frames": 9, "batch_size"
         ("dit", {"extra": {"vea": "v"}}, ["unknown key(s) extra.vea", "vae, transformer"]),
         ("dit", {"transformer": {"layers": 2}}, ["transformer has unknown key(s) layers", "num_layers"]),
         ("dit", {"sampling_defaults": {"fps": 0}}, ["sampling_defaults.fps=0", "frames per second >= 1"]),
+        ("dit", {"sampling_defaults": {"lowercase_prompts": 1}}, ["sampling_defaults.lowercase_prompts=1", "true or"]),
         ("dit", {"sampling_defaults": {"steps": 4}}, ["sampling_defaults has unknown key(s) steps", "fps"]),
         ("dit", {"export_fp16": "yes"}, ["export_fp16='yes'", "true or false"]),
         ("dit", {"ladd_layers": [-1]}, ["ladd_layers=[-1]", "block indices"]),

@@ -276,7 +276,18 @@ SAMPLING_DEFAULT_KEYS = {
     "guidance_rescale": ("a number from 0 to 1", lambda v: is_real(v) and 0 <= v <= 1),
     "turbo_guidance_rescale": ("a number from 0 to 1", lambda v: is_real(v) and 0 <= v <= 1),
     "fps": ("a whole number of frames per second >= 1", lambda v: is_int(v) and v >= 1),
+    # The tokenizer knows only lowercase words (the built-in model's): prompts are lowercased first.
+    "lowercase_prompts": ("true or false", lambda v: isinstance(v, bool)),
 }
+
+
+def read_known_words(folder: str | os.PathLike) -> frozenset[str] | None:
+    """The words of the captions a checkpoint was trained on (`training_captions.txt`, one
+    caption a line, written by `kumo train`), or None when the folder has no such file."""
+    path = Path(folder) / "training_captions.txt"
+    if not path.is_file():
+        return None
+    return frozenset(path.read_text(encoding="utf-8").split())
 
 
 def read_sampling_defaults(folder: str | os.PathLike) -> dict:

@@ -33,7 +33,7 @@ from kumovideo.geometry import ClipGeometry
 from kumovideo.models.cpu_conv import route_conv3d_to_onednn
 from kumovideo.models.transformer_kumo import KumoTransformer3DModel
 from kumovideo.pipelines import checks
-from kumovideo.pipelines.loading import COMPONENTS, load_pipeline_components, read_sampling_defaults
+from kumovideo.pipelines.loading import COMPONENTS, load_pipeline_components, read_known_words, read_sampling_defaults
 from kumovideo.schedulers import KumoDDIMScheduler, KumoLCMScheduler
 from kumovideo.schedulers.sampling import SAMPLERS
 from kumovideo.utils.devices import resolve_device
@@ -67,6 +67,9 @@ class KumoPipeline(DiffusionPipeline):
     # The checkpoint's recommended sampling (kumo_defaults.json), set by from_pretrained and
     # written back by save_pretrained; empty for a pipeline built from components.
     sampling_defaults: dict = {}
+    # The words of the captions the model was trained on (its folder's training_captions.txt),
+    # set by from_pretrained; None when the folder does not say (the original checkpoints).
+    known_words: frozenset[str] | None = None
 
     def __init__(
         self,
@@ -118,6 +121,7 @@ class KumoPipeline(DiffusionPipeline):
         defaults = read_sampling_defaults(pretrained_model_name_or_path)  # checked before the weights load
         pipe = cls(**load_pipeline_components(pretrained_model_name_or_path, torch_dtype=torch_dtype, **components))
         pipe.sampling_defaults = defaults
+        pipe.known_words = read_known_words(pretrained_model_name_or_path)
         return pipe
 
     def save_pretrained(self, save_directory: str | os.PathLike, *args, **kwargs):
@@ -214,7 +218,7 @@ class KumoPipeline(DiffusionPipeline):
         dtype: torch.dtype | None = None,
     ) -> torch.Tensor:
         """T5 states (B * num_videos_per_prompt, max_sequence_length, D_text)."""
-        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        prompts = [self.normalize_prompt(p) for p in ([prompt] if isinstance(prompt, str) else prompt)]
         max_sequence_length = max_sequence_length or self.max_sequence_length
         device = device or self._execution_device
         ids = self._tokenize(prompts, max_sequence_length).to(device)
@@ -222,6 +226,28 @@ class KumoPipeline(DiffusionPipeline):
             states = self.text_encoder(ids)[0]
         states = states.to(dtype=dtype or self.transformer.dtype, device=device)
         return states.repeat_interleave(num_videos_per_prompt, dim=0)
+
+    def normalize_prompt(self, prompt: str) -> str:
+        """The prompt as the model's tokenizer should see it: lowercased with single spaces when
+        the checkpoint says its captions are (kumo_defaults.json `lowercase_prompts`, as the
+        built-in model's, whose vocabulary has no capitals), else unchanged."""
+        if self.sampling_defaults.get("lowercase_prompts"):
+            return " ".join(prompt.split()).lower()
+        return prompt
+
+    def warn_unknown_words(self, prompts: list[str]) -> None:
+        """One warning line per prompt naming the words the model never saw in training: it
+        would not follow them (the built-in model knows only ShapesWorld captions)."""
+        if not self.known_words:
+            return
+        for prompt in prompts:
+            unknown = dict.fromkeys(w for w in self.normalize_prompt(prompt).split() if w not in self.known_words)
+            if unknown:
+                logger.warning(
+                    "this model never saw the words %s in training, so the clip will not follow them "
+                    "(its captions are in its folder's training_captions.txt)",
+                    ", ".join(repr(w) for w in unknown),
+                )
 
     # ------------------------------------------------------------------ checks
 
@@ -351,6 +377,7 @@ class KumoPipeline(DiffusionPipeline):
         num_inference_steps, max_sequence_length = call["num_inference_steps"], call["max_sequence_length"]
         guidance_scale, guidance_rescale = call["guidance_scale"], call["guidance_rescale"]
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        self.warn_unknown_words(prompts)
         self._guidance_scale = guidance_scale
         batch_size = len(prompts) * num_videos_per_prompt
         device = self._execution_device
