@@ -78,12 +78,12 @@ def serving_devices(names: str | None) -> list:
     comma-separated list), else every CUDA GPU, else the CPU."""
     import torch
 
-    from kumovideo.utils.devices import resolve_device
+    from kumovideo.cli.args import resolve_device
 
     if names is None:
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         return [torch.device(f"cuda:{i}") for i in range(count)] or [torch.device("cpu")]
-    devices = [resolve_device(name.strip(), cpu="--device cpu") for name in names.split(",") if name.strip()]
+    devices = [resolve_device(name.strip()) for name in names.split(",") if name.strip()]
     if not devices or len(set(devices)) != len(devices):
         raise KumoInputError(f"--device {names!r}: name each device once, e.g. cuda:0,cuda:1 or cpu")
     return devices

@@ -28,6 +28,7 @@ from diffusers.models.modeling_outputs import Transformer2DModelOutput
 from diffusers.models.modeling_utils import ModelMixin
 from diffusers.models.normalization import AdaLayerNorm, CogVideoXLayerNormZero
 
+from kumovideo.geometry import ClipGeometry
 from kumovideo.models.attention import (
     MADiTAttnProcessor,
     fuse_projections,
@@ -334,8 +335,7 @@ class KumoTransformer3DModel(ModelMixin, AttentionMixin, ConfigMixin):
         return self.config.patch_size
 
     def num_vision_tokens(self, latent_frames: int, latent_height: int, latent_width: int) -> int:
-        p = self.config.patch_size
-        return latent_frames * (latent_height // p) * (latent_width // p)
+        return ClipGeometry(patch=self.config.patch_size).latent_tokens(latent_frames, latent_height, latent_width)
 
 
 # ---------------------------------------------------------------------------------------

@@ -62,18 +62,12 @@ class NumberRange:
 # "Overflow when unpacking long long"); seed + offset (one per clip of a batch) must stay
 # inside, so the bound leaves room below 2**64.
 SEED_MAX = 2**63 - 1
-SEED_RANGE = NumberRange(low=0, high=SEED_MAX, integer=True)
 
 
 def check_seed(value: Any, name: str = "seed") -> int:
     """`value` if it is a seed every generator here accepts, else a one-line KumoInputError."""
-    if not is_int(value):
-        raise KumoInputError(f"{name} {value!r} is not a whole number; pass 0 or more")
-    if value < 0:
-        raise KumoInputError(f"{name} {value} is negative; pass 0 or more")
-    if not SEED_RANGE.admits(value):
-        raise KumoInputError(f"{name} {value} is too large; use at most 2**63 - 1 ({SEED_MAX})")
-    return value
+    negative = "{name} {value} is negative; pass 0 or more"
+    return check_whole(value, name, low=0, high=SEED_MAX, too_small=negative, high_text=f"2**63 - 1 ({SEED_MAX})")
 
 
 # Counts and sizes a user types (steps, frames, pixels, clips, runs): torch, numpy and PyAV
@@ -92,17 +86,25 @@ def _too_small(template: str | None, name: str, value: Any, low: float) -> KumoI
     return KumoInputError(text.format(name=name, value=value, low=low))
 
 
-def check_whole(value: Any, name: str, *, low: int = 1, high: int = COUNT_MAX, too_small: str | None = None) -> int:
+def check_whole(
+    value: Any,
+    name: str,
+    *,
+    low: int = 1,
+    high: int = COUNT_MAX,
+    too_small: str | None = None,
+    high_text: str | None = None,
+) -> int:
     """`value` if it is a whole number from `low` to `high`, else a one-line KumoInputError.
     Below `low` the message is `too_small` (a str.format template with {name}, {value} and
     {low}: a command keeps its own wording), above `high` "NAME VALUE is too large; use at
-    most HIGH"."""
+    most HIGH" (HIGH written as `high_text` when given)."""
     if not is_int(value):
         raise KumoInputError(f"{name} {value!r} is not a whole number; pass {low} or more")
     if value < low:
         raise _too_small(too_small, name, value, low)
     if value > high:
-        raise KumoInputError(f"{name} {value} is too large; use at most {high}")
+        raise KumoInputError(f"{name} {value} is too large; use at most {high_text or high}")
     return value
 
 
