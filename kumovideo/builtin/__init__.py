@@ -45,3 +45,18 @@ def builtin_model_dir(turbo: bool = False) -> Path:
         with atomic_directory(stand_in) as tmp:
             build_pipeline("kumo-builtin", seed=0).save_pretrained(tmp)
     return stand_in
+
+
+V2A_DIR = PACKAGE_DIR / "kumo-shapes-v2a"
+
+
+def builtin_v2a_dir() -> Path:
+    """The folder of the built-in video-to-audio pipeline (trained on ShapesWorld's sound)."""
+    if not (V2A_DIR / "model_index.json").exists():
+        from kumovideo.utils.errors import KumoInputError
+
+        raise KumoInputError(
+            "this build ships no built-in video-to-audio model; pass --audio-model (or --model for `kumo v2a`) "
+            "with a folder from `kumo train v2a` (docs/audio.md)"
+        )
+    return V2A_DIR

@@ -1,4 +1,4 @@
-"""`kumo eval shapes`: does the model do what the prompt says?
+"""`kumo eval shapes`: does the model do what the prompt says? (`kumo eval sound`: cli/eval_sound.py)
 
 Draws N captions from the ShapesWorld grammar (seeded; half one-object, half two-object;
 captions the model was trained on as-is are skipped when the model lists them in
@@ -52,6 +52,9 @@ def register(sub) -> None:
     )
     flags.add_fast_path_args(q)
     q.set_defaults(func=run)
+    from kumovideo.cli import eval_sound
+
+    eval_sound.register(esub)
 
 
 def eval_captions(n: int, seed: int, size: int, num_frames: int, exclude: set[str]) -> list[str]:

@@ -18,7 +18,15 @@ from kumovideo.cli.args import (
     check_guidance,
     check_seed_flag,
     check_whole_flags,
+    flag_value,
     resolve_device,
+)
+from kumovideo.cli.v2a import (
+    SoundtrackRequest,
+    add_soundtrack_args,
+    check_soundtrack_args,
+    make_soundtrack,
+    write_soundtrack,
 )
 from kumovideo.utils.errors import KumoInputError
 from kumovideo.utils.numbers import FPS_MAX
@@ -63,6 +71,11 @@ def register(sub) -> None:
     )
     add_fast_path_args(p)
     p.add_argument("--vae-tiling", action="store_true", help="decode in spatial tiles (less memory)")
+    p.add_argument(
+        "--audio", action="store_true", help="add a soundtrack made from the clip by a video-to-audio model (kumo v2a)"
+    )
+    p.add_argument("--audio-model", default=None, help="with --audio: V2A pipeline folder (default: the built-in)")
+    add_soundtrack_args(p, prefix="audio-")
     p.add_argument("--dtype", default="fp32", help="fp32, bf16 or fp16 (default fp32)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:N or mps (default: cuda if available, else cpu)")
     p.add_argument(
@@ -142,6 +155,7 @@ class Checked(NamedTuple):
     output: Path
     dtype: object  # torch.dtype
     device: object  # torch.device
+    soundtrack: SoundtrackRequest | None  # --audio
 
 
 def check_args(args) -> Checked:
@@ -172,7 +186,21 @@ def check_args(args) -> Checked:
     if not args.parallel and (args.t5_on or args.vae_on):
         flag = "--t5-on" if args.t5_on else "--vae-on"
         raise KumoInputError(f"{flag} places work across processes and needs --parallel (under torchrun); drop it")
-    return Checked(output, dtype, device)
+    return Checked(output, dtype, device, check_audio_args(args, output))
+
+
+def check_audio_args(args, output: Path) -> SoundtrackRequest | None:
+    """--audio and its flags (which mean nothing without it)."""
+    if args.audio:
+        return check_soundtrack_args(args, output, args.audio_model, "--audio-steps", "--audio-guidance")
+    given = [
+        flag
+        for flag in ("--audio-model", "--audio-steps", "--audio-guidance", "--audio-prompt", "--audio-negative-prompt")
+        if flag_value(args, flag) is not None
+    ] + (["--wav"] if args.wav is not None else [])
+    if given:
+        raise KumoInputError(f"{given[0]} shapes the soundtrack and needs --audio; add --audio or drop it")
+    return None
 
 
 def run(args) -> int:
@@ -180,7 +208,7 @@ def run(args) -> int:
 
     from kumovideo.utils.video_io import write_video
 
-    output, dtype, device = check_args(args)  # everything that can be checked before loading a model
+    output, dtype, device, soundtrack = check_args(args)  # everything that can be checked before loading a model
 
     from kumovideo.builtin import builtin_model_dir
     from kumovideo.pipelines import KumoPipeline, frames_to_uint8
@@ -239,10 +267,20 @@ def run(args) -> int:
         finish(ctx)
         if video is None:  # only rank 0 holds the clip and writes the file
             return 0
-    video = video[0]
-    write_video(frames_to_uint8(video), output, fps=fps)
+    clip_frames = frames_to_uint8(video[0])
+    if soundtrack is None:
+        write_video(clip_frames, output, fps=fps)
+    else:  # the silent clip beside the output, then the output with its sound: never a half-made file
+        silent = output.with_name(f".{output.stem}.silent{output.suffix}")
+        try:
+            write_video(clip_frames, silent, fps=fps)
+            audio, sample_rate = make_soundtrack(clip_frames, fps, soundtrack, device)
+            write_soundtrack(silent, audio, sample_rate, output, soundtrack)
+        finally:
+            silent.unlink(missing_ok=True)
     from kumovideo.cli import STARTED
 
     elapsed = time.perf_counter() - STARTED  # all of it: start-up, loading, generating, writing
-    print(f"wrote {output} ({frames} frames, {height}x{width}, {fps} fps, {steps} steps) in {elapsed:.1f} s")
+    sound = " with sound" if soundtrack else ""
+    print(f"wrote {output} ({frames} frames, {height}x{width}, {fps} fps, {steps} steps{sound}) in {elapsed:.1f} s")
     return 0

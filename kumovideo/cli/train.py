@@ -1,4 +1,4 @@
-"""`kumo train vae|dit|turbo|cache-latents --config FILE`: train KumoVideo models.
+"""`kumo train vae|dit|turbo|v2a|cache-latents --config FILE`: train KumoVideo models.
 
 One process: `kumo train dit --config configs/builtin-dit.yaml`. Several GPUs or nodes:
 `torchrun --nproc-per-node 8 -m kumovideo.cli train dit --config ...` (or
@@ -16,13 +16,14 @@ from kumovideo.utils.errors import KumoInputError
 
 
 def register(sub) -> None:
-    p = sub.add_parser("train", help="train a VAE, a MADiT or a Turbo model", description=__doc__)
+    p = sub.add_parser("train", help="train a VAE, a MADiT, a Turbo or a video-to-audio model", description=__doc__)
     tsub = p.add_subparsers(dest="train_command", metavar="WHAT")
     tsub.required = True
     for name, help_text in (
         ("vae", "train the 3D causal VAE"),
         ("dit", "train MADiT (+ the small T5) on cached or on-the-fly latents"),
         ("turbo", "consistency-distil a trained pipeline into a few-step Turbo model"),
+        ("v2a", "train the video-to-audio model on ShapesWorld sound or your clips with audio"),
     ):
         q = tsub.add_parser(name, help=help_text)
         q.add_argument("--config", required=True, help="YAML or JSON training config (see configs/)")
@@ -149,6 +150,10 @@ def run_train(args) -> int:
         from kumovideo.training.train_dit import train_dit
 
         train_dit(config, runtime, resume=args.resume, fsdp=args.fsdp, ulysses=args.ulysses)
+    elif args.kind == "v2a":
+        from kumovideo.training.train_v2a import train_v2a
+
+        train_v2a(config, runtime, resume=args.resume)
     else:
         from kumovideo.training.train_turbo import train_turbo
 

@@ -81,6 +81,20 @@ RADIUS_SCALES: dict[str, tuple[float, float]] = {
     "shrinks": (1.5, 0.7),
 }
 
+# v1.1 "Sound": each colour's tone (Hz, perfect fourths apart; cyan is the held-back colour).
+PITCHES: dict[str, float] = {
+    "red": 220.0,
+    "green": 293.7,
+    "blue": 392.0,
+    "yellow": 523.3,
+    "white": 698.5,
+    "purple": 932.3,
+    "cyan": 1244.5,
+}
+SAMPLE_RATE = 16_000
+GLIDE_SEMITONES = 2.0  # pitch change per 0.40 * H of upward travel
+LOUDEST_AMPLITUDE = 0.2  # amplitude of an object of radius 0.16 * S
+
 DEFAULT_SIZE = 128
 DEFAULT_NUM_FRAMES = 17
 DEFAULT_FPS = 8
@@ -461,6 +475,35 @@ def render_clip(spec: ClipSpec) -> np.ndarray:
         colour = np.asarray(COLOURS[obj.colour], dtype=np.float32)
         frames += alpha * (colour - frames)  # "over" compositing
     return np.rint(frames).astype(np.uint8)
+
+
+def num_audio_samples(num_frames: int, fps: float = DEFAULT_FPS, sample_rate: int = SAMPLE_RATE) -> int:
+    """Samples in a soundtrack as long as the clip: F / fps seconds."""
+    return round(num_frames * sample_rate / fps)
+
+
+def render_sound(spec: ClipSpec, fps: float = DEFAULT_FPS, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """The clip's soundtrack (spec v1.1 "Sound"): mono float32 in [-1, 1], shape (F / fps * sr,).
+
+    Each object is one sine tone: pitch from its colour, gliding 2 semitones per 0.40 * H of
+    upward travel; amplitude 0.2 * (r_t / 0.16 S)^2; phase continuous. Frame i shows the
+    motion at t = i / (F - 1) from time i / fps on, so audio time tau maps to
+    t = tau * fps / (F - 1), held at 1 through the last frame.
+    """
+    n = num_audio_samples(spec.num_frames, fps, sample_rate)
+    tau = np.arange(n, dtype=np.float64) / sample_rate
+    t = np.clip(tau * fps / (spec.num_frames - 1), 0.0, 1.0) if spec.num_frames > 1 else np.zeros(n)
+    sound = np.zeros(n, dtype=np.float64)
+    for obj in spec.objects:
+        dir_x, dir_y = MOTION_DIRECTIONS[obj.motion]
+        rise = -dir_y * t  # upward travel in units of 0.40 * H (y grows downwards)
+        frequency = PITCHES[obj.colour] * 2.0 ** (rise * GLIDE_SEMITONES / 12.0)
+        scale_first, scale_last = RADIUS_SCALES.get(obj.motion, (1.0, 1.0))
+        radius = SIZES[obj.size] * (scale_first + (scale_last - scale_first) * t)  # fraction of S
+        amplitude = LOUDEST_AMPLITUDE * (radius / SIZES["large"]) ** 2
+        phase = 2.0 * np.pi * np.cumsum(frequency) / sample_rate
+        sound += amplitude * np.sin(phase - phase[0])
+    return sound.astype(np.float32)
 
 
 # ----------------------------------------------------------------------------------------

@@ -39,7 +39,7 @@ class Stage:
 
 @dataclass
 class TrainConfig:
-    kind: str  # "vae" | "dit" | "turbo"
+    kind: str  # "vae" | "dit" | "turbo" | "v2a"
     output_dir: str
     stages: list[Stage]
     preset: str = "kumo-builtin"
@@ -81,6 +81,11 @@ class TrainConfig:
     # The exported pipeline folder
     export_fp16: bool = False  # fp16 weights (half the size on disk)
     sampling_defaults: dict[str, Any] = field(default_factory=dict)  # written as its kumo_defaults.json
+    # Video-to-audio: KumoV2AModel settings, video dropout (guidance), and the user's clips
+    # with audio (a folder; null trains on ShapesWorld with its v1.1 sound)
+    v2a: dict[str, Any] = field(default_factory=dict)
+    video_dropout: float = 0.1
+    clips: str | None = None
 
     @property
     def total_steps(self) -> int:
@@ -185,6 +190,7 @@ RUN_NUMBERS = {
     "grad_clip": NumberRange(low=0, above_low=True),
     "ema_decay": NumberRange(low=0, high=1),
     "caption_dropout": NumberRange(low=0, high=1),
+    "video_dropout": NumberRange(low=0, high=1),
     "kl_weight": NumberRange(low=0),
     "checkpoint_every": NumberRange(integer=True, low=1),
     "keep_checkpoints": NumberRange(integer=True, low=1),
@@ -208,7 +214,7 @@ STAGE_NUMBERS = {
     "crop_frames": NumberRange(integer=True, low=1, optional=True),
 }
 RUN_CHOICES = {
-    "kind": ("vae", "dit", "turbo"),
+    "kind": ("vae", "dit", "turbo", "v2a"),
     "mixed_precision": ("auto", "no", "bf16"),
     "distill_loss": ("huber", "l2"),
 }
@@ -221,7 +227,13 @@ RUN_FLAGS = (
     "ladd",
     "export_fp16",
 )
-RUN_PATHS = {"output_dir": False, "init_from": True, "teacher": True, "vae": True}  # name -> may be null
+RUN_PATHS = {
+    "output_dir": False,
+    "init_from": True,
+    "teacher": True,
+    "vae": True,
+    "clips": True,
+}  # name -> may be null
 STAGE_PATHS = {"latents": True}
 
 
@@ -261,7 +273,7 @@ def _check_settings(obj, where: str, numbers: dict, choices: dict, paths: dict, 
 
 def _check_preset(config: TrainConfig, where: str) -> None:
     """A run from scratch builds its models from `preset` (a fine-tune's come from init_from)."""
-    if config.init_from or config.kind == "turbo":
+    if config.init_from or config.kind in ("turbo", "v2a"):
         return
     from kumovideo.pipelines.factory import MADIT_PRESETS, TEXT_PRESETS, VAE_PRESETS
 
@@ -280,6 +292,14 @@ def _madit_settings() -> dict:
     return dict(inspect.signature(KumoTransformer3DModel.__init__).parameters)
 
 
+def _v2a_settings() -> dict:
+    import inspect
+
+    from kumovideo.models.v2a_kumo import KumoV2AModel
+
+    return dict(inspect.signature(KumoV2AModel.__init__).parameters)
+
+
 def _sampling_settings() -> dict:
     from kumovideo.pipelines.loading import SAMPLING_DEFAULT_KEYS
 
@@ -287,7 +307,7 @@ def _sampling_settings() -> dict:
 
 
 # Settings that are mappings: name -> what their keys may be (read only when one is given).
-RUN_MAPPINGS = {"transformer": _madit_settings, "sampling_defaults": _sampling_settings}
+RUN_MAPPINGS = {"transformer": _madit_settings, "v2a": _v2a_settings, "sampling_defaults": _sampling_settings}
 
 
 def _check_mappings(config: TrainConfig, where: str) -> None:

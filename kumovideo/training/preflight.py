@@ -66,6 +66,11 @@ def check_model_folders(config: TrainConfig) -> None:
 
     if config.kind == "turbo":
         check_pipeline_folder(config, "teacher")
+    elif config.kind == "v2a":
+        if config.init_from:
+            from kumovideo.pipelines.pipeline_kumo_v2a import check_v2a_folder
+
+            check_v2a_folder(config.init_from)
     elif config.kind == "dit" and config.init_from:
         check_pipeline_folder(config, "init_from")
     else:
@@ -123,12 +128,22 @@ def check_latent_caches(config: TrainConfig) -> None:
             )
 
 
+def check_clips_folder(config: TrainConfig) -> None:
+    """A V2A run's `clips:` is a folder (its files are probed when training starts)."""
+    if config.clips and not Path(config.clips).is_dir():
+        raise KumoInputError(
+            f"clips: {config.clips} is not a folder; point it at clips with audio (e.g. `kumo data cut`'s output)"
+        )
+
+
 def check_run_inputs(config: TrainConfig, resume: bool) -> None:
-    """All `kumo train vae|dit|turbo` checks on disk, before anything is built or written."""
+    """All `kumo train vae|dit|turbo|v2a` checks on disk, before anything is built or written."""
     check_output_dir(config, resume)
     check_model_folders(config)
     if config.kind in ("dit", "turbo"):
         check_latent_caches(config)
+    if config.kind == "v2a":
+        check_clips_folder(config)
 
 
 def check_export_target(target: str | Path, overwrite: bool) -> Path:
