@@ -17,6 +17,7 @@ EXTRAS = {
     "starlette": "serve",
     "uvicorn": "serve",
     "multipart": "serve",
+    "librosa": "audio",
 }
 
 
