@@ -9,7 +9,9 @@ target, renamed into place), so a refused or failed call leaves the disk as it w
 
 from __future__ import annotations
 
+import math
 import os
+from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 from fractions import Fraction
@@ -234,16 +236,35 @@ def packet_time(packet) -> float:
     return float(ts * packet.time_base) if ts is not None else 0.0
 
 
-def mux_interleaved(out, video_packets: Iterable, audio_packets: list) -> None:
-    """Mux video and audio packets in time order, so players and demuxers read the two
-    streams side by side (FFmpeg's own interleaver would hold every video packet back)."""
-    pending = list(audio_packets)
+class Interleaver:
+    """Mux video packets as they come, each after the audio packets due before it, so players
+    and demuxers read the two streams side by side (FFmpeg's own interleaver would hold every
+    video packet back until audio arrives)."""
+
+    def __init__(self, out, audio_packets: Iterable):
+        self.out = out
+        self.pending = deque(audio_packets)
+
+    def mux(self, video_packet) -> None:
+        while self.pending and packet_time(self.pending[0]) <= packet_time(video_packet):
+            self.out.mux(self.pending.popleft())
+        self.out.mux(video_packet)
+
+    def finish(self, end_s: float = math.inf) -> None:
+        """Mux the audio left, less packets starting at or after `end_s` (a video that came
+        out shorter than planned)."""
+        for packet in self.pending:
+            if packet_time(packet) < end_s:
+                self.out.mux(packet)
+        self.pending.clear()
+
+
+def mux_interleaved(out, video_packets: Iterable, audio_packets: Iterable) -> None:
+    """Mux all of both streams' packets in time order."""
+    interleaver = Interleaver(out, audio_packets)
     for packet in video_packets:
-        while pending and packet_time(pending[0]) <= packet_time(packet):
-            out.mux(pending.pop(0))
-        out.mux(packet)
-    for packet in pending:
-        out.mux(packet)
+        interleaver.mux(packet)
+    interleaver.finish()
 
 
 def _check_mux(video_path: Path, out_path: Path, replace_audio: bool) -> tuple[str, MediaInfo]:

@@ -104,6 +104,9 @@ class CutConfig:
     stream_copy: bool = True
     crf: int = 18  # x264 constant-rate factor for re-encoded clips (18: visually lossless)
     preset: str = "veryfast"
+    # Keep the source's sound for the clip's time range (copied, or re-encoded as AAC), so
+    # video-to-audio training finds (video, audio) pairs; false writes silent clips.
+    keep_audio: bool = True
 
 
 @dataclass

@@ -11,8 +11,14 @@ Two ways to write a clip, chosen per clip:
   to the target frame rate (nearest frame in time) and size (scale to cover, then centre
   crop, so nothing is stretched), and encode H.264 (yuv420p, `crf`).
 
+Audio (`keep_audio`, on by default) follows the clip's time range so video-to-audio training
+gets (video, audio) pairs: a stream copy copies the audio packets in range (AAC, MP3, AC-3
+and ALAC as they are; other codecs are re-encoded as AAC), a re-encode re-encodes the audio
+segment as AAC, cut to the written video's duration. Either way the clip's audio lasts as
+long as its video, to within one audio frame.
+
 Each clip is written to a temp file in the output folder and renamed into place when
-complete. Audio is not copied: the clips are training video.
+complete.
 """
 
 from __future__ import annotations
@@ -30,8 +36,10 @@ import numpy as np
 
 from kumovideo.data.pipeline.config import CutConfig
 from kumovideo.data.pipeline.manifest import atomic_write_text
+from kumovideo.utils.audio_io import Interleaver, encode_audio, encoder_rate, fit_length, mux_interleaved
 
 MP4_CODECS = {"h264", "hevc", "mpeg4", "av1", "vp9"}  # codecs MP4 can carry as they are
+MP4_AUDIO_CODECS = {"aac", "mp3", "ac3", "eac3", "alac"}  # audio MP4 carries as it is
 
 
 def target_geometry(entry: dict, cfg: CutConfig) -> tuple[float, int, int]:
@@ -74,7 +82,74 @@ def _seek(container, stream, entry: dict, frame: int) -> None:
     container.seek(max(0, int(t / stream.time_base)), stream=stream, backward=True)
 
 
-def stream_copy(entry: dict, dst: Path) -> bool:
+def _source_audio(src, keep_audio: bool):
+    """The source's first audio stream when audio is to be kept, else None."""
+    return src.streams.audio[0] if keep_audio and src.streams.audio else None
+
+
+def copy_audio_packets(src, ain, out, start_s: float, seconds: float) -> list:
+    """The source's audio packets whose middle lies in [start_s, start_s + seconds), moved
+    to the clip's timeline in a new stream of `out`: each end is off by under half a packet."""
+    outa = out.add_stream_from_template(ain)
+    tb = ain.time_base
+    src.seek(max(0, int((start_s - 1.0) / tb)), stream=ain, backward=True)
+    packets = []
+    for pkt in src.demux(ain):
+        if pkt.size == 0 or pkt.pts is None:
+            continue
+        middle = float((pkt.pts + (pkt.duration or 0) / 2) * tb)
+        if middle >= start_s + seconds:
+            break
+        if middle >= start_s:
+            packets.append(pkt)
+    if not packets:
+        return []
+    # A first packet that begins before the clip starts at 0 (MP4 audio may not start below 0).
+    offset = min(packets[0].pts, round(start_s / tb))
+    for pkt in packets:
+        pkt.pts -= offset
+        if pkt.dts is not None:
+            pkt.dts -= offset
+        pkt.stream = outa
+    return packets
+
+
+def encode_audio_segment(src, ain, out, start_s: float, seconds: float) -> list:
+    """Decode the source's audio over [start_s, start_s + seconds) and encode it as AAC in a
+    new stream of `out` starting at 0, exactly `seconds` long (silence where the source has none)."""
+    layout = "mono" if ain.codec_context.layout.nb_channels == 1 else "stereo"  # 5.1 and up: mixed to 2
+    rate = encoder_rate("aac", ain.rate)
+    resampler = av.AudioResampler(format="fltp", layout=layout, rate=rate)
+    # Start early: an AAC frame decodes properly only after the one before it.
+    src.seek(max(0, int((start_s - 0.5) / ain.time_base)), stream=ain, backward=True)
+    first_time, chunks = None, []
+    for frame in src.decode(ain):
+        if frame.time is None:
+            continue
+        first_time = frame.time if first_time is None else first_time
+        chunks.extend(f.to_ndarray() for f in resampler.resample(frame))
+        if frame.time >= start_s + seconds:
+            break
+    chunks.extend(f.to_ndarray() for f in resampler.resample(None))
+    channels = 1 if layout == "mono" else 2
+    decoded = np.concatenate(chunks, axis=1) if chunks else np.zeros((channels, 0), np.float32)
+    if first_time is None:  # no audio in range: all silence
+        first_time = start_s
+    skip = round((start_s - first_time) * rate)  # samples decoded before the clip (< 0: a gap before the sound)
+    decoded = decoded[:, skip:] if skip >= 0 else np.pad(decoded, ((0, 0), (-skip, 0)))
+    return encode_audio(out, fit_length(decoded, round(seconds * rate)), rate, "aac", layout)
+
+
+def clip_audio(src, ain, out, start_s: float, seconds: float, copy: bool) -> list:
+    """The clip's audio packets for `out`: copied where MP4 carries the codec, else AAC."""
+    if ain is None:
+        return []
+    if copy and ain.codec_context.name in MP4_AUDIO_CODECS:
+        return copy_audio_packets(src, ain, out, start_s, seconds)
+    return encode_audio_segment(src, ain, out, start_s, seconds)
+
+
+def stream_copy(entry: dict, dst: Path, keep_audio: bool = True) -> bool:
     """Copy the clip's packets into `dst`; False if the packets do not add up to the clip."""
     start, end, fps = entry["start_frame"], entry["end_frame"], entry["fps"]
     with av.open(entry["video"]) as src:
@@ -96,6 +171,7 @@ def stream_copy(entry: dict, dst: Path) -> bool:
         if len(packets) != end - start:
             return False
         offset = packets[0].pts
+        start_s = float(offset * ins.time_base)
         with av.open(str(dst), "w", format="mp4") as out:
             outs = out.add_stream_from_template(ins)
             for pkt in packets:
@@ -103,7 +179,8 @@ def stream_copy(entry: dict, dst: Path) -> bool:
                 if pkt.dts is not None:
                     pkt.dts -= offset
                 pkt.stream = outs
-                out.mux(pkt)
+            audio = clip_audio(src, _source_audio(src, keep_audio), out, start_s, (end - start) / fps, copy=True)
+            mux_interleaved(out, packets, audio)
     return True
 
 
@@ -119,8 +196,16 @@ def _fit(img: np.ndarray, w: int, h: int) -> np.ndarray:
     return img[y0 : y0 + h, x0 : x0 + w]
 
 
+def output_frame_count(source_frames: int, ratio: float) -> int:
+    """Frames `reencode` emits for `source_frames` source frames (k while k * ratio < source_frames)."""
+    count = 0
+    while count * ratio < source_frames:
+        count += 1
+    return count
+
+
 def reencode(entry: dict, dst: Path, cfg: CutConfig) -> int:
-    """Decode, resample and encode the clip into `dst`; returns frames written."""
+    """Decode, resample and encode the clip (and its audio) into `dst`; returns frames written."""
     start, end, src_fps = entry["start_frame"], entry["end_frame"], entry["fps"]
     fps, w, h = target_geometry(entry, cfg)
     ratio = src_fps / fps  # source frames per output frame
@@ -129,10 +214,15 @@ def reencode(entry: dict, dst: Path, cfg: CutConfig) -> int:
     with av.open(entry["video"]) as src, av.open(str(dst), "w", format="mp4") as out:
         ins = src.streams.video[0]
         ins.thread_type = "AUTO"
-        _seek(src, ins, entry, entry["keyframe_before"])
         outs = out.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
         outs.width, outs.height, outs.pix_fmt = w, h, "yuv420p"
         outs.options = {"crf": str(cfg.crf), "preset": cfg.preset}
+        # The audio is encoded first (it is small) and muxed between the video packets as they come.
+        seconds = output_frame_count(end - start, ratio) / fps
+        start_s = entry["first_time"] + start / src_fps
+        audio = clip_audio(src, _source_audio(src, cfg.keep_audio), out, start_s, seconds, copy=False)
+        muxer = Interleaver(out, audio)
+        _seek(src, ins, entry, entry["keyframe_before"])
         for frame in src.decode(ins):
             idx = _frame_index(frame.pts, ins, entry["first_time"], src_fps)
             if idx is None or idx < start:
@@ -146,11 +236,12 @@ def reencode(entry: dict, dst: Path, cfg: CutConfig) -> int:
                 if img is None:
                     img = _fit(frame.to_ndarray(format="rgb24"), w, h)
                 for pkt in outs.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
-                    out.mux(pkt)
+                    muxer.mux(pkt)
                 next_k += 1
                 written += 1
         for pkt in outs.encode():
-            out.mux(pkt)
+            muxer.mux(pkt)
+        muxer.finish(end_s=written / fps)  # a source that ran out early: no sound past the picture
     return written
 
 
@@ -164,7 +255,7 @@ def cut_one(entry: dict, out_dir: str, cfg: CutConfig) -> dict[str, Any]:
     try:
         method = None
         if can_stream_copy(entry, cfg):
-            if stream_copy(entry, tmp):
+            if stream_copy(entry, tmp, cfg.keep_audio):
                 method = "copy"
         if method is None:
             if reencode(entry, tmp, cfg) == 0:
@@ -175,10 +266,18 @@ def cut_one(entry: dict, out_dir: str, cfg: CutConfig) -> dict[str, Any]:
             s = chk.streams.video[0]
             frames = s.frames or sum(1 for _ in chk.demux(s) if _.size)
             fps, w, h = float(s.average_rate or 0), s.width, s.height
+            has_audio = bool(chk.streams.audio)
         tmp.replace(dst)
         atomic_write_text(out / f"{entry['id']}.txt", entry["caption"] + "\n")
         result.update(
-            file=dst.name, method=method, out_frames=frames, out_fps=fps, out_width=w, out_height=h, status="ok"
+            file=dst.name,
+            method=method,
+            out_frames=frames,
+            out_fps=fps,
+            out_width=w,
+            out_height=h,
+            has_audio=has_audio,
+            status="ok",
         )
     except Exception as exc:  # one bad clip must not end the run
         result.update(status="error", error=f"{type(exc).__name__}: {exc}")
