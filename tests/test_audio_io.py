@@ -42,7 +42,7 @@ def clips(tmp_path_factory):
     """A 17-frame 8 fps clip as .mp4 (H.264) and .webm (VP9), written by the project's writer."""
     folder = tmp_path_factory.mktemp("audio_io")
     frames = np.random.default_rng(0).integers(0, 256, (NUM_FRAMES, 48, 64, 3), dtype=np.uint8)
-    return {ext: write_video(frames, folder / f"clip{ext}", fps=FPS) for ext in (".mp4", ".webm")}
+    return {ext: write_video(frames, folder / f"clip{ext}", fps=FPS) for ext in (".mp4", ".webm", ".gif")}
 
 
 @pytest.mark.parametrize("ext, codec", [(".mp4", "aac"), (".webm", "opus")])
@@ -118,12 +118,15 @@ def test_refusals_write_nothing(clips, tmp_path):
     tone = sine(440, 1.0)
     text = tmp_path / "notes.mp4"
     text.write_text("not a video\n")
+    sound_only = write_wav(tone, RATE, tmp_path / "tone.wav")
     refusals = [
         (clips[".mp4"], tmp_path / "out.gif", "cannot hold audio"),
         (text, tmp_path / "out.mp4", "not a video: .*PyAV could not open it"),
         (tmp_path / "missing.mp4", tmp_path / "out.mp4", "does not exist"),
         (_no_frames_video(tmp_path / "empty.webm"), tmp_path / "out.webm", "no frames"),
-        (clips[".mp4"], tmp_path / "out.webm", "h264 video cannot be copied into .webm"),
+        (sound_only, tmp_path / "out.mp4", "not a video: .* has no video stream"),
+        (clips[".mp4"], tmp_path / "out.webm", r"h264 video cannot be copied into \.webm; write \.mp4"),
+        (clips[".gif"], tmp_path / "out.mp4", "gif video cannot be copied into .mp4; re-encode it"),
         (clips[".mp4"], tmp_path / "no_folder" / "out.mp4", "does not exist"),
     ]
     before = sorted(p.name for p in tmp_path.iterdir())
@@ -139,4 +142,6 @@ def test_refusals_write_nothing(clips, tmp_path):
         write_wav(tone, RATE, tmp_path / "tone.mp3")
     with pytest.raises(KumoInputError, match="mono float"):
         mux_audio(clips[".mp4"], np.zeros((2, 100), np.float32), RATE, tmp_path / "out.mp4")
+    with pytest.raises(KumoInputError, match="no samples"):
+        write_wav(np.zeros(0, np.float32), RATE, tmp_path / "empty.wav")
     assert sorted(p.name for p in tmp_path.iterdir()) == before

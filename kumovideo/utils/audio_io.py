@@ -27,12 +27,13 @@ from kumovideo.utils.video_io import atomic_path
 # suffix -> audio codec that container takes (None: Opus, resolved against this PyAV build)
 AUDIO_CODECS = {".mp4": "aac", ".mov": "aac", ".m4v": "aac", ".mkv": "aac", ".webm": None}
 # Video codecs each container can carry as they are (a stream copy cannot change the codec).
+_MP4_VIDEO = {"h264", "hevc", "mpeg4", "av1", "vp9"}
 COPYABLE_VIDEO = {
-    ".mp4": {"h264", "hevc", "mpeg4", "av1", "vp9"},
-    ".m4v": {"h264", "hevc", "mpeg4", "av1", "vp9"},
-    ".mov": {"h264", "hevc", "mpeg4", "prores", "mjpeg", "av1", "vp9"},
+    ".mp4": _MP4_VIDEO,
+    ".m4v": _MP4_VIDEO,
+    ".mov": _MP4_VIDEO | {"prores", "mjpeg"},
     ".webm": {"vp8", "vp9", "av1"},
-    ".mkv": None,  # Matroska takes any codec
+    ".mkv": _MP4_VIDEO | {"vp8", "prores", "mjpeg", "mpeg2video", "theora", "ffv1"},
 }
 OPUS_RATE = 48_000  # Opus runs at 48 kHz; other rates are resampled inside the encoder anyway
 
@@ -127,6 +128,8 @@ def _check_audio(audio, sample_rate) -> np.ndarray:
     audio = np.asarray(audio)
     if audio.ndim != 1 or not np.issubdtype(audio.dtype, np.floating):
         raise KumoInputError(f"audio must be mono float samples (N,), got {audio.dtype} {audio.shape}")
+    if audio.size == 0:
+        raise KumoInputError("audio holds no samples; pass at least one")
     if not np.isfinite(audio).all():
         raise KumoInputError("audio holds NaN or infinite samples; pass finite values in [-1, 1]")
     if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, np.integer)) or sample_rate <= 0:
@@ -274,12 +277,11 @@ def _check_mux(video_path: Path, out_path: Path, replace_audio: bool) -> tuple[s
     info = probe_media(video_path)
     if info.has_audio and not replace_audio:
         raise KumoInputError(f"{video_path} already has an audio track; pass --replace-audio to replace it")
-    allowed = COPYABLE_VIDEO[out_path.suffix.lower()]
-    if allowed is not None and info.video_codec not in allowed:
-        raise KumoInputError(
-            f"{video_path}'s {info.video_codec} video cannot be copied into {out_path.suffix}; write .mkv or "
-            f"a container that takes {info.video_codec}"
-        )
+    video_codec = info.video_codec
+    if video_codec not in COPYABLE_VIDEO[out_path.suffix.lower()]:
+        takers = [suffix for suffix, codecs in COPYABLE_VIDEO.items() if video_codec in codecs]
+        todo = f"write {' or '.join(takers)} instead" if takers else "re-encode it as H.264 .mp4 or VP9 .webm first"
+        raise KumoInputError(f"{video_path}'s {video_codec} video cannot be copied into {out_path.suffix}; {todo}")
     return codec, info
 
 
@@ -306,7 +308,7 @@ def mux_audio(
             in_video = src.streams.video[0]
             out_video = out.add_stream_from_template(in_video)
             packets = [p for p in src.demux(in_video) if p.dts is not None]  # the last is an empty flush packet
-            start_s = min(float(p.pts * p.time_base) for p in packets if p.pts is not None)
+            start_s = min((float(p.pts * p.time_base) for p in packets if p.pts is not None), default=0.0)
             audio_packets = encode_audio(out, samples, rate, codec, "mono", start_s)
             for packet in packets:
                 packet.stream = out_video
