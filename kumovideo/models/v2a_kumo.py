@@ -43,17 +43,26 @@ class FrameEncoder(nn.Module):
         return self.proj(self.convs(frames).flatten(1))
 
 
-class ConditionedResBlock(nn.Module):
-    """GroupNorm -> SiLU -> dilated conv, + video feature, FiLM by the timestep, -> conv; residual."""
+class ChannelNorm(nn.LayerNorm):
+    """LayerNorm over the channels of each time step of a (B, C, T) sequence. Unlike
+    GroupNorm it takes no statistics over time, so a sound at one moment depends only on
+    the video around it, and a long video's soundtrack does not depend on its length."""
 
-    def __init__(self, width: int, time_embed_dim: int, kernel_size: int, dilation: int, groups: int = 8):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x.transpose(1, 2)).transpose(1, 2)
+
+
+class ConditionedResBlock(nn.Module):
+    """Norm -> SiLU -> dilated conv, + video feature, FiLM by the timestep, -> conv; residual."""
+
+    def __init__(self, width: int, time_embed_dim: int, kernel_size: int, dilation: int):
         super().__init__()
         padding = dilation * (kernel_size - 1) // 2
-        self.norm1 = nn.GroupNorm(groups, width)
+        self.norm1 = ChannelNorm(width)
         self.conv1 = nn.Conv1d(width, width, kernel_size, padding=padding, dilation=dilation)
         self.video_proj = nn.Conv1d(width, width, 1)
         self.film = nn.Linear(time_embed_dim, 2 * width)
-        self.norm2 = nn.GroupNorm(groups, width)
+        self.norm2 = ChannelNorm(width)
         self.conv2 = nn.Conv1d(width, width, kernel_size, padding=padding, dilation=dilation)
 
     def forward(self, x: torch.Tensor, video: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
@@ -98,7 +107,7 @@ class KumoV2AModel(ModelMixin, ConfigMixin):
         self.blocks = nn.ModuleList(
             ConditionedResBlock(width, time_embed_dim, kernel_size, dilation) for dilation in dilations
         )
-        self.norm_out = nn.GroupNorm(8, width)
+        self.norm_out = ChannelNorm(width)
         self.proj_out = nn.Conv1d(width, n_mels, 3, padding=1)
         self.initialize_weights()
 

@@ -66,16 +66,13 @@ def mel_to_audio(mel: torch.Tensor, config, num_samples: int, n_iter: int = GRIF
     log_mel = (mel.detach().float().cpu().numpy().clip(-1.0, 1.0) + 1.0) / 2.0 * (high - low) + low
     magnitude = np.exp(log_mel)
     magnitude[log_mel <= low + 1e-3] = 0.0  # the floor is silence, not a faint hiss
-    audio = _librosa().feature.inverse.mel_to_audio(
-        magnitude,
-        sr=config.sample_rate,
-        n_fft=config.n_fft,
-        hop_length=config.hop_length,
-        fmin=config.f_min,
-        fmax=config.f_max,
-        power=1.0,
-        n_iter=n_iter,
-        length=num_samples,
+    librosa = _librosa()
+    stft = librosa.feature.inverse.mel_to_stft(
+        magnitude, sr=config.sample_rate, n_fft=config.n_fft, fmin=config.f_min, fmax=config.f_max, power=1.0
+    )
+    # Griffin-Lim from seeded random phases: the same mel always gives the same audio.
+    audio = librosa.griffinlim(
+        stft, n_iter=n_iter, hop_length=config.hop_length, n_fft=config.n_fft, length=num_samples, random_state=0
     )
     return np.clip(audio, -1.0, 1.0).astype(np.float32)
 
