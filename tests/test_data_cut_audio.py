@@ -30,7 +30,7 @@ def source_audio(rate: int) -> np.ndarray:
     return (0.4 * np.sin(phase)).astype(np.float32)
 
 
-def write_source(path, video_codec: str, audio_codec: str, options: dict) -> None:
+def write_source(path, video_codec: str, audio_codec: str, options: dict, audio_seconds: float = SECONDS) -> None:
     """A 4 s, 12 fps clip with a keyframe every second, and the pitch-per-second tone in stereo."""
     frames = np.random.default_rng(0).integers(0, 256, (SECONDS * FPS, 48, 64, 3), dtype=np.uint8)
     with av.open(str(path), "w") as out:
@@ -38,7 +38,7 @@ def write_source(path, video_codec: str, audio_codec: str, options: dict) -> Non
         video.width, video.height, video.pix_fmt, video.options = 64, 48, "yuv420p", options
         rate = 48_000 if "opus" in audio_codec else RATE
         audio = out.add_stream(audio_codec, rate=rate, layout="stereo")
-        samples = np.repeat(source_audio(rate)[None], 2, axis=0)
+        samples = np.repeat(source_audio(rate)[None, : round(audio_seconds * rate)], 2, axis=0)
         frame = av.AudioFrame.from_ndarray(samples, format="fltp", layout="stereo")
         frame.sample_rate, frame.pts = rate, 0
         for packet in [*audio.encode(frame), *audio.encode(None)]:
@@ -58,10 +58,13 @@ def audio_packets(path) -> list[bytes]:
 @pytest.fixture(scope="module")
 def sources(tmp_path_factory):
     folder = tmp_path_factory.mktemp("cut_audio")
-    mp4, webm = folder / "source.mp4", folder / "source.webm"
-    write_source(mp4, "libx264", "aac", {"g": str(FPS), "keyint_min": str(FPS), "sc_threshold": "0"})
-    write_source(webm, "libvpx-vp9", "libopus", {"g": str(FPS), "keyint_min": str(FPS), "crf": "40", "b": "0"})
-    return {"mp4": mp4, "webm": webm}
+    paths = {"mp4": folder / "source.mp4", "webm": folder / "source.webm", "short": folder / "short_sound.mp4"}
+    x264 = {"g": str(FPS), "keyint_min": str(FPS), "sc_threshold": "0"}
+    vp9 = {"g": str(FPS), "keyint_min": str(FPS), "crf": "40", "b": "0"}
+    write_source(paths["mp4"], "libx264", "aac", x264)
+    write_source(paths["webm"], "libvpx-vp9", "libopus", vp9)
+    write_source(paths["short"], "libx264", "aac", x264, audio_seconds=2.5)
+    return paths
 
 
 def entry_for(path, start_frame: int, end_frame: int, clip_id: str) -> dict:
@@ -127,6 +130,16 @@ def test_stream_copy_keeps_the_clips_audio(sources, tmp_path, source):
         assert copied == from_source[first : first + len(copied)]
     else:
         assert not set(copied) & set(from_source)
+
+
+def test_sound_that_ends_early_is_padded_with_silence(sources, tmp_path):
+    # The source's sound stops at 2.5 s; the clip is 1 s to 3 s: its last half second is silent.
+    result = cut_one(entry_for(sources["short"], 12, 36, "short"), str(tmp_path), CutConfig())
+    assert result["status"] == "ok" and result["method"] == "copy" and result["has_audio"] is True
+    audio, rate = read_audio(tmp_path / result["file"])
+    assert abs(len(audio) / rate - 2.0) <= AAC_FRAME / rate
+    assert np.abs(audio[-round(0.4 * rate) :]).max() < 0.01
+    assert abs(peak_hz(audio[AAC_FRAME : AAC_FRAME + round(0.4 * rate)], rate) - tone_of_second(1)) < 15
 
 
 @pytest.mark.parametrize("cfg", [CutConfig(), CutConfig(fps=8)], ids=["same-rate", "8fps"])

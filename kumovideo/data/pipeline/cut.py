@@ -87,10 +87,10 @@ def _source_audio(src, keep_audio: bool):
     return src.streams.audio[0] if keep_audio and src.streams.audio else None
 
 
-def copy_audio_packets(src, ain, out, start_s: float, seconds: float) -> list:
+def copy_audio_packets(src, ain, out, start_s: float, seconds: float) -> list | None:
     """The source's audio packets whose middle lies in [start_s, start_s + seconds), moved
-    to the clip's timeline in a new stream of `out`: each end is off by under half a packet."""
-    outa = out.add_stream_from_template(ain)
+    to the clip's timeline in a new stream of `out`: each end is off by under half a packet.
+    None when they do not span the clip (the sound starts late or ends early: re-encode)."""
     tb = ain.time_base
     src.seek(max(0, int((start_s - 1.0) / tb)), stream=ain, backward=True)
     packets = []
@@ -102,8 +102,9 @@ def copy_audio_packets(src, ain, out, start_s: float, seconds: float) -> list:
             break
         if middle >= start_s:
             packets.append(pkt)
-    if not packets:
-        return []
+    if not packets or not _spans(packets, tb, start_s, seconds):
+        return None
+    outa = out.add_stream_from_template(ain)
     # A first packet that begins before the clip starts at 0 (MP4 audio may not start below 0).
     offset = min(packets[0].pts, round(start_s / tb))
     for pkt in packets:
@@ -112,6 +113,14 @@ def copy_audio_packets(src, ain, out, start_s: float, seconds: float) -> list:
             pkt.dts -= offset
         pkt.stream = outa
     return packets
+
+
+def _spans(packets: list, tb, start_s: float, seconds: float) -> bool:
+    """Whether audio packets cover [start_s, start_s + seconds) to within a packet at each end."""
+    packet_s = float(max(p.duration or 0 for p in packets) * tb)
+    first_s = float(packets[0].pts * tb)
+    last_end_s = float((packets[-1].pts + (packets[-1].duration or 0)) * tb)
+    return first_s - start_s <= packet_s and start_s + seconds - last_end_s <= packet_s
 
 
 def encode_audio_segment(src, ain, out, start_s: float, seconds: float) -> list:
@@ -141,11 +150,14 @@ def encode_audio_segment(src, ain, out, start_s: float, seconds: float) -> list:
 
 
 def clip_audio(src, ain, out, start_s: float, seconds: float, copy: bool) -> list:
-    """The clip's audio packets for `out`: copied where MP4 carries the codec, else AAC."""
+    """The clip's audio packets for `out`: copied where MP4 carries the codec and the packets
+    span the clip, else re-encoded as AAC (silence where the source has no sound)."""
     if ain is None:
         return []
     if copy and ain.codec_context.name in MP4_AUDIO_CODECS:
-        return copy_audio_packets(src, ain, out, start_s, seconds)
+        copied = copy_audio_packets(src, ain, out, start_s, seconds)
+        if copied is not None:
+            return copied
     return encode_audio_segment(src, ain, out, start_s, seconds)
 
 
