@@ -12,10 +12,11 @@ Two ways to write a clip, chosen per clip:
   crop, so nothing is stretched), and encode H.264 (yuv420p, `crf`).
 
 Audio (`keep_audio`, on by default) follows the clip's time range so video-to-audio training
-gets (video, audio) pairs: a stream copy copies the audio packets in range (AAC, MP3, AC-3
-and ALAC as they are; other codecs are re-encoded as AAC), a re-encode re-encodes the audio
-segment as AAC, cut to the written video's duration. Either way the clip's audio lasts as
-long as its video, to within one audio frame.
+gets (video, audio) pairs. A stream copy copies the audio packets in range (AAC, MP3, AC-3
+and ALAC as they are; other codecs, and sound that does not span the clip, are re-encoded as
+AAC with silence where the source has none); a re-encode re-encodes the audio segment as AAC,
+cut to the written video's duration. Either way the clip's audio lasts as long as its video,
+to within one audio frame.
 
 Each clip is written to a temp file in the output folder and renamed into place when
 complete.
