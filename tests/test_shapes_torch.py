@@ -20,12 +20,12 @@ def _examples(seed: int, n: int, size: int, frames: int) -> list[sw.ClipSpec]:
 
 @pytest.mark.parametrize("size,frames", [(128, 17), (64, 17), (32, 9)])
 def test_batch_render_equals_render_clip(size, frames):
-    specs = _examples(7, 24, size, frames)
+    specs = _examples(7, 16, size, frames)
     assert {len(s.objects) for s in specs} == {1, 2}
     assert {o.shape for s in specs for o in s.objects} == set(sw.SHAPES)
     got = st.render_clips(specs).numpy()
     want = np.stack([sw.render_clip(s) for s in specs])
-    assert got.shape == want.shape == (24, frames, size, size, 3) and got.dtype == np.uint8
+    assert got.shape == want.shape == (16, frames, size, size, 3) and got.dtype == np.uint8
     np.testing.assert_array_equal(got, want)
 
 
@@ -50,5 +50,8 @@ def test_vae_input_is_what_shapes_batch_gives():
 def test_one_frame_clips_and_mixed_batches():
     still = dataclasses.replace(_examples(3, 1, 64, 17)[0], num_frames=1)
     np.testing.assert_array_equal(st.render_clips([still]).numpy()[0], sw.render_clip(still))
+    table = st.spec_table(_examples(3, 4, 64, 17))
+    whole = st.render_table(table).numpy()
+    np.testing.assert_array_equal(st.render_table(table.select([2, 0])).numpy(), whole[[2, 0]])
     with pytest.raises(ValueError, match="one size"):
         st.spec_table(_examples(3, 1, 64, 17) + _examples(3, 1, 128, 17))

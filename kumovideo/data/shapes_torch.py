@@ -20,6 +20,7 @@ GPU the compiler may fuse a multiply and an add, which can move a pixel by one l
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -63,6 +64,11 @@ class SpecTable:
 
     def __len__(self) -> int:
         return len(self.background)
+
+    def select(self, rows) -> SpecTable:
+        """The clips at `rows` (indices or a boolean mask), in that order."""
+        per_clip = ("background", "colour", "shape", "present", "cx", "cy", "radius")
+        return dataclasses.replace(self, **{name: getattr(self, name)[rows] for name in per_clip})
 
 
 def spec_table(specs: Sequence[ClipSpec]) -> SpecTable:

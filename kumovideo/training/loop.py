@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -113,6 +114,29 @@ class DataShard:
         return fn(batch_size)[first : first + n] if self.shared_rng else fn(batch_size)
 
 
+@dataclass
+class WallClock:
+    """Checkpoints by wall time and a stop at a fixed time, besides `checkpoint_every`
+    steps: for a run on a lease that ends at a known moment (scripts/gpu/train_builtin.py).
+    One process only: ranks would each read their own clock."""
+
+    stop_at: float | None = None  # time.time() at which the run checkpoints and stops
+    checkpoint_every_s: float | None = None
+    on_checkpoint: Callable[[int, Path], None] | None = None  # (step, checkpoint folder), after each save
+    last_save: float = field(default_factory=time.time)
+
+    def out_of_time(self) -> bool:
+        return self.stop_at is not None and time.time() >= self.stop_at
+
+    def checkpoint_due(self) -> bool:
+        return self.checkpoint_every_s is not None and time.time() - self.last_save >= self.checkpoint_every_s
+
+    def saved(self, step: int, out: Path) -> None:
+        self.last_save = time.time()
+        if self.on_checkpoint is not None:
+            self.on_checkpoint(step, out / "checkpoints" / f"step-{step:07d}")
+
+
 class Replicated:
     """Every process holds whole modules; DDP when world_size > 1; rank 0 writes
     safetensors checkpoints (`checkpointing.py`)."""
@@ -171,10 +195,13 @@ def train(
     on_sample: Callable[[int], None] | None = None,
     stop_after: int | None = None,
     sharding: Any = None,  # Replicated (the default) or kumovideo.distributed.fsdp.FullySharded
+    clock: WallClock | None = None,
 ) -> dict:
     """Run (or continue) training to `config.total_steps`; returns the last metrics.
-    `stop_after` ends the run early after that many global steps (used by tests)."""
+    `stop_after` ends the run early after that many global steps (used by tests); `clock`
+    adds checkpoints by wall time and ends the run, checkpointed, at its `stop_at`."""
     sharding = sharding or Replicated()
+    clock = clock or WallClock()
     out = Path(config.output_dir)
     sharding.shard(state, runtime)
     state.names = [n for n, p in _named_params(state.modules)]
@@ -205,6 +232,7 @@ def train(
     metrics: dict = {}
     end = config.total_steps if stop_after is None else min(config.total_steps, stop_after)
     bar = progress(config.total_steps, start, runtime.is_main, desc=f"train {config.kind}")
+    done = start
     try:
         for step in range(start, end):
             stage, _ = config.stage_at(step)
@@ -227,24 +255,29 @@ def train(
             }
             bar.set_postfix(loss=f"{metrics['loss']:.4f}", stage=stage.name)
             bar.update()
-            if done % config.log_every == 0 or done == end:
+            out_of_time = clock.out_of_time()
+            if done % config.log_every == 0 or done == end or out_of_time:
                 metrics["it_per_s"] = (done - start) / max(timer.elapsed(), 1e-9)
                 log.write(metrics)
                 if on_log is not None:
                     on_log(done, metrics)
-            if done % config.checkpoint_every == 0 or done == config.total_steps:
+            timed = out_of_time or clock.checkpoint_due()
+            if done % config.checkpoint_every == 0 or done == config.total_steps or timed:
                 extra = {"kind": config.kind, "stage": stage.name, "loss": metrics["loss"]}
                 sharding.save(out, done, state, extra, runtime)
                 if runtime.is_main:
                     prune_checkpoints(out, config.keep_checkpoints)
+                    clock.saved(done, out)
             if on_sample is not None and runtime.is_main and config.sample_every and done % config.sample_every == 0:
                 on_sample(done)
             if done % config.checkpoint_every == 0:
                 runtime.barrier()  # others wait while rank 0 writes
+            if out_of_time:
+                break
     finally:
         bar.close()
         log.close()
-    if end == config.total_steps:
+    if done == config.total_steps:
         ema.copy_to(params)  # the run's result is the EMA weights
     return metrics
 

@@ -1,0 +1,139 @@
+"""The built-in model's training kit (scripts/gpu/train_builtin.sh, docs/gpu.md) rehearsed
+on the CPU at toy size (--tiny: the shipped model at 32x32x9, a few steps), so it cannot
+rot before a device is lent: a short run leaves its checkpoint in $OUT in parts within
+what the device brings back, a pipeline.tgz and results.json; a second run resumes from
+those parts; a part that fails loses no results; the loop's wall clock checkpoints and
+stops on time."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts" / "gpu"))
+
+import train_builtin as kit  # noqa: E402
+
+from kumovideo.training.config import Stage, TrainConfig  # noqa: E402
+from kumovideo.training.loop import TrainState, WallClock, train  # noqa: E402
+from kumovideo.training.runtime import Runtime  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+MiB = 2**20
+
+pytestmark = pytest.mark.timeout(240)
+
+
+def run_kit(out: Path, work: Path, *args: str):
+    env = {**os.environ, "PYTHON": sys.executable, "OMP_NUM_THREADS": "1"}
+    env.pop("OUT", None)
+    command = ["bash", "scripts/gpu/train_builtin.sh", "--tiny", "--out", str(out), "--work", str(work), *args]
+    proc = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=200)
+    return proc, json.loads((out / "results.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("train-kit")
+    proc, results = run_kit(root / "out1", root / "work1", "--stop-after", "4")
+    return proc, results, root
+
+
+def checkpoint_files(files) -> list[str]:
+    return sorted(name for name in files if name.startswith("ckpt-"))
+
+
+def test_a_short_run_leaves_its_checkpoint_and_pipeline_within_the_device_limits(first_run, tmp_path):
+    proc, results, root = first_run
+    assert proc.returncode == 0, (proc.stdout[-2000:], proc.stderr[-2000:])
+    parts = results["parts"]
+    assert {name: part["status"] for name, part in parts.items()} == {
+        "env": "skipped",
+        "train": "ok",
+        "train-eager": "skipped",
+        "finish": "ok",
+    }
+    train = parts["train"]["result"]
+    assert train["stopped"] == {**train["stopped"], "step": 4, "why": "--stop-after"}
+    assert train["data"]["clips"] > 0 and train["sizing"]["train_flops_per_step"] > 0
+    assert [c["step"] for c in train["checkpoints"]] == [2, 4]  # checkpoint_every 2 in --tiny
+    # What comes back from a device: at most 8 files of 16 MiB, 64 MiB in all; the
+    # checkpoint of the real model (3.6M parameters) in parts, only the newest kept.
+    files = results["out_files"]
+    assert checkpoint_files(files) == [f"ckpt-step0000004.part{i}of3" for i in (1, 2, 3)]
+    assert len(files) <= 8 and max(files.values()) <= 16 * MiB and sum(files.values()) <= 64 * MiB
+    assert results["out_limits"] is None
+    # The pipeline folder, in the kumo-shapes layout, loads with the trained clip size.
+    finish = parts["finish"]["result"]
+    assert finish["export"]["file"] == "pipeline.tgz" and finish["eval"]["n"] == 4
+    with tarfile.open(root / "out1" / "pipeline.tgz") as tar:
+        tar.extractall(tmp_path, filter="data")
+    folder = tmp_path / "pipeline"
+    assert {"model_index.json", "kumo_defaults.json", "training_captions.txt", "vae", "transformer"} <= {
+        p.name for p in folder.iterdir()
+    }
+    config = json.loads((folder / "transformer" / "config.json").read_text())
+    assert (config["sample_height"], config["sample_width"], config["sample_frames"]) == (4, 4, 9)
+    cached = (root / "work1" / "run" / "cache_captions.txt").read_text().split("\n")
+    assert set(cached) - {""} <= set((folder / "training_captions.txt").read_text().split("\n"))
+    assert proc.stdout.startswith("train_builtin CPU rehearsal")
+
+
+def test_a_second_run_resumes_from_the_parts_and_a_crash_loses_no_results(first_run):
+    _, first, root = first_run
+    out = root / "out2"
+    proc, results = run_kit(out, root / "work2", "--resume-from", str(root / "out1"), "--rehearse-crash")
+    assert proc.returncode == 1
+    train = results["parts"]["train"]
+    assert train["status"] == "failed" and "rehearsed crash" in (out / "log.txt").read_text()
+    # Its JSON up to the crash is kept: where it resumed, and the checkpoint it packed.
+    assert train["result"]["resumed_from"]["step"] == 4 and train["result"]["start_step"] == 4
+    assert [c["step"] for c in train["result"]["checkpoints"]] == [6]
+    assert checkpoint_files(results["out_files"]) == [f"ckpt-step0000006.part{i}of3" for i in (1, 2, 3)]
+    # The same steps give the same losses as the first run's would (its weights restored exactly).
+    assert train["result"]["train"]["rows"][0]["step"] == 5
+    # The finish part still exports what the crashed part left.
+    finish = results["parts"]["finish"]
+    assert finish["status"] == "ok" and finish["result"]["export"]["checkpoint"] == "step-0000006"
+
+
+def test_only_a_complete_set_of_parts_is_resumed(tmp_path):
+    for name in ("ckpt-step0000002.part1of2", "ckpt-step0000002.part2of2", "ckpt-step0000004.part1of2"):
+        (tmp_path / name).write_bytes(b"x")
+    step, parts = kit.newest_packed(tmp_path)
+    assert step == 2 and [p.name for p in parts] == ["ckpt-step0000002.part1of2", "ckpt-step0000002.part2of2"]
+    assert kit.room_left(tmp_path, [MiB] * 3) is None
+    assert "files" in kit.room_left(tmp_path, [MiB] * 4)
+    assert "a file" in kit.room_left(tmp_path, [17 * MiB])
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert "bytes" in kit.room_left(empty, [11 * MiB] * 6)
+
+
+def test_the_wall_clock_checkpoints_by_time_and_stops_on_time(tmp_path):
+    config = TrainConfig(
+        kind="dit", output_dir=str(tmp_path), stages=[Stage("s", steps=1000)], warmup_steps=1, log_every=1000
+    )
+    model = torch.nn.Linear(2, 1)
+    saved = []
+    clock = WallClock(checkpoint_every_s=0.0, on_checkpoint=lambda s, p: saved.append(p))
+
+    def loss_fn(step):
+        clock.stop_at = clock.stop_at or time.time() + 0.3  # from the first step on (the EMA's import comes before)
+        time.sleep(0.01)
+        return model(torch.ones(1, 2)).pow(2).mean(), {}
+
+    state = TrainState(modules={"m": model})
+    metrics = train(config, Runtime(0, 1, 0, torch.device("cpu")), state, loss_fn, clock=clock)
+    last = metrics["step"]
+    assert 1 < last < 1000 and clock.out_of_time()
+    assert saved[-1] == tmp_path / "checkpoints" / f"step-{last:07d}" and saved[-1].is_dir()
+    assert len(saved) == last  # checkpoint_every_s=0: after every step
