@@ -71,6 +71,12 @@ def register(sub) -> None:
     c.add_argument("--seed", type=int, default=1000, help="ShapesWorld stream seed")
     c.add_argument("--batch-size", type=int, default=16)
     c.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps (default: cpu)")
+    c.add_argument(
+        "--frame-latents",
+        action="store_true",
+        help="also keep each even frame's image latent, which conditioned training (image-to-video, "
+        "interpolation: docs/conditioning.md) reads",
+    )
     add_threads_arg(c)
     c.set_defaults(func=run_cache)
 
@@ -208,6 +214,7 @@ def run_cache(args) -> int:
         args.seed,
         batch_size=args.batch_size,
         device=args.device,
+        frame_latents=args.frame_latents,
     )
     return 0
 

@@ -38,6 +38,12 @@ from kumovideo.models.attention import (
 from kumovideo.utils.errors import KumoInputError
 
 
+def condition_channels(latent_channels: int) -> int:
+    """Channels of the frame condition per latent frame: an "end" and a "mid" image latent
+    (C each) and their two masks (kumovideo.pipelines.conditioning)."""
+    return 2 * latent_channels + 2
+
+
 def cross_attention(dim: int, heads: int, head_dim: int, bias: bool) -> Attention:
     """Queries from one stream, keys and values from the other (no q/k norm)."""
     return Attention(
@@ -146,17 +152,23 @@ class KumoTransformer3DModel(ModelMixin, AttentionMixin, ConfigMixin):
         activation_fn: str = "gelu-approximate", timestep_activation_fn: str = "silu",
         norm_elementwise_affine: bool = True, norm_eps: float = 1e-5,
         spatial_interpolation_scale: float = 1.875, temporal_interpolation_scale: float = 1.0,
+        # Conditioning frames (image-to-video, interpolation; kumovideo.pipelines.conditioning): the patch
+        # embedding also takes a (2C + 2)-channel condition per latent frame. Original checkpoints lack it.
+        frame_conditioning: bool = False,
     ):
         # fmt: on
         super().__init__()
         inner_dim = num_attention_heads * attention_head_dim
         out_channels = out_channels or in_channels
+        # in_channels stays the latent's C (what the VAE makes, what geometry and samplers read);
+        # only the patch embedding is wider: [noisy latent C, condition 2C + 2] on channels.
+        embed_channels = in_channels + (condition_channels(in_channels) if frame_conditioning else 0)
 
         # Patchify (2x2 strided conv per frame) + text projection + fixed 3D sine-cosine
         # table on the vision tokens; the text length must equal max_text_seq_length.
         self.patch_embed = CogVideoXPatchEmbed(
             patch_size=patch_size,
-            in_channels=in_channels,
+            in_channels=embed_channels,
             embed_dim=inner_dim,
             text_embed_dim=text_embed_dim,
             bias=True,
@@ -256,8 +268,10 @@ class KumoTransformer3DModel(ModelMixin, AttentionMixin, ConfigMixin):
         hidden_states: torch.Tensor,  # (B, F, C, H, W)
         encoder_hidden_states: torch.Tensor,  # (B, L, text_embed_dim)
         timestep: torch.Tensor | float | int,
+        condition: torch.Tensor | None = None,  # (B, F, 2C + 2, H, W), frame_conditioning models only
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         batch = hidden_states.shape[0]
+        hidden_states = self.with_condition(hidden_states, condition)
         if encoder_hidden_states.shape[1] != self.config.max_text_seq_length:
             raise ValueError(
                 f"text length {encoder_hidden_states.shape[1]} must equal max_text_seq_length="
@@ -274,6 +288,24 @@ class KumoTransformer3DModel(ModelMixin, AttentionMixin, ConfigMixin):
         tokens = self.embedding_dropout(tokens)
         text_len = encoder_hidden_states.shape[1]
         return tokens[:, text_len:], tokens[:, :text_len], temb
+
+    def with_condition(self, hidden_states: torch.Tensor, condition: torch.Tensor | None) -> torch.Tensor:
+        """The patch embedding's input: the latents, with the frame condition concatenated on
+        channels for a frame_conditioning model (zeros when None: plain text-to-video)."""
+        if not self.config.frame_conditioning:
+            if condition is not None:
+                raise KumoInputError(
+                    "this transformer was not trained with conditioning frames (no frame_conditioning in its config); "
+                    "use a model fine-tuned for image-to-video / interpolation, or pass no condition"
+                )
+            return hidden_states
+        b, f, c, h, w = hidden_states.shape
+        expected = (b, f, condition_channels(c), h, w)
+        if condition is None:
+            condition = hidden_states.new_zeros(expected)
+        if tuple(condition.shape) != expected:
+            raise KumoInputError(f"condition has shape {tuple(condition.shape)}, expected {expected}")
+        return torch.cat([hidden_states, condition.to(hidden_states.dtype)], dim=2)  # (B, F, 3C + 2, H, W)
 
     def run_blocks(
         self, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor, temb: torch.Tensor
@@ -308,6 +340,7 @@ class KumoTransformer3DModel(ModelMixin, AttentionMixin, ConfigMixin):
         timestep_cond: torch.Tensor | None = None,
         attention_kwargs: dict[str, Any] | None = None,
         return_dict: bool = True,
+        condition: torch.Tensor | None = None,  # (B, F, 2C + 2, H, W): conditioning frames, or None
     ):
         # Named as in diffusers' CogVideoX so its pipelines can call MADiT; MADiT has neither.
         if timestep_cond is not None:
@@ -319,7 +352,7 @@ class KumoTransformer3DModel(ModelMixin, AttentionMixin, ConfigMixin):
         if height % p or width % p:
             raise ValueError(f"latent height/width {height}x{width} must be divisible by the patch size {p}")
 
-        vision, text, temb = self.embed(hidden_states, encoder_hidden_states, timestep)
+        vision, text, temb = self.embed(hidden_states, encoder_hidden_states, timestep, condition)
         vision, text = self.run_blocks(vision, text, temb)
         patches = self.head(vision, temb)  # (B, N, p*p*C)
         output = self.unpatchify(patches, num_frames, height, width)
@@ -363,6 +396,24 @@ def madit_from_preset(name: str, **overrides: Any) -> KumoTransformer3DModel:
     if name not in MADIT_PRESETS:
         raise ValueError(f"unknown MADiT preset {name!r}; choose one of {sorted(MADIT_PRESETS)}")
     return KumoTransformer3DModel(**{**MADIT_PRESETS[name], **overrides})
+
+
+@torch.no_grad()
+def expand_for_frame_conditioning(model: KumoTransformer3DModel) -> KumoTransformer3DModel:
+    """A frame_conditioning copy of a text-to-video MADiT: the same weights, the patch
+    embedding widened with zero weights for the condition's channels, so it starts out
+    predicting exactly what the T2V model does (CogVideoX-I2V's fine-tuning start)."""
+    if model.config.frame_conditioning:
+        return model
+    settings = {k: v for k, v in model.config.items() if not k.startswith("_")}
+    expanded = KumoTransformer3DModel(**{**settings, "frame_conditioning": True})
+    state = model.state_dict()
+    old = state["patch_embed.proj.weight"]  # (D, C, p, p)
+    weight = old.new_zeros(expanded.patch_embed.proj.weight.shape)  # (D, 3C + 2, p, p)
+    weight[:, : old.shape[1]] = old
+    state["patch_embed.proj.weight"] = weight
+    expanded.load_state_dict(state)
+    return expanded.to(old.device) if old.dtype == torch.float32 else expanded.to(old.device, old.dtype)
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from kumovideo.geometry import config_value
 from kumovideo.schedulers.sampling import SAMPLERS
 from kumovideo.utils.errors import KumoInputError
 from kumovideo.utils.numbers import is_int, is_real
@@ -140,6 +141,35 @@ def check_sampler(sampler: Any) -> None:
 def check_output_type(output_type: Any) -> None:
     if output_type not in OUTPUT_TYPES:
         raise KumoInputError(f"output_type={output_type!r}; use {_one_of(OUTPUT_TYPES)}")
+
+
+def check_image_guidance(image_guidance_scale: Any) -> None:
+    scale = image_guidance_scale
+    if scale is not None and not (is_real(scale) and math.isfinite(scale)):
+        raise KumoInputError(f"image_guidance_scale={image_guidance_scale!r} must be a finite number (or None)")
+
+
+def check_frame_conditioning(transformer_config: Any, what: str = "this model") -> None:
+    """Conditioning frames (an image, keyframes) need a transformer trained with them; read
+    from its config, so the CLI can ask before any weights load."""
+    if not config_value(transformer_config, "frame_conditioning", False):
+        raise KumoInputError(
+            f"{what} was not trained with conditioning frames (its transformer config has no frame_conditioning), "
+            "so it cannot take an image or keyframes; use the built-in kumo-shapes-frames model or one fine-tuned "
+            "with a `conditioning:` config (docs/conditioning.md)"
+        )
+
+
+def check_conditioning_frames(per_prompt: list[dict], num_frames: int, temporal: int) -> None:
+    """Each prompt's {pixel frame index: image}: indices inside the clip, 0 or even."""
+    from kumovideo.pipelines.conditioning import check_frame_indices
+
+    for known in per_prompt:
+        if not isinstance(known, dict) or not known:
+            raise KumoInputError(
+                "conditioning_frames must be a non-empty dict {pixel frame index: image} (or a list of them)"
+            )
+        check_frame_indices(list(known), num_frames, temporal)
 
 
 def check_pretrained_arguments(path: Any, torch_dtype: Any, components: dict[str, Any]) -> None:

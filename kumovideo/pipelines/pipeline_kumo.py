@@ -33,6 +33,7 @@ from kumovideo.geometry import ClipGeometry
 from kumovideo.models.cpu_conv import route_conv3d_to_onednn
 from kumovideo.models.transformer_kumo import KumoTransformer3DModel
 from kumovideo.pipelines import checks
+from kumovideo.pipelines.conditioning import build_conditions
 from kumovideo.pipelines.loading import COMPONENTS, load_pipeline_components, read_known_words, read_sampling_defaults
 from kumovideo.schedulers import KumoDDIMScheduler, KumoLCMScheduler
 from kumovideo.schedulers.sampling import SAMPLERS
@@ -269,9 +270,12 @@ class KumoPipeline(DiffusionPipeline):
         callback_on_step_end_tensor_inputs=("latents",),
         output_type="pil",
         sampler="scheduler",
+        conditioning_frames=None,
+        image_guidance_scale=None,
     ):
         """Every argument of a call (sizes and steps resolved), before any work; each mistake
-        is a KumoInputError naming it (`kumovideo.pipelines.checks`)."""
+        is a KumoInputError naming it (`kumovideo.pipelines.checks`). `conditioning_frames` is
+        the per-prompt list `conditioning_frames_per_prompt` makes."""
         checks.check_prompts(prompt, negative_prompt)
         checks.check_whole_numbers(
             height=height,
@@ -293,6 +297,32 @@ class KumoPipeline(DiffusionPipeline):
         checks.check_sampler(sampler)
         checks.check_output_type(output_type)
         checks.check_latents_shape(latents, geometry.latent_shape(batch_size, num_frames, height, width))
+        checks.check_image_guidance(image_guidance_scale)
+        if conditioning_frames is not None:
+            checks.check_frame_conditioning(self.transformer.config)
+            checks.check_conditioning_frames(conditioning_frames, num_frames, geometry.temporal)
+
+    @staticmethod
+    def conditioning_frames_per_prompt(image, conditioning_frames, num_prompts: int) -> list[dict] | None:
+        """`image` / `conditioning_frames` as one {pixel frame: image} per prompt (None: text only).
+        `image` is `conditioning_frames={0: image}`; either may be a list, one per prompt."""
+        if image is not None and conditioning_frames is not None:
+            raise KumoInputError(
+                "pass image or conditioning_frames, not both (image is conditioning_frames={0: image})"
+            )
+        if image is not None:
+            images = image if isinstance(image, list) else [image] * num_prompts
+            conditioning_frames = [{0: i} for i in images]
+        if conditioning_frames is None:
+            return None
+        if isinstance(conditioning_frames, dict):
+            conditioning_frames = [conditioning_frames] * num_prompts
+        if not isinstance(conditioning_frames, list) or len(conditioning_frames) != num_prompts:
+            raise KumoInputError(
+                f"give one image / conditioning_frames dict for all prompts, or a list of {num_prompts} "
+                "(one per prompt)"
+            )
+        return conditioning_frames
 
     # ------------------------------------------------------------------ latents
 
@@ -340,6 +370,9 @@ class KumoPipeline(DiffusionPipeline):
         callback_on_step_end: Callable[[Any, int, int, dict], dict] | None = None,
         callback_on_step_end_tensor_inputs: list[str] = ("latents",),
         sampler: str = "scheduler",
+        image=None,
+        conditioning_frames: dict | list[dict] | None = None,
+        image_guidance_scale: float | None = None,
     ):
         """Generate clips. `sampler="scheduler"` steps the pipeline's scheduler (DDIM, or the
         Turbo consistency scheduler); `sampler="renoise"` runs the Kandinsky-4-Flash-style
@@ -348,6 +381,14 @@ class KumoPipeline(DiffusionPipeline):
         the conditional one's (Lin et al. 2023, "Common Diffusion Noise Schedules and Sample
         Steps are Flawed", sec. 3.4: for zero-terminal-SNR v-prediction models like this one,
         strong guidance otherwise over-saturates).
+
+        Conditioning frames (a model with `frame_conditioning`, docs/conditioning.md): `image`
+        (a path, PIL image, uint8 (H, W, 3) array or (3, H, W) tensor in [0, 1]) starts the clip
+        at that image; `conditioning_frames` {pixel frame index (0 or even): image} fixes any
+        frames (interpolation: `kumovideo.pipelines.interpolation`). Either may be a list, one
+        per prompt. With `image_guidance_scale` > 1 guidance has three branches (Kandinsky
+        Video / InstructPix2Pix): v = v(-,-) + s_img (v(img,-) - v(-,-)) + s_txt (v(img,txt) -
+        v(img,-)); otherwise the condition goes to both branches of the text guidance.
 
         Left out (None): the clip size is the transformer's (`default_clip`: 64x64x17 for
         the built-in model, 480x720x41 for the original), steps and guidance the
@@ -361,6 +402,8 @@ class KumoPipeline(DiffusionPipeline):
             guidance_rescale=guidance_rescale,
             max_sequence_length=max_sequence_length,
         )
+        num_prompts = len(prompt) if isinstance(prompt, list) else 1
+        known = self.conditioning_frames_per_prompt(image, conditioning_frames, num_prompts)
         self.check_inputs(
             prompt,
             negative_prompt,
@@ -372,6 +415,8 @@ class KumoPipeline(DiffusionPipeline):
             callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs,
             output_type=output_type,
             sampler=sampler,
+            conditioning_frames=known,
+            image_guidance_scale=image_guidance_scale,
         )
         height, width, num_frames = call["height"], call["width"], call["num_frames"]
         num_inference_steps, max_sequence_length = call["num_inference_steps"], call["max_sequence_length"]
@@ -386,29 +431,52 @@ class KumoPipeline(DiffusionPipeline):
         # 1. Initial noise first, so the generator's stream matches the original's.
         latents = self.prepare_latents(batch_size, num_frames, height, width, dtype, device, generator, latents)
 
-        # 2. Text. With guidance, [negative; positive] along the batch, as the original.
+        # 2. Text. With guidance, [negative; positive] along the batch, as the original;
+        # with image guidance [negative; negative; positive] (no image, image, image).
+        image_guidance = known is not None and image_guidance_scale is not None and image_guidance_scale > 1
         prompt_embeds = self.encode_prompt(prompts, num_videos_per_prompt, max_sequence_length, device, dtype)
-        if self.do_classifier_free_guidance:
+        if self.do_classifier_free_guidance or image_guidance:
             negative_prompt = negative_prompt or ""
             negatives = [negative_prompt] * len(prompts) if isinstance(negative_prompt, str) else list(negative_prompt)
             negative_embeds = self.encode_prompt(negatives, num_videos_per_prompt, max_sequence_length, device, dtype)
-            prompt_embeds = torch.cat([negative_embeds, prompt_embeds], dim=0)
+            prompt_embeds = torch.cat([negative_embeds] * (1 + image_guidance) + [prompt_embeds], dim=0)
+
+        # 2b. Conditioning frames: (B, F_lat, 2C + 2, h, w), repeated like the text for the branches.
+        condition = None
+        if known is not None:
+            geometry = self.geometry
+            per_video = [k for k in known for _ in range(num_videos_per_prompt)]
+            condition = build_conditions(
+                self.vae, per_video, num_frames, height, width, geometry.temporal, geometry.spatial
+            ).to(device=device, dtype=dtype)
+            if image_guidance:
+                condition = torch.cat([torch.zeros_like(condition), condition, condition])
+            elif self.do_classifier_free_guidance:
+                condition = torch.cat([condition, condition])
+        branches = 3 if image_guidance else 2 if self.do_classifier_free_guidance else 1
 
         # 3. Denoise.
         def guided_v(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            model_input = torch.cat([x] * 2) if self.do_classifier_free_guidance else x
+            model_input = torch.cat([x] * branches) if branches > 1 else x
             model_input = self.scheduler.scale_model_input(model_input, t)
+            conditioned = {} if condition is None else {"condition": condition}
             v_pred = self.transformer(
                 hidden_states=model_input,
                 encoder_hidden_states=prompt_embeds,
                 timestep=t.expand(model_input.shape[0]),
                 return_dict=False,
+                **conditioned,
             )[0].float()
-            if self.do_classifier_free_guidance:
+            if image_guidance:
+                v_none, v_image, v_text = v_pred.chunk(3)
+                v_pred = v_none + image_guidance_scale * (v_image - v_none) + guidance_scale * (v_text - v_image)
+            elif self.do_classifier_free_guidance:
                 v_uncond, v_text = v_pred.chunk(2)
                 v_pred = v_uncond + guidance_scale * (v_text - v_uncond)
-                if guidance_rescale > 0:
-                    v_pred = rescale_noise_cfg(v_pred, v_text, guidance_rescale)
+            else:
+                v_text = v_pred
+            if branches > 1 and guidance_rescale > 0:
+                v_pred = rescale_noise_cfg(v_pred, v_text, guidance_rescale)
             return v_pred
 
         run = SAMPLERS[sampler]

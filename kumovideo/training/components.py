@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from kumovideo.models.transformer_kumo import expand_for_frame_conditioning
 from kumovideo.pipelines.factory import build_text_encoder, build_transformer
 from kumovideo.pipelines.loading import load_pipeline_components, load_vae
 from kumovideo.schedulers import KumoDDIMScheduler
@@ -17,10 +18,14 @@ from kumovideo.utils.errors import KumoInputError
 
 
 def build_components(config: TrainConfig) -> dict:
-    """Components to train from: a pipeline folder (`init_from`, fine-tuning), or fresh
-    text encoder + MADiT of `config.preset` around a trained VAE (`vae`)."""
+    """Components to train from: a pipeline folder (`init_from`, fine-tuning; with
+    `transformer: {frame_conditioning: true}` its MADiT widened for conditioning frames), or
+    fresh text encoder + MADiT of `config.preset` around a trained VAE (`vae`)."""
     if config.init_from:  # in fp32 whatever the folder stores: shipped pipelines are fp16
-        return load_pipeline_components(config.init_from, torch_dtype=torch.float32)
+        components = load_pipeline_components(config.init_from, torch_dtype=torch.float32)
+        if config.transformer.get("frame_conditioning"):  # a T2V start: zero weights for the condition
+            components["transformer"] = expand_for_frame_conditioning(components["transformer"])
+        return components
     if not config.vae:
         raise KumoInputError(
             "a DiT run from scratch needs a trained VAE: set `vae:` in the config (or init_from a pipeline folder)"

@@ -86,6 +86,11 @@ class TrainConfig:
     v2a: dict[str, Any] = field(default_factory=dict)
     video_dropout: float = 0.1
     clips: str | None = None
+    # DiT with conditioning frames (docs/conditioning.md; needs transformer: {frame_conditioning: true}
+    # and latent shards with frame latents): task probabilities per example, from
+    # kumovideo.pipelines.conditioning.TASKS, and how often the condition is dropped (image guidance)
+    conditioning: dict[str, float] = field(default_factory=dict)
+    condition_dropout: float = 0.1
 
     @property
     def total_steps(self) -> int:
@@ -191,6 +196,7 @@ RUN_NUMBERS = {
     "ema_decay": NumberRange(low=0, high=1),
     "caption_dropout": NumberRange(low=0, high=1),
     "video_dropout": NumberRange(low=0, high=1),
+    "condition_dropout": NumberRange(low=0, high=1),
     "kl_weight": NumberRange(low=0),
     "checkpoint_every": NumberRange(integer=True, low=1),
     "keep_checkpoints": NumberRange(integer=True, low=1),
@@ -329,6 +335,38 @@ def _check_mappings(config: TrainConfig, where: str) -> None:
             raise KumoInputError(f"{where}: sampling_defaults.{key}={value!r} must be {what}")
 
 
+def _check_conditioning(config: TrainConfig, where: str) -> None:
+    """`conditioning:` task probabilities (summing to 1), for a DiT whose transformer takes
+    conditioning frames, trained from latent shards (which hold the frames' latents)."""
+    from kumovideo.pipelines.conditioning import TASKS
+
+    tasks = config.conditioning
+    if not isinstance(tasks, dict):
+        raise KumoInputError(f"{where}: conditioning={tasks!r} must be a mapping of task -> probability")
+    if not tasks:
+        return
+    unknown = sorted(set(tasks) - set(TASKS))
+    if unknown:
+        raise KumoInputError(f"{where}: conditioning has unknown task(s) {', '.join(unknown)}; use {', '.join(TASKS)}")
+    for task, p in tasks.items():
+        config.conditioning[task] = _checked_number(where, f"conditioning.{task}", p, NumberRange(low=0, high=1))
+    if abs(sum(config.conditioning.values()) - 1.0) > 1e-6:
+        raise KumoInputError(f"{where}: conditioning probabilities sum to {sum(tasks.values()):g}; make them sum to 1")
+    if config.kind != "dit":
+        raise KumoInputError(f"{where}: conditioning applies to dit runs only, not {config.kind!r}")
+    if config.transformer.get("frame_conditioning") is not True:
+        raise KumoInputError(
+            f"{where}: conditioning needs a transformer that takes conditioning frames; "
+            "add `transformer: {frame_conditioning: true}`"
+        )
+    for i, stage in enumerate(config.stages):
+        if not stage.latents:
+            raise KumoInputError(
+                f"{where} stage {i}: conditioning trains from latent shards with frame latents; give it 'latents:' "
+                "(kumo train cache-latents --frame-latents)"
+            )
+
+
 def validate(config: TrainConfig, where: str) -> None:
     """Refuse, in one line naming the key, any setting a run could not train with; numbers
     are normalized in place (a float setting holds a float)."""
@@ -344,6 +382,7 @@ def validate(config: TrainConfig, where: str) -> None:
     for key in ("seed", "data_seed"):  # their upper bound: what every generator takes
         check_seed(getattr(config, key), f"{where}: {key}")
     _check_mappings(config, where)
+    _check_conditioning(config, where)
     layers = config.ladd_layers
     if layers is not None and not (
         isinstance(layers, list) and layers and all(NumberRange(integer=True, low=0).admits(i) for i in layers)

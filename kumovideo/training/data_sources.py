@@ -70,11 +70,32 @@ class LatentSource:
             self._caches[path] = (cache, usable)
         return self._caches[path]
 
+    def frames_cache(self, path: str):
+        """The cache at `path`, refused in one line unless it keeps frame latents (conditioning)."""
+        cache, _ = self._cache(path)
+        if not cache.has_frame_latents():
+            raise KumoInputError(
+                f"latent cache {path} holds no frame latents, which conditioned training reads; write it with "
+                "`kumo train cache-latents --frame-latents` (or `kumo data encode --frame-latents`)"
+            )
+        return cache
+
     def batch(self, step: int, stage, generator: torch.Generator) -> tuple[torch.Tensor, list[str]]:
+        latents, captions, _ = self.batch_with_frames(step, stage, generator, frames=False)
+        return latents, captions
+
+    def batch_with_frames(
+        self, step: int, stage, generator: torch.Generator, frames: bool = True
+    ) -> tuple[torch.Tensor, list[str], list[torch.Tensor]]:
+        """`batch`, and (with `frames`) each clip's unscaled image latents of its frames 0, 2,
+        4, ... (F_even, C, h, w) from a cache that keeps them (conditioning frames)."""
         shard, size = self.shard, stage.batch_size
         first, local = shard.first(size), shard.local_size(size)
+        frame_latents = []
         if stage.latents:
             cache, usable = self._cache(stage.latents)
+            if frames:
+                self.frames_cache(stage.latents)
             rng = np.random.default_rng([self.config.seed, step, shard.stream])
             latents, captions = [], []
             for k, j in enumerate(rng.integers(0, len(usable), size)):
@@ -83,10 +104,17 @@ class LatentSource:
                     item = cache[int(i)]
                     latents.append(cache.sample_latent(item, generator))  # (C, F, h, w)
                     captions.append(item["caption"])
+                    if frames:
+                        frame_latents.append(cache.frame_latents(int(i)))
                 else:  # another rank's clip: draw its noise as one process would, unread
                     torch.randn(cache.clips[int(i)]["shape"], generator=generator, dtype=cache.dtype)
             latents = torch.stack(latents)  # (B, C, F, h, w)
         else:
+            if frames:
+                raise KumoInputError(
+                    f"stage {stage.name!r} encodes clips on the fly; conditioned training reads frame latents from "
+                    "a latent cache: give it 'latents:' (kumo train cache-latents --frame-latents)"
+                )
             videos, captions = shapes_batch(
                 self.config.data_seed,
                 step,
@@ -102,10 +130,10 @@ class LatentSource:
                 noise = shard.draw(size, lambda n: torch.randn((n, *shape), generator=generator)).to(posterior.mean)
                 latents = (posterior.mean + posterior.std * noise) * self.vae.config.scaling_factor
         latents = latents.permute(0, 2, 1, 3, 4)  # (B, F, C, h, w): the transformer's layout
-        frames = self.geometry.latent_frames(stage.num_frames)
-        if latents.shape[1] < frames:
+        needed = self.geometry.latent_frames(stage.num_frames)
+        if latents.shape[1] < needed:
             raise KumoInputError(
-                f"stage {stage.name!r} asks for {stage.num_frames} frames ({frames} latent frames), but the latent "
+                f"stage {stage.name!r} asks for {stage.num_frames} frames ({needed} latent frames), but the latent "
                 f"cache {stage.latents} holds {latents.shape[1]}; lower num_frames or re-encode longer clips"
             )
-        return latents[:, :frames].contiguous(), captions
+        return latents[:, :needed].contiguous(), captions, frame_latents

@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from kumovideo.data.pipeline.encode import LatentShardWriter
+from kumovideo.pipelines.conditioning import even_frame_latents
 from kumovideo.training.runtime import progress
 from kumovideo.training.shapes_batches import shapes_batch
 from kumovideo.utils.errors import KumoInputError
@@ -31,16 +32,20 @@ def cache_shapes_latents(
     batch_size: int = 16,
     shard_size: int = 512,
     device: str | torch.device = "cpu",
+    frame_latents: bool = False,
 ) -> Path:
-    """Encode clips 0..num_clips-1 of the ShapesWorld stream `seed`; resumes a partial cache."""
+    """Encode clips 0..num_clips-1 of the ShapesWorld stream `seed`; resumes a partial cache.
+    `frame_latents` also keeps each even frame's image latent (for conditioning frames)."""
     source = {"world": "shapes-world-v1", "seed": seed, "size": size, "num_frames": num_frames}
+    if frame_latents:
+        source["frame_latents"] = True
     writer = LatentShardWriter(Path(out_dir), vae, vae_path, shard_size, source=source)
     done = len(writer.index["clips"])
     # Resuming a partial cache: the same clips, in batches of the same size, or the cache would mix two streams.
     if writer.index.get("source", source) != source:
         raise KumoInputError(
             f"{out_dir} already caches other clips ({writer.index['source']}); "
-            "choose another --out, or the --seed, --size and --frames it was written with"
+            "choose another --out, or the --seed, --size, --frames and --frame-latents it was written with"
         )
     if done % batch_size:
         raise KumoInputError(
@@ -53,12 +58,14 @@ def cache_shapes_latents(
     for batch_index in range(done // batch_size, (num_clips + batch_size - 1) // batch_size):
         videos, captions = shapes_batch(seed, batch_index, batch_size, 0, 1, size, num_frames)
         posterior = vae.encode(videos.to(device)).latent_dist
+        frames = even_frame_latents(vae, videos.to(device)) if frame_latents else [None] * len(captions)
         for i, text in enumerate(captions):
             writer.add(
                 f"shapes-{seed}-{batch_index * batch_size + i:07d}",
                 posterior.mean[i],
                 posterior.std[i],
                 {"caption": text, "fps": 8, "num_frames": num_frames, "size": [size, size], "motion_score": None},
+                frames=frames[i],
             )
         bar.update(len(captions))
     writer.flush()

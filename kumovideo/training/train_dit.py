@@ -10,6 +10,10 @@
   bf16 autocast on GPU; optional gradient checkpointing;
 * latents from a cache (`kumo train cache-latents` / `kumo data encode`), or encoded on
   the fly by the frozen VAE when a stage names no cache;
+* conditioning frames (`conditioning:` task probabilities, docs/conditioning.md): each
+  example knows its first frame, every 4th or 2nd frame, or nothing, read as image latents
+  from the cache (`--frame-latents`) and placed by `kumovideo.pipelines.conditioning`; the
+  condition is dropped with `condition_dropout` for image guidance;
 * `fsdp=True` (`kumo train dit --fsdp [--ulysses N]`): the transformer sharded with FSDP2
   (`kumovideo.distributed.fsdp.FullySharded`); a stage's `batch_size` is then the global
   batch, split over the data-parallel ranks (`loop.DataShard`), and the run trains on the
@@ -20,10 +24,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from kumovideo.distributed.fsdp import FullySharded
 from kumovideo.distributed.ulysses import sequence_parallel_forward
+from kumovideo.pipelines.conditioning import TASKS, place_latents, shard_frame_latents, task_frames
 from kumovideo.pipelines.pipeline_kumo import KumoPipeline
 from kumovideo.training.components import build_components
 from kumovideo.training.config import TrainConfig, check_sharding
@@ -33,6 +39,7 @@ from kumovideo.training.objectives import diffuse, sample_timesteps, v_predictio
 from kumovideo.training.pipeline_folder import save_trained_pipeline
 from kumovideo.training.runtime import Runtime, autocast_context, step_generator
 from kumovideo.training.shapes_batches import is_image_step
+from kumovideo.utils.errors import KumoInputError
 
 
 def train_dit(
@@ -46,6 +53,8 @@ def train_dit(
     """Train (or resume) a DiT run; `fsdp` shards the transformer with FSDP2 (under torchrun,
     or in one process), `ulysses` > 1 adds Ulysses sequence parallelism (with `fsdp` only)."""
     check_sharding("dit", fsdp, ulysses)
+    if config.conditioning and ulysses > 1:
+        raise KumoInputError("conditioned training (conditioning:) does not run under --ulysses yet; drop --ulysses")
     sharding = (
         FullySharded(runtime.device, ulysses=ulysses, mixed_precision=config.mixed_precision) if fsdp else Replicated()
     )
@@ -82,13 +91,26 @@ def _train_dit(config: TrainConfig, runtime: Runtime, resume: bool, stop_after: 
     source = LatentSource(config, vae, runtime, shard)
     alphas_cumprod = scheduler.alphas_cumprod.to(torch.float32)
     max_len = transformer.config.max_text_seq_length
+    conditioned = bool(config.conditioning)
+    if conditioned:  # every cache keeps frame latents, or the run stops here in one line
+        scaling = {stage.latents: source.frames_cache(stage.latents).scaling_factor for stage in config.stages}
 
     def loss_fn(step: int):
         stage, _ = config.stage_at(step)
         g = step_generator(config.seed, step, shard.stream)
-        latents, captions = source.batch(step, stage, g)
+        condition = None
+        if conditioned:
+            latents, captions, frame_latents = source.batch_with_frames(step, stage, g)
+        else:
+            latents, captions = source.batch(step, stage, g)
         if is_image_step(config.data_seed, step, stage.image_prob):
             latents = latents[:, :1]  # the first latent frame is the still image's latent
+        if conditioned:
+            dropped = shard.draw(stage.batch_size, lambda n: torch.rand(n, generator=g)) < config.condition_dropout
+            tasks = draw_tasks(config, step, shard, stage.batch_size)
+            condition = training_conditions(
+                frame_latents, tasks, dropped.tolist(), latents.shape[1:], scaling[stage.latents], source.geometry
+            ).to(runtime.device)
         drop = shard.draw(stage.batch_size, lambda n: torch.rand(n, generator=g)) < config.caption_dropout
         captions = ["" if d else c for c, d in zip(captions, drop.tolist())]
         ids = tokenizer(
@@ -103,7 +125,7 @@ def _train_dit(config: TrainConfig, runtime: Runtime, resume: bool, stop_after: 
         with autocast_context(runtime, config.mixed_precision):
             text = state.wrapped.get("text_encoder", text_encoder)(ids.to(runtime.device))[0]
             if sharding.ulysses_group is None:
-                v_pred = state.wrapped["transformer"](x_t, text, t, return_dict=False)[0]
+                v_pred = state.wrapped["transformer"](x_t, text, t, return_dict=False, condition=condition)[0]
             else:  # this rank's share of the tokens; the output gathered whole
                 v_pred = sequence_parallel_forward(state.wrapped["transformer"], x_t, text, t, sharding.ulysses_group)
         loss = v_prediction_loss(v_pred, v_target)
@@ -115,6 +137,37 @@ def _train_dit(config: TrainConfig, runtime: Runtime, resume: bool, stop_after: 
         if runtime.is_main:
             export_pipeline(components, config)
     return metrics
+
+
+def draw_tasks(config: TrainConfig, step: int, shard: DataShard, batch_size: int) -> list[str]:
+    """This process's examples' conditioning tasks at `step`, drawn by `config.conditioning`'s
+    probabilities (a function of the step, so a resumed run draws the same)."""
+    names = [task for task in TASKS if config.conditioning.get(task, 0) > 0]
+    probs = np.array([config.conditioning[task] for task in names])
+    rng = np.random.default_rng([config.data_seed, step, shard.stream, 19])
+    drawn = [names[i] for i in rng.choice(len(names), size=batch_size, p=probs / probs.sum())]
+    first = shard.first(batch_size)
+    return drawn[first : first + shard.local_size(batch_size)]
+
+
+def training_conditions(
+    frame_latents: list[torch.Tensor],
+    tasks: list[str],
+    dropped: list[bool],
+    latent_shape: torch.Size,
+    scaling_factor: float,
+    geometry,
+) -> torch.Tensor:
+    """The conditions (B, F_lat, 2C + 2, h, w) of a batch: each clip's known frames for its
+    task (none where `dropped`), from its cached frame latents (F_even, C, h, w)."""
+    latent_frames, c, h, w = latent_shape
+    num_frames = geometry.num_frames(latent_frames)  # 1 on an image step: only frame 0 exists
+    conditions = []
+    for latents, task, drop in zip(frame_latents, tasks, dropped):
+        frames = [] if drop else task_frames(task, num_frames)
+        known = shard_frame_latents(latents, frames, scaling_factor)
+        conditions.append(place_latents(known, latent_frames, (c, h, w), geometry.temporal))
+    return torch.stack(conditions)
 
 
 def export_pipeline(components: dict, config: TrainConfig) -> Path:

@@ -18,6 +18,9 @@ sample every time it sees the clip, which is what on-the-fly encoding would have
 Layout of the output folder::
 
     shard-00000.safetensors   tensors "<clip id>/mean" and "<clip id>/std", `shard_size` clips
+                              (with --frame-latents also "<clip id>/frames": the posterior mean
+                              of frames 0, 2, 4, ... each encoded alone, (F_even, C, h, w), for
+                              conditioning frames: kumovideo.pipelines.conditioning)
     shard-00001.safetensors
     index.json                {"format", "version", "vae": {...}, "clips": [{"id", "caption",
                                "shard", "shape", "fps", "num_frames", "size", "motion_score",
@@ -43,6 +46,7 @@ from torch.utils.data import Dataset
 from kumovideo.data.pipeline.config import EncodeConfig
 from kumovideo.data.pipeline.manifest import atomic_write_bytes, atomic_write_json
 from kumovideo.geometry import DEFAULT_GEOMETRY, ClipGeometry
+from kumovideo.pipelines.conditioning import even_frame_latents
 from kumovideo.utils.dtypes import DTYPES
 from kumovideo.utils.errors import KumoInputError
 
@@ -159,10 +163,16 @@ class LatentShardWriter:
     def done_ids(self) -> set[str]:
         return {c["id"] for c in self.index["clips"]}
 
-    def add(self, clip_id: str, mean: torch.Tensor, std: torch.Tensor, meta: dict) -> None:
-        """One clip's posterior (C, F, h, w), stored float16, and its index entry."""
+    def add(
+        self, clip_id: str, mean: torch.Tensor, std: torch.Tensor, meta: dict, frames: torch.Tensor | None = None
+    ) -> None:
+        """One clip's posterior (C, F, h, w), stored float16, and its index entry; `frames`, the
+        image latents of its even frames (F_even, C, h, w), when the cache keeps them."""
         self._tensors[f"{clip_id}/mean"] = mean.to("cpu", torch.float16).contiguous()
         self._tensors[f"{clip_id}/std"] = std.to("cpu", torch.float16).contiguous()
+        if frames is not None:
+            self._tensors[f"{clip_id}/frames"] = frames.to("cpu", torch.float16).contiguous()
+            meta = {**meta, "frame_latents": list(range(0, 2 * len(frames), 2))}
         self._meta.append({"id": clip_id, **meta, "shape": list(mean.shape)})
         if len(self._meta) >= self.shard_size:
             self.flush()
@@ -191,8 +201,10 @@ def encode_clips(
     cfg: EncodeConfig,
     device: str = "cpu",
     quiet: bool = False,
+    frame_latents: bool = False,
 ) -> dict[str, Any]:
-    """Encode cut clips (entries of the cut manifest) into shards; returns a summary."""
+    """Encode cut clips (entries of the cut manifest) into shards; returns a summary.
+    `frame_latents` also keeps the image latents of the even frames (conditioning frames)."""
     from kumovideo.data.pipeline.runner import run_tasks
 
     writer = LatentShardWriter(out_dir, vae, vae_path, cfg.shard_size)
@@ -211,7 +223,9 @@ def encode_clips(
             n = frames_for_vae(x.shape[1], cfg.frames, geometry)
             x = x[:, :n]
             with torch.no_grad():
-                dist = vae.encode(x.unsqueeze(0).to(device=device, dtype=dtype)).latent_dist
+                clip = x.unsqueeze(0).to(device=device, dtype=dtype)
+                dist = vae.encode(clip).latent_dist
+                frames = even_frame_latents(vae, clip)[0] if frame_latents else None
             mean, std = dist.mean[0], dist.std[0]
         except Exception as exc:  # a bad clip is reported, the rest are encoded
             return {"id": entry["id"], "error": f"{type(exc).__name__}: {exc}"}
@@ -219,6 +233,7 @@ def encode_clips(
             "id": entry["id"],
             "mean": mean,
             "std": std,
+            "frames": frames,
             "fps": fps,
             "num_frames": n,
             "size": [int(x.shape[2]), int(x.shape[3])],
@@ -244,6 +259,7 @@ def encode_clips(
                 "source": entry.get("video"),
                 "file": entry.get("file"),
             },
+            frames=res["frames"],
         )
     writer.flush()
     index = writer.index
@@ -303,6 +319,15 @@ class LatentShardDataset(Dataset):
             "caption": meta["caption"],
             "motion_score": float(meta["motion_score"] or 0.0),
         }
+
+    def has_frame_latents(self) -> bool:
+        """Whether every clip keeps the image latents of its even frames (`--frame-latents`)."""
+        return bool(self.clips) and all("frame_latents" in clip for clip in self.clips)
+
+    def frame_latents(self, i: int) -> torch.Tensor:
+        """Unscaled image latents of clip i's frames 0, 2, 4, ...: (F_even, C, h, w)."""
+        meta = self.clips[i]
+        return self._shard(meta["shard"]).get_tensor(f"{meta['id']}/frames").to(self.dtype)
 
     def sample_latent(self, item: dict[str, Any], generator: torch.Generator | None = None) -> torch.Tensor:
         """A scaled latent sample from an item's posterior (what the DiT is trained on)."""
