@@ -135,6 +135,9 @@ def test_train_v2a_on_shapes_world_and_on_clips_with_audio(tmp_path, capsys):
         pipe = KumoV2APipeline.from_pretrained(tmp_path / name / "pipeline")
         assert pipe.default_sampling()["num_inference_steps"] == 2
         assert pipe(np.zeros((9, 32, 32, 3), np.uint8), progress=False).audios[0].shape == (18_000,)
+    # A checkpoint exports like a DiT run's, with its EMA weights.
+    assert main(["train", "export", "--config", str(path), "--out", str(tmp_path / "early")]) == 0
+    assert KumoV2APipeline.from_pretrained(tmp_path / "early").default_sampling()["num_inference_steps"] == 2
     capsys.readouterr()
     bad = dict(config, clips=str(tmp_path / "nowhere"), output_dir=str(tmp_path / "bad"))
     path.write_text(json.dumps(bad))

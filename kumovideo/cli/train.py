@@ -51,7 +51,7 @@ def register(sub) -> None:
         )
         add_threads_arg(q)
         q.set_defaults(func=run_train, kind=name)
-    e = tsub.add_parser("export", help="a pipeline folder from a DiT or Turbo run's checkpoint (EMA weights)")
+    e = tsub.add_parser("export", help="a pipeline folder from a DiT, Turbo or V2A run's checkpoint (EMA weights)")
     e.add_argument("--config", required=True, help="the run's dit or turbo config")
     e.add_argument("--checkpoint", default=None, help="checkpoint folder (default: the newest in output_dir)")
     e.add_argument("--out", required=True, help="pipeline folder to write (a new or empty folder)")

@@ -1,4 +1,4 @@
-"""`kumo train export`: a pipeline folder from a DiT or Turbo run's checkpoint, with its
+"""`kumo train export`: a pipeline folder from a DiT, Turbo or V2A run's checkpoint, with its
 EMA weights, to look at a run while it trains or to ship an earlier step.
 
 The top of the training package: it builds the run's models the way the trainers do
@@ -48,8 +48,8 @@ def check_export(
 ) -> tuple[Path, Path]:
     """Every check of an export, before anything is loaded or written: (the checkpoint
     folder, the target folder). An existing non-empty `target` is refused unless `overwrite`."""
-    if config.kind not in ("dit", "turbo"):
-        raise KumoInputError(f"kumo train export takes a dit or turbo config, not {config.kind!r}")
+    if config.kind not in ("dit", "turbo", "v2a"):
+        raise KumoInputError(f"kumo train export takes a dit, turbo or v2a config, not {config.kind!r}")
     target = check_export_target(target, overwrite)
     found = list_checkpoints(config.output_dir)
     path = Path(checkpoint) if checkpoint else (found[-1] if found else None)
@@ -72,7 +72,13 @@ def check_export(
 
 def write_export(config: TrainConfig, path: Path, target: Path) -> Path:
     """The pipeline folder `target` from checkpoint `path` (both as `check_export` returned them)."""
-    if config.kind == "turbo":
+    if config.kind == "v2a":
+        from kumovideo.training.train_v2a import build_denoiser, export_v2a
+
+        denoiser = build_denoiser(config)
+        load_checkpoint_weights(path, {"denoiser": denoiser})
+        export_v2a(denoiser.eval(), config, Path(target))
+    elif config.kind == "turbo":
         from kumovideo.pipelines.loading import load_pipeline_components
         from kumovideo.training.train_turbo import export_turbo
 

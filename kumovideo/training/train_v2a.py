@@ -26,8 +26,8 @@ from kumovideo.pipelines.spectrogram import audio_to_mel, frames_to_condition, n
 from kumovideo.training.config import TrainConfig
 from kumovideo.training.loop import TrainState, train
 from kumovideo.training.objectives import diffuse, v_prediction_loss
+from kumovideo.training.pipeline_folder import write_pipeline_folder
 from kumovideo.training.runtime import Runtime, step_generator
-from kumovideo.utils.atomic import atomic_directory
 from kumovideo.utils.errors import KumoInputError
 
 VIDEO_SUFFIXES = (".mp4", ".webm", ".mkv", ".mov", ".m4v")
@@ -146,22 +146,19 @@ def train_v2a(config: TrainConfig, runtime: Runtime, resume: bool = False, stop_
 
     metrics = train(config, runtime, state, loss_fn, resume=resume, stop_after=stop_after)
     if stop_after is None and runtime.is_main:
-        export_v2a(denoiser.eval(), scheduler, config)
+        export_v2a(denoiser.eval(), config)
     return metrics
 
 
-def export_v2a(denoiser: KumoV2AModel, scheduler: DDIMScheduler, config: TrainConfig) -> Path:
-    """The trained V2A pipeline folder (EMA weights) at output_dir/pipeline."""
-    pipe = KumoV2APipeline(denoiser=denoiser, scheduler=scheduler)
-    pipe.sampling_defaults = dict(config.sampling_defaults)
-    target = Path(config.output_dir) / "pipeline"
-    if config.export_fp16:
-        pipe.denoiser.to(torch.float16)
-    with atomic_directory(target) as tmp:
-        pipe.save_pretrained(tmp, safe_serialization=True)
-        recipe = {"config": config.to_dict(), "steps": config.total_steps}
-        (tmp / "training_recipe.json").write_text(json.dumps(recipe, indent=2, default=str) + "\n")
-    pipe.denoiser.to(torch.float32)
+def export_v2a(denoiser: KumoV2AModel, config: TrainConfig, target: Path | None = None) -> Path:
+    """The V2A pipeline folder (default output_dir/pipeline) with `denoiser`'s weights, the
+    run's sampling defaults and its recipe."""
+    target = Path(target or Path(config.output_dir) / "pipeline")
+    denoiser = denoiser.to("cpu", torch.float16 if config.export_fp16 else torch.float32)
+    pipe = KumoV2APipeline(denoiser=denoiser, scheduler=build_v2a_scheduler())
+    recipe = json.dumps({"config": config.to_dict(), "steps": config.total_steps}, indent=2, default=str)
+    write_pipeline_folder(pipe, config, target, {"training_recipe.json": recipe + "\n"})
+    denoiser.float()
     print(f"V2A pipeline saved to {target}")
     return target
 
