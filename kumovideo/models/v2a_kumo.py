@@ -141,16 +141,19 @@ class KumoV2AModel(ModelMixin, ConfigMixin):
         self,
         sample: torch.Tensor,
         timestep: torch.Tensor,
-        video: torch.Tensor,
-        fps: float,
+        video: torch.Tensor | None = None,
+        fps: float | None = None,
         video_mask: torch.Tensor | None = None,
+        video_features: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """sample (B, M, T); timestep (B,) or scalar; video (B, F, 3, s, s); video_mask (B,)
-        of 0/1 drops the video per example (the unconditional branch of guidance)."""
+        """sample (B, M, T); timestep (B,) or scalar; video (B, F, 3, s, s) at `fps`, or its
+        `encode_video` output (B, width, T), which a sampler computes once for all steps;
+        video_mask (B,) of 0/1 drops the video per example (the unconditional branch of guidance)."""
         b, _, t = sample.shape
         timestep = timestep.expand(b) if timestep.dim() else timestep.reshape(1).expand(b)
         temb = self.time_embedding(self.time_proj(timestep).to(sample.dtype))
-        video_features = self.encode_video(video.to(sample.dtype), t, fps)
+        if video_features is None:
+            video_features = self.encode_video(video.to(sample.dtype), t, fps)
         if video_mask is not None:
             video_features = video_features * video_mask.to(sample.dtype)[:, None, None]
         h = self.proj_in(sample)

@@ -171,10 +171,11 @@ class KumoV2APipeline(DiffusionPipeline):
             mask = torch.cat([torch.ones(len(videos)), torch.zeros(len(videos))]).to(device)
         else:
             mask = None
+        features = self.denoiser.encode_video(condition, shape[-1], fps)  # the same for every step
         self.scheduler.set_timesteps(num_inference_steps, device=device)
         for t in self.progress_bar(self.scheduler.timesteps) if progress else self.scheduler.timesteps:
             model_input = torch.cat([latents, latents]) if guided else latents
-            v = self.denoiser(model_input, t, condition, fps, mask)
+            v = self.denoiser(model_input, t, video_mask=mask, video_features=features)
             if guided:
                 v_video, v_uncond = v.chunk(2)
                 v = v_uncond + guidance_scale * (v_video - v_uncond)
