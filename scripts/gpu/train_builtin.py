@@ -20,9 +20,11 @@ Parts, each its own process with its own time budget (scripts/gpu/runner.py):
 
 What comes back in $OUT (the device returns at most 8 files of 16 MiB, 64 MiB in all):
 results.json (every part's JSON, command, status, times), log.txt, the newest checkpoint
-as ckpt-step<N>.part<i>of<n> (<= 16 MiB each: weights and EMA in fp32, Adam's moments in
-bf16, the run's tokenizer, the cache's captions) and pipeline.tgz. `--resume-from DIR`
-continues from the newest complete set of parts in DIR (a previous $OUT).
+as ckpt-step<N>.part<i>of<n> (<= 16 MiB each; weights and EMA in fp16, Adam's second
+moment in bf16: about 22 MB, small enough to be carried back beside the repository and
+the diffusers wheel) and pipeline.tgz. A second call on the same (warm) machine resumes
+its own full-precision checkpoint in the work folder; on a fresh machine, `--resume-from
+DIR` continues from the newest complete set of parts in DIR (a previous $OUT, carried).
 
     python scripts/gpu/train_builtin.py part NAME [same options]   # one part (the driver runs these)
 """
@@ -130,34 +132,77 @@ def _tar_add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
     tar.addfile(info, io.BytesIO(data))
 
 
-def compact_optimizer(path: Path) -> bytes:
-    """optimizer.pt with Adam's moments in bf16 (half their bytes; torch casts them back
-    to the parameters' fp32 when loading): the checkpoint then fits what comes back."""
+def _recast_safetensors(data: bytes, dtype) -> bytes:
+    import torch
+    from safetensors.torch import load, save
+
+    tensors = load(data)
+    return save({k: v.to(dtype) if torch.is_floating_point(v) else v for k, v in tensors.items()})
+
+
+def compact_optimizer(data: bytes) -> bytes:
+    """optimizer.pt as it travels: Adam's second moment in bf16 (its range), the first
+    moment left out (it restarts from zero on resume and refills within ~10 steps)."""
     import torch
 
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     for slot in state["optimizer"]["state"].values():
-        for key in ("exp_avg", "exp_avg_sq"):
-            if key in slot:
-                slot[key] = slot[key].to(torch.bfloat16)
+        slot.pop("exp_avg", None)
+        if "exp_avg_sq" in slot:
+            slot["exp_avg_sq"] = slot["exp_avg_sq"].to(torch.bfloat16)
     buffer = io.BytesIO()
     torch.save(state, buffer)
     return buffer.getvalue()
 
 
+def expand_optimizer(data: bytes) -> bytes:
+    """`compact_optimizer` undone: fp32 moments, the first one zero."""
+    import torch
+
+    state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    for slot in state["optimizer"]["state"].values():
+        if "exp_avg_sq" in slot:
+            slot["exp_avg_sq"] = slot["exp_avg_sq"].float()
+            slot.setdefault("exp_avg", torch.zeros_like(slot["exp_avg_sq"]))
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    return buffer.getvalue()
+
+
+def compact_file(path: Path) -> bytes:
+    """A checkpoint file as it travels: weights and EMA in fp16 (the shipped model's
+    precision; one rounding, far below one optimizer step's change), Adam's state compacted."""
+    import torch
+
+    data = path.read_bytes()
+    if path.suffix == ".safetensors":
+        return _recast_safetensors(data, torch.float16)
+    if path.name == "optimizer.pt":
+        return compact_optimizer(data)
+    return data
+
+
+def expand_checkpoint(step_dir: Path) -> None:
+    """A carried checkpoint folder back in the loop's own precision (fp32 everywhere)."""
+    import torch
+
+    for path in step_dir.iterdir():
+        if path.suffix == ".safetensors":
+            path.write_bytes(_recast_safetensors(path.read_bytes(), torch.float32))
+        elif path.name == "optimizer.pt":
+            path.write_bytes(expand_optimizer(path.read_bytes()))
+
+
 def pack_checkpoint(step_dir: Path, run_dir: Path, out: Path) -> dict:
-    """Checkpoint folder `step_dir` (with the run's tokenizer and kit.json) as one tar
-    stream in parts of at most 16 MiB in `out`; older parts are removed once the new set
-    is complete. Returns what was written."""
+    """Checkpoint folder `step_dir` (with the run's kit.json, cache captions and, for a run
+    from scratch, tokenizer) compacted (`compact_file`) into one gzipped tar in parts of at
+    most 16 MiB in `out`, small enough to be carried back to a fresh machine; older parts
+    are removed once the new set is complete. Returns what was written."""
     step = int(step_dir.name.split("-")[1])
     buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as tar:
+    with tarfile.open(fileobj=buffer, mode="w:gz", compresslevel=1) as tar:
         for path in sorted(step_dir.iterdir()):
-            name = f"checkpoints/{step_dir.name}/{path.name}"
-            if path.name == "optimizer.pt":
-                _tar_add_bytes(tar, name, compact_optimizer(path))
-            else:
-                tar.add(path, name)
+            _tar_add_bytes(tar, f"checkpoints/{step_dir.name}/{path.name}", compact_file(path))
         for extra in ("tokenizer", "kit.json", "cache_captions.txt"):
             if (run_dir / extra).exists():
                 tar.add(run_dir / extra, extra)
@@ -192,7 +237,8 @@ def newest_packed(folder: Path) -> tuple[int, list[Path]] | None:
 
 
 def unpack_checkpoint(folder: Path, run_dir: Path) -> int:
-    """The newest complete packed checkpoint in `folder` unpacked into `run_dir`; its step."""
+    """The newest complete packed checkpoint in `folder` unpacked into `run_dir`, back in
+    fp32 (`expand_checkpoint`); its step."""
     found = newest_packed(folder)
     if found is None:
         raise SystemExit(f"--resume-from {folder}: no complete set of ckpt-step*.part*of* files there")
@@ -201,6 +247,7 @@ def unpack_checkpoint(folder: Path, run_dir: Path) -> int:
     run_dir.mkdir(parents=True, exist_ok=True)
     with tarfile.open(fileobj=io.BytesIO(data)) as tar:
         tar.extractall(run_dir, filter="data")
+    expand_checkpoint(run_dir / "checkpoints" / f"step-{step:07d}")
     return step
 
 
@@ -211,7 +258,7 @@ def add_settings(p: argparse.ArgumentParser) -> None:
     """The options the driver and every part share."""
     p.add_argument("--tiny", action="store_true", help="toy size on the CPU (the test's rehearsal)")
     p.add_argument("--out", default=os.environ.get("OUT") or str(REPO / "gpu-out" / "train"), help="results ($OUT)")
-    p.add_argument("--work", default=None, help="work folder (run, checkpoints, export); default under $TMPDIR")
+    p.add_argument("--work", default=None, help="work folder (run, checkpoints, export); default gpu-out/train-work")
     p.add_argument("--config", default=str(CONFIG), help="the recipe (default configs/builtin-dit-128-gpu.yaml)")
     p.add_argument("--resume-from", default=None, help="folder holding a previous $OUT's ckpt-step*.part* files")
     p.add_argument("--batch", type=int, default=None, help="batch size over the config's")
@@ -737,7 +784,7 @@ def part_main(argv: list[str]) -> int:
     add_settings(p)
     p.add_argument("--deadline", type=float, default=None, help="time.time() by which the part ends")
     args = p.parse_args(argv)
-    args.work = args.work or default_work()
+    args.work = args.work or default_work(args.tiny)
     args.deadline = args.deadline or time.time() + 300
     os.chdir(REPO)
     rep = Report(args.part, args.tiny)
@@ -747,8 +794,10 @@ def part_main(argv: list[str]) -> int:
     return 0
 
 
-def default_work() -> str:
-    return str(Path(os.environ.get("TMPDIR", "/tmp")) / f"kumo-train-kit-{os.getpid()}")
+def default_work(tiny: bool) -> str:
+    """An ignored folder of the checkout: on a warm device it is still there at the next
+    call, whose train part then resumes the run's own full-precision checkpoint."""
+    return str(REPO / "gpu-out" / ("train-work-tiny" if tiny else "train-work"))
 
 
 def build_parts(args, start: float) -> list[Part]:
@@ -842,7 +891,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     start = time.time()
     args.budget_s = args.budget_s or (240.0 if args.tiny else 500.0)
-    args.work = args.work or default_work()
+    args.work = args.work or default_work(args.tiny)
     os.chdir(REPO)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
