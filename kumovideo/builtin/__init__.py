@@ -60,3 +60,19 @@ def builtin_v2a_dir() -> Path:
             "with a folder from `kumo train v2a` (docs/audio.md)"
         )
     return V2A_DIR
+
+
+FRAMES_DIR = PACKAGE_DIR / "kumo-shapes-frames"
+
+
+def builtin_frames_dir() -> Path:
+    """The folder of the built-in conditioned pipeline (image-to-video and interpolation:
+    the built-in model fine-tuned with configs/builtin-frames.yaml, docs/conditioning.md)."""
+    if not (FRAMES_DIR / "model_index.json").exists():
+        from kumovideo.utils.errors import KumoInputError
+
+        raise KumoInputError(
+            "this build ships no built-in conditioned model (kumo-shapes-frames) for --image / --interpolate; "
+            "pass --model with a folder from `kumo train dit --config configs/builtin-frames.yaml` (docs/conditioning.md)"
+        )
+    return FRAMES_DIR

@@ -52,9 +52,10 @@ def register(sub) -> None:
     )
     flags.add_fast_path_args(q)
     q.set_defaults(func=run)
-    from kumovideo.cli import eval_sound
+    from kumovideo.cli import eval_frames, eval_sound
 
     eval_sound.register(esub)
+    eval_frames.register(esub)
 
 
 def eval_captions(n: int, seed: int, size: int, num_frames: int, exclude: set[str]) -> list[str]:

@@ -1,7 +1,12 @@
-"""`kumo generate PROMPT -o OUT.mp4`: one clip from a prompt."""
+"""`kumo generate PROMPT -o OUT.mp4`: one clip from a prompt.
+
+`--image first.png` starts the clip at an image; `--interpolate 2|4` makes the clip's
+frames keyframes and interpolates between them (more frames, factor x the frame rate).
+Both use a model trained with conditioning frames (docs/conditioning.md)."""
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 import time
@@ -71,6 +76,7 @@ def register(sub) -> None:
     )
     add_fast_path_args(p)
     p.add_argument("--vae-tiling", action="store_true", help="decode in spatial tiles (less memory)")
+    add_frames_args(p)
     p.add_argument(
         "--audio", action="store_true", help="add a soundtrack made from the clip by a video-to-audio model (kumo v2a)"
     )
@@ -95,6 +101,75 @@ def register(sub) -> None:
         help="with --parallel: where the VAE decodes; 'split' deals its tiles over all ranks (default rank0)",
     )
     p.set_defaults(func=run)
+
+
+def add_frames_args(p) -> None:
+    """--image, --image-guidance, --interpolate and --interpolate-model (docs/conditioning.md)."""
+    p.add_argument(
+        "--image",
+        default=None,
+        help="start the clip at this image (PNG/JPEG; resized and centre-cropped to the clip); needs a model "
+        "trained with conditioning frames (default then: the built-in kumo-shapes-frames)",
+    )
+    p.add_argument(
+        "--image-guidance",
+        type=float,
+        default=None,
+        help="with --image or --interpolate: image guidance scale (> 1: a third branch, Kandinsky Video style)",
+    )
+    p.add_argument(
+        "--interpolate",
+        type=int,
+        default=None,
+        metavar="2|4",
+        help="make the clip's frames keyframes and interpolate x2 or x4 (factor x the frames and the frame rate)",
+    )
+    p.add_argument(
+        "--interpolate-model",
+        default=None,
+        help="with --interpolate: the conditioned model that interpolates (default: the built-in kumo-shapes-frames)",
+    )
+
+
+class FramesRequest(NamedTuple):
+    image: str | None  # --image
+    image_guidance: float | None
+    interpolate: int | None  # --interpolate factor
+    interpolate_model: Path | None  # checked from its config
+
+
+def check_frames_args(args) -> FramesRequest | None:
+    """--image / --interpolate and their flags, with the models' configs read (no weights)."""
+    from kumovideo.cli.interpolate import resolve_frames_model
+
+    if args.image is not None and args.interpolate is not None:
+        raise KumoInputError(
+            "--image and --interpolate do not go together: --interpolate makes its keyframes from the prompt alone; "
+            "generate from the image, then run `kumo interpolate` on that clip"
+        )
+    if args.image is None and args.interpolate is None:
+        given = [f for f in ("--image-guidance", "--interpolate-model") if flag_value(args, f) is not None]
+        if given:
+            raise KumoInputError(f"{given[0]} needs --image or --interpolate; add one or drop it")
+        return None
+    if args.image_guidance is not None and not math.isfinite(args.image_guidance):
+        raise KumoInputError(f"--image-guidance {args.image_guidance} is not a number; use e.g. 1.5 (<= 1: off)")
+    if args.parallel:
+        raise KumoInputError("--image and --interpolate run in one process; drop --parallel")
+    if args.image is not None:
+        from kumovideo.pipelines.conditioning import load_image
+
+        if args.interpolate_model is not None:
+            raise KumoInputError("--interpolate-model needs --interpolate; with --image pass the model as --model")
+        load_image(args.image)  # a missing or unreadable file is one line here, before any model loads
+        resolve_frames_model(args.model, "--image")
+        return FramesRequest(args.image, args.image_guidance, None, None)
+    from kumovideo.pipelines.interpolation import check_factor
+
+    check_factor(args.interpolate)
+    return FramesRequest(
+        None, args.image_guidance, args.interpolate, resolve_frames_model(args.interpolate_model, "--interpolate")
+    )
 
 
 def check_fits_in_memory(frames: int, height: int, width: int) -> None:
@@ -156,6 +231,7 @@ class Checked(NamedTuple):
     dtype: object  # torch.dtype
     device: object  # torch.device
     soundtrack: SoundtrackRequest | None  # --audio
+    frames: FramesRequest | None  # --image, --interpolate
 
 
 def check_args(args) -> Checked:
@@ -186,7 +262,7 @@ def check_args(args) -> Checked:
     if not args.parallel and (args.t5_on or args.vae_on):
         flag = "--t5-on" if args.t5_on else "--vae-on"
         raise KumoInputError(f"{flag} places work across processes and needs --parallel (under torchrun); drop it")
-    return Checked(output, dtype, device, check_audio_args(args, output))
+    return Checked(output, dtype, device, check_audio_args(args, output), check_frames_args(args))
 
 
 def check_audio_args(args, output: Path) -> SoundtrackRequest | None:
@@ -208,13 +284,17 @@ def run(args) -> int:
 
     from kumovideo.utils.video_io import write_video
 
-    output, dtype, device, soundtrack = check_args(args)  # everything that can be checked before loading a model
+    output, dtype, device, soundtrack, conditioning = check_args(args)  # all checks before a model loads
 
-    from kumovideo.builtin import builtin_model_dir
+    from kumovideo.builtin import builtin_frames_dir, builtin_model_dir
     from kumovideo.pipelines import KumoPipeline, frames_to_uint8
     from kumovideo.pipelines.loading import read_sampling_defaults
 
-    folder = Path(args.model) if args.model else builtin_model_dir(turbo=args.turbo)
+    image = conditioning.image if conditioning else None
+    if args.model:
+        folder = Path(args.model)
+    else:
+        folder = builtin_frames_dir() if image is not None else builtin_model_dir(turbo=args.turbo)
     read_sampling_defaults(folder)  # a bad kumo_defaults.json is named before the weights load
     ctx = None
     if args.parallel:  # checked against the process count and the model's configs before loading weights
@@ -258,6 +338,8 @@ def run(args) -> int:
         generator=torch.Generator(device="cpu").manual_seed(args.seed),
         output_type="pt",
     )
+    if image is not None:
+        call.update(image=image, image_guidance_scale=conditioning.image_guidance)
     if ctx is None or ctx.is_main:
         call["callback_on_step_end"] = announce_decode(frames, height, width)
     video = runner(**call, sampler="scheduler" if args.sampler == "default" else "renoise").frames
@@ -268,6 +350,9 @@ def run(args) -> int:
         if video is None:  # only rank 0 holds the clip and writes the file
             return 0
     clip_frames = frames_to_uint8(video[0])
+    if conditioning is not None and conditioning.interpolate:
+        clip_frames = interpolate_keyframes(clip_frames, conditioning, args, dtype, device)
+        frames, fps = len(clip_frames), fps * conditioning.interpolate
     if soundtrack is None:
         write_video(clip_frames, output, fps=fps)
     else:  # the silent clip beside the output, then the output with its sound: never a half-made file
@@ -282,5 +367,25 @@ def run(args) -> int:
 
     elapsed = time.perf_counter() - STARTED  # all of it: start-up, loading, generating, writing
     sound = " with sound" if soundtrack else ""
+    if conditioning is not None and conditioning.interpolate:
+        sound += f", interpolated x{conditioning.interpolate}"
     print(f"wrote {output} ({frames} frames, {height}x{width}, {fps} fps, {steps} steps{sound}) in {elapsed:.1f} s")
     return 0
+
+
+def interpolate_keyframes(keyframes, request: FramesRequest, args, dtype, device):
+    """`--interpolate`: the generated clip's frames as keyframes, interpolated by the conditioned model."""
+    import torch
+
+    from kumovideo.pipelines import KumoPipeline
+    from kumovideo.pipelines.interpolation import interpolate_frames
+
+    pipe = KumoPipeline.from_pretrained(request.interpolate_model, torch_dtype=dtype).to(device)
+    return interpolate_frames(
+        pipe,
+        keyframes,
+        request.interpolate,
+        prompt=args.prompt,
+        image_guidance_scale=request.image_guidance,
+        generator=torch.Generator(device="cpu").manual_seed(args.seed),
+    )

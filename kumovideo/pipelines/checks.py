@@ -160,6 +160,20 @@ def check_frame_conditioning(transformer_config: Any, what: str = "this model") 
         )
 
 
+def check_folder_frame_conditioning(folder: Any, flag: str) -> None:
+    """`check_frame_conditioning` of a pipeline folder's transformer, from its config.json alone
+    (no weights read): for the CLI, before anything loads."""
+    import json
+    from pathlib import Path
+
+    path = Path(folder) / "transformer" / "config.json"
+    try:
+        config = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        raise KumoInputError(f"{folder} has no readable transformer/config.json; pass a pipeline folder") from None
+    check_frame_conditioning(config, f"the model {folder} ({flag})")
+
+
 def check_conditioning_frames(per_prompt: list[dict], num_frames: int, temporal: int) -> None:
     """Each prompt's {pixel frame index: image}: indices inside the clip, 0 or even."""
     from kumovideo.pipelines.conditioning import check_frame_indices

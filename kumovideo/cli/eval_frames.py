@@ -1,0 +1,382 @@
+"""`kumo eval i2v` and `kumo eval interpolate`: how well a model conditioned on frames
+keeps them (docs/conditioning.md has the figures and the commands).
+
+`i2v`: for N captions unseen in training (half one-object, half two-object), render a
+ShapesWorld clip, give the model its first frame and the caption, and measure the first
+generated frame's PSNR against the image (beside the VAE round trip's, the ceiling), how
+far each object starts from where the image has it (in units of the frame side S, by the
+judge's measurement) and whether the clip matches its caption (the `kumo eval shapes` judge).
+
+`interpolate`: render N clips of moving objects (17 frames), keep every 4th frame (5
+keyframes, 2 fps), interpolate x4 back to 17 and compare with the render: PSNR of the
+in-between frames, against a linear blend of the neighbouring keyframes (which ghosts), and
+of the model's own keyframes (before the input keyframes are pasted back).
+`--keyframes generate` instead makes the keyframes with the base text-to-video model from
+the captions (`kumo generate --interpolate 4`) and judges both clips against their captions.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+from kumovideo.cli import args as flags
+from kumovideo.utils.paths import check_output_folder
+
+MAX_CAPTIONS = 10_000
+
+
+def register(esub) -> None:
+    q = esub.add_parser("i2v", help="image-to-video: first-frame PSNR, object start error, caption match")
+    _common_args(q, "outputs/eval-i2v", n=64)
+    q.add_argument("--batch-size", type=int, default=8, help="clips generated per pipeline call")
+    flags.add_guidance_args(q)
+    q.add_argument("--image-guidance", type=float, default=None, help="image guidance scale (> 1: third branch)")
+    q.set_defaults(func=run_i2v)
+
+    r = esub.add_parser("interpolate", help="x4 interpolation of rendered clips vs the render and a linear blend")
+    _common_args(r, "outputs/eval-interpolate", n=32)
+    r.add_argument("--factor", type=int, default=4, help="2 or 4 (default 4: keep every 4th frame)")
+    r.add_argument(
+        "--keyframes",
+        choices=["render", "generate"],
+        default="render",
+        help="render: keyframes from rendered clips (PSNR); generate: from the base model's clips of the "
+        "captions, judged against them (`kumo generate --interpolate`)",
+    )
+    r.add_argument("--base-model", default=None, help="with --keyframes generate: the text-to-video model")
+    r.set_defaults(func=run_interpolate)
+
+
+def _common_args(q, out: str, n: int) -> None:
+    q.add_argument(
+        "--model", default=None, help="conditioned pipeline folder (default: the built-in kumo-shapes-frames)"
+    )
+    q.add_argument("--n", type=int, default=n, help=f"number of captions (default {n})")
+    q.add_argument("--seed", type=int, default=2024, help="caption, render and noise seed (default 2024)")
+    flags.add_steps_arg(q, help="denoising steps (default: the model's)")
+    q.add_argument("--out", default=out, help="folder for results.json")
+    q.add_argument("--json", action="store_true", help="print the summary as JSON")
+
+
+def check_common(args) -> Path:
+    """The flags every frames evaluation takes, and the model's config (no weights read)."""
+    from kumovideo.cli.interpolate import resolve_frames_model
+
+    positive = "--n and --batch-size must be positive"
+    flags.check_whole_flags(args, "--n", high=MAX_CAPTIONS, too_small=positive)
+    if hasattr(args, "batch_size"):
+        flags.check_whole_flags(args, "--batch-size", too_small=positive)
+    flags.check_seed_flag(args, clips=args.n)
+    flags.check_whole_flags(args, "--steps", too_small="{name} {value}: pass 1 or more denoising steps")
+    out = check_output_folder(args.out, "--out")
+    args.model = resolve_frames_model(args.model, f"kumo eval {args.eval_command}")
+    return out
+
+
+def _load(folder):
+    import torch
+
+    from kumovideo.pipelines import KumoPipeline
+
+    pipe = KumoPipeline.from_pretrained(folder, torch_dtype=torch.float32)  # shipped fp16; CPU math in fp32
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def _captions(pipe, folder: Path, n: int, seed: int, keep=None) -> list[str]:
+    """n captions unseen in training (`kumo eval shapes`'s draw), those `keep` accepts."""
+    from kumovideo.cli.eval import eval_captions
+
+    seen_file = Path(folder) / "training_captions.txt"
+    exclude = set(seen_file.read_text().splitlines()) if seen_file.exists() else set()
+    clip = pipe.default_clip()
+    captions: list[str] = []
+    draw = n
+    while len(captions) < n:
+        pool = eval_captions(draw, seed, clip["height"], clip["num_frames"], exclude)
+        captions = [c for c in pool if keep is None or keep(c)][:n]
+        draw *= 2
+    return captions
+
+
+def _renders(captions: list[str], size: int, num_frames: int, seed: int):
+    """uint8 clips (F, S, S, 3) of the captions, seeded."""
+    import numpy as np
+
+    from kumovideo.data.shapes_world import clip_spec_from_caption, render_clip
+
+    rng = np.random.default_rng([seed, 77])
+    return [render_clip(clip_spec_from_caption(c, rng, size, num_frames)) for c in captions]
+
+
+def _write(out_dir: Path, summary: dict, clips: list[dict], as_json: bool) -> None:
+    from kumovideo.utils.atomic import atomic_file
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_file(out_dir / "results.json", "w") as f:
+        json.dump({"summary": summary, "clips": clips}, f, indent=2, default=float)
+    if as_json:
+        print(json.dumps(summary, indent=2, default=float))
+
+
+def _db(value) -> str:
+    return "  n/a" if value is None else ("  inf" if math.isinf(value) else f"{value:5.2f}")
+
+
+def _pct(value) -> str:
+    return "  n/a" if value is None else f"{100 * value:5.1f}%"
+
+
+# ---------------------------------------------------------------------------------------- i2v
+
+
+def vae_round_trip(vae, images):
+    """uint8 images (N, S, S, 3) encoded as 1-frame clips and decoded: the VAE's ceiling."""
+    import torch
+
+    from kumovideo.pipelines.conditioning import encode_images, images_to_tensor
+    from kumovideo.pipelines.pipeline_kumo import frames_to_uint8
+
+    with torch.no_grad():
+        z = encode_images(vae, images_to_tensor(list(images))) / vae.config.scaling_factor  # (N, C, h, w)
+        video = vae.decode(z[:, :, None].to(vae.dtype)).sample[:, :, 0]  # (N, 3, S, S) in [-1, 1]
+    return frames_to_uint8(((video.float() + 1) / 2).cpu())
+
+
+def run_i2v(args) -> int:
+    out_dir = check_common(args)
+    flags.check_guidance(args)
+
+    import numpy as np
+    import torch
+
+    from kumovideo.cli.generate import sampling_settings
+    from kumovideo.evaluation.frames_metrics import finite_mean, psnr, start_errors
+    from kumovideo.evaluation.shapes_judge import judge_clip, summarise
+    from kumovideo.pipelines import frames_to_uint8
+
+    pipe = _load(args.model)
+    args.turbo, args.sampler = False, "default"
+    _, steps, guidance, rescale, _ = sampling_settings(pipe, args)
+    clip = pipe.default_clip()
+    size, num_frames = clip["height"], clip["num_frames"]
+    captions = _captions(pipe, args.model, args.n, args.seed)
+    renders = _renders(captions, size, num_frames, args.seed)
+    images = np.stack([r[0] for r in renders])
+    ceilings = [psnr(a, b) for a, b in zip(vae_round_trip(pipe.vae, images), images)]
+
+    results, judged = [], []
+    start = time.perf_counter()
+    for i in range(0, len(captions), args.batch_size):
+        batch = captions[i : i + args.batch_size]
+        video = pipe(
+            batch,
+            image=[torch.from_numpy(im).permute(2, 0, 1).float() / 255 for im in images[i : i + len(batch)]],
+            image_guidance_scale=args.image_guidance,
+            num_inference_steps=steps,
+            guidance_scale=guidance,
+            guidance_rescale=rescale,
+            generator=[torch.Generator().manual_seed(args.seed + i + j) for j in range(len(batch))],
+            output_type="pt",
+        ).frames
+        for j, (text, v) in enumerate(zip(batch, video)):
+            frames = frames_to_uint8(v)
+            image = images[i + j]
+            judgement = judge_clip(frames, text)
+            judged.append(judgement)
+            errors = start_errors(frames[0], image, text)
+            results.append(
+                {
+                    "caption": text,
+                    "first_frame_psnr": psnr(frames[0], image),
+                    "vae_psnr": ceilings[i + j],
+                    "start_errors": errors,
+                    "match": judgement.match,
+                }
+            )
+    elapsed = time.perf_counter() - start
+    errors = [e for r in results for e in r["start_errors"]]
+    first = [r["first_frame_psnr"] for r in results]
+    summary = {
+        "n": len(results),
+        "model": str(args.model),
+        "steps": steps,
+        "guidance": guidance,
+        "image_guidance": args.image_guidance,
+        "seed": args.seed,
+        "first_frame_psnr": finite_mean(first),
+        "first_frame_psnr_min": min(first),
+        "first_frame_at_least_28db": float(np.mean([p >= 28 for p in first])),
+        "vae_round_trip_psnr": finite_mean(ceilings),
+        "start_error_mean": finite_mean(errors),
+        "start_error_max": max(errors) if errors else None,
+        "objects_within_0.05S": float(np.mean([e <= 0.05 for e in errors])) if errors else None,
+        **{k: v for k, v in summarise(judged).items() if k != "n"},
+        "seconds": elapsed,
+    }
+    _write(out_dir, summary, results, args.json)
+    if not args.json:
+        print(f"kumo eval i2v: {len(results)} captions, {steps} steps, guidance {guidance}, {elapsed:.0f} s")
+        print(
+            f"  first frame PSNR   {_db(summary['first_frame_psnr'])} dB (min {_db(summary['first_frame_psnr_min'])})"
+        )
+        print(f"  >= 28 dB           {_pct(summary['first_frame_at_least_28db'])}")
+        print(f"  VAE round trip     {_db(summary['vae_round_trip_psnr'])} dB (the ceiling)")
+        print(
+            f"  start error        {summary['start_error_mean']:.3f} S mean, within 0.05 S: "
+            f"{_pct(summary['objects_within_0.05S'])}"
+        )
+        print(f"  match rate         {_pct(summary['match_rate'])}")
+        print(f"  one object         {_pct(summary['one_object']['match_rate'])}")
+        print(f"  two objects        {_pct(summary['two_objects']['match_rate'])}")
+        print(f"per-clip results: {out_dir / 'results.json'}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------- interpolate
+
+
+def moving(caption_text: str) -> bool:
+    """Every object of the caption moves (its frames differ: what interpolation is for)."""
+    from kumovideo.data.shapes_world import parse_caption
+
+    return all(obj["motion"] != "stays still" for obj in parse_caption(caption_text)["objects"])
+
+
+def run_interpolate(args) -> int:
+    from kumovideo.pipelines.interpolation import check_factor
+
+    check_factor(args.factor)
+    out_dir = check_common(args)
+    if args.keyframes == "generate":
+        return _interpolate_generated(args, out_dir)
+
+    import torch
+
+    from kumovideo.evaluation.frames_metrics import finite_mean, in_between, linear_blend, psnr
+    from kumovideo.pipelines.interpolation import interpolate_frames
+
+    pipe = _load(args.model)
+    clip = pipe.default_clip()
+    size, num_frames = clip["height"], clip["num_frames"]
+    captions = _captions(pipe, args.model, args.n, args.seed, keep=moving)
+    results = []
+    start = time.perf_counter()
+    for i, (text, render) in enumerate(zip(captions, _renders(captions, size, num_frames, args.seed))):
+        keyframes = render[:: args.factor]
+        out = interpolate_frames(
+            pipe,
+            keyframes,
+            args.factor,
+            num_inference_steps=args.steps,
+            generator=torch.Generator().manual_seed(args.seed + i),
+            paste_keyframes=False,
+        )
+        between = in_between(len(render), args.factor)
+        blend = linear_blend(keyframes, args.factor)
+        results.append(
+            {
+                "caption": text,
+                "in_between_psnr": psnr(out[between], render[between]),
+                "blend_psnr": psnr(blend[between], render[between]),
+                "keyframe_psnr": psnr(out[:: args.factor], keyframes),
+            }
+        )
+    elapsed = time.perf_counter() - start
+    summary = {
+        "n": len(results),
+        "model": str(args.model),
+        "factor": args.factor,
+        "steps": args.steps,
+        "seed": args.seed,
+        **{key: finite_mean([r[key] for r in results]) for key in ("in_between_psnr", "blend_psnr", "keyframe_psnr")},
+        "seconds": elapsed,
+        "seconds_per_clip": elapsed / len(results),
+    }
+    summary["gain_over_blend_db"] = summary["in_between_psnr"] - summary["blend_psnr"]
+    _write(out_dir, summary, results, args.json)
+    if not args.json:
+        print(f"kumo eval interpolate: {len(results)} rendered clips, x{args.factor}, {elapsed:.0f} s")
+        print(f"  in-between PSNR    {_db(summary['in_between_psnr'])} dB")
+        print(f"  linear blend       {_db(summary['blend_psnr'])} dB  (gain {summary['gain_over_blend_db']:+.2f} dB)")
+        print(f"  model keyframes    {_db(summary['keyframe_psnr'])} dB (before the input keyframes are pasted)")
+        print(f"per-clip results: {out_dir / 'results.json'}")
+    return 0
+
+
+def _interpolate_generated(args, out_dir: Path) -> int:
+    """Keyframes from the base model's clips of the captions, interpolated; both judged."""
+    import torch
+
+    from kumovideo.builtin import builtin_model_dir
+    from kumovideo.cli.generate import sampling_settings
+    from kumovideo.evaluation.shapes_judge import judge_clip, summarise
+    from kumovideo.pipelines import frames_to_uint8
+    from kumovideo.pipelines.interpolation import interpolate_frames
+
+    base_folder = Path(args.base_model) if args.base_model else builtin_model_dir()
+    base, pipe = _load(base_folder), _load(args.model)
+    args.turbo, args.sampler, args.guidance, args.guidance_rescale = False, "default", None, None
+    _, steps, guidance, rescale, _ = sampling_settings(base, args)
+    captions = _captions(base, base_folder, args.n, args.seed)
+    keyframe_judged, interpolated_judged, results = [], [], []
+    start = time.perf_counter()
+    for i, text in enumerate(captions):
+        g = torch.Generator().manual_seed(args.seed + i)
+        video = base(
+            text,
+            num_inference_steps=steps,
+            guidance_scale=guidance,
+            guidance_rescale=rescale,
+            generator=g,
+            output_type="pt",
+        ).frames[0]
+        keyframes = frames_to_uint8(video)
+        out = interpolate_frames(
+            pipe,
+            keyframes,
+            args.factor,
+            prompt=text,
+            num_inference_steps=args.steps,
+            generator=torch.Generator().manual_seed(args.seed + i),
+        )
+        keyframe_judged.append(judge_clip(keyframes, text))
+        interpolated_judged.append(judge_clip(out, text))
+        results.append(
+            {
+                "caption": text,
+                "keyframes_match": keyframe_judged[-1].match,
+                "interpolated_match": interpolated_judged[-1].match,
+                "frames": len(out),
+            }
+        )
+    elapsed = time.perf_counter() - start
+    base_summary, interp_summary = summarise(keyframe_judged), summarise(interpolated_judged)
+    summary = {
+        "n": len(results),
+        "model": str(args.model),
+        "base_model": str(base_folder),
+        "factor": args.factor,
+        "frames": results[0]["frames"],
+        "keyframes_match_rate": base_summary["match_rate"],
+        "interpolated_match_rate": interp_summary["match_rate"],
+        "keyframes": base_summary,
+        "interpolated": interp_summary,
+        "seconds": elapsed,
+    }
+    _write(out_dir, summary, results, args.json)
+    if not args.json:
+        print(
+            f"kumo eval interpolate --keyframes generate: {len(results)} captions, x{args.factor} to "
+            f"{summary['frames']} frames, {elapsed:.0f} s"
+        )
+        for name, s in (("base keyframes", base_summary), ("interpolated", interp_summary)):
+            print(
+                f"  {name:<17}  match {_pct(s['match_rate'])}  one object {_pct(s['one_object']['match_rate'])}  "
+                f"two objects {_pct(s['two_objects']['match_rate'])}"
+            )
+        print(f"per-clip results: {out_dir / 'results.json'}")
+    return 0

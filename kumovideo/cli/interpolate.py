@@ -1,0 +1,114 @@
+"""`kumo interpolate IN.mp4 --factor 2|4 -o OUT.mp4`: more frames between a clip's frames.
+
+An N-frame clip becomes factor * (N - 1) + 1 frames at factor times its frame rate, the
+input frames kept as keyframes (Kandinsky Video 1.1's interpolation step), by a pipeline
+trained with conditioning frames (default: the built-in kumo-shapes-frames;
+docs/conditioning.md). Clips longer than the model's window run as overlapping windows.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import NamedTuple
+
+from kumovideo.cli.args import add_steps_arg, check_seed_flag, check_whole_flags, resolve_device
+from kumovideo.utils.errors import KumoInputError
+from kumovideo.utils.numbers import FPS_MAX
+
+
+def register(sub) -> None:
+    p = sub.add_parser("interpolate", help="interpolate a clip x2 or x4 (keeps its frames)", description=__doc__)
+    p.add_argument("input", help="the clip to interpolate (.mp4, .webm, .gif, ...)")
+    p.add_argument("-o", "--output", required=True, help="output file: .mp4 (H.264), .webm (VP9) or .gif")
+    p.add_argument("--factor", type=int, required=True, help="2 or 4: the output has factor x the frame rate")
+    p.add_argument(
+        "--model",
+        default=None,
+        help="pipeline folder trained with conditioning frames (default: the built-in kumo-shapes-frames)",
+    )
+    p.add_argument("--prompt", default="", help="what the clip shows (optional; adds text guidance)")
+    add_steps_arg(p, help="denoising steps (default: the model's)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:N or mps (default: cuda if available, else cpu)")
+    p.set_defaults(func=run)
+
+
+class Checked(NamedTuple):
+    frames: object  # np.ndarray (N, H, W, 3) uint8
+    fps: float
+    output: Path
+    model: Path
+    device: object
+
+
+def read_keyframes(path: str):
+    """The clip's frames (N, H, W, 3) and frame rate; a clip that does not decode, or has
+    fewer than 2 frames, is one line."""
+    from kumovideo.utils.video_io import read_video
+
+    if not Path(path).is_file():
+        raise KumoInputError(f"input clip {path} not found")
+    try:
+        frames, fps = read_video(path)
+    except Exception as exc:  # av's errors for a file that is not a video, or a broken one
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise KumoInputError(f"{path} cannot be decoded as video ({reason}); pass an .mp4, .webm or .gif") from None
+    if len(frames) < 2:
+        raise KumoInputError(f"{path} has {len(frames)} frame(s); interpolation needs at least 2")
+    return frames, fps
+
+
+def resolve_frames_model(model: str | None, flag: str) -> Path:
+    """The conditioned model's folder, checked from its config before any weights load."""
+    from kumovideo.builtin import builtin_frames_dir
+    from kumovideo.pipelines.checks import check_folder_frame_conditioning
+
+    folder = Path(model) if model else builtin_frames_dir()
+    check_folder_frame_conditioning(folder, flag)
+    return folder
+
+
+def check_args(args) -> Checked:
+    """Every check before a model loads: the factor, the output path, the flags, the input
+    clip (decoded) and the model's config; nothing is written."""
+    from kumovideo.pipelines.interpolation import check_factor
+    from kumovideo.utils.video_io import check_output_path
+
+    check_factor(args.factor)
+    output = check_output_path(args.output)
+    check_whole_flags(args, "--steps")
+    check_seed_flag(args)
+    device = resolve_device(args.device)
+    frames, fps = read_keyframes(args.input)
+    if fps * args.factor > FPS_MAX:
+        raise KumoInputError(f"{args.input} runs at {fps:g} fps; x{args.factor} would exceed {FPS_MAX} fps")
+    model = resolve_frames_model(args.model, "kumo interpolate")
+    return Checked(frames, fps, output, model, device)
+
+
+def run(args) -> int:
+    frames, fps, output, folder, device = check_args(args)
+
+    import torch
+
+    from kumovideo.pipelines import KumoPipeline
+    from kumovideo.pipelines.interpolation import interpolate_frames
+    from kumovideo.utils.video_io import write_video
+
+    pipe = KumoPipeline.from_pretrained(folder, torch_dtype=torch.float32).to(device)
+    out = interpolate_frames(
+        pipe,
+        frames,
+        args.factor,
+        prompt=args.prompt,
+        num_inference_steps=args.steps,
+        generator=torch.Generator(device="cpu").manual_seed(args.seed),
+    )
+    out_fps = round(fps * args.factor) if fps else 8 * args.factor
+    write_video(out, output, fps=out_fps)
+    from kumovideo.cli import STARTED
+
+    elapsed = time.perf_counter() - STARTED
+    print(f"wrote {output} ({len(frames)} -> {len(out)} frames, {out_fps} fps) in {elapsed:.1f} s")
+    return 0
