@@ -497,13 +497,8 @@ class TrainLog:
     """The loss log and the throughput, per log interval, in the part's JSON."""
 
     def __init__(self, rep, train_flops_per_step: int, batch: int, device, peak_tflops: float | None):
-        self.rep, self.flops, self.batch, self.device, self.peak = (
-            rep,
-            train_flops_per_step,
-            batch,
-            device,
-            peak_tflops,
-        )
+        self.rep, self.flops, self.batch = rep, train_flops_per_step, batch
+        self.device, self.peak = device, peak_tflops
         self.start = time.perf_counter()
         self.last: tuple[int, float] | None = None
         self.rows: list[dict] = []
@@ -556,6 +551,31 @@ def sizing(transformer, vae, stage, text_encoder) -> dict:
     }
 
 
+def compiled_or_eager(transformer, loss_fn, step: int) -> dict:
+    """torch.compile each block (regional) and run one forward and backward, where the
+    compiling happens; if that fails, take the compile off and train eager, saying why,
+    rather than lose the latent cache with the process."""
+    import torch
+    from diffusers.hooks import HookRegistry
+
+    from kumovideo.perf.fast_paths import compile_transformer
+    from kumovideo.perf.order import COMPILE_HOOK
+
+    start = time.perf_counter()
+    compile_transformer(transformer, "regional")
+    try:
+        loss, _ = loss_fn(step)
+        loss.backward()
+        report = {"mode": "regional (each block)", "first_step_s": round(time.perf_counter() - start, 2)}
+    except Exception as exc:  # an inductor or dynamo failure: train without it
+        for block in transformer.transformer_blocks:
+            HookRegistry.check_if_exists_or_initialize(block).remove_hook(COMPILE_HOOK, recurse=False)
+        torch._dynamo.reset()
+        report = {"mode": "off", "failed": repr(exc)[-2000:], "after_s": round(time.perf_counter() - start, 2)}
+    transformer.zero_grad(set_to_none=True)  # the loop's first step starts from no gradients anyway
+    return report
+
+
 def _spec_pool(mode: dict):
     """CPU processes that sample clip specs, started before CUDA is (they never touch it)."""
     if mode["device"] == "cpu":
@@ -571,7 +591,6 @@ def part_train(args, rep) -> None:
     pool = _spec_pool(mode)
     import torch
 
-    from kumovideo.perf.fast_paths import compile_transformer
     from kumovideo.perf.flops import gpu_peak_tflops
     from kumovideo.training.checkpointing import list_checkpoints
     from kumovideo.training.components import build_components
@@ -610,9 +629,6 @@ def part_train(args, rep) -> None:
     kit_state = {"config": rep.data["recipe"]["config"], "data": rep.data["data"], "tiny": args.tiny}
     (run_dir / "kit.json").write_text(json.dumps(kit_state, indent=2))
 
-    rep["compile"] = "regional (each block, torch.compile)" if mode["compile"] else "none"
-    if mode["compile"]:
-        compile_transformer(transformer, "regional")
     modules = {"transformer": transformer}
     groups = [{"params": [p for p in transformer.parameters() if p.requires_grad]}]
     if config.train_text_encoder:
@@ -644,6 +660,7 @@ def part_train(args, rep) -> None:
     rep["start_step"] = int(found[-1].name.split("-")[1]) if found else 0
     runtime = Runtime(rank=0, world_size=1, local_rank=0, device=device)
     loss_fn = make_loss_fn(config, cache, state, text_encoder, scheduler, runtime)
+    rep["compile"] = compiled_or_eager(transformer, loss_fn, rep.data["start_step"]) if mode["compile"] else "off"
     metrics = train(config, runtime, state, loss_fn, resume=True, on_log=log, stop_after=args.stop_after, clock=clock)
     step = metrics.get("step", rep.data["start_step"])
     rep["stopped"] = {
