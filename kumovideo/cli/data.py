@@ -125,6 +125,11 @@ def register(sub) -> None:
     enc.add_argument("--size", default=None, metavar="WxH", help="pixel size fed to the VAE")
     enc.add_argument("--shard-size", type=int, default=None, help="clips per shard (default 64)")
     enc.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    enc.add_argument(
+        "--frame-latents",
+        action="store_true",
+        help="also keep each even frame's image latent, for conditioned training (docs/conditioning.md)",
+    )
     common(enc)
 
 
@@ -395,7 +400,15 @@ def run_encode(args: argparse.Namespace) -> int:
     vae = load_vae(args.vae, cfg.encode.dtype, device)
     out_dir.mkdir(exist_ok=True)  # created once the VAE has loaded
     summary = encode_clips(
-        entries, manifest.parent, vae, str(args.vae), out_dir, cfg.encode, device=device, quiet=args.quiet
+        entries,
+        manifest.parent,
+        vae,
+        str(args.vae),
+        out_dir,
+        cfg.encode,
+        device=device,
+        quiet=args.quiet,
+        frame_latents=args.frame_latents,
     )
     print(
         f"encoded {summary['encoded']} clips ({summary['skipped']} already done, "

@@ -1,0 +1,127 @@
+"""Interpolation (kumovideo.pipelines.interpolation, `kumo interpolate`): window arithmetic,
+keyframes kept exactly, output length, all windows in one call, and the CLI's refusals."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from cli_checks import assert_one_line_error
+
+from kumovideo.cli import main
+from kumovideo.models.transformer_kumo import expand_for_frame_conditioning
+from kumovideo.pipelines.factory import build_pipeline
+from kumovideo.pipelines.interpolation import interpolate_frames, window_span, window_starts
+from kumovideo.utils.errors import KumoInputError
+from kumovideo.utils.video_io import read_video, write_video
+
+
+@pytest.mark.parametrize(
+    "num_keyframes, factor, starts",
+    [
+        (5, 4, [0]),  # one whole window: 4 intervals at x4 (17 frames)
+        (17, 4, [0, 4, 8, 12]),
+        (9, 4, [0, 4]),
+        (7, 4, [0, 2]),  # 6 intervals: the last window shifted back, overlapping
+        (17, 2, [0, 8]),
+        (9, 2, [0]),
+        (5, 2, [0]),  # shorter than a window (8 intervals at x2): one partial window
+        (2, 4, [0]),
+    ],
+)
+def test_window_starts(num_keyframes, factor, starts):
+    span = window_span(17, factor)
+    assert span == 16 // factor
+    assert window_starts(num_keyframes, span) == starts
+    assert starts[-1] + min(span, num_keyframes - 1) == num_keyframes - 1  # the last window ends on the last keyframe
+
+
+@pytest.fixture(scope="module")
+def tiny_frames_pipe(tmp_path_factory):
+    """A random kumo-tiny pipeline (9-frame 48x64 clips) that takes conditioning frames."""
+    pipe = build_pipeline("kumo-tiny")
+    pipe.transformer = expand_for_frame_conditioning(pipe.transformer)
+    pipe.set_progress_bar_config(disable=True)
+    folder = tmp_path_factory.mktemp("frames") / "pipe"
+    pipe.save_pretrained(folder)
+    pipe.folder = folder
+    return pipe
+
+
+class CallSpy:
+    """The pipeline, with each call's conditioning frames recorded."""
+
+    def __init__(self, pipe):
+        self.pipe, self.calls = pipe, []
+
+    def __getattr__(self, name):
+        return getattr(self.pipe, name)
+
+    def __call__(self, *args, **kwargs):
+        self.calls.append(kwargs["conditioning_frames"])
+        return self.pipe(*args, **kwargs)
+
+
+@pytest.mark.parametrize("num_keyframes", [5, 17, 9])
+@pytest.mark.parametrize("factor", [2, 4])
+def test_interpolate_keeps_keyframes_and_batches_windows(tiny_frames_pipe, num_keyframes, factor, one_thread):
+    rng = np.random.default_rng(num_keyframes)
+    frames = rng.integers(0, 256, (num_keyframes, 48, 64, 3), dtype=np.uint8)
+    spy = CallSpy(tiny_frames_pipe)
+    out = interpolate_frames(spy, frames, factor, num_inference_steps=1)
+    assert out.shape == (factor * (num_keyframes - 1) + 1, 48, 64, 3) and out.dtype == np.uint8
+    assert np.array_equal(out[::factor], frames)  # the input frames, exactly
+    (conditions,) = spy.calls  # every window in one pipeline call
+    span = window_span(9, factor)  # the tiny model's clip: 9 frames
+    starts = window_starts(num_keyframes, span)
+    assert len(conditions) == len(starts)
+    for start, known in zip(starts, conditions):
+        assert sorted(known) == list(range(0, factor * min(span, num_keyframes - 1 - start) + 1, factor))
+        for index, image in known.items():
+            assert np.array_equal(image, frames[start + index // factor])
+
+
+def test_interpolate_refusals(tiny_frames_pipe):
+    frames = np.zeros((5, 48, 64, 3), np.uint8)
+    with pytest.raises(KumoInputError, match="use 2 or 4"):
+        interpolate_frames(tiny_frames_pipe, frames, 3)
+    with pytest.raises(KumoInputError, match="at least 2 frames"):
+        interpolate_frames(tiny_frames_pipe, frames[:1], 2)
+    with pytest.raises(KumoInputError, match="uint8"):
+        interpolate_frames(tiny_frames_pipe, frames.astype(np.float32), 2)
+    plain = build_pipeline("kumo-tiny")
+    with pytest.raises(KumoInputError, match="not trained with conditioning frames"):
+        interpolate_frames(plain, frames, 2)
+
+
+def test_kumo_interpolate_writes_factor_frames_at_factor_fps(tiny_frames_pipe, tmp_path, capsys, one_thread):
+    clip = tmp_path / "in.mp4"
+    write_video(np.random.default_rng(0).integers(0, 256, (5, 48, 64, 3), dtype=np.uint8), clip, fps=8)
+    out = tmp_path / "out.mp4"
+    args = ["interpolate", str(clip), "--factor", "2", "-o", str(out), "--model", str(tiny_frames_pipe.folder)]
+    assert main([*args, "--steps", "1"]) == 0
+    frames, fps = read_video(out)
+    assert len(frames) == 9 and fps == 16
+    assert "5 -> 9 frames" in capsys.readouterr().out
+
+
+def test_kumo_interpolate_refuses_in_one_line_and_writes_nothing(tiny_frames_pipe, tmp_path, capsys):
+    good = tmp_path / "in.mp4"
+    write_video(np.zeros((5, 48, 64, 3), np.uint8), good, fps=8)
+    single = tmp_path / "one.gif"
+    write_video(np.zeros((1, 48, 64, 3), np.uint8), single, fps=8)
+    text = tmp_path / "text.mp4"
+    text.write_text("not a video")
+    plain = tmp_path / "plain"
+    build_pipeline("kumo-tiny").save_pretrained(plain)
+    out = tmp_path / "out.mp4"
+    model = ["--model", str(tiny_frames_pipe.folder)]
+    for argv, needles in [
+        ([str(good), "--factor", "3", *model], ["use 2 or 4"]),
+        ([str(tmp_path / "missing.mp4"), "--factor", "2", *model], ["not found"]),
+        ([str(text), "--factor", "2", *model], ["cannot be decoded"]),
+        ([str(single), "--factor", "2", *model], ["at least 2"]),
+        ([str(good), "--factor", "2", "--model", str(plain)], ["not trained with conditioning frames"]),
+    ]:
+        assert main(["interpolate", *argv, "-o", str(out)]) == 2
+        assert_one_line_error(capsys, *needles)
+        assert not out.exists()
