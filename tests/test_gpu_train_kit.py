@@ -93,7 +93,8 @@ def test_a_short_run_leaves_its_checkpoint_and_pipeline_within_the_device_limits
 def test_a_second_run_resumes_from_the_parts_and_a_crash_loses_no_results(first_run):
     _, first, root = first_run
     out = root / "out2"
-    proc, results = run_kit(out, root / "work2", "--resume-from", str(root / "out1"), "--rehearse-crash")
+    args = ("--resume-from", str(root / "out1"), "--rehearse-crash", "--eval-n", "0")
+    proc, results = run_kit(out, root / "work2", *args)
     assert proc.returncode == 1
     train = results["parts"]["train"]
     assert train["status"] == "failed" and "rehearsed crash" in (out / "log.txt").read_text()
