@@ -2,8 +2,9 @@
 image-to-video and for keyframe interpolation (docs/conditioning.md).
 
 Each known pixel frame is encoded by the VAE *as a single image* (a 1-frame clip). With the
-causal VAE that is exactly latent frame 0 of a clip that starts with it, so the I2V image's
-latent is the clip's own first latent. Latent frame k >= 1 covers pixel frames
+causal VAE that is latent frame 0 of a clip that starts with it (up to the VAE's GroupNorm
+statistics, taken over the whole clip: 0.05 at most for the built-in VAE), so the I2V
+image's latent is the clip's own first latent. Latent frame k >= 1 covers pixel frames
 t(k-1)+1 .. tk (t = 4: frames 4k-3 .. 4k); a known frame i lands in latent frame
 k = ceil(i / t), in one of two slots by its place in that group:
 
