@@ -266,6 +266,9 @@ def add_settings(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cache-s", type=float, default=None, help="the cache stops filling after this many seconds")
     p.add_argument("--checkpoint-every-s", type=float, default=None, help="checkpoint interval by wall time")
     p.add_argument("--no-compile", action="store_true", help="train without torch.compile")
+    p.add_argument(
+        "--compile", action="store_true", help="compile at --tiny too: the compiled path on the CPU (~1 min)"
+    )
     p.add_argument("--stop-after", type=int, default=None, help="stop after this global step (rehearsals)")
     p.add_argument("--eval-n", type=int, default=None, help="captions the finish part judges (0: none)")
     p.add_argument("--eval-seed", type=int, default=2024, help="caption and noise seed of the evaluation")
@@ -278,6 +281,8 @@ def mode_of(args) -> dict:
     for key in ("cache_clips", "cache_s", "checkpoint_every_s", "eval_n"):
         if getattr(args, key) is not None:
             mode[key] = getattr(args, key)
+    if args.compile:
+        mode["compile"] = True
     if args.no_compile:
         mode["compile"] = False
     return mode
@@ -286,7 +291,7 @@ def mode_of(args) -> dict:
 def settings_argv(args) -> list[str]:
     """`args` as options again, for the part processes."""
     argv = ["--out", args.out, "--work", args.work, "--config", args.config, "--eval-seed", str(args.eval_seed)]
-    for flag in ("tiny", "no_compile", "rehearse_crash"):
+    for flag in ("tiny", "compile", "no_compile", "rehearse_crash"):
         if getattr(args, flag):
             argv.append("--" + flag.replace("_", "-"))
     for key in ("resume_from", "batch", "cache_clips", "cache_s", "checkpoint_every_s", "stop_after", "eval_n"):
