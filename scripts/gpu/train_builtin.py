@@ -630,7 +630,10 @@ def part_train(args, rep) -> None:
     if pool is not None:
         pool.terminate()  # a cache cut short by its time cap leaves specs nobody will read
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "cache_captions.txt").write_text("\n".join(sorted(set(cache.captions))) + "\n")
+    # Every caption the run has trained on, over all its calls (a resumed call's cache may differ).
+    listed = run_dir / "cache_captions.txt"
+    earlier = set(listed.read_text().splitlines()) if listed.exists() else set()
+    listed.write_text("\n".join(sorted((earlier | set(cache.captions)) - {""})) + "\n")
     kit_state = {"config": rep.data["recipe"]["config"], "data": rep.data["data"], "tiny": args.tiny}
     (run_dir / "kit.json").write_text(json.dumps(kit_state, indent=2))
 
