@@ -591,6 +591,45 @@ def _spec_pool(mode: dict):
     return multiprocessing.get_context("fork").Pool(workers)
 
 
+def load_models(config, stage, device) -> dict:
+    """The run's models (`build_components`, as `kumo train dit` builds them) on `device`,
+    the transformer's default clip set to the stage's."""
+    from kumovideo.training.components import build_components
+
+    components = build_components(config)
+    vae, transformer, text_encoder = components["vae"], components["transformer"], components["text_encoder"]
+    fit_clip_size(transformer, vae, stage)
+    vae.requires_grad_(False).eval().to(device)
+    transformer.to(device).train()
+    text_encoder.to(device).train(config.train_text_encoder)
+    text_encoder.requires_grad_(config.train_text_encoder)
+    return components
+
+
+def train_state(config, transformer, text_encoder):
+    """What the loop trains, as `train_dit` sets it up: the transformer, and the text
+    encoder at its own learning rate when it is trained."""
+    from kumovideo.training.loop import TrainState
+
+    modules = {"transformer": transformer}
+    groups = [{"params": [p for p in transformer.parameters() if p.requires_grad]}]
+    if config.train_text_encoder:
+        modules["text_encoder"] = text_encoder
+        groups.append({"params": list(text_encoder.parameters()), "lr": config.text_lr or config.lr})
+    return TrainState(modules=modules, param_groups=groups)
+
+
+def remember_cache(run_dir: Path, cache: LatentCache, rep, tiny: bool) -> None:
+    """Every caption the run has trained on, over all its calls (a resumed call's cache
+    may be cut shorter), and the kit's settings, beside the checkpoints (both are packed)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    listed = run_dir / "cache_captions.txt"
+    earlier = set(listed.read_text().splitlines()) if listed.exists() else set()
+    listed.write_text("\n".join(sorted((earlier | set(cache.captions)) - {""})) + "\n")
+    kit_state = {"config": rep.data["recipe"]["config"], "data": rep.data["data"], "tiny": tiny}
+    (run_dir / "kit.json").write_text(json.dumps(kit_state, indent=2))
+
+
 def part_train(args, rep) -> None:
     mode = mode_of(args)
     pool = _spec_pool(mode)
@@ -598,8 +637,7 @@ def part_train(args, rep) -> None:
 
     from kumovideo.perf.flops import gpu_peak_tflops
     from kumovideo.training.checkpointing import list_checkpoints
-    from kumovideo.training.components import build_components
-    from kumovideo.training.loop import TrainState, WallClock, train
+    from kumovideo.training.loop import WallClock, train
     from kumovideo.training.runtime import Runtime
 
     device = torch.device(mode["device"])
@@ -607,47 +645,28 @@ def part_train(args, rep) -> None:
         raise SystemExit("this part needs a CUDA GPU (or --tiny)")
     if device.type == "cpu":
         torch.set_num_threads(1)
-    run_dir = Path(args.work) / "run"
+    run_dir, out = Path(args.work) / "run", Path(args.out)
     config = kit_config(args, mode)
     stage = config.stages[0]
     rep["recipe"] = {"config": os.path.relpath(args.config, REPO), "batch": stage.batch_size, "mode": mode}
     if not list_checkpoints(run_dir) and args.resume_from:
         rep["resumed_from"] = {"folder": args.resume_from, "step": unpack_checkpoint(Path(args.resume_from), run_dir)}
-    components = build_components(config)
-    tokenizer, text_encoder, vae = components["tokenizer"], components["text_encoder"], components["vae"]
-    transformer, scheduler = components["transformer"], components["scheduler"]
-    fit_clip_size(transformer, vae, stage)
-    vae.requires_grad_(False).eval().to(device)
-    transformer.to(device).train()
-    text_encoder.to(device).train(config.train_text_encoder)
-    text_encoder.requires_grad_(config.train_text_encoder)
+    components = load_models(config, stage, device)
+    transformer, text_encoder, vae = components["transformer"], components["text_encoder"], components["vae"]
     if device.type == "cuda":
         rep["gpu"] = torch.cuda.get_device_name(device)
         rep["renderer_check"] = renderer_check(device, stage.size, stage.num_frames)
 
     max_len = transformer.config.max_text_seq_length
-    cache = build_cache(pool, vae, tokenizer, config, mode, max_len, device, rep)
+    cache = build_cache(pool, vae, components["tokenizer"], config, mode, max_len, device, rep)
     if pool is not None:
         pool.terminate()  # a cache cut short by its time cap leaves specs nobody will read
-    run_dir.mkdir(parents=True, exist_ok=True)
-    # Every caption the run has trained on, over all its calls (a resumed call's cache may differ).
-    listed = run_dir / "cache_captions.txt"
-    earlier = set(listed.read_text().splitlines()) if listed.exists() else set()
-    listed.write_text("\n".join(sorted((earlier | set(cache.captions)) - {""})) + "\n")
-    kit_state = {"config": rep.data["recipe"]["config"], "data": rep.data["data"], "tiny": args.tiny}
-    (run_dir / "kit.json").write_text(json.dumps(kit_state, indent=2))
+    remember_cache(run_dir, cache, rep, args.tiny)
 
-    modules = {"transformer": transformer}
-    groups = [{"params": [p for p in transformer.parameters() if p.requires_grad]}]
-    if config.train_text_encoder:
-        modules["text_encoder"] = text_encoder
-        groups.append({"params": list(text_encoder.parameters()), "lr": config.text_lr or config.lr})
-    state = TrainState(modules=modules, param_groups=groups)
-    size = sizing(transformer, vae, stage, text_encoder)
-    rep["sizing"] = size
+    state = train_state(config, transformer, text_encoder)
+    rep["sizing"] = sizing(transformer, vae, stage, text_encoder)
     peak = gpu_peak_tflops(rep.data.get("gpu", ""), "bf16") if device.type == "cuda" else None
-    log = TrainLog(rep, size["train_flops_per_step"], stage.batch_size, device, peak)
-    out = Path(args.out)
+    log = TrainLog(rep, rep.data["sizing"]["train_flops_per_step"], stage.batch_size, device, peak)
     out.mkdir(parents=True, exist_ok=True)
 
     def on_checkpoint(step: int, path: Path) -> None:
@@ -659,22 +678,18 @@ def part_train(args, rep) -> None:
         if args.rehearse_crash:
             raise RuntimeError(f"rehearsed crash after the checkpoint of step {step} (--rehearse-crash)")
 
-    clock = WallClock(
-        stop_at=args.deadline - STOP_MARGIN_S,
-        checkpoint_every_s=mode["checkpoint_every_s"],
-        on_checkpoint=on_checkpoint,
-    )
+    clock = WallClock(args.deadline - STOP_MARGIN_S, mode["checkpoint_every_s"], on_checkpoint)
     found = list_checkpoints(run_dir)
-    rep["start_step"] = int(found[-1].name.split("-")[1]) if found else 0
+    start_step = rep["start_step"] = int(found[-1].name.split("-")[1]) if found else 0
     runtime = Runtime(rank=0, world_size=1, local_rank=0, device=device)
-    loss_fn = make_loss_fn(config, cache, state, text_encoder, scheduler, runtime)
-    rep["compile"] = compiled_or_eager(transformer, loss_fn, rep.data["start_step"]) if mode["compile"] else "off"
+    loss_fn = make_loss_fn(config, cache, state, text_encoder, components["scheduler"], runtime)
+    rep["compile"] = compiled_or_eager(transformer, loss_fn, start_step) if mode["compile"] else "off"
     metrics = train(config, runtime, state, loss_fn, resume=True, on_log=log, stop_after=args.stop_after, clock=clock)
-    step = metrics.get("step", rep.data["start_step"])
+    step = metrics.get("step", start_step)
     rep["stopped"] = {
         "step": step,
         "why": "deadline" if clock.out_of_time() else "--stop-after" if args.stop_after else "the config's last step",
-        "samples_this_call": (step - rep.data["start_step"]) * stage.batch_size,
+        "samples_this_call": (step - start_step) * stage.batch_size,
         "samples_per_cached_clip": round(step * stage.batch_size / max(1, len(cache)), 2),
     }
 
