@@ -567,7 +567,7 @@ def test_stage_lr_warms_up_then_holds_or_cosine_decays_to_lr_end(tmp_path):
 def test_committed_configs_load_and_validate(path):
     """Every training config in configs/ (how the built-in model was trained) parses and validates."""
     config = load_config(path)
-    assert config.kind in ("vae", "dit", "turbo") and config.total_steps > 0
+    assert config.kind in ("vae", "dit", "turbo", "v2a") and config.total_steps > 0
     if config.kind == "turbo":
         assert config.teacher, path
 
@@ -676,7 +676,7 @@ def test_train_config_file_errors_exit_2_with_one_line(tmp_path, capsys):
     assert main(["train", "export", "--config", str(good), "--out", str(tmp_path / "e"), "--threads", "0"]) == 2
     assert_one_line_error(capsys, "--threads must be at least 1")
     assert main(["train", "export", "--config", str(good), "--out", str(tmp_path / "e")]) == 2
-    assert_one_line_error(capsys, "kumo train export takes a dit or turbo config, not 'vae'")
+    assert_one_line_error(capsys, "kumo train export takes a dit, turbo or v2a config, not 'vae'")
     # A VAE folder without config.json, and one with pickled weights only (never loaded).
     from diffusers import AutoencoderKLCogVideoX
 
