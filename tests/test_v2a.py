@@ -69,6 +69,12 @@ def test_judge_names_the_broken_rule():
     every_tone = sum(sw.render_sound(clip(f"a {c} circle stays still on a black background")) for c in sw.COLOURS)
     verdict = judge_sound(every_tone, "a blue circle stays still on a black background")
     assert not verdict.matches and set(verdict.extra_tones) == set(sw.COLOURS) - {"blue"}
+    # A loud green gliding down ends half a semitone from red's band: its skirt there is not a red tone.
+    from kumovideo.evaluation.sound_judge import MIN_AMPLITUDE, band_tracks
+
+    green = sw.render_sound(clip("a large green circle moves down on a gray background"))
+    _, _, red_band = band_tracks(green + 0.002 * np.random.default_rng(0).standard_normal(len(green)), 220.0)
+    assert (red_band >= MIN_AMPLITUDE).mean() < 0.05
 
 
 # ------------------------------------------------------------------ spectrogram and vocoder

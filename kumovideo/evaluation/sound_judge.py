@@ -89,7 +89,9 @@ def semitones(f: float, reference: float) -> float:
 def band_tracks(
     audio: np.ndarray, pitch: float, sample_rate: int = SAMPLE_RATE
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per STFT frame within the band around `pitch`: (frame centre times s, peak Hz, amplitude)."""
+    """Per STFT frame within the band around `pitch`: (frame centre times s, peak Hz, amplitude).
+    Amplitude is 0 in a frame whose band peaks on its edge: that is the skirt of a louder
+    tone next door (a neighbour gliding towards this band), not a tone of this band."""
     audio = np.asarray(audio, dtype=np.float64)
     window = np.hanning(WINDOW)
     padded = np.pad(audio, (WINDOW // 2, WINDOW // 2))
@@ -103,6 +105,7 @@ def band_tracks(
     # Parseval for a sine: one-sided band energy = A^2 / 4 * N * sum(w^2) ... solved for A.
     amplitude = np.sqrt(4.0 * power.sum(axis=1) / (WINDOW * np.sum(window**2)))
     peak = np.argmax(power, axis=1)
+    amplitude = np.where((peak > 0) & (peak < len(band) - 1), amplitude, 0.0)
     inner = np.clip(peak, 1, len(band) - 2)
     a, b, c = (np.log(spectrum[np.arange(len(starts)), band[inner + k]] + 1e-12) for k in (-1, 0, 1))
     offset = np.where(peak == inner, 0.5 * (a - c) / np.where(a - 2 * b + c == 0, -1e-12, a - 2 * b + c), 0.0)
