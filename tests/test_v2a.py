@@ -98,21 +98,27 @@ def test_mel_is_librosas_and_griffin_lim_keeps_what_the_judge_hears():
 # ------------------------------------------------------------------ the model
 def test_model_output_depends_on_the_video_per_time_step():
     torch.manual_seed(0)
-    model = KumoV2AModel(**TINY).eval()
-    for p in (model.proj_out.weight, *(b.conv2.weight for b in model.blocks)):
-        torch.nn.init.normal_(p, std=0.1)  # the zero init would hide every input
+    local = KumoV2AModel(**{**TINY, "context_layers": 0}).eval()
+    clip_wide = KumoV2AModel(**TINY).eval()
+    for model in (local, clip_wide):
+        for p in (model.proj_out.weight, *(b.conv2.weight for b in model.blocks)):
+            torch.nn.init.normal_(p, std=0.1)  # the zero init would hide every input
     x = torch.randn(1, 32, 137)  # 17 frames at 8 fps
     t = torch.tensor([500])
     still = torch.zeros(1, 17, 3, 16, 16)
     moved = still.clone()
     moved[:, 16:] = 1.0  # only the last frame changes
     with torch.no_grad():
-        a, b = model(x, t, still, 8.0), model(x, t, moved, 8.0)
-        masked = model(x, t, still, 8.0, torch.zeros(1)), model(x, t, moved, 8.0, torch.zeros(1))
+        a, b = local(x, t, still, 8.0), local(x, t, moved, 8.0)
+        wide = clip_wide(x, t, still, 8.0), clip_wide(x, t, moved, 8.0)
+        masked = clip_wide(x, t, still, 8.0, torch.zeros(1)), clip_wide(x, t, moved, 8.0, torch.zeros(1))
     changed = (a - b).abs().amax(dim=1)[0]  # per mel frame
     # Mel frame j hears frame j * 250 / 16000 * 8: the last video frame is heard from mel
-    # frame 120 on; frames before 100 lie beyond the receptive field (~16) and stay put.
+    # frame 120 on; without the frame context, frames before 100 lie beyond the receptive
+    # field (~16) and stay put ...
     assert changed[-5:].min() > 1e-4 and changed[:100].max() == 0
+    # ... with it, every frame sees the whole clip (how things changed since the start).
+    assert (wide[0] - wide[1]).abs().amax(dim=1)[0][:100].min() > 0
     torch.testing.assert_close(*masked)  # the video dropped: no trace of it
 
 

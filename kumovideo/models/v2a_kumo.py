@@ -6,10 +6,13 @@
 # network over time does the work (cheap on a CPU), and the video enters where it happens:
 #   1. each frame is encoded on its own (a small strided CNN, flattened so positions
 #      survive: height sets pitch in ShapesWorld, size sets loudness);
-#   2. frame features are interpolated to the spectrogram's time steps (frame i is shown
+#   2. a small transformer over the frame features (frame index as sine-cosine position)
+#      lets each frame see the whole clip: a sound can depend on how things changed since
+#      the start (ShapesWorld's pitch glides with the height travelled, not the height);
+#   3. frame features are interpolated to the spectrogram's time steps (frame i is shown
 #      from i / fps on; mel frame j is centred at j * hop / sample_rate), so a sound can
 #      follow an event in time;
-#   3. every residual block adds a projection of that per-step video feature and is
+#   4. every residual block adds a projection of that per-step video feature and is
 #      scaled and shifted by the timestep embedding (FiLM).
 # The spectrogram settings (sample rate, FFT, hop, mel bands, log range) live in the
 # config: the model's channels and its time alignment depend on them.
@@ -91,6 +94,8 @@ class KumoV2AModel(ModelMixin, ConfigMixin):
         log_mel_range: tuple[float, float] = (-8.0, 3.0),  # log magnitude mapped to [-1, 1]
         frame_size: int = 32,  # video: frames are resized to s x s
         frame_channels: tuple[int, ...] = (32, 64, 128),
+        context_layers: int = 2,  # transformer layers over the frame features (0: none)
+        context_heads: int = 4,
         width: int = 128,  # trunk
         time_embed_dim: int = 128,
         kernel_size: int = 5,
@@ -100,6 +105,13 @@ class KumoV2AModel(ModelMixin, ConfigMixin):
         if frame_size % 2 ** len(frame_channels):
             raise ValueError(f"frame_size {frame_size} must be divisible by {2 ** len(frame_channels)}")
         self.frame_encoder = FrameEncoder(frame_size, tuple(frame_channels), width)
+        self.frame_position = Timesteps(width, flip_sin_to_cos=True, downscale_freq_shift=0)
+        layer = nn.TransformerEncoderLayer(
+            width, context_heads, 2 * width, dropout=0.0, activation="gelu", batch_first=True, norm_first=True
+        )
+        self.frame_context = (
+            nn.TransformerEncoder(layer, context_layers, enable_nested_tensor=False) if context_layers else None
+        )
         self.video_mix = nn.Conv1d(width, width, 3, padding=1)  # smooths the interpolated frame features
         self.time_proj = Timesteps(width, flip_sin_to_cos=True, downscale_freq_shift=0)
         self.time_embedding = TimestepEmbedding(width, time_embed_dim)
@@ -130,6 +142,9 @@ class KumoV2AModel(ModelMixin, ConfigMixin):
         """(B, F, 3, s, s) -> (B, width, T): per-frame features, linearly interpolated in time."""
         b, f = video.shape[:2]
         features = self.frame_encoder(video.flatten(0, 1)).unflatten(0, (b, f))  # (B, F, width)
+        if self.frame_context is not None:
+            index = torch.arange(f, device=video.device, dtype=torch.float32)
+            features = self.frame_context(features + self.frame_position(index).to(features.dtype))
         position = self.frame_positions(num_steps, f, fps, video.device)
         lower = position.floor().long()
         upper = (lower + 1).clamp(max=f - 1)
