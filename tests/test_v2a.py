@@ -5,18 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from tiny_runs import TINY_V2A, save_tiny_v2a
 
 from kumovideo.data import shapes_world as sw
 from kumovideo.evaluation.sound_judge import judge_sound, summarise_sound
 from kumovideo.models.v2a_kumo import KumoV2AModel
 from kumovideo.pipelines.pipeline_kumo_v2a import KumoV2APipeline
 from kumovideo.pipelines.spectrogram import audio_to_mel, mel_to_audio, num_mel_frames
-from kumovideo.training.train_v2a import build_v2a_scheduler
 from kumovideo.utils.errors import KumoInputError
 
 librosa = pytest.importorskip("librosa")
-
-TINY = dict(n_mels=32, frame_size=16, frame_channels=(8, 8), width=16, time_embed_dim=16, dilations=(1, 2))
 
 
 def clip(caption: str, seed: int = 0, size: int = 64, frames: int = 17) -> sw.ClipSpec:
@@ -98,8 +96,8 @@ def test_mel_is_librosas_and_griffin_lim_keeps_what_the_judge_hears():
 # ------------------------------------------------------------------ the model
 def test_model_output_depends_on_the_video_per_time_step():
     torch.manual_seed(0)
-    local = KumoV2AModel(**{**TINY, "context_layers": 0}).eval()
-    clip_wide = KumoV2AModel(**TINY).eval()
+    local = KumoV2AModel(**{**TINY_V2A, "context_layers": 0}).eval()
+    clip_wide = KumoV2AModel(**TINY_V2A).eval()
     for model in (local, clip_wide):
         for p in (model.proj_out.weight, *(b.conv2.weight for b in model.blocks)):
             torch.nn.init.normal_(p, std=0.1)  # the zero init would hide every input
@@ -123,7 +121,7 @@ def test_model_output_depends_on_the_video_per_time_step():
 
 
 def test_frame_positions_follow_the_clock():
-    model = KumoV2AModel(**TINY)
+    model = KumoV2AModel(**TINY_V2A)
     positions = model.frame_positions(137, 17, 8.0, "cpu")
     assert positions[0] == 0 and positions[8] == pytest.approx(1.0)  # 8 hops of 250 = 1/8 s
     assert positions[-1] == 16  # held at the last frame
@@ -132,12 +130,7 @@ def test_frame_positions_follow_the_clock():
 # ------------------------------------------------------------------ the pipeline
 @pytest.fixture(scope="module")
 def tiny_v2a(tmp_path_factory):
-    torch.manual_seed(0)
-    pipe = KumoV2APipeline(KumoV2AModel(**TINY), build_v2a_scheduler())
-    pipe.sampling_defaults = {"num_inference_steps": 3, "guidance_scale": 1.0}
-    folder = tmp_path_factory.mktemp("v2a") / "tiny-v2a"
-    pipe.save_pretrained(folder)
-    return folder
+    return save_tiny_v2a(tmp_path_factory.mktemp("v2a") / "tiny-v2a", steps=3)
 
 
 def test_pipeline_round_trip_duration_and_seed(tiny_v2a):

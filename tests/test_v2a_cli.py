@@ -7,31 +7,23 @@ import json
 import av
 import numpy as np
 import pytest
-import torch
 from cli_checks import assert_one_line_error
+from tiny_runs import TINY_V2A, save_tiny_v2a
 
 from kumovideo.cli import main
 from kumovideo.data import shapes_world as sw
-from kumovideo.models.v2a_kumo import KumoV2AModel
 from kumovideo.pipelines.pipeline_kumo_v2a import KumoV2APipeline
-from kumovideo.training.train_v2a import build_v2a_scheduler
 from kumovideo.utils.audio_io import mux_audio, probe_media, read_audio
 from kumovideo.utils.video_io import write_video
 
 pytest.importorskip("librosa")
 
-TINY = dict(n_mels=32, frame_size=16, frame_channels=[8, 8], width=16, time_embed_dim=16, dilations=[1, 2])
 CAPTION = "a red circle moves up on a black background"
 
 
 @pytest.fixture(scope="module")
 def tiny_v2a(tmp_path_factory):
-    torch.manual_seed(0)
-    pipe = KumoV2APipeline(KumoV2AModel(**TINY), build_v2a_scheduler())
-    pipe.sampling_defaults = {"num_inference_steps": 2, "guidance_scale": 1.0}
-    folder = tmp_path_factory.mktemp("v2a") / "tiny-v2a"
-    pipe.save_pretrained(folder)
-    return folder
+    return save_tiny_v2a(tmp_path_factory.mktemp("v2a") / "tiny-v2a")
 
 
 @pytest.fixture
@@ -121,7 +113,7 @@ def test_train_v2a_on_shapes_world_and_on_clips_with_audio(tmp_path, capsys):
         config = {
             "kind": "v2a",
             "output_dir": str(tmp_path / name),
-            "v2a": TINY,
+            "v2a": TINY_V2A,
             "checkpoint_every": 2,
             "log_every": 1,
             "holdout_captions": True,

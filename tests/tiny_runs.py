@@ -47,3 +47,22 @@ def dit_config_file(tmp: Path, name: str, settings: dict, tokenizer_dir: Path) -
     out = tmp / name
     shutil.copytree(tokenizer_dir, out / "tokenizer")
     return write_config(tmp / f"{name}.json", {**settings, "output_dir": str(out)}), out
+
+
+# A video-to-audio model small enough to train and sample in a second.
+TINY_V2A = dict(n_mels=32, frame_size=16, frame_channels=[8, 8], width=16, time_embed_dim=16, dilations=[1, 2])
+
+
+def save_tiny_v2a(folder: Path, steps: int = 2) -> Path:
+    """A random-weight V2A pipeline folder sampling `steps` steps by default."""
+    import torch
+
+    from kumovideo.models.v2a_kumo import KumoV2AModel
+    from kumovideo.pipelines.pipeline_kumo_v2a import KumoV2APipeline
+    from kumovideo.training.train_v2a import build_v2a_scheduler
+
+    torch.manual_seed(0)
+    pipe = KumoV2APipeline(KumoV2AModel(**TINY_V2A), build_v2a_scheduler())
+    pipe.sampling_defaults = {"num_inference_steps": steps, "guidance_scale": 1.0}
+    pipe.save_pretrained(folder)
+    return folder

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from kumovideo.cli import args as flags
+from kumovideo.cli.reports import percent, write_results
 from kumovideo.utils.errors import KumoInputError
 from kumovideo.utils.paths import check_output_folder
 
@@ -178,15 +179,11 @@ def run(args) -> int:
 
     out_dir.mkdir(parents=True, exist_ok=True)
     sheet = contact_sheet(clips[:16], captions[:16], out_dir / "contact_sheet.png")
-    from kumovideo.utils.atomic import atomic_file
-
-    with atomic_file(out_dir / "results.json", "w") as f:
-        json.dump({"summary": summary, "clips": [r.to_dict() for r in results]}, f, indent=2, default=float)
+    write_results(out_dir, summary, [r.to_dict() for r in results])
 
     if args.json:
         print(json.dumps(summary, indent=2, default=float))
         return 0
-    pct = lambda v: "  n/a" if v is None else f"{100 * v:5.1f}%"  # noqa: E731
     what = (
         f"reference clips ({args.reference})"
         if args.reference
@@ -194,10 +191,10 @@ def run(args) -> int:
         f"sampler {args.sampler}{' (turbo)' if turbo else ''}"
     )
     print(f"kumo eval shapes: {summary['n']} captions, {what}, {elapsed:.0f} s ({elapsed / len(captions):.2f} s/clip)")
-    print(f"  match rate        {pct(summary['match_rate'])}")
-    print(f"  one object        {pct(summary['one_object']['match_rate'])}  (n={summary['one_object']['n']})")
-    print(f"  two objects       {pct(summary['two_objects']['match_rate'])}  (n={summary['two_objects']['n']})")
+    print(f"  match rate        {percent(summary['match_rate'])}")
+    print(f"  one object        {percent(summary['one_object']['match_rate'])}  (n={summary['one_object']['n']})")
+    print(f"  two objects       {percent(summary['two_objects']['match_rate'])}  (n={summary['two_objects']['n']})")
     for name, value in summary["attributes"].items():
-        print(f"  {name:<17} {pct(value)}")
+        print(f"  {name:<17} {percent(value)}")
     print(f"contact sheet: {sheet}; per-clip results: {out_dir / 'results.json'}")
     return 0

@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 from kumovideo.cli import args as flags
+from kumovideo.cli.reports import percent, write_results
 from kumovideo.utils.errors import KumoInputError
 from kumovideo.utils.paths import check_output_folder
 
@@ -175,27 +176,23 @@ def run(args) -> int:
     )
     if mismatched:
         summary["mismatched_accepted"] = sum(mismatched) / len(mismatched)
-    from kumovideo.utils.atomic import atomic_file
-
-    with atomic_file(out_dir / "results.json", "w") as f:
-        json.dump({"summary": summary, "clips": [r.to_dict() for r in results]}, f, indent=2, default=float)
+    write_results(out_dir, summary, [r.to_dict() for r in results])
     if args.json:
         print(json.dumps(summary, indent=2, default=float))
         return 0
-    pct = lambda v: "  n/a" if v is None else f"{100 * v:5.1f}%"  # noqa: E731
     what = (
         f"reference ({args.reference})"
         if args.reference
         else f"{summary['steps']} steps, guidance {summary['guidance']}"
     )
     print(f"kumo eval sound: {len(captions)} held-out captions, {what}, {elapsed:.0f} s")
-    print(f"  match rate        {pct(summary['match_rate'])}")
-    print(f"  one object        {pct(summary['one_object']['match_rate'])}  (n={summary['one_object']['clips']})")
-    print(f"  two objects       {pct(summary['two_object']['match_rate'])}  (n={summary['two_object']['clips']})")
+    print(f"  match rate        {percent(summary['match_rate'])}")
+    print(f"  one object        {percent(summary['one_object']['match_rate'])}  (n={summary['one_object']['clips']})")
+    print(f"  two objects       {percent(summary['two_object']['match_rate'])}  (n={summary['two_object']['clips']})")
     for name, value in summary["rules"].items():
-        print(f"  {name:<17} {pct(value)}")
+        print(f"  {name:<17} {percent(value)}")
     if mismatched:
-        print(f"  mismatched captions accepted {pct(summary['mismatched_accepted'])} (n={len(mismatched)})")
+        print(f"  mismatched captions accepted {percent(summary['mismatched_accepted'])} (n={len(mismatched)})")
     print(
         f"  duration error    <= {summary['max_duration_error_s'] * 1000:.2f} ms (a frame is {1000 / CLIP_FPS:.0f} ms)"
     )

@@ -290,6 +290,16 @@ def read_known_words(folder: str | os.PathLike) -> frozenset[str] | None:
     return frozenset(path.read_text(encoding="utf-8").split())
 
 
+def write_sampling_defaults(folder: str | os.PathLike, defaults: dict) -> None:
+    """A checkpoint's recommended sampling settings as its kumo_defaults.json (none: no file)."""
+    if not defaults:
+        return
+    from kumovideo.utils.atomic import atomic_file
+
+    with atomic_file(Path(folder) / "kumo_defaults.json", "w") as fh:
+        fh.write(json.dumps(defaults, indent=2) + "\n")
+
+
 def read_sampling_defaults(folder: str | os.PathLike) -> dict:
     """Sampling defaults a checkpoint recommends (kumo_defaults.json), if it has them;
     checked here, so that a bad file is named before any work and not met mid-run."""

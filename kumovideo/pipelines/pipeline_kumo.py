@@ -14,7 +14,6 @@ as the original implementation.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Callable
@@ -34,7 +33,13 @@ from kumovideo.models.cpu_conv import route_conv3d_to_onednn
 from kumovideo.models.transformer_kumo import KumoTransformer3DModel
 from kumovideo.pipelines import checks
 from kumovideo.pipelines.conditioning import build_conditions
-from kumovideo.pipelines.loading import COMPONENTS, load_pipeline_components, read_known_words, read_sampling_defaults
+from kumovideo.pipelines.loading import (
+    COMPONENTS,
+    load_pipeline_components,
+    read_known_words,
+    read_sampling_defaults,
+    write_sampling_defaults,
+)
 from kumovideo.schedulers import KumoDDIMScheduler, KumoLCMScheduler
 from kumovideo.schedulers.sampling import SAMPLERS
 from kumovideo.utils.devices import resolve_device
@@ -128,11 +133,7 @@ class KumoPipeline(DiffusionPipeline):
     def save_pretrained(self, save_directory: str | os.PathLike, *args, **kwargs):
         """diffusers' save_pretrained, plus the sampling defaults (kumo_defaults.json) it was loaded with."""
         super().save_pretrained(save_directory, *args, **kwargs)
-        if self.sampling_defaults:
-            from kumovideo.utils.atomic import atomic_file
-
-            with atomic_file(os.path.join(save_directory, "kumo_defaults.json"), "w") as fh:
-                fh.write(json.dumps(self.sampling_defaults, indent=2) + "\n")
+        write_sampling_defaults(save_directory, self.sampling_defaults)
 
     def default_sampling(self) -> dict:
         """num_inference_steps, guidance_scale and guidance_rescale for a call that leaves

@@ -26,7 +26,12 @@ from diffusers.utils.torch_utils import randn_tensor
 
 from kumovideo.models.v2a_kumo import KumoV2AModel
 from kumovideo.pipelines import checks
-from kumovideo.pipelines.loading import check_safetensors_complete, read_json, read_sampling_defaults
+from kumovideo.pipelines.loading import (
+    check_safetensors_complete,
+    read_json,
+    read_sampling_defaults,
+    write_sampling_defaults,
+)
 from kumovideo.pipelines.spectrogram import frames_to_condition, mel_to_audio, num_mel_frames, num_samples_for
 from kumovideo.utils.errors import KumoInputError
 
@@ -99,14 +104,9 @@ class KumoV2APipeline(DiffusionPipeline):
         return pipe
 
     def save_pretrained(self, save_directory: str | os.PathLike, *args, **kwargs):
+        """diffusers' save_pretrained, plus the sampling defaults (kumo_defaults.json) it was loaded with."""
         super().save_pretrained(save_directory, *args, **kwargs)
-        if self.sampling_defaults:
-            import json
-
-            from kumovideo.utils.atomic import atomic_file
-
-            with atomic_file(os.path.join(save_directory, "kumo_defaults.json"), "w") as fh:
-                fh.write(json.dumps(self.sampling_defaults, indent=2) + "\n")
+        write_sampling_defaults(save_directory, self.sampling_defaults)
 
     @property
     def sample_rate(self) -> int:
