@@ -566,6 +566,7 @@ def test_eval_checks_its_arguments_and_output_before_evaluating(tmp_path, capsys
         (["--seed", "-1"], "--seed -1"),
         (["--steps", "-1"], "--steps -1"),
         (["--out", str(taken)], "existing file"),
+        (["--device", "tpu"], "tpu"),
     ):
         assert main(["eval", "shapes", "--n", "2", *args]) == 2
         assert_one_line_error(capsys, needle)

@@ -44,6 +44,7 @@ def register(sub) -> None:
     q.add_argument("--batch-size", type=int, default=8, help="clips generated per pipeline call")
     q.add_argument("--out", default="outputs/eval-shapes", help="folder for contact_sheet.png and results.json")
     q.add_argument("--json", action="store_true", help="print the summary as JSON")
+    q.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available, else cpu)")
     q.add_argument(
         "--reference",
         choices=["render", "vae"],
@@ -93,8 +94,8 @@ def reference_clips(pipe, captions: list[str], size: int, num_frames: int, seed:
     if through_vae:  # (B, F, 3, H, W) -> the VAE's (B, 3, F, H, W) and back
         vae = pipe.vae
         with torch.no_grad():
-            z = vae.encode(video.permute(0, 2, 1, 3, 4).to(vae.dtype)).latent_dist.mode()
-            video = vae.decode(z).sample.permute(0, 2, 1, 3, 4).float()
+            z = vae.encode(video.permute(0, 2, 1, 3, 4).to(vae.device, vae.dtype)).latent_dist.mode()
+            video = vae.decode(z).sample.permute(0, 2, 1, 3, 4).float().cpu()
     return ((video + 1) / 2).clamp(0, 1)
 
 
@@ -107,6 +108,7 @@ def check_args(args) -> Path:
     flags.check_whole_flags(args, "--steps", too_small="{name} {value}: pass 1 or more denoising steps")
     flags.check_guidance(args)
     flags.check_fast_path_args(args)
+    flags.resolve_device(args.device)
     return check_output_folder(args.out, "--out")  # before the evaluation, not after it
 
 
@@ -122,6 +124,7 @@ def run(args) -> int:
 
     folder = Path(args.model) if args.model else builtin_model_dir(turbo=args.turbo)
     pipe = KumoPipeline.from_pretrained(folder, torch_dtype=torch.float32)  # shipped fp16; CPU math in fp32
+    pipe.to(flags.resolve_device(args.device))  # noise is drawn on the CPU: the same clips on any device
     pipe.set_progress_bar_config(disable=True)
     flags.apply_cli_fast_paths(pipe, args)
     turbo, steps, guidance, guidance_rescale, _ = sampling_settings(pipe, args)
