@@ -254,3 +254,19 @@ def test_conditioned_training_reads_frame_latents_and_refuses_shards_without_the
     assert main(["train", "dit", "--config", config("frames")]) == 0
     saved = json.loads((tmp_path / "run-frames" / "pipeline" / "transformer" / "config.json").read_text())
     assert saved["frame_conditioning"] is True and saved["in_channels"] == C
+
+
+def test_the_image_latent_is_kept_as_latent_frame_0():
+    from kumovideo.pipelines.conditioning import encode_images, images_to_tensor
+
+    pipe = build_pipeline("kumo-tiny")
+    pipe.transformer = expand_for_frame_conditioning(pipe.transformer)
+    pipe.set_progress_bar_config(disable=True)
+    image = np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    call = dict(num_inference_steps=2, output_type="latent", generator=torch.Generator().manual_seed(0))
+    kept = pipe("a", image=image, **call).frames
+    call["generator"] = torch.Generator().manual_seed(0)
+    own = pipe("a", image=image, keep_first_frame=False, **call).frames
+    expected = encode_images(pipe.vae, images_to_tensor([image]))[0]
+    assert torch.allclose(kept[0, 0], expected, atol=1e-5)
+    assert torch.equal(kept[:, 1:], own[:, 1:]) and not torch.allclose(own[0, 0], expected)

@@ -374,6 +374,7 @@ class KumoPipeline(DiffusionPipeline):
         image=None,
         conditioning_frames: dict | list[dict] | None = None,
         image_guidance_scale: float | None = None,
+        keep_first_frame: bool = True,
     ):
         """Generate clips. `sampler="scheduler"` steps the pipeline's scheduler (DDIM, or the
         Turbo consistency scheduler); `sampler="renoise"` runs the Kandinsky-4-Flash-style
@@ -389,7 +390,10 @@ class KumoPipeline(DiffusionPipeline):
         frames (interpolation: `kumovideo.pipelines.interpolation`). Either may be a list, one
         per prompt. With `image_guidance_scale` > 1 guidance has three branches (Kandinsky
         Video / InstructPix2Pix): v = v(-,-) + s_img (v(img,-) - v(-,-)) + s_txt (v(img,txt) -
-        v(img,-)); otherwise the condition goes to both branches of the text guidance.
+        v(img,-)); otherwise the condition goes to both branches of the text guidance. Where
+        frame 0 is known, `keep_first_frame` puts its latent back as latent frame 0 after
+        sampling (the causal VAE encodes frame 0 alone: its latent is the clip's first latent),
+        as LTX-Video keeps conditioning latents clean; False decodes the model's own.
 
         Left out (None): the clip size is the transformer's (`default_clip`: 64x64x17 for
         the built-in model, 480x720x41 for the original), steps and guidance the
@@ -495,6 +499,8 @@ class KumoPipeline(DiffusionPipeline):
                 return checks.check_callback_result(callback_on_step_end(self, i, t, values)).get("latents")
 
             latents = run.sample(guided_v, latents, self.scheduler, timesteps, generator, on_step)
+        if condition is not None and keep_first_frame:
+            latents = with_known_first_latent(latents, condition[-batch_size:])
 
         # 4. Decode.
         if output_type == "latent":
@@ -506,6 +512,17 @@ class KumoPipeline(DiffusionPipeline):
         if not return_dict:
             return (video,)
         return KumoPipelineOutput(frames=video)
+
+
+def with_known_first_latent(latents: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
+    """Latents (B, F_lat, C, h, w) with latent frame 0 replaced by the condition's end-slot
+    latent wherever frame 0 is known (its mask is 1): the clip then starts at the image as
+    closely as the VAE can reproduce it."""
+    c = latents.shape[2]
+    known = condition[:, 0, 2 * c : 2 * c + 1].to(latents.dtype)  # (B, 1, h, w): the end mask of latent frame 0
+    latents = latents.clone()
+    latents[:, 0] = known * condition[:, 0, :c].to(latents.dtype) + (1 - known) * latents[:, 0]
+    return latents
 
 
 def frames_to_uint8(frames: np.ndarray | torch.Tensor) -> np.ndarray:
