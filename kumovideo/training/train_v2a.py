@@ -105,8 +105,8 @@ class FootagePairs:
 
 
 def build_denoiser(config: TrainConfig) -> KumoV2AModel:
-    if config.init_from:
-        return KumoV2APipeline.from_pretrained(config.init_from).denoiser
+    if config.init_from:  # shipped folders hold fp16 weights: train in fp32
+        return KumoV2APipeline.from_pretrained(config.init_from).denoiser.float()
     return KumoV2AModel(**config.v2a)
 
 
