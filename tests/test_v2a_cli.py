@@ -146,3 +146,14 @@ def test_eval_sound_reference_render_is_perfect(tiny_v2a, tmp_path, capsys):
     assert summary["max_duration_error_s"] < 1 / 8
     assert {p.name for p in out.iterdir()} == {"results.json", "example_00.mp4", "example_00.wav", "example_00.png"}
     assert probe_media(out / "example_00.mp4").has_audio
+
+
+def test_the_built_in_v2a_model_is_the_default(silent_clip, tmp_path):
+    from kumovideo.builtin import V2A_DIR
+
+    if not (V2A_DIR / "model_index.json").exists():
+        pytest.skip("this build ships no built-in V2A model")
+    out = tmp_path / "sound.webm"
+    assert main(["v2a", str(silent_clip), "-o", str(out)]) == 2  # a stream copy of H.264 cannot go in .webm
+    assert main(["v2a", str(silent_clip), "-o", str(tmp_path / "sound.mp4"), "--steps", "4"]) == 0
+    assert probe_media(tmp_path / "sound.mp4").has_audio

@@ -128,13 +128,12 @@ def write_soundtrack(video_path: Path, audio, sample_rate: int, output: Path, re
 
 
 def run(args) -> int:
-    from kumovideo.utils.audio_io import probe_media
+    from kumovideo.utils.audio_io import check_mux
     from kumovideo.utils.video_io import check_output_path, read_video
 
     output = check_output_path(args.output)
-    info = probe_media(args.video)  # not a video, no frames: one line
-    if info.has_audio and not args.replace_audio:
-        raise KumoInputError(f"{args.video} already has an audio track; pass --replace-audio to replace it")
+    # Not a video, no frames, sound already there, a video the output cannot carry: one line, before any work.
+    check_mux(Path(args.video), output, args.replace_audio)
     request = check_soundtrack_args(args, output, args.model, "--steps", "--guidance")
     device = resolve_device(args.device)
     frames, fps = read_video(args.video)

@@ -270,7 +270,7 @@ def mux_interleaved(out, video_packets: Iterable, audio_packets: Iterable) -> No
     interleaver.finish()
 
 
-def _check_mux(video_path: Path, out_path: Path, replace_audio: bool) -> tuple[str, MediaInfo]:
+def check_mux(video_path: Path, out_path: Path, replace_audio: bool) -> tuple[str, MediaInfo]:
     """Every refusal of `mux_audio`, before anything is written."""
     codec = audio_codec_for(out_path)
     _check_output(out_path, "output")
@@ -299,7 +299,7 @@ def mux_audio(
 
     video_path, out_path = Path(video_path), Path(out_path)
     audio = _check_audio(audio, sample_rate)
-    codec, info = _check_mux(video_path, out_path, replace_audio)
+    codec, info = check_mux(video_path, out_path, replace_audio)
     rate = encoder_rate(codec, int(sample_rate))
     samples = fit_length(resample(audio[None], int(sample_rate), rate), round(info.duration_s * rate))
     tmp = atomic_path(out_path)
