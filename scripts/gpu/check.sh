@@ -16,18 +16,8 @@ PY=${PYTHON:-python3}
 DRY=0
 for a in "$@"; do [ "$a" = "--dry-run" ] && DRY=1; done
 
-if [ "$DRY" = 0 ] && compgen -G ".whl/*.whl" >/dev/null; then
-  SITE=${KIT_SITE:-/tmp/site}
-  echo "check.sh: installing $(ls .whl/*.whl | wc -l) carried wheel(s) into $SITE" >&2
-  if "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" .whl/*.whl; then
-    export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}"
-  else
-    echo "check.sh: wheel install failed; the parts that need diffusers or torchao will say so" >&2
-  fi
-elif [ "$DRY" = 0 ]; then
-  echo "check.sh: no .whl/*.whl here (run 'make gpu-wheels' and carry .whl); using what is installed" >&2
-fi
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+. scripts/gpu/wheels.sh
+install_carried_wheels check.sh "$DRY"
 if [ -z "${KUMO_SHARED:-}" ] && [ -f .whl/shared/fixtures/kumovideo/README.md ]; then
   export KUMO_SHARED="$PWD/.whl/shared"
 fi

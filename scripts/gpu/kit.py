@@ -32,7 +32,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from runner import Part, run_parts, write_json  # noqa: E402
+from runner import Part, run_parts, select_parts, write_json  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 KIT_VERSION = 1
@@ -316,16 +316,7 @@ def main(argv=None) -> int:
     out = Path(args.out)
     work_root = Path(os.environ.get("TMPDIR", "/tmp")) / f"kumo-gpu-kit-{os.getpid()}"
     parts = build_parts(args.dry_run, work_root)
-    names = [part.name for part in parts]
-    for flag in (args.only, args.skip):
-        unknown = set((flag or "").split(",")) - set(names) - {""}
-        if unknown:
-            p.error(f"unknown part(s) {', '.join(sorted(unknown))}; parts: {', '.join(names)}")
-    for part in parts:
-        if args.only and part.name not in args.only.split(","):
-            part.skip = part.skip or "not asked for (--only)"
-        if args.skip and part.name in args.skip.split(","):
-            part.skip = "asked to skip (--skip)"
+    select_parts(parts, args.only, args.skip, p.error)
 
     def update(results: dict) -> None:
         results["targets"] = judge(results)

@@ -94,6 +94,21 @@ def _kill_group(proc: subprocess.Popen) -> None:
             continue
 
 
+def select_parts(parts: list[Part], only: str | None, skip: str | None, error: Callable[[str], Any]) -> None:
+    """--only / --skip (comma-separated part names): the parts left out are recorded as
+    skipped, not dropped; an unknown name goes to `error` (argparse's, one line, exit 2)."""
+    names = [part.name for part in parts]
+    for flag in (only, skip):
+        unknown = set((flag or "").split(",")) - set(names) - {""}
+        if unknown:
+            error(f"unknown part(s) {', '.join(sorted(unknown))}; parts: {', '.join(names)}")
+    for part in parts:
+        if only and part.name not in only.split(","):
+            part.skip = part.skip or "not asked for (--only)"
+        if skip and part.name in skip.split(","):
+            part.skip = "asked to skip (--skip)"
+
+
 def run_part(part: Part, work: Path, budget_s: float, log) -> dict:
     """Run one part within `budget_s`; returns its entry for results.json."""
     work.mkdir(parents=True, exist_ok=True)

@@ -17,18 +17,8 @@ PY=${PYTHON:-python3}
 TINY=0
 for a in "$@"; do [ "$a" = "--tiny" ] && TINY=1; done
 
-if [ "$TINY" = 0 ] && compgen -G ".whl/*.whl" >/dev/null; then
-  SITE=${KIT_SITE:-/tmp/site}
-  echo "train_builtin.sh: installing $(ls .whl/*.whl | wc -l) carried wheel(s) into $SITE" >&2
-  if "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" .whl/*.whl; then
-    export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}"
-  else
-    echo "train_builtin.sh: wheel install failed; every part needs diffusers and will say so" >&2
-  fi
-elif [ "$TINY" = 0 ]; then
-  echo "train_builtin.sh: no .whl/*.whl here (run 'make gpu-wheels' and carry .whl); using what is installed" >&2
-fi
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+. scripts/gpu/wheels.sh
+install_carried_wheels train_builtin.sh "$TINY"
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONUNBUFFERED=1
 export TQDM_MININTERVAL=${TQDM_MININTERVAL:-30}  # the training bar: a line every 30 s in log.txt, not 10 a second
 export KUMO_CACHE="${KUMO_CACHE:-/tmp/kumo-gpu-kit-cache}"  # inductor cache (check.sh's too)
