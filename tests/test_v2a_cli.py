@@ -61,6 +61,7 @@ def test_v2a_adds_a_soundtrack_as_long_as_the_video_and_copies_the_video(tiny_v2
         (["--audio-prompt", "a beep"], "out.mp4", ["takes no text"]),
         (["--wav", "track.mp3"], "out.mp4", ["--wav", ".wav"]),
         (["--steps", "0"], "out.mp4", ["--steps"]),
+        (["--guidance", "nan"], "out.mp4", ["--guidance", ">= 0"]),
     ],
 )
 def test_v2a_refuses_in_one_line_and_writes_nothing(tiny_v2a, silent_clip, tmp_path, capsys, extra, output, needles):
@@ -157,3 +158,17 @@ def test_the_built_in_v2a_model_is_the_default(silent_clip, tmp_path):
     assert main(["v2a", str(silent_clip), "-o", str(out)]) == 2  # a stream copy of H.264 cannot go in .webm
     assert main(["v2a", str(silent_clip), "-o", str(tmp_path / "sound.mp4"), "--steps", "4"]) == 0
     assert probe_media(tmp_path / "sound.mp4").has_audio
+
+
+@pytest.mark.parametrize(
+    ("extra", "needles"),
+    [
+        (["--guidance", "-1"], ["--guidance -1.0", ">= 0"]),
+        (["--n", "0"], ["--n"]),
+        (["--examples", "-1"], ["--examples"]),
+    ],
+)
+def test_eval_sound_refuses_in_one_line_before_any_work(tmp_path, capsys, extra, needles):
+    assert main(["eval", "sound", "--out", str(tmp_path / "eval"), *extra]) == 2
+    assert_one_line_error(capsys, *needles)
+    assert not (tmp_path / "eval").exists()

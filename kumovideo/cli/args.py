@@ -92,6 +92,12 @@ def check_guidance(args) -> None:
         raise KumoInputError(f"--guidance-rescale {args.guidance_rescale}: use a value from 0 (off) to 1")
 
 
+def check_audio_guidance(flag: str, value: float | None) -> None:
+    """A video-to-audio guidance scale (over the video), when given: a finite number >= 0."""
+    if value is not None and not (math.isfinite(value) and value >= 0):
+        raise KumoInputError(f"{flag} {value} must be a number >= 0 (1 turns guidance off)")
+
+
 def check_fast_path_args(args) -> None:
     """--step-cache of `add_fast_path_args`: a positive threshold."""
     if args.step_cache is not None and not (math.isfinite(args.step_cache) and args.step_cache > 0):

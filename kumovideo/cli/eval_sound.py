@@ -101,8 +101,7 @@ def check_args(args) -> Path:
     flags.check_whole_flags(args, "--examples", low=0, too_small="--examples must be 0 or more")
     flags.check_seed_flag(args, clips=args.n)
     flags.check_whole_flags(args, "--steps", too_small="{name} {value}: pass 1 or more denoising steps")
-    if args.guidance is not None and not args.guidance >= 0:
-        raise KumoInputError(f"--guidance {args.guidance} must be a number >= 0 (1 turns guidance off)")
+    flags.check_audio_guidance("--guidance", args.guidance)
     return check_output_folder(args.out, "--out")
 
 
@@ -113,20 +112,21 @@ def run(args) -> int:
     import torch
     from tqdm.auto import tqdm
 
-    from kumovideo.builtin import builtin_v2a_dir
+    from kumovideo.cli.v2a import resolve_v2a_folder
     from kumovideo.data.shapes_world import clip_spec_from_caption, render_clip, render_sound
     from kumovideo.evaluation.sound_judge import judge_sound, summarise_sound
-    from kumovideo.pipelines.pipeline_kumo_v2a import KumoV2APipeline, check_v2a_folder
+    from kumovideo.pipelines.pipeline_kumo_v2a import KumoV2APipeline
     from kumovideo.pipelines.spectrogram import audio_to_mel, mel_to_audio
     from kumovideo.utils.audio_io import mux_audio, write_wav
     from kumovideo.utils.video_io import write_video
 
-    folder = check_v2a_folder(args.model) if args.model else builtin_v2a_dir()
+    folder = resolve_v2a_folder(args.model)
     pipe = KumoV2APipeline.from_pretrained(folder, torch_dtype=torch.float32)
     config = pipe.denoiser.config
     captions = sound_captions(args.n, args.seed)
     rng = np.random.default_rng([args.seed, 77])
     specs = [clip_spec_from_caption(c, rng, CLIP_SIZE, CLIP_FRAMES) for c in captions]
+    signatures = [sound_signature(c) for c in captions]  # --reference render: whose sound differs
     out_dir.mkdir(parents=True, exist_ok=True)
 
     results, duration_errors, mismatched = [], [], []
@@ -136,7 +136,7 @@ def run(args) -> int:
         rendered = render_sound(spec, fps=CLIP_FPS, sample_rate=config.sample_rate)
         if args.reference == "render":
             audio = rendered
-            other = next((c for c in captions if sound_signature(c) != sound_signature(text)), None)
+            other = next((c for c, sig in zip(captions, signatures) if sig != signatures[i]), None)
             if other is not None:
                 mismatched.append(judge_sound(audio, other, config.sample_rate).matches)
         elif args.reference == "vocoder":

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import NamedTuple
 
-from kumovideo.cli.args import check_seed_flag, check_whole_flags, resolve_device
+from kumovideo.cli.args import check_audio_guidance, check_seed_flag, check_whole_flags, flag_value, resolve_device
 from kumovideo.utils.errors import KumoInputError
 
 
@@ -68,17 +68,13 @@ def check_soundtrack_args(
     """Every soundtrack flag, the output's container and the V2A model folder (its config,
     not its weights), as one-line errors before any work."""
     import json
-    import math
 
-    from kumovideo.pipelines.pipeline_kumo_v2a import check_v2a_folder
     from kumovideo.utils.audio_io import audio_codec_for
 
     audio_codec_for(output)  # a .gif cannot hold audio: refused before anything is generated
     check_whole_flags(args, steps_flag)
     check_seed_flag(args)
-    guidance = getattr(args, guidance_flag.lstrip("-").replace("-", "_"))
-    if guidance is not None and not (math.isfinite(guidance) and guidance >= 0):
-        raise KumoInputError(f"{guidance_flag} {guidance} must be a number >= 0 (1 turns guidance off)")
+    check_audio_guidance(guidance_flag, flag_value(args, guidance_flag))
     wav = None
     if args.wav is not None:
         wav = Path(args.wav)
@@ -86,19 +82,31 @@ def check_soundtrack_args(
             raise KumoInputError(f"--wav {wav} must end in .wav")
         if not wav.parent.is_dir():
             raise KumoInputError(f"--wav {wav}: folder {wav.parent} does not exist")
-    if model is None:
-        from kumovideo.builtin import builtin_v2a_dir
-
-        folder = builtin_v2a_dir()
-    else:
-        folder = check_v2a_folder(model)
+    folder = resolve_v2a_folder(model)
     takes_text = json.loads((folder / "denoiser" / "config.json").read_text()).get("text_embed_dim")
     if (args.audio_prompt is not None or args.audio_negative_prompt is not None) and not takes_text:
         raise KumoInputError(
             f"the video-to-audio model at {folder} takes no text: drop --audio-prompt / --audio-negative-prompt"
         )
-    steps = getattr(args, steps_flag.lstrip("-").replace("-", "_"))
-    return SoundtrackRequest(folder, steps, guidance, args.seed, wav, getattr(args, "replace_audio", False))
+    return SoundtrackRequest(
+        folder,
+        flag_value(args, steps_flag),
+        flag_value(args, guidance_flag),
+        args.seed,
+        wav,
+        getattr(args, "replace_audio", False),
+    )
+
+
+def resolve_v2a_folder(model: str | None) -> Path:
+    """`--model` checked as a V2A folder (config and weights present), or the built-in one."""
+    if model is None:
+        from kumovideo.builtin import builtin_v2a_dir
+
+        return builtin_v2a_dir()
+    from kumovideo.pipelines.pipeline_kumo_v2a import check_v2a_folder
+
+    return check_v2a_folder(model)
 
 
 def make_soundtrack(frames, fps: float, request: SoundtrackRequest, device):
