@@ -4,7 +4,8 @@
   captions skipped with `holdout_captions: true`), or a folder of the user's own clips
   that carry audio (`clips:`, e.g. `kumo data cut`'s output): random windows of a stage's
   `num_frames` frames and the audio under them;
-* v-prediction on diffusers' DDIM schedule (cosine, zero terminal SNR), timesteps uniform;
+* v-prediction on diffusers' DDIM schedule (cosine, zero terminal SNR), timesteps per stage
+  (`timestep_sampling`: uniform, or the report's cubic), as the DiT trainer draws them;
 * video dropout (`video_dropout`) so the model also learns the unconditional branch that
   guidance needs; EMA; gradient clipping — the shared loop (`training/loop.py`).
 """
@@ -25,7 +26,7 @@ from kumovideo.pipelines.pipeline_kumo_v2a import KumoV2APipeline
 from kumovideo.pipelines.spectrogram import audio_to_mel, frames_to_condition, num_samples_for
 from kumovideo.training.config import TrainConfig
 from kumovideo.training.loop import TrainState, train
-from kumovideo.training.objectives import diffuse, v_prediction_loss
+from kumovideo.training.objectives import diffuse, sample_timesteps, v_prediction_loss
 from kumovideo.training.pipeline_folder import write_pipeline_folder
 from kumovideo.training.runtime import Runtime, step_generator
 from kumovideo.utils.errors import KumoInputError
@@ -137,7 +138,8 @@ def train_v2a(config: TrainConfig, runtime: Runtime, resume: bool = False, stop_
             pairs = [footage.pair(rng, stage.num_frames) for _ in range(stage.batch_size)]
         mels = torch.stack([m for m, _ in pairs]).to(runtime.device)
         videos = torch.stack([v for _, v in pairs]).to(runtime.device)
-        t = torch.randint(0, scheduler.config.num_train_timesteps, (len(pairs),), generator=g).to(runtime.device)
+        steps = scheduler.config.num_train_timesteps
+        t = sample_timesteps(len(pairs), steps, stage.timestep_sampling, g).to(runtime.device)
         noise = torch.randn(mels.shape, generator=g).to(runtime.device)
         keep = (torch.rand(len(pairs), generator=g) >= config.video_dropout).float().to(runtime.device)
         x_t, v_target = diffuse(mels, noise, alphas_cumprod[t])
