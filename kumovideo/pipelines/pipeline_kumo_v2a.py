@@ -165,13 +165,12 @@ class KumoV2APipeline(DiffusionPipeline):
             checks.check_latents_shape(latents, shape)
             latents = latents.to(device, dtype)
 
+        features = self.denoiser.encode_video(condition, shape[-1], fps)  # once: the same for every step
         guided = guidance_scale != 1.0
-        if guided:  # one batch: [video, no video]
-            condition = torch.cat([condition, condition])
+        mask = None
+        if guided:  # one batch: [video, no video] (the mask drops the second copy's features)
+            features = torch.cat([features, features])
             mask = torch.cat([torch.ones(len(videos)), torch.zeros(len(videos))]).to(device)
-        else:
-            mask = None
-        features = self.denoiser.encode_video(condition, shape[-1], fps)  # the same for every step
         self.scheduler.set_timesteps(num_inference_steps, device=device)
         for t in self.progress_bar(self.scheduler.timesteps) if progress else self.scheduler.timesteps:
             model_input = torch.cat([latents, latents]) if guided else latents
