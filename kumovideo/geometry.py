@@ -17,6 +17,7 @@ to the wrong number of frames), sides multiples of s*p.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -179,3 +180,43 @@ class ClipGeometry:
 
 # The published model's VAE and transformer (CogVideoX VAE, patch 2).
 DEFAULT_GEOMETRY = ClipGeometry()
+
+
+# ---------------------------------------------------------------------------------------
+# Aspect buckets (Lumina-Video / Lumina-Next's crop-size list): training at any aspect draws
+# each batch from one bucket, a (width, height) whose sides are multiples of the patch unit and
+# whose area stays within a token budget, so every batch has one shape and a similar cost.
+# ---------------------------------------------------------------------------------------
+
+MAX_ASPECT = 2.0  # buckets run from 1:2 (portrait) to 2:1 (landscape)
+
+
+def aspect_buckets(max_area: int, unit: int, max_ratio: float = MAX_ASPECT) -> list[tuple[int, int]]:
+    """(width, height) pairs, sides multiples of `unit` pixels, area <= `max_area` pixels,
+    width / height within [1 / max_ratio, max_ratio]: for each width the tallest height
+    that fits (Lumina-Next's `generate_crop_size_list`, in pixels). Widest last."""
+    if unit < 1 or max_area < unit * unit:
+        raise KumoInputError(f"an aspect-bucket budget of {max_area} px² holds no {unit}x{unit} patch unit")
+    buckets = []
+    for width in range(unit, max_area // unit + 1, unit):
+        height = max_area // width // unit * unit
+        if height >= unit and 1 / max_ratio <= width / height <= max_ratio:
+            buckets.append((width, height))
+    return buckets
+
+
+def nearest_bucket(width: int, height: int, buckets: list[tuple[int, int]]) -> tuple[int, int]:
+    """The bucket whose aspect is closest to width x height's (in log ratio), ties to the larger area."""
+    if not buckets:
+        raise KumoInputError("no aspect buckets to choose from")
+    ratio = math.log(width / height)
+    return min(buckets, key=lambda b: (abs(math.log(b[0] / b[1]) - ratio), -b[0] * b[1]))
+
+
+def check_aspect(width: int, height: int, max_ratio: float = MAX_ASPECT) -> None:
+    """Raise KumoInputError unless width:height lies within 1:max_ratio .. max_ratio:1."""
+    if not 1 / max_ratio <= width / height <= max_ratio:
+        raise KumoInputError(
+            f"{width}x{height} is {width / height:.2f}:1, outside the aspect ratios 1:{max_ratio:g} .. {max_ratio:g}:1; "
+            "choose a width and height within twice each other"
+        )
