@@ -217,6 +217,6 @@ def check_aspect(width: int, height: int, max_ratio: float = MAX_ASPECT) -> None
     """Raise KumoInputError unless width:height lies within 1:max_ratio .. max_ratio:1."""
     if not 1 / max_ratio <= width / height <= max_ratio:
         raise KumoInputError(
-            f"{width}x{height} is {width / height:.2f}:1, outside the aspect ratios 1:{max_ratio:g} .. {max_ratio:g}:1; "
-            "choose a width and height within twice each other"
+            f"{width}x{height} is {width / height:.2f}:1, outside the aspect ratios "
+            f"1:{max_ratio:g} .. {max_ratio:g}:1; choose a width and height within twice each other"
         )

@@ -78,6 +78,10 @@ def spec_table(specs: Sequence[ClipSpec]) -> SpecTable:
     size, frames = specs[0].size, specs[0].num_frames
     if any(s.size != size or s.num_frames != frames for s in specs):
         raise ValueError("a batch render needs clips of one size and one frame count")
+    if any(s.frame != (size, size) for s in specs):
+        raise ValueError(
+            "the batch renderer draws square clips only; render W x H clips with shapes_world.render_clip"
+        )
     n = len(specs)
     table = SpecTable(
         size=size,
@@ -95,7 +99,7 @@ def spec_table(specs: Sequence[ClipSpec]) -> SpecTable:
             table.colour[i, k] = COLOURS[obj.colour]
             table.shape[i, k] = SHAPE_IDS[obj.shape]
             table.present[i, k] = True
-            table.cx[i, k], table.cy[i, k], table.radius[i, k] = object_track(obj, size, frames)
+            table.cx[i, k], table.cy[i, k], table.radius[i, k] = object_track(obj, size, frames, spec.motion_amount)
     return table
 
 

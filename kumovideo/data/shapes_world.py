@@ -1,10 +1,14 @@
-"""ShapesWorld v1: the procedural video world the built-in model is trained on.
+"""ShapesWorld v1.1: the procedural video world the built-in models are trained on.
 
 The world is fixed by the ShapesWorld v1 spec (shared/specs/shapes-world.md): solid backgrounds, one or two filled
 shapes (circle, square, triangle) that move or change size linearly in time, and a small
 caption grammar that names everything. Because every clip is rendered from a `ClipSpec`,
 whether a generated video matches its prompt can be measured
 (`kumovideo.evaluation.shapes_judge`).
+
+v1.1 adds any aspect (W x H, each a multiple of 16, within 1:2 .. 2:1; sizes relative to
+S = min(W, H)), a motion amount m in [0.5, 1.5] that scales travel and growth, the held-back
+colour cyan and sound; a v1 clip is a v1.1 clip with W = H = S and m = 1.
 
 Coordinates: x grows to the right, y grows downwards (image rows), pixel (i, j) covers
 the unit square [j, j+1) x [i, i+1) so its centre is (j + 0.5, i + 0.5). "Moves up" means
@@ -75,11 +79,24 @@ MOTION_DIRECTIONS: dict[str, tuple[int, int]] = {
     "shrinks": (0, 0),
 }
 
-# Radius scale (first frame, last frame) of each phrase, as multiples of r.
+# Radius scale (first frame, last frame) of each phrase, as multiples of r, at motion amount 1.
 RADIUS_SCALES: dict[str, tuple[float, float]] = {
     "grows": (0.7, 1.5),
     "shrinks": (1.5, 0.7),
 }
+
+# v1.1 "Motion amount": m scales travel (0.40 m W or H) and growth (0.7 r -> (0.7 + 0.8 m) r).
+MOTION_AMOUNT_RANGE = (0.5, 1.5)
+MAX_ASPECT = 2.0  # v1.1 "Frame size": W:H within 1:2 .. 2:1
+
+
+def radius_scales(motion: str, motion_amount: float = 1.0) -> tuple[float, float]:
+    """(first, last) radius of a phrase as multiples of r: grows 0.7 -> 0.7 + 0.8 m, shrinks the reverse."""
+    if motion not in RADIUS_SCALES:
+        return 1.0, 1.0
+    big = 0.7 + 0.8 * motion_amount
+    return (0.7, big) if motion == "grows" else (big, 0.7)
+
 
 # v1.1 "Sound": each colour's tone (Hz, perfect fourths apart; cyan is the held-back colour).
 PITCHES: dict[str, float] = {
@@ -135,9 +152,17 @@ class ClipSpec:
 
     background: str
     objects: tuple[ObjectSpec, ...]
-    size: int = DEFAULT_SIZE
+    size: int = DEFAULT_SIZE  # S = min(W, H); the side of a square clip
     num_frames: int = DEFAULT_NUM_FRAMES
     name_size: bool = False
+    width: int | None = None  # v1.1 any aspect: W and H (None: S, a square clip)
+    height: int | None = None
+    motion_amount: float = 1.0  # v1.1 m in [0.5, 1.5], never named in the caption
+
+    @property
+    def frame(self) -> tuple[int, int]:
+        """(W, H) in pixels."""
+        return (self.width or self.size, self.height or self.size)
 
 
 MAX_SIZE = 1024  # a 17-frame clip at this side is already 50 MB of uint8 frames
@@ -152,6 +177,27 @@ def check_size(size: int) -> None:
         )
 
 
+def frame_size(size: int, width: int | None = None, height: int | None = None) -> tuple[int, int]:
+    """(W, H) of a clip from a square side and optional width / height, each checked, and
+    the aspect within 1:2 .. 2:1 (spec v1.1 "Frame size")."""
+    width, height = width or size, height or size
+    check_size(width)
+    check_size(height)
+    if not 1 / MAX_ASPECT <= width / height <= MAX_ASPECT:
+        raise KumoInputError(
+            f"frame {width}x{height} is outside ShapesWorld's aspect ratios 1:2 .. 2:1; "
+            "choose a width and height within twice each other"
+        )
+    return width, height
+
+
+def check_motion_amount(motion_amount: float) -> None:
+    """Raise KumoInputError unless m lies in the spec's [0.5, 1.5]."""
+    low, high = MOTION_AMOUNT_RANGE
+    if not isinstance(motion_amount, (int, float, np.floating)) or not low <= float(motion_amount) <= high:
+        raise KumoInputError(f"motion amount {motion_amount!r} is outside ShapesWorld's [{low}, {high}]")
+
+
 def check_num_frames(num_frames: int) -> None:
     """Raise KumoInputError unless `num_frames` is 4k+1 (1 is a still image)."""
     if not isinstance(num_frames, (int, np.integer)) or num_frames < 1 or (num_frames - 1) % 4 != 0:
@@ -164,23 +210,30 @@ def validate_video_shape(size: int, num_frames: int) -> None:
     check_num_frames(num_frames)
 
 
-def object_radius(obj: ObjectSpec, clip_size: int) -> float:
-    """Base radius r of an object in pixels."""
-    return SIZES[obj.size] * clip_size
+def _frame(clip_size: int | tuple[int, int]) -> tuple[int, int]:
+    """(W, H) from a square side S or a (W, H) pair."""
+    return (clip_size, clip_size) if isinstance(clip_size, (int, np.integer)) else tuple(clip_size)
 
 
-def object_track(obj: ObjectSpec, clip_size: int, num_frames: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def object_radius(obj: ObjectSpec, clip_size: int | tuple[int, int]) -> float:
+    """Base radius r of an object in pixels (a fraction of S = min(W, H))."""
+    return SIZES[obj.size] * min(_frame(clip_size))
+
+
+def object_track(
+    obj: ObjectSpec, clip_size: int | tuple[int, int], num_frames: int, motion_amount: float = 1.0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per-frame centre x, centre y and radius (pixels) of an object, each shape (F,).
 
-    Motion is linear in time from the first frame to the last; a one-frame clip is the
-    first frame of the motion.
+    clip_size: S (square) or (W, H). Motion is linear in time from the first frame to the
+    last: left/right travel 0.40 m W, up/down 0.40 m H; a one-frame clip is the first frame.
     """
+    width, height = _frame(clip_size)
     t = np.linspace(0.0, 1.0, num_frames) if num_frames > 1 else np.zeros(1)
     dir_x, dir_y = MOTION_DIRECTIONS[obj.motion]
-    travel = TRAVEL * clip_size
-    cx = obj.start_center[0] + dir_x * travel * t
-    cy = obj.start_center[1] + dir_y * travel * t
-    scale_first, scale_last = RADIUS_SCALES.get(obj.motion, (1.0, 1.0))
+    cx = obj.start_center[0] + dir_x * TRAVEL * motion_amount * width * t
+    cy = obj.start_center[1] + dir_y * TRAVEL * motion_amount * height * t
+    scale_first, scale_last = radius_scales(obj.motion, motion_amount)
     radius = object_radius(obj, clip_size) * (scale_first + (scale_last - scale_first) * t)
     return cx, cy, radius
 
@@ -191,7 +244,7 @@ def object_track(obj: ObjectSpec, clip_size: int, num_frames: int) -> tuple[np.n
 
 
 def _start_range(
-    motion: str, radius: float, clip_size: int, num_frames: int
+    motion: str, radius: float, clip_size: int | tuple[int, int], num_frames: int, motion_amount: float = 1.0
 ) -> tuple[tuple[float, float], tuple[float, float]]:
     """Allowed start-centre ranges (x range, y range) that keep the object in frame.
 
@@ -199,30 +252,41 @@ def _start_range(
     frame exactly when it is inside at the first and the last frame.
     """
     dir_x, dir_y = MOTION_DIRECTIONS[motion]
-    travel = TRAVEL * clip_size if num_frames > 1 else 0.0
-    scale_first, scale_last = RADIUS_SCALES.get(motion, (1.0, 1.0))
+    scale_first, scale_last = radius_scales(motion, motion_amount)
     if num_frames == 1:
         scale_last = scale_first
-    ends = [(0.0, radius * scale_first), (travel, radius * scale_last)]
     ranges = []
-    for direction in (dir_x, dir_y):
+    for direction, side in zip((dir_x, dir_y), _frame(clip_size)):
+        travel = TRAVEL * motion_amount * side if num_frames > 1 else 0.0
+        ends = [(0.0, radius * scale_first), (travel, radius * scale_last)]
         low = max(r - direction * d for d, r in ends)
-        high = min(clip_size - r - direction * d for d, r in ends)
+        high = min(side - r - direction * d for d, r in ends)
         ranges.append((low, high))
     return ranges[0], ranges[1]
 
 
-def boxes_apart(a: ObjectSpec, b: ObjectSpec, clip_size: int, num_frames: int, gap: float = 0.0) -> bool:
+def boxes_apart(
+    a: ObjectSpec,
+    b: ObjectSpec,
+    clip_size: int | tuple[int, int],
+    num_frames: int,
+    gap: float = 0.0,
+    motion_amount: float = 1.0,
+) -> bool:
     """True when the two objects' bounding boxes are at least `gap` pixels apart in every frame."""
-    ax, ay, ar = object_track(a, clip_size, num_frames)
-    bx, by, br = object_track(b, clip_size, num_frames)
+    ax, ay, ar = object_track(a, clip_size, num_frames, motion_amount)
+    bx, by, br = object_track(b, clip_size, num_frames, motion_amount)
     apart_x = np.abs(ax - bx) - (ar + br) >= gap
     apart_y = np.abs(ay - by) - (ar + br) >= gap
     return bool(np.all(apart_x | apart_y))
 
 
 def _place_objects(
-    rng: np.random.Generator, objects: list[dict], clip_size: int, num_frames: int
+    rng: np.random.Generator,
+    objects: list[dict],
+    clip_size: int | tuple[int, int],
+    num_frames: int,
+    motion_amount: float = 1.0,
 ) -> tuple[ObjectSpec, ...] | None:
     """Draw start centres for objects given as dicts (colour, shape, size, motion).
 
@@ -231,14 +295,16 @@ def _place_objects(
     """
     placed: list[ObjectSpec] = []
     for attrs in objects:
-        radius = SIZES[attrs["size"]] * clip_size
-        (x_low, x_high), (y_low, y_high) = _start_range(attrs["motion"], radius, clip_size, num_frames)
+        short_side = min(_frame(clip_size))
+        radius = SIZES[attrs["size"]] * short_side
+        (x_low, x_high), (y_low, y_high) = _start_range(attrs["motion"], radius, clip_size, num_frames, motion_amount)
         if x_low > x_high or y_low > y_high:
             return None  # cannot fit in the frame at all (not possible for S >= 32)
         for _ in range(_PLACEMENT_TRIES):
             start = (float(rng.uniform(x_low, x_high)), float(rng.uniform(y_low, y_high)))
             candidate = ObjectSpec(attrs["colour"], attrs["shape"], attrs["size"], attrs["motion"], start)
-            if all(boxes_apart(candidate, other, clip_size, num_frames, _MIN_GAP * clip_size) for other in placed):
+            gap = _MIN_GAP * short_side
+            if all(boxes_apart(candidate, other, clip_size, num_frames, gap, motion_amount) for other in placed):
                 placed.append(candidate)
                 break
         else:
@@ -257,13 +323,20 @@ def sample_clip_spec(
     num_frames: int = DEFAULT_NUM_FRAMES,
     num_objects: int | None = None,
     name_size: bool | None = None,
+    width: int | None = None,
+    height: int | None = None,
+    motion_amount: float = 1.0,
 ) -> ClipSpec:
     """Draw a random clip of the world.
 
     num_objects: 1 or 2 (None: either, equally likely). name_size: whether a one-object
     caption names the size (None: a coin flip). Two objects never share a colour.
+    width / height (v1.1): a W x H frame instead of S x S; motion_amount: m. Objects that
+    find no room at that amount are redrawn (the spec: they are not drawn together).
     """
     validate_video_shape(size, num_frames)
+    frame = frame_size(size, width, height)
+    check_motion_amount(motion_amount)
     if num_objects is None:
         num_objects = int(rng.integers(1, 3))
     if num_objects not in (1, 2):
@@ -280,7 +353,7 @@ def sample_clip_spec(
             }
             for colour in colours
         ]
-        objects = _place_objects(rng, attrs, size, num_frames)
+        objects = _place_objects(rng, attrs, frame, num_frames, motion_amount)
         if objects is not None:
             break
     else:
@@ -289,7 +362,23 @@ def sample_clip_spec(
         name_size = False
     elif name_size is None:
         name_size = bool(rng.integers(2))
-    return ClipSpec(background, objects, size, num_frames, bool(name_size))
+    return _spec(background, objects, frame, num_frames, bool(name_size), motion_amount)
+
+
+def _spec(background, objects, frame, num_frames, name_size, motion_amount) -> ClipSpec:
+    """A ClipSpec for a (W, H) frame: a square one keeps width/height None (a v1 clip)."""
+    width, height = frame
+    square = width == height
+    return ClipSpec(
+        background,
+        objects,
+        min(width, height),
+        num_frames,
+        name_size,
+        None if square else width,
+        None if square else height,
+        float(motion_amount),
+    )
 
 
 def clip_spec_from_caption(
@@ -297,19 +386,28 @@ def clip_spec_from_caption(
     rng: np.random.Generator,
     size: int = DEFAULT_SIZE,
     num_frames: int = DEFAULT_NUM_FRAMES,
+    width: int | None = None,
+    height: int | None = None,
+    motion_amount: float = 1.0,
 ) -> ClipSpec:
-    """A random clip that satisfies `caption_text` (sizes not named are drawn at random)."""
+    """A random clip that satisfies `caption_text` (sizes not named are drawn at random),
+    in a W x H frame (v1.1; default S x S) at motion amount m."""
     validate_video_shape(size, num_frames)
+    frame = frame_size(size, width, height)
+    check_motion_amount(motion_amount)
     parsed = parse_caption(caption_text)
     for _ in range(_CLIP_TRIES):
         attrs = [dict(obj, size=obj["size"] or _choice(rng, SIZES)) for obj in parsed["objects"]]
-        objects = _place_objects(rng, attrs, size, num_frames)
+        objects = _place_objects(rng, attrs, frame, num_frames, motion_amount)
         if objects is not None:
             break
     else:
-        raise RuntimeError(f"could not place the objects of {caption_text!r}; this is a bug")
+        raise KumoInputError(
+            f"the objects of {caption_text!r} find no room in a {frame[0]}x{frame[1]} frame at motion amount "
+            f"{motion_amount:g}; lower the motion amount or use a larger frame"
+        )
     name_size = len(objects) == 1 and parsed["objects"][0]["size"] is not None
-    return ClipSpec(parsed["background"], objects, size, num_frames, name_size)
+    return _spec(parsed["background"], objects, frame, num_frames, name_size, motion_amount)
 
 
 # ----------------------------------------------------------------------------------------
@@ -448,15 +546,18 @@ def shape_signed_distance(
     raise ValueError(f"unknown shape {shape!r}; shapes are {', '.join(SHAPES)}")
 
 
-def shape_coverage(shape: str, size: int, cx: np.ndarray, cy: np.ndarray, radius: np.ndarray) -> np.ndarray:
-    """Fraction of each pixel covered by the shape, shape (F, size, size), in [0, 1].
+def shape_coverage(
+    shape: str, size: int | tuple[int, int], cx: np.ndarray, cy: np.ndarray, radius: np.ndarray
+) -> np.ndarray:
+    """Fraction of each pixel covered by the shape, shape (F, H, W), in [0, 1].
 
-    cx, cy, radius: per-frame values, shape (F,). Coverage is the signed distance at the
-    pixel centre mapped through a one-pixel ramp: a cheap, smooth anti-aliased edge.
+    size: S (square) or (W, H). cx, cy, radius: per-frame values, shape (F,). Coverage is the
+    signed distance at the pixel centre mapped through a one-pixel ramp: a cheap, smooth
+    anti-aliased edge.
     """
-    coords = np.arange(size, dtype=np.float32) + 0.5
-    x = coords[None, None, :]
-    y = coords[None, :, None]
+    width, height = _frame(size)
+    x = (np.arange(width, dtype=np.float32) + 0.5)[None, None, :]
+    y = (np.arange(height, dtype=np.float32) + 0.5)[None, :, None]
     cx = np.asarray(cx, dtype=np.float32)[:, None, None]
     cy = np.asarray(cy, dtype=np.float32)[:, None, None]
     radius = np.asarray(radius, dtype=np.float32)[:, None, None]
@@ -465,13 +566,13 @@ def shape_coverage(shape: str, size: int, cx: np.ndarray, cy: np.ndarray, radius
 
 
 def render_clip(spec: ClipSpec) -> np.ndarray:
-    """Render a clip to uint8 RGB frames, shape (F, S, S, 3)."""
-    size, num_frames = spec.size, spec.num_frames
-    frames = np.empty((num_frames, size, size, 3), dtype=np.float32)
+    """Render a clip to uint8 RGB frames, shape (F, H, W, 3)."""
+    (width, height), num_frames = spec.frame, spec.num_frames
+    frames = np.empty((num_frames, height, width, 3), dtype=np.float32)
     frames[:] = np.asarray(BACKGROUNDS[spec.background], dtype=np.float32)
     for obj in spec.objects:
-        cx, cy, radius = object_track(obj, size, num_frames)
-        alpha = shape_coverage(obj.shape, size, cx, cy, radius)[..., None]
+        cx, cy, radius = object_track(obj, spec.frame, num_frames, spec.motion_amount)
+        alpha = shape_coverage(obj.shape, spec.frame, cx, cy, radius)[..., None]
         colour = np.asarray(COLOURS[obj.colour], dtype=np.float32)
         frames += alpha * (colour - frames)  # "over" compositing
     return np.rint(frames).astype(np.uint8)
@@ -496,9 +597,9 @@ def render_sound(spec: ClipSpec, fps: float = DEFAULT_FPS, sample_rate: int = SA
     sound = np.zeros(n, dtype=np.float64)
     for obj in spec.objects:
         dir_x, dir_y = MOTION_DIRECTIONS[obj.motion]
-        rise = -dir_y * t  # upward travel in units of 0.40 * H (y grows downwards)
+        rise = -dir_y * spec.motion_amount * t  # upward travel in units of 0.40 * H (y grows downwards)
         frequency = PITCHES[obj.colour] * 2.0 ** (rise * GLIDE_SEMITONES / 12.0)
-        scale_first, scale_last = RADIUS_SCALES.get(obj.motion, (1.0, 1.0))
+        scale_first, scale_last = radius_scales(obj.motion, spec.motion_amount)
         radius = SIZES[obj.size] * (scale_first + (scale_last - scale_first) * t)  # fraction of S
         amplitude = LOUDEST_AMPLITUDE * (radius / SIZES["large"]) ** 2
         phase = 2.0 * np.pi * np.cumsum(frequency) / sample_rate
@@ -517,16 +618,24 @@ def sample_example(
     size: int = DEFAULT_SIZE,
     num_frames: int = DEFAULT_NUM_FRAMES,
     image_prob: float = 0.0,
+    width: int | None = None,
+    height: int | None = None,
+    motion_amounts: tuple[float, float] | None = None,
 ) -> tuple[ClipSpec, str]:
     """Example `index` of the stream with `seed`: its spec (to render) and caption.
 
     Each example has its own generator seeded by (seed, index), so any shard of the
     stream can be produced without producing the rest. With probability `image_prob`
     the example is a still image: the first frame of the clip, with the clip's caption.
+    v1.1: a W x H frame (`width`, `height`), and m drawn uniformly from `motion_amounts`
+    (None: m = 1, and the stream is v1's).
     """
     rng = np.random.default_rng([seed, index])
     is_image = rng.random() < image_prob
-    spec = sample_clip_spec(rng, size=size, num_frames=num_frames)
+    motion_amount = 1.0 if motion_amounts is None else float(rng.uniform(*motion_amounts))
+    spec = sample_clip_spec(
+        rng, size=size, num_frames=num_frames, width=width, height=height, motion_amount=motion_amount
+    )
     text = caption(spec)
     if is_image:
         spec = dataclasses.replace(spec, num_frames=1)
