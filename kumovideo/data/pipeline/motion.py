@@ -181,3 +181,15 @@ def dynamic_score(pairs: list[PairMotion], fps: float, flow_width: int) -> dict:
 
 def pair_to_dict(p: PairMotion) -> dict:
     return {k: (round(v, 5) if isinstance(v, float) else v) for k, v in asdict(p).items()}
+
+
+def clip_dynamic_score(frames: np.ndarray, fps: float, method: str = "dis", pairs_per_second: float = 6.0) -> dict:
+    """The dynamic score (`dynamic_score`) of decoded frames, uint8 RGB (F, H, W, 3): the same
+    pairs, flow and summary `kumo data scan` measures on a video, at the frames' own width
+    (even). For clips that exist only as frames: rendered ShapesWorld clips, generated ones."""
+    frames = np.asarray(frames)
+    width = frames.shape[2] // 2 * 2
+    sampler = MotionSampler(fps, method, pairs_per_second)
+    for index, frame in enumerate(frames):
+        sampler.feed(index, np.ascontiguousarray(cv2.cvtColor(frame[:, :width], cv2.COLOR_RGB2GRAY)))
+    return dynamic_score(sampler.pairs, fps, width)
