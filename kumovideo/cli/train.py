@@ -77,8 +77,54 @@ def register(sub) -> None:
         help="also keep each even frame's image latent, which conditioned training (image-to-video, "
         "interpolation: docs/conditioning.md) reads",
     )
+    c.add_argument(
+        "--buckets",
+        default=None,
+        metavar="WxH,WxH,...",
+        help="ShapesWorld v1.1 aspect buckets: render batch k at the k-th size in turn (every batch one "
+        "shape; the training loop draws each batch from one bucket). Default: --size square",
+    )
+    c.add_argument(
+        "--motion-range",
+        default=None,
+        metavar="LO,HI",
+        help="ShapesWorld v1.1 motion amount m drawn per clip from [LO, HI] (within 0.5..1.5) and recorded "
+        "with its motion score (20 m at 17 frames, 8 fps) for motion-conditioned training. Default: m = 1, no score",
+    )
     add_threads_arg(c)
     c.set_defaults(func=run_cache)
+
+
+def parse_buckets(text: str | None, flag: str = "--buckets") -> list[tuple[int, int]] | None:
+    """'112x64,64x112' -> [(112, 64), (64, 112)]: ShapesWorld frames (multiples of 16, within 1:2 .. 2:1)."""
+    from kumovideo.data.shapes_world import frame_size
+
+    if text is None:
+        return None
+    buckets = []
+    for item in text.split(","):
+        width, sep, height = item.strip().lower().partition("x")
+        if not (sep and width.isdigit() and height.isdigit()):
+            raise KumoInputError(f"{flag} {text!r}: write sizes as WxH separated by commas, e.g. 64x64,112x64")
+        buckets.append(frame_size(int(width), int(width), int(height)))
+    return buckets
+
+
+def parse_motion_range(text: str | None, flag: str = "--motion-range") -> tuple[float, float] | None:
+    """'0.5,1.5' -> (0.5, 1.5), both within ShapesWorld's motion amounts."""
+    from kumovideo.data.shapes_world import check_motion_amount
+
+    if text is None:
+        return None
+    try:
+        low, high = (float(v) for v in text.split(","))
+    except ValueError:
+        raise KumoInputError(f"{flag} {text!r}: give two numbers LO,HI, e.g. 0.5,1.5") from None
+    check_motion_amount(low)
+    check_motion_amount(high)
+    if low > high:
+        raise KumoInputError(f"{flag} {text!r}: LO must not exceed HI")
+    return low, high
 
 
 def add_threads_arg(parser) -> None:
@@ -190,6 +236,10 @@ def check_cache_args(args) -> None:
             f"--frames must be {geometry.frame_step}k+1 and --size a multiple of {geometry.side_multiple} "
             f"(got {args.frames}, {args.size})"
         )
+    for width, height in parse_buckets(args.buckets) or []:
+        if width % geometry.side_multiple or height % geometry.side_multiple:
+            raise KumoInputError(f"--buckets {width}x{height}: sides must be multiples of {geometry.side_multiple}")
+    parse_motion_range(args.motion_range)
     check_threads(args)
     resolve_device(args.device)
     check_output_folder(args.out, "--out")
@@ -215,6 +265,8 @@ def run_cache(args) -> int:
         batch_size=args.batch_size,
         device=args.device,
         frame_latents=args.frame_latents,
+        buckets=parse_buckets(args.buckets),
+        motion_amounts=parse_motion_range(args.motion_range),
     )
     return 0
 

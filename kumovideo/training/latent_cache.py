@@ -14,9 +14,10 @@ from pathlib import Path
 import torch
 
 from kumovideo.data.pipeline.encode import LatentShardWriter
+from kumovideo.data.shapes_world import DEFAULT_FPS, motion_score_of
 from kumovideo.pipelines.conditioning import even_frame_latents
 from kumovideo.training.runtime import progress
-from kumovideo.training.shapes_batches import shapes_batch
+from kumovideo.training.shapes_batches import shapes_batch_v11
 from kumovideo.utils.errors import KumoInputError
 
 
@@ -33,12 +34,23 @@ def cache_shapes_latents(
     shard_size: int = 512,
     device: str | torch.device = "cpu",
     frame_latents: bool = False,
+    buckets: list[tuple[int, int]] | None = None,
+    motion_amounts: tuple[float, float] | None = None,
 ) -> Path:
     """Encode clips 0..num_clips-1 of the ShapesWorld stream `seed`; resumes a partial cache.
-    `frame_latents` also keeps each even frame's image latent (for conditioning frames)."""
+    `frame_latents` also keeps each even frame's image latent (for conditioning frames).
+
+    ShapesWorld v1.1: `buckets`, (W, H) frames taken in turn batch by batch (every batch one
+    shape, so the training loop can draw batches per bucket); `motion_amounts`, m drawn per
+    clip from that range, recorded as `motion_amount` and as the `motion_score` motion-
+    conditioned training reads (`shapes_world.motion_score_of`)."""
     source = {"world": "shapes-world-v1", "seed": seed, "size": size, "num_frames": num_frames}
     if frame_latents:
         source["frame_latents"] = True
+    if buckets:
+        source["buckets"] = [list(b) for b in buckets]
+    if motion_amounts:
+        source["motion_amounts"] = list(motion_amounts)
     writer = LatentShardWriter(Path(out_dir), vae, vae_path, shard_size, source=source)
     done = len(writer.index["clips"])
     # Resuming a partial cache: the same clips, in batches of the same size, or the cache would mix two streams.
@@ -56,15 +68,24 @@ def cache_shapes_latents(
     start = time.perf_counter()
     bar = progress(num_clips, done, True, desc="cache latents")
     for batch_index in range(done // batch_size, (num_clips + batch_size - 1) // batch_size):
-        videos, captions = shapes_batch(seed, batch_index, batch_size, 0, 1, size, num_frames)
+        frame = buckets[batch_index % len(buckets)] if buckets else (size, size)
+        videos, captions, amounts = shapes_batch_v11(
+            seed, batch_index, batch_size, 0, 1, size, num_frames, frame, motion_amounts
+        )
         posterior = vae.encode(videos.to(device)).latent_dist
         frames = even_frame_latents(vae, videos.to(device)) if frame_latents else [None] * len(captions)
         for i, text in enumerate(captions):
+            meta = {"caption": text, "fps": DEFAULT_FPS, "num_frames": num_frames, "size": [frame[1], frame[0]]}
+            if motion_amounts:
+                meta["motion_amount"] = round(amounts[i], 4)
+                meta["motion_score"] = round(motion_score_of(amounts[i], num_frames, DEFAULT_FPS), 4)
+            else:
+                meta["motion_score"] = None
             writer.add(
                 f"shapes-{seed}-{batch_index * batch_size + i:07d}",
                 posterior.mean[i],
                 posterior.std[i],
-                {"caption": text, "fps": 8, "num_frames": num_frames, "size": [size, size], "motion_score": None},
+                meta,
                 frames=frames[i],
             )
         bar.update(len(captions))

@@ -17,13 +17,34 @@ def shapes_batch(
     seed: int, step: int, batch_size: int, rank: int, world_size: int, size: int, num_frames: int
 ) -> tuple[torch.Tensor, list[str]]:
     """Videos (B, 3, F, S, S) in [-1, 1] (the VAE's layout) and their captions."""
+    videos, captions, _ = shapes_batch_v11(seed, step, batch_size, rank, world_size, size, num_frames)
+    return videos, captions
+
+
+def shapes_batch_v11(
+    seed: int,
+    step: int,
+    batch_size: int,
+    rank: int,
+    world_size: int,
+    size: int,
+    num_frames: int,
+    frame: tuple[int, int] | None = None,
+    motion_amounts: tuple[float, float] | None = None,
+) -> tuple[torch.Tensor, list[str], list[float]]:
+    """`shapes_batch` with ShapesWorld v1.1's settings: a (W, H) frame (None: S x S) and m
+    drawn from `motion_amounts` (None: 1). Videos (B, 3, F, H, W), captions, each clip's m."""
+    width, height = frame or (None, None)
     first = (step * world_size + rank) * batch_size
-    videos, captions = [], []
+    videos, captions, amounts = [], [], []
     for index in range(first, first + batch_size):
-        spec, text = sample_example(seed, index, size=size, num_frames=num_frames)
-        videos.append(frames_to_tensor(render_clip(spec)))  # (F, 3, S, S)
+        spec, text = sample_example(
+            seed, index, size=size, num_frames=num_frames, width=width, height=height, motion_amounts=motion_amounts
+        )
+        videos.append(frames_to_tensor(render_clip(spec)))  # (F, 3, H, W)
         captions.append(text)
-    return torch.stack(videos).permute(0, 2, 1, 3, 4).contiguous(), captions
+        amounts.append(spec.motion_amount)
+    return torch.stack(videos).permute(0, 2, 1, 3, 4).contiguous(), captions, amounts
 
 
 def random_crop(
