@@ -3,7 +3,7 @@
     kumo data scan   IN_DIR -o manifest.jsonl [--workers N | --ray ADDRESS]
     kumo data filter manifest.jsonl -o clips.jsonl [--rejected rejected.jsonl]
     kumo data cut    clips.jsonl -o clips/ [--fps 24 --size 640x360] [--workers N | --ray ADDRESS]
-    kumo data encode clips/ --vae ckpts/vae -o latents/
+    kumo data encode clips/ --vae ckpts/vae -o latents/ [--size 640x360 | --aspect-buckets [AREA]]
 
 Every sub-command takes `--config configs/data_filter.yaml` (thresholds and settings; see
 docs/data-pipeline.md). Files that cannot be used are reported in the summary and never stop
@@ -21,6 +21,7 @@ from collections import Counter
 from pathlib import Path
 
 from kumovideo.cli.args import resolve_device
+from kumovideo.data.pipeline.config import ASPECT_BUCKET_AREA, RANGES
 from kumovideo.geometry import DEFAULT_GEOMETRY
 from kumovideo.utils.errors import KumoInputError
 from kumovideo.utils.extras import require
@@ -123,6 +124,16 @@ def register(sub) -> None:
     enc.add_argument("--vae", type=Path, required=True, metavar="DIR", help="diffusers AutoencoderKLCogVideoX folder")
     enc.add_argument("--frames", type=int, default=None, help="frames per clip, 4k+1 (default 49)")
     enc.add_argument("--size", default=None, metavar="WxH", help="pixel size fed to the VAE")
+    enc.add_argument(
+        "--aspect-buckets",
+        nargs="?",
+        const=str(ASPECT_BUCKET_AREA),
+        default=None,
+        metavar="AREA",
+        help="any aspect ratio: each clip to the bucket nearest its aspect (sides multiples of the VAE's "
+        "stride x patch 2, area at most AREA pixels, 1:2 .. 2:1), scaled to cover and centre-cropped; "
+        "AREA in pixels or as WxH (default 256x256); not with --size",
+    )
     enc.add_argument("--shard-size", type=int, default=None, help="clips per shard (default 64)")
     enc.add_argument("--device", default="cpu", help="torch device (default cpu)")
     enc.add_argument(
@@ -203,6 +214,20 @@ def _size(text: str | None, flag: str) -> tuple[int | None, int | None]:
     if not m or int(m.group(1)) < 2 or int(m.group(2)) < 2:
         raise KumoInputError(f"{flag} {text!r} is not a size; write it as WIDTHxHEIGHT, e.g. 640x360")
     return check_whole(int(m.group(1)), f"{flag} width"), check_whole(int(m.group(2)), f"{flag} height")
+
+
+def _bucket_area(text: str) -> int:
+    """--aspect-buckets AREA: pixels (65536) or WxH (256x256, its area), within encode.aspect_buckets' range."""
+    m = re.fullmatch(r"\s*(\d+)(?:[xX](\d+))?\s*", text)
+    if not m:
+        raise KumoInputError(
+            f"--aspect-buckets {text!r} is not an area; pass pixels (65536) or WxH (256x256), or no value for 256x256"
+        )
+    area = int(m.group(1)) * int(m.group(2) or 1)
+    allowed = RANGES["encode.aspect_buckets"]
+    if not allowed.admits(area):
+        raise KumoInputError(f"--aspect-buckets {text}: the area must be {allowed.describe()} pixels, got {area}")
+    return area
 
 
 def _workers(args) -> int:
@@ -372,11 +397,20 @@ def check_encode_args(args: argparse.Namespace):
         if not DEFAULT_GEOMETRY.is_encodable_frames(args.frames):
             raise KumoInputError(not_4k1.format(name="--frames", value=args.frames))
         cfg.encode.frames = args.frames
+    if args.size is not None and args.aspect_buckets is not None:
+        raise KumoInputError(
+            "--size and --aspect-buckets exclude each other (every clip to one size, or each to the bucket "
+            "nearest its aspect); pass one of them"
+        )
+    # A flag replaces the config's sizing: --size its aspect_buckets, --aspect-buckets its width/height.
     w, h = _size(args.size, "--size")
     if w is not None:
         if not (DEFAULT_GEOMETRY.is_encodable_side(w) and DEFAULT_GEOMETRY.is_encodable_side(h)):
             raise KumoInputError(f"--size {args.size}: width and height must be multiples of 8")
-        cfg.encode.width, cfg.encode.height = w, h
+        cfg.encode.width, cfg.encode.height, cfg.encode.aspect_buckets = w, h, None
+    if args.aspect_buckets is not None:
+        cfg.encode.aspect_buckets = _bucket_area(args.aspect_buckets)
+        cfg.encode.width = cfg.encode.height = None
     if args.shard_size is not None:
         cfg.encode.shard_size = check_whole(args.shard_size, "--shard-size", too_small="{name} must be 1 or more")
     device = str(resolve_device(args.device))
@@ -387,10 +421,11 @@ def run_encode(args: argparse.Namespace) -> int:
     """Encode cut clips with the CogVideoX VAE into OUT_DIR/shard-NNNNN.safetensors +
     OUT_DIR/index.json, which `kumo train dit` reads directly."""
     cfg, manifest, device, out_dir = check_encode_args(args)
-    from kumovideo.data.pipeline.encode import encode_clips, load_index, load_vae
+    from kumovideo.data.pipeline.encode import check_buckets_match, encode_clips, load_index, load_vae
     from kumovideo.data.pipeline.manifest import CUT_MANIFEST, read_manifest
 
-    load_index(out_dir)  # an index.json already there must be ours (a run to resume)
+    # An index.json already there must be ours (a run to resume), encoded with the same buckets.
+    check_buckets_match(load_index(out_dir), cfg.encode.aspect_buckets, out_dir)
     _only_our_files(
         out_dir,
         lambda name: name == "index.json" or re.fullmatch(r"shard-\d{5}\.safetensors", name),

@@ -1,8 +1,13 @@
 """`kumo shapes`: the ShapesWorld procedural video world.
 
     kumo shapes render --n 100 --out data/shapes [--size 128] [--frames 17] [--seed 0] [--fps 8]
+                       [--width W --height H] [--motion-range LO,HI]
 
-writes clip_00000.mp4 + clip_00000.txt (its caption), ... to the output folder.
+writes clip_00000.mp4 + clip_00000.txt (its caption), ... to the output folder. ShapesWorld
+v1.1: `--width`/`--height` a W x H frame (any aspect within 1:2 .. 2:1, each side a multiple
+of 16; a side not given is --size), `--motion-range` the motion amount m drawn uniformly per
+clip (default: m = 1, the v1 stream); either also writes clip_00000.json, {"motion_amount",
+"motion_score", "width", "height"}, so motion conditioning can be checked clip by clip.
 """
 
 from __future__ import annotations
@@ -37,12 +42,23 @@ def register(sub) -> None:
     render.add_argument("--frames", type=int, default=17, help="frames per clip, 4k+1 (default 17)")
     render.add_argument("--seed", type=int, default=0, help="random seed; the same seed renders the same clips")
     render.add_argument("--fps", type=int, default=8, help="frames per second of the mp4 files (default 8)")
+    render.add_argument("--width", type=int, default=None, help="v1.1: frame width, multiple of 16 (default --size)")
+    render.add_argument("--height", type=int, default=None, help="v1.1: frame height, multiple of 16 (default --size)")
+    render.add_argument(
+        "--motion-range",
+        default=None,
+        metavar="LO,HI",
+        help="v1.1: motion amount m drawn uniformly per clip from [LO, HI] within 0.5..1.5 (default: m = 1); "
+        "m is recorded in clip_NNNNN.json",
+    )
     render.set_defaults(func=run_render)
 
 
-def check_args(args: argparse.Namespace) -> None:
-    """Reject bad arguments before any work, with what is wrong and what to do."""
-    from kumovideo.data.shapes_world import check_num_frames, check_size
+def check_args(args: argparse.Namespace) -> tuple[tuple[int, int], tuple[float, float] | None]:
+    """Reject bad arguments before any work, with what is wrong and what to do; returns the
+    frame (W, H) and the motion range (None: m = 1)."""
+    from kumovideo.cli.train import parse_motion_range
+    from kumovideo.data.shapes_world import check_num_frames, check_size, frame_size
 
     check_whole_flags(args, "--n", too_small="{name} {value} is not a number of clips; pass --n 1 or more")
     no_rate = "{name} {value} is not a frame rate; pass --fps 1 or more (the world uses 8)"
@@ -50,28 +66,81 @@ def check_args(args: argparse.Namespace) -> None:
     check_seed_flag(args)
     check_output_folder(args.out, "--out")
     # Prefix the world's own messages with the flag to change.
-    for flag, value, check in (("--size", args.size, check_size), ("--frames", args.frames, check_num_frames)):
+    for flag, value, check in (
+        ("--size", args.size, check_size),
+        ("--frames", args.frames, check_num_frames),
+        ("--width", args.width, check_size),
+        ("--height", args.height, check_size),
+    ):
         try:
-            check(value)
+            if value is not None:
+                check(value)
         except KumoInputError as exc:
             raise KumoInputError(f"{flag}: {exc}") from None
+    frame = frame_size(args.size, args.width, args.height)  # its message names the frame and the aspect rule
+    try:
+        motion_amounts = parse_motion_range(args.motion_range)
+    except KumoInputError as exc:
+        message = str(exc)
+        raise KumoInputError(message if message.startswith("--") else f"--motion-range: {message}") from None
+    return frame, motion_amounts
 
 
 def run_render(args: argparse.Namespace) -> int:
     from kumovideo.data.shapes_world import render_to_disk
 
-    check_args(args)
-    paths = render_to_disk(
-        args.n,
-        args.out,
-        seed=args.seed,
-        size=args.size,
-        num_frames=args.frames,
-        fps=args.fps,
-        progress=True,
-    )
+    frame, motion_amounts = check_args(args)
+    if args.width is None and args.height is None and motion_amounts is None:
+        paths = render_to_disk(
+            args.n,
+            args.out,
+            seed=args.seed,
+            size=args.size,
+            num_frames=args.frames,
+            fps=args.fps,
+            progress=True,
+        )
+        sidecars = ""
+    else:
+        paths = render_v11(args, frame, motion_amounts)
+        sidecars = " + clip_NNNNN.json"
     print(
-        f"wrote {len(paths)} clips ({args.size}x{args.size}, {args.frames} frames, {args.fps} fps) "
-        f"as clip_NNNNN.mp4 + clip_NNNNN.txt to {args.out}"
+        f"wrote {len(paths)} clips ({frame[0]}x{frame[1]}, {args.frames} frames, {args.fps} fps) "
+        f"as clip_NNNNN.mp4 + clip_NNNNN.txt{sidecars} to {args.out}"
     )
     return 0
+
+
+def render_v11(args: argparse.Namespace, frame: tuple[int, int], motion_amounts: tuple[float, float] | None):
+    """ShapesWorld v1.1 clips (W x H frame, m per clip) as render_to_disk writes v1 ones,
+    each with a clip_NNNNN.json sidecar: {"motion_amount", "motion_score", "width", "height"}."""
+    import json
+
+    from tqdm import tqdm
+
+    from kumovideo.data.shapes_world import motion_score_of, render_clip, sample_example
+    from kumovideo.utils.atomic import atomic_file
+    from kumovideo.utils.video_io import write_video
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for index in tqdm(range(args.n), desc="rendering ShapesWorld clips", unit="clip"):
+        spec, text = sample_example(
+            args.seed, index, args.size, args.frames, width=frame[0], height=frame[1], motion_amounts=motion_amounts
+        )
+        path = out / f"clip_{index:05d}.mp4"
+        write_video(render_clip(spec), path, fps=args.fps)
+        with atomic_file(out / f"clip_{index:05d}.txt", mode="w") as fh:
+            fh.write(text + "\n")
+        m = float(spec.motion_amount)
+        sidecar = {
+            "motion_amount": m,
+            "motion_score": round(motion_score_of(m, args.frames, args.fps), 4),
+            "width": frame[0],
+            "height": frame[1],
+        }
+        with atomic_file(out / f"clip_{index:05d}.json", mode="w") as fh:
+            fh.write(json.dumps(sidecar) + "\n")
+        paths.append(path)
+    return paths

@@ -119,6 +119,11 @@ class EncodeConfig:
     # Pixel size fed to the VAE (multiples of 8); null: the clip's own size rounded down.
     width: int | None = None
     height: int | None = None
+    # Any aspect ratio (Lumina-Video): an area in pixels (65536 = 256x256); each clip is scaled
+    # to cover the aspect bucket nearest its own aspect and centre-cropped (never stretched).
+    # Buckets: sides multiples of the VAE's stride x patch 2 (16), area at most this, aspect
+    # 1:2 .. 2:1 (`kumovideo.geometry.aspect_buckets`). null: off. Excludes width / height.
+    aspect_buckets: int | None = None
     shard_size: int = 64  # clips per safetensors shard
     dtype: str = "float32"  # dtype the VAE runs in ("float32", "bfloat16", "float16")
 
@@ -210,6 +215,12 @@ _SHARE = NumberRange(0, 1)  # a fraction of the frame, or a 0-1 score
 # Values handed to OpenCV, PyAV and x264 as C integers: bounded, so a typo is a one-line
 # error here and not an overflow deep inside a worker after the scan has started.
 SIDE_MAX = 16384  # pixels per side, beyond any frame the pipeline resizes to
+# Aspect-bucket areas in pixels. `--aspect-buckets` alone means 256x256: the default size is
+# each clip's own, which has no one area, so the default is a small budget (65536 px, 256
+# tokens per latent frame with the CogVideoX VAE and patch 2) to raise for larger training.
+# The largest is 4096x4096, beyond a 4K frame (3840x2160).
+ASPECT_BUCKET_AREA = 256 * 256
+ASPECT_BUCKET_AREA_MAX = 4096 * 4096
 _FRAME_RATE = NumberRange(0, FPS_MAX, above_low=True)
 
 # Every numeric key and the values that make sense for it (null is always allowed where the
@@ -247,6 +258,7 @@ RANGES: dict[str, NumberRange] = {
     "encode.width": NumberRange(8, SIDE_MAX),
     "encode.height": NumberRange(8, SIDE_MAX),
     "encode.shard_size": NumberRange(1, COUNT_MAX),
+    "encode.aspect_buckets": NumberRange(DEFAULT_GEOMETRY.side_multiple**2, ASPECT_BUCKET_AREA_MAX),
 }
 
 
@@ -284,6 +296,12 @@ def _validate(cfg: DataConfig, source: str) -> None:
         value = getattr(cfg.encode, key)
         if value is not None and not DEFAULT_GEOMETRY.is_encodable_side(value):
             raise KumoInputError(f"{source}: encode.{key} must be a multiple of 8, got {value}")
+    e = cfg.encode
+    if e.aspect_buckets is not None and (e.width is not None or e.height is not None):
+        raise KumoInputError(
+            f"{source}: encode.aspect_buckets ({e.aspect_buckets}) and encode.width/height exclude each other "
+            "(each clip goes to its own bucket, or every clip to one size); set one of them to null"
+        )
     if cfg.encode.dtype not in ("float32", "bfloat16", "float16"):
         raise KumoInputError(f"{source}: encode.dtype must be float32, bfloat16 or float16")
     from kumovideo.data.pipeline.camera import CAMERA_CLASSES

@@ -24,7 +24,15 @@ Layout of the output folder::
     shard-00001.safetensors
     index.json                {"format", "version", "vae": {...}, "clips": [{"id", "caption",
                                "shard", "shape", "fps", "num_frames", "size", "motion_score",
-                               "camera", "quality"}], "shards": [...]}
+                               "camera", "quality"[, "bucket"]}], "shards": [...]
+                               [, "aspect_buckets": {"area", "unit", "max_ratio"}]}
+
+Any aspect ratio (Lumina-Video; `--aspect-buckets [AREA]`, `encode.aspect_buckets`): instead
+of one size for every clip, each clip goes to the aspect bucket nearest its own aspect
+(`kumovideo.geometry.aspect_buckets(AREA, unit)`, unit = the VAE's stride x patch 2, 16 for
+the CogVideoX VAE), scaled to cover it and centre-cropped (never stretched); its entry
+records `bucket` [W, H] next to `size` [H, W]. `LatentShardDataset.indices_by_shape` groups
+clips by latent shape, so a training loop can draw each batch from one bucket.
 
 Shards and the index are written to temp files and renamed into place; the index is
 rewritten after every shard, so a killed run keeps every finished shard and a re-run
@@ -45,7 +53,7 @@ from torch.utils.data import Dataset
 
 from kumovideo.data.pipeline.config import EncodeConfig
 from kumovideo.data.pipeline.manifest import atomic_write_bytes, atomic_write_json
-from kumovideo.geometry import DEFAULT_GEOMETRY, ClipGeometry
+from kumovideo.geometry import DEFAULT_GEOMETRY, MAX_ASPECT, ClipGeometry, aspect_buckets, nearest_bucket
 from kumovideo.pipelines.conditioning import even_frame_latents
 from kumovideo.utils.dtypes import DTYPES
 from kumovideo.utils.errors import KumoInputError
@@ -81,11 +89,14 @@ def read_clip(
     width: int | None,
     height: int | None,
     geometry: ClipGeometry = DEFAULT_GEOMETRY,
+    buckets: list[tuple[int, int]] | None = None,
 ) -> tuple[torch.Tensor, float]:
     """The first `num_frames` frames of a clip as a (3, F, H, W) float tensor in [-1, 1].
 
     Without a size, the clip's own size rounded down to multiples of the VAE's stride (8)
-    (centre crop); with one, scaled to cover it and centre-cropped. Returns (video, fps).
+    (centre crop); with one, scaled to cover it and centre-cropped. With `buckets` ((W, H)
+    pairs; width and height are then ignored), the bucket nearest the clip's aspect, scaled
+    to cover and centre-cropped the same way. Returns (video, fps).
     """
     frames = []
     with av.open(str(path)) as c:
@@ -99,6 +110,8 @@ def read_clip(
         raise ValueError("no frames")
     ih, iw = frames[0].shape[:2]
     s = geometry.spatial
+    if buckets:
+        width, height = nearest_bucket(iw, ih, buckets)
     w = width or (iw // s) * s
     h = height or (ih // s) * s
     if w < s or h < s:
@@ -192,6 +205,29 @@ class LatentShardWriter:
         atomic_write_json(self.out_dir / "index.json", self.index)
 
 
+def bucket_settings(cfg: EncodeConfig, geometry: ClipGeometry) -> dict[str, Any] | None:
+    """The aspect buckets `cfg` asks for, as the index records them ({"area", "unit",
+    "max_ratio"}; unit = the VAE's stride x patch 2, 16 for the CogVideoX VAE), None when off."""
+    if cfg.aspect_buckets is None:
+        return None
+    return {"area": int(cfg.aspect_buckets), "unit": geometry.side_multiple, "max_ratio": MAX_ASPECT}
+
+
+def check_buckets_match(index: dict[str, Any] | None, area: int | None, out_dir: Path) -> None:
+    """A resumed index must have been encoded with the same aspect-bucket area (or none), or
+    its clips would mix two size rules; raises KumoInputError when not."""
+    if not index or not index["clips"]:
+        return
+    before = (index.get("aspect_buckets") or {}).get("area")
+    if before != area:
+        was = f"aspect buckets of {before} px" if before else "no aspect buckets"
+        now = f"aspect buckets of {area} px" if area else "no aspect buckets"
+        raise KumoInputError(
+            f"{out_dir} holds clips encoded with {was}, this run asks for {now}; "
+            "pass the same setting to resume, or choose a new output folder"
+        )
+
+
 def encode_clips(
     entries: list[dict],
     clip_dir: Path,
@@ -207,11 +243,19 @@ def encode_clips(
     `frame_latents` also keeps the image latents of the even frames (conditioning frames)."""
     from kumovideo.data.pipeline.runner import run_tasks
 
+    geometry = ClipGeometry.from_configs(vae.config)
+    buckets = bucket_settings(cfg, geometry)
+    # (W, H) pairs; KumoInputError, before anything is written, for an area below one unit.
+    sizes = aspect_buckets(buckets["area"], buckets["unit"], buckets["max_ratio"]) if buckets else None
+    check_buckets_match(load_index(Path(out_dir)), cfg.aspect_buckets, out_dir)
     writer = LatentShardWriter(out_dir, vae, vae_path, cfg.shard_size)
+    if not writer.index["clips"]:  # a new index records the rule its clips follow
+        writer.index.pop("aspect_buckets", None)
+        if buckets:
+            writer.index["aspect_buckets"] = buckets
     done = writer.done_ids
     todo = [e for e in entries if e.get("status", "ok") == "ok" and e["id"] not in done]
     dtype = DTYPES[cfg.dtype]
-    geometry = ClipGeometry.from_configs(vae.config)
     errors: list[tuple[str, str]] = []
     t0 = time.perf_counter()
 
@@ -219,7 +263,7 @@ def encode_clips(
         path = clip_dir / entry["file"]
         n = frames_for_vae(int(entry.get("out_frames") or 0) or 10**9, cfg.frames, geometry)
         try:
-            x, fps = read_clip(path, n, cfg.width, cfg.height, geometry)
+            x, fps = read_clip(path, n, cfg.width, cfg.height, geometry, buckets=sizes)
             n = frames_for_vae(x.shape[1], cfg.frames, geometry)
             x = x[:, :n]
             with torch.no_grad():
@@ -258,6 +302,7 @@ def encode_clips(
                 "quality": (entry.get("quality") or {}).get("score"),
                 "source": entry.get("video"),
                 "file": entry.get("file"),
+                **({"bucket": res["size"][::-1]} if sizes else {}),
             },
             frames=res["frames"],
         )
@@ -319,6 +364,16 @@ class LatentShardDataset(Dataset):
             "caption": meta["caption"],
             "motion_score": float(meta["motion_score"] or 0.0),
         }
+
+    def indices_by_shape(self) -> dict[tuple[int, ...], list[int]]:
+        """Clip indices grouped by latent shape (C, F, h, w), each list in index order, the
+        shapes in order of first appearance. With `--aspect-buckets` every aspect bucket (and
+        frame count) is one group: a training loop draws each batch from one group, so its
+        latents stack into one tensor."""
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for i, clip in enumerate(self.clips):
+            groups.setdefault(tuple(int(v) for v in clip["shape"]), []).append(i)
+        return groups
 
     def has_frame_latents(self) -> bool:
         """Whether every clip keeps the image latents of its even frames (`--frame-latents`)."""
