@@ -90,57 +90,22 @@ def run_render(args: argparse.Namespace) -> int:
     from kumovideo.data.shapes_world import render_to_disk
 
     frame, motion_amounts = check_args(args)
-    if args.width is None and args.height is None and motion_amounts is None:
-        paths = render_to_disk(
-            args.n,
-            args.out,
-            seed=args.seed,
-            size=args.size,
-            num_frames=args.frames,
-            fps=args.fps,
-            progress=True,
-        )
-        sidecars = ""
-    else:
-        paths = render_v11(args, frame, motion_amounts)
-        sidecars = " + clip_NNNNN.json"
+    paths = render_to_disk(
+        args.n,
+        args.out,
+        seed=args.seed,
+        size=args.size,
+        num_frames=args.frames,
+        fps=args.fps,
+        progress=True,
+        width=args.width,
+        height=args.height,
+        motion_amounts=motion_amounts,
+    )
+    v11 = args.width is not None or args.height is not None or motion_amounts is not None
+    sidecars = " + clip_NNNNN.json" if v11 else ""
     print(
         f"wrote {len(paths)} clips ({frame[0]}x{frame[1]}, {args.frames} frames, {args.fps} fps) "
         f"as clip_NNNNN.mp4 + clip_NNNNN.txt{sidecars} to {args.out}"
     )
     return 0
-
-
-def render_v11(args: argparse.Namespace, frame: tuple[int, int], motion_amounts: tuple[float, float] | None):
-    """ShapesWorld v1.1 clips (W x H frame, m per clip) as render_to_disk writes v1 ones,
-    each with a clip_NNNNN.json sidecar: {"motion_amount", "motion_score", "width", "height"}."""
-    import json
-
-    from tqdm import tqdm
-
-    from kumovideo.data.shapes_world import motion_score_of, render_clip, sample_example
-    from kumovideo.utils.atomic import atomic_file
-    from kumovideo.utils.video_io import write_video
-
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for index in tqdm(range(args.n), desc="rendering ShapesWorld clips", unit="clip"):
-        spec, text = sample_example(
-            args.seed, index, args.size, args.frames, width=frame[0], height=frame[1], motion_amounts=motion_amounts
-        )
-        path = out / f"clip_{index:05d}.mp4"
-        write_video(render_clip(spec), path, fps=args.fps)
-        with atomic_file(out / f"clip_{index:05d}.txt", mode="w") as fh:
-            fh.write(text + "\n")
-        m = float(spec.motion_amount)
-        sidecar = {
-            "motion_amount": m,
-            "motion_score": round(motion_score_of(m, args.frames, args.fps), 4),
-            "width": frame[0],
-            "height": frame[1],
-        }
-        with atomic_file(out / f"clip_{index:05d}.json", mode="w") as fh:
-            fh.write(json.dumps(sidecar) + "\n")
-        paths.append(path)
-    return paths

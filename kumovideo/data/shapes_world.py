@@ -728,20 +728,28 @@ def render_to_disk(
     num_frames: int = DEFAULT_NUM_FRAMES,
     fps: int = DEFAULT_FPS,
     progress: bool = False,
+    width: int | None = None,
+    height: int | None = None,
+    motion_amounts: tuple[float, float] | None = None,
 ) -> list[Path]:
     """Render examples 0..n-1 of the stream `seed` to out_dir as clip_NNNNN.mp4 + .txt.
 
     The clips are those of `ShapesWorldDataset(seed=seed, image_prob=0)`, as H.264 yuv420p
     mp4. Each file is written to a temporary name and then renamed, so a reader never
-    sees half a file.
+    sees half a file. With v1.1's settings (a W x H frame, m drawn from `motion_amounts`)
+    each clip also gets clip_NNNNN.json: {"motion_amount", "motion_score", "width", "height"}.
     Returns the mp4 paths.
     """
+    import json
+
     from tqdm import tqdm
 
     from kumovideo.utils.atomic import atomic_file
     from kumovideo.utils.video_io import write_video
 
     validate_video_shape(size, num_frames)
+    frame = frame_size(size, width, height)
+    v11 = width is not None or height is not None or motion_amounts is not None
     if n < 1:
         raise KumoInputError(f"number of clips {n!r} must be at least 1")
     if fps < 1:
@@ -752,10 +760,21 @@ def render_to_disk(
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
     for index in tqdm(range(n), desc="rendering ShapesWorld clips", unit="clip", disable=not progress):
-        spec, text = sample_example(seed, index, size, num_frames)
+        spec, text = sample_example(
+            seed, index, size, num_frames, width=width, height=height, motion_amounts=motion_amounts
+        )
         video_path = out_dir / f"clip_{index:05d}.mp4"
-        write_video(render_clip(spec), video_path, fps=fps)  # H.264 yuv420p (S is even)
+        write_video(render_clip(spec), video_path, fps=fps)  # H.264 yuv420p (sides are even)
         with atomic_file(out_dir / f"clip_{index:05d}.txt", mode="w") as caption_file:
             caption_file.write(text + "\n")
+        if v11:
+            sidecar = {
+                "motion_amount": spec.motion_amount,
+                "motion_score": round(motion_score_of(spec.motion_amount, num_frames, fps), 4),
+                "width": frame[0],
+                "height": frame[1],
+            }
+            with atomic_file(out_dir / f"clip_{index:05d}.json", mode="w") as sidecar_file:
+                sidecar_file.write(json.dumps(sidecar) + "\n")
         paths.append(video_path)
     return paths
