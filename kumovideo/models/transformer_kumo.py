@@ -12,6 +12,15 @@
 #
 # Building blocks that diffusers already provides (attention module, timestep embedding,
 # sine-cosine patch embedding, AdaLN-zero, feed-forward) are used as they are.
+#
+# Two of Lumina-Video's ideas are optional config keys (off in original checkpoints, whose
+# parameters and outputs stay exactly as they were):
+#   * multi-scale patching (`multiscale_patch_sizes`): coarser spatial patch sizes, each with
+#     its own patch embedding and output head on the shared trunk; a coarse scale has
+#     (k/p)^2 times fewer vision tokens, and sampling runs it on the first, noisiest steps;
+#   * motion conditioning (`motion_conditioning`): the clip's motion score, embedded like a
+#     timestep and added to the timestep embedding (Lumina-Video's motion score, SVD's
+#     motion bucket id).
 
 from __future__ import annotations
 
@@ -23,7 +32,13 @@ import torch.nn as nn
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.attention import AttentionMixin, FeedForward
 from diffusers.models.attention_processor import Attention
-from diffusers.models.embeddings import CogVideoXPatchEmbed, TimestepEmbedding, Timesteps
+from diffusers.models.embeddings import (
+    CogVideoXPatchEmbed,
+    TimestepEmbedding,
+    Timesteps,
+    get_1d_sincos_pos_embed_from_grid,
+    get_2d_sincos_pos_embed_from_grid,
+)
 from diffusers.models.modeling_outputs import Transformer2DModelOutput
 from diffusers.models.modeling_utils import ModelMixin
 from diffusers.models.normalization import AdaLayerNorm, CogVideoXLayerNormZero
@@ -36,12 +51,66 @@ from kumovideo.models.attention import (
     unfuse_projections,
 )
 from kumovideo.utils.errors import KumoInputError
+from kumovideo.utils.numbers import is_int
 
 
 def condition_channels(latent_channels: int) -> int:
     """Channels of the frame condition per latent frame: an "end" and a "mid" image latent
     (C each) and their two masks (kumovideo.pipelines.conditioning)."""
     return 2 * latent_channels + 2
+
+
+def check_multiscale_patch_sizes(patch_size: int, sizes: list[int] | None) -> list[int]:
+    """The coarse patch sizes of a config: whole multiples of the native `patch_size`,
+    larger than it, each once. ValueError otherwise (a config mistake, not a user input)."""
+    sizes = list(sizes or [])
+    for k in sizes:
+        if not is_int(k) or k <= patch_size or k % patch_size:
+            raise ValueError(
+                f"multiscale_patch_sizes={sizes}: each must be a whole multiple of patch_size={patch_size} "
+                f"larger than it (e.g. [{2 * patch_size}])"
+            )
+    if len(set(sizes)) != len(sizes):
+        raise ValueError(f"multiscale_patch_sizes={sizes} names a size twice; give each once")
+    return sizes
+
+
+def multiscale_sincos_table(
+    embed_dim: int,
+    frames: int,
+    rows: int,
+    cols: int,
+    ratio: int,
+    spatial_interpolation_scale: float,
+    temporal_interpolation_scale: float,
+    device: torch.device | None = None,
+) -> torch.Tensor:
+    """The fixed 3D sine-cosine positions (frames * rows * cols, D) of a grid of coarse
+    tokens, each covering ratio x ratio native patches, frame by frame, row by row.
+
+    The layout is that of diffusers' `get_3d_sincos_pos_embed` (which `CogVideoXPatchEmbed`
+    adds to the native tokens): D/4 channels for the latent frame, 3D/4 for the position in
+    the frame (half for the column, half for the row). Positions are counted in *native*
+    patches, so the trunk sees one coordinate system at every scale: coarse token i sits at
+    the centre of the native patches it covers, i * ratio + (ratio - 1) / 2. With ratio 1
+    this is the native table exactly."""
+    offset = (ratio - 1) / 2
+    cols_at = torch.arange(cols, device=device, dtype=torch.float32) * ratio + offset  # native patch columns
+    rows_at = torch.arange(rows, device=device, dtype=torch.float32) * ratio + offset
+    grid = torch.stack(torch.meshgrid(cols_at, rows_at, indexing="xy"))  # (2, rows, cols): column, row
+    grid = grid / spatial_interpolation_scale
+    # (rows*cols, 3D/4): the column's channels, then the row's
+    spatial = get_2d_sincos_pos_embed_from_grid(3 * embed_dim // 4, grid.reshape(2, 1, rows, cols))
+    t = torch.arange(frames, device=device, dtype=torch.float32) / temporal_interpolation_scale
+    temporal = get_1d_sincos_pos_embed_from_grid(embed_dim // 4, t)  # (frames, D/4)
+    table = torch.cat(
+        [
+            temporal[:, None, :].expand(frames, rows * cols, -1),
+            spatial[None, :, :].expand(frames, rows * cols, -1),
+        ],
+        dim=-1,
+    )  # (frames, rows*cols, D)
+    return table.flatten(0, 1)
 
 
 def cross_attention(dim: int, heads: int, head_dim: int, bias: bool) -> Attention:
@@ -135,7 +204,7 @@ class KumoTransformer3DModel(ModelMixin, AttentionMixin, ConfigMixin):
 
     _supports_gradient_checkpointing = True
     _no_split_modules = ["MADiTBlock", "CogVideoXPatchEmbed"]
-    _skip_layerwise_casting_patterns = ["patch_embed", "norm"]
+    _skip_layerwise_casting_patterns = ["patch_embed", "scale_embeds", "norm"]
 
     # A few settings a line, in the original config.json's order (its names and defaults).
     # fmt: off
@@ -155,6 +224,9 @@ class KumoTransformer3DModel(ModelMixin, AttentionMixin, ConfigMixin):
         # Conditioning frames (image-to-video, interpolation; kumovideo.pipelines.conditioning): the patch
         # embedding also takes a (2C + 2)-channel condition per latent frame. Original checkpoints lack it.
         frame_conditioning: bool = False,
+        # Lumina-Video: coarser spatial patch sizes beside patch_size (multiples of it, e.g. [4]), each with
+        # its own patch embedding and head; and a motion score added to the timestep embedding.
+        multiscale_patch_sizes: list[int] | None = None, motion_conditioning: bool = False,
     ):
         # fmt: on
         super().__init__()
@@ -163,6 +235,7 @@ class KumoTransformer3DModel(ModelMixin, AttentionMixin, ConfigMixin):
         # in_channels stays the latent's C (what the VAE makes, what geometry and samplers read);
         # only the patch embedding is wider: [noisy latent C, condition 2C + 2] on channels.
         embed_channels = in_channels + (condition_channels(in_channels) if frame_conditioning else 0)
+        coarse_sizes = check_multiscale_patch_sizes(patch_size, multiscale_patch_sizes)
 
         # Patchify (2x2 strided conv per frame) + text projection + fixed 3D sine-cosine
         # table on the vision tokens; the text length must equal max_text_seq_length.
@@ -187,6 +260,18 @@ class KumoTransformer3DModel(ModelMixin, AttentionMixin, ConfigMixin):
         # Timestep: sinusoid of width inner_dim (cos first, shift 0) -> 2-layer MLP.
         self.time_proj = Timesteps(inner_dim, flip_sin_to_cos, freq_shift)
         self.time_embedding = TimestepEmbedding(inner_dim, time_embed_dim, timestep_activation_fn)
+
+        # Coarse scales: a k x k strided conv per frame (same input channels as patch_embed.proj);
+        # the text projection and the sine-cosine positions (multiscale_sincos_table) are shared.
+        # Empty lists without multiscale_patch_sizes: no parameters, original state dicts.
+        self.scale_embeds = nn.ModuleList(
+            [nn.Conv2d(embed_channels, inner_dim, kernel_size=k, stride=k, bias=True) for k in coarse_sizes]
+        )
+
+        # Motion score: sinusoid -> 2-layer MLP, as the timestep; added to its embedding.
+        if motion_conditioning:
+            self.motion_proj = Timesteps(inner_dim, flip_sin_to_cos, freq_shift)
+            self.motion_embedding = TimestepEmbedding(inner_dim, time_embed_dim, timestep_activation_fn)
 
         self.transformer_blocks = nn.ModuleList(
             [
@@ -215,6 +300,8 @@ class KumoTransformer3DModel(ModelMixin, AttentionMixin, ConfigMixin):
             chunk_dim=1,
         )
         self.proj_out = nn.Linear(inner_dim, patch_size * patch_size * out_channels)
+        # One head per coarse scale, after the shared norm_final / norm_out: (B, N, D) -> (B, N, k*k*C).
+        self.scale_heads = nn.ModuleList([nn.Linear(inner_dim, k * k * out_channels) for k in coarse_sizes])
 
         self.gradient_checkpointing = False
         self.initialize_weights()
@@ -223,8 +310,10 @@ class KumoTransformer3DModel(ModelMixin, AttentionMixin, ConfigMixin):
             keep_original_checkpoint_names(attn)
 
     def initialize_weights(self) -> None:
-        """DiT-style init: Xavier linears, zeroed AdaLN modulation and output projection, so
-        a fresh model starts as the identity on each residual stream and predicts zeros."""
+        """DiT-style init: Xavier linears, zeroed AdaLN modulation and output projections, so
+        a fresh model starts as the identity on each residual stream and predicts zeros at
+        every scale; the motion embedding's last layer is zero, so the score changes nothing
+        until training moves it."""
 
         def _basic_init(module: nn.Module) -> None:
             if isinstance(module, nn.Linear):
@@ -233,8 +322,9 @@ class KumoTransformer3DModel(ModelMixin, AttentionMixin, ConfigMixin):
                     nn.init.zeros_(module.bias)
 
         self.apply(_basic_init)
-        w = self.patch_embed.proj.weight
-        nn.init.xavier_uniform_(w.view(w.shape[0], -1))
+        for conv in [self.patch_embed.proj, *self.scale_embeds]:  # as a linear over the flattened patch
+            w = conv.weight
+            nn.init.xavier_uniform_(w.view(w.shape[0], -1))
         nn.init.normal_(self.time_embedding.linear_1.weight, std=0.02)
         nn.init.normal_(self.time_embedding.linear_2.weight, std=0.02)
         for block in self.transformer_blocks:
@@ -243,8 +333,13 @@ class KumoTransformer3DModel(ModelMixin, AttentionMixin, ConfigMixin):
                 nn.init.zeros_(norm.linear.bias)
         nn.init.zeros_(self.norm_out.linear.weight)
         nn.init.zeros_(self.norm_out.linear.bias)
-        nn.init.zeros_(self.proj_out.weight)
-        nn.init.zeros_(self.proj_out.bias)
+        for head in [self.proj_out, *self.scale_heads]:
+            nn.init.zeros_(head.weight)
+            nn.init.zeros_(head.bias)
+        if self.config.motion_conditioning:  # (registered before __init__ runs)
+            nn.init.normal_(self.motion_embedding.linear_1.weight, std=0.02)
+            nn.init.zeros_(self.motion_embedding.linear_2.weight)
+            nn.init.zeros_(self.motion_embedding.linear_2.bias)
 
     def attention_modules(self) -> list[Attention]:
         return [m for m in self.modules() if isinstance(m, Attention)]
@@ -260,8 +355,10 @@ class KumoTransformer3DModel(ModelMixin, AttentionMixin, ConfigMixin):
         return sum(unfuse_projections(attn) for attn in self.attention_modules())
 
     # ------------------------------------------------------------------ forward pieces
-    # The forward is split into embed / blocks / unpatchify so that sequence-parallel
-    # inference can shard the token sequence between them.
+    # The forward is split into embed / blocks / head / unpatchify so that sequence-parallel
+    # inference can shard the token sequence between them. `patch_size` picks the scale
+    # (None or the config's patch_size: the native one); embed, head and unpatchify of one
+    # call must be given the same.
 
     def embed(
         self,
@@ -269,8 +366,11 @@ class KumoTransformer3DModel(ModelMixin, AttentionMixin, ConfigMixin):
         encoder_hidden_states: torch.Tensor,  # (B, L, text_embed_dim)
         timestep: torch.Tensor | float | int,
         condition: torch.Tensor | None = None,  # (B, F, 2C + 2, H, W), frame_conditioning models only
+        patch_size: int | None = None,  # a coarse scale of multiscale_patch_sizes, or None: native
+        motion_score: torch.Tensor | float | None = None,  # (B,) or one number; motion_conditioning models only
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         batch = hidden_states.shape[0]
+        scale = self.scale_index(patch_size)
         hidden_states = self.with_condition(hidden_states, condition)
         if encoder_hidden_states.shape[1] != self.config.max_text_seq_length:
             raise ValueError(
@@ -283,11 +383,64 @@ class KumoTransformer3DModel(ModelMixin, AttentionMixin, ConfigMixin):
 
         t_emb = self.time_proj(timestep).to(dtype=hidden_states.dtype)  # (B, D)
         temb = self.time_embedding(t_emb)  # (B, time_embed_dim)
+        if motion_score is not None:
+            temb = temb + self.embed_motion(motion_score, batch, hidden_states)  # (B, time_embed_dim)
 
-        tokens = self.patch_embed(encoder_hidden_states, hidden_states)  # (B, L + N, D)
-        tokens = self.embedding_dropout(tokens)
         text_len = encoder_hidden_states.shape[1]
+        if scale is None:
+            tokens = self.patch_embed(encoder_hidden_states, hidden_states)  # (B, L + N, D)
+        else:
+            tokens = self.embed_coarse(encoder_hidden_states, hidden_states, scale)  # (B, L + N_k, D)
+        tokens = self.embedding_dropout(tokens)
         return tokens[:, text_len:], tokens[:, :text_len], temb
+
+    def embed_coarse(
+        self,
+        encoder_hidden_states: torch.Tensor,  # (B, L, text_embed_dim)
+        hidden_states: torch.Tensor,  # (B, F, C_embed, H, W): the patch embedding's input
+        scale: int,  # index into multiscale_patch_sizes
+    ) -> torch.Tensor:
+        """[text, vision] tokens at a coarse scale k: the shared text projection, the scale's
+        k x k conv per frame and the sine-cosine table of the coarse grid (positions in native
+        patches, `multiscale_sincos_table`). (B, L + F*(H/k)*(W/k), D)."""
+        c = self.config
+        k = c.multiscale_patch_sizes[scale]
+        b, f, channels, h, w = hidden_states.shape
+        text = self.patch_embed.text_proj(encoder_hidden_states)  # (B, L, D)
+        vision = self.scale_embeds[scale](hidden_states.reshape(b * f, channels, h, w))  # (B*F, D, H/k, W/k)
+        vision = vision.flatten(2).transpose(1, 2).reshape(b, -1, vision.shape[1])  # (B, F*(H/k)*(W/k), D)
+        table = multiscale_sincos_table(
+            vision.shape[-1],
+            f,
+            h // k,
+            w // k,
+            k // c.patch_size,
+            c.spatial_interpolation_scale,
+            c.temporal_interpolation_scale,
+            device=vision.device,
+        )  # (F*(H/k)*(W/k), D)
+        vision = vision + table.to(dtype=vision.dtype)
+        return torch.cat([text, vision], dim=1).contiguous()
+
+    def embed_motion(self, motion_score: torch.Tensor | float, batch: int, like: torch.Tensor) -> torch.Tensor:
+        """The motion score's embedding (B, time_embed_dim). The score is the data pipeline's
+        dynamic score (kumovideo.data.pipeline.motion: percent of the frame width moved per
+        second, about 0 for a still shot, 20 for a pan across the frame in 5 s), fed to the
+        sinusoid as it is, like a timestep (whose range, 0-999, it lies well inside)."""
+        if not self.config.motion_conditioning:
+            raise KumoInputError(
+                "this transformer was not trained with a motion score (no motion_conditioning in its config); "
+                "pass no motion_score, or use a model trained with one"
+            )
+        score = torch.as_tensor(motion_score, dtype=torch.float32, device=like.device).reshape(-1)
+        if score.numel() == 1:
+            score = score.expand(batch)
+        if score.shape != (batch,):
+            raise KumoInputError(
+                f"motion_score has {score.numel()} values for a batch of {batch}; pass one number or one per clip"
+            )
+        s_emb = self.motion_proj(score).to(dtype=like.dtype)  # (B, D)
+        return self.motion_embedding(s_emb)  # (B, time_embed_dim)
 
     def with_condition(self, hidden_states: torch.Tensor, condition: torch.Tensor | None) -> torch.Tensor:
         """The patch embedding's input: the latents, with the frame condition concatenated on
@@ -319,15 +472,19 @@ class KumoTransformer3DModel(ModelMixin, AttentionMixin, ConfigMixin):
                 hidden_states, encoder_hidden_states = block(hidden_states, encoder_hidden_states, temb)
         return hidden_states, encoder_hidden_states
 
-    def head(self, hidden_states: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
-        """Final norm, AdaLN and projection to patch pixels: (B, N, D) -> (B, N, p*p*C)."""
+    def head(self, hidden_states: torch.Tensor, temb: torch.Tensor, patch_size: int | None = None) -> torch.Tensor:
+        """Final norm, AdaLN and projection to patch pixels: (B, N, D) -> (B, N, k*k*C), with
+        the projection of scale k (the native proj_out for None)."""
+        scale = self.scale_index(patch_size)
         hidden_states = self.norm_final(hidden_states)
         hidden_states = self.norm_out(hidden_states, temb=temb)
-        return self.proj_out(hidden_states)
+        return self.proj_out(hidden_states) if scale is None else self.scale_heads[scale](hidden_states)
 
-    def unpatchify(self, patches: torch.Tensor, num_frames: int, height: int, width: int) -> torch.Tensor:
-        """(B, F*(H/p)*(W/p), p*p*C) -> (B, F, C, H, W)."""
-        p = self.config.patch_size
+    def unpatchify(
+        self, patches: torch.Tensor, num_frames: int, height: int, width: int, patch_size: int | None = None
+    ) -> torch.Tensor:
+        """(B, F*(H/k)*(W/k), k*k*C) -> (B, F, C, H, W), k the patch size (None: the native one)."""
+        p = patch_size or self.config.patch_size
         batch = patches.shape[0]
         x = patches.reshape(batch, num_frames, height // p, width // p, -1, p, p)
         return x.permute(0, 1, 4, 2, 5, 3, 6).flatten(5, 6).flatten(3, 4)
@@ -341,6 +498,8 @@ class KumoTransformer3DModel(ModelMixin, AttentionMixin, ConfigMixin):
         attention_kwargs: dict[str, Any] | None = None,
         return_dict: bool = True,
         condition: torch.Tensor | None = None,  # (B, F, 2C + 2, H, W): conditioning frames, or None
+        patch_size: int | None = None,  # a size of multiscale_patch_sizes, or None: the native scale
+        motion_score: torch.Tensor | float | None = None,  # (B,) or one number; None: unconditioned
     ):
         # Named as in diffusers' CogVideoX so its pipelines can call MADiT; MADiT has neither.
         if timestep_cond is not None:
@@ -351,11 +510,18 @@ class KumoTransformer3DModel(ModelMixin, AttentionMixin, ConfigMixin):
         p = self.config.patch_size
         if height % p or width % p:
             raise ValueError(f"latent height/width {height}x{width} must be divisible by the patch size {p}")
+        if self.scale_index(patch_size) is not None and (height % patch_size or width % patch_size):
+            raise KumoInputError(
+                f"latent height/width {height}x{width} do not divide by the patch size {patch_size}; "
+                f"use a clip whose latent sides are multiples of {patch_size}, or the native patch size {p}"
+            )
 
-        vision, text, temb = self.embed(hidden_states, encoder_hidden_states, timestep, condition)
+        vision, text, temb = self.embed(
+            hidden_states, encoder_hidden_states, timestep, condition, patch_size, motion_score
+        )
         vision, text = self.run_blocks(vision, text, temb)
-        patches = self.head(vision, temb)  # (B, N, p*p*C)
-        output = self.unpatchify(patches, num_frames, height, width)
+        patches = self.head(vision, temb, patch_size)  # (B, N, k*k*C)
+        output = self.unpatchify(patches, num_frames, height, width, patch_size)
 
         if not return_dict:
             return (output,)
@@ -367,8 +533,29 @@ class KumoTransformer3DModel(ModelMixin, AttentionMixin, ConfigMixin):
     def patch_size(self) -> int:
         return self.config.patch_size
 
-    def num_vision_tokens(self, latent_frames: int, latent_height: int, latent_width: int) -> int:
-        return ClipGeometry(patch=self.config.patch_size).latent_tokens(latent_frames, latent_height, latent_width)
+    @property
+    def patch_sizes(self) -> list[int]:
+        """Every scale this model runs: the native patch size, then multiscale_patch_sizes."""
+        return [self.config.patch_size, *(self.config.multiscale_patch_sizes or [])]
+
+    def scale_index(self, patch_size: int | None) -> int | None:
+        """Where a coarse patch size's modules sit in scale_embeds / scale_heads; None for the
+        native scale (patch_size None or the config's). A size this model lacks: one line."""
+        if patch_size is None or (is_int(patch_size) and patch_size == self.config.patch_size):
+            return None
+        coarse = list(self.config.multiscale_patch_sizes or [])
+        if not is_int(patch_size) or patch_size not in coarse:
+            raise KumoInputError(
+                f"patch_size={patch_size!r}, but this transformer has the patch sizes {self.patch_sizes}; "
+                "pass one of them (None: the native one)"
+            )
+        return coarse.index(patch_size)
+
+    def num_vision_tokens(
+        self, latent_frames: int, latent_height: int, latent_width: int, patch_size: int | None = None
+    ) -> int:
+        patch = patch_size or self.config.patch_size
+        return ClipGeometry(patch=patch).latent_tokens(latent_frames, latent_height, latent_width)
 
 
 # ---------------------------------------------------------------------------------------
@@ -414,6 +601,52 @@ def expand_for_frame_conditioning(model: KumoTransformer3DModel) -> KumoTransfor
     state["patch_embed.proj.weight"] = weight
     expanded.load_state_dict(state)
     return expanded.to(old.device) if old.dtype == torch.float32 else expanded.to(old.device, old.dtype)
+
+
+@torch.no_grad()
+def expand_for_multiscale(
+    model: KumoTransformer3DModel, patch_sizes: list[int] | None = None, motion_conditioning: bool = False
+) -> KumoTransformer3DModel:
+    """A copy of a trained MADiT with Lumina-Video's modules added (Lumina-Video fine-tunes a
+    single-scale model this way), initialised so that it starts out as the model it came from:
+
+    * coarse scale k = r p: its conv is the native one tiled over the r x r native patches it
+      covers and divided by r^2, so a coarse token is the mean of the native patch
+      embeddings under it; its head is the native head repeated for each of the r x r
+      sub-patches, so each sub-patch gets the p x p pattern the native head would give the
+      coarse token (a blocky prediction);
+    * motion embedding: last layer zero, so a score changes nothing yet.
+
+    Native outputs are those of `model` exactly. Scales and motion conditioning the model
+    already has keep their weights; frame_conditioning and every other setting carry over.
+    Returns `model` itself when nothing is added."""
+    settings = {k: v for k, v in model.config.items() if not k.startswith("_")}
+    p = settings["patch_size"]
+    had = list(settings.get("multiscale_patch_sizes") or [])
+    scales = had + [k for k in check_multiscale_patch_sizes(p, patch_sizes) if k not in had]
+    motion = bool(settings.get("motion_conditioning")) or bool(motion_conditioning)
+    if scales == had and motion == bool(settings.get("motion_conditioning")):
+        return model
+    expanded = KumoTransformer3DModel(
+        **{**settings, "multiscale_patch_sizes": scales or None, "motion_conditioning": motion}
+    )
+    state = expanded.state_dict()  # fresh modules (motion embedding: last layer zero) ...
+    old = model.state_dict()
+    state.update(old)  # ... and every trained weight the model has, its own coarse scales included
+    embed_w = old["patch_embed.proj.weight"].float()  # (D, C_in, p, p)
+    head_w = old["proj_out.weight"].float()  # (p*p*C, D): rows ordered (C, p, p), as unpatchify reads them
+    head_b = old["proj_out.bias"].float()  # (p*p*C,)
+    channels = head_w.shape[0] // (p * p)
+    for i, k in enumerate(scales[len(had) :], start=len(had)):
+        r = k // p
+        state[f"scale_embeds.{i}.weight"] = embed_w.repeat(1, 1, r, r) / r**2  # (D, C_in, k, k)
+        state[f"scale_embeds.{i}.bias"] = old["patch_embed.proj.bias"].float().clone()
+        tiled = head_w.reshape(channels, p, p, -1).repeat(1, r, r, 1)  # (C, k, k, D): pixel (u, v) <- (u % p, v % p)
+        state[f"scale_heads.{i}.weight"] = tiled.reshape(channels * k * k, -1)
+        state[f"scale_heads.{i}.bias"] = head_b.reshape(channels, p, p).repeat(1, r, r).reshape(-1)
+    expanded.load_state_dict(state)
+    ref = old["patch_embed.proj.weight"]
+    return expanded.to(ref.device) if ref.dtype == torch.float32 else expanded.to(ref.device, ref.dtype)
 
 
 def count_parameters(model: nn.Module) -> int:
