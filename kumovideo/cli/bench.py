@@ -3,12 +3,15 @@
     kumo bench --preset builtin --fast --vs cogvideox
     kumo bench --preset kumo-2.6b --device cuda --fast --compile --vs cogvideox --steps 20 --runs 3
     kumo bench --preset kumo-2.6b --flops-only
+    kumo bench --preset builtin --multiscale
 
 Prints a table (or JSON with --json): s/step (guidance on: batch 2) and end-to-end s as
 median [min-max] over --runs after warm-up, peak memory, tokens, model FLOPs per step
 counted from the architecture, achieved TFLOP/s, MFU on a known GPU, the speed-up over
 the plain eager model and over diffusers' CogVideoX transformer of the same size
 (--vs cogvideox, scaled by FLOPs), and how far each fast path moves the final latents.
+--multiscale adds a row that samples the first steps at a coarser patch size, beside the
+single-scale eager loop.
 """
 
 from __future__ import annotations
@@ -117,6 +120,12 @@ def register(sub) -> None:
         default=None,
         choices=["cogvideox"],
         help="also time diffusers' CogVideoXTransformer3DModel of the same width, depth, heads and tokens",
+    )
+    p.add_argument(
+        "--multiscale",
+        action="store_true",
+        help="also time the eager model sampling its first steps at a coarser patch size (Lumina-Video; a model "
+        "without one gets an untrained coarse scale of twice its patch); sides must be multiples of 8 x that patch",
     )
     p.add_argument("--no-baseline", action="store_true", help="skip the eager row")
     p.add_argument("--no-e2e", action="store_true", help="time the step only, not the end-to-end clip")

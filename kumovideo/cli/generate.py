@@ -2,7 +2,9 @@
 
 `--image first.png` starts the clip at an image; `--interpolate 2|4` makes the clip's
 frames keyframes and interpolates between them (more frames, factor x the frame rate).
-Both use a model trained with conditioning frames (docs/conditioning.md)."""
+Both use a model trained with conditioning frames (docs/conditioning.md). `--multiscale`
+samples the first steps at a coarser patch size and `--motion-score X` asks for an amount
+of motion (Lumina-Video), with a model trained for them."""
 
 from __future__ import annotations
 
@@ -77,6 +79,7 @@ def register(sub) -> None:
     add_fast_path_args(p)
     p.add_argument("--vae-tiling", action="store_true", help="decode in spatial tiles (less memory)")
     add_frames_args(p)
+    add_lumina_args(p)
     p.add_argument(
         "--audio", action="store_true", help="add a soundtrack made from the clip by a video-to-audio model (kumo v2a)"
     )
@@ -129,6 +132,82 @@ def add_frames_args(p) -> None:
         default=None,
         help="with --interpolate: the conditioned model that interpolates (default: the built-in kumo-shapes-frames)",
     )
+
+
+def add_lumina_args(p) -> None:
+    """--multiscale, --multiscale-split and --motion-score (Lumina-Video's multi-scale patching
+    and motion conditioning; a model trained with them)."""
+    p.add_argument(
+        "--multiscale",
+        action="store_true",
+        help="sample the first steps at the model's coarsest patch size (fewer tokens, faster), the rest at "
+        "the native one; needs a model trained with several patch sizes",
+    )
+    p.add_argument(
+        "--multiscale-split",
+        type=float,
+        default=None,
+        metavar="F",
+        help="with --multiscale: the share of the steps at the coarse scale, in (0, 1] (default: the model's, "
+        "else 0.5)",
+    )
+    p.add_argument(
+        "--motion-score",
+        type=float,
+        default=None,
+        metavar="X",
+        help="how much the clip should move, in percent of the frame width per second (e.g. 20: a pan across "
+        "the frame in 5 s); needs a model trained with motion conditioning (default: no score)",
+    )
+
+
+def check_lumina_flags(args) -> None:
+    """--multiscale / --multiscale-split / --motion-score on their own (the model's configs
+    are asked later, by `check_lumina_model`)."""
+    split = args.multiscale_split
+    if split is not None and not args.multiscale:
+        raise KumoInputError("--multiscale-split needs --multiscale; add --multiscale or drop the split")
+    if split is not None and not (math.isfinite(split) and 0 < split <= 1):
+        raise KumoInputError(
+            f"--multiscale-split {split}: give the share of the steps at the coarse scale, in (0, 1], e.g. 0.5"
+        )
+    if args.motion_score is not None and not math.isfinite(args.motion_score):
+        raise KumoInputError(
+            f"--motion-score {args.motion_score} is not a number; give percent of the frame width per second, e.g. 20"
+        )
+    if args.parallel and (args.multiscale or args.motion_score is not None):
+        flag = "--multiscale" if args.multiscale else "--motion-score"
+        raise KumoInputError(f"{flag} runs in one process; drop --parallel")
+
+
+def check_lumina_model(args, folder: Path, defaults: dict) -> dict:
+    """--multiscale and --motion-score against the model folder's configs (no weights read):
+    the pipeline-call arguments they become, the score clamped to the model's recorded range
+    (with a warning)."""
+    from kumovideo.geometry import ClipGeometry
+    from kumovideo.pipelines import checks
+
+    if not (args.multiscale or args.motion_score is not None):
+        return {}
+    config = checks.read_folder_config(folder)
+    what = f"the model {folder}"
+    if args.turbo and not args.model:
+        what = f"the built-in Turbo model (--turbo, {folder})"
+    extras: dict = {}
+    if args.multiscale:
+        geometry = ClipGeometry.from_configs(checks.read_folder_config(folder, "vae"), config)
+        _, default_height, default_width = geometry.sample_clip(config)
+        split = args.multiscale_split
+        if split is None:  # as the pipeline resolves it
+            split = defaults.get("multiscale_split", checks.DEFAULT_MULTISCALE_SPLIT)
+        checks.check_multiscale(
+            config, geometry, args.height or default_height, args.width or default_width, True, split, what
+        )
+        extras.update(multiscale=True, multiscale_split=split)
+    if args.motion_score is not None:
+        checks.check_motion_score(config, args.motion_score, what)
+        extras["motion_score"] = checks.clamp_motion_score(args.motion_score, defaults.get("motion_score_range"))
+    return extras
 
 
 class FramesRequest(NamedTuple):
@@ -257,6 +336,7 @@ def check_args(args) -> Checked:
     check_whole_flags(args, "--fps", high=FPS_MAX)
     check_seed_flag(args)
     check_fast_path_args(args)
+    check_lumina_flags(args)
     if not args.prompt.strip():
         raise KumoInputError("the prompt is empty; say what the clip should show")
     if not args.parallel and (args.t5_on or args.vae_on):
@@ -295,7 +375,8 @@ def run(args) -> int:
         folder = Path(args.model)
     else:
         folder = builtin_frames_dir() if image is not None else builtin_model_dir(turbo=args.turbo)
-    read_sampling_defaults(folder)  # a bad kumo_defaults.json is named before the weights load
+    recommended = read_sampling_defaults(folder)  # a bad kumo_defaults.json is named before the weights load
+    lumina = check_lumina_model(args, folder, recommended)  # --multiscale, --motion-score: from the configs
     ctx = None
     if args.parallel:  # checked against the process count and the model's configs before loading weights
         from kumovideo.distributed.launch import prepare_parallel
@@ -340,6 +421,7 @@ def run(args) -> int:
     )
     if image is not None:
         call.update(image=image, image_guidance_scale=conditioning.image_guidance)
+    call.update(lumina)
     if ctx is None or ctx.is_main:
         call["callback_on_step_end"] = announce_decode(frames, height, width)
     video = runner(**call, sampler="scheduler" if args.sampler == "default" else "renoise").frames

@@ -16,7 +16,11 @@ Rows, all measured in the same process:
 * `eager`: the model as loaded, no fast path (the baseline), at `baseline_threads`;
 * `fast`: the same weights with the chosen fast paths (when any is chosen);
 * `cogvideox`: with `vs="cogvideox"`, diffusers' CogVideoXTransformer3DModel of the same
-  width, depth, heads and token count, eager, at the dtype and threads of the last row.
+  width, depth, heads and token count, eager, at the dtype and threads of the last row;
+* `multiscale`: with `multiscale`, the eager model sampling its first steps at its coarsest
+  patch size (Lumina-Video; `KumoPipeline(..., multiscale=True)`), at the eager row's dtype
+  and threads. A model without coarse scales gets one (twice its patch) from
+  `expand_for_multiscale`: untrained, so only its times mean anything.
 
 On a CPU the rows' runs are interleaved (eager, fast, peer, eager, ...) so that load from
 other processes falls on all rows alike; on a GPU each row runs in one block with only its
@@ -83,6 +87,7 @@ class BenchSpec:
     e2e: bool = True
     compile_cache: str | None = None
     max_time: float | None = 90.0  # seconds of timed runs after which no new run starts (at least MIN_RUNS)
+    multiscale: bool = False  # add the `multiscale` row
 
 
 # ---------------------------------------------------------------------------- building
@@ -277,6 +282,8 @@ class Row:
     first_call_s: float | None = None
     final_latents: torch.Tensor | None = None
     cache_stats: dict | None = None
+    coarse_patch: int | None = None  # the multiscale row's coarse patch size ...
+    coarse_steps: int = 0  # ... for this many of the first steps of a loop
 
 
 def _denoise_loop(
@@ -287,15 +294,72 @@ def _denoise_loop(
     x = latents.to(device=device, dtype=row.dtype)
     embeds = embeds.to(device=device, dtype=row.dtype)
     with torch.no_grad():
-        for t in scheduler.timesteps:
+        for i, t in enumerate(scheduler.timesteps):
             model_input = scheduler.scale_model_input(torch.cat([x, x]), t)
+            scale = {"patch_size": row.coarse_patch} if i < row.coarse_steps else {}
             v = row.model(
-                hidden_states=model_input, encoder_hidden_states=embeds, timestep=t.expand(2), return_dict=False
+                hidden_states=model_input,
+                encoder_hidden_states=embeds,
+                timestep=t.expand(2),
+                return_dict=False,
+                **scale,
             )[0].float()
             v_uncond, v_text = v.chunk(2)
             v = v_uncond + GUIDANCE * (v_text - v_uncond)
             x = scheduler.step(v, t, x, return_dict=False)[0].to(row.dtype)
     return x
+
+
+def multiscale_subject(pipe) -> tuple[Any, str]:
+    """A copy of `pipe` for the multiscale row and a note on its weights: the same weights,
+    with a coarse scale of twice the patch size added when the model has none."""
+    from kumovideo.models.transformer_kumo import expand_for_multiscale
+
+    ms_pipe = copy.deepcopy(pipe)
+    if ms_pipe.transformer.config.get("multiscale_patch_sizes"):
+        return ms_pipe, "the model's own coarse scales"
+    p = ms_pipe.transformer.config.patch_size
+    ms_pipe.transformer = expand_for_multiscale(ms_pipe.transformer, [2 * p])
+    return ms_pipe, f"coarse patch {2 * p} added by expand_for_multiscale (untrained: times only)"
+
+
+def multiscale_row(ms_pipe, note: str, base: Row | None, steps: int, latent: tuple[int, int, int]) -> Row:
+    """The `multiscale` row: eager, the first `coarse_steps` steps of a loop at the coarsest
+    patch size; FLOPs per step averaged over the loop."""
+    from kumovideo.models.transformer_kumo import count_parameters
+    from kumovideo.pipelines.checks import coarse_steps
+
+    config = ms_pipe.transformer.config
+    coarse = max(config.multiscale_patch_sizes)
+    n = coarse_steps(steps, ms_pipe.multiscale_split)
+    native = transformer_flops(config, *latent, batch=2, cross_attention=True)
+    coarse_count = transformer_flops({**config, "patch_size": coarse}, *latent, batch=2, cross_attention=True)
+    flops = FlopCount(
+        total=round((n * coarse_count.total + (steps - n) * native.total) / steps),
+        parts={k: round((n * coarse_count.parts[k] + (steps - n) * v) / steps) for k, v in native.parts.items()},
+        batch=2,
+        vision_tokens=native.vision_tokens,
+        text_tokens=native.text_tokens,
+        shape=native.shape,
+    )
+    flops.params = count_parameters(ms_pipe.transformer)
+    notes = [
+        f"the first {n} of {steps} steps at patch {coarse} ({coarse_count.vision_tokens} vision tokens), "
+        f"the rest at {config.patch_size}; {note}; FLOPs averaged over the loop"
+    ]
+    dtype = base.dtype if base is not None else ms_pipe.transformer.dtype
+    ms_pipe.transformer.to(dtype)
+    return Row(
+        "multiscale",
+        ms_pipe.transformer.eval(),
+        dtype,
+        1,
+        pipe=ms_pipe,
+        flops=flops,
+        notes=notes,
+        coarse_patch=coarse,
+        coarse_steps=n,
+    )
 
 
 def _warm_up(row: Row, latents, embeds, scheduler, warmup: int, device) -> None:
@@ -304,13 +368,18 @@ def _warm_up(row: Row, latents, embeds, scheduler, warmup: int, device) -> None:
     scheduler.set_timesteps(max(warmup, 1), device=device)
     x = latents.to(device=device, dtype=row.dtype)
     emb = embeds.to(device=device, dtype=row.dtype)
+    scales = [{}] if row.coarse_patch is None else [{"patch_size": row.coarse_patch}, {}]  # both, in turn
     with torch.no_grad():
         for i in range(warmup):
             t = scheduler.timesteps[min(i, len(scheduler.timesteps) - 1)]
             _sync(device)
             start = time.perf_counter()
             row.model(
-                hidden_states=torch.cat([x, x]), encoder_hidden_states=emb, timestep=t.expand(2), return_dict=False
+                hidden_states=torch.cat([x, x]),
+                encoder_hidden_states=emb,
+                timestep=t.expand(2),
+                return_dict=False,
+                **scales[i % len(scales)],
             )
             _sync(device)
             if row.first_call_s is None:
@@ -424,8 +493,8 @@ def run_bench(spec: BenchSpec, log: Callable[[str], None] = lambda s: None) -> d
         ok, why = fp8_supported(device)
         if not ok:
             raise KumoInputError(why)
-    if not spec.baseline and not want_fast:
-        raise KumoInputError("--no-baseline with no fast path leaves nothing to time")
+    if not spec.baseline and not want_fast and not spec.multiscale:
+        raise KumoInputError("--no-baseline with no fast path or --multiscale leaves nothing to time")
 
     if spec.offload != "none" and device.type != "cuda":
         raise KumoInputError(
@@ -441,6 +510,12 @@ def run_bench(spec: BenchSpec, log: Callable[[str], None] = lambda s: None) -> d
     width = spec.width or clip["width"]
     frames = spec.frames or clip["num_frames"]
     steps = spec.steps or DEFAULT_STEPS
+    ms_pipe, ms_note = None, None
+    if spec.multiscale:  # before any fast path changes `pipe`
+        ms_pipe, ms_note = multiscale_subject(pipe)
+        split = ms_pipe.multiscale_split
+        args = (PROMPT, NEGATIVE, height, width, frames, steps, pipe.max_sequence_length, GUIDANCE)
+        ms_pipe.check_inputs(*args, multiscale=True, multiscale_split=split)
     pipe.check_inputs(PROMPT, NEGATIVE, height, width, frames, steps, pipe.max_sequence_length, GUIDANCE)
     lf, lh, lw = pipe.geometry.latent_size(frames, height, width)
 
@@ -532,6 +607,10 @@ def run_bench(spec: BenchSpec, log: Callable[[str], None] = lambda s: None) -> d
             )
         )
 
+    if ms_pipe is not None:
+        rows.append(multiscale_row(ms_pipe, ms_note, rows[0] if spec.baseline else None, steps, (lf, lh, lw)))
+        rows[-1].threads = resolve_threads(base_threads_spec)
+
     info = machine_info(device)  # before timing: the load average is the other processes'
     interleave = device.type == "cpu"
     for row in rows:
@@ -557,6 +636,7 @@ def run_bench(spec: BenchSpec, log: Callable[[str], None] = lambda s: None) -> d
         torch.set_num_threads(row.threads)
         _sync(device)
         start = time.perf_counter()
+        scales = {"multiscale": True} if row.coarse_patch is not None else {}
         row.pipe(
             PROMPT,
             negative_prompt=NEGATIVE,
@@ -567,6 +647,7 @@ def run_bench(spec: BenchSpec, log: Callable[[str], None] = lambda s: None) -> d
             guidance_scale=GUIDANCE,
             generator=torch.Generator().manual_seed(0),
             output_type="pt",
+            **scales,
         )
         _sync(device)
         if record:
@@ -648,6 +729,9 @@ def run_bench(spec: BenchSpec, log: Callable[[str], None] = lambda s: None) -> d
             "final_latents_rel_diff_vs_eager": _rel_diff(row.final_latents, base.final_latents)
             if base is not None and row is not base and row.name != "cogvideox"
             else None,
+            "multiscale": {"patch_size": row.coarse_patch, "coarse_steps": row.coarse_steps}
+            if row.coarse_patch is not None
+            else None,
             "notes": row.notes,
         }
         if row.cache_stats is not None:
@@ -717,7 +801,7 @@ def format_table(result: dict) -> str:
         + ("; rows interleaved" if result["interleaved"] else "")
     )
     header = (
-        f"{'row':<10}{'dtype':<6}{'thr':>4}  {'s/step':<26}{'end-to-end s':<22}{'peak mem':>10}"
+        f"{'row':<12}{'dtype':<6}{'thr':>4}  {'s/step':<26}{'end-to-end s':<22}{'peak mem':>10}"
         f"{'TFLOP/s':>9}{'MFU':>7}{'vs eager':>9}{'vs peer':>9}{'Δ latents':>11}"
     )
     if "load_average" in m and m["load_average"][0] > m["cpu_cores"]:
@@ -733,7 +817,7 @@ def format_table(result: dict) -> str:
         diff = r["final_latents_rel_diff_vs_eager"]
         diff = f"{diff:.1e}" if diff is not None else "-"
         lines.append(
-            f"{r['row']:<10}{r['dtype']:<6}{r['threads']:>4}  {_fmt_time(r['step_s']):<26}{_fmt_time(r['e2e_s']):<22}"
+            f"{r['row']:<12}{r['dtype']:<6}{r['threads']:>4}  {_fmt_time(r['step_s']):<26}{_fmt_time(r['e2e_s']):<22}"
             f"{_fmt_bytes(r['peak_memory_bytes']):>10}{r['achieved_tflops']:>9.3f}{mfu:>7}{vs_e:>9}{vs_p:>9}{diff:>11}"
         )
     for r in result["rows"]:

@@ -8,6 +8,8 @@ surface deep inside torch or after the first denoising step); `ParallelKumoPipel
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import math
 import os
 from collections.abc import Sequence
@@ -15,12 +17,17 @@ from typing import Any
 
 import torch
 
-from kumovideo.geometry import config_value
+from kumovideo.geometry import ClipGeometry, config_value
 from kumovideo.schedulers.sampling import SAMPLERS
 from kumovideo.utils.errors import KumoInputError
 from kumovideo.utils.numbers import is_int, is_real
 
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
+
+logger = logging.getLogger(__name__)
+
+# Multi-scale sampling's share of coarse steps when neither the call nor kumo_defaults.json says.
+DEFAULT_MULTISCALE_SPLIT = 0.5
 
 
 def _one_of(names: Sequence[str]) -> str:
@@ -160,18 +167,119 @@ def check_frame_conditioning(transformer_config: Any, what: str = "this model") 
         )
 
 
-def check_folder_frame_conditioning(folder: Any, flag: str) -> None:
-    """`check_frame_conditioning` of a pipeline folder's transformer, from its config.json alone
-    (no weights read): for the CLI, before anything loads."""
+def read_folder_config(folder: Any, part: str = "transformer") -> dict:
+    """A pipeline folder's `part/config.json` (no weights read): for the CLI, which checks
+    flags against a model's configs before anything loads."""
     import json
     from pathlib import Path
 
-    path = Path(folder) / "transformer" / "config.json"
+    path = Path(folder) / part / "config.json"
     try:
         config = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        raise KumoInputError(f"{folder} has no readable transformer/config.json; pass a pipeline folder") from None
-    check_frame_conditioning(config, f"the model {folder} ({flag})")
+        config = None
+    if not isinstance(config, dict):
+        raise KumoInputError(f"{folder} has no readable {part}/config.json; pass a pipeline folder")
+    return config
+
+
+def check_folder_frame_conditioning(folder: Any, flag: str) -> None:
+    """`check_frame_conditioning` of a pipeline folder's transformer, from its config.json alone
+    (no weights read): for the CLI, before anything loads."""
+    check_frame_conditioning(read_folder_config(folder), f"the model {folder} ({flag})")
+
+
+# ------------------------------------------------------------------ Lumina-Video: scales and motion
+
+
+def check_multiscale(
+    transformer_config: Any,
+    geometry: ClipGeometry,
+    height: int,
+    width: int,
+    multiscale: bool,
+    multiscale_split: Any,
+    what: str = "this model",
+) -> None:
+    """Multi-scale sampling (the first steps at the coarsest patch size): a transformer with
+    coarse scales, a split in (0, 1], and sides the coarse patches tile. A split without
+    `multiscale` is refused (it would do nothing)."""
+    if not multiscale:
+        if multiscale_split is not None:
+            raise KumoInputError(
+                f"multiscale_split={multiscale_split!r} is the share of the steps at the coarse scale and needs "
+                "multiscale=True (--multiscale); add it or drop the split"
+            )
+        return
+    sizes = config_value(transformer_config, "multiscale_patch_sizes") or []
+    if not sizes:
+        raise KumoInputError(
+            f"{what} has one patch size (no multiscale_patch_sizes in its transformer config); "
+            "drop --multiscale / multiscale=True or use a model trained with several"
+        )
+    if not (is_real(multiscale_split) and 0 < multiscale_split <= 1):
+        raise KumoInputError(
+            f"multiscale_split={multiscale_split!r}; use the share of the steps to sample at the coarse scale, "
+            "a number in (0, 1] such as 0.5"
+        )
+    coarsest = max(sizes)
+    coarse = dataclasses.replace(geometry, patch=coarsest)
+    for name, value in (("height", height), ("width", width)):
+        if not coarse.is_valid_side(value):
+            lower, upper = coarse.nearest_sides(value)
+            raise KumoInputError(
+                f"{name}={value} is not a multiple of {coarse.side_multiple} (VAE {geometry.spatial}x times the "
+                f"coarsest patch {coarsest}), which multi-scale sampling needs; use {lower} or {upper}"
+            )
+
+
+def coarse_steps(num_steps: int, split: float) -> int:
+    """How many of the first steps of `num_steps` run at the coarse scale: split x steps,
+    rounded half up, at least one (multi-scale sampling was asked for) and at most all."""
+    return min(num_steps, max(1, math.floor(split * num_steps + 0.5)))
+
+
+def check_motion_score(transformer_config: Any, motion_score: Any, what: str = "this model") -> None:
+    """A motion score (percent of the frame width moved per second) for a transformer trained
+    with motion conditioning; None (no score: the unconditioned default) for any."""
+    if motion_score is None:
+        return
+    if not config_value(transformer_config, "motion_conditioning", False):
+        raise KumoInputError(
+            f"{what} was not trained with a motion score (its transformer config has no motion_conditioning); "
+            "drop --motion-score / motion_score, or use a model trained with one"
+        )
+    if not (is_real(motion_score) and math.isfinite(motion_score)):
+        raise KumoInputError(
+            f"motion_score={motion_score!r} must be a finite number (percent of the frame width moved per second)"
+        )
+
+
+def clamp_motion_score(motion_score: float | None, score_range: Sequence[float] | None) -> float | None:
+    """The motion score inside the range the model was trained on (its kumo_defaults.json
+    `motion_score_range`), with a warning when it had to be moved; unchanged without a range."""
+    if motion_score is None or score_range is None:
+        return motion_score
+    low, high = score_range
+    clamped = min(max(motion_score, low), high)
+    if clamped != motion_score:
+        logger.warning(
+            "motion score %g is outside the range this model was trained on (%g to %g); using %g",
+            motion_score,
+            low,
+            high,
+            clamped,
+        )
+    return clamped
+
+
+def check_single_process(is_plain_transformer: bool, multiscale: bool, motion_score: Any) -> None:
+    """Multi-scale sampling and motion scores need the transformer itself: a stand-in (the
+    sequence-parallel one of --parallel) passes neither argument on."""
+    if not is_plain_transformer and (multiscale or motion_score is not None):
+        raise KumoInputError(
+            "multi-scale sampling and motion scores run in one process; drop --parallel (or the stand-in transformer)"
+        )
 
 
 def check_conditioning_frames(per_prompt: list[dict], num_frames: int, temporal: int) -> None:

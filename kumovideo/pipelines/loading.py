@@ -278,6 +278,15 @@ SAMPLING_DEFAULT_KEYS = {
     "fps": ("a whole number of frames per second >= 1", lambda v: is_int(v) and v >= 1),
     # The tokenizer knows only lowercase words (the built-in model's): prompts are lowercased first.
     "lowercase_prompts": ("true or false", lambda v: isinstance(v, bool)),
+    # Multi-scale models (multiscale_patch_sizes): the share of the steps sampled at the coarsest scale.
+    "multiscale_split": ("a fraction of the steps in (0, 1]", lambda v: is_real(v) and 0 < v <= 1),
+    # Motion-conditioned models: the motion scores seen in training, [low, high]; others are clamped.
+    "motion_score_range": (
+        "a list [low, high] of finite numbers, low <= high",
+        lambda v: (
+            isinstance(v, list) and len(v) == 2 and all(is_real(x) and math.isfinite(x) for x in v) and v[0] <= v[1]
+        ),
+    ),
 }
 
 

@@ -15,6 +15,7 @@ as the original implementation.
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -152,11 +153,29 @@ class KumoPipeline(DiffusionPipeline):
         num_frames, height, width = self.geometry.sample_clip(self.transformer.config)
         return {"height": height, "width": width, "num_frames": num_frames}
 
+    @property
+    def multiscale_split(self) -> float:
+        """The share of the steps multi-scale sampling runs at the coarsest scale when a call
+        leaves it out: the checkpoint's kumo_defaults.json `multiscale_split`, else 0.5."""
+        return self.sampling_defaults.get("multiscale_split", checks.DEFAULT_MULTISCALE_SPLIT)
+
+    @property
+    def motion_score_range(self) -> tuple[float, float] | None:
+        """The motion scores the model was trained on (kumo_defaults.json `motion_score_range`,
+        [low, high]); a call's score outside it is clamped with a warning. None: not recorded."""
+        recorded = self.sampling_defaults.get("motion_score_range")
+        return None if recorded is None else (recorded[0], recorded[1])
+
     def resolve_call_defaults(self, **settings) -> dict:
         """`settings` with every None among height, width, num_frames, num_inference_steps,
-        guidance_scale, guidance_rescale and max_sequence_length replaced by this pipeline's
-        default."""
-        defaults = {**self.default_clip(), **self.default_sampling(), "max_sequence_length": self.max_sequence_length}
+        guidance_scale, guidance_rescale, max_sequence_length and multiscale_split replaced by
+        this pipeline's default."""
+        defaults = {
+            **self.default_clip(),
+            **self.default_sampling(),
+            "max_sequence_length": self.max_sequence_length,
+            "multiscale_split": self.multiscale_split,
+        }
         return {key: defaults[key] if value is None and key in defaults else value for key, value in settings.items()}
 
     def to(self, *args, **kwargs):
@@ -273,10 +292,14 @@ class KumoPipeline(DiffusionPipeline):
         sampler="scheduler",
         conditioning_frames=None,
         image_guidance_scale=None,
+        multiscale=False,
+        multiscale_split=None,
+        motion_score=None,
     ):
         """Every argument of a call (sizes and steps resolved), before any work; each mistake
         is a KumoInputError naming it (`kumovideo.pipelines.checks`). `conditioning_frames` is
-        the per-prompt list `conditioning_frames_per_prompt` makes."""
+        the per-prompt list `conditioning_frames_per_prompt` makes; `multiscale_split` is
+        resolved when `multiscale` is on, as given otherwise (then it must be None)."""
         checks.check_prompts(prompt, negative_prompt)
         checks.check_whole_numbers(
             height=height,
@@ -302,6 +325,9 @@ class KumoPipeline(DiffusionPipeline):
         if conditioning_frames is not None:
             checks.check_frame_conditioning(self.transformer.config)
             checks.check_conditioning_frames(conditioning_frames, num_frames, geometry.temporal)
+        checks.check_multiscale(self.transformer.config, geometry, height, width, multiscale, multiscale_split)
+        checks.check_motion_score(self.transformer.config, motion_score)
+        checks.check_single_process(isinstance(self.transformer, KumoTransformer3DModel), multiscale, motion_score)
 
     @staticmethod
     def conditioning_frames_per_prompt(image, conditioning_frames, num_prompts: int) -> list[dict] | None:
@@ -341,6 +367,27 @@ class KumoPipeline(DiffusionPipeline):
         latents = latents.permute(0, 2, 1, 3, 4) / self.vae.config.scaling_factor
         return self.vae.decode(latents.to(self.vae.dtype)).sample
 
+    # ------------------------------------------------------------------ multi-scale
+
+    def multiscale_schedule(
+        self, timesteps: torch.Tensor, split: float | None
+    ) -> Callable[[torch.Tensor], int | None]:
+        """The patch size of each step, as a function of its timestep: the transformer's
+        coarsest for the first `checks.coarse_steps(len(timesteps), split)` steps, that is
+        while t is above the timestep at that index of the sampler's (descending) list, then
+        None (the native one). Every sampler calls the model with the timesteps of its list,
+        so this needs no sampler changes. `split` None: the native scale throughout."""
+        if split is None:
+            return _native_scale
+        coarsest = max(self.transformer.config.multiscale_patch_sizes)
+        n = checks.coarse_steps(len(timesteps), split)
+        boundary = float(timesteps[n]) if n < len(timesteps) else -math.inf
+
+        def patch_size_at(t: torch.Tensor) -> int | None:
+            return coarsest if float(t) > boundary else None
+
+        return patch_size_at
+
     # ------------------------------------------------------------------ call
 
     @property
@@ -375,6 +422,9 @@ class KumoPipeline(DiffusionPipeline):
         conditioning_frames: dict | list[dict] | None = None,
         image_guidance_scale: float | None = None,
         keep_first_frame: bool = True,
+        multiscale: bool = False,
+        multiscale_split: float | None = None,
+        motion_score: float | None = None,
     ):
         """Generate clips. `sampler="scheduler"` steps the pipeline's scheduler (DDIM, or the
         Turbo consistency scheduler); `sampler="renoise"` runs the Kandinsky-4-Flash-style
@@ -395,6 +445,15 @@ class KumoPipeline(DiffusionPipeline):
         sampling (the causal VAE encodes frame 0 alone: its latent is the clip's first latent),
         as LTX-Video keeps conditioning latents clean; False decodes the model's own.
 
+        Lumina-Video's additions, for a transformer trained with them: `multiscale` samples the
+        first `multiscale_split` of the steps (default: the checkpoint's kumo_defaults.json
+        `multiscale_split`, else 0.5) at its coarsest patch size, (k/p)^2 times fewer tokens,
+        and the rest at the native one; the sides must then be multiples of the VAE's stride
+        times that patch size. `motion_score` (percent of the frame width moved per second, as
+        the data pipeline measures it; None: no score, the model's own idea of motion) goes to
+        every guidance branch; outside the checkpoint's `motion_score_range` it is clamped
+        with a warning.
+
         Left out (None): the clip size is the transformer's (`default_clip`: 64x64x17 for
         the built-in model, 480x720x41 for the original), steps and guidance the
         checkpoint's recommendation (`default_sampling`)."""
@@ -406,13 +465,14 @@ class KumoPipeline(DiffusionPipeline):
             guidance_scale=guidance_scale,
             guidance_rescale=guidance_rescale,
             max_sequence_length=max_sequence_length,
+            **({"multiscale_split": multiscale_split} if multiscale else {}),
         )
         num_prompts = len(prompt) if isinstance(prompt, list) else 1
         known = self.conditioning_frames_per_prompt(image, conditioning_frames, num_prompts)
         self.check_inputs(
             prompt,
             negative_prompt,
-            **call,
+            **{"multiscale_split": multiscale_split, **call},  # resolved with multiscale, else as given
             num_videos_per_prompt=num_videos_per_prompt,
             generator=generator,
             latents=latents,
@@ -422,6 +482,8 @@ class KumoPipeline(DiffusionPipeline):
             sampler=sampler,
             conditioning_frames=known,
             image_guidance_scale=image_guidance_scale,
+            multiscale=multiscale,
+            motion_score=motion_score,
         )
         height, width, num_frames = call["height"], call["width"], call["num_frames"]
         num_inference_steps, max_sequence_length = call["num_inference_steps"], call["max_sequence_length"]
@@ -460,17 +522,30 @@ class KumoPipeline(DiffusionPipeline):
                 condition = torch.cat([condition, condition])
         branches = 3 if image_guidance else 2 if self.do_classifier_free_guidance else 1
 
+        # 2c. What every step passes besides x and t: the condition, the motion score (one value
+        # for every video and every guidance branch).
+        step_inputs = {} if condition is None else {"condition": condition}
+        motion_score = checks.clamp_motion_score(motion_score, self.motion_score_range)
+        if motion_score is not None:
+            step_inputs["motion_score"] = torch.full((branches * batch_size,), float(motion_score), device=device)
+
         # 3. Denoise.
+        run = SAMPLERS[sampler]
+        timesteps = run.timesteps(self.scheduler, num_inference_steps, device)
+        patch_size_at = self.multiscale_schedule(timesteps, call["multiscale_split"] if multiscale else None)
+
         def guided_v(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
             model_input = torch.cat([x] * branches) if branches > 1 else x
             model_input = self.scheduler.scale_model_input(model_input, t)
-            conditioned = {} if condition is None else {"condition": condition}
+            patch_size = patch_size_at(t)  # None: native
+            scale = {} if patch_size is None else {"patch_size": patch_size}
             v_pred = self.transformer(
                 hidden_states=model_input,
                 encoder_hidden_states=prompt_embeds,
                 timestep=t.expand(model_input.shape[0]),
                 return_dict=False,
-                **conditioned,
+                **step_inputs,
+                **scale,
             )[0].float()
             if image_guidance:
                 v_none, v_image, v_text = v_pred.chunk(3)
@@ -484,8 +559,6 @@ class KumoPipeline(DiffusionPipeline):
                 v_pred = rescale_noise_cfg(v_pred, v_text, guidance_rescale)
             return v_pred
 
-        run = SAMPLERS[sampler]
-        timesteps = run.timesteps(self.scheduler, num_inference_steps, device)
         self._num_timesteps = len(timesteps)
         with self.progress_bar(total=len(timesteps)) as progress_bar:
 
@@ -512,6 +585,11 @@ class KumoPipeline(DiffusionPipeline):
         if not return_dict:
             return (video,)
         return KumoPipelineOutput(frames=video)
+
+
+def _native_scale(t: torch.Tensor) -> None:
+    """`multiscale_schedule` without multi-scale sampling: the native patch size at every step."""
+    return None
 
 
 def with_known_first_latent(latents: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,432 @@
+"""Multi-scale patching (Lumina-Video) in MADiT: coarse patch embeddings and heads on the
+shared trunk, their positions, the expansion of a single-scale model, the pipeline's
+coarse-then-native schedule, `kumo generate --multiscale` and `kumo bench --multiscale`."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+from cli_checks import assert_one_line_error
+from diffusers.models.embeddings import get_3d_sincos_pos_embed
+
+from kumovideo.cli import main
+from kumovideo.models.transformer_kumo import (
+    KumoTransformer3DModel,
+    expand_for_frame_conditioning,
+    expand_for_multiscale,
+    madit_from_preset,
+    multiscale_sincos_table,
+)
+from kumovideo.pipelines.factory import build_pipeline
+from kumovideo.pipelines.loading import read_sampling_defaults
+from kumovideo.utils.errors import KumoInputError
+
+pytestmark = pytest.mark.usefixtures("one_thread_per_module")
+
+C, TEXT_LEN, TEXT_DIM = 4, 16, 24  # kumo-tiny
+
+
+def perturbed(model: KumoTransformer3DModel, seed: int = 0) -> KumoTransformer3DModel:
+    """Non-trivial weights (a fresh MADiT predicts zeros: zero AdaLN gates and heads)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.05)
+    return model.eval()
+
+
+def inputs(batch: int = 2, frames: int = 3, height: int = 8, width: int = 16, seed: int = 1):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(batch, frames, C, height, width, generator=g)
+    text = torch.randn(batch, TEXT_LEN, TEXT_DIM, generator=g)
+    return x, text, torch.tensor([900, 10][:batch])
+
+
+def patchify(x: torch.Tensor, k: int) -> torch.Tensor:
+    """(B, F, C, H, W) -> (B, F*(H/k)*(W/k), C*k*k): frame by frame, row by row, each patch
+    channel-major (the layout the heads write and unpatchify reads)."""
+    b, f, c, h, w = x.shape
+    x = x.reshape(b, f, c, h // k, k, w // k, k).permute(0, 1, 3, 5, 2, 4, 6)
+    return x.reshape(b, f * (h // k) * (w // k), c * k * k)
+
+
+@pytest.fixture(scope="module")
+def base() -> KumoTransformer3DModel:
+    torch.manual_seed(0)
+    return perturbed(madit_from_preset("kumo-tiny"))
+
+
+@pytest.fixture(scope="module")
+def expanded(base) -> KumoTransformer3DModel:
+    return expand_for_multiscale(base, [4, 8]).eval()
+
+
+# ------------------------------------------------------------------------------ config
+
+
+def test_a_plain_model_has_no_new_parameters_or_config_surprises():
+    plain = madit_from_preset("kumo-tiny")
+    assert plain.config.multiscale_patch_sizes is None and plain.patch_sizes == [2]
+    assert not [n for n in plain.state_dict() if n.startswith(("scale_", "motion_"))]
+    multi = madit_from_preset("kumo-tiny", multiscale_patch_sizes=[4])
+    extra = sorted(set(multi.state_dict()) - set(plain.state_dict()))
+    assert extra == ["scale_embeds.0.bias", "scale_embeds.0.weight", "scale_heads.0.bias", "scale_heads.0.weight"]
+    assert multi.patch_sizes == [2, 4]
+    assert multi.scale_heads[0].out_features == 4 * 4 * C and multi.scale_embeds[0].kernel_size == (4, 4)
+
+
+@pytest.mark.parametrize("sizes", [[3], [2], [1], [4, 4], [4.0]])
+def test_coarse_sizes_must_be_larger_multiples_of_the_patch(sizes):
+    with pytest.raises(ValueError, match="multiscale_patch_sizes"):
+        madit_from_preset("kumo-tiny", multiscale_patch_sizes=sizes)
+
+
+def test_a_fresh_multiscale_model_predicts_zeros_at_every_scale():
+    model = madit_from_preset("kumo-tiny", multiscale_patch_sizes=[4]).eval()
+    x, text, t = inputs()
+    with torch.no_grad():
+        for k in (2, 4):
+            assert not model(x, text, t, patch_size=k).sample.any()
+
+
+# ------------------------------------------------------------------------------ positions
+
+
+def test_the_table_at_ratio_one_is_diffusers_native_table():
+    native = get_3d_sincos_pos_embed(32, (8, 4), 3, 1.875, 1.0, output_type="pt").flatten(0, 1)
+    torch.testing.assert_close(multiscale_sincos_table(32, 3, 4, 8, 1, 1.875, 1.0), native, atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("ratio", [2, 4])
+def test_a_coarse_token_sits_at_the_centre_of_its_native_patches(ratio):
+    # A grid on half-patch steps (interpolation scale x 2): native coordinate m/2 is entry m, so
+    # the centre i * r + (r - 1)/2 of coarse token i is entry 2 i r + r - 1.
+    s, rows, cols, frames = 1.875, 2, 3, 2
+    coarse = multiscale_sincos_table(32, frames, rows, cols, ratio, s, 1.0).reshape(frames, rows, cols, 32)
+    fine = multiscale_sincos_table(32, frames, 2 * rows * ratio, 2 * cols * ratio, 1, 2 * s, 1.0)
+    fine = fine.reshape(frames, 2 * rows * ratio, 2 * cols * ratio, 32)
+    centre = torch.arange(rows) * 2 * ratio + ratio - 1, torch.arange(cols) * 2 * ratio + ratio - 1
+    torch.testing.assert_close(coarse, fine[:, centre[0]][:, :, centre[1]])
+
+
+# ------------------------------------------------------------------------------ shapes and layout
+
+
+@pytest.mark.parametrize("k", [None, 2, 4, 8])
+def test_every_scale_returns_the_input_shape(expanded, k):
+    x, text, t = inputs()
+    with torch.no_grad():
+        out = expanded(x, text, t, patch_size=k).sample
+    assert out.shape == x.shape and out.abs().sum() > 0
+
+
+@pytest.mark.parametrize("k", [2, 4, 8])
+def test_patchify_unpatchify_round_trip_and_token_order(expanded, k):
+    x, text, t = inputs()
+    b, f, _, h, w = x.shape
+    patches = patchify(x, k)
+    assert patches.shape == (b, f * (h // k) * (w // k), C * k * k)
+    torch.testing.assert_close(expanded.unpatchify(patches, f, h, w, patch_size=k), x, atol=0, rtol=0)
+    # The patch embedding reads tokens in the same order: conv == linear over patchify(x).
+    conv = expanded.patch_embed.proj if k == 2 else expanded.scale_embeds[expanded.scale_index(k)]
+    tokens = conv(x.flatten(0, 1)).flatten(2).transpose(1, 2).reshape(b, -1, conv.out_channels)
+    linear = patches @ conv.weight.reshape(conv.out_channels, -1).T + conv.bias
+    torch.testing.assert_close(tokens, linear, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("k", [None, 4])
+def test_the_split_forward_pieces_give_the_forward(expanded, k):
+    """embed / run_blocks / head / unpatchify (what the sequence-parallel forward calls) at a scale."""
+    x, text, t = inputs()
+    with torch.no_grad():
+        vision, text_tokens, temb = expanded.embed(x, text, t, patch_size=k)
+        assert vision.shape[1] == expanded.num_vision_tokens(3, 8, 16, patch_size=k)
+        vision, _ = expanded.run_blocks(vision, text_tokens, temb)
+        pieces = expanded.unpatchify(expanded.head(vision, temb, patch_size=k), 3, 8, 16, patch_size=k)
+        torch.testing.assert_close(pieces, expanded(x, text, t, patch_size=k).sample, atol=0, rtol=0)
+
+
+def test_unknown_patch_sizes_and_sides_that_do_not_divide_are_one_line(expanded, base):
+    x, text, t = inputs()
+    with pytest.raises(KumoInputError, match=r"patch sizes \[2, 4, 8\]"):
+        expanded(x, text, t, patch_size=6)
+    with pytest.raises(KumoInputError, match=r"patch sizes \[2\]"):
+        base(x, text, t, patch_size=4)
+    x12, text12, t12 = inputs(width=12)
+    with pytest.raises(KumoInputError, match="do not divide by the patch size 8") as info:
+        expanded(x12, text12, t12, patch_size=8)
+    assert "\n" not in str(info.value)
+
+
+# ------------------------------------------------------------------------------ expansion
+
+
+def test_expansion_keeps_native_outputs_identical(base, expanded):
+    x, text, t = inputs()
+    with torch.no_grad():
+        torch.testing.assert_close(expanded(x, text, t).sample, base(x, text, t).sample, atol=0, rtol=0)
+        torch.testing.assert_close(expanded(x, text, t, patch_size=2).sample, base(x, text, t).sample, atol=0, rtol=0)
+    assert expanded.config.multiscale_patch_sizes == [4, 8] and not expanded.config.motion_conditioning
+
+
+@pytest.mark.parametrize("k", [4, 8])
+def test_a_coarse_token_starts_as_the_mean_of_its_native_patch_embeddings(expanded, k):
+    x, _, _ = inputs()
+    native = expanded.patch_embed.proj(x.flatten(0, 1))  # (B*F, D, H/2, W/2)
+    coarse = expanded.scale_embeds[expanded.scale_index(k)](x.flatten(0, 1))  # (B*F, D, H/k, W/k)
+    torch.testing.assert_close(coarse, F.avg_pool2d(native, k // 2), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("k", [4, 8])
+def test_a_coarse_head_starts_as_the_native_head_repeated_over_its_sub_patches(expanded, k):
+    """Each p x p sub-patch of a coarse patch gets the native head's prediction for the
+    coarse token: the coarse output is blocky (r x r equal sub-patches)."""
+    g = torch.Generator().manual_seed(3)
+    hidden = torch.randn(2, 3 * (8 // k) * (16 // k), 32, generator=g)
+    with torch.no_grad():
+        native = expanded.proj_out(hidden)  # (B, N_k, p*p*C): one p x p patch per coarse token
+        coarse = expanded.scale_heads[expanded.scale_index(k)](hidden)  # (B, N_k, k*k*C)
+    r = k // 2
+    coarse = coarse.reshape(2, -1, C, r, 2, r, 2)  # (B, N_k, C, sub-row, p, sub-col, p)
+    expected = native.reshape(2, -1, C, 1, 2, 1, 2).expand_as(coarse)
+    torch.testing.assert_close(coarse, expected, atol=1e-6, rtol=1e-6)
+    # and so the whole coarse prediction is blocky
+    x, text, t = inputs()
+    with torch.no_grad():
+        out = expanded(x, text, t, patch_size=k).sample.reshape(2, 3, C, 8 // k, r, 2, 16 // k, r, 2)
+    torch.testing.assert_close(out, out[:, :, :, :, :1, :, :, :1].expand_as(out), atol=1e-6, rtol=1e-6)
+
+
+def test_expansion_keeps_frame_conditioning_and_existing_scales(base):
+    conditioned = expand_for_frame_conditioning(base)
+    both = expand_for_multiscale(conditioned, [4])
+    assert both.config.frame_conditioning and both.scale_embeds[0].in_channels == 3 * C + 2
+    x, text, t = inputs()
+    condition = torch.randn(2, 3, 2 * C + 2, 8, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(
+            both(x, text, t, condition=condition).sample,
+            conditioned(x, text, t, condition=condition).sample,
+            atol=0,
+            rtol=0,
+        )
+        assert both(x, text, t, condition=condition, patch_size=4).sample.shape == x.shape
+    assert expand_for_multiscale(both, [4]) is both  # nothing to add
+    more = expand_for_multiscale(both, [8])
+    assert more.config.multiscale_patch_sizes == [4, 8]
+    torch.testing.assert_close(more.scale_embeds[0].weight, both.scale_embeds[0].weight, atol=0, rtol=0)
+
+
+def test_the_coarse_modules_learn_at_the_coarse_scale(expanded):
+    import copy
+
+    model = copy.deepcopy(expanded).train()
+    x, text, t = inputs()
+    model(x, text, t, patch_size=4).sample.square().mean().backward()
+    assert model.scale_embeds[0].weight.grad.abs().sum() > 0 and model.scale_heads[0].weight.grad.abs().sum() > 0
+    assert model.scale_embeds[1].weight.grad is None and model.proj_out.weight.grad is None
+    assert model.patch_embed.text_proj.weight.grad.abs().sum() > 0  # shared with the native scale
+
+
+def test_save_and_load_keep_the_scales(expanded, tmp_path):
+    expanded.save_pretrained(tmp_path / "t")
+    assert (tmp_path / "t" / "diffusion_pytorch_model.safetensors").exists()
+    assert json.loads((tmp_path / "t" / "config.json").read_text())["multiscale_patch_sizes"] == [4, 8]
+    loaded = KumoTransformer3DModel.from_pretrained(tmp_path / "t", use_safetensors=True).eval()
+    assert loaded.config.multiscale_patch_sizes == [4, 8]
+    for name, value in expanded.state_dict().items():
+        torch.testing.assert_close(loaded.state_dict()[name], value, atol=0, rtol=0)
+    x, text, t = inputs()
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x, text, t, patch_size=4).sample, expanded(x, text, t, patch_size=4).sample)
+
+
+# ------------------------------------------------------------------------------ pipeline
+
+
+@pytest.fixture(scope="module")
+def pipes():
+    """(single-scale tiny pipeline, the same with coarse scale 4 added), perturbed weights."""
+    plain = build_pipeline("kumo-tiny", seed=0)
+    perturbed(plain.transformer)
+    multi = build_pipeline("kumo-tiny", seed=0)
+    multi.transformer = expand_for_multiscale(plain.transformer, [4]).eval()
+    for p in (plain, multi):
+        p.set_progress_bar_config(disable=True)
+    return plain, multi
+
+
+class PatchSizes:
+    """The patch size of each transformer call (a forward pre-hook)."""
+
+    def __init__(self, transformer):
+        self.transformer, self.sizes = transformer, []
+
+    def __enter__(self):
+        self.handle = self.transformer.register_forward_pre_hook(
+            lambda m, args, kwargs: self.sizes.append(kwargs.get("patch_size")), with_kwargs=True
+        )
+        return self.sizes
+
+    def __exit__(self, *exc):
+        self.handle.remove()
+
+
+def sample(pipe, **kwargs):
+    settings = dict(height=64, width=64, num_frames=9, num_inference_steps=4, output_type="latent")
+    return pipe("a red circle", generator=torch.Generator().manual_seed(0), **{**settings, **kwargs}).frames
+
+
+@pytest.mark.parametrize(
+    "split, expected",
+    [(0.5, [4, 4, None, None]), (0.25, [4, None, None, None]), (0.1, [4, None, None, None]), (1.0, [4] * 4)],
+)
+def test_multiscale_runs_the_first_steps_at_the_coarse_scale(pipes, split, expected):
+    _, multi = pipes
+    with PatchSizes(multi.transformer) as sizes:
+        out = sample(multi, multiscale=True, multiscale_split=split)
+    assert sizes == expected and out.shape == (1, 3, 4, 8, 8) and torch.isfinite(out).all()
+
+
+def test_the_split_defaults_to_the_checkpoints_then_a_half(pipes):
+    _, multi = pipes
+    assert multi.multiscale_split == 0.5
+    with PatchSizes(multi.transformer) as sizes:
+        sample(multi, multiscale=True)
+    assert sizes == [4, 4, None, None]
+    multi.sampling_defaults = {"multiscale_split": 0.75}
+    try:
+        with PatchSizes(multi.transformer) as sizes:
+            sample(multi, multiscale=True)
+        assert sizes == [4, 4, 4, None]
+    finally:
+        multi.sampling_defaults = {}
+
+
+def test_the_renoise_sampler_follows_the_same_schedule(pipes):
+    _, multi = pipes
+    with PatchSizes(multi.transformer) as sizes:
+        sample(multi, multiscale=True, sampler="renoise")
+    assert sizes == [4, 4, None, None]
+
+
+def test_without_multiscale_an_expanded_pipeline_samples_as_before(pipes):
+    plain, multi = pipes
+    with PatchSizes(multi.transformer) as sizes:
+        expanded_out = sample(multi)
+    assert sizes == [None] * 4
+    torch.testing.assert_close(expanded_out, sample(plain), atol=0, rtol=0)
+    assert not torch.equal(sample(multi, multiscale=True), expanded_out)
+
+
+@pytest.mark.parametrize(
+    "which, kwargs, needle",
+    [
+        ("plain", dict(multiscale=True), "has one patch size (no multiscale_patch_sizes"),
+        ("multi", dict(multiscale=True, height=48), "height=48 is not a multiple of 32"),
+        ("multi", dict(multiscale=True, width=80), "use 64 or 96"),
+        ("multi", dict(multiscale=True, multiscale_split=0.0), "(0, 1]"),
+        ("multi", dict(multiscale=True, multiscale_split=1.5), "(0, 1]"),
+        ("multi", dict(multiscale_split=0.5), "needs multiscale=True"),
+    ],
+)
+def test_bad_multiscale_calls_are_refused_before_any_work(pipes, which, kwargs, needle):
+    pipe = dict(zip(("plain", "multi"), pipes))[which]
+    with PatchSizes(pipe.transformer) as sizes, pytest.raises(KumoInputError) as info:
+        sample(pipe, **kwargs)
+    assert needle in str(info.value) and "\n" not in str(info.value)
+    assert sizes == []
+
+
+def test_kumo_defaults_split_is_checked(tmp_path):
+    (tmp_path / "kumo_defaults.json").write_text(json.dumps({"multiscale_split": 0}))
+    with pytest.raises(KumoInputError, match="multiscale_split is 0, but must be a fraction"):
+        read_sampling_defaults(tmp_path)
+    (tmp_path / "kumo_defaults.json").write_text(json.dumps({"multiscale_split": 0.3}))
+    assert read_sampling_defaults(tmp_path) == {"multiscale_split": 0.3}
+
+
+# ------------------------------------------------------------------------------ CLI
+
+
+@pytest.fixture(scope="module")
+def multiscale_folder(pipes, tmp_path_factory):
+    """A saved tiny pipeline with coarse scale 4, sampling 2 steps at 64x64 by default."""
+    _, multi = pipes
+    folder = tmp_path_factory.mktemp("multiscale") / "pipe"
+    multi.sampling_defaults = {"num_inference_steps": 2, "guidance_scale": 2.0, "multiscale_split": 0.5}
+    try:
+        multi.save_pretrained(folder)
+    finally:
+        multi.sampling_defaults = {}
+    config = json.loads((folder / "transformer" / "config.json").read_text())
+    config.update(sample_height=8, sample_width=8)  # default clip 64x64: the coarse patches tile it
+    (folder / "transformer" / "config.json").write_text(json.dumps(config))
+    return folder
+
+
+def test_cli_multiscale_on_a_single_scale_model_is_one_line(fixtures_dir, tmp_path, capsys):
+    out = tmp_path / "x.mp4"
+    assert main(["generate", "a", "--model", str(fixtures_dir / "pipeline"), "--multiscale", "-o", str(out)]) == 2
+    assert_one_line_error(capsys, "has one patch size", "drop --multiscale")
+    assert not out.exists()
+
+
+def test_cli_turbo_multiscale_says_the_turbo_model_has_one_scale(tmp_path, capsys):
+    from kumovideo.builtin import is_trained
+
+    if not is_trained(turbo=True):
+        pytest.skip("this build ships no built-in Turbo model")
+    assert main(["generate", "a", "--turbo", "--multiscale", "-o", str(tmp_path / "x.mp4")]) == 2
+    assert_one_line_error(capsys, "Turbo model", "has one patch size")
+
+
+@pytest.mark.parametrize(
+    "extra, needle",
+    [
+        (["--multiscale-split", "0.5"], "--multiscale-split needs --multiscale"),
+        (["--multiscale", "--multiscale-split", "0"], "(0, 1]"),
+        (["--multiscale", "--multiscale-split", "nan"], "(0, 1]"),
+        (["--multiscale", "--parallel", "ulysses=1,cfg=1"], "drop --parallel"),
+    ],
+)
+def test_cli_multiscale_flags_are_one_line(tmp_path, capsys, extra, needle):
+    assert main(["generate", "a", "-o", str(tmp_path / "x.mp4"), *extra]) == 2
+    assert_one_line_error(capsys, needle)
+
+
+def test_cli_refuses_sides_the_coarse_patches_do_not_tile_before_loading_weights(multiscale_folder, tmp_path, capsys):
+    # Only the configs: no weights anywhere, so the refusal must come before any load.
+    folder = tmp_path / "configs-only"
+    for part in ("transformer", "vae"):
+        (folder / part).mkdir(parents=True)
+        (folder / part / "config.json").write_text((multiscale_folder / part / "config.json").read_text())
+    out = tmp_path / "x.mp4"
+    args = ["generate", "a", "--model", str(folder), "--multiscale", "-o", str(out)]
+    assert main([*args, "--height", "48"]) == 2
+    assert_one_line_error(capsys, "height=48 is not a multiple of 32", "use 32 or 64")
+
+
+def test_cli_generates_with_multiscale(multiscale_folder, tmp_path, capsys):
+    out = tmp_path / "x.mp4"
+    args = ["generate", "a red circle", "--model", str(multiscale_folder), "--multiscale", "-o", str(out)]
+    assert main([*args, "--frames", "9"]) == 0
+    assert out.exists() and "wrote" in capsys.readouterr().out
+
+
+def test_bench_times_a_multiscale_loop_beside_the_single_scale_one():
+    from kumovideo.perf.bench import BenchSpec, format_table, run_bench
+
+    spec = BenchSpec(
+        preset="kumo-tiny", height=64, width=64, steps=4, runs=1, warmup=1, device="cpu", threads=1, multiscale=True
+    )
+    result = run_bench(spec)
+    rows = {r["row"]: r for r in result["rows"]}
+    assert set(rows) == {"eager", "multiscale"}
+    assert rows["multiscale"]["multiscale"] == {"patch_size": 4, "coarse_steps": 2}
+    assert rows["multiscale"]["flops_per_step"] < rows["eager"]["flops_per_step"]
+    assert rows["multiscale"]["e2e_s"]["median"] > 0
+    assert "the first 2 of 4 steps at patch 4" in format_table(result)
