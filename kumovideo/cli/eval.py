@@ -1,4 +1,5 @@
-"""`kumo eval shapes`: does the model do what the prompt says? (`kumo eval sound`: cli/eval_sound.py)
+"""`kumo eval shapes`: does the model do what the prompt says? (`kumo eval sound`: cli/eval_sound.py;
+`kumo eval motion`: cli/eval_motion.py)
 
 Draws N captions from the ShapesWorld grammar (seeded; half one-object, half two-object;
 captions the model was trained on as-is are skipped when the model lists them in
@@ -9,6 +10,11 @@ objects and per attribute; writes a contact sheet PNG and the per-clip results.
 `--reference render|vae` judges rendered clips of the same captions instead (straight, or
 encoded and decoded by the model's VAE): the judge's own check, and the ceiling any
 denoiser can reach with that VAE.
+
+`--width W --height H` evaluate at any aspect (spec v1.1: captions drawn and references
+rendered at W x H, left/right judged against W and up/down against H); `--multiscale`,
+`--multiscale-split F` and `--motion-score X` go to the pipeline call as `kumo generate`
+passes them, only when given (a model with multi-scale patching / motion conditioning).
 """
 
 from __future__ import annotations
@@ -52,16 +58,114 @@ def register(sub) -> None:
         help="judge ShapesWorld renders of the captions (render), or the renders through the "
         "model's VAE (vae: the ceiling for this VAE), instead of generated clips",
     )
+    add_frame_args(q)
+    from kumovideo.cli.generate import add_lumina_args
+
+    add_lumina_args(q)  # --multiscale, --multiscale-split, --motion-score: as `kumo generate` has them
     flags.add_fast_path_args(q)
-    q.set_defaults(func=run)
-    from kumovideo.cli import eval_frames, eval_sound
+    q.set_defaults(func=run, parallel=False)  # (check_lumina_flags asks; eval runs in one process)
+    from kumovideo.cli import eval_frames, eval_motion, eval_sound
 
     eval_sound.register(esub)
     eval_frames.register(esub)
+    eval_motion.register(esub)
 
 
-def eval_captions(n: int, seed: int, size: int, num_frames: int, exclude: set[str]) -> list[str]:
-    """n captions, alternating one- and two-object, none of them in `exclude`."""
+def add_frame_args(q) -> None:
+    """--width / --height: the clip size (spec v1.1 any aspect), default the model's."""
+    q.add_argument("--width", type=int, default=None, help="clip width in pixels (default: the model's)")
+    q.add_argument("--height", type=int, default=None, help="clip height in pixels (default: the model's)")
+
+
+def resolve_model(args) -> Path:
+    """The pipeline folder of --model (default: the built-in model, or its Turbo with --turbo)."""
+    from kumovideo.builtin import builtin_model_dir
+
+    return Path(args.model) if args.model else builtin_model_dir(turbo=getattr(args, "turbo", False))
+
+
+def model_clip(folder: Path):
+    """(geometry, (frames, height, width)) of the clip the folder's transformer was made for,
+    from its configs alone (`KumoPipeline.default_clip` without loading)."""
+    from kumovideo.geometry import ClipGeometry
+    from kumovideo.pipelines.checks import read_folder_config
+
+    transformer = read_folder_config(folder)
+    geometry = ClipGeometry.from_configs(read_folder_config(folder, "vae"), transformer)
+    return geometry, geometry.sample_clip(transformer)
+
+
+def check_frame_flags(args, folder: Path) -> tuple[int, int] | None:
+    """(W, H) of --width / --height (one given: the other is the model's), checked against
+    ShapesWorld's sides (multiples of 16, 32..MAX_SIZE), its aspects (1:2 .. 2:1) and the
+    model's VAE and patch size; None when neither flag is given (the model's own clip)."""
+    from kumovideo.data.shapes_world import MAX_SIZE
+    from kumovideo.geometry import check_aspect
+
+    if args.width is None and args.height is None:
+        return None
+    flags.check_whole_flags(args, "--width", "--height", high=MAX_SIZE)
+    geometry, (frames, model_height, model_width) = model_clip(folder)
+    width, height = args.width or model_width, args.height or model_height
+    for flag, value in (("--width", width), ("--height", height)):
+        if value < 32 or value % 16:
+            raise KumoInputError(
+                f"{flag} {value} is not a ShapesWorld frame side; use a multiple of 16 from 32 to {MAX_SIZE}"
+            )
+    check_aspect(width, height)
+    geometry.check_clip(frames, height, width)
+    return width, height
+
+
+def check_lumina(args, folder: Path) -> dict:
+    """--multiscale, --multiscale-split and --motion-score, checked as `kumo generate` checks
+    them (values, then the model's configs, no weights): the pipeline-call arguments they
+    become (none given: none)."""
+    from kumovideo.cli.generate import check_lumina_flags, check_lumina_model
+    from kumovideo.pipelines.loading import read_sampling_defaults
+
+    check_lumina_flags(args)
+    given = [
+        flag
+        for flag, on in (("--multiscale", args.multiscale), ("--motion-score", args.motion_score is not None))
+        if on
+    ]
+    if given and args.reference:
+        raise KumoInputError(f"{' and '.join(given)}: for generated clips only; leave out with --reference")
+    return check_lumina_model(args, folder, read_sampling_defaults(folder))
+
+
+def check_motion_conditioning(folder: Path, what: str) -> None:
+    """Refuse a model whose transformer config lacks `motion_conditioning: true`."""
+    from kumovideo.pipelines.checks import read_folder_config
+
+    if not read_folder_config(folder).get("motion_conditioning"):
+        raise KumoInputError(
+            f"{what}: the model {folder} is not motion-conditioned (its transformer config lacks "
+            "motion_conditioning: true); pass --model a model trained with it (configs/builtin-lumina.yaml)"
+        )
+
+
+def seen_captions(folder: Path) -> set[str]:
+    """The captions the model was trained on as-is (its training_captions.txt; empty if none)."""
+    seen_file = Path(folder) / "training_captions.txt"
+    return set(seen_file.read_text().splitlines()) if seen_file.exists() else set()
+
+
+def eval_captions(
+    n: int,
+    seed: int,
+    size: int,
+    num_frames: int,
+    exclude: set[str],
+    width: int | None = None,
+    height: int | None = None,
+    one_object: bool = False,
+    keep=None,
+) -> list[str]:
+    """n captions, alternating one- and two-object (only one-object with `one_object`), none
+    of them in `exclude`, each one `keep(caption)` accepts (when given), drawn in a W x H
+    frame (default S x S)."""
     import numpy as np
 
     from kumovideo.data.shapes_world import caption, sample_clip_spec
@@ -73,24 +177,37 @@ def eval_captions(n: int, seed: int, size: int, num_frames: int, exclude: set[st
         tries += 1
         if tries > 100 * n:
             raise KumoInputError("could not draw enough captions unseen in training; lower --n")
-        text = caption(sample_clip_spec(rng, size=size, num_frames=num_frames, num_objects=1 + len(captions) % 2))
-        if text not in exclude and text not in captions:
+        objects = 1 if one_object else 1 + len(captions) % 2
+        spec = sample_clip_spec(rng, size=size, num_frames=num_frames, num_objects=objects, width=width, height=height)
+        text = caption(spec)
+        if text not in exclude and text not in captions and (keep is None or keep(text)):
             captions.append(text)
     return captions
 
 
-def reference_clips(pipe, captions: list[str], size: int, num_frames: int, seed: int, through_vae: bool):
+def reference_clips(
+    pipe,
+    captions: list[str],
+    size: int,
+    num_frames: int,
+    seed: int,
+    through_vae: bool,
+    width: int | None = None,
+    height: int | None = None,
+    motion_amount: float = 1.0,
+):
     """Rendered clips of `captions` as video in [0, 1], (B, F, 3, H, W): straight, or
-    encoded (posterior mode) and decoded by the pipeline's VAE."""
+    encoded (posterior mode) and decoded by the pipeline's VAE (unused when not). In a W x H
+    frame (default S x S), at motion amount m; one-object captions draw the same sizes and
+    places (relative to their room) at every m for a seed."""
     import numpy as np
     import torch
 
     from kumovideo.data.shapes_world import clip_spec_from_caption, frames_to_tensor, render_clip
 
     rng = np.random.default_rng([seed, 77])
-    video = torch.stack(
-        [frames_to_tensor(render_clip(clip_spec_from_caption(c, rng, size, num_frames))) for c in captions]
-    )
+    specs = [clip_spec_from_caption(c, rng, size, num_frames, width, height, motion_amount) for c in captions]
+    video = torch.stack([frames_to_tensor(render_clip(spec)) for spec in specs])
     if through_vae:  # (B, F, 3, H, W) -> the VAE's (B, 3, F, H, W) and back
         vae = pipe.vae
         with torch.no_grad():
@@ -114,25 +231,26 @@ def check_args(args) -> Path:
 
 def run(args) -> int:
     out_dir = check_args(args)
+    folder = resolve_model(args)
+    frame = check_frame_flags(args, folder)  # the model's configs, no weights
+    extras = check_lumina(args, folder)
 
     import torch
 
-    from kumovideo.builtin import builtin_model_dir
     from kumovideo.cli.generate import sampling_settings
     from kumovideo.evaluation.shapes_judge import contact_sheet, judge_clip, summarise
     from kumovideo.pipelines import KumoPipeline, frames_to_uint8
 
-    folder = Path(args.model) if args.model else builtin_model_dir(turbo=args.turbo)
     pipe = KumoPipeline.from_pretrained(folder, torch_dtype=torch.float32)  # shipped fp16; CPU math in fp32
     pipe.to(flags.resolve_device(args.device))  # noise is drawn on the CPU: the same clips on any device
     pipe.set_progress_bar_config(disable=True)
     flags.apply_cli_fast_paths(pipe, args)
     turbo, steps, guidance, guidance_rescale, _ = sampling_settings(pipe, args)
     clip = pipe.default_clip()
-    size, frames = clip["height"], clip["num_frames"]  # ShapesWorld clips are square
-    seen_file = folder / "training_captions.txt"
-    exclude = set(seen_file.read_text().splitlines()) if seen_file.exists() else set()
-    captions = eval_captions(args.n, args.seed, size, frames, exclude)
+    width, height = frame or (clip["width"], clip["height"])
+    size, frames = min(width, height), clip["num_frames"]  # S: ShapesWorld sizes are relative to it
+    exclude = seen_captions(folder)
+    captions = eval_captions(args.n, args.seed, size, frames, exclude, width, height)
 
     from tqdm.auto import tqdm
 
@@ -142,19 +260,20 @@ def run(args) -> int:
         batch = captions[i : i + args.batch_size]
         generators = [torch.Generator().manual_seed(args.seed + i + j) for j in range(len(batch))]
         if args.reference:
-            out = reference_clips(pipe, batch, size, frames, args.seed + i, through_vae=args.reference == "vae")
+            out = reference_clips(pipe, batch, size, frames, args.seed + i, args.reference == "vae", width, height)
         else:
             out = pipe(
                 batch,
                 num_frames=frames,
-                height=size,
-                width=size,
+                height=height,
+                width=width,
                 num_inference_steps=steps,
                 guidance_scale=guidance,
                 guidance_rescale=guidance_rescale,
                 generator=generators,
                 output_type="pt",
                 sampler="scheduler" if args.sampler == "default" else "renoise",
+                **extras,
             ).frames
         for text, video in zip(batch, out):
             frames_u8 = frames_to_uint8(video)
@@ -174,6 +293,12 @@ def run(args) -> int:
             "turbo": turbo,
             "seed": args.seed,
             "reference": args.reference,
+            "width": width,
+            "height": height,
+            "num_frames": frames,
+            "multiscale": args.multiscale,
+            "multiscale_split": extras.get("multiscale_split"),  # resolved: the flag, else the model's
+            "motion_score": extras.get("motion_score"),  # as sampled: clamped to the model's range
             "seconds": elapsed,
             "seconds_per_clip": elapsed / len(captions),
             "excluded_training_captions": len(exclude),
@@ -192,8 +317,12 @@ def run(args) -> int:
         if args.reference
         else f"{steps} steps, guidance {guidance} (rescale {guidance_rescale}), "
         f"sampler {args.sampler}{' (turbo)' if turbo else ''}"
+        + "".join(f", {key.replace('_', ' ')} {value}" for key, value in extras.items())
     )
-    print(f"kumo eval shapes: {summary['n']} captions, {what}, {elapsed:.0f} s ({elapsed / len(captions):.2f} s/clip)")
+    print(
+        f"kumo eval shapes: {summary['n']} captions at {width}x{height}, {what}, {elapsed:.0f} s "
+        f"({elapsed / len(captions):.2f} s/clip)"
+    )
     print(f"  match rate        {percent(summary['match_rate'])}")
     print(f"  one object        {percent(summary['one_object']['match_rate'])}  (n={summary['one_object']['n']})")
     print(f"  two objects       {percent(summary['two_objects']['match_rate'])}  (n={summary['two_objects']['n']})")

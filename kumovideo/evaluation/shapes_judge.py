@@ -17,6 +17,10 @@ How an object is measured, frame by frame:
      and radius) that overlaps the alpha map best (soft IoU). Comparing with rendered
      templates makes it work at 64 px, where a small shape is only ~9 pixels across.
 Motion is read from straight-line fits of centre and sqrt(area) against time.
+
+Any aspect (spec v1.1): frames may be W x H. Left/right displacement is a fraction of W,
+up/down of H; radii and areas are relative to S = min(W, H). The match thresholds are
+v1's (motion amount m = 1); `ObjectJudgement.motion_amount` measures m itself.
 """
 
 from __future__ import annotations
@@ -50,6 +54,7 @@ PALETTE_RGB = np.array([*BACKGROUNDS.values(), *COLOURS.values()], dtype=np.floa
 COLOUR_TOLERANCE = 60.0
 
 # An object is visible in a frame when its soft area is at least this fraction of S^2
+# (S = min(W, H))
 # (the smallest object of the world, a small triangle at the end of "shrinks", covers
 # ~0.0098 S^2), and "nearly every frame" means at least this fraction of frames.
 MIN_AREA = 0.004
@@ -59,8 +64,9 @@ MIN_VISIBLE_FRACTION = 0.8
 # (a circle vs. its square template overlaps pi/4 ~ 0.785; the correct one ~0.9+).
 MIN_SHAPE_IOU = 0.6
 
-# Motion tolerances, as fractions of S (displacement) and of area (size change).
-# Ideal values: travel 0.40, grows area x4.6, shrinks area x0.22.
+# Motion tolerances, as fractions of the side travelled along (displacement: x of W, y of H)
+# and of area (size change). Ideal values at m = 1: travel 0.40, grows area x4.6, shrinks
+# area x0.22; they stay v1's whatever the motion amount (`motion_amount` measures m).
 STILL_MAX_DISPLACEMENT = 0.15
 MOVE_MIN_TRAVEL = TRAVEL - 0.15
 MOVE_MAX_TRAVEL = TRAVEL + 0.20
@@ -76,7 +82,8 @@ SIZE_BOUNDARY = (SIZES["small"] + SIZES["large"]) / 2
 
 @dataclass
 class ObjectJudgement:
-    """How one named object was found. Displacements are fractions of the frame side."""
+    """How one named object was found. Displacements are fractions of the frame's width (x)
+    and height (y); radii fractions of S = min(W, H)."""
 
     colour: str
     shape: str
@@ -90,10 +97,14 @@ class ObjectJudgement:
     measured_shape: str | None = None
     shape_scores: dict[str, float] = field(default_factory=dict)  # mean soft IoU per shape
     measured_motion: str | None = None
-    displacement: tuple[float, float] | None = None  # (dx, dy) first -> last frame, / S
+    displacement: tuple[float, float] | None = None  # (dx / W, dy / H) first -> last frame
     area_ratio: float | None = None  # area at last frame / area at first frame
     measured_size: str | None = None
-    radius: float | None = None  # base radius r / S implied by the named motion
+    radius: float | None = None  # base radius r / S implied by the named motion (at m = 1)
+    # The motion amount m the clip shows (spec v1.1): a move's fitted travel along the named
+    # direction / (0.40 x that side); grows / shrinks from the fitted radius ratio (sqrt of the
+    # area ratio, 0.7 -> 0.7 + 0.8 m). None for "stays still" or when nothing was measurable.
+    motion_amount: float | None = None
 
     @property
     def ok(self) -> bool:
@@ -209,13 +220,15 @@ def _alpha_map(
 
 
 def _profiles(alpha: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Per-frame centre (x, y) and extents (width, height) from the max row/column profiles."""
-    coords = np.arange(alpha.shape[1], dtype=np.float32) + 0.5
+    """Per-frame centre (x, y) and extents (width, height) in pixels from the max row/column
+    profiles of an (F, H, W) alpha map."""
+    x_coords = np.arange(alpha.shape[2], dtype=np.float32) + 0.5
+    y_coords = np.arange(alpha.shape[1], dtype=np.float32) + 0.5
     columns = alpha.max(axis=1)  # (F, W): how covered each column is at best
     rows = alpha.max(axis=2)  # (F, H)
     width, height = columns.sum(1), rows.sum(1)
-    cx = (columns * coords).sum(1) / np.maximum(width, 1e-6)
-    cy = (rows * coords).sum(1) / np.maximum(height, 1e-6)
+    cx = (columns * x_coords).sum(1) / np.maximum(width, 1e-6)
+    cy = (rows * y_coords).sum(1) / np.maximum(height, 1e-6)
     return cx, cy, width, height
 
 
@@ -223,7 +236,7 @@ def _shape_scores(alpha: np.ndarray, cx: np.ndarray, cy: np.ndarray, radius: np.
     """Per-frame soft IoU between the alpha map and each ideal shape at that place and size."""
     scores = {}
     for shape in SHAPES:
-        template = shape_coverage(shape, alpha.shape[1], cx, cy, radius)
+        template = shape_coverage(shape, (alpha.shape[2], alpha.shape[1]), cx, cy, radius)
         overlap = np.minimum(alpha, template).sum((1, 2))
         union = np.maximum(alpha, template).sum((1, 2))
         scores[shape] = overlap / np.maximum(union, 1e-6)
@@ -237,7 +250,7 @@ def _fit_ends(times: np.ndarray, values: np.ndarray) -> tuple[float, float]:
 
 
 def classify_motion(dx: float, dy: float, area_ratio: float) -> str:
-    """The motion phrase that a displacement (fractions of S) and area ratio show, or "other"."""
+    """The motion phrase that a displacement (dx / W, dy / H) and area ratio show, or "other"."""
     distance = math.hypot(dx, dy)
     if area_ratio >= GROW_MIN_AREA_RATIO or area_ratio <= SHRINK_MAX_AREA_RATIO:
         if distance > STILL_MAX_DISPLACEMENT:
@@ -257,6 +270,27 @@ def classify_motion(dx: float, dy: float, area_ratio: float) -> str:
     return "other"
 
 
+def motion_amount_of(motion: str, displacement: tuple[float, float], area_ratio: float) -> float | None:
+    """The motion amount m (spec v1.1) that a named motion's measurements show.
+
+    A move: the travel along the named direction (displacement is (dx / W, dy / H)) over the
+    spec's 0.40, so travelling the wrong way gives m < 0. grows / shrinks: from the radius
+    ratio sqrt(area_ratio), r_last / r_first = (0.7 + 0.8 m) / 0.7 (grows) or its inverse
+    (shrinks). None for "stays still" (it has no amount) or a vanished object.
+    """
+    if motion in RADIUS_SCALES:
+        ratio = math.sqrt(max(area_ratio, 0.0))
+        small = RADIUS_SCALES["grows"][0]  # 0.7: the small end of both
+        growth = RADIUS_SCALES["grows"][1] - small  # 0.8: the big end's rise per unit of m
+        if motion == "grows":
+            return (small * ratio - small) / growth
+        return None if ratio <= 0.0 else (small / ratio - small) / growth
+    dir_x, dir_y = MOTION_DIRECTIONS[motion]
+    if dir_x == 0 and dir_y == 0:
+        return None
+    return (displacement[0] * dir_x + displacement[1] * dir_y) / TRAVEL
+
+
 def _judge_object(
     frames: np.ndarray,
     labels: np.ndarray,
@@ -265,7 +299,8 @@ def _judge_object(
     named: dict,
     other_colours: list[str],
 ) -> ObjectJudgement:
-    num_frames, side = frames.shape[0], frames.shape[1]
+    num_frames, frame_height, frame_width = frames.shape[:3]
+    side = min(frame_width, frame_height)  # S: sizes and areas are relative to it
     colour_index = PALETTE_NAMES.index(named["colour"])
     confident = distance < COLOUR_TOLERANCE
     core = largest_component((labels == colour_index) & confident)
@@ -332,10 +367,11 @@ def _judge_object(
     y_first, y_last = _fit_ends(times, cy)
     # sqrt(area) is linear in time when r is, so fit that rather than the area.
     root_first, root_last = _fit_ends(times, np.sqrt(area))
-    result.displacement = ((x_last - x_first) / side, (y_last - y_first) / side)
+    result.displacement = ((x_last - x_first) / frame_width, (y_last - y_first) / frame_height)
     result.area_ratio = (max(root_last, 0.0) / max(root_first, 1e-6)) ** 2
     result.measured_motion = classify_motion(*result.displacement, result.area_ratio)
     result.motion_ok = result.measured_motion == named["motion"]
+    result.motion_amount = motion_amount_of(named["motion"], result.displacement, result.area_ratio)
     return result
 
 
@@ -345,19 +381,21 @@ def _judge_object(
 
 
 def judge_clip(frames: np.ndarray, caption: str) -> JudgeResult:
-    """Judge uint8 RGB frames (F, S, S, 3) (or one (S, S, 3) image) against a caption.
+    """Judge uint8 RGB frames (F, H, W, 3) (or one (H, W, 3) image) against a caption.
 
-    Raises ValueError for a caption outside the grammar or frames of the wrong form.
+    Any aspect (spec v1.1): left/right is judged against W, up/down against H, sizes against
+    S = min(W, H). Raises ValueError for a caption outside the grammar or frames of the
+    wrong form (each side must be at least 8 pixels).
     """
     frames = np.asarray(frames)
     if frames.ndim == 3:
         frames = frames[None]
     if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
         raise ValueError(f"frames must be uint8 (F, H, W, 3) RGB, got {frames.dtype} {frames.shape}")
-    if frames.shape[1] != frames.shape[2] or frames.shape[1] < 8:
-        raise ValueError(f"ShapesWorld frames are square and at least 8 px, got {frames.shape[2]}x{frames.shape[1]}")
+    if min(frames.shape[1:3]) < 8:
+        raise ValueError(f"ShapesWorld frames are at least 8 px on each side, got {frames.shape[2]}x{frames.shape[1]}")
     parsed = parse_caption(caption)
-    side = frames.shape[1]
+    side = min(frames.shape[1:3])
     labels, distance = nearest_palette(frames)
 
     # Background: the commonest palette colour on the frame border (objects cover little of it).
@@ -429,8 +467,8 @@ def contact_sheet(
 ) -> Path:
     """Write a PNG grid: one row per clip (evenly spaced frames), its caption underneath.
 
-    clips: uint8 (F, H, W, 3) arrays (sizes may differ; frames are scaled to `tile`
-    pixels, default the largest clip side). Written atomically. Returns the path.
+    clips: uint8 (F, H, W, 3) arrays (sizes may differ; frames are scaled so their longer
+    side is `tile` pixels, default the largest clip side, keeping their aspect). Written atomically. Returns the path.
     """
     from PIL import Image, ImageDraw, ImageFont
 
@@ -443,7 +481,7 @@ def contact_sheet(
     if frames_per_clip < 1:
         raise ValueError(f"frames_per_clip must be at least 1, got {frames_per_clip}")
     clips = [np.asarray(clip)[None] if np.asarray(clip).ndim == 3 else np.asarray(clip) for clip in clips]
-    tile = tile or max(clip.shape[1] for clip in clips)
+    tile = tile or max(max(clip.shape[1:3]) for clip in clips)
     gap = 4
     font = ImageFont.load_default()
     measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
@@ -459,9 +497,12 @@ def contact_sheet(
     top = gap
     for clip, lines, row_height in zip(clips, wrapped, row_heights):
         picks = np.unique(np.rint(np.linspace(0, len(clip) - 1, frames_per_clip)).astype(int))
+        # The longer side fills the tile; a non-square clip keeps its aspect (white beside it).
+        scale = tile / max(clip.shape[1:3])
+        fitted = (max(1, round(clip.shape[2] * scale)), max(1, round(clip.shape[1] * scale)))
         for column, frame_index in enumerate(picks):
             image = Image.fromarray(np.ascontiguousarray(clip[frame_index].astype(np.uint8)))
-            image = image.resize((tile, tile), Image.NEAREST)
+            image = image.resize(fitted, Image.NEAREST)
             sheet.paste(image, (gap + column * (tile + gap), top))
         for line_number, line in enumerate(lines):
             draw.text((gap, top + tile + gap + line_number * line_height), line, fill=(0, 0, 0), font=font)

@@ -1,0 +1,213 @@
+"""`kumo eval motion` (does the motion score change the motion?) and the any-aspect and
+Lumina flags of `kumo eval shapes`."""
+
+import builtins
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from kumovideo.builtin import builtin_model_dir, is_trained
+from kumovideo.cli import main
+from kumovideo.cli.eval_motion import spearman
+from kumovideo.models import KumoTransformer3DModel
+from kumovideo.pipelines import KumoPipeline
+
+pytestmark = pytest.mark.skipif(not is_trained(), reason="the built-in model is not in this build")
+
+
+def read_results(out_dir) -> dict:
+    return json.loads((out_dir / "results.json").read_text())
+
+
+def error_lines(capsys) -> list[str]:
+    return [line for line in capsys.readouterr().err.splitlines() if line.strip() and "%|" not in line]
+
+
+@pytest.fixture(scope="module")
+def lumina_model(tmp_path_factory):
+    """The built-in model's folder, its transformer configured for motion conditioning and
+    multi-scale patching (the new modules start as the base model) and its kumo_defaults
+    naming a motion_score_range, as configs/builtin-lumina.yaml exports it."""
+    folder = tmp_path_factory.mktemp("lumina") / "model"
+    shutil.copytree(builtin_model_dir(), folder)
+    config_path = folder / "transformer" / "config.json"
+    config = json.loads(config_path.read_text())
+    config.update(motion_conditioning=True, multiscale_patch_sizes=[4])
+    # The new modules initialised as the model's constructor does, the base weights kept.
+    base = KumoTransformer3DModel.from_pretrained(folder / "transformer", torch_dtype=torch.float32)
+    transformer = KumoTransformer3DModel.from_config({k: v for k, v in config.items() if not k.startswith("_")})
+    missing, unexpected = transformer.load_state_dict(base.state_dict(), strict=False)
+    assert not unexpected and all(name.startswith(("motion_", "scale_")) for name in missing)
+    assert all(torch.isfinite(p).all() for p in transformer.parameters())
+    transformer.save_pretrained(folder / "transformer")
+    defaults_path = folder / "kumo_defaults.json"
+    defaults = json.loads(defaults_path.read_text())
+    defaults.update(multiscale_split=0.5, motion_score_range=[10.0, 30.0])
+    defaults_path.write_text(json.dumps(defaults))
+    return folder
+
+
+@pytest.fixture
+def pipeline_calls(monkeypatch):
+    """Every KumoPipeline call's keyword arguments and generator seeds (the call then runs)."""
+    calls = []
+    original = KumoPipeline.__call__
+
+    def recording(self, prompt, **kwargs):
+        calls.append({**kwargs, "prompt": prompt, "seeds": [g.initial_seed() for g in kwargs["generator"]]})
+        return original(self, prompt, **kwargs)
+
+    monkeypatch.setattr(KumoPipeline, "__call__", recording)
+    return calls
+
+
+# ------------------------------------------------------------------------------ eval motion
+def test_eval_motion_reference_renders_rank_with_their_scores(tmp_path, capsys):
+    out = tmp_path / "motion"
+    assert main(["eval", "motion", "--reference", "render", "--n", "4", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "Spearman(score, measured m)" in printed and "none" in printed
+    results = read_results(out)
+    summary = results["summary"]
+    assert summary["spearman"] > 0.9 and summary["per_caption_spearman_mean"] > 0.9
+    assert summary["scores"] == [10.0, 15.0, 20.0, 25.0, 30.0] and summary["scores_from"] == "shapes_world"
+    assert summary["n"] == 4 and summary["clips"] == 24 and summary["spearman_clips"] == 20
+    for row in summary["per_score"]:  # the built-in models' score: 20 m at 17 frames, 8 fps
+        assert row["motion_amount_mean"] == pytest.approx(row["score"] / 20, abs=0.1)
+        assert row["n"] == 4 and 0 <= row["match_rate"] <= 1
+    assert summary["no_score"]["motion_amount_mean"] == pytest.approx(1.0, abs=0.1)
+    assert summary["no_score"]["match_rate"] == 1.0  # m = 1: v1's thresholds
+    seen = set((builtin_model_dir() / "training_captions.txt").read_text().splitlines())
+    captions = {clip["caption"] for clip in results["clips"]}
+    assert len(captions) == 4 and not captions & seen
+    assert not any("stays still" in text or " and " in text for text in captions)
+    assert (out / "contact_sheet.png").stat().st_size > 1000
+
+
+def test_eval_motion_refuses_a_model_without_motion_conditioning(tmp_path, capsys):
+    out = tmp_path / "motion"
+    assert main(["eval", "motion", "--n", "2", "--out", str(out)]) == 2
+    lines = error_lines(capsys)
+    assert len(lines) == 1 and lines[0].startswith("kumo: error: "), lines
+    assert "motion_conditioning: true" in lines[0]
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "scores, complaint",
+    [("10,x", "comma-separated"), ("20,20", "two of them different"), ("10,-5", ">= 0"), ("10,nan", ">= 0")],
+)
+def test_eval_motion_refuses_bad_scores(tmp_path, capsys, scores, complaint):
+    out = tmp_path / "motion"
+    assert main(["eval", "motion", "--reference", "render", "--scores", scores, "--out", str(out)]) == 2
+    lines = error_lines(capsys)
+    assert len(lines) == 1 and complaint in lines[0], lines
+
+
+def test_eval_motion_generates_each_caption_at_every_score_with_one_seed(tmp_path, lumina_model, pipeline_calls):
+    out = tmp_path / "motion"
+    argv = ["eval", "motion", "--model", str(lumina_model), "--n", "2", "--steps", "1", "--batch-size", "2"]
+    assert main([*argv, "--json", "--out", str(out)]) == 0
+    assert [call.get("motion_score") for call in pipeline_calls] == [10.0, 15.0, 20.0, 25.0, 30.0, None]
+    assert "motion_score" not in pipeline_calls[-1]  # no score: the unconditioned default
+    assert all(
+        call["seeds"] == [2024, 2025] and call["prompt"] == pipeline_calls[0]["prompt"] for call in pipeline_calls
+    )
+    summary = read_results(out)["summary"]
+    assert summary["scores_from"] == "model" and summary["steps"] == 1 and summary["clips"] == 12
+    assert summary["spearman"] is None or -1 <= summary["spearman"] <= 1
+    pipeline_calls.clear()
+    assert main([*argv, "--scores", "12,28", "--out", str(tmp_path / "scores")]) == 0
+    assert [call.get("motion_score") for call in pipeline_calls] == [12.0, 28.0, None]
+
+
+def test_spearman_falls_back_to_numpy_ranks_without_scipy(monkeypatch):
+    rng = np.random.default_rng(0)
+    x = [10.0] * 4 + [20.0] * 4 + [30.0] * 4
+    y = list(np.repeat([0.5, 1.0, 1.5], 4) + rng.normal(0, 0.3, 12))
+    with_scipy = spearman(x, y)
+    real_import = builtins.__import__
+
+    def no_scipy(name, *args, **kwargs):
+        if name.startswith("scipy"):
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_scipy)
+    rho, p = spearman(x, y)
+    assert rho == pytest.approx(with_scipy[0]) and p is None and with_scipy[1] is not None
+    assert spearman([1, 2], [3, 4]) == (None, None) and spearman([1, 2, 3], [5, 5, 5]) == (None, None)
+
+
+# ------------------------------------------------------------------------------ eval shapes
+def test_eval_shapes_reference_renders_at_any_aspect(tmp_path, capsys):
+    out = tmp_path / "wide"
+    argv = ["eval", "shapes", "--reference", "render", "--width", "112", "--height", "64", "--n", "4"]
+    assert main([*argv, "--out", str(out)]) == 0
+    assert "at 112x64" in capsys.readouterr().out
+    results = read_results(out)
+    summary = results["summary"]
+    assert summary["match_rate"] == 1.0 and (summary["width"], summary["height"]) == (112, 64)
+    assert summary["multiscale"] is False and summary["motion_score"] is None
+    assert all(clip["objects"][0]["displacement"] is not None for clip in results["clips"])
+    tall = tmp_path / "tall"
+    assert (
+        main(
+            [
+                "eval",
+                "shapes",
+                "--reference",
+                "render",
+                "--width",
+                "64",
+                "--height",
+                "112",
+                "--n",
+                "2",
+                "--out",
+                str(tall),
+            ]
+        )
+        == 0
+    )
+    assert read_results(tall)["summary"]["match_rate"] == 1.0
+
+
+@pytest.mark.parametrize(
+    "flags, complaint",
+    [
+        (["--width", "100"], "--width 100 is not a ShapesWorld frame side"),
+        (["--width", "160"], "outside the aspect ratios"),
+        (["--motion-score", "20"], "no motion_conditioning"),
+        (["--multiscale"], "multiscale_patch_sizes"),
+        (["--multiscale-split", "0.5"], "needs --multiscale"),
+        (["--multiscale", "--multiscale-split", "1.5"], "in (0, 1]"),
+        (["--reference", "render", "--motion-score", "20"], "leave out with --reference"),
+    ],
+)
+def test_eval_shapes_refuses_bad_frame_and_lumina_flags(tmp_path, capsys, flags, complaint):
+    out = tmp_path / "eval"
+    assert main(["eval", "shapes", "--n", "2", *flags, "--out", str(out)]) == 2
+    lines = error_lines(capsys)
+    assert len(lines) == 1 and lines[0].startswith("kumo: error: ") and complaint in lines[0], lines
+    assert not out.exists()
+
+
+def test_eval_shapes_passes_lumina_flags_only_when_given(tmp_path, lumina_model, pipeline_calls):
+    argv = ["eval", "shapes", "--model", str(lumina_model), "--n", "2", "--steps", "1", "--json"]
+    out = tmp_path / "lumina"
+    flags = ["--multiscale", "--multiscale-split", "0.25", "--motion-score", "25", "--width", "96"]
+    assert main([*argv, *flags, "--out", str(out)]) == 0
+    (call,) = pipeline_calls
+    assert call["multiscale"] is True and call["multiscale_split"] == 0.25 and call["motion_score"] == 25.0
+    assert (call["width"], call["height"]) == (96, 64)
+    summary = read_results(out)["summary"]
+    assert summary["multiscale"] is True and summary["multiscale_split"] == 0.25 and summary["motion_score"] == 25.0
+    assert (summary["width"], summary["height"]) == (96, 64)
+    pipeline_calls.clear()
+    assert main([*argv, "--out", str(tmp_path / "plain")]) == 0
+    assert not {"multiscale", "multiscale_split", "motion_score"} & set(pipeline_calls[0])
+    assert (pipeline_calls[0]["width"], pipeline_calls[0]["height"]) == (64, 64)
