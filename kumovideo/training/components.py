@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from kumovideo.models.transformer_kumo import expand_for_frame_conditioning
+from kumovideo.models.transformer_kumo import expand_for_frame_conditioning, expand_for_multiscale
 from kumovideo.pipelines.factory import build_text_encoder, build_transformer
 from kumovideo.pipelines.loading import load_pipeline_components, load_vae
 from kumovideo.schedulers import KumoDDIMScheduler
@@ -19,12 +19,19 @@ from kumovideo.utils.errors import KumoInputError
 
 def build_components(config: TrainConfig) -> dict:
     """Components to train from: a pipeline folder (`init_from`, fine-tuning; with
-    `transformer: {frame_conditioning: true}` its MADiT widened for conditioning frames), or
+    `transformer: {frame_conditioning: true}` its MADiT widened for conditioning frames; with
+    `multiscale_patch_sizes` / `motion_conditioning` given coarse scales / a motion embedding), or
     fresh text encoder + MADiT of `config.preset` around a trained VAE (`vae`)."""
     if config.init_from:  # in fp32 whatever the folder stores: shipped pipelines are fp16
         components = load_pipeline_components(config.init_from, torch_dtype=torch.float32)
         if config.transformer.get("frame_conditioning"):  # a T2V start: zero weights for the condition
             components["transformer"] = expand_for_frame_conditioning(components["transformer"])
+        scales, motion = (
+            config.transformer.get("multiscale_patch_sizes"),
+            config.transformer.get("motion_conditioning"),
+        )
+        if scales or motion:  # Lumina-Video's additions on a trained MADiT, starting out as it
+            components["transformer"] = expand_for_multiscale(components["transformer"], scales, bool(motion))
         return components
     if not config.vae:
         raise KumoInputError(

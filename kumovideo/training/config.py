@@ -91,6 +91,14 @@ class TrainConfig:
     # kumovideo.pipelines.conditioning.TASKS, and how often the condition is dropped (image guidance)
     conditioning: dict[str, float] = field(default_factory=dict)
     condition_dropout: float = 0.1
+    # Lumina-Video's multi-scale patching (needs transformer: {multiscale_patch_sizes: [...]}): this
+    # share of steps trains a coarse scale (the sizes taken alike), its timesteps shifted toward noise
+    # by this factor (u -> s u / (1 + (s - 1) u), u = t / T), since sampling runs it on the noisy steps
+    multiscale_prob: float = 0.5
+    multiscale_time_shift: float = 3.0
+    # Motion conditioning (transformer: {motion_conditioning: true}): the clips' motion_score, dropped
+    # (no score: the unconditioned default) this often
+    motion_dropout: float = 0.1
 
     @property
     def total_steps(self) -> int:
@@ -197,6 +205,9 @@ RUN_NUMBERS = {
     "caption_dropout": NumberRange(low=0, high=1),
     "video_dropout": NumberRange(low=0, high=1),
     "condition_dropout": NumberRange(low=0, high=1),
+    "multiscale_prob": NumberRange(low=0, high=1),
+    "multiscale_time_shift": NumberRange(low=0, above_low=True),
+    "motion_dropout": NumberRange(low=0, high=1),
     "kl_weight": NumberRange(low=0),
     "checkpoint_every": NumberRange(integer=True, low=1),
     "keep_checkpoints": NumberRange(integer=True, low=1),

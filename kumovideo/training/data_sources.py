@@ -8,6 +8,7 @@ run draws the same latents and noise as an uninterrupted one.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -48,6 +49,27 @@ def training_captions_file(config: TrainConfig) -> dict[str, str]:
     return {"training_captions.txt": "\n".join(sorted(seen)) + "\n"} if seen else {}
 
 
+@dataclass
+class LatentBatch:
+    """One step's training data. `latents` (B, F, C, h, w), scaled; `batch_size` the global
+    batch (this process holds its share); `motion_scores` each clip's recorded motion score
+    (None where the cache has none); `frame_latents` as `LatentSource.batch_with_frames`."""
+
+    latents: torch.Tensor
+    captions: list[str]
+    frame_latents: list[torch.Tensor]
+    motion_scores: list[float | None]
+    batch_size: int
+
+
+def bucket_batch_size(batch_size: int, reference_area: int, area: int, multiple: int = 1) -> int:
+    """The batch of a bucket with `area` latent pixels per frame: `batch_size` scaled so every
+    bucket's batch holds about the tokens of `batch_size` clips of `reference_area` (Lumina-Video
+    and SDXL keep a token budget per batch), a multiple of the data-parallel ranks, at least one each."""
+    scaled = round(batch_size * reference_area / area / multiple) * multiple
+    return max(multiple, scaled)
+
+
 class LatentSource:
     """Training latents (B, F, C, h, w), already scaled, for a step of a stage; F is the
     stage's frame count through the VAE's own temporal compression."""
@@ -70,6 +92,15 @@ class LatentSource:
             self._caches[path] = (cache, usable)
         return self._caches[path]
 
+    def buckets(self, path: str) -> list[tuple[tuple[int, ...], list[int]]]:
+        """The usable clips of a cache grouped by latent shape (C, F, h, w), in a fixed order:
+        one group for a one-size cache, one per aspect bucket for a bucketed one."""
+        cache, usable = self._cache(path)
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for i in usable:
+            groups.setdefault(tuple(cache.clips[i]["shape"]), []).append(i)
+        return sorted(groups.items())
+
     def frames_cache(self, path: str):
         """The cache at `path`, refused in one line unless it keeps frame latents (conditioning)."""
         cache, _ = self._cache(path)
@@ -81,22 +112,37 @@ class LatentSource:
         return cache
 
     def batch(self, step: int, stage, generator: torch.Generator) -> tuple[torch.Tensor, list[str]]:
-        latents, captions, _ = self.batch_with_frames(step, stage, generator, frames=False)
-        return latents, captions
+        drawn = self.draw(step, stage, generator, frames=False)
+        return drawn.latents, drawn.captions
 
     def batch_with_frames(
         self, step: int, stage, generator: torch.Generator, frames: bool = True
     ) -> tuple[torch.Tensor, list[str], list[torch.Tensor]]:
         """`batch`, and (with `frames`) each clip's unscaled image latents of its frames 0, 2,
         4, ... (F_even, C, h, w) from a cache that keeps them (conditioning frames)."""
+        drawn = self.draw(step, stage, generator, frames=frames)
+        return drawn.latents, drawn.captions, drawn.frame_latents
+
+    def draw(self, step: int, stage, generator: torch.Generator, frames: bool = False) -> LatentBatch:
+        """Step `step`'s batch. From a cache with several latent shapes (aspect buckets) the
+        step first picks one bucket, with probability proportional to its clips, and draws the
+        whole batch from it at `bucket_batch_size` (every batch one shape)."""
         shard, size = self.shard, stage.batch_size
-        first, local = shard.first(size), shard.local_size(size)
-        frame_latents = []
+        frame_latents, motion_scores = [], []
         if stage.latents:
-            cache, usable = self._cache(stage.latents)
+            cache, _ = self._cache(stage.latents)
             if frames:
                 self.frames_cache(stage.latents)
             rng = np.random.default_rng([self.config.seed, step, shard.stream])
+            buckets = self.buckets(stage.latents)
+            if len(buckets) == 1:
+                usable = buckets[0][1]
+            else:
+                counts = np.array([len(members) for _, members in buckets], dtype=np.float64)
+                shape, usable = buckets[int(rng.choice(len(buckets), p=counts / counts.sum()))]
+                reference = (stage.size // self.geometry.spatial) ** 2
+                size = bucket_batch_size(stage.batch_size, reference, shape[2] * shape[3], shard.size)
+            first, local = shard.first(size), shard.local_size(size)
             latents, captions = [], []
             for k, j in enumerate(rng.integers(0, len(usable), size)):
                 i = usable[int(j)]
@@ -104,12 +150,14 @@ class LatentSource:
                     item = cache[int(i)]
                     latents.append(cache.sample_latent(item, generator))  # (C, F, h, w)
                     captions.append(item["caption"])
+                    motion_scores.append(cache.clips[int(i)].get("motion_score"))
                     if frames:
                         frame_latents.append(cache.frame_latents(int(i)))
                 else:  # another rank's clip: draw its noise as one process would, unread
                     torch.randn(cache.clips[int(i)]["shape"], generator=generator, dtype=cache.dtype)
             latents = torch.stack(latents)  # (B, C, F, h, w)
         else:
+            first, local = shard.first(size), shard.local_size(size)
             if frames:
                 raise KumoInputError(
                     f"stage {stage.name!r} encodes clips on the fly; conditioned training reads frame latents from "
@@ -129,6 +177,7 @@ class LatentSource:
                 shape = posterior.mean.shape[1:]
                 noise = shard.draw(size, lambda n: torch.randn((n, *shape), generator=generator)).to(posterior.mean)
                 latents = (posterior.mean + posterior.std * noise) * self.vae.config.scaling_factor
+            motion_scores = [None] * len(captions)
         latents = latents.permute(0, 2, 1, 3, 4)  # (B, F, C, h, w): the transformer's layout
         needed = self.geometry.latent_frames(stage.num_frames)
         if latents.shape[1] < needed:
@@ -136,4 +185,4 @@ class LatentSource:
                 f"stage {stage.name!r} asks for {stage.num_frames} frames ({needed} latent frames), but the latent "
                 f"cache {stage.latents} holds {latents.shape[1]}; lower num_frames or re-encode longer clips"
             )
-        return latents[:, :needed].contiguous(), captions, frame_latents
+        return LatentBatch(latents[:, :needed].contiguous(), captions, frame_latents, motion_scores, size)

@@ -25,6 +25,15 @@ def sample_timesteps(batch: int, num_train_timesteps: int, how: str, generator: 
     raise ValueError(f"unknown timestep sampling {how!r}")
 
 
+def shift_timesteps(t: torch.Tensor, num_train_timesteps: int, shift: float) -> torch.Tensor:
+    """Timesteps moved toward noise: u -> s u / (1 + (s - 1) u) with u = t / T (the time shift
+    of SD3 and Lumina-Next, which Lumina-Video applies per patch size: a coarse patch is
+    trained where sampling runs it, on the noisy steps). s = 1 leaves t as it is."""
+    u = t.double() / num_train_timesteps
+    shifted = shift * u / (1 + (shift - 1) * u)
+    return (shifted * num_train_timesteps).long().clamp(0, num_train_timesteps - 1)
+
+
 def diffuse(x0: torch.Tensor, noise: torch.Tensor, alpha_bar: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """x_t and the v target (Salimans & Ho 2022): x_t = sqrt(a) x0 + sqrt(1-a) eps,
     v = sqrt(a) eps - sqrt(1-a) x0. `alpha_bar` is (B,), broadcast over the rest."""

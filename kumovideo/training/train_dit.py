@@ -35,7 +35,7 @@ from kumovideo.training.components import build_components
 from kumovideo.training.config import TrainConfig, check_sharding
 from kumovideo.training.data_sources import LatentSource, training_captions_file
 from kumovideo.training.loop import DataShard, Replicated, TrainState, train
-from kumovideo.training.objectives import diffuse, sample_timesteps, v_prediction_loss
+from kumovideo.training.objectives import diffuse, sample_timesteps, shift_timesteps, v_prediction_loss
 from kumovideo.training.pipeline_folder import save_trained_pipeline
 from kumovideo.training.runtime import Runtime, autocast_context, step_generator
 from kumovideo.training.shapes_batches import is_image_step
@@ -99,37 +99,48 @@ def _train_dit(config: TrainConfig, runtime: Runtime, resume: bool, stop_after: 
         stage, _ = config.stage_at(step)
         g = step_generator(config.seed, step, shard.stream)
         condition = None
-        if conditioned:
-            latents, captions, frame_latents = source.batch_with_frames(step, stage, g)
-        else:
-            latents, captions = source.batch(step, stage, g)
+        drawn = source.draw(step, stage, g, frames=conditioned)
+        latents, captions, size = drawn.latents, drawn.captions, drawn.batch_size
         if is_image_step(config.data_seed, step, stage.image_prob):
             latents = latents[:, :1]  # the first latent frame is the still image's latent
         if conditioned:
-            dropped = shard.draw(stage.batch_size, lambda n: torch.rand(n, generator=g)) < config.condition_dropout
-            tasks = draw_tasks(config, step, shard, stage.batch_size)
+            dropped = shard.draw(size, lambda n: torch.rand(n, generator=g)) < config.condition_dropout
+            tasks = draw_tasks(config, step, shard, size)
             condition = training_conditions(
-                frame_latents, tasks, dropped.tolist(), latents.shape[1:], scaling[stage.latents], source.geometry
+                drawn.frame_latents,
+                tasks,
+                dropped.tolist(),
+                latents.shape[1:],
+                scaling[stage.latents],
+                source.geometry,
             ).to(runtime.device)
-        drop = shard.draw(stage.batch_size, lambda n: torch.rand(n, generator=g)) < config.caption_dropout
+        drop = shard.draw(size, lambda n: torch.rand(n, generator=g)) < config.caption_dropout
         captions = ["" if d else c for c, d in zip(captions, drop.tolist())]
         ids = tokenizer(
             captions, padding="max_length", max_length=max_len, truncation=True, return_tensors="pt"
         ).input_ids
-        size, shape = stage.batch_size, latents.shape[1:]
+        shape = latents.shape[1:]
         steps = scheduler.config.num_train_timesteps
         t = shard.draw(size, lambda n: sample_timesteps(n, steps, stage.timestep_sampling, g))
         noise = shard.draw(size, lambda n: torch.randn((n, *shape), generator=g))
+        extras, patch_size = step_extras(config, transformer.config, step, shape, drawn.motion_scores)
+        if patch_size is not None:  # a coarse patch trains where sampling runs it: noisy steps
+            t = shift_timesteps(t, steps, config.multiscale_time_shift)
         latents, noise, t = latents.to(runtime.device), noise.to(runtime.device), t.to(runtime.device)
+        extras = {k: v.to(runtime.device) if torch.is_tensor(v) else v for k, v in extras.items()}
         x_t, v_target = diffuse(latents, noise, alphas_cumprod.to(runtime.device)[t])
         with autocast_context(runtime, config.mixed_precision):
             text = state.wrapped.get("text_encoder", text_encoder)(ids.to(runtime.device))[0]
             if sharding.ulysses_group is None:
-                v_pred = state.wrapped["transformer"](x_t, text, t, return_dict=False, condition=condition)[0]
+                v_pred = state.wrapped["transformer"](x_t, text, t, return_dict=False, condition=condition, **extras)[
+                    0
+                ]
             else:  # this rank's share of the tokens; the output gathered whole
+                if extras:
+                    raise KumoInputError("multi-scale and motion-conditioned training do not run under --ulysses yet")
                 v_pred = sequence_parallel_forward(state.wrapped["transformer"], x_t, text, t, sharding.ulysses_group)
         loss = v_prediction_loss(v_pred, v_target)
-        return loss, {"frames": int(latents.shape[1])}
+        return loss, {"frames": int(latents.shape[1]), "tokens": int(shape[2] * shape[3]), "patch": patch_size or 0}
 
     metrics = train(config, runtime, state, loss_fn, resume=resume, stop_after=stop_after, sharding=sharding)
     if stop_after is None:
@@ -137,6 +148,28 @@ def _train_dit(config: TrainConfig, runtime: Runtime, resume: bool, stop_after: 
         if runtime.is_main:
             export_pipeline(components, config)
     return metrics
+
+
+def step_extras(
+    config: TrainConfig, transformer_config, step: int, latent_shape: torch.Size, motion_scores: list
+) -> tuple[dict, int | None]:
+    """The transformer's extra inputs at `step` (the same on every rank): `patch_size`, a coarse
+    scale with probability `multiscale_prob` where the latent sides divide by it (Lumina-Video
+    trains its patch sizes jointly, one per step), and `motion_score`, the clips' recorded scores
+    unless the step drops them (`motion_dropout`) or a clip has none. Returns (kwargs, coarse size)."""
+    extras: dict = {}
+    rng = np.random.default_rng([config.data_seed, step, 23])
+    coarse = [k for k in transformer_config.get("multiscale_patch_sizes") or [] if not latent_shape[2] % k]
+    coarse = [k for k in coarse if not latent_shape[3] % k]
+    patch_size = None
+    if coarse and rng.random() < config.multiscale_prob:
+        patch_size = coarse[int(rng.integers(len(coarse)))]
+        extras["patch_size"] = patch_size
+    if transformer_config.get("motion_conditioning"):
+        keep = rng.random() >= config.motion_dropout
+        if keep and motion_scores and all(score is not None for score in motion_scores):
+            extras["motion_score"] = torch.tensor(motion_scores, dtype=torch.float32)
+    return extras, patch_size
 
 
 def draw_tasks(config: TrainConfig, step: int, shard: DataShard, batch_size: int) -> list[str]:

@@ -1,0 +1,100 @@
+"""Training at any aspect, several patch sizes and a motion score: bucketed batches have one
+shape each, the coarse scale's timesteps move toward noise, motion scores come from the cache."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from tiny_runs import write_config
+
+from kumovideo.training.config import load_config
+from kumovideo.training.data_sources import LatentSource, bucket_batch_size
+from kumovideo.training.objectives import shift_timesteps
+from kumovideo.training.runtime import setup_runtime
+from kumovideo.training.train_dit import step_extras
+
+pytestmark = pytest.mark.usefixtures("one_thread_per_module")
+
+BUCKETS = [(32, 32), (48, 32), (32, 64)]
+
+
+@pytest.fixture(scope="module")
+def bucketed_cache(vae_4x_2x, tmp_path_factory):
+    from kumovideo.training.latent_cache import cache_shapes_latents
+
+    out = tmp_path_factory.mktemp("bucketed")
+    return cache_shapes_latents(
+        vae_4x_2x, "tiny-vae", out, 12, 32, 9, 1000, batch_size=2, buckets=BUCKETS, motion_amounts=(0.5, 1.5)
+    )
+
+
+def config_for(tmp_path, latents, **run):
+    stage = {"name": "clips", "steps": 10, "size": 32, "num_frames": 9, "batch_size": 4, "latents": str(latents)}
+    data = {"kind": "dit", "output_dir": str(tmp_path / "out"), "stages": [stage], **run}
+    return load_config(write_config(tmp_path / "dit.json", data))
+
+
+def test_cache_records_each_bucket_and_motion(bucketed_cache):
+    import json
+
+    clips = json.loads(bucketed_cache.read_text())["clips"]
+    sizes = [tuple(c["size"]) for c in clips]  # [H, W], batch k at bucket k mod 3
+    assert sizes[:6] == [(32, 32), (32, 32), (32, 48), (32, 48), (64, 32), (64, 32)]
+    assert [tuple(c["shape"][2:]) for c in clips[:6:2]] == [(8, 8), (8, 12), (16, 8)]  # the VAE's 4x
+    for clip in clips:
+        assert 0.5 <= clip["motion_amount"] <= 1.5
+        assert clip["motion_score"] == pytest.approx(20 * clip["motion_amount"] * 2, rel=1e-3)  # 9 frames: 1 s
+
+
+def test_every_bucketed_batch_has_one_shape_and_a_token_budget(bucketed_cache, vae_4x_2x, tmp_path):
+    config = config_for(tmp_path, bucketed_cache)
+    source = LatentSource(config, vae_4x_2x, setup_runtime("cpu"))
+    seen = {}
+    for step in range(12):
+        drawn = source.draw(step, config.stages[0], torch.Generator().manual_seed(step))
+        h, w = drawn.latents.shape[-2:]
+        assert drawn.latents.shape[0] == drawn.batch_size == bucket_batch_size(4, 64, h * w)
+        assert len(drawn.captions) == len(drawn.motion_scores) == drawn.batch_size
+        assert all(score is not None for score in drawn.motion_scores)
+        seen[(h, w)] = drawn.batch_size
+    assert seen == {(8, 8): 4, (8, 12): 3, (16, 8): 2}  # all three buckets drawn, batches by area
+
+
+def test_the_same_step_draws_the_same_batch(bucketed_cache, vae_4x_2x, tmp_path):
+    config = config_for(tmp_path, bucketed_cache)
+    source = LatentSource(config, vae_4x_2x, setup_runtime("cpu"))
+    a = source.draw(5, config.stages[0], torch.Generator().manual_seed(5))
+    b = source.draw(5, config.stages[0], torch.Generator().manual_seed(5))
+    assert torch.equal(a.latents, b.latents) and a.captions == b.captions
+
+
+def test_bucket_batch_size_is_a_multiple_of_the_ranks():
+    assert bucket_batch_size(16, 64, 128, multiple=2) == 8
+    assert bucket_batch_size(16, 64, 112, multiple=4) == 8
+    assert bucket_batch_size(1, 64, 128, multiple=2) == 2  # never below one clip per rank
+
+
+def test_time_shift_moves_timesteps_toward_noise():
+    t = torch.arange(0, 1000, 50)
+    shifted = shift_timesteps(t, 1000, 3.0)
+    assert torch.equal(shift_timesteps(t, 1000, 1.0), t)
+    assert (shifted >= t).all() and shifted[10] == 750  # u = 0.5 -> 0.75
+    assert shifted.max() <= 999
+
+
+def test_step_extras_draw_scales_where_the_latent_divides_and_drop_scores(tmp_path, bucketed_cache):
+    config = config_for(tmp_path, bucketed_cache, multiscale_prob=0.5, motion_dropout=0.25)
+    transformer = {"multiscale_patch_sizes": [4], "motion_conditioning": True}
+    scales, scored = [], []
+    for step in range(400):
+        extras, patch = step_extras(config, transformer, step, torch.Size([5, 4, 8, 12]), [10.0, 20.0])
+        scales.append(patch)
+        scored.append("motion_score" in extras)
+        if patch is not None:
+            assert extras["patch_size"] == 4
+    assert 0.4 < sum(p == 4 for p in scales) / 400 < 0.6
+    assert 0.65 < sum(scored) / 400 < 0.85
+    extras, patch = step_extras(config, transformer, 0, torch.Size([5, 4, 6, 8]), [10.0, None])
+    assert patch is None and "motion_score" not in extras  # 6 does not divide by 4; a clip without score
+    extras, _ = step_extras(config, {}, 0, torch.Size([5, 4, 8, 8]), [10.0])
+    assert extras == {}  # a plain model gets neither
