@@ -384,8 +384,8 @@ def test_judge_rejects_bad_input():
         sj.judge_clip(frames, "a red blob on black")
     with pytest.raises(ValueError, match="uint8"):
         sj.judge_clip(frames.astype(np.float32), "a red circle grows on a black background")
-    with pytest.raises(ValueError, match="square"):
-        sj.judge_clip(np.zeros((5, 32, 48, 3), dtype=np.uint8), "a red circle grows on a black background")
+    with pytest.raises(ValueError, match="at least 8"):  # v1.1 judges any aspect, but not a sliver
+        sj.judge_clip(np.zeros((5, 6, 32, 3), dtype=np.uint8), "a red circle grows on a black background")
 
 
 def test_summarise_counts_per_attribute():

@@ -24,6 +24,14 @@ import time
 from pathlib import Path
 
 from kumovideo.cli import args as flags
+from kumovideo.cli.eval_common import (  # noqa: F401 (eval_captions: imported from here by tests)
+    check_motion_conditioning,
+    eval_captions,
+    model_clip,
+    reference_clips,
+    resolve_model,
+    seen_captions,
+)
 from kumovideo.cli.reports import percent, write_results
 from kumovideo.utils.errors import KumoInputError
 from kumovideo.utils.paths import check_output_folder
@@ -77,24 +85,6 @@ def add_frame_args(q) -> None:
     q.add_argument("--height", type=int, default=None, help="clip height in pixels (default: the model's)")
 
 
-def resolve_model(args) -> Path:
-    """The pipeline folder of --model (default: the built-in model, or its Turbo with --turbo)."""
-    from kumovideo.builtin import builtin_model_dir
-
-    return Path(args.model) if args.model else builtin_model_dir(turbo=getattr(args, "turbo", False))
-
-
-def model_clip(folder: Path):
-    """(geometry, (frames, height, width)) of the clip the folder's transformer was made for,
-    from its configs alone (`KumoPipeline.default_clip` without loading)."""
-    from kumovideo.geometry import ClipGeometry
-    from kumovideo.pipelines.checks import read_folder_config
-
-    transformer = read_folder_config(folder)
-    geometry = ClipGeometry.from_configs(read_folder_config(folder, "vae"), transformer)
-    return geometry, geometry.sample_clip(transformer)
-
-
 def check_frame_flags(args, folder: Path) -> tuple[int, int] | None:
     """(W, H) of --width / --height (one given: the other is the model's), checked against
     ShapesWorld's sides (multiples of 16, 32..MAX_SIZE), its aspects (1:2 .. 2:1) and the
@@ -133,87 +123,6 @@ def check_lumina(args, folder: Path) -> dict:
     if given and args.reference:
         raise KumoInputError(f"{' and '.join(given)}: for generated clips only; leave out with --reference")
     return check_lumina_model(args, folder, read_sampling_defaults(folder))
-
-
-def check_motion_conditioning(folder: Path, what: str) -> None:
-    """Refuse a model whose transformer config lacks `motion_conditioning: true`."""
-    from kumovideo.pipelines.checks import read_folder_config
-
-    if not read_folder_config(folder).get("motion_conditioning"):
-        raise KumoInputError(
-            f"{what}: the model {folder} is not motion-conditioned (its transformer config lacks "
-            "motion_conditioning: true); pass --model a model trained with it (configs/builtin-lumina.yaml)"
-        )
-
-
-def seen_captions(folder: Path) -> set[str]:
-    """The captions the model was trained on as-is (its training_captions.txt; empty if none)."""
-    seen_file = Path(folder) / "training_captions.txt"
-    return set(seen_file.read_text().splitlines()) if seen_file.exists() else set()
-
-
-def eval_captions(
-    n: int,
-    seed: int,
-    size: int,
-    num_frames: int,
-    exclude: set[str],
-    width: int | None = None,
-    height: int | None = None,
-    one_object: bool = False,
-    keep=None,
-) -> list[str]:
-    """n captions, alternating one- and two-object (only one-object with `one_object`), none
-    of them in `exclude`, each one `keep(caption)` accepts (when given), drawn in a W x H
-    frame (default S x S)."""
-    import numpy as np
-
-    from kumovideo.data.shapes_world import caption, sample_clip_spec
-
-    rng = np.random.default_rng([seed, 4242])
-    captions: list[str] = []
-    tries = 0
-    while len(captions) < n:
-        tries += 1
-        if tries > 100 * n:
-            raise KumoInputError("could not draw enough captions unseen in training; lower --n")
-        objects = 1 if one_object else 1 + len(captions) % 2
-        spec = sample_clip_spec(rng, size=size, num_frames=num_frames, num_objects=objects, width=width, height=height)
-        text = caption(spec)
-        if text not in exclude and text not in captions and (keep is None or keep(text)):
-            captions.append(text)
-    return captions
-
-
-def reference_clips(
-    pipe,
-    captions: list[str],
-    size: int,
-    num_frames: int,
-    seed: int,
-    through_vae: bool,
-    width: int | None = None,
-    height: int | None = None,
-    motion_amount: float = 1.0,
-):
-    """Rendered clips of `captions` as video in [0, 1], (B, F, 3, H, W): straight, or
-    encoded (posterior mode) and decoded by the pipeline's VAE (unused when not). In a W x H
-    frame (default S x S), at motion amount m; one-object captions draw the same sizes and
-    places (relative to their room) at every m for a seed."""
-    import numpy as np
-    import torch
-
-    from kumovideo.data.shapes_world import clip_spec_from_caption, frames_to_tensor, render_clip
-
-    rng = np.random.default_rng([seed, 77])
-    specs = [clip_spec_from_caption(c, rng, size, num_frames, width, height, motion_amount) for c in captions]
-    video = torch.stack([frames_to_tensor(render_clip(spec)) for spec in specs])
-    if through_vae:  # (B, F, 3, H, W) -> the VAE's (B, 3, F, H, W) and back
-        vae = pipe.vae
-        with torch.no_grad():
-            z = vae.encode(video.permute(0, 2, 1, 3, 4).to(vae.device, vae.dtype)).latent_dist.mode()
-            video = vae.decode(z).sample.permute(0, 2, 1, 3, 4).float().cpu()
-    return ((video + 1) / 2).clamp(0, 1)
 
 
 def check_args(args) -> Path:

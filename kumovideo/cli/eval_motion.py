@@ -117,7 +117,7 @@ def check_args(args) -> dict:
     """Every flag and the model's configs (no weights), before anything loads or is written."""
     import numpy as np
 
-    from kumovideo.cli.eval import check_motion_conditioning, model_clip, resolve_model
+    from kumovideo.cli.eval_common import check_motion_conditioning, model_clip, resolve_model
     from kumovideo.data.shapes_world import DEFAULT_FPS
     from kumovideo.pipelines.loading import read_sampling_defaults
 
@@ -250,7 +250,7 @@ def run(args) -> int:
     import torch
     from tqdm.auto import tqdm
 
-    from kumovideo.cli.eval import eval_captions, reference_clips, seen_captions
+    from kumovideo.cli.eval_common import eval_captions, reference_clips, seen_captions
     from kumovideo.data.shapes_world import parse_caption
     from kumovideo.evaluation.shapes_judge import contact_sheet, judge_clip
     from kumovideo.pipelines import frames_to_uint8
