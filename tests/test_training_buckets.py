@@ -98,3 +98,26 @@ def test_step_extras_draw_scales_where_the_latent_divides_and_drop_scores(tmp_pa
     assert patch is None and "motion_score" not in extras  # 6 does not divide by 4; a clip without score
     extras, _ = step_extras(config, {}, 0, torch.Size([5, 4, 8, 8]), [10.0])
     assert extras == {}  # a plain model gets neither
+
+
+def test_a_size_outside_the_trained_aspects_warns_once_and_still_runs(caplog):
+    import logging
+
+    from kumovideo.pipelines.factory import build_pipeline
+
+    pipe = build_pipeline("kumo-tiny", seed=0)
+    pipe.set_progress_bar_config(disable=True)
+    settings = dict(num_frames=9, num_inference_steps=1, output_type="latent", generator=torch.Generator())
+
+    def warnings_for(height, width):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="kumovideo"):
+            latents = pipe("a red circle", height=height, width=width, **settings).frames
+        assert tuple(latents.shape[-2:]) == (height // 8, width // 8)
+        return [r.getMessage() for r in caplog.records if "aspects this model was trained at" in r.getMessage()]
+
+    assert warnings_for(32, 96) == []  # no aspect_range recorded: nothing to say
+    pipe.sampling_defaults = {"aspect_range": [0.5, 2.0]}
+    assert warnings_for(32, 64) == []  # 2:1, inside
+    (message,) = warnings_for(32, 96)  # 3:1
+    assert message.startswith("96x32 is 3.00:1, outside")

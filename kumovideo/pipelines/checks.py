@@ -255,6 +255,25 @@ def check_motion_score(transformer_config: Any, motion_score: Any, what: str = "
         )
 
 
+def warn_untrained_aspect(width: int, height: int, aspect_range: Sequence[float] | None) -> None:
+    """One warning line when width / height lies outside the aspects the model was trained at
+    (its kumo_defaults.json `aspect_range`, [low, high] of width / height): the clip is made,
+    but a model that never saw that shape tends to lose the prompt. Nothing without a range."""
+    if aspect_range is None:
+        return
+    low, high = aspect_range
+    if not low - 1e-9 <= width / height <= high + 1e-9:
+        logger.warning(
+            "%dx%d is %.2f:1, outside the aspects this model was trained at (%.2f:1 .. %.2f:1, its "
+            "kumo_defaults.json aspect_range); the clip may not follow the prompt",
+            width,
+            height,
+            width / height,
+            low,
+            high,
+        )
+
+
 def clamp_motion_score(motion_score: float | None, score_range: Sequence[float] | None) -> float | None:
     """The motion score inside the range the model was trained on (its kumo_defaults.json
     `motion_score_range`), with a warning when it had to be moved; unchanged without a range."""

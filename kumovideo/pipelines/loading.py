@@ -280,6 +280,13 @@ SAMPLING_DEFAULT_KEYS = {
     "lowercase_prompts": ("true or false", lambda v: isinstance(v, bool)),
     # Multi-scale models (multiscale_patch_sizes): the share of the steps sampled at the coarsest scale.
     "multiscale_split": ("a fraction of the steps in (0, 1]", lambda v: is_real(v) and 0 < v <= 1),
+    # Models trained in aspect buckets: the width / height ratios seen, [low, high]; others warn.
+    "aspect_range": (
+        "a list [low, high] of positive numbers (width / height), low <= high",
+        lambda v: (
+            isinstance(v, list) and len(v) == 2 and all(is_real(x) and 0 < x < math.inf for x in v) and v[0] <= v[1]
+        ),
+    ),
     # Motion-conditioned models: the motion scores seen in training, [low, high]; others are clamped.
     "motion_score_range": (
         "a list [low, high] of finite numbers, low <= high",

@@ -166,6 +166,13 @@ class KumoPipeline(DiffusionPipeline):
         recorded = self.sampling_defaults.get("motion_score_range")
         return None if recorded is None else (recorded[0], recorded[1])
 
+    @property
+    def aspect_range(self) -> tuple[float, float] | None:
+        """The width / height ratios the model was trained at (kumo_defaults.json `aspect_range`);
+        a call outside it warns. None: not recorded (no warning)."""
+        recorded = self.sampling_defaults.get("aspect_range")
+        return None if recorded is None else (recorded[0], recorded[1])
+
     def resolve_call_defaults(self, **settings) -> dict:
         """`settings` with every None among height, width, num_frames, num_inference_steps,
         guidance_scale, guidance_rescale, max_sequence_length and multiscale_split replaced by
@@ -327,6 +334,7 @@ class KumoPipeline(DiffusionPipeline):
             checks.check_conditioning_frames(conditioning_frames, num_frames, geometry.temporal)
         checks.check_multiscale(self.transformer.config, geometry, height, width, multiscale, multiscale_split)
         checks.check_motion_score(self.transformer.config, motion_score)
+        checks.warn_untrained_aspect(width, height, self.aspect_range)
         checks.check_single_process(isinstance(self.transformer, KumoTransformer3DModel), multiscale, motion_score)
 
     @staticmethod
