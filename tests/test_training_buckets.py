@@ -121,3 +121,22 @@ def test_a_size_outside_the_trained_aspects_warns_once_and_still_runs(caplog):
     assert warnings_for(32, 64) == []  # 2:1, inside
     (message,) = warnings_for(32, 96)  # 3:1
     assert message.startswith("96x32 is 3.00:1, outside")
+
+
+def test_a_cache_refuses_to_resume_with_another_vae(vae_4x_2x, bucketed_cache):
+    from kumovideo.training.latent_cache import cache_shapes_latents
+    from kumovideo.utils.errors import KumoInputError
+
+    with pytest.raises(KumoInputError, match="encoded by the VAE tiny-vae, not other-vae"):
+        cache_shapes_latents(
+            vae_4x_2x,
+            "other-vae",
+            bucketed_cache.parent,
+            16,
+            32,
+            9,
+            1000,
+            batch_size=2,
+            buckets=BUCKETS,
+            motion_amounts=(0.5, 1.5),
+        )

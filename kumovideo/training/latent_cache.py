@@ -59,6 +59,12 @@ def cache_shapes_latents(
             f"{out_dir} already caches other clips ({writer.index['source']}); "
             "choose another --out, or the --seed, --size, --frames and --frame-latents it was written with"
         )
+    cached_vae = writer.index["vae"]["path"]
+    if done and Path(cached_vae).resolve() != Path(vae_path).resolve():
+        raise KumoInputError(
+            f"{out_dir} already caches clips encoded by the VAE {cached_vae}, not {vae_path}; "
+            "choose another --out for this VAE"
+        )
     if done % batch_size:
         raise KumoInputError(
             f"cache in {out_dir} holds {done} clips, not a multiple of --batch-size {batch_size}; "
