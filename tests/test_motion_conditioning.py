@@ -10,6 +10,7 @@ import logging
 import pytest
 import torch
 from cli_checks import assert_one_line_error
+from tiny_runs import CallKwargs
 
 from kumovideo.cli import main
 from kumovideo.models.transformer_kumo import KumoTransformer3DModel, expand_for_multiscale, madit_from_preset
@@ -139,24 +140,6 @@ def pipes():
     return plain, moving
 
 
-class Scores:
-    """The motion_score of each transformer call (a forward pre-hook)."""
-
-    def __init__(self, transformer):
-        self.transformer, self.scores = transformer, []
-
-    def __enter__(self):
-        def hook(module, args, kwargs):
-            score = kwargs.get("motion_score")
-            self.scores.append(None if score is None else score.tolist())
-
-        self.handle = self.transformer.register_forward_pre_hook(hook, with_kwargs=True)
-        return self.scores
-
-    def __exit__(self, *exc):
-        self.handle.remove()
-
-
 def sample(pipe, **kwargs):
     settings = dict(height=48, width=64, num_frames=9, num_inference_steps=2, output_type="latent")
     return pipe("a red circle", generator=torch.Generator().manual_seed(0), **{**settings, **kwargs}).frames
@@ -164,13 +147,13 @@ def sample(pipe, **kwargs):
 
 def test_the_score_goes_to_every_guidance_branch(pipes):
     _, moving = pipes
-    with Scores(moving.transformer) as scores:
+    with CallKwargs(moving.transformer, "motion_score") as scores:
         sample(moving, motion_score=15.0, guidance_scale=4.0)
     assert scores == [[15.0, 15.0]] * 2  # [unconditional, conditional] at each step
-    with Scores(moving.transformer) as scores:
+    with CallKwargs(moving.transformer, "motion_score") as scores:
         sample(moving, motion_score=15.0, guidance_scale=1.0, num_videos_per_prompt=2)
     assert scores == [[15.0, 15.0]] * 2  # no guidance: one branch, two videos
-    with Scores(moving.transformer) as scores:
+    with CallKwargs(moving.transformer, "motion_score") as scores:
         sample(moving)
     assert scores == [None, None]
 
@@ -187,7 +170,10 @@ def test_a_score_outside_the_recorded_range_is_clamped_with_a_warning(pipes, cap
     moving.sampling_defaults = {"motion_score_range": [10.0, 30.0]}
     try:
         assert moving.motion_score_range == (10.0, 30.0)
-        with Scores(moving.transformer) as scores, caplog.at_level(logging.WARNING, logger="kumovideo"):
+        with (
+            CallKwargs(moving.transformer, "motion_score") as scores,
+            caplog.at_level(logging.WARNING, logger="kumovideo"),
+        ):
             clamped = sample(moving, motion_score=55.0)
         assert scores[0] == [30.0, 30.0]
         assert any("outside the range this model was trained on" in r.getMessage() for r in caplog.records)
@@ -210,7 +196,7 @@ def test_a_score_outside_the_recorded_range_is_clamped_with_a_warning(pipes, cap
 )
 def test_bad_scores_are_refused_before_any_work(pipes, which, score, needle):
     pipe = dict(zip(("plain", "moving"), pipes))[which]
-    with Scores(pipe.transformer) as scores, pytest.raises(KumoInputError) as info:
+    with CallKwargs(pipe.transformer, "motion_score") as scores, pytest.raises(KumoInputError) as info:
         sample(pipe, motion_score=score)
     assert needle in str(info.value) and "\n" not in str(info.value) and scores == []
 

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from cli_checks import assert_one_line_error
 from diffusers.models.embeddings import get_3d_sincos_pos_embed
+from tiny_runs import CallKwargs
 
 from kumovideo.cli import main
 from kumovideo.models.transformer_kumo import (
@@ -259,22 +260,6 @@ def pipes():
     return plain, multi
 
 
-class PatchSizes:
-    """The patch size of each transformer call (a forward pre-hook)."""
-
-    def __init__(self, transformer):
-        self.transformer, self.sizes = transformer, []
-
-    def __enter__(self):
-        self.handle = self.transformer.register_forward_pre_hook(
-            lambda m, args, kwargs: self.sizes.append(kwargs.get("patch_size")), with_kwargs=True
-        )
-        return self.sizes
-
-    def __exit__(self, *exc):
-        self.handle.remove()
-
-
 def sample(pipe, **kwargs):
     settings = dict(height=64, width=64, num_frames=9, num_inference_steps=4, output_type="latent")
     return pipe("a red circle", generator=torch.Generator().manual_seed(0), **{**settings, **kwargs}).frames
@@ -286,7 +271,7 @@ def sample(pipe, **kwargs):
 )
 def test_multiscale_runs_the_first_steps_at_the_coarse_scale(pipes, split, expected):
     _, multi = pipes
-    with PatchSizes(multi.transformer) as sizes:
+    with CallKwargs(multi.transformer, "patch_size") as sizes:
         out = sample(multi, multiscale=True, multiscale_split=split)
     assert sizes == expected and out.shape == (1, 3, 4, 8, 8) and torch.isfinite(out).all()
 
@@ -294,12 +279,12 @@ def test_multiscale_runs_the_first_steps_at_the_coarse_scale(pipes, split, expec
 def test_the_split_defaults_to_the_checkpoints_then_a_half(pipes):
     _, multi = pipes
     assert multi.multiscale_split == 0.5
-    with PatchSizes(multi.transformer) as sizes:
+    with CallKwargs(multi.transformer, "patch_size") as sizes:
         sample(multi, multiscale=True)
     assert sizes == [4, 4, None, None]
     multi.sampling_defaults = {"multiscale_split": 0.75}
     try:
-        with PatchSizes(multi.transformer) as sizes:
+        with CallKwargs(multi.transformer, "patch_size") as sizes:
             sample(multi, multiscale=True)
         assert sizes == [4, 4, 4, None]
     finally:
@@ -308,14 +293,14 @@ def test_the_split_defaults_to_the_checkpoints_then_a_half(pipes):
 
 def test_the_renoise_sampler_follows_the_same_schedule(pipes):
     _, multi = pipes
-    with PatchSizes(multi.transformer) as sizes:
+    with CallKwargs(multi.transformer, "patch_size") as sizes:
         sample(multi, multiscale=True, sampler="renoise")
     assert sizes == [4, 4, None, None]
 
 
 def test_without_multiscale_an_expanded_pipeline_samples_as_before(pipes):
     plain, multi = pipes
-    with PatchSizes(multi.transformer) as sizes:
+    with CallKwargs(multi.transformer, "patch_size") as sizes:
         expanded_out = sample(multi)
     assert sizes == [None] * 4
     torch.testing.assert_close(expanded_out, sample(plain), atol=0, rtol=0)
@@ -335,7 +320,7 @@ def test_without_multiscale_an_expanded_pipeline_samples_as_before(pipes):
 )
 def test_bad_multiscale_calls_are_refused_before_any_work(pipes, which, kwargs, needle):
     pipe = dict(zip(("plain", "multi"), pipes))[which]
-    with PatchSizes(pipe.transformer) as sizes, pytest.raises(KumoInputError) as info:
+    with CallKwargs(pipe.transformer, "patch_size") as sizes, pytest.raises(KumoInputError) as info:
         sample(pipe, **kwargs)
     assert needle in str(info.value) and "\n" not in str(info.value)
     assert sizes == []

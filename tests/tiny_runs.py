@@ -66,3 +66,22 @@ def save_tiny_v2a(folder: Path, steps: int = 2) -> Path:
     pipe.sampling_defaults = {"num_inference_steps": steps, "guidance_scale": 1.0}
     pipe.save_pretrained(folder)
     return folder
+
+
+class CallKwargs:
+    """The keyword argument `name` of each call of `module`, as a list (a forward pre-hook):
+    `with CallKwargs(pipe.transformer, "patch_size") as sizes: pipe(...)`. Tensors become lists."""
+
+    def __init__(self, module, name: str):
+        self.module, self.name, self.values = module, name, []
+
+    def __enter__(self) -> list:
+        def hook(module, args, kwargs):
+            value = kwargs.get(self.name)
+            self.values.append(value.tolist() if hasattr(value, "tolist") else value)
+
+        self.handle = self.module.register_forward_pre_hook(hook, with_kwargs=True)
+        return self.values
+
+    def __exit__(self, *exc):
+        self.handle.remove()

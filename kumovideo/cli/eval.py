@@ -25,6 +25,7 @@ from pathlib import Path
 
 from kumovideo.cli import args as flags
 from kumovideo.cli.eval_common import (  # noqa: F401 (eval_captions: imported from here by tests)
+    add_output_args,
     check_motion_conditioning,
     eval_captions,
     model_clip,
@@ -55,10 +56,7 @@ def register(sub) -> None:
     q.add_argument("--seed", type=int, default=2024, help="caption and noise seed (default 2024: the test captions)")
     flags.add_steps_arg(q)
     flags.add_guidance_args(q)
-    q.add_argument("--batch-size", type=int, default=8, help="clips generated per pipeline call")
-    q.add_argument("--out", default="outputs/eval-shapes", help="folder for contact_sheet.png and results.json")
-    q.add_argument("--json", action="store_true", help="print the summary as JSON")
-    q.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available, else cpu)")
+    add_output_args(q, "outputs/eval-shapes")
     q.add_argument(
         "--reference",
         choices=["render", "vae"],

@@ -8,6 +8,14 @@ from pathlib import Path
 from kumovideo.utils.errors import KumoInputError
 
 
+def add_output_args(q, default_out: str) -> None:
+    """--batch-size, --out, --json and --device: how every `kumo eval` command runs and reports."""
+    q.add_argument("--batch-size", type=int, default=8, help="clips generated per pipeline call")
+    q.add_argument("--out", default=default_out, help="folder for contact_sheet.png and results.json")
+    q.add_argument("--json", action="store_true", help="print the summary as JSON")
+    q.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available, else cpu)")
+
+
 def resolve_model(args) -> Path:
     """The pipeline folder of --model (default: the built-in model, or its Turbo with --turbo)."""
     from kumovideo.builtin import builtin_model_dir

@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 from kumovideo.cli import args as flags
+from kumovideo.cli.eval_common import add_output_args
 from kumovideo.cli.reports import percent, write_results
 from kumovideo.utils.errors import KumoInputError
 from kumovideo.utils.paths import check_output_folder
@@ -47,10 +48,7 @@ def register(esub) -> None:
     )
     flags.add_steps_arg(q, help="denoising steps (default: the model's)")
     flags.add_guidance_args(q)
-    q.add_argument("--batch-size", type=int, default=8, help="clips generated per pipeline call")
-    q.add_argument("--out", default="outputs/eval-motion", help="folder for contact_sheet.png and results.json")
-    q.add_argument("--json", action="store_true", help="print the summary as JSON")
-    q.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available, else cpu)")
+    add_output_args(q, "outputs/eval-motion")
     q.add_argument(
         "--reference",
         choices=["render"],
