@@ -211,6 +211,10 @@ def test_restart_keeps_jobs_and_fails_interrupted_ones(models, tmp_path):
         ({"prompt": "p", "guidance_scale": 1000}, "guidance_scale"),
         ({"prompt": "p", "guidance_scale": "strong"}, "guidance_scale"),
         ({"prompt": "p", "turbo": "maybe"}, "turbo"),
+        ({"prompt": "p", "model": TURBO, "motion_score": 20}, "motion_score"),  # Turbo has no motion conditioning
+        ({"prompt": "p", "model": TURBO, "multiscale": True}, "multiscale"),  # nor a coarse scale
+        ({"prompt": "p", "motion_score": "fast"}, "motion_score"),
+        ({"prompt": "p", "multiscale": "maybe"}, "multiscale"),
     ],
 )
 def test_bad_create_is_400_naming_the_field(client, body, param):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from kumovideo.geometry import ClipGeometry
 from kumovideo.pipelines import checks
@@ -39,6 +39,11 @@ class ModelInfo:
     steps: int  # the checkpoint's recommended sampling
     guidance: float
     train_timesteps: int
+    # Lumina-Video's additions where the model has them (docs/lumina.md); the request checks
+    # read the transformer's config (multiscale_patch_sizes, motion_conditioning) and defaults.
+    transformer_config: dict = field(default_factory=dict)
+    multiscale_split: float = checks.DEFAULT_MULTISCALE_SPLIT
+    motion_score_range: tuple[float, float] | None = None
 
 
 def bad(param: str, message: str, code: str = "invalid_value") -> ApiError:
@@ -157,8 +162,26 @@ def parse_create(fields: dict, models: dict[str, ModelInfo], default: str, limit
     guidance = _checked(
         "guidance_scale", check_real, guidance, "guidance_scale", low=0, high=limits.max_guidance, above_low=False
     )
+    multiscale = _bool(fields.get("multiscale", False), "multiscale")
+    _checked(
+        "multiscale",
+        checks.check_multiscale,
+        model.transformer_config,
+        model.geometry,
+        height,
+        width,
+        multiscale,
+        model.multiscale_split if multiscale else None,
+        what=model.name,
+    )
+    motion_score = fields.get("motion_score")
+    motion_score = None if motion_score in (None, "") else _number_from_form(motion_score, float)
+    _checked("motion_score", checks.check_motion_score, model.transformer_config, motion_score, what=model.name)
+    motion_score = checks.clamp_motion_score(motion_score, model.motion_score_range)
     return {
         "model": model.name,
+        "multiscale": multiscale,
+        "motion_score": motion_score,
         "prompt": prompt,
         "negative_prompt": negative,
         "seconds": seconds,

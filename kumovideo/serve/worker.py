@@ -57,6 +57,9 @@ def load_models(folders: dict[str, Path], device="cpu") -> tuple[dict, dict[str,
             steps=sampling["num_inference_steps"],
             guidance=float(sampling["guidance_scale"]),
             train_timesteps=pipe.scheduler.config.num_train_timesteps,
+            transformer_config=dict(pipe.transformer.config),
+            multiscale_split=pipe.multiscale_split,
+            motion_score_range=pipe.motion_score_range,
         )
     return pipes, infos
 
@@ -81,6 +84,8 @@ def generate(pipe, spec: dict, on_step=None):
         num_inference_steps=spec["steps"],
         guidance_scale=spec["guidance_scale"],
         generator=torch.Generator(device="cpu").manual_seed(spec["seed"]),
+        multiscale=spec.get("multiscale", False),
+        motion_score=spec.get("motion_score"),
         output_type="pt",
         callback_on_step_end=callback,
     ).frames[0]
