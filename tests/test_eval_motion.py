@@ -73,7 +73,7 @@ def test_eval_motion_reference_renders_rank_with_their_scores(tmp_path, capsys):
     results = read_results(out)
     summary = results["summary"]
     assert summary["spearman"] > 0.9 and summary["per_caption_spearman_mean"] > 0.9
-    assert summary["scores"] == [10.0, 15.0, 20.0, 25.0, 30.0] and summary["scores_from"] == "shapes_world"
+    assert summary["scores"] == [10.0, 15.0, 20.0, 25.0, 30.0] and summary["scores_from"] == "model"  # its range
     assert summary["n"] == 4 and summary["clips"] == 24 and summary["spearman_clips"] == 20
     for row in summary["per_score"]:  # the built-in models' score: 20 m at 17 frames, 8 fps
         assert row["motion_amount_mean"] == pytest.approx(row["score"] / 20, abs=0.1)
@@ -89,7 +89,8 @@ def test_eval_motion_reference_renders_rank_with_their_scores(tmp_path, capsys):
 
 def test_eval_motion_refuses_a_model_without_motion_conditioning(tmp_path, capsys):
     out = tmp_path / "motion"
-    assert main(["eval", "motion", "--n", "2", "--out", str(out)]) == 2
+    plain = builtin_model_dir(turbo=True)  # the Turbo model: distilled before motion conditioning
+    assert main(["eval", "motion", "--model", str(plain), "--n", "2", "--out", str(out)]) == 2
     lines = error_lines(capsys)
     assert len(lines) == 1 and lines[0].startswith("kumo: error: "), lines
     assert "motion_conditioning: true" in lines[0]
@@ -181,8 +182,8 @@ def test_eval_shapes_reference_renders_at_any_aspect(tmp_path, capsys):
     [
         (["--width", "100"], "--width 100 is not a ShapesWorld frame side"),
         (["--width", "160"], "outside the aspect ratios"),
-        (["--motion-score", "20"], "no motion_conditioning"),
-        (["--multiscale"], "multiscale_patch_sizes"),
+        (["--turbo", "--motion-score", "20"], "no motion_conditioning"),  # Turbo: distilled before them
+        (["--turbo", "--multiscale"], "multiscale_patch_sizes"),
         (["--multiscale-split", "0.5"], "needs --multiscale"),
         (["--multiscale", "--multiscale-split", "1.5"], "in (0, 1]"),
         (["--reference", "render", "--motion-score", "20"], "leave out with --reference"),

@@ -5,6 +5,7 @@ queued, nothing is generated)."""
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 import time
@@ -333,3 +334,16 @@ def test_serving_devices():
     if not torch.cuda.is_available():
         with pytest.raises(KumoInputError, match="no CUDA GPU"):
             serving_devices("cuda:0,cuda:1")
+
+
+def test_lumina_fields_reach_the_job_spec(models, tmp_path):
+    """The built-in model is multi-scale and motion-conditioned: both fields are taken, the score
+    clamped to its trained range, and kept with the job."""
+    pipes, infos = models
+    store = JobStore(tmp_path)
+    with TestClient(create_app(store, pipes, infos, start_worker=False)) as client:
+        response = client.post("/v1/videos", json={"prompt": "p", "multiscale": True, "motion_score": 99})
+        assert response.status_code == 200, response.text
+        spec = store.get(response.json()["id"])["spec"]
+    spec = json.loads(spec) if isinstance(spec, str) else spec
+    assert spec["multiscale"] is True and spec["motion_score"] == 30.0
