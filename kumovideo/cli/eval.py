@@ -28,6 +28,7 @@ from kumovideo.cli.eval_common import (  # noqa: F401 (eval_captions: imported f
     add_output_args,
     check_motion_conditioning,
     eval_captions,
+    generate_clips,
     model_clip,
     reference_clips,
     resolve_model,
@@ -165,23 +166,22 @@ def run(args) -> int:
     start = time.perf_counter()
     for i in tqdm(range(0, len(captions), args.batch_size), desc="eval shapes", unit="batch"):
         batch = captions[i : i + args.batch_size]
-        generators = [torch.Generator().manual_seed(args.seed + i + j) for j in range(len(batch))]
         if args.reference:
             out = reference_clips(pipe, batch, size, frames, args.seed + i, args.reference == "vae", width, height)
         else:
-            out = pipe(
+            out = generate_clips(
+                pipe,
                 batch,
-                num_frames=frames,
-                height=height,
-                width=width,
+                args.seed + i,
+                frames,
+                height,
+                width,
                 num_inference_steps=steps,
                 guidance_scale=guidance,
                 guidance_rescale=guidance_rescale,
-                generator=generators,
-                output_type="pt",
                 sampler="scheduler" if args.sampler == "default" else "renoise",
                 **extras,
-            ).frames
+            )
         for text, video in zip(batch, out):
             frames_u8 = frames_to_uint8(video)
             clips.append(frames_u8)

@@ -113,3 +113,15 @@ def reference_clips(
             z = vae.encode(video.permute(0, 2, 1, 3, 4).to(vae.device, vae.dtype)).latent_dist.mode()
             video = vae.decode(z).sample.permute(0, 2, 1, 3, 4).float().cpu()
     return ((video + 1) / 2).clamp(0, 1)
+
+
+def generate_clips(pipe, captions: list[str], first_seed: int, num_frames: int, height: int, width: int, **call):
+    """The pipeline's clips of `captions` as video in [0, 1], (B, F, 3, H, W): caption j with
+    the seed `first_seed + j`; `call` holds the sampling settings (steps, guidance, sampler,
+    Lumina-Video's switches), passed to the pipeline as they are."""
+    import torch
+
+    generators = [torch.Generator().manual_seed(first_seed + j) for j in range(len(captions))]
+    return pipe(
+        captions, num_frames=num_frames, height=height, width=width, generator=generators, output_type="pt", **call
+    ).frames

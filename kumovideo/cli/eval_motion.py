@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 from kumovideo.cli import args as flags
-from kumovideo.cli.eval_common import add_output_args
+from kumovideo.cli.eval_common import add_output_args, generate_clips
 from kumovideo.cli.reports import percent, write_results
 from kumovideo.utils.errors import KumoInputError
 from kumovideo.utils.paths import check_output_folder
@@ -280,19 +280,18 @@ def run(args) -> int:
             out = reference_clips(None, batch, size, num_frames, args.seed + i, False, width, height, m)
         else:
             # Caption i has seed --seed + i at every score: only the score differs.
-            generators = [torch.Generator().manual_seed(args.seed + i + j) for j in range(len(batch))]
-            out = pipe(
+            out = generate_clips(
+                pipe,
                 batch,
-                num_frames=num_frames,
-                height=height,
-                width=width,
+                args.seed + i,
+                num_frames,
+                height,
+                width,
                 num_inference_steps=steps,
                 guidance_scale=guidance,
                 guidance_rescale=guidance_rescale,
-                generator=generators,
-                output_type="pt",
                 **({} if score is None else {"motion_score": score}),
-            ).frames
+            )
         for j, (text, video) in enumerate(zip(batch, out)):
             frames = frames_to_uint8(video)
             result = judge_clip(frames, text)
