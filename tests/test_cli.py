@@ -77,7 +77,7 @@ def test_generate_writes_a_9_frame_mp4(model, tmp_path, capsys):
     # Says where it wrote and how long it took; shows a progress bar over the 4 steps.
     assert f"wrote {out}" in captured.out and " s" in captured.out.split(" in ")[-1]
     assert "4/4" in captured.err
-    assert "kumo: decoding 9 frames of 48x64 with the VAE" in captured.err  # the decode has no bar of its own
+    assert "kumo: decoding 9 frames of 64x48 with the VAE" in captured.err  # the decode has no bar of its own
     assert not list(tmp_path.glob(".*"))  # no temp file left beside the clip
 
 

@@ -258,7 +258,7 @@ def check_fits_in_memory(frames: int, height: int, width: int) -> None:
     needed = frames * height * width * 3 * 4
     if total and needed > total:
         raise KumoInputError(
-            f"a {frames}-frame {height}x{width} clip needs over {needed / 2**30:.0f} GiB "
+            f"a {frames}-frame {width}x{height} clip needs over {needed / 2**30:.0f} GiB "
             f"for its decoded frames alone, more than this machine's {total / 2**30:.0f} GiB; "
             "ask for fewer frames or a smaller size"
         )
@@ -299,7 +299,7 @@ def announce_decode(frames: int, height: int, width: int):
         if step == pipe._num_timesteps - 1:
             from tqdm.auto import tqdm  # writes above the step bar instead of through it
 
-            tqdm.write(f"kumo: decoding {frames} frames of {height}x{width} with the VAE ...", file=sys.stderr)
+            tqdm.write(f"kumo: decoding {frames} frames of {width}x{height} with the VAE ...", file=sys.stderr)
         return {}
 
     return callback
@@ -451,7 +451,7 @@ def run(args) -> int:
     sound = " with sound" if soundtrack else ""
     if conditioning is not None and conditioning.interpolate:
         sound += f", interpolated x{conditioning.interpolate}"
-    print(f"wrote {output} ({frames} frames, {height}x{width}, {fps} fps, {steps} steps{sound}) in {elapsed:.1f} s")
+    print(f"wrote {output} ({frames} frames, {width}x{height}, {fps} fps, {steps} steps{sound}) in {elapsed:.1f} s")
     return 0
 
 
