@@ -169,12 +169,16 @@ class ClipGeometry:
                 f"num_frames={num_frames} gives {latent_frames} latent frames, but the 3D causal VAE decodes only an "
                 f"odd number of them (num_frames = {step}k+1); {nearest}"
             )
+        self.check_sides(height, width, f"VAE {self.spatial}x times patch {self.patch}")
+
+    def check_sides(self, height: int, width: int, why: str) -> None:
+        """Raise KumoInputError, suggesting the nearest valid sides, unless both are multiples
+        of `side_multiple`; `why` says what makes it that multiple."""
         for name, value in (("height", height), ("width", width)):
             if not self.is_valid_side(value):
                 lower, upper = self.nearest_sides(value)
                 raise KumoInputError(
-                    f"{name}={value} is not a multiple of {self.side_multiple} (VAE {self.spatial}x times patch "
-                    f"{self.patch}); use {lower} or {upper}"
+                    f"{name}={value} is not a multiple of {self.side_multiple} ({why}); use {lower} or {upper}"
                 )
 
 

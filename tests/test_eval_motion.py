@@ -108,6 +108,22 @@ def test_eval_motion_refuses_bad_scores(tmp_path, capsys, scores, complaint):
     assert len(lines) == 1 and complaint in lines[0], lines
 
 
+@pytest.mark.parametrize(
+    "recorded, complaint",
+    [([20.0, 20.0], "0 <= low < high; fix it or pass --scores"), ([30.0, 10.0], "low <= high; fix or remove it")],
+)
+def test_eval_motion_refuses_a_range_it_cannot_spread_scores_over(tmp_path, capsys, recorded, complaint):
+    folder = tmp_path / "model"
+    shutil.copytree(builtin_model_dir(), folder)
+    defaults = json.loads((folder / "kumo_defaults.json").read_text())
+    (folder / "kumo_defaults.json").write_text(json.dumps({**defaults, "motion_score_range": recorded}))
+    out = tmp_path / "motion"
+    assert main(["eval", "motion", "--model", str(folder), "--n", "2", "--out", str(out)]) == 2
+    lines = error_lines(capsys)
+    assert len(lines) == 1 and lines[0].startswith("kumo: error: ") and complaint in lines[0], lines
+    assert not out.exists()
+
+
 def test_eval_motion_generates_each_caption_at_every_score_with_one_seed(tmp_path, lumina_model, pipeline_calls):
     out = tmp_path / "motion"
     argv = ["eval", "motion", "--model", str(lumina_model), "--n", "2", "--steps", "1", "--batch-size", "2"]

@@ -76,17 +76,12 @@ def parse_scores(text: str) -> list[float]:
 
 
 def score_range(folder: Path, defaults: dict) -> tuple[float, float] | None:
-    """The model's motion_score_range [low, high] (kumo_defaults.json), checked; None if absent."""
+    """The model's motion_score_range [low, high] (kumo_defaults.json, whose form
+    `read_sampling_defaults` has checked), spread over only when low < high; None if absent."""
     value = defaults.get("motion_score_range")
     if value is None:
         return None
-    ok = (
-        isinstance(value, list)
-        and len(value) == 2
-        and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value)
-        and 0 <= value[0] < value[1]
-    )
-    if not ok:
+    if not 0 <= value[0] < value[1]:
         raise KumoInputError(
             f"{folder / 'kumo_defaults.json'}: motion_score_range is {value!r}, but must be [low, high] with "
             "0 <= low < high; fix it or pass --scores"

@@ -199,14 +199,16 @@ def check_lumina_model(args, folder: Path, defaults: dict) -> dict:
         _, default_height, default_width = geometry.sample_clip(config)
         split = args.multiscale_split
         if split is None:  # as the pipeline resolves it
-            split = defaults.get("multiscale_split", checks.DEFAULT_MULTISCALE_SPLIT)
+            split = checks.default_multiscale_split(defaults)
         checks.check_multiscale(
             config, geometry, args.height or default_height, args.width or default_width, True, split, what
         )
         extras.update(multiscale=True, multiscale_split=split)
     if args.motion_score is not None:
         checks.check_motion_score(config, args.motion_score, what)
-        extras["motion_score"] = checks.clamp_motion_score(args.motion_score, defaults.get("motion_score_range"))
+        extras["motion_score"] = checks.clamp_motion_score(
+            args.motion_score, checks.recorded_range(defaults, "motion_score_range")
+        )
     return extras
 
 

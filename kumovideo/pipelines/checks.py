@@ -224,13 +224,22 @@ def check_multiscale(
         )
     coarsest = max(sizes)
     coarse = dataclasses.replace(geometry, patch=coarsest)
-    for name, value in (("height", height), ("width", width)):
-        if not coarse.is_valid_side(value):
-            lower, upper = coarse.nearest_sides(value)
-            raise KumoInputError(
-                f"{name}={value} is not a multiple of {coarse.side_multiple} (VAE {geometry.spatial}x times the "
-                f"coarsest patch {coarsest}), which multi-scale sampling needs; use {lower} or {upper}"
-            )
+    coarse.check_sides(
+        height, width, f"VAE {geometry.spatial}x times the coarsest patch {coarsest}, which multi-scale sampling needs"
+    )
+
+
+def default_multiscale_split(sampling_defaults: dict) -> float:
+    """The share of the steps at the coarse scale when a call leaves it out: the checkpoint's
+    kumo_defaults.json `multiscale_split`, else DEFAULT_MULTISCALE_SPLIT."""
+    return sampling_defaults.get("multiscale_split", DEFAULT_MULTISCALE_SPLIT)
+
+
+def recorded_range(sampling_defaults: dict, key: str) -> tuple[float, float] | None:
+    """A [low, high] a checkpoint recorded in kumo_defaults.json (`motion_score_range`,
+    `aspect_range`) as a pair, or None when it has none."""
+    recorded = sampling_defaults.get(key)
+    return None if recorded is None else (recorded[0], recorded[1])
 
 
 def coarse_steps(num_steps: int, split: float) -> int:

@@ -157,21 +157,19 @@ class KumoPipeline(DiffusionPipeline):
     def multiscale_split(self) -> float:
         """The share of the steps multi-scale sampling runs at the coarsest scale when a call
         leaves it out: the checkpoint's kumo_defaults.json `multiscale_split`, else 0.5."""
-        return self.sampling_defaults.get("multiscale_split", checks.DEFAULT_MULTISCALE_SPLIT)
+        return checks.default_multiscale_split(self.sampling_defaults)
 
     @property
     def motion_score_range(self) -> tuple[float, float] | None:
         """The motion scores the model was trained on (kumo_defaults.json `motion_score_range`,
         [low, high]); a call's score outside it is clamped with a warning. None: not recorded."""
-        recorded = self.sampling_defaults.get("motion_score_range")
-        return None if recorded is None else (recorded[0], recorded[1])
+        return checks.recorded_range(self.sampling_defaults, "motion_score_range")
 
     @property
     def aspect_range(self) -> tuple[float, float] | None:
         """The width / height ratios the model was trained at (kumo_defaults.json `aspect_range`);
         a call outside it warns. None: not recorded (no warning)."""
-        recorded = self.sampling_defaults.get("aspect_range")
-        return None if recorded is None else (recorded[0], recorded[1])
+        return checks.recorded_range(self.sampling_defaults, "aspect_range")
 
     def resolve_call_defaults(self, **settings) -> dict:
         """`settings` with every None among height, width, num_frames, num_inference_steps,
