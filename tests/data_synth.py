@@ -473,3 +473,20 @@ if __name__ == "__main__":
         f"with one; false alarms {res['overlay_false_alarms']:.3f} of {res['clean_clips']} without"
     )
     print(f"dynamic score: static below moving in {res['static_below_moving']:.3f} of {res['pairs']} pairs")
+
+
+def tiny_vae():
+    """A random-weight CogVideoX VAE of the published layout (8x spatial, 4x temporal, 4 latent
+    channels) at the smallest widths, seeded: what the data and cache tests encode with."""
+    import torch
+    from diffusers import AutoencoderKLCogVideoX
+
+    torch.manual_seed(0)
+    return AutoencoderKLCogVideoX(
+        block_out_channels=(8, 8, 16, 16),
+        latent_channels=4,
+        layers_per_block=1,
+        norm_num_groups=4,
+        down_block_types=("CogVideoXDownBlock3D",) * 4,
+        up_block_types=("CogVideoXUpBlock3D",) * 4,
+    ).eval()

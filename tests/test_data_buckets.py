@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import pytest
 from cli_checks import assert_one_line_error
-from data_synth import write_video
+from data_synth import tiny_vae, write_video
 
 from kumovideo.cli import main
 from kumovideo.data.pipeline.config import config_from_dict
@@ -35,7 +35,6 @@ def disc_frames(width: int, height: int, n: int = 5) -> list[np.ndarray]:
 @pytest.fixture(scope="module")
 def work(tmp_path_factory):
     """A cut folder with the three clips and their clips.jsonl, and a tiny CogVideoX VAE."""
-    from diffusers import AutoencoderKLCogVideoX
 
     root = tmp_path_factory.mktemp("buckets")
     cut = root / "cut"
@@ -46,14 +45,7 @@ def work(tmp_path_factory):
         entry = {"id": name, "file": f"{name}.mp4", "caption": f"a disc, {name}", "status": "ok"}
         entries.append({**entry, "motion_score": 5.0 + i, "out_frames": 5, "out_width": w, "out_height": h})
     (cut / "clips.jsonl").write_text("".join(json.dumps(e) + "\n" for e in entries))
-    AutoencoderKLCogVideoX(
-        block_out_channels=(8, 8, 16, 16),
-        latent_channels=4,
-        layers_per_block=1,
-        norm_num_groups=4,
-        down_block_types=("CogVideoXDownBlock3D",) * 4,
-        up_block_types=("CogVideoXUpBlock3D",) * 4,
-    ).save_pretrained(root / "vae")
+    tiny_vae().save_pretrained(root / "vae")
     return root
 
 

@@ -7,7 +7,7 @@ import re
 
 import pytest
 from cli_checks import assert_one_line_error as _one_line_error
-from data_synth import ClipSpec, build_video, write_bad_inputs
+from data_synth import ClipSpec, build_video, tiny_vae, write_bad_inputs
 
 from kumovideo.cli import main
 from kumovideo.data.pipeline.config import RANGES, DataConfig, config_from_dict, load_config
@@ -40,14 +40,7 @@ def test_scan_filter_cut_encode(raw, capsys):
     from diffusers import AutoencoderKLCogVideoX
 
     vae_dir = raw / "vae"
-    AutoencoderKLCogVideoX(
-        block_out_channels=(8, 8, 16, 16),
-        latent_channels=4,
-        layers_per_block=1,
-        norm_num_groups=4,
-        down_block_types=("CogVideoXDownBlock3D",) * 4,
-        up_block_types=("CogVideoXUpBlock3D",) * 4,
-    ).save_pretrained(vae_dir)
+    tiny_vae().save_pretrained(vae_dir)
     cfg = raw / "cfg.yaml"
     cfg.write_text("filter:\n  min_seconds: 1.0\n")
     manifest, clips = raw / "manifest.jsonl", raw / "clips.jsonl"

@@ -6,25 +6,12 @@ import json
 
 import pytest
 import torch
-from data_synth import ClipSpec, render_clip, write_video
-from diffusers import AutoencoderKLCogVideoX
+from data_synth import ClipSpec, render_clip, tiny_vae, write_video
 from safetensors import safe_open
 
 from kumovideo.data.pipeline.config import EncodeConfig
 from kumovideo.data.pipeline.encode import LatentShardDataset, encode_clips, frames_for_vae, read_clip
 from kumovideo.data.pipeline.manifest import atomic_write_jsonl
-
-
-def tiny_vae():
-    torch.manual_seed(0)
-    return AutoencoderKLCogVideoX(
-        block_out_channels=(8, 8, 16, 16),
-        latent_channels=4,
-        layers_per_block=1,
-        norm_num_groups=4,
-        down_block_types=("CogVideoXDownBlock3D",) * 4,
-        up_block_types=("CogVideoXUpBlock3D",) * 4,
-    ).eval()
 
 
 @pytest.fixture(scope="module")

@@ -25,6 +25,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from cli_checks import assert_one_line_error
+from data_synth import tiny_vae
 from safetensors.torch import load_file
 from tiny_runs import dit_config_file, tiny_dit_settings, write_config
 
@@ -678,19 +679,11 @@ def test_train_config_file_errors_exit_2_with_one_line(tmp_path, capsys):
     assert main(["train", "export", "--config", str(good), "--out", str(tmp_path / "e")]) == 2
     assert_one_line_error(capsys, "kumo train export takes a dit, turbo or v2a config, not 'vae'")
     # A VAE folder without config.json, and one with pickled weights only (never loaded).
-    from diffusers import AutoencoderKLCogVideoX
 
     (tmp_path / "v").mkdir()
     assert main(["train", "cache-latents", "--vae", str(tmp_path / "v"), "--out", str(tmp_path / "c")]) == 2
     assert_one_line_error(capsys, "is not a VAE folder (no config.json)")
-    AutoencoderKLCogVideoX(
-        block_out_channels=(8, 8, 16, 16),
-        latent_channels=4,
-        layers_per_block=1,
-        norm_num_groups=4,
-        down_block_types=("CogVideoXDownBlock3D",) * 4,
-        up_block_types=("CogVideoXUpBlock3D",) * 4,
-    ).save_pretrained(tmp_path / "v", safe_serialization=False)
+    tiny_vae().save_pretrained(tmp_path / "v", safe_serialization=False)
     assert main(["train", "cache-latents", "--vae", str(tmp_path / "v"), "--out", str(tmp_path / "c")]) == 2
     assert_one_line_error(capsys, "has no .safetensors weights")
     assert not (tmp_path / "e").exists()
