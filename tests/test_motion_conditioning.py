@@ -10,25 +10,16 @@ import logging
 import pytest
 import torch
 from cli_checks import assert_one_line_error
-from tiny_runs import CallKwargs
+from tiny_runs import CallKwargs, perturbed, tiny_pipeline_pair
 
 from kumovideo.cli import main
 from kumovideo.models.transformer_kumo import KumoTransformer3DModel, expand_for_multiscale, madit_from_preset
-from kumovideo.pipelines.factory import build_pipeline
 from kumovideo.pipelines.loading import read_sampling_defaults
 from kumovideo.utils.errors import KumoInputError
 
 pytestmark = pytest.mark.usefixtures("one_thread_per_module")
 
 C = 4  # kumo-tiny latent channels
-
-
-def perturbed(model: KumoTransformer3DModel, seed: int = 0) -> KumoTransformer3DModel:
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * 0.05)
-    return model.eval()
 
 
 def inputs(batch: int = 2):
@@ -131,13 +122,7 @@ def test_motion_and_scales_together_and_saved(base, tmp_path):
 @pytest.fixture(scope="module")
 def pipes():
     """(tiny pipeline without motion conditioning, one with it, its embedding trained-looking)."""
-    plain = build_pipeline("kumo-tiny", seed=0)
-    perturbed(plain.transformer)
-    moving = build_pipeline("kumo-tiny", seed=0)
-    moving.transformer = wake_motion(expand_for_multiscale(plain.transformer, None, motion_conditioning=True)).eval()
-    for p in (plain, moving):
-        p.set_progress_bar_config(disable=True)
-    return plain, moving
+    return tiny_pipeline_pair(lambda t: wake_motion(expand_for_multiscale(t, None, motion_conditioning=True)))
 
 
 def sample(pipe, **kwargs):

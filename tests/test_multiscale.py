@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from cli_checks import assert_one_line_error
 from diffusers.models.embeddings import get_3d_sincos_pos_embed
-from tiny_runs import CallKwargs
+from tiny_runs import CallKwargs, perturbed, tiny_pipeline_pair
 
 from kumovideo.cli import main
 from kumovideo.models.transformer_kumo import (
@@ -21,22 +21,12 @@ from kumovideo.models.transformer_kumo import (
     madit_from_preset,
     multiscale_sincos_table,
 )
-from kumovideo.pipelines.factory import build_pipeline
 from kumovideo.pipelines.loading import read_sampling_defaults
 from kumovideo.utils.errors import KumoInputError
 
 pytestmark = pytest.mark.usefixtures("one_thread_per_module")
 
 C, TEXT_LEN, TEXT_DIM = 4, 16, 24  # kumo-tiny
-
-
-def perturbed(model: KumoTransformer3DModel, seed: int = 0) -> KumoTransformer3DModel:
-    """Non-trivial weights (a fresh MADiT predicts zeros: zero AdaLN gates and heads)."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * 0.05)
-    return model.eval()
 
 
 def inputs(batch: int = 2, frames: int = 3, height: int = 8, width: int = 16, seed: int = 1):
@@ -251,13 +241,7 @@ def test_save_and_load_keep_the_scales(expanded, tmp_path):
 @pytest.fixture(scope="module")
 def pipes():
     """(single-scale tiny pipeline, the same with coarse scale 4 added), perturbed weights."""
-    plain = build_pipeline("kumo-tiny", seed=0)
-    perturbed(plain.transformer)
-    multi = build_pipeline("kumo-tiny", seed=0)
-    multi.transformer = expand_for_multiscale(plain.transformer, [4]).eval()
-    for p in (plain, multi):
-        p.set_progress_bar_config(disable=True)
-    return plain, multi
+    return tiny_pipeline_pair(lambda transformer: expand_for_multiscale(transformer, [4]))
 
 
 def sample(pipe, **kwargs):

@@ -85,3 +85,29 @@ class CallKwargs:
 
     def __exit__(self, *exc):
         self.handle.remove()
+
+
+def perturbed(model, seed: int = 0):
+    """`model` with every weight set to N(0, 0.05²) from `seed`, in eval mode: non-trivial
+    outputs (a fresh MADiT predicts zeros: zero AdaLN gates and heads)."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.05)
+    return model.eval()
+
+
+def tiny_pipeline_pair(change):
+    """(a tiny pipeline with perturbed weights, the same pipeline whose transformer is
+    `change(that transformer)`), progress bars off: a model and its expanded twin."""
+    from kumovideo.pipelines.factory import build_pipeline
+
+    plain = build_pipeline("kumo-tiny", seed=0)
+    perturbed(plain.transformer)
+    other = build_pipeline("kumo-tiny", seed=0)
+    other.transformer = change(plain.transformer).eval()
+    for pipe in (plain, other):
+        pipe.set_progress_bar_config(disable=True)
+    return plain, other
