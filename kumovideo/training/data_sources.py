@@ -79,6 +79,7 @@ class LatentSource:
         self.shard = shard or DataShard(runtime.rank, runtime.world_size)
         self.geometry = ClipGeometry.from_configs(vae.config)
         self._caches = {}
+        self._buckets = {}
 
     def _cache(self, path: str):
         """The cache at `path` and the indices of its clips this run may train on."""
@@ -93,13 +94,17 @@ class LatentSource:
         return self._caches[path]
 
     def buckets(self, path: str) -> list[tuple[tuple[int, ...], list[int]]]:
-        """The usable clips of a cache grouped by latent shape (C, F, h, w), in a fixed order:
-        one group for a one-size cache, one per aspect bucket for a bucketed one."""
-        cache, usable = self._cache(path)
-        groups: dict[tuple[int, ...], list[int]] = {}
-        for i in usable:
-            groups.setdefault(tuple(cache.clips[i]["shape"]), []).append(i)
-        return sorted(groups.items())
+        """The usable clips of a cache grouped by latent shape (C, F, h, w) (its
+        `indices_by_shape`), in a fixed order: one group for a one-size cache, one per aspect
+        bucket for a bucketed one. Grouped once per cache, not per step."""
+        if path not in self._buckets:
+            cache, usable = self._cache(path)
+            trained = set(usable)
+            groups = (
+                (shape, [i for i in members if i in trained]) for shape, members in cache.indices_by_shape().items()
+            )
+            self._buckets[path] = sorted((shape, members) for shape, members in groups if members)
+        return self._buckets[path]
 
     def frames_cache(self, path: str):
         """The cache at `path`, refused in one line unless it keeps frame latents (conditioning)."""

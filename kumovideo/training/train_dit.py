@@ -159,8 +159,8 @@ def step_extras(
     unless the step drops them (`motion_dropout`) or a clip has none. Returns (kwargs, coarse size)."""
     extras: dict = {}
     rng = np.random.default_rng([config.data_seed, step, 23])
-    coarse = [k for k in transformer_config.get("multiscale_patch_sizes") or [] if not latent_shape[2] % k]
-    coarse = [k for k in coarse if not latent_shape[3] % k]
+    height, width = latent_shape[2], latent_shape[3]
+    coarse = [k for k in transformer_config.get("multiscale_patch_sizes") or [] if not height % k and not width % k]
     patch_size = None
     if coarse and rng.random() < config.multiscale_prob:
         patch_size = coarse[int(rng.integers(len(coarse)))]
