@@ -217,10 +217,11 @@ def nearest_bucket(width: int, height: int, buckets: list[tuple[int, int]]) -> t
     return min(buckets, key=lambda b: (abs(math.log(b[0] / b[1]) - ratio), -b[0] * b[1]))
 
 
-def check_aspect(width: int, height: int, max_ratio: float = MAX_ASPECT) -> None:
-    """Raise KumoInputError unless width:height lies within 1:max_ratio .. max_ratio:1."""
+def check_aspect(width: int, height: int, max_ratio: float = MAX_ASPECT, what: str = "") -> None:
+    """Raise KumoInputError unless width:height lies within 1:max_ratio .. max_ratio:1; `what`
+    names the size in the message (e.g. "frame ")."""
     if not 1 / max_ratio <= width / height <= max_ratio:
         raise KumoInputError(
-            f"{width}x{height} is {width / height:.2f}:1, outside the aspect ratios "
+            f"{what}{width}x{height} is {width / height:.2f}:1, outside the aspect ratios "
             f"1:{max_ratio:g} .. {max_ratio:g}:1; choose a width and height within twice each other"
         )

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
+from kumovideo.geometry import check_aspect
 from kumovideo.utils.errors import KumoInputError
 
 # ----------------------------------------------------------------------------------------
@@ -87,7 +88,6 @@ RADIUS_SCALES: dict[str, tuple[float, float]] = {
 
 # v1.1 "Motion amount": m scales travel (0.40 m W or H) and growth (0.7 r -> (0.7 + 0.8 m) r).
 MOTION_AMOUNT_RANGE = (0.5, 1.5)
-MAX_ASPECT = 2.0  # v1.1 "Frame size": W:H within 1:2 .. 2:1
 
 
 def radius_scales(motion: str, motion_amount: float = 1.0) -> tuple[float, float]:
@@ -194,11 +194,7 @@ def frame_size(size: int, width: int | None = None, height: int | None = None) -
     width, height = width or size, height or size
     check_size(width)
     check_size(height)
-    if not 1 / MAX_ASPECT <= width / height <= MAX_ASPECT:
-        raise KumoInputError(
-            f"frame {width}x{height} is outside ShapesWorld's aspect ratios 1:2 .. 2:1; "
-            "choose a width and height within twice each other"
-        )
+    check_aspect(width, height, what="frame ")  # v1.1 "Frame size": 1:2 .. 2:1, the aspect buckets' range
     return width, height
 
 
