@@ -102,6 +102,14 @@ class RandomTextEncoder(nn.Module):
         self.config = SimpleNamespace(d_model=dim)
         self.anchor = nn.Parameter(torch.zeros(1), requires_grad=False)  # gives .device / .dtype
 
+    @property
+    def dtype(self) -> torch.dtype:  # what DiffusionPipeline.to asks of every module
+        return self.anchor.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.anchor.device
+
     def forward(self, input_ids: torch.Tensor):
         g = torch.Generator().manual_seed(int(input_ids.long().sum()) % (2**31))
         states = torch.randn(*input_ids.shape, self.config.d_model, generator=g)

@@ -46,7 +46,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import av
 import numpy as np
 import torch
 from torch.utils.data import Dataset
@@ -99,6 +98,8 @@ def read_clip(
     to cover and centre-cropped the same way. Returns (video, fps).
     """
     frames = []
+    import av  # here, not at import: training reads latent shards on machines without PyAV
+
     with av.open(str(path)) as c:
         s = c.streams.video[0]
         fps = float(s.average_rate or 0)
