@@ -125,3 +125,25 @@ def test_kumo_interpolate_refuses_in_one_line_and_writes_nothing(tiny_frames_pip
         assert main(["interpolate", *argv, "-o", str(out)]) == 2
         assert_one_line_error(capsys, *needles)
         assert not out.exists()
+
+
+def test_eval_interpolate_reports_the_blend_and_the_vae_ceiling(tiny_frames_pipe, tmp_path, capsys, one_thread):
+    import json
+
+    from kumovideo.cli.eval_frames import _renders, vae_clip_round_trip
+    from kumovideo.evaluation.frames_metrics import in_between, linear_blend, psnr
+
+    out = tmp_path / "eval"
+    argv = ["eval", "interpolate", "--model", str(tiny_frames_pipe.folder), "--n", "2", "--steps", "1"]
+    assert main([*argv, "--out", str(out)]) == 0
+    assert "the ceiling" in capsys.readouterr().out
+    results = json.loads((out / "results.json").read_text())
+    first = results["clips"][0]
+    # The figures are of the in-between frames of the rendered clip, recomputed here.
+    render = _renders([first["caption"]], 48, 9, 2024)[0]
+    between = in_between(len(render), 4)
+    assert first["blend_psnr"] == pytest.approx(psnr(linear_blend(render[::4], 4)[between], render[between]))
+    ceiling = vae_clip_round_trip(tiny_frames_pipe.vae, render)
+    assert ceiling.shape == render.shape and ceiling.dtype == np.uint8
+    assert first["vae_in_between_psnr"] == pytest.approx(psnr(ceiling[between], render[between]))
+    assert results["summary"]["vae_in_between_psnr"] is not None
