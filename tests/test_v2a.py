@@ -9,7 +9,7 @@ from tiny_runs import TINY_V2A, save_tiny_v2a
 
 from kumovideo.data import shapes_world as sw
 from kumovideo.evaluation.sound_judge import judge_sound, summarise_sound
-from kumovideo.models.v2a_kumo import KumoV2AModel, expand_for_global_attention
+from kumovideo.models.v2a_kumo import KumoV2AModel
 from kumovideo.pipelines.pipeline_kumo_v2a import KumoV2APipeline
 from kumovideo.pipelines.spectrogram import audio_to_mel, mel_to_audio, num_mel_frames
 from kumovideo.utils.errors import KumoInputError
@@ -118,30 +118,6 @@ def test_model_output_depends_on_the_video_per_time_step():
     # ... with it, every frame sees the whole clip (how things changed since the start).
     assert (wide[0] - wide[1]).abs().amax(dim=1)[0][:100].min() > 0
     torch.testing.assert_close(*masked)  # the video dropped: no trace of it
-
-
-def test_global_attention_joins_the_start_and_end_of_a_soundtrack():
-    torch.manual_seed(0)
-    config = {**TINY_V2A, "context_layers": 0}
-    local = KumoV2AModel(**config).eval()
-    for p in (local.proj_out.weight, *(b.conv2.weight for b in local.blocks)):
-        torch.nn.init.normal_(p, std=0.1)
-    joined = expand_for_global_attention(local, (0,)).eval()
-    x = torch.randn(1, 32, 137)
-    t, video = torch.tensor([500]), torch.zeros(1, 17, 3, 16, 16)
-    with torch.no_grad():
-        torch.testing.assert_close(joined(x, t, video, 8.0), local(x, t, video, 8.0))  # starts as the model
-        torch.nn.init.normal_(joined.attentions["0"].attn.to_out[0].weight, std=0.1)
-        later = x.clone()
-        later[..., -8:] += 1.0  # only the soundtrack's last mel frames change
-        local_change = (local(x, t, video, 8.0) - local(later, t, video, 8.0)).abs().amax(dim=1)[0]
-        joined_change = (joined(x, t, video, 8.0) - joined(later, t, video, 8.0)).abs().amax(dim=1)[0]
-    # Beyond the convolutions' reach the first mel frames cannot hear the end; with attention they do.
-    assert local_change[:60].max() == 0 and joined_change[:60].min() > 0
-    with pytest.raises(ValueError, match="drops blocks"):
-        expand_for_global_attention(joined, ())
-    with pytest.raises(ValueError, match="block indices"):
-        KumoV2AModel(**{**config, "attention_after": (9,)})
 
 
 def test_frame_positions_follow_the_clock():

@@ -13,11 +13,7 @@
 #      from i / fps on; mel frame j is centred at j * hop / sample_rate), so a sound can
 #      follow an event in time;
 #   4. every residual block adds a projection of that per-step video feature and is
-#      scaled and shifted by the timestep embedding (FiLM);
-#   5. optionally (`attention_after`), self-attention over all mel frames after some
-#      blocks: the dilated convolutions see 57 mel frames (0.9 s) and a clip is 136, so
-#      without it the start and the end of a soundtrack are denoised apart, and a steady
-#      object's loudness drifts (docs/audio.md measures it).
+#      scaled and shifted by the timestep embedding (FiLM).
 # The spectrogram settings (sample rate, FFT, hop, mel bands, log range) live in the
 # config: the model's channels and its time alignment depend on them.
 #
@@ -29,7 +25,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from diffusers.configuration_utils import ConfigMixin, register_to_config
-from diffusers.models.attention_processor import Attention
 from diffusers.models.embeddings import TimestepEmbedding, Timesteps
 from diffusers.models.modeling_utils import ModelMixin
 
@@ -81,27 +76,6 @@ class ConditionedResBlock(nn.Module):
         return x + self.conv2(F.silu(h))
 
 
-class GlobalAttentionBlock(nn.Module):
-    """Norm -> self-attention over every time step of the clip (sine-cosine positions added
-    to queries and keys' input) -> residual. The output projection starts at zero, so a
-    trained model given this block computes what it computed before."""
-
-    def __init__(self, width: int, heads: int):
-        super().__init__()
-        self.norm = ChannelNorm(width)
-        self.position = Timesteps(width, flip_sin_to_cos=True, downscale_freq_shift=0)
-        self.attn = Attention(width, heads=heads, dim_head=width // heads, bias=True)
-        nn.init.zeros_(self.attn.to_out[0].weight)
-        nn.init.zeros_(self.attn.to_out[0].bias)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # x: (B, width, T)
-        h = self.norm(x).transpose(1, 2)  # (B, T, width)
-        index = torch.arange(h.shape[1], device=x.device, dtype=torch.float32)
-        h = h + self.position(index).to(h.dtype)
-        return x + self.attn(h).transpose(1, 2)
-
-
 class KumoV2AModel(ModelMixin, ConfigMixin):
     """Predicts v for a noisy normalised log-mel spectrogram (B, M, T), given the video
     (B, F, 3, s, s) and the video's frame rate."""
@@ -126,8 +100,6 @@ class KumoV2AModel(ModelMixin, ConfigMixin):
         time_embed_dim: int = 128,
         kernel_size: int = 5,
         dilations: tuple[int, ...] = (1, 2, 4, 1, 2, 4),
-        attention_after: tuple[int, ...] = (),  # block indices followed by self-attention over time
-        attention_heads: int = 4,
     ):
         super().__init__()
         if frame_size % 2 ** len(frame_channels):
@@ -146,13 +118,6 @@ class KumoV2AModel(ModelMixin, ConfigMixin):
         self.proj_in = nn.Conv1d(n_mels, width, 3, padding=1)
         self.blocks = nn.ModuleList(
             ConditionedResBlock(width, time_embed_dim, kernel_size, dilation) for dilation in dilations
-        )
-        bad = [i for i in attention_after if not 0 <= i < len(dilations)]
-        if bad:
-            raise ValueError(f"attention_after {bad}: block indices run from 0 to {len(dilations) - 1}")
-        # ModuleDict keys are strings: "2" is the attention after block 2
-        self.attentions = nn.ModuleDict(
-            {str(i): GlobalAttentionBlock(width, attention_heads) for i in attention_after}
         )
         self.norm_out = ChannelNorm(width)
         self.proj_out = nn.Conv1d(width, n_mels, 3, padding=1)
@@ -207,26 +172,6 @@ class KumoV2AModel(ModelMixin, ConfigMixin):
         if video_mask is not None:
             video_features = video_features * video_mask.to(sample.dtype)[:, None, None]
         h = self.proj_in(sample)
-        for i, block in enumerate(self.blocks):
+        for block in self.blocks:
             h = block(h, video_features, temb)
-            if str(i) in self.attentions:
-                h = self.attentions[str(i)](h)
         return self.proj_out(F.silu(self.norm_out(h)))
-
-
-def expand_for_global_attention(
-    model: KumoV2AModel, attention_after: tuple[int, ...], attention_heads: int | None = None
-) -> KumoV2AModel:
-    """`model` with self-attention over time after the blocks `attention_after` (a superset of
-    those it has); its weights are kept and the new blocks start as the identity (zero output
-    projections), so a fine-tune starts from what the model already does."""
-    config = {k: v for k, v in model.config.items() if not k.startswith("_")}
-    if set(config["attention_after"]) - set(attention_after):
-        raise ValueError(f"attention_after {list(attention_after)} drops blocks the model has: keep them")
-    if attention_heads and config["attention_after"] and attention_heads != config["attention_heads"]:
-        raise ValueError("attention_heads cannot change for the attention blocks the model already has")
-    config.update(attention_after=tuple(attention_after), attention_heads=attention_heads or config["attention_heads"])
-    expanded = KumoV2AModel(**config)
-    missing, unexpected = expanded.load_state_dict(model.state_dict(), strict=False)
-    assert not unexpected and all(key.startswith("attentions.") for key in missing), (missing, unexpected)
-    return expanded.to(next(model.parameters()).dtype)

@@ -21,7 +21,7 @@ import torch
 from diffusers import DDIMScheduler
 
 from kumovideo.data.shapes_world import DEFAULT_FPS, caption, is_held_out, render_clip, render_sound, sample_example
-from kumovideo.models.v2a_kumo import KumoV2AModel, expand_for_global_attention
+from kumovideo.models.v2a_kumo import KumoV2AModel
 from kumovideo.pipelines.pipeline_kumo_v2a import KumoV2APipeline
 from kumovideo.pipelines.spectrogram import audio_to_mel, frames_to_condition, num_samples_for
 from kumovideo.training.config import TrainConfig
@@ -106,29 +106,9 @@ class FootagePairs:
 
 
 def build_denoiser(config: TrainConfig) -> KumoV2AModel:
-    """A fresh KumoV2AModel(**config.v2a), or init_from's denoiser; a fine-tune may add
-    self-attention over time (`v2a: {attention_after: [...]}`), nothing else about its shape."""
-    if not config.init_from:
-        return KumoV2AModel(**config.v2a)
-    denoiser = KumoV2APipeline.from_pretrained(config.init_from).denoiser.float()  # shipped: fp16
-    changed = sorted(k for k, v in config.v2a.items() if _as_config(v) != _as_config(denoiser.config.get(k)))
-    if set(changed) - {"attention_after", "attention_heads"}:
-        raise KumoInputError(
-            f"v2a: {', '.join(changed)} differ from init_from's denoiser; a fine-tune may only add "
-            "attention_after (and attention_heads): drop the others or leave out init_from"
-        )
-    if changed:
-        try:
-            denoiser = expand_for_global_attention(
-                denoiser, tuple(config.v2a.get("attention_after", ())), config.v2a.get("attention_heads")
-            )
-        except ValueError as error:
-            raise KumoInputError(f"v2a: {error}") from None
-    return denoiser
-
-
-def _as_config(value):
-    return list(value) if isinstance(value, (list, tuple)) else value
+    if config.init_from:  # shipped folders hold fp16 weights: train in fp32
+        return KumoV2APipeline.from_pretrained(config.init_from).denoiser.float()
+    return KumoV2AModel(**config.v2a)
 
 
 def train_v2a(config: TrainConfig, runtime: Runtime, resume: bool = False, stop_after: int | None = None) -> dict:
