@@ -10,12 +10,14 @@ MODEL=${1:-kumovideo/builtin/kumo-shapes}
 OUT=${OUT:-outputs/lumina}
 SEEDS=${SEEDS:-"3001 3002 3003 3004 3005 3006 3007 3008"}
 pooled() { .venv/bin/python scripts/pooled_eval.py --a $1 --b $2; }
+# kumo eval shapes into $1 unless it already holds results.json (a stopped run resumes)
+shapes() { local out=$1; shift; [[ -f "$out/results.json" ]] || $KUMO eval shapes --model "$MODEL" "$@" --out "$out" --json > /dev/null; }
 for seed in $SEEDS; do
     # 1. multi-scale: single-scale vs the model's default split, same captions and noise
-    $KUMO eval shapes --model "$MODEL" --seed "$seed" --out "$OUT/single-$seed" --json > /dev/null
-    $KUMO eval shapes --model "$MODEL" --seed "$seed" --multiscale --out "$OUT/multiscale-$seed" --json > /dev/null
+    shapes "$OUT/single-$seed" --seed "$seed"
+    shapes "$OUT/multiscale-$seed" --seed "$seed" --multiscale
     # 2. motion: the match rate told the default motion (score 20, m = 1) vs no score
-    $KUMO eval shapes --model "$MODEL" --seed "$seed" --motion-score 20 --out "$OUT/motion20-$seed" --json > /dev/null
+    shapes "$OUT/motion20-$seed" --seed "$seed" --motion-score 20
 done
 echo "== multi-scale vs single-scale (A single, B multiscale)"; pooled "$OUT/single-*/results.json" "$OUT/multiscale-*/results.json"
 echo "== motion score 20 vs no score (A no score, B score 20)"; pooled "$OUT/single-*/results.json" "$OUT/motion20-*/results.json"
@@ -26,8 +28,7 @@ $KUMO eval motion --model "$MODEL" --n 16 --seed 2024 --out "$OUT/motion"
 # 3. any aspect: three non-square sizes on the first four draws (256 clips each) vs the square
 for size in 112x64 64x112 96x64; do
     for seed in 3001 3002 3003 3004; do
-        $KUMO eval shapes --model "$MODEL" --seed "$seed" --width "${size%x*}" --height "${size#*x}" \
-            --out "$OUT/aspect-$size-$seed" --json > /dev/null
+        shapes "$OUT/aspect-$size-$seed" --seed "$seed" --width "${size%x*}" --height "${size#*x}"
     done
     echo "== $size vs 64x64 (first four draws)"
     .venv/bin/python - "$OUT" "$size" <<'PY'
