@@ -107,12 +107,19 @@ def reference_clips(
     rng = np.random.default_rng([seed, 77])
     specs = [clip_spec_from_caption(c, rng, size, num_frames, width, height, motion_amount) for c in captions]
     video = torch.stack([frames_to_tensor(render_clip(spec)) for spec in specs])
-    if through_vae:  # (B, F, 3, H, W) -> the VAE's (B, 3, F, H, W) and back
-        vae = pipe.vae
-        with torch.no_grad():
-            z = vae.encode(video.permute(0, 2, 1, 3, 4).to(vae.device, vae.dtype)).latent_dist.mode()
-            video = vae.decode(z).sample.permute(0, 2, 1, 3, 4).float().cpu()
+    if through_vae:
+        video = vae_round_trip(pipe.vae, video)
     return ((video + 1) / 2).clamp(0, 1)
+
+
+def vae_round_trip(vae, video):
+    """Video (B, F, 3, H, W) in [-1, 1] encoded whole by the VAE (posterior mode) and decoded,
+    on the CPU in float32: what a latent model with this VAE can give back at best."""
+    import torch
+
+    with torch.no_grad():  # (B, F, 3, H, W) -> the VAE's (B, 3, F, H, W) and back
+        z = vae.encode(video.permute(0, 2, 1, 3, 4).to(vae.device, vae.dtype)).latent_dist.mode()
+        return vae.decode(z).sample.permute(0, 2, 1, 3, 4).float().cpu()
 
 
 def generate_clips(pipe, captions: list[str], first_seed: int, num_frames: int, height: int, width: int, **call):

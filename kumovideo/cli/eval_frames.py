@@ -169,17 +169,14 @@ def vae_round_trip(vae, images):
 
 
 def vae_clip_round_trip(vae, clip):
-    """A uint8 clip (F, S, S, 3) encoded whole (posterior mean) and decoded: what a latent
-    model with this VAE can give back at best, frame by frame."""
-    import torch
-
+    """A uint8 clip (F, S, S, 3) encoded whole and decoded (eval_common.vae_round_trip): the
+    ceiling of a latent model with this VAE, frame by frame."""
+    from kumovideo.cli.eval_common import vae_round_trip
+    from kumovideo.data.shapes_world import frames_to_tensor
     from kumovideo.pipelines.pipeline_kumo import frames_to_uint8
 
-    video = torch.from_numpy(clip).permute(3, 0, 1, 2)[None].float() / 127.5 - 1  # (1, 3, F, S, S)
-    with torch.no_grad():
-        z = vae.encode(video.to(vae.dtype)).latent_dist.mean
-        decoded = vae.decode(z).sample[0].permute(1, 0, 2, 3)  # (F, 3, S, S) in [-1, 1]
-    return frames_to_uint8(((decoded.float() + 1) / 2).cpu())
+    decoded = vae_round_trip(vae, frames_to_tensor(clip)[None])[0]  # (F, 3, S, S) in [-1, 1]
+    return frames_to_uint8((decoded + 1) / 2)
 
 
 def run_i2v(args) -> int:
