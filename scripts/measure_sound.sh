@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Every figure of docs/audio.md "How well it hears" and "Speed", in one run (2 CPU cores: about
-# 15 minutes).
+# Every figure of docs/audio.md "How well it hears" and "Speed", in one run (2 CPU cores, nothing
+# else running: about 6 minutes, 2026-12-04).
 #   scripts/measure_sound.sh [MODEL]   # MODEL: a V2A pipeline folder (default: the built-in model)
 # Judged: 128 held-out captions of the default draw (--seed 2025) and 128 of a fresh one
 # (--seed 4096); the judge's own check and the representation's ceiling; then the end-to-end
