@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 KUMO=${KUMO:-.venv/bin/kumo}
-MODEL=${1:-kumovideo/builtin/kumo-shapes}
+MODEL=${1:-kumovideo/builtin/kumo-shapes-lumina}
 OUT=${OUT:-outputs/lumina}
 SEEDS=${SEEDS:-"3001 3002 3003 3004 3005 3006 3007 3008"}
 pooled() { .venv/bin/python scripts/pooled_eval.py --a $1 --b $2; }

@@ -6,7 +6,7 @@
 #                                            # what scripts/train_builtin.sh makes)
 # Each step resumes where it stopped if interrupted (re-run the script). A cache encoded by another
 # VAE is refused in one line: for a new base, move runs/builtin-lumina-latents and runs/builtin-lumina
-# away first. INSTALL=1 copies the result into the package as the built-in model.
+# away first. INSTALL=1 copies the result into the package as the built-in Lumina model.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 KUMO=${KUMO:-.venv/bin/kumo}
@@ -17,6 +17,6 @@ $KUMO train cache-latents --vae "$BASE/vae" --out runs/builtin-lumina-latents --
     --buckets 64x64,96x64,64x64,64x96,64x64,112x64,64x64,64x112,64x64,128x64,64x64,64x128
 $KUMO train dit --config configs/builtin-lumina.yaml --set init_from="\"$BASE\"" --resume --threads "$THREADS"
 if [[ "${INSTALL:-0}" == 1 ]]; then
-    rm -rf kumovideo/builtin/kumo-shapes
-    cp -r runs/builtin-lumina/pipeline kumovideo/builtin/kumo-shapes
+    rm -rf kumovideo/builtin/kumo-shapes-lumina
+    cp -r runs/builtin-lumina/pipeline kumovideo/builtin/kumo-shapes-lumina
 fi

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from kumovideo.builtin import BUILTIN_DIRS, builtin_model_dir, is_trained
+from kumovideo.builtin import BUILTIN_DIRS, LUMINA_DIR, builtin_model_dir, is_trained, lumina_request
 from kumovideo.cli import main
 from kumovideo.evaluation.shapes_judge import PALETTE_NAMES, nearest_palette
 from kumovideo.pipelines import KumoPipeline, frames_to_uint8
@@ -32,8 +32,8 @@ def test_builtin_model_draws_the_named_colour_on_the_named_background(builtin, c
     video = builtin(
         prompt,
         num_frames=17,
-        height=64,
-        width=64,
+        height=128,
+        width=128,
         num_inference_steps=20,
         generator=torch.Generator().manual_seed(0),
         output_type="pt",
@@ -47,8 +47,37 @@ def test_kumo_generate_uses_the_builtin_model_by_default(tmp_path, capsys):
     out = tmp_path / "clip.mp4"
     assert main(["generate", "a blue square moves right on a gray background", "--steps", "10", "-o", str(out)]) == 0
     frames, fps = read_video(out)
-    assert frames.shape == (17, 64, 64, 3) and fps == 8
+    assert frames.shape == (17, 128, 128, 3) and fps == 8  # the spec's size
     assert "random-weight" not in capsys.readouterr().err
+
+
+def test_the_base_model_is_a_plain_128_model_and_lumina_requests_go_to_its_lumina_model(caplog):
+    """The 128x128 base was trained without motion scores or coarse patches, so it has neither
+    (scripts/drop_feature_heads.py); what only kumo-shapes-lumina was trained for goes there."""
+    config = json.loads((BUILTIN_DIRS[False] / "transformer" / "config.json").read_text())
+    assert (config["sample_height"], config["sample_width"], config["sample_frames"]) == (16, 16, 17)
+    assert not config["motion_conditioning"] and not config["multiscale_patch_sizes"]
+    assert lumina_request(False, None, None, None) is None
+    assert lumina_request(False, None, 128, 128) is None and lumina_request(False, None, 64, 64) is None
+    assert lumina_request(False, None, 128, None) is None  # the other side is the base's 128
+    assert lumina_request(False, None, 112, 64) == "a non-square size"
+    assert lumina_request(False, None, None, 64) == "a non-square size"
+    assert lumina_request(True, None, None, None) == "--multiscale"
+    assert lumina_request(False, 20.0, None, None) == "--motion-score"
+    with caplog.at_level("INFO", logger="kumovideo.builtin"):
+        assert builtin_model_dir(lumina="--motion-score") == LUMINA_DIR
+    (record,) = caplog.records
+    assert "--motion-score: using the built-in kumo-shapes-lumina" in record.getMessage()
+    assert builtin_model_dir(turbo=True, lumina="--multiscale") == BUILTIN_DIRS[True]  # Turbo refuses it later
+
+
+def test_kumo_generate_with_a_motion_score_uses_the_lumina_model(tmp_path, capsys):
+    out = tmp_path / "clip.mp4"
+    argv = ["generate", "a blue square moves right on a gray background", "--motion-score", "20", "--steps", "2"]
+    assert main([*argv, "-o", str(out)]) == 0
+    assert "the built-in kumo-shapes-lumina model" in capsys.readouterr().out
+    frames, _ = read_video(out)
+    assert frames.shape == (17, 64, 64, 3)  # kumo-shapes-lumina's size
 
 
 def read_eval(out_dir) -> dict:

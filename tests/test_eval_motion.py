@@ -7,12 +7,10 @@ import shutil
 
 import numpy as np
 import pytest
-import torch
 
-from kumovideo.builtin import builtin_model_dir, is_trained
+from kumovideo.builtin import LUMINA_DIR, builtin_model_dir, is_trained
 from kumovideo.cli import main
 from kumovideo.cli.eval_motion import spearman
-from kumovideo.models import KumoTransformer3DModel
 from kumovideo.pipelines import KumoPipeline
 
 pytestmark = pytest.mark.skipif(not is_trained(), reason="the built-in model is not in this build")
@@ -28,25 +26,12 @@ def error_lines(capsys) -> list[str]:
 
 @pytest.fixture(scope="module")
 def lumina_model(tmp_path_factory):
-    """The built-in model's folder, its transformer configured for motion conditioning and
-    multi-scale patching (the new modules start as the base model) and its kumo_defaults
-    naming a motion_score_range, as configs/builtin-lumina.yaml exports it."""
+    """A copy of the built-in Lumina model (motion conditioning, multi-scale patching, its
+    kumo_defaults naming a motion_score_range, as configs/builtin-lumina.yaml exports it)."""
     folder = tmp_path_factory.mktemp("lumina") / "model"
-    shutil.copytree(builtin_model_dir(), folder)
-    config_path = folder / "transformer" / "config.json"
-    config = json.loads(config_path.read_text())
-    config.update(motion_conditioning=True, multiscale_patch_sizes=[4])
-    # The new modules initialised as the model's constructor does, the base weights kept.
-    base = KumoTransformer3DModel.from_pretrained(folder / "transformer", torch_dtype=torch.float32)
-    transformer = KumoTransformer3DModel.from_config({k: v for k, v in config.items() if not k.startswith("_")})
-    missing, unexpected = transformer.load_state_dict(base.state_dict(), strict=False)
-    assert not unexpected and all(name.startswith(("motion_", "scale_")) for name in missing)
-    assert all(torch.isfinite(p).all() for p in transformer.parameters())
-    transformer.save_pretrained(folder / "transformer")
-    defaults_path = folder / "kumo_defaults.json"
-    defaults = json.loads(defaults_path.read_text())
-    defaults.update(multiscale_split=0.5, motion_score_range=[10.0, 30.0])
-    defaults_path.write_text(json.dumps(defaults))
+    shutil.copytree(LUMINA_DIR, folder)
+    config = json.loads((folder / "transformer" / "config.json").read_text())
+    assert config["motion_conditioning"] and config["multiscale_patch_sizes"] == [4]
     return folder
 
 
@@ -80,7 +65,7 @@ def test_eval_motion_reference_renders_rank_with_their_scores(tmp_path, capsys):
         assert row["n"] == 4 and 0 <= row["match_rate"] <= 1
     assert summary["no_score"]["motion_amount_mean"] == pytest.approx(1.0, abs=0.1)
     assert summary["no_score"]["match_rate"] == 1.0  # m = 1: v1's thresholds
-    seen = set((builtin_model_dir() / "training_captions.txt").read_text().splitlines())
+    seen = set((LUMINA_DIR / "training_captions.txt").read_text().splitlines())  # its default model
     captions = {clip["caption"] for clip in results["clips"]}
     assert len(captions) == 4 and not captions & seen
     assert not any("stays still" in text or " and " in text for text in captions)
@@ -89,7 +74,7 @@ def test_eval_motion_reference_renders_rank_with_their_scores(tmp_path, capsys):
 
 def test_eval_motion_refuses_a_model_without_motion_conditioning(tmp_path, capsys):
     out = tmp_path / "motion"
-    plain = builtin_model_dir(turbo=True)  # the Turbo model: distilled before motion conditioning
+    plain = builtin_model_dir()  # the 128x128 base: trained without motion scores
     assert main(["eval", "motion", "--model", str(plain), "--n", "2", "--out", str(out)]) == 2
     lines = error_lines(capsys)
     assert len(lines) == 1 and lines[0].startswith("kumo: error: "), lines
@@ -114,7 +99,7 @@ def test_eval_motion_refuses_bad_scores(tmp_path, capsys, scores, complaint):
 )
 def test_eval_motion_refuses_a_range_it_cannot_spread_scores_over(tmp_path, capsys, recorded, complaint):
     folder = tmp_path / "model"
-    shutil.copytree(builtin_model_dir(), folder)
+    shutil.copytree(LUMINA_DIR, folder)
     defaults = json.loads((folder / "kumo_defaults.json").read_text())
     (folder / "kumo_defaults.json").write_text(json.dumps({**defaults, "motion_score_range": recorded}))
     out = tmp_path / "motion"

@@ -337,12 +337,15 @@ def test_serving_devices():
 
 
 def test_lumina_fields_reach_the_job_spec(models, tmp_path):
-    """The built-in model is multi-scale and motion-conditioned: both fields are taken, the score
-    clamped to its trained range, and kept with the job."""
+    """The built-in Lumina model is multi-scale and motion-conditioned: both fields are taken, the
+    score clamped to its trained range, and kept with the job; the 128x128 base refuses them."""
     pipes, infos = models
     store = JobStore(tmp_path)
     with TestClient(create_app(store, pipes, infos, start_worker=False)) as client:
-        response = client.post("/v1/videos", json={"prompt": "p", "multiscale": True, "motion_score": 99})
+        refused = client.post("/v1/videos", json={"prompt": "p", "motion_score": 20})
+        assert refused.status_code == 400 and "motion_score" in refused.text, refused.text
+        lumina = {"prompt": "p", "model": "kumo-shapes-lumina", "multiscale": True, "motion_score": 99}
+        response = client.post("/v1/videos", json=lumina)
         assert response.status_code == 200, response.text
         spec = store.get(response.json()["id"])["spec"]
     spec = json.loads(spec) if isinstance(spec, str) else spec

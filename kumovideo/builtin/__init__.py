@@ -15,6 +15,10 @@ logger = logging.getLogger(__name__)
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 BUILTIN_DIRS = {False: PACKAGE_DIR / "kumo-shapes", True: PACKAGE_DIR / "kumo-shapes-turbo"}
+# The previous base (64x64) fine-tuned with Lumina-Video's three ideas (configs/builtin-lumina.yaml):
+# the built-in model for --multiscale, --motion-score and non-square sizes, which the 128x128
+# base was not trained for (docs/lumina.md).
+LUMINA_DIR = PACKAGE_DIR / "kumo-shapes-lumina"
 
 
 def cache_dir() -> Path:
@@ -25,8 +29,36 @@ def is_trained(turbo: bool = False) -> bool:
     return (BUILTIN_DIRS[turbo] / "model_index.json").exists()
 
 
-def builtin_model_dir(turbo: bool = False) -> Path:
-    """The folder of the built-in (Turbo) pipeline; a random stand-in if none is shipped."""
+def lumina_request(multiscale: bool, motion_score: float | None, width: int | None, height: int | None) -> str | None:
+    """What in a request only the built-in Lumina model was trained for (its flag, for the log
+    line), or None: the base model serves it. Sizes count when they make a non-square clip."""
+    if multiscale:
+        return "--multiscale"
+    if motion_score is not None:
+        return "--motion-score"
+    if (width is not None or height is not None) and is_trained():
+        from kumovideo.geometry import ClipGeometry
+        from kumovideo.pipelines.checks import read_folder_config
+
+        transformer = read_folder_config(BUILTIN_DIRS[False])
+        geometry = ClipGeometry.from_configs(read_folder_config(BUILTIN_DIRS[False], "vae"), transformer)
+        _, base_height, base_width = geometry.sample_clip(transformer)
+        if (width or base_width) != (height or base_height):
+            return "a non-square size"
+    return None
+
+
+def builtin_model_dir(turbo: bool = False, lumina: str | None = None) -> Path:
+    """The folder of the built-in (Turbo) pipeline; a random stand-in if none is shipped.
+    `lumina` (from `lumina_request`) picks the built-in Lumina model (the commands name the
+    model they used in their output; a warning here would be a second line beside an error)."""
+    if lumina and not turbo and (LUMINA_DIR / "model_index.json").exists():
+        logger.info(
+            "%s: using the built-in kumo-shapes-lumina model (64x64 by default; the 128x128 base "
+            "was not trained for it, docs/lumina.md)",
+            lumina,
+        )
+        return LUMINA_DIR
     if is_trained(turbo):
         return BUILTIN_DIRS[turbo]
     if turbo and is_trained(False):

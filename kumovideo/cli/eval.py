@@ -228,7 +228,7 @@ def run(args) -> int:
     )
     print(
         f"kumo eval shapes: {summary['n']} captions at {width}x{height}, {what}, {elapsed:.0f} s "
-        f"({elapsed / len(captions):.2f} s/clip)"
+        f"({elapsed / len(captions):.2f} s/clip), model {summary['model']}"
     )
     print(f"  match rate        {percent(summary['match_rate'])}")
     print(f"  one object        {percent(summary['one_object']['match_rate'])}  (n={summary['one_object']['n']})")

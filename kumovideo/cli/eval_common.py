@@ -17,10 +17,19 @@ def add_output_args(q, default_out: str) -> None:
 
 
 def resolve_model(args) -> Path:
-    """The pipeline folder of --model (default: the built-in model, or its Turbo with --turbo)."""
-    from kumovideo.builtin import builtin_model_dir
+    """The pipeline folder of --model (default: the built-in model, its Turbo with --turbo, or
+    its Lumina model for what only that one was trained for: `args.lumina` or the flags)."""
+    from kumovideo.builtin import builtin_model_dir, lumina_request
 
-    return Path(args.model) if args.model else builtin_model_dir(turbo=getattr(args, "turbo", False))
+    if args.model:
+        return Path(args.model)
+    lumina = getattr(args, "lumina", None) or lumina_request(
+        getattr(args, "multiscale", False),
+        getattr(args, "motion_score", None),
+        getattr(args, "width", None),
+        getattr(args, "height", None),
+    )
+    return builtin_model_dir(turbo=getattr(args, "turbo", False), lumina=lumina)
 
 
 def model_clip(folder: Path):

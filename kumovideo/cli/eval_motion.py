@@ -37,7 +37,7 @@ SHEET_CAPTIONS = 3  # captions shown on the contact sheet, one row per score
 
 def register(esub) -> None:
     q = esub.add_parser("motion", help="motion conditioning: does the motion score set how much objects move")
-    q.add_argument("--model", help="motion-conditioned pipeline folder (default: the built-in model)")
+    q.add_argument("--model", help="motion-conditioned pipeline folder (default: the built-in kumo-shapes-lumina)")
     q.add_argument("--n", type=int, default=16, help="number of one-object moving captions (default 16)")
     q.add_argument("--seed", type=int, default=2024, help="caption and noise seed (default 2024)")
     q.add_argument(
@@ -56,7 +56,7 @@ def register(esub) -> None:
         help="judge ShapesWorld renders at the motion amount each score stands for (m = score / 20 at "
         "17 frames and 8 fps) instead of generated clips: the judge's own check",
     )
-    q.set_defaults(func=run, turbo=False)
+    q.set_defaults(func=run, turbo=False, lumina="kumo eval motion")
 
 
 # ------------------------------------------------------------------------------ checks

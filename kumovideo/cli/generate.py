@@ -368,7 +368,7 @@ def run(args) -> int:
 
     output, dtype, device, soundtrack, conditioning = check_args(args)  # all checks before a model loads
 
-    from kumovideo.builtin import builtin_frames_dir, builtin_model_dir
+    from kumovideo.builtin import builtin_frames_dir, builtin_model_dir, lumina_request
     from kumovideo.pipelines import KumoPipeline, frames_to_uint8
     from kumovideo.pipelines.loading import read_sampling_defaults
 
@@ -376,7 +376,8 @@ def run(args) -> int:
     if args.model:
         folder = Path(args.model)
     else:
-        folder = builtin_frames_dir() if image is not None else builtin_model_dir(turbo=args.turbo)
+        needs_lumina = lumina_request(args.multiscale, args.motion_score, args.width, args.height)
+        folder = builtin_frames_dir() if image is not None else builtin_model_dir(args.turbo, needs_lumina)
     recommended = read_sampling_defaults(folder)  # a bad kumo_defaults.json is named before the weights load
     lumina = check_lumina_model(args, folder, recommended)  # --multiscale, --motion-score: from the configs
     ctx = None
@@ -453,6 +454,8 @@ def run(args) -> int:
     sound = " with sound" if soundtrack else ""
     if conditioning is not None and conditioning.interpolate:
         sound += f", interpolated x{conditioning.interpolate}"
+    if not args.model and folder.name == "kumo-shapes-lumina":  # chosen for a flag the base lacks
+        sound += ", the built-in kumo-shapes-lumina model"
     print(f"wrote {output} ({frames} frames, {width}x{height}, {fps} fps, {steps} steps{sound}) in {elapsed:.1f} s")
     return 0
 

@@ -29,10 +29,13 @@ class Cancelled(Exception):
 
 
 def default_models() -> dict[str, Path]:
-    """The built-in base and Turbo models, by their served names."""
-    from kumovideo.builtin import builtin_model_dir
+    """The built-in base, Turbo and Lumina models, by their served names."""
+    from kumovideo.builtin import LUMINA_DIR, builtin_model_dir
 
-    return {"kumo-shapes": builtin_model_dir(turbo=False), "kumo-shapes-turbo": builtin_model_dir(turbo=True)}
+    models = {"kumo-shapes": builtin_model_dir(turbo=False), "kumo-shapes-turbo": builtin_model_dir(turbo=True)}
+    if (LUMINA_DIR / "model_index.json").exists():  # multi-scale, motion scores, any aspect
+        models["kumo-shapes-lumina"] = LUMINA_DIR
+    return models
 
 
 def load_models(folders: dict[str, Path], device="cpu") -> tuple[dict, dict[str, ModelInfo]]:
