@@ -10,6 +10,7 @@ line with exit status 2.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -522,6 +523,8 @@ def test_holdout_captions_are_never_trained_on_and_stay_unseen_for_eval(fixtures
         )
     )
     assert training_captions(finetune) == listed
+    student = dataclasses.replace(finetune, init_from=None, teacher=str(out / "pipeline"))
+    assert training_captions(student) == listed  # a distilled student has seen its teacher's captions
 
 
 def test_cubic_timesteps_follow_the_report_formula():

@@ -36,9 +36,11 @@ def training_captions(config: TrainConfig) -> set[str]:
         if stage.latents:
             index = json.loads(Path(stage.latents).read_text())
             seen.update(clip["caption"] for clip in index["clips"] if trains_on(config, clip["caption"]))
-    if config.init_from:  # a fine-tune has also seen what its starting model was trained on
-        earlier = Path(config.init_from) / "training_captions.txt"
-        if earlier.exists():
+    # A fine-tune has also seen what its starting model was trained on, and a distilled
+    # student what its teacher was (it learns the teacher's outputs on those captions).
+    for earlier_model in (config.init_from, config.teacher):
+        earlier = Path(earlier_model) / "training_captions.txt" if earlier_model else None
+        if earlier is not None and earlier.exists():
             seen.update(line for line in earlier.read_text().splitlines() if line)
     return seen
 
