@@ -5,6 +5,7 @@ coarse-then-native schedule, `kumo generate --multiscale` and `kumo bench --mult
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -399,3 +400,42 @@ def test_bench_times_a_multiscale_loop_beside_the_single_scale_one():
     assert rows["multiscale"]["flops_per_step"] < rows["eager"]["flops_per_step"]
     assert rows["multiscale"]["e2e_s"]["median"] > 0
     assert "the first 2 of 4 steps at patch 4" in format_table(result)
+
+
+def test_drop_feature_heads_keeps_the_native_model_and_makes_the_flag_a_refusal(multiscale_folder, tmp_path, capsys):
+    """scripts/drop_feature_heads.py: the copy has no coarse scale, the same native weights,
+    and `--multiscale` on it is the one-line refusal of a single-scale model."""
+    import subprocess
+    import sys
+
+    from safetensors.torch import load_file
+
+    repo = Path(__file__).resolve().parent.parent
+    plain = tmp_path / "plain"
+    run = subprocess.run(
+        [sys.executable, "scripts/drop_feature_heads.py", str(multiscale_folder), str(plain)],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stderr
+    assert "same output" in run.stdout
+    config = json.loads((plain / "transformer" / "config.json").read_text())
+    assert not config["multiscale_patch_sizes"] and not config["motion_conditioning"]
+    weights = "transformer/diffusion_pytorch_model.safetensors"
+    before, after = load_file(multiscale_folder / weights), load_file(plain / weights)
+    assert set(before) - set(after) and all(name.startswith("scale_") for name in set(before) - set(after))
+    assert all(torch.equal(before[name], after[name]) for name in after)
+    assert (plain / "model_index.json").exists() and (plain / "vae").is_dir()
+    out = tmp_path / "x.mp4"
+    assert main(["generate", "a", "--model", str(plain), "--multiscale", "-o", str(out)]) == 2
+    assert_one_line_error(capsys, "has one patch size", "drop --multiscale")
+    again = subprocess.run(
+        [sys.executable, "scripts/drop_feature_heads.py", str(multiscale_folder), str(plain)],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert again.returncode == 2 and "exists" in again.stderr  # never over an existing folder
