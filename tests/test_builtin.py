@@ -53,15 +53,17 @@ def test_kumo_generate_uses_the_builtin_model_by_default(tmp_path, capsys):
 
 def test_the_base_model_is_a_plain_128_model_and_lumina_requests_go_to_its_lumina_model(caplog):
     """The 128x128 base was trained without motion scores or coarse patches, so it has neither
-    (scripts/drop_feature_heads.py); what only kumo-shapes-lumina was trained for goes there."""
+    (scripts/drop_feature_heads.py), and at 128x128 only; what only kumo-shapes-lumina was
+    trained for (those flags, other sizes) goes there."""
     config = json.loads((BUILTIN_DIRS[False] / "transformer" / "config.json").read_text())
     assert (config["sample_height"], config["sample_width"], config["sample_frames"]) == (16, 16, 17)
     assert not config["motion_conditioning"] and not config["multiscale_patch_sizes"]
     assert lumina_request(False, None, None, None) is None
-    assert lumina_request(False, None, 128, 128) is None and lumina_request(False, None, 64, 64) is None
+    assert lumina_request(False, None, 128, 128) is None
     assert lumina_request(False, None, 128, None) is None  # the other side is the base's 128
-    assert lumina_request(False, None, 112, 64) == "a non-square size"
-    assert lumina_request(False, None, None, 64) == "a non-square size"
+    assert lumina_request(False, None, 112, 64) == "a size other than 128x128"
+    assert lumina_request(False, None, None, 64) == "a size other than 128x128"
+    assert lumina_request(False, None, 64, 64) == "a size other than 128x128"  # the base was trained at 128 only
     assert lumina_request(True, None, None, None) == "--multiscale"
     assert lumina_request(False, 20.0, None, None) == "--motion-score"
     with caplog.at_level("INFO", logger="kumovideo.builtin"):

@@ -16,7 +16,7 @@ logger = logging.getLogger(__name__)
 PACKAGE_DIR = Path(__file__).resolve().parent
 BUILTIN_DIRS = {False: PACKAGE_DIR / "kumo-shapes", True: PACKAGE_DIR / "kumo-shapes-turbo"}
 # The previous base (64x64) fine-tuned with Lumina-Video's three ideas (configs/builtin-lumina.yaml):
-# the built-in model for --multiscale, --motion-score and non-square sizes, which the 128x128
+# the built-in model for --multiscale, --motion-score and sizes other than 128x128, which the
 # base was not trained for (docs/lumina.md).
 LUMINA_DIR = PACKAGE_DIR / "kumo-shapes-lumina"
 
@@ -31,7 +31,9 @@ def is_trained(turbo: bool = False) -> bool:
 
 def lumina_request(multiscale: bool, motion_score: float | None, width: int | None, height: int | None) -> str | None:
     """What in a request only the built-in Lumina model was trained for (its flag, for the log
-    line), or None: the base model serves it. Sizes count when they make a non-square clip."""
+    line), or None: the base model serves it. The base was trained at its own size only (at
+    64x64 it matches 10.9% of captions, docs/builtin-model.md), the Lumina model at sizes
+    from 64x128 to 128x64, so any other size goes to the Lumina model."""
     if multiscale:
         return "--multiscale"
     if motion_score is not None:
@@ -43,8 +45,8 @@ def lumina_request(multiscale: bool, motion_score: float | None, width: int | No
         transformer = read_folder_config(BUILTIN_DIRS[False])
         geometry = ClipGeometry.from_configs(read_folder_config(BUILTIN_DIRS[False], "vae"), transformer)
         _, base_height, base_width = geometry.sample_clip(transformer)
-        if (width or base_width) != (height or base_height):
-            return "a non-square size"
+        if (width or base_width, height or base_height) != (base_width, base_height):
+            return f"a size other than {base_width}x{base_height}"
     return None
 
 
