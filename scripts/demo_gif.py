@@ -21,25 +21,23 @@ PROMPTS = [
 ]
 
 
-def main(out: str, scale: int = 3) -> None:
+def main(out: str, tile: int = 256) -> None:
     pipe = KumoPipeline.from_pretrained(builtin_model_dir(), torch_dtype=torch.float32)
-    videos = pipe(
+    videos = pipe(  # at the model's own clip size and sampling defaults
         PROMPTS,
-        num_frames=17,
-        height=64,
-        width=64,
-        num_inference_steps=50,
         generator=[torch.Generator().manual_seed(i) for i in range(len(PROMPTS))],
         output_type="pt",
     ).frames
     tiles = []
     for prompt, video in zip(PROMPTS, videos):
-        frames = frames_to_uint8(video).repeat(scale, axis=1).repeat(scale, axis=2)  # (F, 192, 192, 3)
+        frames = frames_to_uint8(video)
+        scale = max(1, tile // frames.shape[2])
+        frames = frames.repeat(scale, axis=1).repeat(scale, axis=2)  # (F, tile, tile, 3)
         label = Image.new("RGB", (frames.shape[2], 40), "white")
         draw = ImageDraw.Draw(label)
         words, line, lines = prompt.split(), "", []
         for word in words:  # wrap the caption to the tile width
-            if len(line) + len(word) > 30:
+            if len(line) + len(word) > frames.shape[2] // 6.5:
                 lines.append(line)
                 line = word
             else:
