@@ -236,7 +236,7 @@ def test_bad_bodies_and_ids(client):
 
 def test_multipart_form(client):
     ok = client.post("/v1/videos", data={"prompt": "p", "turbo": "true", "seed": "7", "seconds": "1"}).json()
-    assert (ok["status"], ok["model"], ok["seconds"], ok["size"]) == ("queued", TURBO, "1", "64x64")
+    assert (ok["status"], ok["model"], ok["seconds"], ok["size"]) == ("queued", TURBO, "1", "128x128")  # its own size
     assert_error(client.post("/v1/videos", data={"prompt": "p", "seed": "seven"}), 400, "seed")
     files = {"input_reference": ("a.png", b"png", "image/png")}
     assert_error(client.post("/v1/videos", data={"prompt": "p"}, files=files), 400, "input_reference")

@@ -176,7 +176,7 @@ def test_page_generates_plays_and_lists_a_clip(server, page):
         assert video.get_attribute(attr) is not None, attr
     # The clip decodes and plays in Chromium (Debian's build has H.264).
     page.wait_for_function("v => v.readyState >= 2 && v.videoWidth > 0", arg=video.element_handle(), timeout=15_000)
-    assert video.evaluate("v => v.videoWidth") == 64
+    assert video.evaluate("v => v.videoWidth") == 128  # the Turbo model's own size
     page.wait_for_function("v => v.currentTime > 0", arg=video.element_handle(), timeout=15_000)
 
     with _open(server + src, timeout=10) as r:
