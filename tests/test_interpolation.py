@@ -80,6 +80,22 @@ def test_interpolate_keeps_keyframes_and_batches_windows(tiny_frames_pipe, num_k
             assert np.array_equal(image, frames[start + index // factor])
 
 
+def test_keyframes_of_another_size_run_at_the_models_size_and_come_back_at_theirs(tiny_frames_pipe, one_thread):
+    """A model interpolates where it was trained: 96x128 keyframes (the model's 48x64 aspect)
+    are scaled down for it and the in-betweens scaled back; another aspect is centre-cropped
+    to the model's size, and so is the output."""
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 256, (5, 96, 128, 3), dtype=np.uint8)
+    spy = CallSpy(tiny_frames_pipe)
+    out = interpolate_frames(spy, frames, 4, num_inference_steps=1)
+    assert out.shape == (17, 96, 128, 3)
+    assert np.array_equal(out[::4], frames)  # the input keyframes, exactly
+    (conditions,) = spy.calls
+    assert all(image.shape == (48, 64, 3) for known in conditions for image in known.values())
+    square = rng.integers(0, 256, (5, 64, 64, 3), dtype=np.uint8)
+    assert interpolate_frames(tiny_frames_pipe, square, 4, num_inference_steps=1).shape == (17, 48, 64, 3)
+
+
 def test_interpolate_refusals(tiny_frames_pipe):
     frames = np.zeros((5, 48, 64, 3), np.uint8)
     with pytest.raises(KumoInputError, match="use 2 or 4"):
@@ -140,7 +156,7 @@ def test_eval_interpolate_reports_the_blend_and_the_vae_ceiling(tiny_frames_pipe
     results = json.loads((out / "results.json").read_text())
     first = results["clips"][0]
     # The figures are of the in-between frames of the rendered clip, recomputed here.
-    render = _renders([first["caption"]], 48, 9, 2024)[0]
+    render = _renders([first["caption"]], tiny_frames_pipe.default_clip(), 2024)[0]
     between = in_between(len(render), 4)
     assert first["blend_psnr"] == pytest.approx(psnr(linear_blend(render[::4], 4)[between], render[between]))
     ceiling = vae_clip_round_trip(tiny_frames_pipe.vae, render)

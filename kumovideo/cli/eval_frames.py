@@ -109,14 +109,15 @@ def _captions(pipe, folder: Path, n: int, seed: int, keep=None) -> list[str]:
     raise KumoInputError(f"could not draw {n} captions unseen in training; lower --n")
 
 
-def _renders(captions: list[str], size: int, num_frames: int, seed: int):
-    """uint8 clips (F, S, S, 3) of the captions, seeded."""
+def _renders(captions: list[str], clip: dict, seed: int):
+    """uint8 clips (F, H, W, 3) of the captions at the model's clip size, seeded."""
     import numpy as np
 
     from kumovideo.data.shapes_world import clip_spec_from_caption, render_clip
 
     rng = np.random.default_rng([seed, 77])
-    return [render_clip(clip_spec_from_caption(c, rng, size, num_frames)) for c in captions]
+    height, width, frames = clip["height"], clip["width"], clip["num_frames"]
+    return [render_clip(clip_spec_from_caption(c, rng, height, frames, width=width, height=height)) for c in captions]
 
 
 def _write(out_dir: Path, summary: dict, clips: list[dict], as_json: bool) -> None:
@@ -195,9 +196,8 @@ def run_i2v(args) -> int:
     args.turbo, args.sampler = False, "default"
     _, steps, guidance, rescale, _ = sampling_settings(pipe, args)
     clip = pipe.default_clip()
-    size, num_frames = clip["height"], clip["num_frames"]
     captions = _captions(pipe, args.model, args.n, args.seed)
-    renders = _renders(captions, size, num_frames, args.seed)
+    renders = _renders(captions, clip, args.seed)
     images = np.stack([r[0] for r in renders])
     ceilings = [psnr(a, b) for a, b in zip(vae_round_trip(pipe.vae, images), images)]
 
@@ -314,11 +314,10 @@ def run_interpolate(args) -> int:
 
     pipe = _load(args.model)
     clip = pipe.default_clip()
-    size, num_frames = clip["height"], clip["num_frames"]
     captions = _captions(pipe, args.model, args.n, args.seed, keep=moving)
     results = []
     start = time.perf_counter()
-    for i, (text, render) in enumerate(zip(captions, _renders(captions, size, num_frames, args.seed))):
+    for i, (text, render) in enumerate(zip(captions, _renders(captions, clip, args.seed))):
         keyframes = render[:: args.factor]
         out = interpolate_frames(
             pipe,

@@ -12,12 +12,16 @@ pipeline call, as one batch.
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import torch
 
 from kumovideo.pipelines import checks
 from kumovideo.pipelines.conditioning import fit_image
 from kumovideo.utils.errors import KumoInputError
+
+logger = logging.getLogger(__name__)
 
 FACTORS = (2, 4)
 
@@ -61,14 +65,20 @@ def interpolated_length(num_keyframes: int, factor: int) -> int:
     return factor * (num_keyframes - 1) + 1
 
 
-def clip_size(pipe, frames: np.ndarray) -> tuple[int, int]:
-    """The frames' own size when the model can make it, else the model's."""
-    geometry = pipe.geometry
-    height, width = frames.shape[1:3]
-    if geometry.is_valid_side(height) and geometry.is_valid_side(width):
-        return height, width
+def clip_size(pipe) -> tuple[int, int]:
+    """The model's own clip size: a conditioned model interpolates where it was trained (the
+    64x64 built-in one run on 128x128 keyframes broke the shapes up)."""
     clip = pipe.default_clip()
     return clip["height"], clip["width"]
+
+
+def resize_frames(frames: np.ndarray, height: int, width: int) -> np.ndarray:
+    """uint8 (..., h, w, 3) -> (..., height, width, 3), bicubic, each frame on its own."""
+    from PIL import Image
+
+    flat = frames.reshape(-1, *frames.shape[-3:])
+    out = np.stack([np.asarray(Image.fromarray(f).resize((width, height), Image.BICUBIC)) for f in flat])
+    return out.reshape(*frames.shape[:-3], height, width, 3)
 
 
 @torch.no_grad()
@@ -84,18 +94,32 @@ def interpolate_frames(
     paste_keyframes: bool = True,
 ) -> np.ndarray:
     """uint8 frames (N, H, W, 3) -> (factor * (N - 1) + 1, H', W', 3) with frame factor * i
-    the input's frame i exactly. H' x W' is the input's size when the model can make it,
-    else the model's clip size (the frames resized and centre-cropped, with a note). Without
-    a prompt there is no text guidance (guidance_scale 1: one branch, half the work).
-    `paste_keyframes=False` keeps the model's own keyframes (to measure them)."""
+    the input's frame i exactly. The model runs at its own clip size: frames of the same
+    aspect are scaled to it and the in-betweens scaled back (H' x W' = H x W); other aspects
+    are resized and centre-cropped to it, with a note, and H' x W' is the model's size.
+    Without a prompt there is no text guidance (guidance_scale 1: one branch, half the
+    work). `paste_keyframes=False` keeps the model's own keyframes (to measure them)."""
     factor = check_factor(factor)
     frames = check_keyframes(frames)
     checks.check_frame_conditioning(pipe.transformer.config)
     clip_frames = pipe.default_clip()["num_frames"]
     span = window_span(clip_frames, factor)
-    height, width = clip_size(pipe, frames)
-    if frames.shape[1:3] != (height, width):
+    height, width = clip_size(pipe)
+    keyframes = frames  # pasted back into the output
+    in_height, in_width = frames.shape[1:3]
+    scale_back = (in_height, in_width) != (height, width) and in_height * width == in_width * height
+    if scale_back:
+        logger.warning(
+            "the keyframes are %dx%d: interpolated at the model's %dx%d and scaled back",
+            in_width,
+            in_height,
+            width,
+            height,
+        )
+        frames = resize_frames(frames, height, width)
+    elif (in_height, in_width) != (height, width):
         frames = np.stack([fit_image(f, height, width, what=f"frame {i}") for i, f in enumerate(frames)])
+        keyframes = frames
     if guidance_scale is None and not prompt.strip():
         guidance_scale = 1.0
 
@@ -114,7 +138,9 @@ def interpolate_frames(
         output_type="np",
     ).frames  # (windows, clip_frames, H, W, 3) in [0, 1]
     windows = (np.clip(video, 0.0, 1.0) * 255).round().astype(np.uint8)
-    return assemble(windows, starts, frames, factor, paste_keyframes)
+    if scale_back:
+        windows = resize_frames(windows, in_height, in_width)
+    return assemble(windows, starts, keyframes, factor, paste_keyframes)
 
 
 def assemble(
