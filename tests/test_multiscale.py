@@ -412,13 +412,12 @@ def test_drop_feature_heads_keeps_the_native_model_and_makes_the_flag_a_refusal(
 
     repo = Path(__file__).resolve().parent.parent
     plain = tmp_path / "plain"
-    run = subprocess.run(
-        [sys.executable, "scripts/drop_feature_heads.py", str(multiscale_folder), str(plain)],
-        cwd=repo,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+
+    def drop_heads():
+        script = ["scripts/drop_feature_heads.py", str(multiscale_folder), str(plain)]
+        return subprocess.run([sys.executable, *script], cwd=repo, capture_output=True, text=True, timeout=120)
+
+    run = drop_heads()
     assert run.returncode == 0, run.stderr
     assert "same output" in run.stdout
     config = json.loads((plain / "transformer" / "config.json").read_text())
@@ -431,11 +430,5 @@ def test_drop_feature_heads_keeps_the_native_model_and_makes_the_flag_a_refusal(
     out = tmp_path / "x.mp4"
     assert main(["generate", "a", "--model", str(plain), "--multiscale", "-o", str(out)]) == 2
     assert_one_line_error(capsys, "has one patch size", "drop --multiscale")
-    again = subprocess.run(
-        [sys.executable, "scripts/drop_feature_heads.py", str(multiscale_folder), str(plain)],
-        cwd=repo,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    again = drop_heads()
     assert again.returncode == 2 and "exists" in again.stderr  # never over an existing folder
