@@ -39,7 +39,5 @@ wall = statistics.median(float(r[0]) for r in rows); rss = max(int(r[1]) for r i
 print(f"{name}: wall median {wall:.2f} s (runs {', '.join(r[0] for r in rows)}), peak RSS {rss:.0f} MB")
 PY
 }
-timeit generate-base
+timeit generate-base    # the built-in models' own 128x128, where the timing targets are stated
 timeit generate-turbo --turbo
-timeit generate-base-128 --height 128 --width 128   # the timing targets are stated at 128x128 (model trained at 64x64)
-timeit generate-turbo-128 --turbo --height 128 --width 128
