@@ -85,9 +85,7 @@ def main(argv=None) -> int:
     keys = sorted(a)
     if sorted(b) != keys or any(a[k][0] != b[k][0] for k in keys):
         ap.error("the two sides are not the same captions and seeds (use --unpaired)")
-    two = np.array([" and " in a[k][0] for k in keys])
-    ma = np.array([a[k][1] for k in keys], dtype=float)
-    mb = np.array([b[k][1] for k in keys], dtype=float)
+    (ma, two), (mb, _) = rates(a), rates(b)  # the same keys in the same order
     seeds = sorted({k[0] for k in keys})
     print(f"{len(keys)} clips ({(~two).sum()} one-object, {two.sum()} two-object), seeds {seeds[0]}..{seeds[-1]}")
     print("| | match | one object | two objects |")

@@ -39,12 +39,9 @@ def lumina_request(multiscale: bool, motion_score: float | None, width: int | No
     if motion_score is not None:
         return "--motion-score"
     if (width is not None or height is not None) and is_trained():
-        from kumovideo.geometry import ClipGeometry
-        from kumovideo.pipelines.checks import read_folder_config
+        from kumovideo.pipelines.checks import folder_clip
 
-        transformer = read_folder_config(BUILTIN_DIRS[False])
-        geometry = ClipGeometry.from_configs(read_folder_config(BUILTIN_DIRS[False], "vae"), transformer)
-        _, base_height, base_width = geometry.sample_clip(transformer)
+        _, (_, base_height, base_width) = folder_clip(BUILTIN_DIRS[False])
         if (width or base_width, height or base_height) != (base_width, base_height):
             return f"a size other than {base_width}x{base_height}"
     return None

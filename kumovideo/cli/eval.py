@@ -29,7 +29,6 @@ from kumovideo.cli.eval_common import (  # noqa: F401 (eval_captions: imported f
     check_motion_conditioning,
     eval_captions,
     generate_clips,
-    model_clip,
     reference_clips,
     resolve_model,
     seen_captions,
@@ -90,11 +89,12 @@ def check_frame_flags(args, folder: Path) -> tuple[int, int] | None:
     model's VAE and patch size; None when neither flag is given (the model's own clip)."""
     from kumovideo.data.shapes_world import MAX_SIZE
     from kumovideo.geometry import check_aspect
+    from kumovideo.pipelines.checks import folder_clip
 
     if args.width is None and args.height is None:
         return None
     flags.check_whole_flags(args, "--width", "--height", high=MAX_SIZE)
-    geometry, (frames, model_height, model_width) = model_clip(folder)
+    geometry, (frames, model_height, model_width) = folder_clip(folder)
     width, height = args.width or model_width, args.height or model_height
     for flag, value in (("--width", width), ("--height", height)):
         if value < 32 or value % 16:

@@ -32,17 +32,6 @@ def resolve_model(args) -> Path:
     return builtin_model_dir(turbo=getattr(args, "turbo", False), lumina=lumina)
 
 
-def model_clip(folder: Path):
-    """(geometry, (frames, height, width)) of the clip the folder's transformer was made for,
-    from its configs alone (`KumoPipeline.default_clip` without loading)."""
-    from kumovideo.geometry import ClipGeometry
-    from kumovideo.pipelines.checks import read_folder_config
-
-    transformer = read_folder_config(folder)
-    geometry = ClipGeometry.from_configs(read_folder_config(folder, "vae"), transformer)
-    return geometry, geometry.sample_clip(transformer)
-
-
 def check_motion_conditioning(folder: Path, what: str) -> None:
     """Refuse a model whose transformer config lacks `motion_conditioning: true`."""
     from kumovideo.pipelines.checks import read_folder_config

@@ -110,8 +110,9 @@ def check_args(args) -> dict:
     """Every flag and the model's configs (no weights), before anything loads or is written."""
     import numpy as np
 
-    from kumovideo.cli.eval_common import check_motion_conditioning, model_clip, resolve_model
+    from kumovideo.cli.eval_common import check_motion_conditioning, resolve_model
     from kumovideo.data.shapes_world import DEFAULT_FPS
+    from kumovideo.pipelines.checks import folder_clip
     from kumovideo.pipelines.loading import read_sampling_defaults
 
     positive = "--n and --batch-size must be positive"
@@ -127,7 +128,7 @@ def check_args(args) -> dict:
     folder = resolve_model(args)
     if not args.reference:
         check_motion_conditioning(folder, "kumo eval motion")
-    _, (num_frames, height, width) = model_clip(folder)
+    _, (num_frames, height, width) = folder_clip(folder)
     defaults = read_sampling_defaults(folder)
     fps = float(defaults.get("fps", DEFAULT_FPS))
     unit = score_unit(num_frames, fps)

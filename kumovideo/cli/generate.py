@@ -184,7 +184,6 @@ def check_lumina_model(args, folder: Path, defaults: dict) -> dict:
     """--multiscale and --motion-score against the model folder's configs (no weights read):
     the pipeline-call arguments they become, the score clamped to the model's recorded range
     (with a warning)."""
-    from kumovideo.geometry import ClipGeometry
     from kumovideo.pipelines import checks
 
     if not (args.multiscale or args.motion_score is not None):
@@ -195,8 +194,7 @@ def check_lumina_model(args, folder: Path, defaults: dict) -> dict:
         what = f"the built-in Turbo model (--turbo, {folder})"
     extras: dict = {}
     if args.multiscale:
-        geometry = ClipGeometry.from_configs(checks.read_folder_config(folder, "vae"), config)
-        _, default_height, default_width = geometry.sample_clip(config)
+        geometry, (_, default_height, default_width) = checks.folder_clip(folder)
         split = args.multiscale_split
         if split is None:  # as the pipeline resolves it
             split = checks.default_multiscale_split(defaults)
@@ -368,7 +366,7 @@ def run(args) -> int:
 
     output, dtype, device, soundtrack, conditioning = check_args(args)  # all checks before a model loads
 
-    from kumovideo.builtin import builtin_frames_dir, builtin_model_dir, lumina_request
+    from kumovideo.builtin import LUMINA_DIR, builtin_frames_dir, builtin_model_dir, lumina_request
     from kumovideo.pipelines import KumoPipeline, frames_to_uint8
     from kumovideo.pipelines.loading import read_sampling_defaults
 
@@ -454,7 +452,7 @@ def run(args) -> int:
     sound = " with sound" if soundtrack else ""
     if conditioning is not None and conditioning.interpolate:
         sound += f", interpolated x{conditioning.interpolate}"
-    if not args.model and folder.name == "kumo-shapes-lumina":  # chosen for a flag the base lacks
+    if not args.model and folder == LUMINA_DIR:  # chosen for a flag the base lacks
         sound += ", the built-in kumo-shapes-lumina model"
     print(f"wrote {output} ({frames} frames, {width}x{height}, {fps} fps, {steps} steps{sound}) in {elapsed:.1f} s")
     return 0

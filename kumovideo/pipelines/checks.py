@@ -183,6 +183,14 @@ def read_folder_config(folder: Any, part: str = "transformer") -> dict:
     return config
 
 
+def folder_clip(folder: Any) -> tuple[ClipGeometry, tuple[int, int, int]]:
+    """(geometry, (frames, height, width)) of the clip the folder's transformer was made for,
+    from its configs alone (`KumoPipeline.default_clip` without loading)."""
+    transformer = read_folder_config(folder)
+    geometry = ClipGeometry.from_configs(read_folder_config(folder, "vae"), transformer)
+    return geometry, geometry.sample_clip(transformer)
+
+
 def check_folder_frame_conditioning(folder: Any, flag: str) -> None:
     """`check_frame_conditioning` of a pipeline folder's transformer, from its config.json alone
     (no weights read): for the CLI, before anything loads."""
