@@ -239,7 +239,89 @@ def test_multipart_form(client):
     assert (ok["status"], ok["model"], ok["seconds"], ok["size"]) == ("queued", TURBO, "1", "128x128")  # its own size
     assert_error(client.post("/v1/videos", data={"prompt": "p", "seed": "seven"}), 400, "seed")
     files = {"input_reference": ("a.png", b"png", "image/png")}
-    assert_error(client.post("/v1/videos", data={"prompt": "p"}, files=files), 400, "input_reference")
+    error = assert_error(client.post("/v1/videos", data={"prompt": "p"}, files=files), 400, "input_reference")
+    assert "cannot be read as an image" in error["message"]
+    files = {"seed": ("seed.txt", b"7", "text/plain")}
+    assert_error(client.post("/v1/videos", data={"prompt": "p"}, files=files), 400, "seed")
+
+
+def first_frame_png(width: int, height: int) -> bytes:
+    """A red square on black, as a PNG."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    image = np.zeros((height, width, 3), np.uint8)
+    image[height // 4 : height // 2, width // 4 : width // 2] = (255, 0, 0)
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_requests_go_to_the_model_trained_for_them(client, models):
+    """Without `model`, the CLI's rule: an input_reference goes to the conditioned model,
+    multi-scale, a motion score or a size the base was not trained at to the Lumina model."""
+    _, infos = models
+    frames = infos["kumo-shapes-frames"]
+    created = client.post("/v1/videos", json={"prompt": "p"}).json()
+    assert created["model"] == "kumo-shapes"
+    for extra in ({"size": "64x64"}, {"size": "112x64"}, {"multiscale": True}, {"motion_score": 20}):
+        assert client.post("/v1/videos", json={"prompt": "p", **extra}).json()["model"] == "kumo-shapes-lumina"
+    files = {"input_reference": ("first.png", first_frame_png(frames.width, frames.height), "image/png")}
+    created = client.post("/v1/videos", data={"prompt": "a red square stays still"}, files=files).json()
+    assert (created["model"], created["size"]) == ("kumo-shapes-frames", f"{frames.width}x{frames.height}")
+    import base64
+
+    url = "data:image/png;base64," + base64.b64encode(first_frame_png(96, 64)).decode()  # another aspect: cropped
+    created = client.post("/v1/videos", json={"prompt": "p", "input_reference": url, "image_guidance_scale": 1.5})
+    assert created.json()["model"] == "kumo-shapes-frames", created.text
+
+
+@pytest.mark.parametrize(
+    "body, param",
+    [
+        ({"input_reference": "https://example.com/a.png"}, "input_reference"),  # no fetching
+        ({"input_reference": "data:image/png;base64,%%%"}, "input_reference"),
+        ({"input_reference": "data:image/png;base64,aGVsbG8="}, "input_reference"),  # "hello": not an image
+        ({"input_reference": "IMAGE", "model": "kumo-shapes"}, "input_reference"),  # not trained for it
+        ({"input_reference": "IMAGE", "image_guidance_scale": "lots"}, "image_guidance_scale"),
+        ({"input_reference": "IMAGE", "image_guidance_scale": 1000}, "image_guidance_scale"),
+        ({"image_guidance_scale": 2}, "image_guidance_scale"),  # needs an image
+    ],
+)
+def test_bad_input_reference_is_400(client, body, param):
+    import base64
+
+    if body.get("input_reference") == "IMAGE":
+        png = base64.b64encode(first_frame_png(64, 64)).decode()
+        body = {**body, "input_reference": "data:image/png;base64," + png}
+    assert_error(client.post("/v1/videos", json={"prompt": "p", **body}), 400, param)
+
+
+def test_image_to_video_over_http(live, models, tmp_path):
+    """An uploaded first frame comes back as the clip's first frame (its latent is kept)."""
+    import numpy as np
+    from PIL import Image
+
+    from kumovideo.utils.video_io import read_video
+
+    base, _ = live
+    frames_info = models[1]["kumo-shapes-frames"]
+    png = first_frame_png(frames_info.width, frames_info.height)
+    files = {"input_reference": ("first.png", png, "image/png")}
+    body = {"prompt": "a red square stays still on a black background", "steps": "2", "seconds": "1"}
+    created = httpx.post(f"{base}/v1/videos", data=body, files=files).json()
+    assert created["model"] == "kumo-shapes-frames", created
+    video = wait_done(lambda i: httpx.get(f"{base}/v1/videos/{i}").json(), created["id"], timeout=60)
+    assert video["status"] == "completed", video
+    (tmp_path / "clip.mp4").write_bytes(httpx.get(f"{base}/v1/videos/{video['id']}/content").content)
+    clip, _ = read_video(tmp_path / "clip.mp4")
+    import io
+
+    image = np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(np.float64)
+    mse = np.mean((clip[0].astype(np.float64) - image) ** 2)
+    assert 10 * np.log10(255**2 / mse) > 25  # the VAE's round trip and the video codec, not a new frame
 
 
 def test_api_key(models, tmp_path):
@@ -338,11 +420,11 @@ def test_serving_devices():
 
 def test_lumina_fields_reach_the_job_spec(models, tmp_path):
     """The built-in Lumina model is multi-scale and motion-conditioned: both fields are taken, the
-    score clamped to its trained range, and kept with the job; the 128x128 base refuses them."""
+    score clamped to its trained range, and kept with the job; the 128x128 base, named, refuses them."""
     pipes, infos = models
     store = JobStore(tmp_path)
     with TestClient(create_app(store, pipes, infos, start_worker=False)) as client:
-        refused = client.post("/v1/videos", json={"prompt": "p", "motion_score": 20})
+        refused = client.post("/v1/videos", json={"prompt": "p", "model": "kumo-shapes", "motion_score": 20})
         assert refused.status_code == 400 and "motion_score" in refused.text, refused.text
         lumina = {"prompt": "p", "model": "kumo-shapes-lumina", "multiscale": True, "motion_score": 99}
         response = client.post("/v1/videos", json=lumina)

@@ -145,6 +145,7 @@ def test_page_generates_plays_and_lists_a_clip(server, page):
     # Every input has a label (accessible name).
     for label in ("Prompt", "Negative prompt", "Size", "Seed", "Steps", "Turbo"):
         assert page.get_by_label(label, exact=True).count() == 1, label
+    assert page.get_by_label("First frame", exact=False).get_attribute("type") == "file"
 
     page.get_by_label("Prompt", exact=True).fill(PROMPT)
     page.get_by_label("Turbo", exact=True).check()
@@ -192,6 +193,27 @@ def test_page_generates_plays_and_lists_a_clip(server, page):
     assert PROMPT in item.locator(".prompt").inner_text()
     assert "completed" in item.locator(".status").inner_text()
     assert item.locator("video").get_attribute("src") == src
+    assert page.locator("#error").is_hidden()
+
+
+def test_page_makes_a_clip_from_a_first_frame(server, page, tmp_path):
+    """A chosen image goes up as input_reference: the built-in conditioned model makes the clip."""
+    import numpy as np
+    from PIL import Image
+
+    image = np.zeros((96, 96, 3), np.uint8)  # another size than the model's: resized by the server
+    image[24:48, 24:48] = (255, 0, 0)
+    Image.fromarray(image).save(tmp_path / "first.png")
+    page.goto(server + "/")
+    page.get_by_label("Prompt", exact=True).fill("a red square stays still on a black background")
+    page.get_by_label("First frame", exact=False).set_input_files(str(tmp_path / "first.png"))
+    page.get_by_label("Steps", exact=True).fill("2")
+    page.get_by_role("button", name="Generate").click()
+    video = page.locator("#player video")
+    video.wait_for(state="attached", timeout=45_000)
+    video_id = video.get_attribute("src").split("/")[3]
+    with _open(f"{server}/v1/videos/{video_id}", timeout=10) as r:
+        assert json.load(r)["model"] == "kumo-shapes-frames"
     assert page.locator("#error").is_hidden()
 
 

@@ -105,21 +105,28 @@ def place_latents(
 # ------------------------------------------------------------------------ images
 
 
-def load_image(image: Any) -> np.ndarray:
-    """An image as uint8 (H, W, 3): a path, a PIL image, a numpy uint8 (H, W, 3) array, or a
-    float tensor (3, H, W) in [0, 1] (diffusers' I2V convention)."""
-    if isinstance(image, (str, os.PathLike)):
-        from PIL import Image, UnidentifiedImageError
+def _decode_image(source, what: str) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
 
+    try:
+        with Image.open(source) as opened:
+            return np.asarray(opened.convert("RGB"))
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
+        raise KumoInputError(f"{what} cannot be read as an image ({type(exc).__name__}); pass a PNG or JPEG") from None
+
+
+def load_image(image: Any) -> np.ndarray:
+    """An image as uint8 (H, W, 3): a path, the bytes of an image file (an upload), a PIL
+    image, a numpy uint8 (H, W, 3) array, or a float tensor (3, H, W) in [0, 1] (diffusers'
+    I2V convention)."""
+    if isinstance(image, (str, os.PathLike)):
         if not Path(image).is_file():
             raise KumoInputError(f"image {image} not found; pass a PNG or JPEG file")
-        try:
-            with Image.open(image) as opened:
-                return np.asarray(opened.convert("RGB"))
-        except (UnidentifiedImageError, OSError, ValueError) as exc:
-            raise KumoInputError(
-                f"image {image} cannot be read as an image ({type(exc).__name__}); pass a PNG or JPEG"
-            ) from None
+        return _decode_image(image, f"image {image}")
+    if isinstance(image, (bytes, bytearray)):
+        import io
+
+        return _decode_image(io.BytesIO(image), f"the image ({len(image)} bytes)")
     if hasattr(image, "convert") and hasattr(image, "size"):  # a PIL image
         return np.asarray(image.convert("RGB"))
     if torch.is_tensor(image):

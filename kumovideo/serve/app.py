@@ -85,7 +85,14 @@ async def read_fields(request: Request, limit: int) -> dict:
             form = await Request(request.scope, receive).form(max_files=1, max_fields=64)
         except Exception:
             raise ApiError(400, "the form body could not be parsed", code="invalid_body") from None
-        return {k: (v if isinstance(v, str) else "<file>") for k, v in form.items()}
+        fields = {}
+        for key, value in form.items():
+            if not isinstance(value, str):  # an upload: only input_reference (the first frame) is a file
+                if key != "input_reference":
+                    raise ApiError(400, f"{key} must be a text field, not a file", param=key)
+                value = await value.read()
+            fields[key] = value
+        return fields
     try:
         fields = json.loads(body)
     except (UnicodeDecodeError, ValueError):

@@ -9,12 +9,18 @@ with the field named in `param`. `seconds` maps to frames as `fps * seconds + 1`
 
 from __future__ import annotations
 
+import base64
+import binascii
+import io
 import math
 import re
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from kumovideo.geometry import ClipGeometry
 from kumovideo.pipelines import checks
+from kumovideo.pipelines.conditioning import fit_image, load_image
 from kumovideo.serve.errors import ApiError
 from kumovideo.serve.limits import Limits
 from kumovideo.utils.errors import KumoInputError
@@ -44,6 +50,22 @@ class ModelInfo:
     transformer_config: dict = field(default_factory=dict)
     multiscale_split: float = checks.DEFAULT_MULTISCALE_SPLIT
     motion_score_range: tuple[float, float] | None = None
+    aspect_range: tuple[float, float] | None = None  # None: trained at its default size only
+
+    def takes(self, *, image: bool, multiscale: bool, motion: bool) -> bool:
+        """Whether its transformer was trained for what the request asks."""
+        config = self.transformer_config
+        return (
+            (not image or bool(config.get("frame_conditioning")))
+            and (not multiscale or bool(config.get("multiscale_patch_sizes")))
+            and (not motion or bool(config.get("motion_conditioning")))
+        )
+
+    def trained_for_size(self, width: int | None, height: int | None) -> bool:
+        return self.aspect_range is not None or (width or self.width, height or self.height) == (
+            self.width,
+            self.height,
+        )
 
 
 def bad(param: str, message: str, code: str = "invalid_value") -> ApiError:
@@ -76,9 +98,51 @@ def _bool(value, param: str) -> bool:
     raise bad(param, f"{param}={value!r} must be true or false")
 
 
-def pick_model(fields: dict, models: dict[str, ModelInfo], default: str) -> ModelInfo:
+def route(models: dict[str, ModelInfo], default: str, size: tuple[int, int] | None, **needs: bool) -> str:
+    """The served model for a request that names none (the CLI's rule, `kumovideo.builtin.
+    lumina_request`, over what is served): the default if it was trained for what the request
+    asks (`ModelInfo.takes`: an input image, multi-scale, a motion score) and its size, else
+    the first served model that was, else the first that takes what it asks (any size runs,
+    with a warning), else the default (whose check then names what it lacks)."""
+    width, height = size or (None, None)
+    ordered = [models[default]] + [m for m in models.values() if m.name != default and not m.turbo]
+    taking = [m for m in ordered if m.takes(**needs)]
+    fitting = [m for m in taking if m.trained_for_size(width, height)]
+    return (fitting or taking or ordered)[0].name
+
+
+def _size_field(size) -> tuple[int, int] | None:
+    """`size` "WIDTHxHEIGHT" as (width, height); None when not given."""
+    if size is None or size == "":
+        return None
+    match = SIZE_PATTERN.fullmatch(size) if isinstance(size, str) else None
+    if match is None:
+        raise bad("size", f'size={size!r} must be WIDTHxHEIGHT in pixels, such as "128x128"')
+    return int(match[1]), int(match[2])
+
+
+def _input_image(value) -> np.ndarray | None:
+    """`input_reference`: an uploaded image file (multipart, OpenAI's way) or, in a JSON
+    body, a `data:image/...;base64,...` URL; decoded by the pipeline's own loader."""
+    if value is None or value == "" or value == b"":
+        return None
+    if isinstance(value, str):
+        head, comma, data = value.partition(",")
+        if not (head.startswith("data:image/") and head.endswith(";base64") and comma):
+            raise bad(
+                "input_reference",
+                "input_reference must be an image file (a multipart upload) or a data:image/...;base64, URL",
+            )
+        try:
+            value = base64.b64decode(data, validate=True)
+        except binascii.Error:
+            raise bad("input_reference", "input_reference's data: URL is not valid base64") from None
+    return _checked("input_reference", load_image, value)
+
+
+def pick_model(fields: dict, models: dict[str, ModelInfo], default: str, image: bool = False) -> ModelInfo:
     """`model` if given (one of the served names); else `turbo: true` picks the served
-    Turbo model; else the default (the first served)."""
+    Turbo model; else `route`'s choice (the default unless the request needs another)."""
     turbo = _bool(fields.get("turbo", False), "turbo")
     name = fields.get("model")
     if name is None or name == "":
@@ -87,7 +151,10 @@ def pick_model(fields: dict, models: dict[str, ModelInfo], default: str) -> Mode
             if name is None:
                 raise bad("turbo", "no Turbo model is served; leave turbo out or start kumo serve with one")
         else:
-            name = default
+            size = _size_field(fields.get("size"))
+            motion = fields.get("motion_score") not in (None, "")
+            multiscale = _bool(fields.get("multiscale", False), "multiscale")
+            name = route(models, default, size, image=image, multiscale=multiscale, motion=motion)
     if not isinstance(name, str) or name not in models:
         served = ", ".join(repr(n) for n in models)
         raise bad("model", f"model {name!r} is not served here; use one of {served}", code="model_not_found")
@@ -99,8 +166,6 @@ def pick_model(fields: dict, models: dict[str, ModelInfo], default: str) -> Mode
 
 def parse_create(fields: dict, models: dict[str, ModelInfo], default: str, limits: Limits) -> dict:
     """The job spec of a `POST /v1/videos` body (JSON object or form fields), or ApiError."""
-    if fields.get("input_reference") not in (None, ""):
-        raise bad("input_reference", "input_reference (image-to-video) is not supported yet", code="unsupported")
     prompt = fields.get("prompt")
     if prompt is None:
         raise bad("prompt", "prompt is required: say what the clip should show", code="missing_required_parameter")
@@ -116,7 +181,10 @@ def parse_create(fields: dict, models: dict[str, ModelInfo], default: str, limit
             raise bad(
                 param, f"{param} has {len(text)} characters; this server takes at most {limits.max_prompt_chars}"
             )
-    model = pick_model(fields, models, default)
+    image = _input_image(fields.get("input_reference"))
+    model = pick_model(fields, models, default, image=image is not None)
+    if image is not None:
+        _checked("input_reference", checks.check_frame_conditioning, model.transformer_config, f"model {model.name!r}")
 
     frames, seconds = model.frames, fields.get("seconds")
     if seconds is None or seconds == "":
@@ -140,14 +208,10 @@ def parse_create(fields: dict, models: dict[str, ModelInfo], default: str, limit
         raise bad("seconds", f"seconds={seconds} is {frames} frames; this server makes at most {longest} s")
 
     size = fields.get("size")
-    width, height = model.width, model.height
+    width, height = _size_field(size) or (model.width, model.height)
     if size is None or size == "":
         size = f"{width}x{height}"
     else:
-        match = SIZE_PATTERN.fullmatch(size) if isinstance(size, str) else None
-        if match is None:
-            raise bad("size", f'size={size!r} must be WIDTHxHEIGHT in pixels, such as "{width}x{height}"')
-        width, height = int(match[1]), int(match[2])
         if max(width, height) > limits.max_side:
             raise bad("size", f"size={size} is larger than this server's {limits.max_side} pixels a side")
     _checked("size", model.geometry.check_clip, frames, height, width)  # frames are valid by now
@@ -178,6 +242,18 @@ def parse_create(fields: dict, models: dict[str, ModelInfo], default: str, limit
     motion_score = None if motion_score in (None, "") else _number_from_form(motion_score, float)
     _checked("motion_score", checks.check_motion_score, model.transformer_config, motion_score, what=model.name)
     motion_score = checks.clamp_motion_score(motion_score, model.motion_score_range)
+    image_guidance = fields.get("image_guidance_scale")
+    if image_guidance not in (None, ""):
+        if image is None:
+            raise bad("image_guidance_scale", "image_guidance_scale needs an input_reference; add one or drop it")
+        image_guidance = _number_from_form(image_guidance, float)
+        _checked("image_guidance_scale", checks.check_image_guidance, image_guidance)
+        if not image_guidance <= limits.max_guidance:
+            limit = limits.max_guidance
+            raise bad("image_guidance_scale", f"image_guidance_scale={image_guidance} is over this server's {limit}")
+    else:
+        image_guidance = None
+    fitted = None if image is None else fit_image(image, height, width, "input_reference")
     return {
         "model": model.name,
         "multiscale": multiscale,
@@ -193,4 +269,22 @@ def parse_create(fields: dict, models: dict[str, ModelInfo], default: str, limit
         "seed": seed,
         "steps": steps,
         "guidance_scale": guidance,
+        # The first frame, fitted to the clip (resized and centre-cropped, logged), as a PNG:
+        # the spec is stored as JSON with the job, so a restart loses nothing.
+        "input_reference_png": None if fitted is None else _png_base64(fitted),
+        "image_guidance_scale": image_guidance,
     }
+
+
+def _png_base64(image: np.ndarray) -> str:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def spec_image(spec: dict) -> np.ndarray | None:
+    """The job's first frame (uint8 H, W, 3), or None for text-to-video."""
+    png = spec.get("input_reference_png")
+    return None if png is None else load_image(base64.b64decode(png))

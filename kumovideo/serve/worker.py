@@ -15,7 +15,7 @@ import threading
 from pathlib import Path
 
 from kumovideo.serve.jobs import JobStore
-from kumovideo.serve.params import ModelInfo
+from kumovideo.serve.params import ModelInfo, spec_image
 from kumovideo.utils.errors import KumoInputError
 
 logger = logging.getLogger(__name__)
@@ -29,12 +29,14 @@ class Cancelled(Exception):
 
 
 def default_models() -> dict[str, Path]:
-    """The built-in base, Turbo and Lumina models, by their served names."""
-    from kumovideo.builtin import LUMINA_DIR, builtin_model_dir
+    """The built-in base, Turbo, Lumina and conditioned models, by their served names."""
+    from kumovideo.builtin import FRAMES_DIR, LUMINA_DIR, builtin_model_dir
 
     models = {"kumo-shapes": builtin_model_dir(turbo=False), "kumo-shapes-turbo": builtin_model_dir(turbo=True)}
     if (LUMINA_DIR / "model_index.json").exists():  # multi-scale, motion scores, any aspect
         models["kumo-shapes-lumina"] = LUMINA_DIR
+    if (FRAMES_DIR / "model_index.json").exists():  # image-to-video (input_reference)
+        models["kumo-shapes-frames"] = FRAMES_DIR
     return models
 
 
@@ -63,6 +65,7 @@ def load_models(folders: dict[str, Path], device="cpu") -> tuple[dict, dict[str,
             transformer_config=dict(pipe.transformer.config),
             multiscale_split=pipe.multiscale_split,
             motion_score_range=pipe.motion_score_range,
+            aspect_range=pipe.aspect_range,
         )
     return pipes, infos
 
@@ -78,6 +81,8 @@ def generate(pipe, spec: dict, on_step=None):
             on_step(step + 1, p._num_timesteps)
         return {}
 
+    image = spec_image(spec)
+    conditioning = {} if image is None else {"image": image, "image_guidance_scale": spec.get("image_guidance_scale")}
     video = pipe(
         prompt=spec["prompt"],
         negative_prompt=spec["negative_prompt"],
@@ -91,6 +96,7 @@ def generate(pipe, spec: dict, on_step=None):
         motion_score=spec.get("motion_score"),
         output_type="pt",
         callback_on_step_end=callback,
+        **conditioning,
     ).frames[0]
     return frames_to_uint8(video)
 

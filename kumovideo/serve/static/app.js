@@ -77,6 +77,18 @@ function setProgress(video) {
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
+// The chosen first frame as a data: URL (the API takes it as input_reference), or null.
+function firstFrame() {
+  const file = $("first-frame").files[0];
+  if (!file) return Promise.resolve(null);
+  return new Promise((resolve, reject) => {
+    const reader = new FileReader();
+    reader.onload = () => resolve(reader.result);
+    reader.onerror = () => reject(new Error(`Could not read ${file.name}.`));
+    reader.readAsDataURL(file);
+  });
+}
+
 async function generate(event) {
   event.preventDefault();
   showError("");
@@ -84,6 +96,8 @@ async function generate(event) {
   if (!body.prompt) return showError("Write a prompt first.");
   $("submit").disabled = true;
   try {
+    const image = await firstFrame();
+    if (image) body.input_reference = image;
     let video = await (await api("/v1/videos", { method: "POST", body: JSON.stringify(body) })).json();
     $("current").hidden = false;
     $("player").replaceChildren();
