@@ -80,7 +80,9 @@ def test_interpolate_keeps_keyframes_and_batches_windows(tiny_frames_pipe, num_k
             assert np.array_equal(image, frames[start + index // factor])
 
 
-def test_keyframes_of_another_size_run_at_the_models_size_and_come_back_at_theirs(tiny_frames_pipe, one_thread):
+def test_keyframes_of_another_size_run_at_the_models_size_and_come_back_at_theirs(
+    tiny_frames_pipe, one_thread, caplog
+):
     """A model interpolates where it was trained: 96x128 keyframes (the model's 48x64 aspect)
     are scaled down for it and the in-betweens scaled back; another aspect is centre-cropped
     to the model's size, and so is the output."""
@@ -93,7 +95,11 @@ def test_keyframes_of_another_size_run_at_the_models_size_and_come_back_at_their
     (conditions,) = spy.calls
     assert all(image.shape == (48, 64, 3) for known in conditions for image in known.values())
     square = rng.integers(0, 256, (5, 64, 64, 3), dtype=np.uint8)
-    assert interpolate_frames(tiny_frames_pipe, square, 4, num_inference_steps=1).shape == (17, 48, 64, 3)
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="kumovideo.pipelines.interpolation"):
+        assert interpolate_frames(tiny_frames_pipe, square, 4, num_inference_steps=1).shape == (17, 48, 64, 3)
+    notes = [r.getMessage() for r in caplog.records if "centre-cropped" in r.getMessage()]
+    assert len(notes) == 1, notes  # one line for the clip, not one per keyframe
 
 
 def test_interpolate_refusals(tiny_frames_pipe):

@@ -146,15 +146,16 @@ def load_image(image: Any) -> np.ndarray:
     )
 
 
-def fit_image(image: np.ndarray, height: int, width: int, what: str = "image") -> np.ndarray:
+def fit_image(image: np.ndarray, height: int, width: int, what: str | None = "image") -> np.ndarray:
     """uint8 (H, W, 3) scaled to cover height x width and centre-cropped to it; a one-line
-    note says so when its size differs."""
+    note says so when its size differs (`what=None`: the caller says it once for many)."""
     ih, iw = image.shape[:2]
     if (ih, iw) == (height, width):
         return image
     from PIL import Image
 
-    logger.warning("%s is %dx%d: resized and centre-cropped to the clip's %dx%d", what, iw, ih, width, height)
+    if what is not None:
+        logger.warning("%s is %dx%d: resized and centre-cropped to the clip's %dx%d", what, iw, ih, width, height)
     scale = max(height / ih, width / iw)
     sh, sw = max(height, round(ih * scale)), max(width, round(iw * scale))
     resized = np.asarray(Image.fromarray(image).resize((sw, sh), Image.BICUBIC))

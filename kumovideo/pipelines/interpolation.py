@@ -118,7 +118,14 @@ def interpolate_frames(
         )
         frames = resize_frames(frames, height, width)
     elif (in_height, in_width) != (height, width):
-        frames = np.stack([fit_image(f, height, width, what=f"frame {i}") for i, f in enumerate(frames)])
+        logger.warning(
+            "the keyframes are %dx%d, another aspect than the model's: resized and centre-cropped to %dx%d",
+            in_width,
+            in_height,
+            width,
+            height,
+        )
+        frames = np.stack([fit_image(f, height, width, what=None) for f in frames])
         keyframes = frames
     if guidance_scale is None and not prompt.strip():
         guidance_scale = 1.0
