@@ -2,6 +2,10 @@
 against the oneDNN routing of kumovideo.models.cpu_conv (docs/benchmarks.md).
 
     python scripts/bench_cpu_conv.py [--vae kumovideo/builtin/kumo-shapes/vae] [--runs 7]
+    python scripts/bench_cpu_conv.py --size 128 --batch 4   # a batch decoded whole vs clip by clip
+
+With --batch N it times only the routed VAE decoding N clips as one batch against one clip
+at a time (what `KumoPipeline.decode_latents` does on the CPU).
 """
 
 import argparse
@@ -31,7 +35,10 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=17)
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument("--batch", type=int, default=1, help="> 1: batch-whole against clip-by-clip decode")
     args = parser.parse_args()
+    if args.batch > 1:
+        return batch_against_clips(args)
 
     routed = load_vae(args.vae).float().eval()
     plain = copy.deepcopy(routed)
@@ -60,6 +67,24 @@ def main() -> None:
                 f"{threads} thread(s): decode {row['decode pytorch']:.3f} -> {row['decode onednn']:.3f} s "
                 f"({row['decode pytorch'] / row['decode onednn']:.1f}x), encode {row['encode pytorch']:.3f} -> "
                 f"{row['encode onednn']:.3f} s ({row['encode pytorch'] / row['encode onednn']:.1f}x)"
+            )
+
+
+def batch_against_clips(args) -> None:
+    vae = load_vae(args.vae).float().eval()
+    torch.manual_seed(0)
+    video = torch.rand(args.batch, 3, args.frames, args.size, args.size) * 2 - 1
+    with torch.no_grad():
+        z = torch.cat([vae.encode(clip[None]).latent_dist.mean for clip in video])
+        whole = lambda: vae.decode(z).sample  # noqa: E731
+        clips = lambda: torch.cat([vae.decode(one[None]).sample for one in z])  # noqa: E731
+        diff = (whole() - clips()).abs().max().item()
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            a, b = median_seconds(whole, args.runs), median_seconds(clips, args.runs)
+            print(
+                f"{args.batch} x {args.frames}x{args.size}x{args.size}, {threads} thread(s): one batch {a:.3f} s, "
+                f"clip by clip {b:.3f} s ({a / b:.1f}x); max |difference| {diff:.1e}"
             )
 
 

@@ -48,16 +48,17 @@ def tiny_frames_pipe(tmp_path_factory):
 
 
 class CallSpy:
-    """The pipeline, with each call's conditioning frames recorded."""
+    """The pipeline, with each call's conditioning frames and steps recorded."""
 
     def __init__(self, pipe):
-        self.pipe, self.calls = pipe, []
+        self.pipe, self.calls, self.steps = pipe, [], []
 
     def __getattr__(self, name):
         return getattr(self.pipe, name)
 
     def __call__(self, *args, **kwargs):
         self.calls.append(kwargs["conditioning_frames"])
+        self.steps.append(kwargs["num_inference_steps"])
         return self.pipe(*args, **kwargs)
 
 
@@ -100,6 +101,19 @@ def test_keyframes_of_another_size_run_at_the_models_size_and_come_back_at_their
         assert interpolate_frames(tiny_frames_pipe, square, 4, num_inference_steps=1).shape == (17, 48, 64, 3)
     notes = [r.getMessage() for r in caplog.records if "centre-cropped" in r.getMessage()]
     assert len(notes) == 1, notes  # one line for the clip, not one per keyframe
+
+
+def test_interpolation_steps_default_from_the_checkpoint(tiny_frames_pipe, one_thread, monkeypatch):
+    """Without steps, interpolation runs the checkpoint's `interpolation_steps`, else its
+    text-to-video default; given steps win."""
+    frames = np.random.default_rng(1).integers(0, 256, (5, 48, 64, 3), dtype=np.uint8)
+    spy = CallSpy(tiny_frames_pipe)
+    monkeypatch.setattr(tiny_frames_pipe, "sampling_defaults", {"num_inference_steps": 3, "interpolation_steps": 2})
+    interpolate_frames(spy, frames, 4)
+    interpolate_frames(spy, frames, 4, num_inference_steps=1)
+    monkeypatch.setattr(tiny_frames_pipe, "sampling_defaults", {"num_inference_steps": 3})
+    interpolate_frames(spy, frames, 4)
+    assert spy.steps == [2, 1, 3]
 
 
 def test_interpolate_refusals(tiny_frames_pipe):

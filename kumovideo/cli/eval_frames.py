@@ -310,9 +310,10 @@ def run_interpolate(args) -> int:
     import torch
 
     from kumovideo.evaluation.frames_metrics import finite_mean, in_between, linear_blend, psnr
-    from kumovideo.pipelines.interpolation import interpolate_frames
+    from kumovideo.pipelines.interpolation import interpolate_frames, interpolation_steps
 
     pipe = _load(args.model)
+    args.steps = interpolation_steps(pipe, args.steps)  # reported as run
     clip = pipe.default_clip()
     captions = _captions(pipe, args.model, args.n, args.seed, keep=moving)
     results = []
@@ -353,7 +354,10 @@ def run_interpolate(args) -> int:
     summary["gain_over_blend_db"] = summary["in_between_psnr"] - summary["blend_psnr"]
     _write(out_dir, summary, results, args.json)
     if not args.json:
-        print(f"kumo eval interpolate: {len(results)} rendered clips, x{args.factor}, {elapsed:.0f} s")
+        print(
+            f"kumo eval interpolate: {len(results)} rendered clips, x{args.factor}, "
+            f"{args.steps} steps, {elapsed:.0f} s"
+        )
         print(f"  in-between PSNR    {_db(summary['in_between_psnr'])} dB")
         print(f"  linear blend       {_db(summary['blend_psnr'])} dB  (gain {summary['gain_over_blend_db']:+.2f} dB)")
         print(f"  model keyframes    {_db(summary['keyframe_psnr'])} dB (before the input keyframes are pasted)")

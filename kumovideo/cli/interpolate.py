@@ -93,16 +93,17 @@ def run(args) -> int:
     import torch
 
     from kumovideo.pipelines import KumoPipeline
-    from kumovideo.pipelines.interpolation import interpolate_frames
+    from kumovideo.pipelines.interpolation import interpolate_frames, interpolation_steps
     from kumovideo.utils.video_io import write_video
 
     pipe = KumoPipeline.from_pretrained(folder, torch_dtype=torch.float32).to(device)
+    steps = interpolation_steps(pipe, args.steps)
     out = interpolate_frames(
         pipe,
         frames,
         args.factor,
         prompt=args.prompt,
-        num_inference_steps=args.steps,
+        num_inference_steps=steps,
         generator=torch.Generator(device="cpu").manual_seed(args.seed),
     )
     out_fps = round(fps * args.factor) if fps else 8 * args.factor
@@ -110,5 +111,5 @@ def run(args) -> int:
     from kumovideo.cli import STARTED
 
     elapsed = time.perf_counter() - STARTED
-    print(f"wrote {output} ({len(frames)} -> {len(out)} frames, {out_fps} fps) in {elapsed:.1f} s")
+    print(f"wrote {output} ({len(frames)} -> {len(out)} frames, {out_fps} fps, {steps} steps) in {elapsed:.1f} s")
     return 0

@@ -81,6 +81,14 @@ def resize_frames(frames: np.ndarray, height: int, width: int) -> np.ndarray:
     return out.reshape(*frames.shape[:-3], height, width, 3)
 
 
+def interpolation_steps(pipe, steps: int | None = None) -> int:
+    """`steps`, else the checkpoint's `interpolation_steps` (kumo_defaults.json: the keyframes
+    pin most of the clip, so fewer steps than text-to-video's suffice), else its default."""
+    if steps is not None:
+        return steps
+    return pipe.sampling_defaults.get("interpolation_steps") or pipe.default_sampling()["num_inference_steps"]
+
+
 @torch.no_grad()
 def interpolate_frames(
     pipe,
@@ -98,7 +106,9 @@ def interpolate_frames(
     aspect are scaled to it and the in-betweens scaled back (H' x W' = H x W); other aspects
     are resized and centre-cropped to it, with a note, and H' x W' is the model's size.
     Without a prompt there is no text guidance (guidance_scale 1: one branch, half the
-    work). `paste_keyframes=False` keeps the model's own keyframes (to measure them)."""
+    work). Steps left out are the checkpoint's `interpolation_steps` (kumo_defaults.json), else
+    its `num_inference_steps`. `paste_keyframes=False` keeps the model's own keyframes (to
+    measure them)."""
     factor = check_factor(factor)
     frames = check_keyframes(frames)
     checks.check_frame_conditioning(pipe.transformer.config)
@@ -129,6 +139,7 @@ def interpolate_frames(
         keyframes = frames
     if guidance_scale is None and not prompt.strip():
         guidance_scale = 1.0
+    num_inference_steps = interpolation_steps(pipe, num_inference_steps)
 
     starts = window_starts(len(frames), span)
     conditions = [{factor * j: frames[s + j] for j in range(min(span, len(frames) - 1 - s) + 1)} for s in starts]
