@@ -140,3 +140,37 @@ def test_the_wall_clock_checkpoints_by_time_and_stops_on_time(tmp_path):
     assert 1 < last < 1000 and clock.out_of_time()
     assert saved[-1] == tmp_path / "checkpoints" / f"step-{last:07d}" and saved[-1].is_dir()
     assert len(saved) == last  # checkpoint_every_s=0: after every step
+
+
+def test_travel_slims_the_tree_for_the_device_and_restores_it(tmp_path):
+    """scripts/gpu/travel.sh: `slim` takes the built-in folders the kits do not read out of
+    what travels (index and exclude only, files kept), `restore` puts the index back."""
+    repo = tmp_path / "repo"
+    (repo / "scripts" / "gpu").mkdir(parents=True)
+    (repo / "scripts" / "gpu" / "travel.sh").write_bytes((REPO / "scripts" / "gpu" / "travel.sh").read_bytes())
+    for name in ("kumo-shapes", "kumo-shapes-frames", "kumo-shapes-lumina", "kumo-shapes-turbo", "kumo-shapes-v2a"):
+        (repo / "kumovideo" / "builtin" / name).mkdir(parents=True)
+        (repo / "kumovideo" / "builtin" / name / "weights.bin").write_bytes(b"w" * 1000)
+
+    def git(*args) -> str:
+        return subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True, text=True).stdout
+
+    git("init", "-q")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "all")
+    before = git("ls-files")
+
+    def travel(action: str) -> str:
+        done = subprocess.run(["bash", "scripts/gpu/travel.sh", action], cwd=repo, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    travel("slim")
+    kept = git("ls-files").split()
+    assert kept == ["kumovideo/builtin/kumo-shapes/weights.bin", "scripts/gpu/travel.sh"]
+    assert git("ls-files", "--others", "--exclude-standard") == ""  # hidden, so they do not travel untracked
+    assert (repo / "kumovideo" / "builtin" / "kumo-shapes-frames" / "weights.bin").exists()
+    assert "already slim" in travel("slim")
+    travel("restore")
+    assert git("ls-files") == before
+    assert git("status", "--porcelain") == ""

@@ -98,12 +98,13 @@ FRAMES_DIR = PACKAGE_DIR / "kumo-shapes-frames"
 
 def builtin_frames_dir() -> Path:
     """The folder of the built-in conditioned pipeline (image-to-video and interpolation:
-    the built-in model fine-tuned with configs/builtin-frames.yaml, docs/conditioning.md)."""
+    the built-in model fine-tuned with configs/builtin-frames-128.yaml, docs/conditioning.md)."""
     if not (FRAMES_DIR / "model_index.json").exists():
         from kumovideo.utils.errors import KumoInputError
 
         raise KumoInputError(
             "this build ships no built-in conditioned model (kumo-shapes-frames) for --image / --interpolate; "
-            "pass --model with a folder from `kumo train dit --config configs/builtin-frames.yaml` (docs/conditioning.md)"
+            "pass --model with a folder from `kumo train dit --config configs/builtin-frames-128.yaml` "
+            "(docs/conditioning.md)"
         )
     return FRAMES_DIR
