@@ -374,7 +374,7 @@ def _interpolate_generated(args, out_dir: Path) -> int:
     from kumovideo.cli.generate import sampling_settings
     from kumovideo.evaluation.shapes_judge import judge_clip, summarise
     from kumovideo.pipelines import frames_to_uint8
-    from kumovideo.pipelines.interpolation import interpolate_frames
+    from kumovideo.pipelines.interpolation import interpolate_frames, interpolation_steps
 
     base_folder = Path(args.base_model) if args.base_model else builtin_model_dir()
     base, pipe = _load(base_folder), _load(args.model)
@@ -419,6 +419,8 @@ def _interpolate_generated(args, out_dir: Path) -> int:
         "model": str(args.model),
         "base_model": str(base_folder),
         "factor": args.factor,
+        "steps": steps,
+        "interpolation_steps": interpolation_steps(pipe, args.steps),
         "frames": results[0]["frames"],
         "keyframes_match_rate": base_summary["match_rate"],
         "interpolated_match_rate": interp_summary["match_rate"],
