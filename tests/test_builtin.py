@@ -51,6 +51,23 @@ def test_kumo_generate_uses_the_builtin_model_by_default(tmp_path, capsys):
     assert "random-weight" not in capsys.readouterr().err
 
 
+def test_one_rule_says_what_a_model_was_trained_for():
+    """`checks.trained_for` / `trained_for_size`: read by the refusals, the CLI's choice of a
+    built-in model (`lumina_request`) and the server's routing (`ModelInfo`) alike."""
+    from kumovideo.pipelines.checks import trained_for, trained_for_size
+
+    plain = {"frame_conditioning": False, "multiscale_patch_sizes": None, "motion_conditioning": False}
+    lumina = {**plain, "multiscale_patch_sizes": [4], "motion_conditioning": True}
+    assert trained_for(plain) and trained_for({})  # plain text-to-video: any model
+    assert not trained_for(plain, image=True) and trained_for({**plain, "frame_conditioning": True}, image=True)
+    assert not trained_for(plain, multiscale=True)
+    assert not trained_for({**plain, "multiscale_patch_sizes": []}, multiscale=True)
+    assert trained_for(lumina, multiscale=True, motion=True) and not trained_for(lumina, image=True, motion=True)
+    assert trained_for_size((128, 128), None, None, None) and trained_for_size((128, 128), None, 128, None)
+    assert not trained_for_size((128, 128), None, 64, 64) and not trained_for_size((128, 128), None, None, 96)
+    assert trained_for_size((64, 64), (0.5, 2.0), 112, 64)  # aspect buckets: any size
+
+
 def test_the_base_model_is_a_plain_128_model_and_lumina_requests_go_to_its_lumina_model(caplog):
     """The 128x128 base was trained without motion scores or coarse patches, so it has neither
     (scripts/drop_feature_heads.py), and at 128x128 only; what only kumo-shapes-lumina was

@@ -39,10 +39,13 @@ def lumina_request(multiscale: bool, motion_score: float | None, width: int | No
     if motion_score is not None:
         return "--motion-score"
     if (width is not None or height is not None) and is_trained():
-        from kumovideo.pipelines.checks import folder_clip
+        from kumovideo.pipelines.checks import folder_clip, recorded_range, trained_for_size
+        from kumovideo.pipelines.loading import read_sampling_defaults
 
-        _, (_, base_height, base_width) = folder_clip(BUILTIN_DIRS[False])
-        if (width or base_width, height or base_height) != (base_width, base_height):
+        base = BUILTIN_DIRS[False]
+        _, (_, base_height, base_width) = folder_clip(base)
+        aspect_range = recorded_range(read_sampling_defaults(base), "aspect_range")
+        if not trained_for_size((base_width, base_height), aspect_range, width, height):
             return f"a size other than {base_width}x{base_height}"
     return None
 

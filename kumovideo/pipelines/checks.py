@@ -156,10 +156,32 @@ def check_image_guidance(image_guidance_scale: Any) -> None:
         raise KumoInputError(f"image_guidance_scale={image_guidance_scale!r} must be a finite number (or None)")
 
 
+def trained_for(
+    transformer_config: Any, *, image: bool = False, multiscale: bool = False, motion: bool = False
+) -> bool:
+    """Whether a transformer, by its config alone, was trained for what a request asks:
+    conditioning frames (`image`), coarse patch sizes (`multiscale`), a motion score
+    (`motion`). The checks below refuse what this says no to; the server routes by it."""
+    return (
+        (not image or bool(config_value(transformer_config, "frame_conditioning", False)))
+        and (not multiscale or bool(config_value(transformer_config, "multiscale_patch_sizes")))
+        and (not motion or bool(config_value(transformer_config, "motion_conditioning", False)))
+    )
+
+
+def trained_for_size(
+    default_size: tuple[int, int], aspect_range: Sequence[float] | None, width: int | None, height: int | None
+) -> bool:
+    """Whether a model was trained for a clip of width x height (a side left out is the
+    default's): one that records an `aspect_range` (aspect buckets) for any, else only its
+    default (width, height)."""
+    return aspect_range is not None or (width or default_size[0], height or default_size[1]) == tuple(default_size)
+
+
 def check_frame_conditioning(transformer_config: Any, what: str = "this model") -> None:
     """Conditioning frames (an image, keyframes) need a transformer trained with them; read
     from its config, so the CLI can ask before any weights load."""
-    if not config_value(transformer_config, "frame_conditioning", False):
+    if not trained_for(transformer_config, image=True):
         raise KumoInputError(
             f"{what} was not trained with conditioning frames (its transformer config has no frame_conditioning), "
             "so it cannot take an image or keyframes; use the built-in kumo-shapes-frames model or one fine-tuned "
@@ -219,8 +241,7 @@ def check_multiscale(
                 "multiscale=True (--multiscale); add it or drop the split"
             )
         return
-    sizes = config_value(transformer_config, "multiscale_patch_sizes") or []
-    if not sizes:
+    if not trained_for(transformer_config, multiscale=True):
         raise KumoInputError(
             f"{what} has one patch size (no multiscale_patch_sizes in its transformer config); "
             "drop --multiscale / multiscale=True or use a model trained with several"
@@ -230,7 +251,7 @@ def check_multiscale(
             f"multiscale_split={multiscale_split!r}; use the share of the steps to sample at the coarse scale, "
             "a number in (0, 1] such as 0.5"
         )
-    coarsest = max(sizes)
+    coarsest = max(config_value(transformer_config, "multiscale_patch_sizes"))
     coarse = dataclasses.replace(geometry, patch=coarsest)
     coarse.check_sides(
         height, width, f"VAE {geometry.spatial}x times the coarsest patch {coarsest}, which multi-scale sampling needs"
@@ -261,7 +282,7 @@ def check_motion_score(transformer_config: Any, motion_score: Any, what: str = "
     with motion conditioning; None (no score: the unconditioned default) for any."""
     if motion_score is None:
         return
-    if not config_value(transformer_config, "motion_conditioning", False):
+    if not trained_for(transformer_config, motion=True):
         raise KumoInputError(
             f"{what} was not trained with a motion score (its transformer config has no motion_conditioning); "
             "drop --motion-score / motion_score, or use a model trained with one"

@@ -54,18 +54,10 @@ class ModelInfo:
 
     def takes(self, *, image: bool, multiscale: bool, motion: bool) -> bool:
         """Whether its transformer was trained for what the request asks."""
-        config = self.transformer_config
-        return (
-            (not image or bool(config.get("frame_conditioning")))
-            and (not multiscale or bool(config.get("multiscale_patch_sizes")))
-            and (not motion or bool(config.get("motion_conditioning")))
-        )
+        return checks.trained_for(self.transformer_config, image=image, multiscale=multiscale, motion=motion)
 
     def trained_for_size(self, width: int | None, height: int | None) -> bool:
-        return self.aspect_range is not None or (width or self.width, height or self.height) == (
-            self.width,
-            self.height,
-        )
+        return checks.trained_for_size((self.width, self.height), self.aspect_range, width, height)
 
 
 def bad(param: str, message: str, code: str = "invalid_value") -> ApiError:
@@ -140,9 +132,12 @@ def _input_image(value) -> np.ndarray | None:
     return _checked("input_reference", load_image, value)
 
 
-def pick_model(fields: dict, models: dict[str, ModelInfo], default: str, image: bool = False) -> ModelInfo:
+def pick_model(
+    fields: dict, models: dict[str, ModelInfo], default: str, image: bool = False, size: tuple[int, int] | None = None
+) -> ModelInfo:
     """`model` if given (one of the served names); else `turbo: true` picks the served
-    Turbo model; else `route`'s choice (the default unless the request needs another)."""
+    Turbo model; else `route`'s choice (the default unless the request needs another).
+    `size`: the request's (width, height) if it gives one."""
     turbo = _bool(fields.get("turbo", False), "turbo")
     name = fields.get("model")
     if name is None or name == "":
@@ -151,7 +146,6 @@ def pick_model(fields: dict, models: dict[str, ModelInfo], default: str, image: 
             if name is None:
                 raise bad("turbo", "no Turbo model is served; leave turbo out or start kumo serve with one")
         else:
-            size = _size_field(fields.get("size"))
             motion = fields.get("motion_score") not in (None, "")
             multiscale = _bool(fields.get("multiscale", False), "multiscale")
             name = route(models, default, size, image=image, multiscale=multiscale, motion=motion)
@@ -182,7 +176,9 @@ def parse_create(fields: dict, models: dict[str, ModelInfo], default: str, limit
                 param, f"{param} has {len(text)} characters; this server takes at most {limits.max_prompt_chars}"
             )
     image = _input_image(fields.get("input_reference"))
-    model = pick_model(fields, models, default, image=image is not None)
+    size = fields.get("size")
+    asked_size = _size_field(size)
+    model = pick_model(fields, models, default, image=image is not None, size=asked_size)
     if image is not None:
         _checked("input_reference", checks.check_frame_conditioning, model.transformer_config, f"model {model.name!r}")
 
@@ -207,8 +203,7 @@ def parse_create(fields: dict, models: dict[str, ModelInfo], default: str, limit
         longest = (limits.max_frames - 1) // model.fps
         raise bad("seconds", f"seconds={seconds} is {frames} frames; this server makes at most {longest} s")
 
-    size = fields.get("size")
-    width, height = _size_field(size) or (model.width, model.height)
+    width, height = asked_size or (model.width, model.height)
     if size is None or size == "":
         size = f"{width}x{height}"
     else:
