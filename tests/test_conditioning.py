@@ -270,3 +270,27 @@ def test_the_image_latent_is_kept_as_latent_frame_0():
     expected = encode_images(pipe.vae, images_to_tensor([image]))[0]
     assert torch.allclose(kept[0, 0], expected, atol=1e-5)
     assert torch.equal(kept[:, 1:], own[:, 1:]) and not torch.allclose(own[0, 0], expected)
+
+
+def test_rebasing_a_fine_tune_adds_its_change_to_the_new_base():
+    """scripts/rebase_finetune.py: new base + (fine-tune - old base), the widened patch
+    embedding's conditioning channels kept as the fine-tune trained them."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+    from rebase_finetune import rebase_state
+
+    torch.manual_seed(0)
+    old = {"w": torch.randn(4, 3), "proj": torch.randn(2, 8, 2, 2)}
+    new = {k: v + torch.randn_like(v) for k, v in old.items()}
+    tuned = {"w": old["w"] + 0.5, "proj": torch.cat([old["proj"] - 0.25, torch.randn(2, 18, 2, 2)], 1).half()}
+    out = rebase_state(old, new, tuned)
+    assert torch.allclose(out["w"], new["w"] + 0.5)
+    assert out["proj"].dtype == torch.float16 and out["proj"].shape == (2, 26, 2, 2)
+    assert torch.allclose(out["proj"][:, :8].float(), (new["proj"] - 0.25).half().float(), atol=2e-3)
+    assert torch.equal(out["proj"][:, 8:], tuned["proj"][:, 8:])  # the condition's channels: the fine-tune's
+    same = rebase_state(old, old, tuned)  # no change to the base: the fine-tune itself
+    assert torch.allclose(same["w"], tuned["w"])
+    with pytest.raises(SystemExit, match="different tensors"):
+        rebase_state(old, {"w": new["w"]}, tuned)
