@@ -23,7 +23,6 @@ import time
 from pathlib import Path
 
 from kumovideo.cli import args as flags
-from kumovideo.utils.errors import KumoInputError
 from kumovideo.utils.paths import check_output_folder
 
 MAX_CAPTIONS = 10_000
@@ -89,24 +88,11 @@ def _load(folder):
 
 def _captions(pipe, folder: Path, n: int, seed: int, keep=None) -> list[str]:
     """n distinct captions unseen in training (the model's training_captions.txt), alternating
-    one and two objects as `kumo eval shapes` draws them, those `keep` accepts."""
-    import numpy as np
+    one and two objects: `kumo eval shapes`'s draw for the same seed, those `keep` accepts."""
+    from kumovideo.cli.eval_common import eval_captions, seen_captions
 
-    from kumovideo.data.shapes_world import caption, sample_clip_spec
-
-    seen_file = Path(folder) / "training_captions.txt"
-    exclude = set(seen_file.read_text().splitlines()) if seen_file.exists() else set()
     clip = pipe.default_clip()
-    rng = np.random.default_rng([seed, 4242])
-    captions: list[str] = []
-    for _ in range(1000 * n):
-        objects = 1 + len(captions) % 2
-        text = caption(sample_clip_spec(rng, size=clip["height"], num_frames=clip["num_frames"], num_objects=objects))
-        if text not in exclude and text not in captions and (keep is None or keep(text)):
-            captions.append(text)
-            if len(captions) == n:
-                return captions
-    raise KumoInputError(f"could not draw {n} captions unseen in training; lower --n")
+    return eval_captions(n, seed, clip["height"], clip["num_frames"], seen_captions(folder), keep=keep)
 
 
 def _renders(captions: list[str], clip: dict, seed: int):
