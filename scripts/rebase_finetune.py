@@ -61,15 +61,14 @@ def main(argv=None) -> int:
     if args.out.exists():
         ap.error(f"{args.out} exists; give a new folder")
     folders = (args.old_base, args.new_base, args.finetune)
-    state = rebase_state(*(load_file(d / "transformer" / WEIGHTS) for d in folders))
+    old, new, finetune = (load_file(d / "transformer" / WEIGHTS) for d in folders)
+    state = rebase_state(old, new, finetune)
     with atomic_directory(args.out) as tmp:
         shutil.copytree(args.new_base, tmp, dirs_exist_ok=True)
         shutil.copy2(args.finetune / "transformer" / "config.json", tmp / "transformer" / "config.json")
-        for extra in ("kumo_defaults.json",):
-            if (args.finetune / extra).exists():
-                shutil.copy2(args.finetune / extra, tmp / extra)
+        if (args.finetune / "kumo_defaults.json").exists():
+            shutil.copy2(args.finetune / "kumo_defaults.json", tmp / "kumo_defaults.json")
         save_file(state, tmp / "transformer" / WEIGHTS)
-    finetune = load_file(args.finetune / "transformer" / WEIGHTS)
     moved = sum((state[k].float() - finetune[k].float()).norm() for k in state)
     print(f"wrote {args.out}: {len(state)} tensors (summed distance from the fine-tune {moved:.2f})")
     return 0

@@ -370,8 +370,8 @@ class KumoPipeline(DiffusionPipeline):
 
     def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
         """(B, F_lat, C, h, w) latents -> (B, 3, F, H, W) video in [-1, 1]. On the CPU one clip
-        at a time: four 128x128x17 clips decode in 1.4 s so and in 4.7 s as one batch (every
-        op slower per element at the batch's activation sizes; docs/conditioning.md, "CPU time")."""
+        at a time: four 128x128x17 clips decode in 1.62 s that way and in 4.27 s as one batch, two
+        threads (every op slower per element at the batch's activation sizes; docs/benchmarks.md)."""
         latents = (latents.permute(0, 2, 1, 3, 4) / self.vae.config.scaling_factor).to(self.vae.dtype)
         if latents.device.type == "cpu" and len(latents) > 1:
             return torch.cat([self.vae.decode(clip[None]).sample for clip in latents])
