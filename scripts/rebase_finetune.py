@@ -15,6 +15,11 @@ own weights on the new ones. Everything else (text encoder, VAE, tokenizer, sche
 NEW_BASE's; the transformer config and `kumo_defaults.json` are FINETUNE's. The result is a
 start, not a finished model: measure it (`kumo eval i2v`), and fine-tune it briefly with
 `init_from: OUT` where it falls short (docs/conditioning.md).
+
+`--scale A` adds A times the fine-tune's change instead, NEW + A (FINETUNE - OLD). With
+OLD = NEW = the fine-tune's own start this is WiSE-FT (Wortsman et al. 2022, "Robust
+fine-tuning of zero-shot models"): a point on the line between a model and its fine-tune,
+which gives back some of what the fine-tune cost on the base's task (docs/lumina.md).
 """
 
 from __future__ import annotations
@@ -34,9 +39,9 @@ from kumovideo.utils.atomic import atomic_directory  # noqa: E402
 WEIGHTS = "diffusion_pytorch_model.safetensors"
 
 
-def rebase_state(old: dict, new: dict, finetune: dict) -> dict:
-    """NEW + (FINETUNE - OLD) per tensor, in fp32, stored in the fine-tune's dtype; a tensor
-    the fine-tune widened along a dimension keeps its own values past the base's size."""
+def rebase_state(old: dict, new: dict, finetune: dict, scale: float = 1.0) -> dict:
+    """NEW + scale (FINETUNE - OLD) per tensor, in fp32, stored in the fine-tune's dtype; a
+    tensor the fine-tune widened along a dimension keeps its own values past the base's size."""
     if old.keys() != new.keys() or old.keys() != finetune.keys():
         raise SystemExit("the three transformers have different tensors: not a base and its fine-tune")
     out = {}
@@ -46,7 +51,7 @@ def rebase_state(old: dict, new: dict, finetune: dict) -> dict:
             raise SystemExit(f"{name}: the bases differ in shape ({tuple(o.shape)} vs {tuple(n.shape)})")
         merged = ft.float().clone()
         base_part = tuple(slice(0, s) for s in o.shape)  # the base's block of a widened tensor
-        merged[base_part] = n + (merged[base_part] - o)
+        merged[base_part] = n + scale * (merged[base_part] - o)
         out[name] = merged.to(ft.dtype).contiguous()
     return out
 
@@ -57,12 +62,15 @@ def main(argv=None) -> int:
     ap.add_argument("new_base", type=Path, help="the base trained further from old_base")
     ap.add_argument("finetune", type=Path, help="the fine-tuned pipeline folder")
     ap.add_argument("out", type=Path, help="new pipeline folder (must not exist)")
+    ap.add_argument("--scale", type=float, default=1.0, help="how much of FINETUNE - OLD to add (default 1)")
     args = ap.parse_args(argv)
+    if not 0 < args.scale <= 1:
+        ap.error(f"--scale {args.scale} must be in (0, 1]")
     if args.out.exists():
         ap.error(f"{args.out} exists; give a new folder")
     folders = (args.old_base, args.new_base, args.finetune)
     old, new, finetune = (load_file(d / "transformer" / WEIGHTS) for d in folders)
-    state = rebase_state(old, new, finetune)
+    state = rebase_state(old, new, finetune, args.scale)
     with atomic_directory(args.out) as tmp:
         shutil.copytree(args.new_base, tmp, dirs_exist_ok=True)
         shutil.copy2(args.finetune / "transformer" / "config.json", tmp / "transformer" / "config.json")

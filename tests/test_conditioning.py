@@ -292,5 +292,8 @@ def test_rebasing_a_fine_tune_adds_its_change_to_the_new_base():
     assert torch.equal(out["proj"][:, 8:], tuned["proj"][:, 8:])  # the condition's channels: the fine-tune's
     same = rebase_state(old, old, tuned)  # no change to the base: the fine-tune itself
     assert torch.allclose(same["w"], tuned["w"])
+    halfway = rebase_state(old, old, tuned, scale=0.5)  # WiSE-FT: halfway from the base to the fine-tune
+    assert torch.allclose(halfway["w"], old["w"] + 0.25)
+    assert torch.equal(halfway["proj"][:, 8:], tuned["proj"][:, 8:])
     with pytest.raises(SystemExit, match="different tensors"):
         rebase_state(old, {"w": new["w"]}, tuned)

@@ -432,3 +432,18 @@ def test_drop_feature_heads_keeps_the_native_model_and_makes_the_flag_a_refusal(
     assert_one_line_error(capsys, "has one patch size", "drop --multiscale")
     again = drop_heads()
     assert again.returncode == 2 and "exists" in again.stderr  # never over an existing folder
+
+    # scripts/graft_feature_heads.py, the inverse: the heads grafted back from the original
+    # give the original model tensor for tensor, with its config and sampling defaults.
+    grafted = tmp_path / "grafted"
+    script = ["scripts/graft_feature_heads.py", str(plain), str(multiscale_folder), str(grafted)]
+    run = subprocess.run([sys.executable, *script], cwd=repo, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert "native output unchanged" in run.stdout
+    back = load_file(grafted / weights)
+    assert set(back) == set(before) and all(torch.equal(before[name], back[name]) for name in before)
+    assert json.loads((grafted / "transformer" / "config.json").read_text())["multiscale_patch_sizes"] == [4]
+    assert (grafted / "kumo_defaults.json").read_text() == (multiscale_folder / "kumo_defaults.json").read_text()
+    script = ["scripts/graft_feature_heads.py", str(multiscale_folder), str(multiscale_folder), str(tmp_path / "g2")]
+    twice = subprocess.run([sys.executable, *script], cwd=repo, capture_output=True, text=True, timeout=120)
+    assert twice.returncode == 1 and "already has coarse scales" in twice.stderr  # the base must be plain

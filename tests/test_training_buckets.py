@@ -100,7 +100,7 @@ def test_step_extras_draw_scales_where_the_latent_divides_and_drop_scores(tmp_pa
     assert extras == {}  # a plain model gets neither
 
 
-def test_a_size_outside_the_trained_aspects_warns_once_and_still_runs(caplog):
+def test_a_size_outside_the_trained_aspects_or_areas_warns_once_and_still_runs(caplog):
     import logging
 
     from kumovideo.pipelines.factory import build_pipeline
@@ -114,13 +114,19 @@ def test_a_size_outside_the_trained_aspects_warns_once_and_still_runs(caplog):
         with caplog.at_level(logging.WARNING, logger="kumovideo"):
             latents = pipe("a red circle", height=height, width=width, **settings).frames
         assert tuple(latents.shape[-2:]) == (height // 8, width // 8)
-        return [r.getMessage() for r in caplog.records if "aspects this model was trained at" in r.getMessage()]
+        return [r.getMessage() for r in caplog.records if "this model was trained at" in r.getMessage()]
 
     assert warnings_for(32, 96) == []  # no aspect_range recorded: nothing to say
     pipe.sampling_defaults = {"aspect_range": [0.5, 2.0]}
     assert warnings_for(32, 64) == []  # 2:1, inside
     (message,) = warnings_for(32, 96)  # 3:1
     assert message.startswith("96x32 is 3.00:1, outside")
+    # A scale it was not trained at: 128x128-scale buckets say nothing of 64x64 (area_range)
+    pipe.sampling_defaults = {"aspect_range": [0.5, 2.0], "area_range": [2048, 4096]}
+    assert warnings_for(64, 32) == warnings_for(48, 64) == []  # 2048 and 3072 pixels: inside
+    (message,) = warnings_for(32, 32)
+    assert message.startswith("32x32 is 1024 pixels a frame, outside the sizes this model was trained at (2048 ..")
+    assert len(warnings_for(16, 96)) == 2  # 6:1 and 1536 pixels: both said
 
 
 def test_a_cache_refuses_to_resume_with_another_vae(vae_4x_2x, bucketed_cache):

@@ -15,7 +15,7 @@ logger = logging.getLogger(__name__)
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 BUILTIN_DIRS = {False: PACKAGE_DIR / "kumo-shapes", True: PACKAGE_DIR / "kumo-shapes-turbo"}
-# The previous base (64x64) fine-tuned with Lumina-Video's three ideas (configs/builtin-lumina.yaml):
+# The 128x128 base fine-tuned with Lumina-Video's three ideas (configs/builtin-lumina-128.yaml):
 # the built-in model for --multiscale, --motion-score and sizes other than 128x128, which the
 # base was not trained for (docs/lumina.md).
 LUMINA_DIR = PACKAGE_DIR / "kumo-shapes-lumina"
@@ -33,7 +33,7 @@ def lumina_request(multiscale: bool, motion_score: float | None, width: int | No
     """What in a request only the built-in Lumina model was trained for (its flag, for the log
     line), or None: the base model serves it. The base was trained at its own size only (at
     64x64 it matches 10.9% of captions, docs/builtin-model.md), the Lumina model at sizes
-    from 64x128 to 128x64, so any other size goes to the Lumina model."""
+    from 128x256 to 256x128, so any other size goes to the Lumina model."""
     if multiscale:
         return "--multiscale"
     if motion_score is not None:
@@ -56,8 +56,8 @@ def builtin_model_dir(turbo: bool = False, lumina: str | None = None) -> Path:
     model they used in their output; a warning here would be a second line beside an error)."""
     if lumina and not turbo and (LUMINA_DIR / "model_index.json").exists():
         logger.info(
-            "%s: using the built-in kumo-shapes-lumina model (64x64 by default; the 128x128 base "
-            "was not trained for it, docs/lumina.md)",
+            "%s: using the built-in kumo-shapes-lumina model (the 128x128 base was not trained "
+            "for it, docs/lumina.md)",
             lumina,
         )
         return LUMINA_DIR

@@ -267,6 +267,17 @@ def load_pipeline_components(folder: str | os.PathLike, torch_dtype: torch.dtype
 
 # ------------------------------------------------------------------ sampling defaults
 
+
+def _range(value, above: float) -> bool:
+    """A recorded [low, high]: two finite numbers > `above`, low <= high."""
+    return (
+        isinstance(value, list)
+        and len(value) == 2
+        and all(is_real(x) and above < x < math.inf for x in value)
+        and value[0] <= value[1]
+    )
+
+
 # What a checkpoint's kumo_defaults.json may recommend, and the check each value must pass.
 SAMPLING_DEFAULT_KEYS = {
     "num_inference_steps": ("a whole number of steps >= 1", lambda v: is_int(v) and v >= 1),
@@ -283,19 +294,11 @@ SAMPLING_DEFAULT_KEYS = {
     # Multi-scale models (multiscale_patch_sizes): the share of the steps sampled at the coarsest scale.
     "multiscale_split": ("a fraction of the steps in (0, 1]", lambda v: is_real(v) and 0 < v <= 1),
     # Models trained in aspect buckets: the width / height ratios seen, [low, high]; others warn.
-    "aspect_range": (
-        "a list [low, high] of positive numbers (width / height), low <= high",
-        lambda v: (
-            isinstance(v, list) and len(v) == 2 and all(is_real(x) and 0 < x < math.inf for x in v) and v[0] <= v[1]
-        ),
-    ),
+    "aspect_range": ("a list [low, high] of positive numbers (width / height), low <= high", lambda v: _range(v, 0)),
+    # Models trained at some sizes: the frame areas seen (width x height pixels), [low, high]; others warn.
+    "area_range": ("a list [low, high] of positive numbers (pixels a frame), low <= high", lambda v: _range(v, 0)),
     # Motion-conditioned models: the motion scores seen in training, [low, high]; others are clamped.
-    "motion_score_range": (
-        "a list [low, high] of finite numbers, low <= high",
-        lambda v: (
-            isinstance(v, list) and len(v) == 2 and all(is_real(x) and math.isfinite(x) for x in v) and v[0] <= v[1]
-        ),
-    ),
+    "motion_score_range": ("a list [low, high] of finite numbers, low <= high", lambda v: _range(v, -math.inf)),
 }
 
 

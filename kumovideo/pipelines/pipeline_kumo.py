@@ -171,6 +171,12 @@ class KumoPipeline(DiffusionPipeline):
         a call outside it warns. None: not recorded (no warning)."""
         return checks.recorded_range(self.sampling_defaults, "aspect_range")
 
+    @property
+    def area_range(self) -> tuple[float, float] | None:
+        """The frame sizes in pixels (width x height) the model was trained at (kumo_defaults.json
+        `area_range`); a call outside it warns. None: not recorded (no warning)."""
+        return checks.recorded_range(self.sampling_defaults, "area_range")
+
     def resolve_call_defaults(self, **settings) -> dict:
         """`settings` with every None among height, width, num_frames, num_inference_steps,
         guidance_scale, guidance_rescale, max_sequence_length and multiscale_split replaced by
@@ -332,7 +338,7 @@ class KumoPipeline(DiffusionPipeline):
             checks.check_conditioning_frames(conditioning_frames, num_frames, geometry.temporal)
         checks.check_multiscale(self.transformer.config, geometry, height, width, multiscale, multiscale_split)
         checks.check_motion_score(self.transformer.config, motion_score)
-        checks.warn_untrained_aspect(width, height, self.aspect_range)
+        checks.warn_untrained_size(width, height, self.aspect_range, self.area_range)
         checks.check_single_process(isinstance(self.transformer, KumoTransformer3DModel), multiscale, motion_score)
 
     @staticmethod
