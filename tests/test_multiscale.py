@@ -4,6 +4,7 @@ coarse-then-native schedule, `kumo generate --multiscale` and `kumo bench --mult
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -400,6 +401,13 @@ def test_bench_times_a_multiscale_loop_beside_the_single_scale_one():
     assert rows["multiscale"]["flops_per_step"] < rows["eager"]["flops_per_step"]
     assert rows["multiscale"]["e2e_s"]["median"] > 0
     assert "the first 2 of 4 steps at patch 4" in format_table(result)
+    # --multiscale-split: a larger share of coarse steps, fewer FLOPs a step on average
+    more = run_bench(dataclasses.replace(spec, multiscale_split=0.75, e2e=False, baseline=False))
+    (row,) = more["rows"]
+    assert row["multiscale"] == {"patch_size": 4, "coarse_steps": 3}
+    assert row["flops_per_step"] < rows["multiscale"]["flops_per_step"]
+    with pytest.raises(KumoInputError, match="needs --multiscale"):
+        run_bench(dataclasses.replace(spec, multiscale=False, multiscale_split=0.75))
 
 
 def test_drop_feature_heads_keeps_the_native_model_and_makes_the_flag_a_refusal(multiscale_folder, tmp_path, capsys):

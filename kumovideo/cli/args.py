@@ -44,6 +44,18 @@ def add_step_cache_arg(p, help: str) -> None:
     p.add_argument("--step-cache", type=float, default=None, metavar="T", help=help)
 
 
+def add_multiscale_split_arg(p) -> None:
+    """--multiscale-split, shared by generate, eval and bench."""
+    p.add_argument(
+        "--multiscale-split",
+        type=float,
+        default=None,
+        metavar="F",
+        help="with --multiscale: the share of the steps at the coarse scale, in (0, 1] (default: the model's, "
+        "else 0.5)",
+    )
+
+
 def add_fast_path_args(p) -> None:
     """The speed switches (docs/benchmarks.md), shared by generate and eval."""
     p.add_argument(

@@ -21,7 +21,7 @@ import json
 import math
 import sys
 
-from kumovideo.cli.args import add_step_cache_arg, check_whole_flags, resolve_device
+from kumovideo.cli.args import add_multiscale_split_arg, add_step_cache_arg, check_whole_flags, resolve_device
 from kumovideo.utils.errors import KumoInputError
 from kumovideo.utils.numbers import WORKERS_MAX, check_whole
 from kumovideo.utils.paths import check_output_folder
@@ -38,7 +38,7 @@ def register(sub) -> None:
         "--preset",
         default="builtin",
         choices=["builtin", "kumo-2.6b", "kumo-tiny"],
-        help="builtin: the built-in model at 64x64x17 (random weights of the same architecture if this "
+        help="builtin: the built-in base at its 128x128x17 (random weights of the same architecture if this "
         "build has no trained one); kumo-2.6b: the published size at 480x720x41 (GPU)",
     )
     p.add_argument("--height", type=int, default=None, help="clip height in pixels (default: the preset's)")
@@ -127,6 +127,7 @@ def register(sub) -> None:
         help="also time the eager model sampling its first steps at a coarser patch size (Lumina-Video; a model "
         "without one gets an untrained coarse scale of twice its patch); sides must be multiples of 8 x that patch",
     )
+    add_multiscale_split_arg(p)
     p.add_argument("--no-baseline", action="store_true", help="skip the eager row")
     p.add_argument("--no-e2e", action="store_true", help="time the step only, not the end-to-end clip")
     p.add_argument(

@@ -18,6 +18,7 @@ from typing import NamedTuple
 from kumovideo.cli.args import (
     add_fast_path_args,
     add_guidance_args,
+    add_multiscale_split_arg,
     add_sampler_arg,
     add_steps_arg,
     apply_cli_fast_paths,
@@ -143,14 +144,7 @@ def add_lumina_args(p) -> None:
         help="sample the first steps at the model's coarsest patch size (fewer tokens, faster), the rest at "
         "the native one; needs a model trained with several patch sizes",
     )
-    p.add_argument(
-        "--multiscale-split",
-        type=float,
-        default=None,
-        metavar="F",
-        help="with --multiscale: the share of the steps at the coarse scale, in (0, 1] (default: the model's, "
-        "else 0.5)",
-    )
+    add_multiscale_split_arg(p)
     p.add_argument(
         "--motion-score",
         type=float,

@@ -88,6 +88,7 @@ class BenchSpec:
     compile_cache: str | None = None
     max_time: float | None = 90.0  # seconds of timed runs after which no new run starts (at least MIN_RUNS)
     multiscale: bool = False  # add the `multiscale` row
+    multiscale_split: float | None = None  # its share of coarse steps (None: the model's default)
 
 
 # ---------------------------------------------------------------------------- building
@@ -331,15 +332,17 @@ def multiscale_subject(pipe) -> tuple[Any, str]:
     return ms_pipe, f"coarse patch {2 * p} added by expand_for_multiscale (untrained: times only)"
 
 
-def multiscale_row(ms_pipe, note: str, base: Row | None, steps: int, latent: tuple[int, int, int]) -> Row:
+def multiscale_row(
+    ms_pipe, note: str, base: Row | None, steps: int, latent: tuple[int, int, int], split: float
+) -> Row:
     """The `multiscale` row: eager, the first `coarse_steps` steps of a loop at the coarsest
-    patch size; FLOPs per step averaged over the loop."""
+    patch size (`split` of them); FLOPs per step averaged over the loop."""
     from kumovideo.models.transformer_kumo import count_parameters
     from kumovideo.pipelines.checks import coarse_steps
 
     config = ms_pipe.transformer.config
     coarse = max(config.multiscale_patch_sizes)
-    n = coarse_steps(steps, ms_pipe.multiscale_split)
+    n = coarse_steps(steps, split)
     native = transformer_flops(config, *latent, batch=2, cross_attention=True)
     coarse_count = transformer_flops({**config, "patch_size": coarse}, *latent, batch=2, cross_attention=True)
     flops = FlopCount(
@@ -501,6 +504,8 @@ def run_bench(spec: BenchSpec, log: Callable[[str], None] = lambda s: None) -> d
         ok, why = fp8_supported(device)
         if not ok:
             raise KumoInputError(why)
+    if spec.multiscale_split is not None and not spec.multiscale:
+        raise KumoInputError("--multiscale-split needs --multiscale; add --multiscale or drop the split")
     if not spec.baseline and not want_fast and not spec.multiscale:
         raise KumoInputError("--no-baseline with no fast path or --multiscale leaves nothing to time")
 
@@ -521,7 +526,7 @@ def run_bench(spec: BenchSpec, log: Callable[[str], None] = lambda s: None) -> d
     ms_pipe, ms_note = None, None
     if spec.multiscale:  # before any fast path changes `pipe`
         ms_pipe, ms_note = multiscale_subject(pipe)
-        split = ms_pipe.multiscale_split
+        split = ms_pipe.multiscale_split if spec.multiscale_split is None else spec.multiscale_split
         args = (PROMPT, NEGATIVE, height, width, frames, steps, pipe.max_sequence_length, GUIDANCE)
         ms_pipe.check_inputs(*args, multiscale=True, multiscale_split=split)
     pipe.check_inputs(PROMPT, NEGATIVE, height, width, frames, steps, pipe.max_sequence_length, GUIDANCE)
@@ -616,7 +621,8 @@ def run_bench(spec: BenchSpec, log: Callable[[str], None] = lambda s: None) -> d
         )
 
     if ms_pipe is not None:
-        rows.append(multiscale_row(ms_pipe, ms_note, rows[0] if spec.baseline else None, steps, (lf, lh, lw)))
+        base_row = rows[0] if spec.baseline else None
+        rows.append(multiscale_row(ms_pipe, ms_note, base_row, steps, (lf, lh, lw), split))
         rows[-1].threads = resolve_threads(base_threads_spec)
 
     info = machine_info(device)  # before timing: the load average is the other processes'
