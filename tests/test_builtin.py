@@ -96,7 +96,7 @@ def test_kumo_generate_with_a_motion_score_uses_the_lumina_model(tmp_path, capsy
     assert main([*argv, "-o", str(out)]) == 0
     assert "the built-in kumo-shapes-lumina model" in capsys.readouterr().out
     frames, _ = read_video(out)
-    assert frames.shape == (17, 64, 64, 3)  # kumo-shapes-lumina's size
+    assert frames.shape == (17, 128, 128, 3)  # kumo-shapes-lumina's size, the base's
 
 
 def read_eval(out_dir) -> dict:
