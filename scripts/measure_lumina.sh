@@ -14,6 +14,7 @@ KUMO=${KUMO:-.venv/bin/kumo}
 MODEL=${1:-kumovideo/builtin/kumo-shapes-lumina}
 SIZE=${SIZE:-128}
 PARTS=${PARTS:-"scales bench motion aspects report"}
+ASPECT_DRAWS=${ASPECT_DRAWS:-4}  # 64-caption draws per non-square size
 if [[ "$SIZE" == 128 ]]; then
     FIRST=9301 ASPECTS=${ASPECTS:-"224x128 128x224 192x128"} OUT=${OUT:-outputs/lumina128}
 else
@@ -21,7 +22,8 @@ else
 fi
 ALL=$(seq $FIRST $((FIRST + 7)))
 SEEDS=${SEEDS:-$ALL}
-pooled() { .venv/bin/python scripts/pooled_eval.py --a $1 --b $2; }  # unquoted: globs and lists expand
+# unquoted: globs and lists expand; $3: --unpaired where the sides are different captions
+pooled() { .venv/bin/python scripts/pooled_eval.py --a $1 --b $2 ${3:-}; }
 # kumo eval shapes into $1 unless it already holds results.json (a stopped run resumes)
 shapes() { local out=$1; shift; [[ -f "$out/results.json" ]] || $KUMO eval shapes --model "$MODEL" "$@" --out "$out" --json > /dev/null; }
 for part in $PARTS; do
@@ -35,12 +37,12 @@ for part in $PARTS; do
             shapes "$OUT/motion20-$seed" --seed "$seed" --motion-score 20
         done ;;
     bench)  # the denoising loop side by side, one clip (guidance: batch 2), same process
-        $KUMO bench --preset builtin --multiscale --no-e2e --runs 5 --height "$SIZE" --width "$SIZE" ;;
+        $KUMO bench --preset builtin --multiscale --no-e2e --runs 5 --steps 50 --height "$SIZE" --width "$SIZE" ;;
     motion)  # 2b. motion follows the score: 16 captions x 5 scores over the model's range (+ no score)
         $KUMO eval motion --model "$MODEL" --n 16 --seed 2024 --out "$OUT/motion" ;;
-    aspects)  # 3. three non-square sizes on the first four draws (256 clips each)
+    aspects)  # 3. three non-square sizes on the first ASPECT_DRAWS draws (4: 256 clips each)
         for size in $ASPECTS; do
-            for seed in $(seq $FIRST $((FIRST + 3))); do
+            for seed in $(seq $FIRST $((FIRST + ASPECT_DRAWS - 1))); do
                 shapes "$OUT/aspect-$size-$seed" --seed "$seed" --width "${size%x*}" --height "${size#*x}"
             done
         done ;;
@@ -50,9 +52,10 @@ for part in $PARTS; do
         echo "== motion score 20 vs no score (A no score, B score 20)"
         pooled "$OUT/single-*/results.json" "$OUT/motion20-*/results.json"
         for size in $ASPECTS; do
-            echo "== $size vs ${SIZE}x$SIZE (first four draws, A square, B $size)"
-            pooled "$(printf "$OUT/single-%s/results.json " $(seq $FIRST $((FIRST + 3))))" \
-                "$OUT/aspect-$size-*/results.json"
+            # the draw of unseen captions depends on the clip size: the sides are different captions
+            echo "== $size vs ${SIZE}x$SIZE (first $ASPECT_DRAWS draws, A square, B $size)"
+            pooled "$(printf "$OUT/single-%s/results.json " $(seq $FIRST $((FIRST + ASPECT_DRAWS - 1))))" \
+                "$OUT/aspect-$size-*/results.json" --unpaired
         done ;;
     *) echo "unknown part $part (scales, bench, motion, aspects, report)" >&2; exit 2 ;;
     esac
