@@ -28,6 +28,37 @@ from kumovideo.utils.atomic import atomic_directory  # noqa: E402
 WEIGHTS = "diffusion_pytorch_model.safetensors"
 
 
+def load_transformer(pipeline: Path) -> KumoTransformer3DModel:
+    return KumoTransformer3DModel.from_pretrained(pipeline / "transformer").eval()
+
+
+def same_native_output(a: KumoTransformer3DModel, b: KumoTransformer3DModel) -> bool:
+    """Whether two transformers give the same output bit for bit on one random clip at the
+    native patch size without a motion score (the models' own config size)."""
+    c = a.config
+    frames = (c.sample_frames - 1) // c.temporal_compression_ratio + 1
+    torch.manual_seed(0)
+    x = torch.randn(1, frames, c.in_channels, c.sample_height, c.sample_width, dtype=a.dtype)
+    text = torch.randn(1, c.max_text_seq_length, c.text_embed_dim, dtype=a.dtype)
+    t = torch.tensor([500])
+    with torch.no_grad():
+        return torch.equal(a(x, text, t, return_dict=False)[0], b(x, text, t, return_dict=False)[0])
+
+
+def write_pipeline(source: Path, transformer: KumoTransformer3DModel, out: Path, extra: dict | None = None) -> None:
+    """`source` with its transformer replaced, written atomically to `out`, in the dtype
+    `source` stored its weights in (the exports are fp16); `extra`: {file name: path} copied in."""
+    with safe_open(source / "transformer" / WEIGHTS, "pt") as f:
+        stored_dtype = f.get_slice(next(iter(f.keys()))).get_dtype()  # "F16" or "F32"
+    with atomic_directory(out) as tmp:
+        shutil.copytree(source, tmp, dirs_exist_ok=True, ignore=shutil.ignore_patterns("transformer"))
+        if stored_dtype == "F16":
+            torch.nn.Module.to(transformer, torch.float16)
+        transformer.save_pretrained(tmp / "transformer")
+        for name, path in (extra or {}).items():
+            shutil.copy2(path, tmp / name)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("pipeline", type=Path, help="pipeline folder to read")
@@ -36,9 +67,7 @@ def main(argv=None) -> int:
     if args.out.exists():
         ap.error(f"{args.out} exists; give a new folder")
 
-    with safe_open(args.pipeline / "transformer" / WEIGHTS, "pt") as f:
-        stored_dtype = f.get_slice(next(iter(f.keys()))).get_dtype()  # "F16" or "F32"
-    full = KumoTransformer3DModel.from_pretrained(args.pipeline / "transformer").eval()
+    full = load_transformer(args.pipeline)
     config = {k: v for k, v in full.config.items() if not k.startswith("_")}
     config.update(multiscale_patch_sizes=None, motion_conditioning=False)
     plain = KumoTransformer3DModel.from_config(config).eval()
@@ -46,23 +75,9 @@ def main(argv=None) -> int:
     if missing:
         raise SystemExit(f"the plain model lacks weights the full one has no copy of: {missing[:3]}")
     print(f"dropped {len(unexpected)} tensors: {sorted({k.split('.')[0] for k in unexpected})}")
-
-    c = full.config
-    frames = (c.sample_frames - 1) // c.temporal_compression_ratio + 1
-    torch.manual_seed(0)
-    x = torch.randn(1, frames, c.in_channels, c.sample_height, c.sample_width, dtype=full.dtype)
-    text = torch.randn(1, c.max_text_seq_length, c.text_embed_dim, dtype=full.dtype)
-    t = torch.tensor([500])
-    with torch.no_grad():
-        same = torch.equal(full(x, text, t, return_dict=False)[0], plain(x, text, t, return_dict=False)[0])
-    if not same:
+    if not same_native_output(full, plain):
         raise SystemExit("the plain model's output differs from the full one's; nothing written")
-
-    with atomic_directory(args.out) as tmp:
-        shutil.copytree(args.pipeline, tmp, dirs_exist_ok=True, ignore=shutil.ignore_patterns("transformer"))
-        if stored_dtype == "F16":  # stored as it came (the exports are fp16)
-            torch.nn.Module.to(plain, torch.float16)
-        plain.save_pretrained(tmp / "transformer")
+    write_pipeline(args.pipeline, plain, args.out)
     print(f"wrote {args.out} (same output without a motion score at the native patch size)")
     return 0
 

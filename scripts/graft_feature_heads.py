@@ -16,19 +16,14 @@ not a model: the trunk moved since the donor's heads were trained (docs/lumina.m
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
 from pathlib import Path
 
-import torch
-from safetensors import safe_open
-
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from kumovideo.models.transformer_kumo import KumoTransformer3DModel, expand_for_multiscale  # noqa: E402
-from kumovideo.utils.atomic import atomic_directory  # noqa: E402
+from drop_feature_heads import load_transformer, same_native_output, write_pipeline  # noqa: E402
 
-WEIGHTS = "diffusion_pytorch_model.safetensors"
+from kumovideo.models.transformer_kumo import KumoTransformer3DModel, expand_for_multiscale  # noqa: E402
 
 
 def graft(base: KumoTransformer3DModel, donor: KumoTransformer3DModel) -> KumoTransformer3DModel:
@@ -59,31 +54,13 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if args.out.exists():
         ap.error(f"{args.out} exists; give a new folder")
-    with safe_open(args.base / "transformer" / WEIGHTS, "pt") as f:
-        stored_dtype = f.get_slice(next(iter(f.keys()))).get_dtype()  # "F16" or "F32"
-    base = KumoTransformer3DModel.from_pretrained(args.base / "transformer").eval()
-    donor = KumoTransformer3DModel.from_pretrained(args.donor / "transformer").eval()
-    grafted = graft(base, donor).eval()
-
-    c = base.config
-    frames = (c.sample_frames - 1) // c.temporal_compression_ratio + 1
-    torch.manual_seed(0)
-    x = torch.randn(1, frames, c.in_channels, c.sample_height, c.sample_width, dtype=base.dtype)
-    text = torch.randn(1, c.max_text_seq_length, c.text_embed_dim, dtype=base.dtype)
-    t = torch.tensor([500])
-    with torch.no_grad():
-        same = torch.equal(base(x, text, t, return_dict=False)[0], grafted(x, text, t, return_dict=False)[0])
-    if not same:
+    base = load_transformer(args.base)
+    grafted = graft(base, load_transformer(args.donor)).eval()
+    if not same_native_output(base, grafted):
         raise SystemExit("the grafted model's native output differs from the base's; nothing written")
-
-    with atomic_directory(args.out) as tmp:
-        shutil.copytree(args.base, tmp, dirs_exist_ok=True, ignore=shutil.ignore_patterns("transformer"))
-        if stored_dtype == "F16":  # stored as the base came (the exports are fp16)
-            torch.nn.Module.to(grafted, torch.float16)
-        grafted.save_pretrained(tmp / "transformer")
-        if (args.donor / "kumo_defaults.json").exists():
-            shutil.copy2(args.donor / "kumo_defaults.json", tmp / "kumo_defaults.json")
     added = sorted({k.split(".")[0] for k in grafted.state_dict()} - {k.split(".")[0] for k in base.state_dict()})
+    defaults = args.donor / "kumo_defaults.json"
+    write_pipeline(args.base, grafted, args.out, {defaults.name: defaults} if defaults.exists() else None)
     print(f"wrote {args.out}: the base with the donor's {', '.join(added)} (native output unchanged)")
     return 0
 

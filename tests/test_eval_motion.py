@@ -27,7 +27,7 @@ def error_lines(capsys) -> list[str]:
 @pytest.fixture(scope="module")
 def lumina_model(tmp_path_factory):
     """A copy of the built-in Lumina model (motion conditioning, multi-scale patching, its
-    kumo_defaults naming a motion_score_range, as configs/builtin-lumina.yaml exports it)."""
+    kumo_defaults naming a motion_score_range, as configs/builtin-lumina-128.yaml exports it)."""
     folder = tmp_path_factory.mktemp("lumina") / "model"
     shutil.copytree(LUMINA_DIR, folder)
     config = json.loads((folder / "transformer" / "config.json").read_text())
@@ -182,7 +182,7 @@ def test_eval_shapes_reference_renders_at_any_aspect(tmp_path, capsys):
     "flags, complaint",
     [
         (["--width", "100"], "--width 100 is not a ShapesWorld frame side"),
-        (["--width", "160"], "outside the aspect ratios"),
+        (["--width", "288"], "outside the aspect ratios"),  # 288x128: 2.25:1
         (["--turbo", "--motion-score", "20"], "no motion_conditioning"),  # Turbo: distilled before them
         (["--turbo", "--multiscale"], "multiscale_patch_sizes"),
         (["--multiscale-split", "0.5"], "needs --multiscale"),
@@ -201,15 +201,15 @@ def test_eval_shapes_refuses_bad_frame_and_lumina_flags(tmp_path, capsys, flags,
 def test_eval_shapes_passes_lumina_flags_only_when_given(tmp_path, lumina_model, pipeline_calls):
     argv = ["eval", "shapes", "--model", str(lumina_model), "--n", "2", "--steps", "1", "--json"]
     out = tmp_path / "lumina"
-    flags = ["--multiscale", "--multiscale-split", "0.25", "--motion-score", "25", "--width", "96"]
+    flags = ["--multiscale", "--multiscale-split", "0.25", "--motion-score", "25", "--width", "192"]
     assert main([*argv, *flags, "--out", str(out)]) == 0
     (call,) = pipeline_calls
     assert call["multiscale"] is True and call["multiscale_split"] == 0.25 and call["motion_score"] == 25.0
-    assert (call["width"], call["height"]) == (96, 64)
+    assert (call["width"], call["height"]) == (192, 128)
     summary = read_results(out)["summary"]
     assert summary["multiscale"] is True and summary["multiscale_split"] == 0.25 and summary["motion_score"] == 25.0
-    assert (summary["width"], summary["height"]) == (96, 64)
+    assert (summary["width"], summary["height"]) == (192, 128)
     pipeline_calls.clear()
     assert main([*argv, "--out", str(tmp_path / "plain")]) == 0
     assert not {"multiscale", "multiscale_split", "motion_score"} & set(pipeline_calls[0])
-    assert (pipeline_calls[0]["width"], pipeline_calls[0]["height"]) == (64, 64)
+    assert (pipeline_calls[0]["width"], pipeline_calls[0]["height"]) == (128, 128)
