@@ -410,6 +410,19 @@ def test_bench_times_a_multiscale_loop_beside_the_single_scale_one():
         run_bench(dataclasses.replace(spec, multiscale=False, multiscale_split=0.75))
 
 
+@pytest.mark.parametrize(
+    "flags, complaint",
+    [
+        (["--multiscale-split", "0.5"], "needs --multiscale"),
+        (["--multiscale", "--multiscale-split", "1.5"], "multiscale_split=1.5"),
+    ],
+)
+def test_cli_bench_refuses_a_bad_multiscale_split_in_one_line(capsys, flags, complaint):
+    argv = ["bench", "--preset", "kumo-tiny", "--height", "64", "--width", "64", "--steps", "2", "--no-e2e"]
+    assert main([*argv, *flags]) == 2
+    assert_one_line_error(capsys, complaint)
+
+
 def test_drop_feature_heads_keeps_the_native_model_and_makes_the_flag_a_refusal(multiscale_folder, tmp_path, capsys):
     """scripts/drop_feature_heads.py: the copy has no coarse scale, the same native weights,
     and `--multiscale` on it is the one-line refusal of a single-scale model."""
