@@ -158,9 +158,10 @@ def add_lumina_args(p) -> None:
 def check_lumina_flags(args) -> None:
     """--multiscale / --multiscale-split / --motion-score on their own (the model's configs
     are asked later, by `check_lumina_model`)."""
+    from kumovideo.pipelines.checks import check_multiscale_split_flag
+
     split = args.multiscale_split
-    if split is not None and not args.multiscale:
-        raise KumoInputError("--multiscale-split needs --multiscale; add --multiscale or drop the split")
+    check_multiscale_split_flag(args.multiscale, split)
     if split is not None and not (math.isfinite(split) and 0 < split <= 1):
         raise KumoInputError(
             f"--multiscale-split {split}: give the share of the steps at the coarse scale, in (0, 1], e.g. 0.5"

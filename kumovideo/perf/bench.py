@@ -504,8 +504,9 @@ def run_bench(spec: BenchSpec, log: Callable[[str], None] = lambda s: None) -> d
         ok, why = fp8_supported(device)
         if not ok:
             raise KumoInputError(why)
-    if spec.multiscale_split is not None and not spec.multiscale:
-        raise KumoInputError("--multiscale-split needs --multiscale; add --multiscale or drop the split")
+    from kumovideo.pipelines.checks import check_multiscale_split_flag
+
+    check_multiscale_split_flag(spec.multiscale, spec.multiscale_split)
     if not spec.baseline and not want_fast and not spec.multiscale:
         raise KumoInputError("--no-baseline with no fast path or --multiscale leaves nothing to time")
 

@@ -264,6 +264,13 @@ def default_multiscale_split(sampling_defaults: dict) -> float:
     return sampling_defaults.get("multiscale_split", DEFAULT_MULTISCALE_SPLIT)
 
 
+def check_multiscale_split_flag(multiscale: bool, split: float | None) -> None:
+    """--multiscale-split is the share of the coarse steps: without --multiscale it means nothing
+    (kumo generate, kumo eval and kumo bench refuse it before any model loads)."""
+    if split is not None and not multiscale:
+        raise KumoInputError("--multiscale-split needs --multiscale; add --multiscale or drop the split")
+
+
 def recorded_range(sampling_defaults: dict, key: str) -> tuple[float, float] | None:
     """A [low, high] a checkpoint recorded in kumo_defaults.json (`motion_score_range`,
     `aspect_range`, `area_range`) as a pair, or None when it has none."""
