@@ -178,6 +178,42 @@ def test_vae_stop_and_resume_is_bit_exact(vae_run, tmp_path, capsys):
     )
 
 
+def test_vae_decoder_run_renders_its_buckets_and_keeps_the_latent_space(vae_run, tmp_path, monkeypatch):
+    """A decoder-only stage with aspect buckets and a motion range: each batch renders at its
+    bucket's frame (in turn), the encoder and the scaling factor (what the DiTs trained on
+    these latents expect) stay as they were, and the decoder learns."""
+    from kumovideo.training import train_vae as train_vae_module
+
+    start = Path(vae_run.output_dir) / "vae"
+    rendered = []
+    real_batch = train_vae_module.shapes_batch_v11
+
+    def recording_batch(*args):
+        videos, captions, amounts = real_batch(*args)
+        rendered.append((tuple(videos.shape[-2:]), videos.shape[2], amounts))
+        return videos, captions, amounts
+
+    monkeypatch.setattr(train_vae_module, "shapes_batch_v11", recording_batch)
+    stage = {**VAE_CONFIG["stages"][0], "steps": 4, "image_prob": 0.0}
+    stage.update(buckets="32x32, 48x32", motion_range=[0.5, 1.5])
+    config = vae_config(tmp_path, "decoder", init_from=str(start), train_encoder=False, stages=[stage])
+    train_vae_module.train_vae(config, setup_runtime("cpu"))
+
+    assert [size for size, _, _ in rendered] == [(32, 32), (32, 48), (32, 32), (32, 48)]  # (H, W) in turn
+    amounts = [m for _, _, batch in rendered for m in batch]
+    assert all(0.5 <= m <= 1.5 for m in amounts) and len(set(amounts)) > 1
+    before, after = (
+        tensors_of(start / "diffusion_pytorch_model.safetensors"),
+        tensors_of(Path(config.output_dir) / "vae/diffusion_pytorch_model.safetensors"),
+    )
+    encoder = [k for k in before if k.startswith(("encoder.", "quant_conv."))]
+    decoder = [k for k in before if k.startswith("decoder.")]
+    assert encoder and all(torch.equal(before[k], after[k]) for k in encoder)
+    assert any(not torch.equal(before[k], after[k]) for k in decoder)
+    saved = json.loads((Path(config.output_dir) / "vae/config.json").read_text())
+    assert saved["scaling_factor"] == json.loads((start / "config.json").read_text())["scaling_factor"]
+
+
 # ------------------------------------------------------------------------------- DiT
 
 
@@ -633,6 +669,20 @@ GOOD_STAGE = {"name": "s", "steps": 1, "size": 32, "num_frames": 9, "batch_size"
         ("dit", {"seed": 99999999999999999999}, ["seed 99999999999999999999 is too large", "2**63 - 1"]),
         ("turbo", {"kind": "turbo"}, ["needs `teacher:`"]),
         ("vae", {"kind": "vae", "output_dir": None}, ["output_dir"]),
+        ("dit", {"stages": [{**GOOD_STAGE, "buckets": "32x32"}]}, ["stage 0", "buckets is for VAE stages", "cache"]),
+        ("vae", {"kind": "vae", "stages": [{**GOOD_STAGE, "buckets": "32x20"}]}, ["stage 0", "video size 20"]),
+        ("vae", {"kind": "vae", "stages": [{**GOOD_STAGE, "buckets": "32-32"}]}, ["buckets '32-32'", "WxH"]),
+        ("vae", {"kind": "vae", "stages": [{**GOOD_STAGE, "buckets": ["32x32"]}]}, ["buckets=['32x32']", "commas"]),
+        (
+            "vae",
+            {"kind": "vae", "stages": [{**GOOD_STAGE, "size": 64, "buckets": "64x32", "crop": 48}]},
+            ["crop=48", "smallest side (32)"],
+        ),
+        (
+            "vae",
+            {"kind": "vae", "stages": [{**GOOD_STAGE, "motion_range": "1.5,0.5"}]},
+            ["stage 0", "motion_range '1.5,0.5'", "LO must not exceed HI"],
+        ),
     ],
 )
 def test_train_config_errors_exit_2_with_one_line(command, change, needles, tmp_path, capsys):

@@ -57,8 +57,7 @@ def register(sub) -> None:
 def check_args(args: argparse.Namespace) -> tuple[tuple[int, int], tuple[float, float] | None]:
     """Reject bad arguments before any work, with what is wrong and what to do; returns the
     frame (W, H) and the motion range (None: m = 1)."""
-    from kumovideo.cli.train import parse_motion_range
-    from kumovideo.data.shapes_world import check_num_frames, check_size, frame_size
+    from kumovideo.data.shapes_world import check_num_frames, check_size, frame_size, parse_motion_range
 
     check_whole_flags(args, "--n", too_small="{name} {value} is not a number of clips; pass --n 1 or more")
     no_rate = "{name} {value} is not a frame rate; pass --fps 1 or more (the world uses 8)"

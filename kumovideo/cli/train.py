@@ -95,38 +95,6 @@ def register(sub) -> None:
     c.set_defaults(func=run_cache)
 
 
-def parse_buckets(text: str | None, flag: str = "--buckets") -> list[tuple[int, int]] | None:
-    """'112x64,64x112' -> [(112, 64), (64, 112)]: ShapesWorld frames (multiples of 16, within 1:2 .. 2:1)."""
-    from kumovideo.data.shapes_world import frame_size
-
-    if text is None:
-        return None
-    buckets = []
-    for item in text.split(","):
-        width, sep, height = item.strip().lower().partition("x")
-        if not (sep and width.isdigit() and height.isdigit()):
-            raise KumoInputError(f"{flag} {text!r}: write sizes as WxH separated by commas, e.g. 64x64,112x64")
-        buckets.append(frame_size(int(width), int(width), int(height)))
-    return buckets
-
-
-def parse_motion_range(text: str | None, flag: str = "--motion-range") -> tuple[float, float] | None:
-    """'0.5,1.5' -> (0.5, 1.5), both within ShapesWorld's motion amounts."""
-    from kumovideo.data.shapes_world import check_motion_amount
-
-    if text is None:
-        return None
-    try:
-        low, high = (float(v) for v in text.split(","))
-    except ValueError:
-        raise KumoInputError(f"{flag} {text!r}: give two numbers LO,HI, e.g. 0.5,1.5") from None
-    check_motion_amount(low)
-    check_motion_amount(high)
-    if low > high:
-        raise KumoInputError(f"{flag} {text!r}: LO must not exceed HI")
-    return low, high
-
-
 def add_threads_arg(parser) -> None:
     parser.add_argument(
         "--threads",
@@ -216,6 +184,7 @@ def run_train(args) -> int:
 def check_cache_args(args) -> None:
     """Every check of `kumo train cache-latents`, before the VAE loads or --out is created."""
     from kumovideo.cli.args import resolve_device
+    from kumovideo.data.shapes_world import parse_frame_sizes, parse_motion_range
     from kumovideo.geometry import DEFAULT_GEOMETRY
     from kumovideo.pipelines.loading import check_safetensors_complete, check_vae_folder
     from kumovideo.utils.numbers import check_seed
@@ -236,7 +205,7 @@ def check_cache_args(args) -> None:
             f"--frames must be {geometry.frame_step}k+1 and --size a multiple of {geometry.side_multiple} "
             f"(got {args.frames}, {args.size})"
         )
-    for width, height in parse_buckets(args.buckets) or []:
+    for width, height in parse_frame_sizes(args.buckets) or []:
         if width % geometry.side_multiple or height % geometry.side_multiple:
             raise KumoInputError(f"--buckets {width}x{height}: sides must be multiples of {geometry.side_multiple}")
     parse_motion_range(args.motion_range)
@@ -248,6 +217,7 @@ def check_cache_args(args) -> None:
 
 
 def run_cache(args) -> int:
+    from kumovideo.data.shapes_world import parse_frame_sizes, parse_motion_range
     from kumovideo.pipelines.loading import load_vae
     from kumovideo.training.latent_cache import cache_shapes_latents
 
@@ -265,7 +235,7 @@ def run_cache(args) -> int:
         batch_size=args.batch_size,
         device=args.device,
         frame_latents=args.frame_latents,
-        buckets=parse_buckets(args.buckets),
+        buckets=parse_frame_sizes(args.buckets),
         motion_amounts=parse_motion_range(args.motion_range),
     )
     return 0

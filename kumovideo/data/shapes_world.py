@@ -205,6 +205,36 @@ def check_motion_amount(motion_amount: float) -> None:
         raise KumoInputError(f"motion amount {motion_amount!r} is outside ShapesWorld's [{low}, {high}]")
 
 
+def parse_frame_sizes(text: str | None, flag: str = "--buckets") -> list[tuple[int, int]] | None:
+    """'112x64,64x112' -> [(112, 64), (64, 112)]: frames (multiples of 16, within 1:2 .. 2:1);
+    `flag` names the setting in the error."""
+    if text is None:
+        return None
+    sizes = []
+    for item in text.split(","):
+        width, sep, height = item.strip().lower().partition("x")
+        if not (sep and width.isdigit() and height.isdigit()):
+            raise KumoInputError(f"{flag} {text!r}: write sizes as WxH separated by commas, e.g. 64x64,112x64")
+        sizes.append(frame_size(int(width), int(width), int(height)))
+    return sizes
+
+
+def parse_motion_range(text: str | None, flag: str = "--motion-range") -> tuple[float, float] | None:
+    """'0.5,1.5' -> (0.5, 1.5), both within the world's motion amounts; `flag` names the
+    setting in the error."""
+    if text is None:
+        return None
+    try:
+        low, high = (float(v) for v in text.split(","))
+    except ValueError:
+        raise KumoInputError(f"{flag} {text!r}: give two numbers LO,HI, e.g. 0.5,1.5") from None
+    check_motion_amount(low)
+    check_motion_amount(high)
+    if low > high:
+        raise KumoInputError(f"{flag} {text!r}: LO must not exceed HI")
+    return low, high
+
+
 def check_num_frames(num_frames: int) -> None:
     """Raise KumoInputError unless `num_frames` is 4k+1 (1 is a still image)."""
     if not isinstance(num_frames, (int, np.integer)) or num_frames < 1 or (num_frames - 1) % 4 != 0:

@@ -35,6 +35,10 @@ class Stage:
     crop: int | None = None  # VAE: random square crop side (the VAE is convolutional)
     crop_frames: int | None = None  # VAE: random window of 8k+1 frames
     latents: str | None = None  # DiT: latent cache index.json for this stage (else encode on the fly)
+    # VAE on ShapesWorld v1.1: batch k renders at the k-th frame size in turn ("128x128,224x128",
+    # as `kumo train cache-latents --buckets`), each clip at a motion amount m drawn from LO,HI
+    buckets: str | None = None
+    motion_range: str | None = None
 
 
 @dataclass
@@ -419,10 +423,12 @@ def validate(config: TrainConfig, where: str) -> None:
         if s.size % geometry.side_multiple:
             raise KumoInputError(f"{at}: size={s.size} is not a multiple of {geometry.side_multiple}")
         # A crop is a window of the clip, in whole latents.
-        if s.crop is not None and (s.crop % geometry.spatial or s.crop > s.size):
+        if s.crop is not None and (s.crop % geometry.spatial or s.crop > min(stage_sides(s))):
             raise KumoInputError(
-                f"{at}: crop={s.crop} must be a multiple of {geometry.spatial} no larger than size={s.size}"
+                f"{at}: crop={s.crop} must be a multiple of {geometry.spatial} no larger than the stage's "
+                f"smallest side ({min(stage_sides(s))})"
             )
+        _check_world_settings(config, s, at)
         if s.crop_frames is not None and s.crop_frames > s.num_frames:
             raise KumoInputError(f"{at}: crop_frames={s.crop_frames} must not exceed num_frames={s.num_frames}")
         if s.lr_end is not None and not 0 <= s.lr_end <= (s.lr or config.lr):
@@ -432,6 +438,49 @@ def validate(config: TrainConfig, where: str) -> None:
                 f"{at}: holdout_captions filters latent caches; give this stage "
                 "'latents:' (kumo train cache-latents) or set holdout_captions: false"
             )
+
+
+def stage_frames(stage: Stage) -> list[tuple[int, int]] | None:
+    """The stage's (W, H) frame sizes from `buckets`, in turn by batch (None: size x size)."""
+    from kumovideo.data.shapes_world import parse_frame_sizes
+
+    return parse_frame_sizes(stage.buckets, "buckets")
+
+
+def stage_motion_amounts(stage: Stage) -> tuple[float, float] | None:
+    """The stage's motion amounts (LO, HI) from `motion_range` (None: m = 1)."""
+    from kumovideo.data.shapes_world import parse_motion_range
+
+    text = stage.motion_range
+    if isinstance(text, (list, tuple)):  # [0.5, 1.5] reads as well as "0.5,1.5"
+        text = ",".join(str(v) for v in text)
+    return parse_motion_range(text, "motion_range")
+
+
+def stage_sides(stage: Stage) -> list[int]:
+    """Every frame side a stage renders (its buckets' widths and heights, else its size)."""
+    return [side for frame in stage_frames(stage) or [(stage.size, stage.size)] for side in frame]
+
+
+def _check_world_settings(config: TrainConfig, stage: Stage, at: str) -> None:
+    """`buckets` and `motion_range` shape the clips a VAE stage renders; a DiT stage reads its
+    clips' sizes and motion from its latent cache instead."""
+    for key in ("buckets", "motion_range"):
+        value = getattr(stage, key)
+        if value is None:
+            continue
+        if config.kind != "vae":
+            raise KumoInputError(
+                f"{at}: {key} is for VAE stages; a {config.kind} stage takes its clips' sizes and motion from "
+                "its latent cache (kumo train cache-latents --buckets ... --motion-range ...)"
+            )
+        if key == "buckets" and not isinstance(value, str):
+            raise KumoInputError(f'{at}: buckets={value!r} must be WxH sizes separated by commas, e.g. "64x64,112x64"')
+    try:
+        stage_frames(stage)
+        stage_motion_amounts(stage)
+    except KumoInputError as exc:
+        raise KumoInputError(f"{at}: {exc}") from None
 
 
 def check_sharding(kind: str, fsdp: bool, ulysses: int) -> None:

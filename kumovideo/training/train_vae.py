@@ -15,11 +15,11 @@ import torch.nn as nn
 
 from kumovideo.pipelines.factory import build_vae
 from kumovideo.pipelines.loading import load_vae
-from kumovideo.training.config import TrainConfig
+from kumovideo.training.config import TrainConfig, stage_frames, stage_motion_amounts
 from kumovideo.training.loop import TrainState, train
 from kumovideo.training.objectives import psnr, vae_loss
 from kumovideo.training.runtime import Runtime, autocast_context, step_generator
-from kumovideo.training.shapes_batches import is_image_step, random_crop, shapes_batch
+from kumovideo.training.shapes_batches import is_image_step, random_crop, shapes_batch, shapes_batch_v11
 from kumovideo.utils.atomic import atomic_directory
 
 HELD_OUT_SEED_OFFSET = 10_000  # held-out clips come from data_seed + this: never trained on
@@ -59,8 +59,17 @@ def train_vae(config: TrainConfig, runtime: Runtime, resume: bool = False, stop_
     def loss_fn(step: int):
         stage, _ = config.stage_at(step)
         frames = 1 if is_image_step(config.data_seed, step, stage.image_prob) else stage.num_frames
-        videos, _ = shapes_batch(
-            config.data_seed, step, stage.batch_size, runtime.rank, runtime.world_size, stage.size, frames
+        sizes = stage_frames(stage)
+        videos, _, _ = shapes_batch_v11(
+            config.data_seed,
+            step,
+            stage.batch_size,
+            runtime.rank,
+            runtime.world_size,
+            stage.size,
+            frames,
+            sizes[step % len(sizes)] if sizes else None,
+            stage_motion_amounts(stage),
         )
         g = step_generator(config.seed, step, runtime.rank)
         if frames > 1:  # stills stay whole: they are cheap, and teach the spatial part at full size
@@ -100,9 +109,12 @@ def held_out_psnr(vae, seed: int, size: int, num_frames: int, num_clips: int = 1
 
 
 def export_vae(vae, config: TrainConfig, runtime: Runtime) -> Path:
-    """Save the trained VAE (diffusers layout) with its scaling factor and held-out PSNR."""
+    """Save the trained VAE (diffusers layout) with its scaling factor and held-out PSNR. A
+    decoder-only run keeps the factor it started with: its latents, and so the scale every
+    DiT trained on them expects, are unchanged."""
     stage = config.stages[-1]
-    vae.register_to_config(scaling_factor=latent_scaling_factor(vae, config, runtime.device))
+    if config.train_encoder:
+        vae.register_to_config(scaling_factor=latent_scaling_factor(vae, config, runtime.device))
     score = held_out_psnr(vae, config.data_seed, stage.size, stage.num_frames, device=runtime.device)
     target = Path(config.output_dir) / "vae"
     with atomic_directory(target) as tmp:
