@@ -3,7 +3,7 @@
 # (docs/builtin-model.md, "The VAE decoder at 128"). The encoder is the same, so a model's
 # latents are the same with either decoder: every comparison is clip by clip.
 #   scripts/measure_decoder.sh NEW_VAE_FOLDER
-# PARTS (default all, in order): interp ceilings aspects base i2v report. OUT: outputs/decoder.
+# PARTS (default all, in order): interp ceilings aspects base turbo i2v report. OUT: outputs/decoder.
 # Copies of the built-in folders with the new vae/ go to $WORK (default runs/decoder-check).
 # The old decoder's sides are this project's earlier runs of the same commands (outputs/gpu128b-S
 # for the base, outputs/lumina128/aspect-* for the Lumina model; scripts/measure_lumina.sh);
@@ -14,13 +14,13 @@ KUMO=${KUMO:-.venv/bin/kumo}
 NEW_VAE=${1:?usage: scripts/measure_decoder.sh NEW_VAE_FOLDER}
 OUT=${OUT:-outputs/decoder}
 WORK=${WORK:-runs/decoder-check}
-PARTS=${PARTS:-"interp ceilings aspects base i2v report"}
+PARTS=${PARTS:-"interp ceilings aspects base turbo i2v report"}
 BASE_SEEDS=${BASE_SEEDS:-"9301 9302 9303 9304"}
 ASPECT_SEEDS=${ASPECT_SEEDS:-"9301 9302"}
 ASPECTS=${ASPECTS:-"224x128 128x224 192x128"}
 BUILTIN=kumovideo/builtin
 mkdir -p "$OUT" "$WORK"
-for name in kumo-shapes kumo-shapes-lumina kumo-shapes-frames; do
+for name in kumo-shapes kumo-shapes-lumina kumo-shapes-frames kumo-shapes-turbo; do
     if [[ ! -d "$WORK/$name" ]]; then
         cp -r "$BUILTIN/$name" "$WORK/$name.tmp"
         rm -rf "$WORK/$name.tmp/vae" && cp -r "$NEW_VAE" "$WORK/$name.tmp/vae"
@@ -57,6 +57,11 @@ for part in $PARTS; do
             shapes "$BUILTIN/kumo-shapes" "outputs/gpu128b-$seed" --seed "$seed"
             shapes "$WORK/kumo-shapes" "$OUT/base-$seed" --seed "$seed"
         done ;;
+    turbo)  # the Turbo model, 4 consistency steps (both sides run here)
+        for seed in $BASE_SEEDS; do
+            shapes "$BUILTIN/kumo-shapes-turbo" "$OUT/turbo-old-$seed" --seed "$seed" --turbo --steps 4
+            shapes "$WORK/kumo-shapes-turbo" "$OUT/turbo-new-$seed" --seed "$seed" --turbo --steps 4
+        done ;;
     i2v)  # image-to-video: the first frame's PSNR and the match
         json_eval "$OUT/i2v-old" i2v --model "$BUILTIN/kumo-shapes-frames" --n 32 --seed 2025
         json_eval "$OUT/i2v-new" i2v --model "$WORK/kumo-shapes-frames" --n 32 --seed 2025 ;;
@@ -77,7 +82,9 @@ for part in $PARTS; do
         pooled "$(printf "outputs/lumina128/single-%s/results.json " $ASPECT_SEEDS)" \
             "$(printf "$OUT/lumina-128x128-%s/results.json " $ASPECT_SEEDS)"
         echo "== base at 128x128 (A old decoder, B new)"
-        pooled "$(printf "outputs/gpu128b-%s/results.json " $BASE_SEEDS)" "$(printf "$OUT/base-%s/results.json " $BASE_SEEDS)" ;;
-    *) echo "unknown part $part (interp ceilings aspects base i2v report)" >&2; exit 2 ;;
+        pooled "$(printf "outputs/gpu128b-%s/results.json " $BASE_SEEDS)" "$(printf "$OUT/base-%s/results.json " $BASE_SEEDS)"
+        echo "== Turbo, 4 steps (A old decoder, B new)"
+        pooled "$(printf "$OUT/turbo-old-%s/results.json " $BASE_SEEDS)" "$(printf "$OUT/turbo-new-%s/results.json " $BASE_SEEDS)" ;;
+    *) echo "unknown part $part (interp ceilings aspects base turbo i2v report)" >&2; exit 2 ;;
     esac
 done

@@ -109,16 +109,18 @@ def held_out_psnr(vae, seed: int, size: int, num_frames: int, num_clips: int = 1
 
 
 def export_vae(vae, config: TrainConfig, runtime: Runtime) -> Path:
-    """Save the trained VAE (diffusers layout) with its scaling factor and held-out PSNR. A
-    decoder-only run keeps the factor it started with: its latents, and so the scale every
-    DiT trained on them expects, are unchanged."""
+    """Save the trained VAE (diffusers layout; fp16 weights when `export_fp16`) with its
+    scaling factor and held-out PSNR. A decoder-only run keeps the factor it started with:
+    its latents, and so the scale every DiT trained on them expects, are unchanged."""
     stage = config.stages[-1]
+    if config.export_fp16:  # measure what is saved: the weights rounded to fp16, run in fp32
+        vae.to(torch.float16).to(torch.float32)
     if config.train_encoder:
         vae.register_to_config(scaling_factor=latent_scaling_factor(vae, config, runtime.device))
     score = held_out_psnr(vae, config.data_seed, stage.size, stage.num_frames, device=runtime.device)
     target = Path(config.output_dir) / "vae"
     with atomic_directory(target) as tmp:
-        vae.save_pretrained(tmp, safe_serialization=True)
+        vae.to(torch.float16 if config.export_fp16 else torch.float32).save_pretrained(tmp, safe_serialization=True)
         (tmp / "eval.json").write_text(
             json.dumps(
                 {"held_out_psnr_db": score, "size": stage.size, "num_frames": stage.num_frames, "clips": 16}, indent=2
