@@ -181,7 +181,7 @@ def test_vae_stop_and_resume_is_bit_exact(vae_run, tmp_path, capsys):
 def test_vae_decoder_run_renders_its_buckets_and_keeps_the_latent_space(vae_run, tmp_path, monkeypatch):
     """A decoder-only stage with aspect buckets and a motion range: each batch renders at its
     bucket's frame (in turn), the encoder and the scaling factor (what the DiTs trained on
-    these latents expect) stay as they were, and the decoder learns."""
+    these latents expect) stay as they were, the decoder learns, and the export is fp16."""
     from kumovideo.training import train_vae as train_vae_module
 
     start = Path(vae_run.output_dir) / "vae"
@@ -196,7 +196,9 @@ def test_vae_decoder_run_renders_its_buckets_and_keeps_the_latent_space(vae_run,
     monkeypatch.setattr(train_vae_module, "shapes_batch_v11", recording_batch)
     stage = {**VAE_CONFIG["stages"][0], "steps": 4, "image_prob": 0.0}
     stage.update(buckets="32x32, 48x32", motion_range=[0.5, 1.5])
-    config = vae_config(tmp_path, "decoder", init_from=str(start), train_encoder=False, stages=[stage])
+    config = vae_config(
+        tmp_path, "decoder", init_from=str(start), train_encoder=False, stages=[stage], export_fp16=True
+    )
     train_vae_module.train_vae(config, setup_runtime("cpu"))
 
     assert [size for size, _, _ in rendered] == [(32, 32), (32, 48), (32, 32), (32, 48)]  # (H, W) in turn
@@ -208,8 +210,9 @@ def test_vae_decoder_run_renders_its_buckets_and_keeps_the_latent_space(vae_run,
     )
     encoder = [k for k in before if k.startswith(("encoder.", "quant_conv."))]
     decoder = [k for k in before if k.startswith("decoder.")]
-    assert encoder and all(torch.equal(before[k], after[k]) for k in encoder)
-    assert any(not torch.equal(before[k], after[k]) for k in decoder)
+    assert all(t.dtype == torch.float16 for t in after.values())  # export_fp16: half the size on disk
+    assert encoder and all(torch.equal(before[k].half(), after[k]) for k in encoder)
+    assert any(not torch.equal(before[k].half(), after[k]) for k in decoder)
     saved = json.loads((Path(config.output_dir) / "vae/config.json").read_text())
     assert saved["scaling_factor"] == json.loads((start / "config.json").read_text())["scaling_factor"]
 
