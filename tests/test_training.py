@@ -678,6 +678,16 @@ GOOD_STAGE = {"name": "s", "steps": 1, "size": 32, "num_frames": 9, "batch_size"
         ("vae", {"kind": "vae", "stages": [{**GOOD_STAGE, "buckets": ["32x32"]}]}, ["buckets=['32x32']", "commas"]),
         (
             "vae",
+            {"kind": "vae", "stages": [{**GOOD_STAGE, "buckets": ["32x32"], "crop": 16}]},
+            ["buckets=['32x32']", "commas"],
+        ),
+        (
+            "dit",
+            {"stages": [{**GOOD_STAGE, "buckets": "32x64", "crop": 48}]},
+            ["stage 0", "buckets is for VAE stages"],
+        ),
+        (
+            "vae",
             {"kind": "vae", "stages": [{**GOOD_STAGE, "size": 64, "buckets": "64x32", "crop": 48}]},
             ["crop=48", "smallest side (32)"],
         ),

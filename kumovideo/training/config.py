@@ -422,13 +422,15 @@ def validate(config: TrainConfig, where: str) -> None:
                 raise KumoInputError(f"{at}: {key}={value} is not {frames_rule}")
         if s.size % geometry.side_multiple:
             raise KumoInputError(f"{at}: size={s.size} is not a multiple of {geometry.side_multiple}")
+        _check_world_settings(config, s, at)  # before the crop, which is checked against its frames
         # A crop is a window of the clip, in whole latents.
-        if s.crop is not None and (s.crop % geometry.spatial or s.crop > min(stage_sides(s))):
-            raise KumoInputError(
-                f"{at}: crop={s.crop} must be a multiple of {geometry.spatial} no larger than the stage's "
-                f"smallest side ({min(stage_sides(s))})"
-            )
-        _check_world_settings(config, s, at)
+        if s.crop is not None:
+            smallest = min(stage_sides(s))
+            if s.crop % geometry.spatial or s.crop > smallest:
+                raise KumoInputError(
+                    f"{at}: crop={s.crop} must be a multiple of {geometry.spatial} no larger than the stage's "
+                    f"smallest side ({smallest})"
+                )
         if s.crop_frames is not None and s.crop_frames > s.num_frames:
             raise KumoInputError(f"{at}: crop_frames={s.crop_frames} must not exceed num_frames={s.num_frames}")
         if s.lr_end is not None and not 0 <= s.lr_end <= (s.lr or config.lr):

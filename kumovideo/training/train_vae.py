@@ -56,10 +56,13 @@ def train_vae(config: TrainConfig, runtime: Runtime, resume: bool = False, stop_
         vae.enable_gradient_checkpointing()
     state = TrainState(modules={"vae": AutoencodeStep(vae, config.train_encoder)})
 
+    # Each stage's frame sizes and motion range, parsed once (the config was checked on load)
+    world = {id(s): (stage_frames(s), stage_motion_amounts(s)) for s in config.stages}
+
     def loss_fn(step: int):
         stage, _ = config.stage_at(step)
         frames = 1 if is_image_step(config.data_seed, step, stage.image_prob) else stage.num_frames
-        sizes = stage_frames(stage)
+        sizes, motion_amounts = world[id(stage)]
         videos, _, _ = shapes_batch_v11(
             config.data_seed,
             step,
@@ -69,7 +72,7 @@ def train_vae(config: TrainConfig, runtime: Runtime, resume: bool = False, stop_
             stage.size,
             frames,
             sizes[step % len(sizes)] if sizes else None,
-            stage_motion_amounts(stage),
+            motion_amounts,
         )
         g = step_generator(config.seed, step, runtime.rank)
         if frames > 1:  # stills stay whole: they are cheap, and teach the spatial part at full size
