@@ -48,10 +48,10 @@ def tiny_frames_pipe(tmp_path_factory):
 
 
 class CallSpy:
-    """The pipeline, with each call's conditioning frames and steps recorded."""
+    """The pipeline, with each call's conditioning frames, steps and guidance recorded."""
 
     def __init__(self, pipe):
-        self.pipe, self.calls, self.steps = pipe, [], []
+        self.pipe, self.calls, self.steps, self.guidance = pipe, [], [], []
 
     def __getattr__(self, name):
         return getattr(self.pipe, name)
@@ -59,6 +59,7 @@ class CallSpy:
     def __call__(self, *args, **kwargs):
         self.calls.append(kwargs["conditioning_frames"])
         self.steps.append(kwargs["num_inference_steps"])
+        self.guidance.append((kwargs["guidance_scale"], kwargs["image_guidance_scale"]))
         return self.pipe(*args, **kwargs)
 
 
@@ -116,6 +117,26 @@ def test_interpolation_steps_default_from_the_checkpoint(tiny_frames_pipe, one_t
     assert spy.steps == [2, 1, 3]
 
 
+def test_interpolation_guidance_default_from_the_checkpoint(tiny_frames_pipe, one_thread, monkeypatch):
+    """Without a prompt there is no text guidance; with one, the checkpoint's
+    `interpolation_guidance_scale` (strong guidance pulls the in-betweens off the keyframes),
+    else its text-to-video guidance; image guidance is the checkpoint's
+    `interpolation_image_guidance_scale`, else none; a given scale wins."""
+    frames = np.random.default_rng(2).integers(0, 256, (5, 48, 64, 3), dtype=np.uint8)
+    spy = CallSpy(tiny_frames_pipe)
+    defaults = {"guidance_scale": 4.0, "interpolation_guidance_scale": 1.5, "interpolation_image_guidance_scale": 2.0}
+    monkeypatch.setattr(tiny_frames_pipe, "sampling_defaults", defaults)
+    prompt = "a red circle moves left"
+    interpolate_frames(spy, frames, 4, num_inference_steps=1)
+    interpolate_frames(spy, frames, 4, prompt=prompt, num_inference_steps=1)
+    interpolate_frames(
+        spy, frames, 4, prompt=prompt, guidance_scale=3.0, image_guidance_scale=1.0, num_inference_steps=1
+    )
+    monkeypatch.setattr(tiny_frames_pipe, "sampling_defaults", {"guidance_scale": 4.0})
+    interpolate_frames(spy, frames, 4, prompt=prompt, num_inference_steps=1)
+    assert spy.guidance == [(1.0, 2.0), (1.5, 2.0), (3.0, 1.0), (4.0, None)]
+
+
 def test_interpolate_refusals(tiny_frames_pipe):
     frames = np.zeros((5, 48, 64, 3), np.uint8)
     with pytest.raises(KumoInputError, match="use 2 or 4"):
@@ -156,6 +177,8 @@ def test_kumo_interpolate_refuses_in_one_line_and_writes_nothing(tiny_frames_pip
         ([str(tmp_path / "missing.mp4"), "--factor", "2", *model], ["not found"]),
         ([str(text), "--factor", "2", *model], ["cannot be decoded"]),
         ([str(single), "--factor", "2", *model], ["at least 2"]),
+        ([str(good), "--factor", "2", "--guidance", "nan", *model], ["--guidance nan", "not a number"]),
+        ([str(good), "--factor", "2", "--image-guidance", "nan", *model], ["--image-guidance nan", "not a number"]),
         ([str(good), "--factor", "2", "--model", str(plain)], ["not trained with conditioning frames"]),
     ]:
         assert main(["interpolate", *argv, "-o", str(out)]) == 2
@@ -183,3 +206,11 @@ def test_eval_interpolate_reports_the_blend_and_the_vae_ceiling(tiny_frames_pipe
     assert ceiling.shape == render.shape and ceiling.dtype == np.uint8
     assert first["vae_in_between_psnr"] == pytest.approx(psnr(ceiling[between], render[between]))
     assert results["summary"]["vae_in_between_psnr"] is not None
+    # Each clip's caption goes with its keyframes (at the model's guidance); --no-caption drops it.
+    assert (
+        results["summary"]["captions"]
+        and results["summary"]["guidance"] == tiny_frames_pipe.default_sampling()["guidance_scale"]
+    )
+    assert main([*argv, "--no-caption", "--out", str(out)]) == 0
+    summary = json.loads((out / "results.json").read_text())["summary"]
+    assert not summary["captions"] and summary["guidance"] == 1.0 and summary["image_guidance"] is None

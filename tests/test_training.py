@@ -178,6 +178,17 @@ def test_vae_stop_and_resume_is_bit_exact(vae_run, tmp_path, capsys):
     )
 
 
+def test_vae_stage_world_settings_read_as_a_string_or_a_list():
+    """`buckets` and `motion_range` take `kumo train cache-latents`' comma form or a YAML list."""
+    from kumovideo.training.config import Stage, stage_frames, stage_motion_amounts
+
+    as_text = Stage(name="s", steps=1, buckets="128x128, 224x128", motion_range="0.5,1.5")
+    as_list = Stage(name="s", steps=1, buckets=["128x128", "224x128"], motion_range=[0.5, 1.5])
+    for stage in (as_text, as_list):
+        assert stage_frames(stage) == [(128, 128), (224, 128)]
+        assert stage_motion_amounts(stage) == (0.5, 1.5)
+
+
 def test_vae_decoder_run_renders_its_buckets_and_keeps_the_latent_space(vae_run, tmp_path, monkeypatch):
     """A decoder-only stage with aspect buckets and a motion range: each batch renders at its
     bucket's frame (in turn), the encoder and the scaling factor (what the DiTs trained on
@@ -675,11 +686,11 @@ GOOD_STAGE = {"name": "s", "steps": 1, "size": 32, "num_frames": 9, "batch_size"
         ("dit", {"stages": [{**GOOD_STAGE, "buckets": "32x32"}]}, ["stage 0", "buckets is for VAE stages", "cache"]),
         ("vae", {"kind": "vae", "stages": [{**GOOD_STAGE, "buckets": "32x20"}]}, ["stage 0", "video size 20"]),
         ("vae", {"kind": "vae", "stages": [{**GOOD_STAGE, "buckets": "32-32"}]}, ["buckets '32-32'", "WxH"]),
-        ("vae", {"kind": "vae", "stages": [{**GOOD_STAGE, "buckets": ["32x32"]}]}, ["buckets=['32x32']", "commas"]),
+        ("vae", {"kind": "vae", "stages": [{**GOOD_STAGE, "buckets": ["32x32", "32-32"]}]}, ["'32x32,32-32'", "WxH"]),
         (
             "vae",
-            {"kind": "vae", "stages": [{**GOOD_STAGE, "buckets": ["32x32"], "crop": 16}]},
-            ["buckets=['32x32']", "commas"],
+            {"kind": "vae", "stages": [{**GOOD_STAGE, "size": 64, "buckets": ["64x64", "64x32"], "crop": 48}]},
+            ["crop=48", "smallest side (32)"],
         ),
         (
             "dit",

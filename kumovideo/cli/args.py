@@ -95,13 +95,21 @@ def check_seed_flag(args, clips: int = 1) -> None:
         )
 
 
+def add_image_guidance_arg(p, help: str) -> None:
+    """--image-guidance, for the commands that take conditioning frames."""
+    p.add_argument("--image-guidance", type=float, default=None, help=help)
+
+
 def check_guidance(args) -> None:
-    """--guidance and --guidance-rescale (NaN compares false to everything, so it is refused
-    by name)."""
+    """--guidance, --guidance-rescale and, where the command has it, --image-guidance (NaN
+    compares false to everything, so it is refused by name)."""
     if args.guidance is not None and not math.isfinite(args.guidance):
         raise KumoInputError(f"--guidance {args.guidance} is not a number; use e.g. 4 (<= 1 turns guidance off)")
     if args.guidance_rescale is not None and not 0.0 <= args.guidance_rescale <= 1.0:
         raise KumoInputError(f"--guidance-rescale {args.guidance_rescale}: use a value from 0 (off) to 1")
+    image = getattr(args, "image_guidance", None)
+    if image is not None and not math.isfinite(image):
+        raise KumoInputError(f"--image-guidance {image} is not a number; use e.g. 1.5 (<= 1: off)")
 
 
 def check_audio_guidance(flag: str, value: float | None) -> None:

@@ -17,6 +17,7 @@ the captions (`kumo generate --interpolate 4`) and judges both clips against the
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import time
@@ -33,7 +34,7 @@ def register(esub) -> None:
     _common_args(q, "outputs/eval-i2v", n=64)
     q.add_argument("--batch-size", type=int, default=8, help="clips generated per pipeline call")
     flags.add_guidance_args(q)
-    q.add_argument("--image-guidance", type=float, default=None, help="image guidance scale (> 1: third branch)")
+    flags.add_image_guidance_arg(q, "image guidance scale (> 1: third branch)")
     q.set_defaults(func=run_i2v)
 
     r = esub.add_parser("interpolate", help="x4 interpolation of rendered clips vs the render and a linear blend")
@@ -47,6 +48,13 @@ def register(esub) -> None:
         "captions, judged against them (`kumo generate --interpolate`)",
     )
     r.add_argument("--base-model", default=None, help="with --keyframes generate: the text-to-video model")
+    r.add_argument(
+        "--no-caption",
+        action="store_true",
+        help="interpolate rendered clips without their captions (`kumo interpolate` without --prompt)",
+    )
+    flags.add_guidance_args(r)  # of the interpolation; the base's keyframes take the base's own
+    flags.add_image_guidance_arg(r, "image guidance scale of the interpolation (default: the model's)")
     r.set_defaults(func=run_interpolate)
 
 
@@ -289,6 +297,7 @@ def run_interpolate(args) -> int:
     from kumovideo.pipelines.interpolation import check_factor
 
     check_factor(args.factor)
+    flags.check_guidance(args)
     out_dir = check_common(args)
     if args.keyframes == "generate":
         return _interpolate_generated(args, out_dir)
@@ -296,12 +305,14 @@ def run_interpolate(args) -> int:
     import torch
 
     from kumovideo.evaluation.frames_metrics import finite_mean, in_between, linear_blend, psnr
-    from kumovideo.pipelines.interpolation import interpolate_frames, interpolation_steps
+    from kumovideo.pipelines.interpolation import interpolate_frames, interpolation_guidance, interpolation_steps
 
     pipe = _load(args.model)
     args.steps = interpolation_steps(pipe, args.steps)  # reported as run
     clip = pipe.default_clip()
     captions = _captions(pipe, args.model, args.n, args.seed, keep=moving)
+    prompt_of = (lambda text: "") if args.no_caption else (lambda text: text)
+    guidance = interpolation_guidance(pipe, prompt_of(captions[0]), args.guidance, args.image_guidance)
     results = []
     start = time.perf_counter()
     for i, (text, render) in enumerate(zip(captions, _renders(captions, clip, args.seed))):
@@ -310,7 +321,11 @@ def run_interpolate(args) -> int:
             pipe,
             keyframes,
             args.factor,
+            prompt=prompt_of(text),
             num_inference_steps=args.steps,
+            guidance_scale=args.guidance,
+            image_guidance_scale=args.image_guidance,
+            guidance_rescale=args.guidance_rescale,
             generator=torch.Generator().manual_seed(args.seed + i),
             paste_keyframes=False,
         )
@@ -332,6 +347,9 @@ def run_interpolate(args) -> int:
         "model": str(args.model),
         "factor": args.factor,
         "steps": args.steps,
+        "captions": not args.no_caption,
+        "guidance": guidance.text,
+        "image_guidance": guidance.image,
         "seed": args.seed,
         **{key: finite_mean([r[key] for r in results]) for key in PSNR_KEYS},
         "seconds": elapsed,
@@ -341,8 +359,9 @@ def run_interpolate(args) -> int:
     _write(out_dir, summary, results, args.json)
     if not args.json:
         print(
-            f"kumo eval interpolate: {len(results)} rendered clips, x{args.factor}, "
-            f"{args.steps} steps, {elapsed:.0f} s"
+            f"kumo eval interpolate: {len(results)} rendered clips, x{args.factor}, {args.steps} steps, "
+            f"{'no captions' if args.no_caption else 'their captions'}, guidance {guidance.text:g}, "
+            f"image guidance {guidance.image or 1:g}, {elapsed:.0f} s"
         )
         print(f"  in-between PSNR    {_db(summary['in_between_psnr'])} dB")
         print(f"  linear blend       {_db(summary['blend_psnr'])} dB  (gain {summary['gain_over_blend_db']:+.2f} dB)")
@@ -360,12 +379,13 @@ def _interpolate_generated(args, out_dir: Path) -> int:
     from kumovideo.cli.generate import sampling_settings
     from kumovideo.evaluation.shapes_judge import judge_clip, summarise
     from kumovideo.pipelines import frames_to_uint8
-    from kumovideo.pipelines.interpolation import interpolate_frames, interpolation_steps
+    from kumovideo.pipelines.interpolation import interpolate_frames, interpolation_guidance, interpolation_steps
 
     base_folder = Path(args.base_model) if args.base_model else builtin_model_dir()
     base, pipe = _load(base_folder), _load(args.model)
-    args.turbo, args.sampler, args.guidance, args.guidance_rescale = False, "default", None, None
-    _, steps, guidance, rescale, _ = sampling_settings(base, args)
+    # The keyframes as `kumo generate` makes them (the base's defaults); the flags are the interpolation's.
+    base_flags = argparse.Namespace(turbo=False, sampler="default", steps=None, guidance=None, guidance_rescale=None)
+    _, steps, guidance, rescale, _ = sampling_settings(base, base_flags)
     captions = _captions(base, base_folder, args.n, args.seed)
     keyframe_judged, interpolated_judged, results = [], [], []
     start = time.perf_counter()
@@ -386,6 +406,9 @@ def _interpolate_generated(args, out_dir: Path) -> int:
             args.factor,
             prompt=text,
             num_inference_steps=args.steps,
+            guidance_scale=args.guidance,
+            image_guidance_scale=args.image_guidance,
+            guidance_rescale=args.guidance_rescale,
             generator=torch.Generator().manual_seed(args.seed + i),
         )
         keyframe_judged.append(judge_clip(keyframes, text))
@@ -407,6 +430,10 @@ def _interpolate_generated(args, out_dir: Path) -> int:
         "factor": args.factor,
         "steps": steps,
         "interpolation_steps": interpolation_steps(pipe, args.steps),
+        "interpolation_guidance": interpolation_guidance(pipe, captions[0], args.guidance, args.image_guidance).text,
+        "interpolation_image_guidance": interpolation_guidance(
+            pipe, captions[0], args.guidance, args.image_guidance
+        ).image,
         "frames": results[0]["frames"],
         "keyframes_match_rate": base_summary["match_rate"],
         "interpolated_match_rate": interp_summary["match_rate"],

@@ -18,6 +18,7 @@ from typing import NamedTuple
 from kumovideo.cli.args import (
     add_fast_path_args,
     add_guidance_args,
+    add_image_guidance_arg,
     add_multiscale_split_arg,
     add_sampler_arg,
     add_steps_arg,
@@ -115,11 +116,8 @@ def add_frames_args(p) -> None:
         help="start the clip at this image (PNG/JPEG; resized and centre-cropped to the clip); needs a model "
         "trained with conditioning frames (default then: the built-in kumo-shapes-frames)",
     )
-    p.add_argument(
-        "--image-guidance",
-        type=float,
-        default=None,
-        help="with --image or --interpolate: image guidance scale (> 1: a third branch, Kandinsky Video style)",
+    add_image_guidance_arg(
+        p, "with --image or --interpolate: image guidance scale (> 1: a third branch, Kandinsky Video style)"
     )
     p.add_argument(
         "--interpolate",
@@ -226,8 +224,6 @@ def check_frames_args(args) -> FramesRequest | None:
         if given:
             raise KumoInputError(f"{given[0]} needs --image or --interpolate; add one or drop it")
         return None
-    if args.image_guidance is not None and not math.isfinite(args.image_guidance):
-        raise KumoInputError(f"--image-guidance {args.image_guidance} is not a number; use e.g. 1.5 (<= 1: off)")
     if args.parallel:
         raise KumoInputError("--image and --interpolate run in one process; drop --parallel")
     if args.image is not None:

@@ -12,7 +12,15 @@ import time
 from pathlib import Path
 from typing import NamedTuple
 
-from kumovideo.cli.args import add_steps_arg, check_seed_flag, check_whole_flags, resolve_device
+from kumovideo.cli.args import (
+    add_guidance_args,
+    add_image_guidance_arg,
+    add_steps_arg,
+    check_guidance,
+    check_seed_flag,
+    check_whole_flags,
+    resolve_device,
+)
 from kumovideo.utils.errors import KumoInputError
 from kumovideo.utils.numbers import FPS_MAX
 
@@ -27,8 +35,14 @@ def register(sub) -> None:
         default=None,
         help="pipeline folder trained with conditioning frames (default: the built-in kumo-shapes-frames)",
     )
-    p.add_argument("--prompt", default="", help="what the clip shows (optional; adds text guidance)")
+    p.add_argument(
+        "--prompt",
+        default="",
+        help="what the clip shows (optional; the model keeps objects' shapes better with it)",
+    )
     add_steps_arg(p, help="denoising steps (default: the model's)")
+    add_guidance_args(p)
+    add_image_guidance_arg(p, "image guidance scale (> 1: a third branch; default: the model's)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:N or mps (default: cuda if available, else cpu)")
     p.set_defaults(func=run)
@@ -78,6 +92,7 @@ def check_args(args) -> Checked:
     check_factor(args.factor)
     output = check_output_path(args.output)
     check_whole_flags(args, "--steps")
+    check_guidance(args)
     check_seed_flag(args)
     device = resolve_device(args.device)
     frames, fps = read_keyframes(args.input)
@@ -104,6 +119,9 @@ def run(args) -> int:
         args.factor,
         prompt=args.prompt,
         num_inference_steps=steps,
+        guidance_scale=args.guidance,
+        image_guidance_scale=args.image_guidance,
+        guidance_rescale=args.guidance_rescale,
         generator=torch.Generator(device="cpu").manual_seed(args.seed),
     )
     out_fps = round(fps * args.factor) if fps else 8 * args.factor

@@ -13,6 +13,7 @@ pipeline call, as one batch.
 from __future__ import annotations
 
 import logging
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -89,6 +90,30 @@ def interpolation_steps(pipe, steps: int | None = None) -> int:
     return pipe.sampling_defaults.get("interpolation_steps") or pipe.default_sampling()["num_inference_steps"]
 
 
+class InterpolationGuidance(NamedTuple):
+    text: float  # guidance_scale
+    image: float | None  # image_guidance_scale (> 1: a third branch)
+
+
+def interpolation_guidance(
+    pipe, prompt: str, guidance_scale: float | None = None, image_guidance_scale: float | None = None
+) -> InterpolationGuidance:
+    """The scales given, else the checkpoint's (kumo_defaults.json). Text: 1 (no text
+    guidance) without a prompt, else `interpolation_guidance_scale`, else its `guidance_scale`.
+    Image: `interpolation_image_guidance_scale`, else none. The keyframes carry the clip: the
+    caption helps the in-betweens, strong text guidance pulls them off the keyframes, and a
+    little image guidance holds them closer (docs/conditioning.md has the sweep)."""
+    defaults = pipe.sampling_defaults
+    if guidance_scale is None:
+        if prompt.strip():
+            guidance_scale = defaults.get("interpolation_guidance_scale", pipe.default_sampling()["guidance_scale"])
+        else:
+            guidance_scale = 1.0
+    if image_guidance_scale is None:
+        image_guidance_scale = defaults.get("interpolation_image_guidance_scale")
+    return InterpolationGuidance(guidance_scale, image_guidance_scale)
+
+
 @torch.no_grad()
 def interpolate_frames(
     pipe,
@@ -100,14 +125,15 @@ def interpolate_frames(
     image_guidance_scale: float | None = None,
     generator: torch.Generator | None = None,
     paste_keyframes: bool = True,
+    guidance_rescale: float | None = None,
 ) -> np.ndarray:
     """uint8 frames (N, H, W, 3) -> (factor * (N - 1) + 1, H', W', 3) with frame factor * i
     the input's frame i exactly. The model runs at its own clip size: frames of the same
     aspect are scaled to it and the in-betweens scaled back (H' x W' = H x W); other aspects
     are resized and centre-cropped to it, with a note, and H' x W' is the model's size.
-    Without a prompt there is no text guidance (guidance_scale 1: one branch, half the
-    work). Steps left out are the checkpoint's `interpolation_steps` (kumo_defaults.json), else
-    its `num_inference_steps`. `paste_keyframes=False` keeps the model's own keyframes (to
+    Scales left out are the checkpoint's (`interpolation_guidance`: without a prompt, no text
+    guidance), steps left out its `interpolation_steps` (kumo_defaults.json), else its
+    `num_inference_steps`. `paste_keyframes=False` keeps the model's own keyframes (to
     measure them)."""
     factor = check_factor(factor)
     frames = check_keyframes(frames)
@@ -137,8 +163,7 @@ def interpolate_frames(
         )
         frames = np.stack([fit_image(f, height, width, what=None) for f in frames])
         keyframes = frames
-    if guidance_scale is None and not prompt.strip():
-        guidance_scale = 1.0
+    guidance_scale, image_guidance_scale = interpolation_guidance(pipe, prompt, guidance_scale, image_guidance_scale)
     num_inference_steps = interpolation_steps(pipe, num_inference_steps)
 
     starts = window_starts(len(frames), span)
@@ -151,6 +176,7 @@ def interpolate_frames(
         width=width,
         num_inference_steps=num_inference_steps,
         guidance_scale=guidance_scale,
+        guidance_rescale=guidance_rescale,
         image_guidance_scale=image_guidance_scale,
         generator=generator,
         output_type="np",

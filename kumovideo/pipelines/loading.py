@@ -288,6 +288,9 @@ SAMPLING_DEFAULT_KEYS = {
     "turbo_guidance_rescale": ("a number from 0 to 1", lambda v: is_real(v) and 0 <= v <= 1),
     # Conditioned models: steps for interpolation (the keyframes pin most of the clip; fewer suffice).
     "interpolation_steps": ("a whole number of steps >= 1", lambda v: is_int(v) and v >= 1),
+    # ... and their text guidance with a prompt (the keyframes carry the clip; strong guidance pulls off them).
+    "interpolation_guidance_scale": ("a finite number", lambda v: is_real(v) and math.isfinite(v)),
+    "interpolation_image_guidance_scale": ("a finite number", lambda v: is_real(v) and math.isfinite(v)),
     "fps": ("a whole number of frames per second >= 1", lambda v: is_int(v) and v >= 1),
     # The tokenizer knows only lowercase words (the built-in model's): prompts are lowercased first.
     "lowercase_prompts": ("true or false", lambda v: isinstance(v, bool)),

@@ -35,10 +35,11 @@ class Stage:
     crop: int | None = None  # VAE: random square crop side (the VAE is convolutional)
     crop_frames: int | None = None  # VAE: random window of 8k+1 frames
     latents: str | None = None  # DiT: latent cache index.json for this stage (else encode on the fly)
-    # VAE on ShapesWorld v1.1: batch k renders at the k-th frame size in turn ("128x128,224x128",
-    # as `kumo train cache-latents --buckets`), each clip at a motion amount m drawn from LO,HI
-    buckets: str | None = None
-    motion_range: str | None = None
+    # VAE on ShapesWorld v1.1: batch k renders at the k-th frame size in turn ("128x128,224x128"
+    # as `kumo train cache-latents --buckets`, or a list), each clip at a motion amount m drawn
+    # from LO,HI ("0.5,1.5" or [0.5, 1.5])
+    buckets: str | list[str] | None = None
+    motion_range: str | list[float] | None = None
 
 
 @dataclass
@@ -446,17 +447,19 @@ def stage_frames(stage: Stage) -> list[tuple[int, int]] | None:
     """The stage's (W, H) frame sizes from `buckets`, in turn by batch (None: size x size)."""
     from kumovideo.data.shapes_world import parse_frame_sizes
 
-    return parse_frame_sizes(stage.buckets, "buckets")
+    return parse_frame_sizes(_comma_joined(stage.buckets), "buckets")
+
+
+def _comma_joined(value):
+    """A YAML list (["128x128", "224x128"], [0.5, 1.5]) reads as its comma-separated string."""
+    return ",".join(str(v) for v in value) if isinstance(value, (list, tuple)) else value
 
 
 def stage_motion_amounts(stage: Stage) -> tuple[float, float] | None:
     """The stage's motion amounts (LO, HI) from `motion_range` (None: m = 1)."""
     from kumovideo.data.shapes_world import parse_motion_range
 
-    text = stage.motion_range
-    if isinstance(text, (list, tuple)):  # [0.5, 1.5] reads as well as "0.5,1.5"
-        text = ",".join(str(v) for v in text)
-    return parse_motion_range(text, "motion_range")
+    return parse_motion_range(_comma_joined(stage.motion_range), "motion_range")
 
 
 def stage_sides(stage: Stage) -> list[int]:
@@ -476,8 +479,6 @@ def _check_world_settings(config: TrainConfig, stage: Stage, at: str) -> None:
                 f"{at}: {key} is for VAE stages; a {config.kind} stage takes its clips' sizes and motion from "
                 "its latent cache (kumo train cache-latents --buckets ... --motion-range ...)"
             )
-        if key == "buckets" and not isinstance(value, str):
-            raise KumoInputError(f'{at}: buckets={value!r} must be WxH sizes separated by commas, e.g. "64x64,112x64"')
     try:
         stage_frames(stage)
         stage_motion_amounts(stage)
