@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Issue 19's CPU-time figures (docs/conditioning.md, "CPU time"): `kumo generate` plain and
 # with --image (a rendered 128x128 first frame), and `kumo interpolate --factor 4` of a rendered
-# 17-frame 64x64 clip; wall time and peak RSS of the whole command, three runs each, the
-# three commands alternating, medians.
+# 17-frame 64x64 clip, without and with its caption (--prompt: two guidance branches at the
+# built-in model's defaults, one without); wall time and peak RSS of the whole command, three
+# runs each, the commands alternating, medians.
 #   bash scripts/measure_frames.sh          # OUT=outputs/measure-frames
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -27,12 +28,14 @@ for i in 1 2 3; do
     --image "$OUT/first.png" -o "$OUT/image.mp4" > /dev/null 2>&1
   /usr/bin/time -f "%e %M" -o "$OUT/interpolate.$i" $KUMO interpolate "$OUT/clip64/clip_00000.mp4" --factor 4 \
     -o "$OUT/x4.mp4" > /dev/null 2>&1
+  /usr/bin/time -f "%e %M" -o "$OUT/interpolate_prompt.$i" $KUMO interpolate "$OUT/clip64/clip_00000.mp4" \
+    --factor 4 --prompt "$(cat "$OUT/clip64/clip_00000.txt")" -o "$OUT/x4p.mp4" > /dev/null 2>&1
 done
 "$PY" - "$OUT" <<'PY'
 import statistics, sys
 out = sys.argv[1]
 medians = {}
-for name in ("plain", "image", "interpolate"):
+for name in ("plain", "image", "interpolate", "interpolate_prompt"):
     rows = [open(f"{out}/{name}.{i}").read().split() for i in (1, 2, 3)]
     medians[name] = statistics.median(float(r[0]) for r in rows)
     rss = max(int(r[1]) for r in rows) / 1024

@@ -131,6 +131,17 @@ def test_image_guidance_runs_three_branches_and_resizes_with_a_note(caplog):
     batches.clear()
     pipe("a", image=np.zeros((48, 64, 3), np.uint8), guidance_scale=3.0, num_inference_steps=1, output_type="latent")
     assert batches == [2]  # the condition rides on both text branches: plain T2V's cost
+    # Text guidance off: two branches, both with the text, the first without the image.
+    seen = []
+    pipe.transformer.register_forward_pre_hook(lambda m, args, kwargs: seen.append(kwargs), with_kwargs=True)
+    batches.clear()
+    image = np.full((48, 64, 3), 200, np.uint8)
+    pipe("a", image=image, image_guidance_scale=2.0, guidance_scale=1.0, num_inference_steps=1, output_type="latent")
+    assert batches == [2]
+    without, with_image = seen[0]["condition"].chunk(2)
+    assert not without.any() and with_image.abs().sum() > 0
+    text_a, text_b = seen[0]["encoder_hidden_states"].chunk(2)
+    assert torch.equal(text_a, text_b)
 
 
 def test_cli_refuses_an_unconditioned_model_before_loading_weights(tmp_path, capsys):

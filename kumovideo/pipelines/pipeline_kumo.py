@@ -456,7 +456,9 @@ class KumoPipeline(DiffusionPipeline):
         frames (interpolation: `kumovideo.pipelines.interpolation`). Either may be a list, one
         per prompt. With `image_guidance_scale` > 1 guidance has three branches (Kandinsky
         Video / InstructPix2Pix): v = v(-,-) + s_img (v(img,-) - v(-,-)) + s_txt (v(img,txt) -
-        v(img,-)); otherwise the condition goes to both branches of the text guidance. Where
+        v(img,-)), or, with text guidance off (`guidance_scale` <= 1), two that both keep the
+        text: v(-,txt) + s_img (v(img,txt) - v(-,txt)); otherwise the condition goes to both
+        branches of the text guidance. Where
         frame 0 is known, `keep_first_frame` puts its latent back as latent frame 0 after
         sampling (the causal VAE encodes frame 0 alone: its latent is the clip's first latent),
         as LTX-Video keeps conditioning latents clean; False decodes the model's own.
@@ -515,14 +517,18 @@ class KumoPipeline(DiffusionPipeline):
         latents = self.prepare_latents(batch_size, num_frames, height, width, dtype, device, generator, latents)
 
         # 2. Text. With guidance, [negative; positive] along the batch, as the original;
-        # with image guidance [negative; negative; positive] (no image, image, image).
+        # with image guidance [negative; negative; positive] (no image, image, image), or,
+        # without text guidance, [positive; positive] (no image, image): no branch drops the text.
         image_guidance = known is not None and image_guidance_scale is not None and image_guidance_scale > 1
+        text_guidance = self.do_classifier_free_guidance
         prompt_embeds = self.encode_prompt(prompts, num_videos_per_prompt, max_sequence_length, device, dtype)
-        if self.do_classifier_free_guidance or image_guidance:
+        if text_guidance:
             negative_prompt = negative_prompt or ""
             negatives = [negative_prompt] * len(prompts) if isinstance(negative_prompt, str) else list(negative_prompt)
             negative_embeds = self.encode_prompt(negatives, num_videos_per_prompt, max_sequence_length, device, dtype)
             prompt_embeds = torch.cat([negative_embeds] * (1 + image_guidance) + [prompt_embeds], dim=0)
+        elif image_guidance:
+            prompt_embeds = torch.cat([prompt_embeds, prompt_embeds], dim=0)
 
         # 2b. Conditioning frames: (B, F_lat, 2C + 2, h, w), repeated like the text for the branches.
         condition = None
@@ -532,11 +538,13 @@ class KumoPipeline(DiffusionPipeline):
             condition = build_conditions(
                 self.vae, per_video, num_frames, height, width, geometry.temporal, geometry.spatial
             ).to(device=device, dtype=dtype)
-            if image_guidance:
+            if image_guidance and text_guidance:
                 condition = torch.cat([torch.zeros_like(condition), condition, condition])
-            elif self.do_classifier_free_guidance:
+            elif image_guidance:
+                condition = torch.cat([torch.zeros_like(condition), condition])
+            elif text_guidance:
                 condition = torch.cat([condition, condition])
-        branches = 3 if image_guidance else 2 if self.do_classifier_free_guidance else 1
+        branches = 1 + image_guidance + text_guidance
 
         # 2c. What every step passes besides x and t: the condition, the motion score (one value
         # for every video and every guidance branch).
@@ -563,10 +571,13 @@ class KumoPipeline(DiffusionPipeline):
                 **step_inputs,
                 **scale,
             )[0].float()
-            if image_guidance:
+            if image_guidance and text_guidance:
                 v_none, v_image, v_text = v_pred.chunk(3)
                 v_pred = v_none + image_guidance_scale * (v_image - v_none) + guidance_scale * (v_text - v_image)
-            elif self.do_classifier_free_guidance:
+            elif image_guidance:
+                v_text_only, v_text = v_pred.chunk(2)
+                v_pred = v_text_only + image_guidance_scale * (v_text - v_text_only)
+            elif text_guidance:
                 v_uncond, v_text = v_pred.chunk(2)
                 v_pred = v_uncond + guidance_scale * (v_text - v_uncond)
             else:
