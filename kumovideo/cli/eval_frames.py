@@ -34,7 +34,7 @@ def register(esub) -> None:
     _common_args(q, "outputs/eval-i2v", n=64)
     q.add_argument("--batch-size", type=int, default=8, help="clips generated per pipeline call")
     flags.add_guidance_args(q)
-    flags.add_image_guidance_arg(q, "image guidance scale (> 1: third branch)")
+    flags.add_image_guidance_arg(q, "image guidance scale (> 1: one more guidance branch)")
     q.set_defaults(func=run_i2v)
 
     r = esub.add_parser("interpolate", help="x4 interpolation of rendered clips vs the render and a linear blend")

@@ -117,7 +117,7 @@ def add_frames_args(p) -> None:
         "trained with conditioning frames (default then: the built-in kumo-shapes-frames)",
     )
     add_image_guidance_arg(
-        p, "with --image or --interpolate: image guidance scale (> 1: a third branch, Kandinsky Video style)"
+        p, "with --image or --interpolate: image guidance scale (> 1: one more guidance branch, Kandinsky Video style)"
     )
     p.add_argument(
         "--interpolate",

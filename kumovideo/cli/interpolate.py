@@ -42,7 +42,7 @@ def register(sub) -> None:
     )
     add_steps_arg(p, help="denoising steps (default: the model's)")
     add_guidance_args(p)
-    add_image_guidance_arg(p, "image guidance scale (> 1: a third branch; default: the model's)")
+    add_image_guidance_arg(p, "image guidance scale (> 1: one more guidance branch; default: the model's)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:N or mps (default: cuda if available, else cpu)")
     p.set_defaults(func=run)

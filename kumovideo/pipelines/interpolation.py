@@ -92,7 +92,7 @@ def interpolation_steps(pipe, steps: int | None = None) -> int:
 
 class InterpolationGuidance(NamedTuple):
     text: float  # guidance_scale
-    image: float | None  # image_guidance_scale (> 1: a third branch)
+    image: float | None  # image_guidance_scale (> 1: one more branch)
 
 
 def interpolation_guidance(
