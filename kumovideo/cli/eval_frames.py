@@ -387,6 +387,7 @@ def _interpolate_generated(args, out_dir: Path) -> int:
     base_flags = argparse.Namespace(turbo=False, sampler="default", steps=None, guidance=None, guidance_rescale=None)
     _, steps, guidance, rescale, _ = sampling_settings(base, base_flags)
     captions = _captions(base, base_folder, args.n, args.seed)
+    guidance_run = interpolation_guidance(pipe, captions[0], args.guidance, args.image_guidance)  # reported
     keyframe_judged, interpolated_judged, results = [], [], []
     start = time.perf_counter()
     for i, text in enumerate(captions):
@@ -430,10 +431,8 @@ def _interpolate_generated(args, out_dir: Path) -> int:
         "factor": args.factor,
         "steps": steps,
         "interpolation_steps": interpolation_steps(pipe, args.steps),
-        "interpolation_guidance": interpolation_guidance(pipe, captions[0], args.guidance, args.image_guidance).text,
-        "interpolation_image_guidance": interpolation_guidance(
-            pipe, captions[0], args.guidance, args.image_guidance
-        ).image,
+        "interpolation_guidance": guidance_run.text,
+        "interpolation_image_guidance": guidance_run.image,
         "frames": results[0]["frames"],
         "keyframes_match_rate": base_summary["match_rate"],
         "interpolated_match_rate": interp_summary["match_rate"],

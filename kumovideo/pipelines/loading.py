@@ -288,7 +288,7 @@ SAMPLING_DEFAULT_KEYS = {
     "turbo_guidance_rescale": ("a number from 0 to 1", lambda v: is_real(v) and 0 <= v <= 1),
     # Conditioned models: steps for interpolation (the keyframes pin most of the clip; fewer suffice).
     "interpolation_steps": ("a whole number of steps >= 1", lambda v: is_int(v) and v >= 1),
-    # ... and their text guidance with a prompt (the keyframes carry the clip; strong guidance pulls off them).
+    # ... and their text (with a prompt) and image guidance: the keyframes carry the clip.
     "interpolation_guidance_scale": ("a finite number", lambda v: is_real(v) and math.isfinite(v)),
     "interpolation_image_guidance_scale": ("a finite number", lambda v: is_real(v) and math.isfinite(v)),
     "fps": ("a whole number of frames per second >= 1", lambda v: is_int(v) and v >= 1),

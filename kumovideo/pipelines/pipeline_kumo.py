@@ -575,8 +575,8 @@ class KumoPipeline(DiffusionPipeline):
                 v_none, v_image, v_text = v_pred.chunk(3)
                 v_pred = v_none + image_guidance_scale * (v_image - v_none) + guidance_scale * (v_text - v_image)
             elif image_guidance:
-                v_text_only, v_text = v_pred.chunk(2)
-                v_pred = v_text_only + image_guidance_scale * (v_text - v_text_only)
+                v_no_image, v_text = v_pred.chunk(2)
+                v_pred = v_no_image + image_guidance_scale * (v_text - v_no_image)
             elif text_guidance:
                 v_uncond, v_text = v_pred.chunk(2)
                 v_pred = v_uncond + guidance_scale * (v_text - v_uncond)
