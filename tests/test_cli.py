@@ -514,6 +514,7 @@ def test_turbo_flag_on_a_base_checkpoint_samples_with_the_consistency_scheduler(
         ('{"num_inference_steps": "lots"}', "num_inference_steps"),
         ('{"fps": -3}', "fps"),
         ('{"guidance_rescale": 2}', "guidance_rescale"),
+        ('{"interpolation_image_guidance_scale": "strong"}', "interpolation_image_guidance_scale"),
     ],
 )
 def test_bad_kumo_defaults_json_is_named_before_generating(builtin_copy, tmp_path, capsys, content, needle):

@@ -186,6 +186,14 @@ def test_kumo_interpolate_refuses_in_one_line_and_writes_nothing(tiny_frames_pip
         assert not out.exists()
 
 
+def test_eval_interpolate_refuses_a_scale_that_is_not_a_number(tiny_frames_pipe, tmp_path, capsys):
+    for flag in ("--guidance", "--image-guidance"):
+        argv = ["eval", "interpolate", "--model", str(tiny_frames_pipe.folder), flag, "nan"]
+        assert main([*argv, "--out", str(tmp_path / "eval")]) == 2
+        assert_one_line_error(capsys, f"{flag} nan", "not a number")
+        assert not (tmp_path / "eval").exists()
+
+
 def test_eval_interpolate_reports_the_blend_and_the_vae_ceiling(tiny_frames_pipe, tmp_path, capsys, one_thread):
     import json
 
