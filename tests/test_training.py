@@ -721,6 +721,39 @@ def test_train_config_errors_exit_2_with_one_line(command, change, needles, tmp_
     assert_one_line_error(capsys, *needles)
 
 
+def test_a_config_that_extends_another_replaces_only_the_keys_it_sets(tmp_path):
+    """A trial config names what it changes; the rest (stages included) comes from its base."""
+    base = {"kind": "dit", "output_dir": "runs/base", "lr": 1e-4, "ema_decay": 0.99, "stages": [GOOD_STAGE]}
+    write_config(tmp_path / "base.json", base)
+    (tmp_path / "trials").mkdir()
+    trial = {"extends": "../base.json", "output_dir": "runs/trial", "lr": 5e-5}
+    config = load_config(write_config(tmp_path / "trials" / "trial.json", trial))
+    assert (config.output_dir, config.lr, config.ema_decay) == ("runs/trial", 5e-5, 0.99)
+    assert [stage.name for stage in config.stages] == ["s"]
+    # a chain: the nearest file wins; the stages list is replaced whole, not merged
+    longer = {**GOOD_STAGE, "name": "long", "steps": 5}
+    write_config(tmp_path / "trials" / "second.json", {"extends": "trial.json", "stages": [longer]})
+    config = load_config(tmp_path / "trials" / "second.json")
+    assert (config.lr, config.total_steps, [s.name for s in config.stages]) == (5e-5, 5, ["long"])
+    # command-line overrides still come last
+    assert load_config(tmp_path / "trials" / "trial.json", {"lr": 2e-5}).lr == 2e-5
+
+
+@pytest.mark.parametrize(
+    "extends, needle",
+    [
+        ("missing.json", "extends missing.json, which does not exist"),
+        ("a.json", "makes a cycle"),
+        (7, "must be the path of another config file"),
+    ],
+)
+def test_a_bad_extends_exits_2_with_one_line(tmp_path, capsys, extends, needle):
+    write_config(tmp_path / "b.json", {"extends": "a.json", "kind": "dit", "stages": [GOOD_STAGE]})
+    path = write_config(tmp_path / "a.json", {"extends": extends if extends != "a.json" else "b.json"})
+    assert main(["train", "dit", "--config", str(path), "--device", "cpu"]) == 2
+    assert_one_line_error(capsys, needle)
+
+
 def test_train_config_file_errors_exit_2_with_one_line(tmp_path, capsys):
     assert main(["train", "dit", "--config", str(tmp_path / "missing.yaml")]) == 2
     assert_one_line_error(capsys, "missing.yaml", "does not exist")

@@ -133,7 +133,29 @@ def _build(cls, data: dict, where: str):
 
 
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> TrainConfig:
+    """A training config from a YAML or JSON file, validated. `extends: OTHER.yaml` (a path
+    relative to the file) starts from another config: each key this file sets replaces that
+    key's value whole (stages included), so a trial names only what it changes."""
     path = Path(path)
+    data = _read_extended(path, [])
+    data.update(overrides or {})
+    adopt_extra(data, str(path))
+    stages = data.pop("stages", None)
+    if not stages:
+        raise KumoInputError(f"config file {path} has no stages; add at least one under 'stages:'")
+    if not isinstance(stages, list):
+        raise KumoInputError(f"{path}: stages={stages!r} must be a list of stages, each a mapping of settings")
+    for i, stage in enumerate(stages):
+        if not isinstance(stage, dict):
+            raise KumoInputError(f"{path} stage {i}: {stage!r} must be a mapping of settings (name, steps, ...)")
+    data["stages"] = [_build(Stage, s, f"{path} stage {i}") for i, s in enumerate(stages)]
+    config = _build(TrainConfig, data, str(path))
+    validate(config, str(path))
+    return config
+
+
+def _read_mapping(path: Path) -> dict:
+    """The settings of one config file, unmerged."""
     if not path.exists():
         raise KumoInputError(f"config file {path} does not exist")
     if path.is_dir():
@@ -155,20 +177,24 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Tr
         raise KumoInputError(f"config file {path} does not parse: {str(exc).splitlines()[0]}") from None
     if not isinstance(data, dict):
         raise KumoInputError(f"config file {path} must hold a mapping of settings")
-    data.update(overrides or {})
-    adopt_extra(data, str(path))
-    stages = data.pop("stages", None)
-    if not stages:
-        raise KumoInputError(f"config file {path} has no stages; add at least one under 'stages:'")
-    if not isinstance(stages, list):
-        raise KumoInputError(f"{path}: stages={stages!r} must be a list of stages, each a mapping of settings")
-    for i, stage in enumerate(stages):
-        if not isinstance(stage, dict):
-            raise KumoInputError(f"{path} stage {i}: {stage!r} must be a mapping of settings (name, steps, ...)")
-    data["stages"] = [_build(Stage, s, f"{path} stage {i}") for i, s in enumerate(stages)]
-    config = _build(TrainConfig, data, str(path))
-    validate(config, str(path))
-    return config
+    return data
+
+
+def _read_extended(path: Path, chain: list[Path]) -> dict:
+    """`path`'s settings over those of the config it `extends` (recursively; `chain` holds the
+    files that extend this one, to refuse a cycle)."""
+    data = _read_mapping(path)
+    parent = data.pop("extends", None)
+    if parent is None:
+        return data
+    if not isinstance(parent, str) or not parent:
+        raise KumoInputError(f"{path}: extends={parent!r} must be the path of another config file")
+    parent_path = (path.parent / parent).resolve()
+    if parent_path in chain or parent_path == path.resolve():
+        raise KumoInputError(f"{path}: extends {parent} makes a cycle; a config cannot extend itself")
+    if not parent_path.exists():
+        raise KumoInputError(f"{path}: extends {parent}, which does not exist (paths are relative to {path.parent})")
+    return {**_read_extended(parent_path, [*chain, path.resolve()]), **data}
 
 
 # The settings configs kept under `extra:` before they had keys of their own.
