@@ -108,6 +108,84 @@ def test_a_second_run_resumes_from_the_parts_and_a_crash_loses_no_results(first_
     assert finish["status"] == "ok" and finish["result"]["export"]["checkpoint"] == "step-0000006"
 
 
+def test_the_lumina_recipe_trains_its_buckets_scales_and_motion(tmp_path):
+    """configs/builtin-lumina-128-gpu.yaml at toy size: a latent cache per bucket with motion
+    scores, steps on every bucket (the token-budget batch), the multi-scale and motion model
+    exported, and the widest bucket judged beside the square."""
+    config = "configs/builtin-lumina-128-gpu.yaml"
+    proc, results = run_kit(
+        tmp_path / "out", tmp_path / "work", "--config", config, "--stop-after", "3", "--eval-n", "2"
+    )
+    assert proc.returncode == 0, (proc.stdout[-2000:], proc.stderr[-2000:])
+    train = results["parts"]["train"]["result"]
+    data = train["data"]
+    assert set(data["buckets"]) == {"32x32", "64x32", "32x64"} and data["motion_amounts"] == [0.5, 1.5]
+    assert {k: v["latent_shape"][-2:] for k, v in data["buckets"].items()} == {
+        "32x32": [4, 4],
+        "64x32": [4, 8],
+        "32x64": [8, 4],
+    }
+    assert train["stopped"]["step"] == 3 and train["compile"] == "off"
+    finish = results["parts"]["finish"]["result"]
+    assert finish["eval"]["n"] == 2 and finish["eval_wide"]["n"] == 2
+    assert (finish["eval_wide"]["clip"]["width"], finish["eval_wide"]["clip"]["height"]) == (64, 32)
+    with tarfile.open(tmp_path / "out" / "pipeline.tgz") as tar:
+        tar.extractall(tmp_path, filter="data")
+    exported = json.loads((tmp_path / "pipeline" / "transformer" / "config.json").read_text())
+    assert exported["multiscale_patch_sizes"] == [4] and exported["motion_conditioning"] is True
+
+
+def test_a_lumina_step_draws_its_bucket_at_the_token_budget_with_scores_and_scales():
+    """make_loss_fn on tiny caches: step k trains bucket k of the list at its token-budget batch,
+    hands the transformer the clips' motion scores, and a coarse step's patch size."""
+    from diffusers import DDIMScheduler
+
+    from kumovideo.training.config import load_config
+
+    config = load_config(
+        REPO / "configs" / "builtin-lumina-128-gpu.yaml",
+        {
+            "stages": [
+                {
+                    "name": "s",
+                    "steps": 9,
+                    "size": 32,
+                    "num_frames": 9,
+                    "batch_size": 4,
+                    "buckets": "32x32,64x32",
+                    "motion_range": "0.5,1.5",
+                }
+            ],
+            "caption_dropout": 0.0,
+        },
+    )
+    caches = {}
+    for width, height in ((32, 32), (64, 32)):
+        mean = torch.zeros(6, 2, 4, height // 8, width // 8)
+        ids = torch.ones(6, 3, dtype=torch.long)
+        caches[(width, height)] = kit.LatentCache(mean, mean, ids, ids[0], ["c"] * 6, 1.0, torch.arange(6.0))
+    seen = []
+
+    def transformer(x, text, t, return_dict=False, **extras):
+        seen.append((tuple(x.shape), extras.get("patch_size"), extras.get("motion_score")))
+        return (x * 0 + torch.zeros((), requires_grad=True),)
+
+    state = TrainState(modules={}, param_groups=[])
+    state.wrapped = {"transformer": transformer}
+    scheduler = DDIMScheduler(num_train_timesteps=1000)
+    runtime = Runtime(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
+    text_encoder = lambda ids: (torch.zeros(ids.shape[0], 3, 8),)  # noqa: E731
+    transformer_config = {"multiscale_patch_sizes": [4], "motion_conditioning": True}
+    loss_fn = kit.make_loss_fn(config, caches, state, text_encoder, scheduler, runtime, transformer_config, 8)
+    for step in range(8):
+        loss_fn(step)
+    shapes = [shape for shape, _, _ in seen]
+    assert shapes[0::2] == [(4, 2, 4, 4, 4)] * 4 and shapes[1::2] == [(2, 2, 4, 4, 8)] * 4
+    assert {patch for _, patch, _ in seen} == {None, 4}  # both scales drawn
+    scored = [score for _, _, score in seen if score is not None]
+    assert scored and all(len(score) in (2, 4) and float(score.max()) <= 5 for score in scored)
+
+
 def test_only_a_complete_set_of_parts_is_resumed(tmp_path):
     for name in ("ckpt-step0000002.part1of2", "ckpt-step0000002.part2of2", "ckpt-step0000004.part1of2"):
         (tmp_path / name).write_bytes(b"x")

@@ -683,7 +683,16 @@ GOOD_STAGE = {"name": "s", "steps": 1, "size": 32, "num_frames": 9, "batch_size"
         ("dit", {"seed": 99999999999999999999}, ["seed 99999999999999999999 is too large", "2**63 - 1"]),
         ("turbo", {"kind": "turbo"}, ["needs `teacher:`"]),
         ("vae", {"kind": "vae", "output_dir": None}, ["output_dir"]),
-        ("dit", {"stages": [{**GOOD_STAGE, "buckets": "32x32"}]}, ["stage 0", "buckets is for VAE stages", "cache"]),
+        (
+            "dit",
+            {"stages": [{**GOOD_STAGE, "latents": "cache/index.json", "buckets": "32x32"}]},
+            ["stage 0", "buckets is for stages that render their clips", "latent cache"],
+        ),
+        (
+            "turbo",
+            {"kind": "turbo", "teacher": "t", "stages": [{**GOOD_STAGE, "motion_range": "0.5,1.5"}]},
+            ["motion_range is for"],
+        ),
         ("vae", {"kind": "vae", "stages": [{**GOOD_STAGE, "buckets": "32x20"}]}, ["stage 0", "video size 20"]),
         ("vae", {"kind": "vae", "stages": [{**GOOD_STAGE, "buckets": "32-32"}]}, ["buckets '32-32'", "WxH"]),
         ("vae", {"kind": "vae", "stages": [{**GOOD_STAGE, "buckets": ["32x32", "32-32"]}]}, ["'32x32,32-32'", "WxH"]),
@@ -695,7 +704,7 @@ GOOD_STAGE = {"name": "s", "steps": 1, "size": 32, "num_frames": 9, "batch_size"
         (
             "dit",
             {"stages": [{**GOOD_STAGE, "buckets": "32x64", "crop": 48}]},
-            ["stage 0", "buckets is for VAE stages"],
+            ["stage 0", "crop=48", "smallest side (32)"],
         ),
         (
             "vae",

@@ -68,6 +68,29 @@ def test_the_same_step_draws_the_same_batch(bucketed_cache, vae_4x_2x, tmp_path)
     assert torch.equal(a.latents, b.latents) and a.captions == b.captions
 
 
+def test_a_stage_that_renders_its_clips_takes_its_buckets_in_turn_with_motion(vae_4x_2x, tmp_path):
+    """A DiT stage without `latents:` (the GPU kit's recipe, run the slow way) renders batch k at
+    its k-th bucket, sized to the token budget, each clip with the motion score of its m."""
+    stage = {"name": "clips", "steps": 10, "size": 32, "num_frames": 9, "batch_size": 4}
+    stage |= {"buckets": "32x32,48x32,32x64", "motion_range": "0.5,1.5"}
+    data = {"kind": "dit", "output_dir": str(tmp_path / "out"), "stages": [stage]}
+    config = load_config(write_config(tmp_path / "dit.json", data))
+    source = LatentSource(config, vae_4x_2x, setup_runtime("cpu"))
+    shapes = []
+    for step in range(4):
+        drawn = source.draw(step, config.stages[0], torch.Generator().manual_seed(step))
+        h, w = drawn.latents.shape[-2:]
+        shapes.append((h, w, drawn.batch_size))
+        assert drawn.latents.shape[0] == len(drawn.captions) == len(drawn.motion_scores) == drawn.batch_size
+        assert all(20 * 0.5 * 2 <= score <= 20 * 1.5 * 2 for score in drawn.motion_scores)  # 9 frames: 1 s
+    assert shapes == [(8, 8, 4), (8, 12, 3), (16, 8, 2), (8, 8, 4)]
+    # without motion_range the clips have m = 1 and no score to condition on
+    del data["stages"][0]["motion_range"]
+    config = load_config(write_config(tmp_path / "dit.json", data))
+    drawn = LatentSource(config, vae_4x_2x, setup_runtime("cpu")).draw(0, config.stages[0], torch.Generator())
+    assert drawn.motion_scores == [None] * 4
+
+
 def test_bucket_batch_size_is_a_multiple_of_the_ranks():
     assert bucket_batch_size(16, 64, 128, multiple=2) == 8
     assert bucket_batch_size(16, 64, 112, multiple=4) == 8

@@ -7,8 +7,11 @@ numpy renderer does:
 
 * the specs (rejection-sampled start positions, captions) still come from
   `shapes_world.sample_example` on the CPU, so the stream is the same clips;
+* ShapesWorld v1.1 clips too: any W x H frame and a motion amount m per clip (each
+  table holds clips of one frame size; m may differ from clip to clip);
 * each object's per-frame centre and radius come from `shapes_world.object_track`
-  (float64), cast to float32 as `shape_coverage` casts them;
+  (float64), called as `render_clip` calls it (the clip's (W, H) and m), then cast to
+  float32 as `shape_coverage` casts them;
 * signed distance, coverage and "over" compositing run in the numpy renderer's dtypes:
   float32, except where numpy promotes a triangle's edges to float64 (its 1/sqrt(5) is a
   NumPy float64 scalar, and NumPy 2 lets that widen a float32 array); `TRIANGLE_DTYPE`
@@ -49,11 +52,14 @@ _INV_SQRT5 = float(_INV_SQRT5)
 
 @dataclass
 class SpecTable:
-    """B clips of one size and frame count as arrays: cheap to pickle from a worker
-    process, and all a batch render needs. Absent second objects have present=False."""
+    """B clips of one frame size (W x H) and frame count as arrays: cheap to pickle from a
+    worker process, and all a batch render needs. Absent second objects have present=False.
+    `size` is the clips' `ClipSpec.size` (S = min(W, H)); `width` x `height` is their frame."""
 
     size: int
     num_frames: int
+    width: int
+    height: int
     background: np.ndarray  # (B, 3) float32 RGB
     colour: np.ndarray  # (B, K, 3) float32 RGB
     shape: np.ndarray  # (B, K) int64, index into SHAPES
@@ -61,31 +67,30 @@ class SpecTable:
     cx: np.ndarray  # (B, K, F) float32 centre x, pixels
     cy: np.ndarray  # (B, K, F) float32 centre y, pixels
     radius: np.ndarray  # (B, K, F) float32
+    motion_amount: np.ndarray  # (B,) float64, each clip's m (`ClipSpec.motion_amount`)
 
     def __len__(self) -> int:
         return len(self.background)
 
     def select(self, rows) -> SpecTable:
         """The clips at `rows` (indices or a boolean mask), in that order."""
-        per_clip = ("background", "colour", "shape", "present", "cx", "cy", "radius")
+        per_clip = ("background", "colour", "shape", "present", "cx", "cy", "radius", "motion_amount")
         return dataclasses.replace(self, **{name: getattr(self, name)[rows] for name in per_clip})
 
 
 def spec_table(specs: Sequence[ClipSpec]) -> SpecTable:
-    """The table of `specs` (all of one size and frame count)."""
+    """The table of `specs` (all of one size, W x H frame and frame count; any motion amounts)."""
     if not specs:
         raise ValueError("spec_table needs at least one clip")
-    size, frames = specs[0].size, specs[0].num_frames
-    if any(s.size != size or s.num_frames != frames for s in specs):
-        raise ValueError("a batch render needs clips of one size and one frame count")
-    if any(s.frame != (size, size) for s in specs):
-        raise ValueError(
-            "the batch renderer draws square clips only; render W x H clips with shapes_world.render_clip"
-        )
+    size, frame, frames = specs[0].size, specs[0].frame, specs[0].num_frames
+    if any(s.size != size or s.frame != frame or s.num_frames != frames for s in specs):
+        raise ValueError("a batch render needs clips of one size (W x H frame) and one frame count")
     n = len(specs)
     table = SpecTable(
         size=size,
         num_frames=frames,
+        width=frame[0],
+        height=frame[1],
         background=np.array([BACKGROUNDS[s.background] for s in specs], dtype=np.float32),
         colour=np.zeros((n, MAX_OBJECTS, 3), np.float32),
         shape=np.zeros((n, MAX_OBJECTS), np.int64),
@@ -93,29 +98,51 @@ def spec_table(specs: Sequence[ClipSpec]) -> SpecTable:
         cx=np.zeros((n, MAX_OBJECTS, frames), np.float32),
         cy=np.zeros((n, MAX_OBJECTS, frames), np.float32),
         radius=np.zeros((n, MAX_OBJECTS, frames), np.float32),
+        motion_amount=np.array([s.motion_amount for s in specs], dtype=np.float64),
     )
     for i, spec in enumerate(specs):
         for k, obj in enumerate(spec.objects):
             table.colour[i, k] = COLOURS[obj.colour]
             table.shape[i, k] = SHAPE_IDS[obj.shape]
             table.present[i, k] = True
-            table.cx[i, k], table.cy[i, k], table.radius[i, k] = object_track(obj, size, frames, spec.motion_amount)
+            # As render_clip calls it: the clip's (W, H) frame and its motion amount.
+            track = object_track(obj, spec.frame, frames, spec.motion_amount)
+            table.cx[i, k], table.cy[i, k], table.radius[i, k] = track
     return table
 
 
-def example_table(seed: int, indices: Sequence[int], size: int, num_frames: int) -> tuple[SpecTable, list[str]]:
+def example_table(
+    seed: int,
+    indices: Sequence[int],
+    size: int,
+    num_frames: int,
+    width: int | None = None,
+    height: int | None = None,
+    motion_amounts: tuple[float, float] | None = None,
+) -> tuple[SpecTable, list[str]]:
     """Examples `indices` of the ShapesWorld stream `seed` (`sample_example`, clips only):
-    their table and captions. Runs on the CPU; a training kit maps it over worker processes."""
+    their table and captions. v1.1: a `width` x `height` frame (None: `size`) and m drawn
+    from `motion_amounts` (None: m = 1); the table's `motion_amount` holds each clip's m
+    (for `shapes_world.motion_score_of`). Runs on the CPU; a training kit maps it over
+    worker processes."""
     specs, captions = [], []
     for index in indices:
-        spec, text = sample_example(seed, int(index), size=size, num_frames=num_frames)
+        spec, text = sample_example(
+            seed,
+            int(index),
+            size=size,
+            num_frames=num_frames,
+            width=width,
+            height=height,
+            motion_amounts=motion_amounts,
+        )
         specs.append(spec)
         captions.append(text)
     return spec_table(specs), captions
 
 
 def _signed_distance(shape, x, y, cx, cy, radius):
-    """`shape_signed_distance` for every clip's own shape: (B, F, S, S), in the dtype of
+    """`shape_signed_distance` for every clip's own shape: (B, F, H, W), in the dtype of
     the numpy renderer's triangle path (circles and squares are exact in it)."""
     dx = x - cx
     dy = y - cy
@@ -133,17 +160,16 @@ def _signed_distance(shape, x, y, cx, cy, radius):
 
 
 def render_table(table: SpecTable, device: str | torch.device = "cpu") -> torch.Tensor:
-    """uint8 RGB frames (B, F, S, S, 3) of every clip in `table`, as `render_clip` draws them."""
+    """uint8 RGB frames (B, F, H, W, 3) of every clip in `table`, as `render_clip` draws them."""
     device = torch.device(device)
-    size = table.size
+    width, height = table.width, table.height
 
     def on_device(array, dtype=None):
         return torch.as_tensor(array, device=device, dtype=dtype)
 
-    coords = torch.arange(size, dtype=torch.float32, device=device) + 0.5
-    x = coords.view(1, 1, 1, size)
-    y = coords.view(1, 1, size, 1)
-    frames = on_device(table.background).view(-1, 1, 1, 1, 3).expand(-1, table.num_frames, size, size, 3)
+    x = (torch.arange(width, dtype=torch.float32, device=device) + 0.5).view(1, 1, 1, width)
+    y = (torch.arange(height, dtype=torch.float32, device=device) + 0.5).view(1, 1, height, 1)
+    frames = on_device(table.background).view(-1, 1, 1, 1, 3).expand(-1, table.num_frames, height, width, 3)
     frames = frames.contiguous()
     for k in range(table.shape.shape[1]):
         if not table.present[:, k].any():
@@ -165,11 +191,11 @@ def render_table(table: SpecTable, device: str | torch.device = "cpu") -> torch.
 
 
 def to_vae_input(frames: torch.Tensor) -> torch.Tensor:
-    """uint8 frames (B, F, S, S, 3) -> float video (B, 3, F, S, S) in [-1, 1]: what
+    """uint8 frames (B, F, H, W, 3) -> float video (B, 3, F, H, W) in [-1, 1]: what
     `shapes_batches.shapes_batch` hands the VAE (`frames_to_tensor`, stacked)."""
     return frames.permute(0, 4, 1, 2, 3).float() / 127.5 - 1.0
 
 
 def render_clips(specs: Sequence[ClipSpec], device: str | torch.device = "cpu") -> torch.Tensor:
-    """uint8 frames (B, F, S, S, 3) of `specs` (one size and frame count)."""
+    """uint8 frames (B, F, H, W, 3) of `specs` (one W x H frame and frame count)."""
     return render_table(spec_table(specs), device)

@@ -488,22 +488,30 @@ def stage_motion_amounts(stage: Stage) -> tuple[float, float] | None:
     return parse_motion_range(_comma_joined(stage.motion_range), "motion_range")
 
 
+def stage_frame_at(stage: Stage, step: int) -> tuple[int, int] | None:
+    """The (W, H) frame a stage renders at global step `step`: its buckets in turn (None: size x size)."""
+    frames = stage_frames(stage)
+    return frames[step % len(frames)] if frames else None
+
+
 def stage_sides(stage: Stage) -> list[int]:
     """Every frame side a stage renders (its buckets' widths and heights, else its size)."""
     return [side for frame in stage_frames(stage) or [(stage.size, stage.size)] for side in frame]
 
 
 def _check_world_settings(config: TrainConfig, stage: Stage, at: str) -> None:
-    """`buckets` and `motion_range` shape the clips a VAE stage renders; a DiT stage reads its
-    clips' sizes and motion from its latent cache instead."""
+    """`buckets` and `motion_range` shape the clips a stage renders: a VAE stage, or a DiT stage
+    that encodes its clips on the fly (the GPU kit's recipe); a stage with `latents:` reads its
+    clips' sizes and motion from the cache instead."""
     for key in ("buckets", "motion_range"):
         value = getattr(stage, key)
         if value is None:
             continue
-        if config.kind != "vae":
+        if config.kind == "turbo" or stage.latents:
             raise KumoInputError(
-                f"{at}: {key} is for VAE stages; a {config.kind} stage takes its clips' sizes and motion from "
-                "its latent cache (kumo train cache-latents --buckets ... --motion-range ...)"
+                f"{at}: {key} is for stages that render their clips (VAE, or DiT without latents:); this stage "
+                "takes its clips' sizes and motion from its latent cache (kumo train cache-latents --buckets ... "
+                "--motion-range ...)"
             )
     try:
         stage_frames(stage)

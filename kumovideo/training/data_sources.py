@@ -14,12 +14,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from kumovideo.data.shapes_world import is_held_out
+from kumovideo.data.shapes_world import DEFAULT_FPS, is_held_out, motion_score_of
 from kumovideo.geometry import ClipGeometry
-from kumovideo.training.config import TrainConfig
+from kumovideo.training.config import TrainConfig, stage_frame_at, stage_motion_amounts
 from kumovideo.training.loop import DataShard
 from kumovideo.training.runtime import Runtime
-from kumovideo.training.shapes_batches import shapes_batch
+from kumovideo.training.shapes_batches import shapes_batch_v11
 from kumovideo.utils.errors import KumoInputError
 
 
@@ -164,13 +164,19 @@ class LatentSource:
                     torch.randn(cache.clips[int(i)]["shape"], generator=generator, dtype=cache.dtype)
             latents = torch.stack(latents)  # (B, C, F, h, w)
         else:
-            first, local = shard.first(size), shard.local_size(size)
             if frames:
                 raise KumoInputError(
                     f"stage {stage.name!r} encodes clips on the fly; conditioned training reads frame latents from "
                     "a latent cache: give it 'latents:' (kumo train cache-latents --frame-latents)"
                 )
-            videos, captions = shapes_batch(
+            frame = stage_frame_at(stage, step)
+            if frame is not None:  # an aspect bucket: the batch sized to the stage's token budget
+                reference = (stage.size // self.geometry.spatial) ** 2
+                area = (frame[0] // self.geometry.spatial) * (frame[1] // self.geometry.spatial)
+                size = bucket_batch_size(stage.batch_size, reference, area, shard.size)
+            first, local = shard.first(size), shard.local_size(size)
+            amounts = stage_motion_amounts(stage)
+            videos, captions, drawn_amounts = shapes_batch_v11(
                 self.config.data_seed,
                 step,
                 local,
@@ -178,13 +184,18 @@ class LatentSource:
                 shard.size,
                 stage.size,
                 stage.num_frames,
+                frame,
+                amounts,
             )
             with torch.no_grad():
                 posterior = self.vae.encode(videos.to(self.runtime.device)).latent_dist
                 shape = posterior.mean.shape[1:]
                 noise = shard.draw(size, lambda n: torch.randn((n, *shape), generator=generator)).to(posterior.mean)
                 latents = (posterior.mean + posterior.std * noise) * self.vae.config.scaling_factor
-            motion_scores = [None] * len(captions)
+            # the world's own motion score of each clip's m (as `kumo train cache-latents` records it)
+            motion_scores = [
+                motion_score_of(m, stage.num_frames, DEFAULT_FPS) if amounts else None for m in drawn_amounts
+            ]
         latents = latents.permute(0, 2, 1, 3, 4)  # (B, F, C, h, w): the transformer's layout
         needed = self.geometry.latent_frames(stage.num_frames)
         if latents.shape[1] < needed:

@@ -93,6 +93,8 @@ MODES = {
 }
 
 
+TINY_BUCKETS = "32x32,64x32,32x64"  # a bucketed recipe's toy buckets: sides of whole coarse (4x4) patches
+
 # ------------------------------------------------------------------------------ $OUT files
 
 CKPT_PART = re.compile(r"^ckpt-step(\d{7})\.part(\d+)of(\d+)$")
@@ -305,6 +307,14 @@ def kit_config(args, mode: dict):
     from kumovideo.training.config import load_config
 
     overrides = {**mode["overrides"], "output_dir": str(Path(args.work) / "run")}
+    if args.tiny:  # the toy stage renders what the recipe's does: buckets and motion amounts, at toy size
+        recipe = load_config(args.config).stages[0]
+        tiny_stage = dict(overrides["stages"][0])
+        if recipe.buckets:
+            tiny_stage["buckets"] = TINY_BUCKETS
+        if recipe.motion_range:
+            tiny_stage["motion_range"] = recipe.motion_range
+        overrides["stages"] = [tiny_stage]
     config = load_config(args.config, overrides)
     if args.batch:
         for stage in config.stages:
@@ -329,26 +339,50 @@ def fit_clip_size(transformer, vae, stage) -> None:
 def _table_job(job):
     from kumovideo.data.shapes_torch import example_table
 
-    seed, indices, size, frames = job
-    return example_table(seed, indices, size, frames)
+    seed, indices, size, frames, (width, height), motion_amounts = job
+    return example_table(seed, indices, size, frames, width=width, height=height, motion_amounts=motion_amounts)
 
 
-def spec_tables(pool, seed: int, count: int, size: int, frames: int, chunk: int):
-    """(SpecTable, captions) of examples 0..count-1 of stream `seed`, `chunk` at a time, in
-    order; sampled by `pool` (CPU processes) while the GPU renders and encodes."""
-    jobs = [(seed, range(a, min(a + chunk, count)), size, frames) for a in range(0, count, chunk)]
+def cache_plan(stage, clips: int) -> list[tuple[tuple[int, int], int]]:
+    """(frame (W, H), clips) for each distinct frame the stage renders: its `buckets` weighted
+    by how often the list names each (the batches train on them in turn), else size x size."""
+    from kumovideo.training.config import stage_frames
+
+    frames = stage_frames(stage) or [(stage.size, stage.size)]
+    distinct = sorted(set(frames), key=frames.index)
+    return [(frame, max(1, round(clips * frames.count(frame) / len(frames)))) for frame in distinct]
+
+
+def spec_jobs(seed: int, plan, size: int, frames: int, motion_amounts, chunk: int) -> list[tuple]:
+    """The sampling jobs of every bucket, `chunk` examples each, interleaved so that the
+    buckets fill at the same pace (a cache cut short by its time cap still holds them all).
+    Bucket j takes the examples after bucket j-1's in the stream `seed`."""
+    jobs, first = [], 0
+    for frame, count in plan:
+        starts = range(first, first + count, chunk)
+        for k, a in enumerate(starts):
+            job = (seed, range(a, min(a + chunk, first + count)), size, frames, frame, motion_amounts)
+            jobs.append(((k + 0.5) / len(starts), len(jobs), job))
+        first += count
+    return [job for _, _, job in sorted(jobs)]
+
+
+def spec_tables(pool, jobs: list[tuple]):
+    """(SpecTable, captions) of each job, in order; sampled by `pool` (CPU processes) while
+    the GPU renders and encodes."""
     return pool.imap(_table_job, jobs) if pool is not None else map(_table_job, jobs)
 
 
 class LatentCache:
-    """ShapesWorld clips rendered and VAE-encoded on the device once and kept there: the
-    posterior mean and std (bf16, the transformer's (N, F, C, h, w) layout) and the token
-    ids of every clip's caption. A training sample is mean + std * noise, scaled, as
+    """ShapesWorld clips of one frame size rendered and VAE-encoded on the device once and
+    kept there: the posterior mean and std (bf16, the transformer's (N, F, C, h, w) layout),
+    the token ids of every clip's caption, and each clip's motion score (None: the stage
+    renders m = 1). A training sample is mean + std * noise, scaled, as
     `LatentShardDataset.sample_latent` draws one from a cache on disk."""
 
-    def __init__(self, mean, std, ids, empty_ids, captions: list[str], scaling: float):
+    def __init__(self, mean, std, ids, empty_ids, captions: list[str], scaling: float, motion_scores=None):
         self.mean, self.std, self.ids, self.empty_ids = mean, std, ids, empty_ids
-        self.captions, self.scaling = captions, scaling
+        self.captions, self.scaling, self.motion_scores = captions, scaling, motion_scores
 
     def __len__(self) -> int:
         return len(self.captions)
@@ -368,48 +402,65 @@ def tokenize(tokenizer, captions: list[str], max_len: int, device):
     return ids.input_ids[[row[c] for c in captions]].to(device)
 
 
-def build_cache(pool, vae, tokenizer, config, mode: dict, max_len: int, device, rep) -> LatentCache:
-    """Render (torch, on `device`) and encode (the frozen VAE) the run's clips; held-out
-    captions are left out, so `kumo eval shapes` can still find captions never trained on.
-    Stops filling after `cache_s` seconds, recording how far it got."""
+def build_cache(pool, vae, tokenizer, config, mode: dict, max_len: int, device, rep) -> dict:
+    """Render (torch, on `device`) and encode (the frozen VAE) the run's clips, one
+    `LatentCache` per frame size ((W, H) -> cache); held-out captions are left out, so `kumo
+    eval shapes` can still find captions never trained on. Stops filling after `cache_s`
+    seconds, recording how far it got."""
     import torch
 
     from kumovideo.data.shapes_torch import render_table, to_vae_input
-    from kumovideo.data.shapes_world import is_held_out
+    from kumovideo.data.shapes_world import DEFAULT_FPS, is_held_out, motion_score_of
+    from kumovideo.training.config import stage_motion_amounts
 
     stage = config.stages[0]
+    amounts = stage_motion_amounts(stage)
+    plan = cache_plan(stage, mode["cache_clips"])
     chunk = 256 if device.type == "cuda" else 4
-    means, stds, captions, drawn = [], [], [], 0
+    jobs = spec_jobs(config.data_seed, plan, stage.size, stage.num_frames, amounts, chunk)
+    parts = {frame: {"mean": [], "std": [], "captions": [], "m": []} for frame, _ in plan}
+    drawn = 0
     timing = {"sample_wait_s": 0.0, "render_s": 0.0, "encode_s": 0.0}
     start = time.perf_counter()
     complete = True
-    for table, texts in spec_tables(pool, config.data_seed, mode["cache_clips"], stage.size, stage.num_frames, chunk):
+    for job, (table, texts) in zip(jobs, spec_tables(pool, jobs)):
         keep = [i for i, text in enumerate(texts) if not is_held_out(text)]
         drawn += len(texts)
         if not keep:
             continue
+        table = table.select(keep)
         t1 = time.perf_counter()
-        frames = render_table(table.select(keep), device)
+        frames = render_table(table, device)
         _sync(device)
         t2 = time.perf_counter()
         with torch.no_grad():
             posterior = vae.encode(to_vae_input(frames)).latent_dist
-            means.append(posterior.mean.permute(0, 2, 1, 3, 4).to(torch.bfloat16))
-            stds.append(posterior.std.permute(0, 2, 1, 3, 4).to(torch.bfloat16))
+            bucket = parts[job[4]]
+            bucket["mean"].append(posterior.mean.permute(0, 2, 1, 3, 4).to(torch.bfloat16))
+            bucket["std"].append(posterior.std.permute(0, 2, 1, 3, 4).to(torch.bfloat16))
         _sync(device)
         t3 = time.perf_counter()
         timing["render_s"] += t2 - t1
         timing["encode_s"] += t3 - t2
-        captions += [texts[i] for i in keep]
+        bucket["captions"] += [texts[i] for i in keep]
+        bucket["m"] += [float(m) for m in table.motion_amount]
         if time.perf_counter() - start > mode["cache_s"]:
-            complete = drawn == mode["cache_clips"]
+            complete = drawn == sum(count for _, count in plan)
             break
     wall = time.perf_counter() - start
     timing["sample_wait_s"] = wall - timing["render_s"] - timing["encode_s"]
-    ids = tokenize(tokenizer, captions, max_len, device)
     empty = tokenize(tokenizer, [""], max_len, device)[0]
-    cache = LatentCache(torch.cat(means), torch.cat(stds), ids, empty, captions, vae.config.scaling_factor)
-    n = len(captions)
+    caches = {}
+    for frame, got in parts.items():
+        if not got["captions"]:
+            continue
+        scores = None
+        if amounts is not None:
+            scores = torch.tensor([motion_score_of(m, stage.num_frames, DEFAULT_FPS) for m in got["m"]], device=device)
+        ids = tokenize(tokenizer, got["captions"], max_len, device)
+        mean, std = torch.cat(got["mean"]), torch.cat(got["std"])
+        caches[frame] = LatentCache(mean, std, ids, empty, got["captions"], vae.config.scaling_factor, scores)
+    n = sum(len(cache) for cache in caches.values())
     rep["data"] = {
         "clips": n,
         "drawn": drawn,
@@ -419,8 +470,12 @@ def build_cache(pool, vae, tokenizer, config, mode: dict, max_len: int, device, 
         "data_seed": config.data_seed,
         "size": stage.size,
         "num_frames": stage.num_frames,
-        "latent_shape": list(cache.mean.shape[1:]),
-        "cache_bytes": 2 * cache.mean.numel() * cache.mean.element_size(),
+        "buckets": {
+            f"{w}x{h}": {"clips": len(c), "latent_shape": list(c.mean.shape[1:])} for (w, h), c in caches.items()
+        },
+        "motion_amounts": list(amounts) if amounts else None,
+        "latent_shape": list(next(iter(caches.values())).mean.shape[1:]) if caches else None,
+        "cache_bytes": sum(2 * c.mean.numel() * c.mean.element_size() for c in caches.values()),
         "wall_s": round(wall, 2),
         "clips_per_s": round(n / wall, 1),
         "render_clips_per_s": round(n / max(timing["render_s"], 1e-9), 1),
@@ -430,26 +485,42 @@ def build_cache(pool, vae, tokenizer, config, mode: dict, max_len: int, device, 
         "(kumovideo/data/shapes_torch.py), VAE-encoded (fp32 weights; cuDNN may use TF32) into bf16 mean and std; "
         "sample_wait_s is time spent waiting for specs",
     }
-    return cache
+    if not caches:
+        raise SystemExit("the latent cache is empty: every drawn caption was held out, or cache_s ran out first")
+    return caches
 
 
-def renderer_check(device, size: int, frames: int, n: int = 32) -> dict:
-    """The torch renderer on `device` against the numpy one, on the same clips."""
+def renderer_check(device, stage, n: int = 32) -> dict:
+    """The torch renderer on `device` against the numpy one, on the same clips: at the stage's
+    size, and for a bucketed stage at its widest bucket with its motion amounts too."""
     import numpy as np
 
     from kumovideo.data.shapes_torch import example_table, render_table
     from kumovideo.data.shapes_world import render_clip, sample_example
+    from kumovideo.training.config import stage_frames, stage_motion_amounts
 
-    table, _ = example_table(99, range(n), size, frames)
-    got = render_table(table, device).cpu().numpy().astype(np.int16)
-    want = np.stack([render_clip(sample_example(99, i, size, frames)[0]) for i in range(n)]).astype(np.int16)
-    diff = np.abs(got - want)
-    return {
-        "clips": n,
-        "size": size,
-        "values_differing": int((diff > 0).sum()),
-        "max_level_difference": int(diff.max()),
-    }
+    checks = [(stage.size, stage.size, None)]
+    if stage_frames(stage):
+        wide = max(stage_frames(stage), key=lambda f: max(f) / min(f))
+        checks.append((*wide, stage_motion_amounts(stage)))
+    report = []
+    for width, height, amounts in checks:
+        frame = {"width": width, "height": height, "motion_amounts": amounts}
+        table, _ = example_table(99, range(n), stage.size, stage.num_frames, **frame)
+        got = render_table(table, device).cpu().numpy().astype(np.int16)
+        specs = [sample_example(99, i, stage.size, stage.num_frames, **frame)[0] for i in range(n)]
+        want = np.stack([render_clip(spec) for spec in specs]).astype(np.int16)
+        diff = np.abs(got - want)
+        report.append(
+            {
+                "clips": n,
+                "frame": f"{width}x{height}",
+                "motion_amounts": list(amounts) if amounts else None,
+                "values_differing": int((diff > 0).sum()),
+                "max_level_difference": int(diff.max()),
+            }
+        )
+    return {"checks": report}
 
 
 def _sync(device) -> None:
@@ -462,15 +533,21 @@ def _sync(device) -> None:
 # ------------------------------------------------------------------------------ part: train
 
 
-def make_loss_fn(config, cache: LatentCache, state, text_encoder, scheduler, runtime):
+def make_loss_fn(config, caches: dict, state, text_encoder, scheduler, runtime, transformer_config, spatial: int):
     """train_dit's v-prediction loss with every large draw made on the device (cache rows,
     posterior noise, diffusion noise, caption dropout): a step's randomness is still a
-    function of (seed, step) alone, so a resumed run draws what an uninterrupted one would."""
+    function of (seed, step) alone, so a resumed run draws what an uninterrupted one would.
+    A bucketed stage trains step k on its k-th bucket at the bucket's token-budget batch, as
+    `kumo train dit` renders such a stage; multi-scale and motion settings as train_dit's
+    (`step_extras`: a coarse patch on a share of the steps, its timesteps shifted toward noise)."""
     import torch
 
-    from kumovideo.training.objectives import diffuse, sample_timesteps, v_prediction_loss
+    from kumovideo.training.config import stage_frame_at
+    from kumovideo.training.data_sources import bucket_batch_size
+    from kumovideo.training.objectives import diffuse, sample_timesteps, shift_timesteps, v_prediction_loss
     from kumovideo.training.runtime import autocast_context, step_generator
     from kumovideo.training.shapes_batches import is_image_step
+    from kumovideo.training.train_dit import step_extras
 
     device = runtime.device
     alphas_cumprod = scheduler.alphas_cumprod.to(torch.float32).to(device)
@@ -480,20 +557,30 @@ def make_loss_fn(config, cache: LatentCache, state, text_encoder, scheduler, run
         stage, _ = config.stage_at(step)
         on_cpu = step_generator(config.seed, step, 0)
         g = torch.Generator(device=device).manual_seed(int(torch.randint(0, 2**62, (1,), generator=on_cpu)))
-        n = stage.batch_size
+        width, height = stage_frame_at(stage, step) or (stage.size, stage.size)
+        cache = caches[(width, height)]
+        # the token budget of `batch_size` square clips (as `kumo train dit` sizes a bucket's batch)
+        n = bucket_batch_size(stage.batch_size, (stage.size // spatial) ** 2, (width // spatial) * (height // spatial))
         rows = torch.randint(0, len(cache), (n,), generator=g, device=device)
         latents = cache.sample(rows, g)
         if is_image_step(config.data_seed, step, stage.image_prob):
             latents = latents[:, :1]  # the first latent frame is the still image's latent
         drop = torch.rand(n, generator=g, device=device) < config.caption_dropout
         ids = torch.where(drop[:, None], cache.empty_ids, cache.ids[rows])
-        t = sample_timesteps(n, num_timesteps, stage.timestep_sampling, on_cpu).to(device)
+        scores = cache.motion_scores[rows].tolist() if cache.motion_scores is not None else []
+        extras, patch_size = step_extras(config, transformer_config, step, latents.shape[1:], scores)
+        extras = {k: v.to(device) if torch.is_tensor(v) else v for k, v in extras.items()}
+        t = sample_timesteps(n, num_timesteps, stage.timestep_sampling, on_cpu)
+        if patch_size is not None:  # a coarse patch trains where sampling runs it: noisy steps
+            t = shift_timesteps(t, num_timesteps, config.multiscale_time_shift)
+        t = t.to(device)
         noise = torch.randn(latents.shape, generator=g, device=device)
         x_t, v_target = diffuse(latents, noise, alphas_cumprod[t])
         with autocast_context(runtime, config.mixed_precision):
             text = state.wrapped.get("text_encoder", text_encoder)(ids)[0]
-            v_pred = state.wrapped["transformer"](x_t, text, t, return_dict=False)[0]
-        return v_prediction_loss(v_pred, v_target), {"frames": int(latents.shape[1])}
+            v_pred = state.wrapped["transformer"](x_t, text, t, return_dict=False, **extras)[0]
+        info = {"frames": int(latents.shape[1]), "tokens": int(latents.shape[-1] * latents.shape[-2])}
+        return v_prediction_loss(v_pred, v_target), {**info, "patch": patch_size or 0}
 
     return loss_fn
 
@@ -619,13 +706,14 @@ def train_state(config, transformer, text_encoder):
     return TrainState(modules=modules, param_groups=groups)
 
 
-def remember_cache(run_dir: Path, cache: LatentCache, rep, tiny: bool) -> None:
+def remember_cache(run_dir: Path, caches: dict, rep, tiny: bool) -> None:
     """Every caption the run has trained on, over all its calls (a resumed call's cache
     may be cut shorter), and the kit's settings, beside the checkpoints (both are packed)."""
     run_dir.mkdir(parents=True, exist_ok=True)
     listed = run_dir / "cache_captions.txt"
     earlier = set(listed.read_text().splitlines()) if listed.exists() else set()
-    listed.write_text("\n".join(sorted((earlier | set(cache.captions)) - {""})) + "\n")
+    captions = {text for cache in caches.values() for text in cache.captions}
+    listed.write_text("\n".join(sorted((earlier | captions) - {""})) + "\n")
     kit_state = {"config": rep.data["recipe"]["config"], "data": rep.data["data"], "tiny": tiny}
     (run_dir / "kit.json").write_text(json.dumps(kit_state, indent=2))
 
@@ -635,8 +723,10 @@ def part_train(args, rep) -> None:
     pool = _spec_pool(mode)
     import torch
 
+    from kumovideo.geometry import ClipGeometry
     from kumovideo.perf.flops import gpu_peak_tflops
     from kumovideo.training.checkpointing import list_checkpoints
+    from kumovideo.training.config import stage_frames
     from kumovideo.training.loop import WallClock, train
     from kumovideo.training.runtime import Runtime
 
@@ -655,13 +745,13 @@ def part_train(args, rep) -> None:
     transformer, text_encoder, vae = components["transformer"], components["text_encoder"], components["vae"]
     if device.type == "cuda":
         rep["gpu"] = torch.cuda.get_device_name(device)
-        rep["renderer_check"] = renderer_check(device, stage.size, stage.num_frames)
+        rep["renderer_check"] = renderer_check(device, stage)
 
     max_len = transformer.config.max_text_seq_length
-    cache = build_cache(pool, vae, components["tokenizer"], config, mode, max_len, device, rep)
+    caches = build_cache(pool, vae, components["tokenizer"], config, mode, max_len, device, rep)
     if pool is not None:
         pool.terminate()  # a cache cut short by its time cap leaves specs nobody will read
-    remember_cache(run_dir, cache, rep, args.tiny)
+    remember_cache(run_dir, caches, rep, args.tiny)
 
     state = train_state(config, transformer, text_encoder)
     rep["sizing"] = sizing(transformer, vae, stage, text_encoder)
@@ -682,25 +772,40 @@ def part_train(args, rep) -> None:
     found = list_checkpoints(run_dir)
     start_step = rep["start_step"] = int(found[-1].name.split("-")[1]) if found else 0
     runtime = Runtime(rank=0, world_size=1, local_rank=0, device=device)
-    loss_fn = make_loss_fn(config, cache, state, text_encoder, components["scheduler"], runtime)
-    rep["compile"] = compiled_or_eager(transformer, loss_fn, start_step) if mode["compile"] else "off"
+    spatial = ClipGeometry.from_configs(vae.config).spatial
+    loss_fn = make_loss_fn(
+        config, caches, state, text_encoder, components["scheduler"], runtime, transformer.config, spatial
+    )
+    shapes = len(set(stage_frames(stage) or [None])) * (
+        1 + len(transformer.config.get("multiscale_patch_sizes") or [])
+    )
+    if not mode["compile"]:
+        rep["compile"] = "off"
+    elif shapes > 1 and not args.compile:  # dynamo recompiles per token shape (and gives up after 8)
+        rep["compile"] = (
+            f"off: the stage trains {shapes} token shapes (aspect buckets x patch sizes); --compile forces it"
+        )
+    else:
+        rep["compile"] = compiled_or_eager(transformer, loss_fn, start_step)
     metrics = train(config, runtime, state, loss_fn, resume=True, on_log=log, stop_after=args.stop_after, clock=clock)
     step = metrics.get("step", start_step)
     rep["stopped"] = {
         "step": step,
         "why": "deadline" if clock.out_of_time() else "--stop-after" if args.stop_after else "the config's last step",
         "samples_this_call": (step - start_step) * stage.batch_size,
-        "samples_per_cached_clip": round(step * stage.batch_size / max(1, len(cache)), 2),
+        "samples_per_cached_clip": round(step * stage.batch_size / max(1, sum(map(len, caches.values()))), 2),
     }
 
 
 # ------------------------------------------------------------------------------ part: finish
 
 
-def match_rate(folder, captions: list[str], seed: int, batch: int, steps: int | None, device, deadline: float) -> dict:
+def match_rate(
+    folder, captions: list[str], seed: int, batch: int, steps: int | None, device, deadline: float, frame=None
+) -> dict:
     """`kumo eval shapes` on `device`: the same draw of captions and seeds, the same judge
-    (kumovideo/evaluation/shapes_judge.py), the folder's own sampling defaults. Stops early
-    at `deadline`, saying how many captions it judged."""
+    (kumovideo/evaluation/shapes_judge.py), the folder's own sampling defaults, at its default
+    clip or the (W, H) `frame`. Stops early at `deadline`, saying how many captions it judged."""
     import torch
 
     from kumovideo.evaluation.shapes_judge import judge_clip, summarise
@@ -711,6 +816,8 @@ def match_rate(folder, captions: list[str], seed: int, batch: int, steps: int | 
     pipe.set_progress_bar_config(disable=True)
     recommended = pipe.default_sampling()
     clip = pipe.default_clip()
+    if frame is not None:
+        clip = {**clip, "width": frame[0], "height": frame[1]}
     steps = steps or recommended["num_inference_steps"]
     results, start = [], time.perf_counter()
     for i in range(0, len(captions), batch):
@@ -768,6 +875,7 @@ def part_finish(args, rep) -> None:
     from kumovideo.pipelines.pipeline_kumo import KumoPipeline
     from kumovideo.training.checkpointing import list_checkpoints
     from kumovideo.training.components import build_components
+    from kumovideo.training.config import stage_frames
     from kumovideo.training.data_sources import training_captions
     from kumovideo.training.export import load_checkpoint_weights
     from kumovideo.training.pipeline_folder import save_trained_pipeline
@@ -809,6 +917,16 @@ def part_finish(args, rep) -> None:
             config.init_from, judged, args.eval_seed, mode["eval_batch"], mode["eval_steps"], device, deadline
         )
         rep["eval_baseline"] = {**baseline, "what": "the model it started from, on the same captions"}
+    frames = stage_frames(stage)
+    if frames:  # a bucketed recipe: its widest bucket too, the aspect the square says least about
+        wide = max(frames, key=lambda f: max(f) / min(f))
+        captions = eval_captions(mode["eval_n"], args.eval_seed, stage.size, stage.num_frames, seen, *wide)
+        settings = (args.eval_seed, mode["eval_batch"], mode["eval_steps"], device, deadline)
+        rep["eval_wide"] = match_rate(target, captions, *settings, frame=wide)
+        if mode["baseline"] and config.init_from:
+            judged = captions[: rep.data["eval_wide"]["n"]]
+            baseline = match_rate(config.init_from, judged, *settings, frame=wide)
+            rep["eval_wide_baseline"] = {**baseline, "what": "the model it started from, on the same captions"}
 
 
 # ------------------------------------------------------------------------------ driver
@@ -906,12 +1024,12 @@ def summary_lines(results: dict) -> list[str]:
         if stop:
             lines.append(f"  stopped at step {stop['step']} ({stop['why']})")
     finish = results["parts"].get("finish", {}).get("result") or {}
-    for key in ("eval", "eval_baseline"):
+    for key in ("eval", "eval_baseline", "eval_wide", "eval_wide_baseline"):
         if isinstance(finish, dict) and finish.get(key, {}).get("n"):
             e = finish[key]
             lines.append(
                 f"  {key}: match {e['match_rate']:.3f}, one object {e['one_object']['match_rate']}, "
-                f"two {e['two_objects']['match_rate']} (n={e['n']}, {e['clip']['height']}px)"
+                f"two {e['two_objects']['match_rate']} (n={e['n']}, {e['clip']['width']}x{e['clip']['height']})"
             )
     lines.append(f"  files: {results['out_files']}")
     if results.get("out_limits"):
