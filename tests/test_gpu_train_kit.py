@@ -245,7 +245,11 @@ def test_travel_slims_the_tree_for_the_device_and_restores_it(tmp_path):
 
     travel("slim")
     kept = git("ls-files").split()
-    assert kept == ["kumovideo/builtin/kumo-shapes/weights.bin", "scripts/gpu/travel.sh"]
+    assert kept == [  # the two the kits read: the base and the Lumina recipe's init_from
+        "kumovideo/builtin/kumo-shapes-lumina/weights.bin",
+        "kumovideo/builtin/kumo-shapes/weights.bin",
+        "scripts/gpu/travel.sh",
+    ]
     assert git("ls-files", "--others", "--exclude-standard") == ""  # hidden, so they do not travel untracked
     assert (repo / "kumovideo" / "builtin" / "kumo-shapes-frames" / "weights.bin").exists()
     assert "already slim" in travel("slim")

@@ -4,6 +4,11 @@ built-in model on a device").
 
     bash scripts/gpu/train_builtin.sh [--budget-s 500] [--resume-from DIR]   # on the device
     bash scripts/gpu/train_builtin.sh --tiny                                 # toy size, CPU
+    bash scripts/gpu/train_builtin.sh --config configs/builtin-lumina-128-gpu.yaml   # issue 20's recipe
+
+A recipe whose stage has `buckets` and `motion_range` (the Lumina one) gets a latent cache
+per frame size, trains step k on bucket k at the bucket's token budget with the multi-scale
+and motion settings of `kumo train dit`, and is judged at its widest bucket too.
 
 Parts, each its own process with its own time budget (scripts/gpu/runner.py):
 

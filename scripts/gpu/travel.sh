@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The device takes at most 64 MiB of working tree (tracked files, untracked files git does
 # not ignore, carried paths). The built-in model folders alone are over 60 MiB, and the
-# kits read only kumovideo/builtin/kumo-shapes: `slim` untracks the others for the moment
+# kits read only kumovideo/builtin/kumo-shapes (the base recipe) and kumo-shapes-lumina (the
+# Lumina recipe, configs/builtin-lumina-128-gpu.yaml): `slim` untracks the others for the moment
 # (index only, files stay on disk, and .git/info/exclude hides them), `restore` undoes it.
 # Nothing is committed either way; never commit while slim.
 #
@@ -12,8 +13,8 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 EXCLUDE=.git/info/exclude
 MARK="# travel.sh slim"
-FOLDERS=(kumovideo/builtin/kumo-shapes-frames kumovideo/builtin/kumo-shapes-lumina
-         kumovideo/builtin/kumo-shapes-turbo kumovideo/builtin/kumo-shapes-v2a)
+FOLDERS=(kumovideo/builtin/kumo-shapes-frames kumovideo/builtin/kumo-shapes-turbo
+         kumovideo/builtin/kumo-shapes-v2a)
 
 size() {
   local tracked untracked wheels
