@@ -1,5 +1,6 @@
 # Two commands: `make demo` and `make test`. Both create .venv, install the CPU build of
-# torch first (pinned, so no CUDA wheels are pulled), then the package.
+# torch first (pinned, so no CUDA wheels are pulled), then the package at the versions in
+# constraints.txt (what the tests last passed with).
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -13,11 +14,11 @@ export TRANSFORMERS_OFFLINE := 1
 
 .PHONY: install demo lint test clean gpu-wheels
 
-$(VENV)/.installed: pyproject.toml Makefile
+$(VENV)/.installed: pyproject.toml constraints.txt Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q torch==$(TORCH_VERSION) $(TORCH_INDEX)
-	$(PIP) install -q -e ".[data,ray,serve,audio,test]"
+	$(PIP) install -q -e ".[data,ray,serve,audio,test]" -c constraints.txt  # the tested versions
 	touch $@
 	@# The web page's tests drive Debian's chromium (headless, through playwright's client).
 	command -v chromium >/dev/null || (apt-get update -q && apt-get install -y -q chromium) \
