@@ -72,6 +72,13 @@ def bucket_batch_size(batch_size: int, reference_area: int, area: int, multiple:
     return max(multiple, scaled)
 
 
+def frame_batch_size(stage, frame: tuple[int, int], spatial: int, multiple: int = 1) -> int:
+    """`bucket_batch_size` of a stage rendering (W, H) `frame`: the token budget of
+    `batch_size` square clips of the stage's size, through the VAE's `spatial` stride."""
+    reference = (stage.size // spatial) ** 2
+    return bucket_batch_size(stage.batch_size, reference, (frame[0] // spatial) * (frame[1] // spatial), multiple)
+
+
 class LatentSource:
     """Training latents (B, F, C, h, w), already scaled, for a step of a stage; F is the
     stage's frame count through the VAE's own temporal compression."""
@@ -171,9 +178,7 @@ class LatentSource:
                 )
             frame = stage_frame_at(stage, step)
             if frame is not None:  # an aspect bucket: the batch sized to the stage's token budget
-                reference = (stage.size // self.geometry.spatial) ** 2
-                area = (frame[0] // self.geometry.spatial) * (frame[1] // self.geometry.spatial)
-                size = bucket_batch_size(stage.batch_size, reference, area, shard.size)
+                size = frame_batch_size(stage, frame, self.geometry.spatial, shard.size)
             first, local = shard.first(size), shard.local_size(size)
             amounts = stage_motion_amounts(stage)
             videos, captions, drawn_amounts = shapes_batch_v11(

@@ -428,7 +428,7 @@ def build_cache(pool, vae, tokenizer, config, mode: dict, max_len: int, device, 
     timing = {"sample_wait_s": 0.0, "render_s": 0.0, "encode_s": 0.0}
     start = time.perf_counter()
     complete = True
-    for job, (table, texts) in zip(jobs, spec_tables(pool, jobs)):
+    for (_, _, _, _, frame, _), (table, texts) in zip(jobs, spec_tables(pool, jobs)):
         keep = [i for i, text in enumerate(texts) if not is_held_out(text)]
         drawn += len(texts)
         if not keep:
@@ -440,7 +440,7 @@ def build_cache(pool, vae, tokenizer, config, mode: dict, max_len: int, device, 
         t2 = time.perf_counter()
         with torch.no_grad():
             posterior = vae.encode(to_vae_input(frames)).latent_dist
-            bucket = parts[job[4]]
+            bucket = parts[frame]
             bucket["mean"].append(posterior.mean.permute(0, 2, 1, 3, 4).to(torch.bfloat16))
             bucket["std"].append(posterior.std.permute(0, 2, 1, 3, 4).to(torch.bfloat16))
         _sync(device)
@@ -495,6 +495,14 @@ def build_cache(pool, vae, tokenizer, config, mode: dict, max_len: int, device, 
     return caches
 
 
+def widest_frame(stage) -> tuple[int, int] | None:
+    """The stage's bucket farthest from square (W, H), the first of a tie (None: no buckets)."""
+    from kumovideo.training.config import stage_frames
+
+    frames = stage_frames(stage)
+    return max(frames, key=lambda f: max(f) / min(f)) if frames else None
+
+
 def renderer_check(device, stage, n: int = 32) -> dict:
     """The torch renderer on `device` against the numpy one, on the same clips: at the stage's
     size, and for a bucketed stage at its widest bucket with its motion amounts too."""
@@ -502,11 +510,11 @@ def renderer_check(device, stage, n: int = 32) -> dict:
 
     from kumovideo.data.shapes_torch import example_table, render_table
     from kumovideo.data.shapes_world import render_clip, sample_example
-    from kumovideo.training.config import stage_frames, stage_motion_amounts
+    from kumovideo.training.config import stage_motion_amounts
 
     checks = [(stage.size, stage.size, None)]
-    if stage_frames(stage):
-        wide = max(stage_frames(stage), key=lambda f: max(f) / min(f))
+    wide = widest_frame(stage)
+    if wide:
         checks.append((*wide, stage_motion_amounts(stage)))
     report = []
     for width, height, amounts in checks:
@@ -548,7 +556,7 @@ def make_loss_fn(config, caches: dict, state, text_encoder, scheduler, runtime, 
     import torch
 
     from kumovideo.training.config import stage_frame_at
-    from kumovideo.training.data_sources import bucket_batch_size
+    from kumovideo.training.data_sources import frame_batch_size
     from kumovideo.training.objectives import diffuse, sample_timesteps, shift_timesteps, v_prediction_loss
     from kumovideo.training.runtime import autocast_context, step_generator
     from kumovideo.training.shapes_batches import is_image_step
@@ -562,10 +570,9 @@ def make_loss_fn(config, caches: dict, state, text_encoder, scheduler, runtime, 
         stage, _ = config.stage_at(step)
         on_cpu = step_generator(config.seed, step, 0)
         g = torch.Generator(device=device).manual_seed(int(torch.randint(0, 2**62, (1,), generator=on_cpu)))
-        width, height = stage_frame_at(stage, step) or (stage.size, stage.size)
-        cache = caches[(width, height)]
-        # the token budget of `batch_size` square clips (as `kumo train dit` sizes a bucket's batch)
-        n = bucket_batch_size(stage.batch_size, (stage.size // spatial) ** 2, (width // spatial) * (height // spatial))
+        frame = stage_frame_at(stage, step) or (stage.size, stage.size)
+        cache = caches[frame]
+        n = frame_batch_size(stage, frame, spatial)  # as `kumo train dit` sizes a bucket's batch
         rows = torch.randint(0, len(cache), (n,), generator=g, device=device)
         latents = cache.sample(rows, g)
         if is_image_step(config.data_seed, step, stage.image_prob):
@@ -880,7 +887,6 @@ def part_finish(args, rep) -> None:
     from kumovideo.pipelines.pipeline_kumo import KumoPipeline
     from kumovideo.training.checkpointing import list_checkpoints
     from kumovideo.training.components import build_components
-    from kumovideo.training.config import stage_frames
     from kumovideo.training.data_sources import training_captions
     from kumovideo.training.export import load_checkpoint_weights
     from kumovideo.training.pipeline_folder import save_trained_pipeline
@@ -922,9 +928,8 @@ def part_finish(args, rep) -> None:
             config.init_from, judged, args.eval_seed, mode["eval_batch"], mode["eval_steps"], device, deadline
         )
         rep["eval_baseline"] = {**baseline, "what": "the model it started from, on the same captions"}
-    frames = stage_frames(stage)
-    if frames:  # a bucketed recipe: its widest bucket too, the aspect the square says least about
-        wide = max(frames, key=lambda f: max(f) / min(f))
+    wide = widest_frame(stage)
+    if wide:  # a bucketed recipe: its widest bucket too, the aspect the square says least about
         captions = eval_captions(mode["eval_n"], args.eval_seed, stage.size, stage.num_frames, seen, *wide)
         settings = (args.eval_seed, mode["eval_batch"], mode["eval_steps"], device, deadline)
         rep["eval_wide"] = match_rate(target, captions, *settings, frame=wide)
