@@ -161,6 +161,18 @@ def test_words_the_model_never_saw_are_named_in_one_warning(builtin, caplog):
     assert "'cat', 'playing', 'the', 'piano'" in message and "\n" not in message
 
 
+def test_known_words_in_an_order_never_seen_are_named_in_one_warning(builtin, caplog):
+    """ShapesWorld has no white background: every word is known, the pair is not."""
+    with caplog.at_level("WARNING", logger="kumovideo.pipelines.pipeline_kumo"):
+        _latents(builtin, "a red square stays still and a green circle moves up on a gray background")
+        assert not caplog.records  # an unseen caption of seen pairs: the evaluations' captions
+        _latents(builtin, "a red circle moves left on a white background")
+    (record,) = caplog.records
+    message = record.getMessage()
+    assert "'white background'" in message and "side by side" in message and "\n" not in message
+    assert "'a white'" not in message  # "a white circle ..." is a caption it was trained on
+
+
 def test_a_checkpoint_without_the_switch_keeps_the_prompt_as_written(builtin):
     pipe = KumoPipeline(**builtin.components)  # built from components: no kumo_defaults.json, no caption list
-    assert pipe.normalize_prompt("A  Red") == "A  Red" and pipe.known_words is None
+    assert pipe.normalize_prompt("A  Red") == "A  Red" and pipe.caption_vocabulary is None

@@ -17,7 +17,7 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
@@ -305,13 +305,33 @@ SAMPLING_DEFAULT_KEYS = {
 }
 
 
-def read_known_words(folder: str | os.PathLike) -> frozenset[str] | None:
-    """The words of the captions a checkpoint was trained on (`training_captions.txt`, one
-    caption a line, written by `kumo train`), or None when the folder has no such file."""
+class CaptionVocabulary(NamedTuple):
+    """What a checkpoint's training captions hold: their words, and the pairs of words that
+    stood side by side in them (a caption of known words in an order never seen, "a white
+    background" to the built-in model, is not followed either)."""
+
+    words: frozenset[str]
+    pairs: frozenset[tuple[str, str]]
+
+    def unknown_words(self, words: list[str]) -> list[str]:
+        return list(dict.fromkeys(w for w in words if w not in self.words))
+
+    def unseen_pairs(self, words: list[str]) -> list[str]:
+        return list(dict.fromkeys(f"{a} {b}" for a, b in zip(words, words[1:]) if (a, b) not in self.pairs))
+
+
+def read_caption_vocabulary(folder: str | os.PathLike) -> CaptionVocabulary | None:
+    """The vocabulary of the captions a checkpoint was trained on (`training_captions.txt`,
+    one caption a line, written by `kumo train`), or None when the folder has no such file."""
     path = Path(folder) / "training_captions.txt"
     if not path.is_file():
         return None
-    return frozenset(path.read_text(encoding="utf-8").split())
+    words, pairs = set(), set()
+    for line in path.read_text(encoding="utf-8").splitlines():
+        line_words = line.split()
+        words.update(line_words)
+        pairs.update(zip(line_words, line_words[1:]))
+    return CaptionVocabulary(frozenset(words), frozenset(pairs))
 
 
 def write_sampling_defaults(folder: str | os.PathLike, defaults: dict) -> None:

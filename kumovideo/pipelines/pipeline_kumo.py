@@ -36,8 +36,9 @@ from kumovideo.pipelines import checks
 from kumovideo.pipelines.conditioning import build_conditions
 from kumovideo.pipelines.loading import (
     COMPONENTS,
+    CaptionVocabulary,
     load_pipeline_components,
-    read_known_words,
+    read_caption_vocabulary,
     read_sampling_defaults,
     write_sampling_defaults,
 )
@@ -74,9 +75,10 @@ class KumoPipeline(DiffusionPipeline):
     # The checkpoint's recommended sampling (kumo_defaults.json), set by from_pretrained and
     # written back by save_pretrained; empty for a pipeline built from components.
     sampling_defaults: dict = {}
-    # The words of the captions the model was trained on (its folder's training_captions.txt),
-    # set by from_pretrained; None when the folder does not say (the original checkpoints).
-    known_words: frozenset[str] | None = None
+    # The words and word pairs of the captions the model was trained on (its folder's
+    # training_captions.txt), set by from_pretrained; None when the folder does not say (the
+    # original checkpoints).
+    caption_vocabulary: CaptionVocabulary | None = None
 
     def __init__(
         self,
@@ -128,7 +130,7 @@ class KumoPipeline(DiffusionPipeline):
         defaults = read_sampling_defaults(pretrained_model_name_or_path)  # checked before the weights load
         pipe = cls(**load_pipeline_components(pretrained_model_name_or_path, torch_dtype=torch_dtype, **components))
         pipe.sampling_defaults = defaults
-        pipe.known_words = read_known_words(pretrained_model_name_or_path)
+        pipe.caption_vocabulary = read_caption_vocabulary(pretrained_model_name_or_path)
         return pipe
 
     def save_pretrained(self, save_directory: str | os.PathLike, *args, **kwargs):
@@ -268,17 +270,26 @@ class KumoPipeline(DiffusionPipeline):
         return prompt
 
     def warn_unknown_words(self, prompts: list[str]) -> None:
-        """One warning line per prompt naming the words the model never saw in training: it
-        would not follow them (the built-in model knows only ShapesWorld captions)."""
-        if not self.known_words:
+        """One warning line per prompt naming the words the model never saw in training, or,
+        when it knows every word, the neighbouring words it never saw side by side: it would
+        not follow them (the built-in model knows only ShapesWorld captions)."""
+        vocabulary = self.caption_vocabulary
+        if vocabulary is None:
             return
+        where = "its captions are in its folder's training_captions.txt"
         for prompt in prompts:
-            unknown = dict.fromkeys(w for w in self.normalize_prompt(prompt).split() if w not in self.known_words)
-            if unknown:
+            words = self.normalize_prompt(prompt).split()
+            if unknown := vocabulary.unknown_words(words):
                 logger.warning(
-                    "this model never saw the words %s in training, so the clip will not follow them "
-                    "(its captions are in its folder's training_captions.txt)",
+                    "this model never saw the words %s in training, so the clip will not follow them (%s)",
                     ", ".join(repr(w) for w in unknown),
+                    where,
+                )
+            elif unseen := vocabulary.unseen_pairs(words):
+                logger.warning(
+                    "this model never saw %s side by side in training, so the clip may not follow them (%s)",
+                    ", ".join(repr(p) for p in unseen),
+                    where,
                 )
 
     # ------------------------------------------------------------------ checks
