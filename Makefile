@@ -18,7 +18,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q torch==$(TORCH_VERSION) $(TORCH_INDEX)
-	$(PIP) install -q -e ".[data,ray,serve,audio,test]" -c constraints.txt  # the tested versions
+	$(PIP) install -q -e ".[data,ray,serve,audio,lora,test]" -c constraints.txt  # the tested versions
 	touch $@
 	@# The web page's tests drive Debian's chromium (headless, through playwright's client).
 	command -v chromium >/dev/null || (apt-get update -q && apt-get install -y -q chromium) \

@@ -146,3 +146,37 @@ def apply_cli_fast_paths(pipe, args) -> None:
         step_cache=args.step_cache,
         threads="auto" if args.fast else None,
     )
+
+
+def add_lora_args(p) -> None:
+    p.add_argument(
+        "--lora", default=None, help="a LoRA folder (kumo train dit with lora:) or .safetensors file to apply"
+    )
+    p.add_argument(
+        "--lora-scale", type=float, default=None, help="with --lora: how much of it, 0 to 2 (default 1: as trained)"
+    )
+
+
+def check_lora_args(args) -> None:
+    """--lora names a LoRA file or folder and peft is installed; --lora-scale is in range
+    and comes with --lora. Before any model loads."""
+    if args.lora is None:
+        if args.lora_scale is not None:
+            raise KumoInputError("--lora-scale scales a LoRA and needs --lora; add --lora FOLDER or drop it")
+        return
+    from kumovideo.pipelines.lora import check_lora_scale, lora_weights_file, require_peft
+
+    lora_weights_file(args.lora)
+    if args.lora_scale is not None:
+        check_lora_scale(args.lora_scale)
+    require_peft()
+
+
+def apply_cli_lora(pipe, args) -> None:
+    """The checked --lora merged into the transformer's weights at --lora-scale (fused: no
+    per-step cost), its adapter layers then removed."""
+    if args.lora is None:
+        return
+    pipe.load_lora_weights(args.lora, adapter_name="cli")
+    pipe.fuse_lora(lora_scale=1.0 if args.lora_scale is None else args.lora_scale)
+    pipe.unload_lora_weights()

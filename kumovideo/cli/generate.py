@@ -19,12 +19,15 @@ from kumovideo.cli.args import (
     add_fast_path_args,
     add_guidance_args,
     add_image_guidance_arg,
+    add_lora_args,
     add_multiscale_split_arg,
     add_sampler_arg,
     add_steps_arg,
     apply_cli_fast_paths,
+    apply_cli_lora,
     check_fast_path_args,
     check_guidance,
+    check_lora_args,
     check_seed_flag,
     check_whole_flags,
     flag_value,
@@ -79,6 +82,7 @@ def register(sub) -> None:
         help="memory mode on a GPU: model (= --cpu-offload), group (blocks streamed), sequential (least memory)",
     )
     add_fast_path_args(p)
+    add_lora_args(p)
     p.add_argument("--vae-tiling", action="store_true", help="decode in spatial tiles (less memory)")
     add_frames_args(p)
     add_lumina_args(p)
@@ -328,6 +332,7 @@ def check_args(args) -> Checked:
     check_seed_flag(args)
     check_fast_path_args(args)
     check_lumina_flags(args)
+    check_lora_args(args)
     if not args.prompt.strip():
         raise KumoInputError("the prompt is empty; say what the clip should show")
     if not args.parallel and (args.t5_on or args.vae_on):
@@ -376,6 +381,7 @@ def run(args) -> int:
         ctx = prepare_parallel(args, folder, device)
         device = ctx.device
     pipe = KumoPipeline.from_pretrained(folder, torch_dtype=dtype)
+    apply_cli_lora(pipe, args)
     turbo, steps, guidance, guidance_rescale, defaults = sampling_settings(pipe, args)
     runner = pipe
     if ctx is not None:

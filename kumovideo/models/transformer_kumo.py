@@ -24,12 +24,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Any
 
 import torch
 import torch.nn as nn
 from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.loaders import PeftAdapterMixin
 from diffusers.models.attention import AttentionMixin, FeedForward
 from diffusers.models.attention_processor import Attention
 from diffusers.models.embeddings import (
@@ -42,6 +44,7 @@ from diffusers.models.embeddings import (
 from diffusers.models.modeling_outputs import Transformer2DModelOutput
 from diffusers.models.modeling_utils import ModelMixin
 from diffusers.models.normalization import AdaLayerNorm, CogVideoXLayerNormZero
+from diffusers.utils import USE_PEFT_BACKEND, scale_lora_layers, unscale_lora_layers
 
 from kumovideo.geometry import ClipGeometry
 from kumovideo.models.attention import (
@@ -193,13 +196,29 @@ class MADiTBlock(nn.Module):
         return hidden_states, encoder_hidden_states
 
 
-class KumoTransformer3DModel(ModelMixin, AttentionMixin, ConfigMixin):
+@contextlib.contextmanager
+def lora_scaled(model: nn.Module, scale: float):
+    """peft's LoRA layers in `model` scaled by `scale` for one call (diffusers' `scale` in
+    attention_kwargs), restored after it whatever happens."""
+    if not USE_PEFT_BACKEND or scale == 1.0:
+        yield
+        return
+    scale_lora_layers(model, scale)
+    try:
+        yield
+    finally:
+        unscale_lora_layers(model, scale)
+
+
+class KumoTransformer3DModel(ModelMixin, AttentionMixin, ConfigMixin, PeftAdapterMixin):
     """MADiT denoiser. Input latents (B, F, C, H, W), text states (B, L, text_embed_dim),
     timesteps (B,); output has the shape of the input latents (v-prediction).
 
     The config keys match the original `transformer/config.json`. Attention processors are
     swapped with `set_attn_processor` (AttentionMixin); `fuse_qkv_projections` switches the
-    attentions to the fused layout of `kumovideo.models.attention`.
+    attentions to the fused layout of `kumovideo.models.attention`. LoRA adapters come through
+    peft (PeftAdapterMixin: `add_adapter`, `load_lora_adapter`); `attention_kwargs={"scale": s}`
+    scales them for one call, as diffusers' transformers do.
     """
 
     _supports_gradient_checkpointing = True
@@ -504,8 +523,12 @@ class KumoTransformer3DModel(ModelMixin, AttentionMixin, ConfigMixin):
         # Named as in diffusers' CogVideoX so its pipelines can call MADiT; MADiT has neither.
         if timestep_cond is not None:
             raise KumoInputError("MADiT takes no timestep_cond (no guidance embedding); pass None")
-        if attention_kwargs is not None:
-            raise KumoInputError("MADiT takes no attention_kwargs (no LoRA scale or processor options); pass None")
+        attention_kwargs = dict(attention_kwargs or {})
+        lora_scale = attention_kwargs.pop("scale", 1.0)
+        if attention_kwargs:
+            raise KumoInputError(
+                f"MADiT takes only a LoRA 'scale' in attention_kwargs, not {', '.join(sorted(attention_kwargs))}"
+            )
         _, num_frames, _, height, width = hidden_states.shape
         p = self.config.patch_size
         if height % p or width % p:
@@ -516,11 +539,12 @@ class KumoTransformer3DModel(ModelMixin, AttentionMixin, ConfigMixin):
                 f"use a clip whose latent sides are multiples of {patch_size}, or the native patch size {p}"
             )
 
-        vision, text, temb = self.embed(
-            hidden_states, encoder_hidden_states, timestep, condition, patch_size, motion_score
-        )
-        vision, text = self.run_blocks(vision, text, temb)
-        patches = self.head(vision, temb, patch_size)  # (B, N, k*k*C)
+        with lora_scaled(self, lora_scale):
+            vision, text, temb = self.embed(
+                hidden_states, encoder_hidden_states, timestep, condition, patch_size, motion_score
+            )
+            vision, text = self.run_blocks(vision, text, temb)
+            patches = self.head(vision, temb, patch_size)  # (B, N, k*k*C)
         output = self.unpatchify(patches, num_frames, height, width, patch_size)
 
         if not return_dict:

@@ -319,6 +319,10 @@ class CaptionVocabulary(NamedTuple):
     def unseen_pairs(self, words: list[str]) -> list[str]:
         return list(dict.fromkeys(f"{a} {b}" for a, b in zip(words, words[1:]) if (a, b) not in self.pairs))
 
+    def merged(self, other: CaptionVocabulary) -> CaptionVocabulary:
+        """What a model knows with an adapter trained on `other`'s captions loaded."""
+        return CaptionVocabulary(self.words | other.words, self.pairs | other.pairs)
+
 
 def read_caption_vocabulary(folder: str | os.PathLike) -> CaptionVocabulary | None:
     """The vocabulary of the captions a checkpoint was trained on (`training_captions.txt`,

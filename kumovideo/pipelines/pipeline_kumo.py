@@ -17,14 +17,17 @@ from __future__ import annotations
 import logging
 import math
 import os
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from diffusers import AutoencoderKLCogVideoX, DiffusionPipeline
 from diffusers.guiders.guider_utils import rescale_noise_cfg
+from diffusers.loaders import CogVideoXLoraLoaderMixin
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 from diffusers.video_processor import VideoProcessor
@@ -69,7 +72,7 @@ TURBO_DEFAULT_KEYS = {
 }
 
 
-class KumoPipeline(DiffusionPipeline):
+class KumoPipeline(DiffusionPipeline, CogVideoXLoraLoaderMixin):
     model_cpu_offload_seq = "text_encoder->transformer->vae"
     _callback_tensor_inputs = ["latents", "prompt_embeds"]  # what callback_on_step_end can be given
     # The checkpoint's recommended sampling (kumo_defaults.json), set by from_pretrained and
@@ -132,6 +135,42 @@ class KumoPipeline(DiffusionPipeline):
         pipe.sampling_defaults = defaults
         pipe.caption_vocabulary = read_caption_vocabulary(pretrained_model_name_or_path)
         return pipe
+
+    def load_lora_weights(
+        self,
+        pretrained_model_name_or_path_or_dict: str | os.PathLike | dict,
+        adapter_name: str | None = None,
+        **kwargs,
+    ):
+        """diffusers' `load_lora_weights` (CogVideoXLoraLoaderMixin: the adapter goes into the
+        transformer) from a local LoRA folder or `.safetensors` file only, checked first
+        (`kumovideo.pipelines.lora`); a LoRA made for another transformer is one line. A folder's
+        training captions join the model's vocabulary (`warn_unknown_words`)."""
+        from kumovideo.pipelines import lora
+
+        lora.require_peft()
+        if isinstance(pretrained_model_name_or_path_or_dict, dict):
+            source, folder = pretrained_model_name_or_path_or_dict, None
+        else:
+            weights = lora.lora_weights_file(pretrained_model_name_or_path_or_dict)
+            source, folder = str(weights.parent), Path(pretrained_model_name_or_path_or_dict)
+            kwargs = {**kwargs, "weight_name": weights.name, "use_safetensors": True, "local_files_only": True}
+        try:
+            with warnings.catch_warnings(record=True) as caught:  # peft's page on a mismatch: said in one line
+                warnings.simplefilter("always")
+                super().load_lora_weights(source, adapter_name=adapter_name, **kwargs)
+            for warning in caught:
+                warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
+        except (RuntimeError, ValueError, KeyError) as exc:
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise KumoInputError(
+                f"the LoRA {folder or 'state dict'} does not fit this model's transformer ({reason[:200]}); "
+                "load it into the model it was trained from"
+            ) from None
+        if folder is not None and folder.is_dir():
+            added = read_caption_vocabulary(folder)
+            if added is not None and self.caption_vocabulary is not None:
+                self.caption_vocabulary = self.caption_vocabulary.merged(added)
 
     def save_pretrained(self, save_directory: str | os.PathLike, *args, **kwargs):
         """diffusers' save_pretrained, plus the sampling defaults (kumo_defaults.json) it was loaded with."""

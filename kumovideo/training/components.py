@@ -32,6 +32,10 @@ def build_components(config: TrainConfig) -> dict:
         )
         if scales or motion:  # Lumina-Video's additions on a trained MADiT, starting out as it
             components["transformer"] = expand_for_multiscale(components["transformer"], scales, bool(motion))
+        if config.lora:  # the transformer frozen, a trainable adapter in it
+            from kumovideo.training.lora import add_lora_adapter
+
+            add_lora_adapter(components["transformer"], config.lora)
         return components
     if not config.vae:
         raise KumoInputError(

@@ -104,6 +104,9 @@ class TrainConfig:
     # Motion conditioning (transformer: {motion_conditioning: true}): the clips' motion_score, dropped
     # (no score: the unconditioned default) this often
     motion_dropout: float = 0.1
+    # LoRA (DiT runs with init_from; kumovideo.training.lora): rank, alpha, dropout, target_modules. Only
+    # the adapter trains and the run ends with a LoRA folder (output_dir/lora) instead of a pipeline
+    lora: dict[str, Any] = field(default_factory=dict)
 
     @property
     def total_steps(self) -> int:
@@ -409,6 +412,21 @@ def _check_conditioning(config: TrainConfig, where: str) -> None:
             )
 
 
+def _check_lora(config: TrainConfig, where: str) -> None:
+    """`lora:` adapts a trained DiT (init_from) with its text encoder frozen."""
+    if config.lora == {}:
+        return
+    from kumovideo.training.lora import lora_settings
+
+    config.lora = lora_settings(config.lora, where)
+    if config.kind != "dit":
+        raise KumoInputError(f"{where}: lora applies to dit runs only, not {config.kind!r}")
+    if not config.init_from:
+        raise KumoInputError(f"{where}: a LoRA adapts a trained model; set init_from: to its pipeline folder")
+    if config.train_text_encoder:
+        raise KumoInputError(f"{where}: a LoRA run trains the adapter only; set train_text_encoder: false")
+
+
 def validate(config: TrainConfig, where: str) -> None:
     """Refuse, in one line naming the key, any setting a run could not train with; numbers
     are normalized in place (a float setting holds a float)."""
@@ -425,6 +443,7 @@ def validate(config: TrainConfig, where: str) -> None:
         check_seed(getattr(config, key), f"{where}: {key}")
     _check_mappings(config, where)
     _check_conditioning(config, where)
+    _check_lora(config, where)
     layers = config.ladd_layers
     if layers is not None and not (
         isinstance(layers, list) and layers and all(NumberRange(integer=True, low=0).admits(i) for i in layers)

@@ -96,9 +96,14 @@ def write_export(config: TrainConfig, path: Path, target: Path) -> Path:
         load_checkpoint_weights(
             path, {"transformer": components["transformer"], "text_encoder": components["text_encoder"]}
         )
-        pipe = KumoPipeline(**components).to("cpu")
-        # The caption list too, so that `kumo eval shapes` judges an early export on unseen captions.
-        write_pipeline_folder(pipe, config, Path(target), training_captions_file(config))
+        if config.lora:  # a LoRA run's checkpoint: the adapter, as the run ends with
+            from kumovideo.training.lora import write_lora_folder
+
+            write_lora_folder(components["transformer"], config, Path(target), training_captions_file(config))
+        else:
+            pipe = KumoPipeline(**components).to("cpu")
+            # The caption list too, so that `kumo eval shapes` judges an early export on unseen captions.
+            write_pipeline_folder(pipe, config, Path(target), training_captions_file(config))
     print(f"{path.name} exported to {target}")
     return Path(target)
 

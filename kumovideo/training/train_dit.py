@@ -205,5 +205,12 @@ def training_conditions(
 
 def export_pipeline(components: dict, config: TrainConfig) -> Path:
     """Save the trained pipeline (EMA weights), listing the captions it was trained on so
-    `kumo eval shapes` can judge on captions not seen as-is."""
+    `kumo eval shapes` can judge on captions not seen as-is; a LoRA run saves its adapter
+    (output_dir/lora) instead."""
+    if config.lora:
+        from kumovideo.training.lora import write_lora_folder
+
+        return write_lora_folder(
+            components["transformer"], config, Path(config.output_dir) / "lora", training_captions_file(config)
+        )
     return save_trained_pipeline(KumoPipeline(**components), config, training_captions_file(config))

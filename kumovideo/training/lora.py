@@ -1,0 +1,108 @@
+"""LoRA fine-tuning of MADiT (`lora:` in a DiT config; Hu et al. 2021, "LoRA: Low-Rank
+Adaptation of Large Language Models").
+
+The adapter is peft's, added through diffusers' `PeftAdapterMixin.add_adapter`: every
+`target_modules` linear layer gets a trainable rank-r update scaled by alpha / r, the rest of
+the transformer (and the text encoder) stays frozen. The run ends with a LoRA folder, not a
+pipeline: diffusers' `pytorch_lora_weights.safetensors` (the layout `load_lora_weights`
+reads), the captions it trained on and `kumo_lora.json` (the base it adapts, rank, alpha,
+targets); `kumo generate --lora FOLDER` / `pipe.load_lora_weights(FOLDER)` apply it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from kumovideo.pipelines.lora import LORA_INFO_NAME, require_peft
+from kumovideo.utils.atomic import atomic_directory
+from kumovideo.utils.errors import KumoInputError
+
+# diffusers' usual targets for a DiT LoRA: the attention projections (all three attentions of
+# a MADiT block share these names).
+DEFAULT_TARGET_MODULES = ("to_q", "to_k", "to_v", "to_out.0")
+LORA_KEYS = ("rank", "alpha", "dropout", "target_modules")
+
+
+def lora_settings(raw: dict, where: str) -> dict:
+    """The `lora:` mapping checked, with defaults (alpha = rank, no dropout, the attention
+    projections); one line naming the key otherwise."""
+    if not isinstance(raw, dict):
+        raise KumoInputError(f"{where}: lora={raw!r} must be a mapping (rank, alpha, dropout, target_modules)")
+    unknown = sorted(set(raw) - set(LORA_KEYS))
+    if unknown:
+        raise KumoInputError(
+            f"{where}: lora has unknown key(s) {', '.join(unknown)}; known keys: {', '.join(LORA_KEYS)}"
+        )
+    rank = raw.get("rank", 8)
+    if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
+        raise KumoInputError(f"{where}: lora.rank={rank!r} must be a whole number >= 1")
+    alpha = raw.get("alpha", rank)
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or alpha <= 0:
+        raise KumoInputError(
+            f"{where}: lora.alpha={alpha!r} must be a number > 0 (the update is scaled by alpha/rank)"
+        )
+    dropout = raw.get("dropout", 0.0)
+    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
+        raise KumoInputError(f"{where}: lora.dropout={dropout!r} must be a number in [0, 1)")
+    targets = raw.get("target_modules", list(DEFAULT_TARGET_MODULES))
+    if not (isinstance(targets, list) and targets and all(isinstance(t, str) and t for t in targets)):
+        raise KumoInputError(
+            f"{where}: lora.target_modules={targets!r} must be a list of layer names, e.g. [to_q, to_v]"
+        )
+    return {"rank": rank, "alpha": float(alpha), "dropout": float(dropout), "target_modules": list(targets)}
+
+
+def add_lora_adapter(transformer: torch.nn.Module, settings: dict) -> int:
+    """Freeze `transformer` and add a trainable LoRA adapter; returns its parameter count.
+    Target names that match no layer are one line (peft's own error is a page)."""
+    require_peft()
+    from peft import LoraConfig
+
+    linear_names = [n for n, m in transformer.named_modules() if isinstance(m, torch.nn.Linear)]
+    missing = [t for t in settings["target_modules"] if not any(n == t or n.endswith("." + t) for n in linear_names)]
+    if missing:
+        raise KumoInputError(
+            f"lora.target_modules {', '.join(missing)} name no linear layer of this MADiT; "
+            "use e.g. to_q, to_k, to_v, to_out.0, ff.net.0.proj, ff.net.2, text_proj"
+        )
+    transformer.requires_grad_(False)
+    transformer.add_adapter(
+        LoraConfig(
+            r=settings["rank"],
+            lora_alpha=settings["alpha"],
+            lora_dropout=settings["dropout"],
+            target_modules=settings["target_modules"],
+            init_lora_weights=True,  # B = 0: the adapted model starts as the base
+        )
+    )
+    return sum(p.numel() for p in transformer.parameters() if p.requires_grad)
+
+
+def write_lora_folder(transformer: torch.nn.Module, config, target: Path, extra_files: dict[str, str]) -> Path:
+    """The trained adapter (its current weights: the EMA ones at the end of a run) as a LoRA
+    folder, written atomically."""
+    from peft.utils import get_peft_model_state_dict
+
+    from kumovideo.pipelines.pipeline_kumo import KumoPipeline
+
+    settings = lora_settings(config.lora, "lora")
+    layers = {
+        k: v.detach().to("cpu", torch.float32).contiguous() for k, v in get_peft_model_state_dict(transformer).items()
+    }
+    with atomic_directory(Path(target)) as tmp:
+        KumoPipeline.save_lora_weights(
+            tmp,
+            transformer_lora_layers=layers,
+            safe_serialization=True,
+            # rank and alpha ride along, so a loader scales the update by alpha / rank as trained
+            transformer_lora_adapter_metadata=transformer.peft_config["default"].to_dict(),
+        )
+        info = {"base": config.init_from, **settings}
+        (tmp / LORA_INFO_NAME).write_text(json.dumps(info, indent=2) + "\n")
+        for name, text in extra_files.items():
+            (tmp / name).write_text(text)
+    print(f"LoRA saved to {target}")
+    return Path(target)
