@@ -121,12 +121,36 @@ def test_kumo_eval_shapes_reference_renders_match_their_captions(tmp_path, capsy
     background and colour (the ceiling a denoiser with this VAE could reach)."""
     out = tmp_path / "render"
     assert main(["eval", "shapes", "--reference", "render", "--n", "6", "--out", str(out)]) == 0
-    assert read_eval(out)["summary"]["match_rate"] == 1.0
+    assert read_eval(out)["summary"]["match_rate"] == 1.0 and read_eval(out)["summary"]["held_back"] is None
     assert "reference clips (render)" in capsys.readouterr().out
     out = tmp_path / "vae"
     assert main(["eval", "shapes", "--reference", "vae", "--n", "6", "--out", str(out)]) == 0
     attributes = read_eval(out)["summary"]["attributes"]
     assert attributes["background"] == 1.0 and attributes["colour"] == 1.0
+
+
+def test_kumo_eval_shapes_held_back_judges_only_unseen_cyan_captions(tmp_path, capsys):
+    """--held-back: every caption names the held-back cyan once, none is a training caption,
+    and the judge agrees with the renders; without it the draw is the one captured before
+    cyan existed (the test captions of --seed 2024)."""
+    from kumovideo.cli.eval_common import eval_captions
+
+    assert eval_captions(4, 2024, 128, 17, set()) == [
+        "a white triangle moves right on a navy background",
+        "a white triangle moves up and a purple triangle shrinks on a black background",
+        "a green circle moves left on a black background",
+        "a purple circle grows and a blue circle moves down on a forest background",
+    ]
+    out = tmp_path / "held-back"
+    assert main(["eval", "shapes", "--reference", "render", "--held-back", "--n", "6", "--out", str(out)]) == 0
+    assert "6 captions (each with the held-back colour cyan)" in capsys.readouterr().out
+    results = read_eval(out)
+    summary, captions = results["summary"], [clip["caption"] for clip in results["clips"]]
+    assert summary["held_back"] == "cyan" and summary["match_rate"] == 1.0
+    assert summary["one_object"]["n"] == summary["two_objects"]["n"] == 3
+    assert all(text.split().count("cyan") == 1 for text in captions)
+    seen = set((builtin_model_dir() / "training_captions.txt").read_text().splitlines())
+    assert not seen & set(captions)
 
 
 def test_kumo_eval_shapes_refuses_a_guidance_rescale_outside_0_1(tmp_path, capsys):

@@ -40,6 +40,14 @@ def test_every_shape_and_motion_at_the_frame_edges():
     np.testing.assert_array_equal(st.render_clips(specs).numpy(), np.stack([sw.render_clip(s) for s in specs]))
 
 
+def test_held_back_colour_renders_as_render_clip_draws_it():
+    specs = _examples(5, 8, 64, 17, include="cyan")
+    assert {len(s.objects) for s in specs} == {1, 2} and all("cyan" in {o.colour for o in s.objects} for s in specs)
+    frames = st.render_clips(specs).numpy()
+    np.testing.assert_array_equal(frames, np.stack([sw.render_clip(s) for s in specs]))
+    assert (frames == np.array(sw.HELD_BACK_COLOURS["cyan"], np.uint8)).all(-1).any()
+
+
 def test_vae_input_is_what_shapes_batch_gives():
     videos, captions = shapes_batch(1000, 3, 4, 0, 1, 64, 17)
     table, texts = st.example_table(1000, range(12, 16), 64, 17)

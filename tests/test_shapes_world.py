@@ -80,6 +80,9 @@ def test_palettes_sizes_and_motions_follow_the_spec():
         "white": (240, 240, 240),
         "purple": (170, 70, 210),
     }
+    # v1.1: the held-back colour, apart from the palette base models are trained on.
+    assert sw.HELD_BACK_COLOURS == {"cyan": (40, 220, 220)} and sw.HELD_BACK == "cyan"
+    assert sw.ALL_COLOURS == {**sw.COLOURS, "cyan": (40, 220, 220)}
     assert sw.SHAPES == ("circle", "square", "triangle")
     assert sw.SIZES == {"small": 0.10, "large": 0.16}
     assert set(sw.MOTIONS) == {
@@ -181,6 +184,47 @@ def test_sample_options():
         sw.sample_clip_spec(rng, size=100)
 
 
+def test_default_draws_are_those_before_the_held_back_colour():
+    """Captured before cyan existed: every base stream (training, caches, the evaluation's
+    captions) is byte-identical with it, and include=None is the default draw."""
+    assert [sw.sample_example(1000, i, 32, 9)[1] for i in range(4)] == [
+        "a blue circle moves down and a white circle moves down on a navy background",
+        "a green square shrinks and a purple circle moves up on a black background",
+        "a red triangle grows and a blue square stays still on a forest background",
+        "a white circle moves right on a black background",
+    ]
+    spec = sw.sample_clip_spec(np.random.default_rng(7), size=64, num_objects=2)
+    assert [(o.colour, o.shape, o.size, o.motion) for o in spec.objects] == [
+        ("yellow", "square", "large", "grows"),
+        ("white", "circle", "small", "moves up"),
+    ]
+    assert spec.objects[0].start_center == (44.4318586627876, 15.535229335942326)
+    assert spec == sw.sample_clip_spec(np.random.default_rng(7), size=64, num_objects=2, include=None)
+    rng = np.random.default_rng(3)
+    assert not any("cyan" in sw.caption(sw.sample_clip_spec(rng, size=32, num_frames=1)) for _ in range(500))
+
+
+@pytest.mark.parametrize("num_objects", [1, 2])
+def test_include_gives_exactly_one_object_of_that_colour(num_objects):
+    rng = np.random.default_rng(num_objects)
+    places = []
+    for _ in range(200):
+        spec = sw.sample_clip_spec(rng, size=64, num_objects=num_objects, include="cyan")
+        colours = [obj.colour for obj in spec.objects]
+        assert colours.count("cyan") == 1 and len(colours) == num_objects
+        assert set(colours) - {"cyan"} <= set(sw.COLOURS)  # the other from the base palette
+        places.append(colours.index("cyan"))
+        for cx, cy, r in (sw.object_track(obj, 64, 17) for obj in spec.objects):
+            assert np.all(cx - r >= 0) and np.all(cx + r <= 64) and np.all(cy - r >= 0) and np.all(cy + r <= 64)
+    assert set(places) == set(range(num_objects))  # two objects: cyan first or second
+    # A base colour may be asked for too; the other object then never repeats it.
+    for _ in range(50):
+        spec = sw.sample_clip_spec(rng, size=64, num_objects=2, include="red")
+        assert sorted(obj.colour == "red" for obj in spec.objects) == [False, True]
+    with pytest.raises(ValueError, match="unknown colour 'pink'.*cyan"):
+        sw.sample_clip_spec(rng, size=64, include="pink")
+
+
 # ----------------------------------------------------------------------------------------
 # Captions
 # ----------------------------------------------------------------------------------------
@@ -197,6 +241,25 @@ def test_caption_examples_from_the_spec():
         "background": "navy",
         "objects": [{"colour": "yellow", "shape": "triangle", "size": "large", "motion": "grows"}],
     }
+
+
+def test_held_back_captions_follow_the_grammar_and_render_in_the_spec_rgb():
+    text = "a cyan square moves up on a black background"  # the spec's example
+    assert sw.parse_caption(text)["objects"] == [
+        {"colour": "cyan", "shape": "square", "size": None, "motion": "moves up"}
+    ]
+    rng = np.random.default_rng(4)
+    spec = sw.clip_spec_from_caption(text, rng, size=64)
+    assert sw.caption(spec) == text
+    (obj,) = spec.objects
+    cx, cy, _ = sw.object_track(obj, 64, 17)
+    frames = sw.render_clip(spec)
+    assert all(tuple(frames[t, int(cy[t]), int(cx[t])]) == (40, 220, 220) for t in range(17))
+    with pytest.raises(ValueError, match="share a colour"):
+        sw.parse_caption("a cyan circle grows and a cyan square moves up on a gray background")
+    for _ in range(100):
+        spec = sw.sample_clip_spec(rng, size=64, include="cyan")
+        assert sw.caption(sw.clip_spec_from_caption(sw.caption(spec), rng, size=64)) == sw.caption(spec)
 
 
 def test_caption_round_trip_for_random_specs():
@@ -406,6 +469,25 @@ def test_summarise_counts_per_attribute():
     assert sj.summarise([])["match_rate"] is None
 
 
+@pytest.mark.parametrize("shape", sw.SHAPES)
+def test_judge_knows_the_held_back_colour(shape):
+    """Cyan renders match their captions, one object or two; another colour where cyan is
+    named does not."""
+    rng = np.random.default_rng(sw.SHAPES.index(shape))
+    for motion in sw.MOTIONS:
+        one = f"a cyan {shape} {motion} on a navy background"
+        two = f"a green circle stays still and a cyan {shape} {motion} on a gray background"
+        for text in (one, two):
+            frames = sw.render_clip(sw.clip_spec_from_caption(text, rng, size=64))
+            result = sj.judge_clip(frames, text)
+            assert result.match, (text, result.objects)
+            cyan = next(obj for obj in result.objects if obj.colour == "cyan")
+            assert cyan.measured_shape == shape and cyan.measured_motion == motion
+    blue = sw.render_clip(sw.clip_spec_from_caption(f"a blue {shape} grows on a black background", rng, size=64))
+    result = sj.judge_clip(blue, f"a cyan {shape} grows on a black background")
+    assert not result.match and not result.objects[0].colour_ok
+
+
 def test_contact_sheet(tmp_path):
     from PIL import Image
 
@@ -437,6 +519,19 @@ def test_cli_render_writes_clip_and_caption_pairs(tmp_path, capsys):
         sw.parse_caption(text)
         frames, fps = read_video(out / f"clip_{index:05d}.mp4")
         assert frames.shape == (5, 32, 32, 3) and fps == 8
+
+
+def test_cli_render_held_back_clips_each_show_cyan_once(tmp_path, capsys):
+    from kumovideo.cli import main
+
+    out = tmp_path / "clips"
+    argv = ["shapes", "render", "--n", "4", "--out", str(out), "--size", "32", "--frames", "5", "--held-back"]
+    assert main(argv) == 0
+    assert "each with the held-back colour cyan" in capsys.readouterr().out
+    for index in range(4):
+        text = (out / f"clip_{index:05d}.txt").read_text().strip()
+        assert text == sw.sample_example(0, index, 32, 5, include="cyan")[1]
+        assert [obj["colour"] for obj in sw.parse_caption(text)["objects"]].count("cyan") == 1
 
 
 @pytest.mark.parametrize(

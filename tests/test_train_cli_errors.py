@@ -260,6 +260,9 @@ def truncated_vae(folder: Path) -> Path:
         (["--num-clips", "0"], ["--num-clips must be at least 1, got 0"]),
         (["--num-clips", "-1"], ["--num-clips must be at least 1, got -1"]),
         (["--size", "16"], ["--size must be at least 32"]),
+        (["--held-back-share", "1.5"], ["--held-back-share 1.5 is too large; use at most 1"]),
+        (["--held-back-share", "-0.25"], ["--held-back-share -0.25: pass a share of the clips from 0 (none) to 1"]),
+        (["--held-back-share", "nan"], ["--held-back-share nan: pass a share"]),
         (["--device", "gpu"], ["unknown device 'gpu'"]),
         (["--truncated-vae"], ["diffusion_pytorch_model.safetensors is truncated"]),
         (["--out-is-a-file"], ["--out", "is an existing file"]),
@@ -290,6 +293,8 @@ def test_cache_latents_resumes_only_with_the_same_clips_and_batch(fixtures_dir, 
     one_line_error(capsys, "holds 2 clips", "--batch-size")
     assert main([*common, "--num-clips", "4", "--batch-size", "2", "--seed", "7"]) == 2
     one_line_error(capsys, "already caches other clips", "--seed")
+    assert main([*common, "--num-clips", "4", "--batch-size", "2", "--held-back-share", "0.5"]) == 2
+    one_line_error(capsys, "already caches other clips", "--held-back-share")
     assert snapshot(out) == before
 
 

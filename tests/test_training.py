@@ -504,6 +504,31 @@ def test_dit_trains_from_a_latent_cache(fixtures_dir, tokenizer_dir, tmp_path):
     assert (out / "pipeline" / "model_index.json").exists()
 
 
+def test_cache_latents_held_back_share_draws_about_that_share_of_cyan_clips(fixtures_dir, tmp_path):
+    """--held-back-share P: about P of the clips show cyan (each decided by its own seeded
+    draw), exactly one object each; the other clips are the base cache's, clip for clip."""
+    from kumovideo.training.shapes_batches import has_held_back
+
+    for share in (0.25, 0.5):
+        assert abs(sum(has_held_back(1000, i, share) for i in range(4000)) / 4000 - share) < 0.03
+    assert not any(has_held_back(1000, i, 0.0) for i in range(100))
+    assert all(has_held_back(1000, i, 1.0) for i in range(100))
+
+    common = ["train", "cache-latents", "--vae", str(fixtures_dir / "vae"), "--size", "32", "--frames", "1"]
+    common += ["--num-clips", "64", "--batch-size", "16"]
+    assert main([*common, "--out", str(tmp_path / "cyan"), "--held-back-share", "0.5"]) == 0
+    assert main([*common, "--out", str(tmp_path / "base")]) == 0
+    cyan_index = json.loads((tmp_path / "cyan" / "index.json").read_text())
+    base_index = json.loads((tmp_path / "base" / "index.json").read_text())
+    assert cyan_index["source"]["held_back_share"] == 0.5 and "held_back_share" not in base_index["source"]
+    cyan, base = ([c["caption"] for c in index["clips"]] for index in (cyan_index, base_index))
+    shows = ["cyan" in text.split() for text in cyan]
+    assert abs(sum(shows) - 32) <= 12 and shows == [has_held_back(1000, i, 0.5) for i in range(64)]  # 3 sd of 64 x 0.5
+    assert all(text.split().count("cyan") == 1 for text in cyan if "cyan" in text)
+    assert [c for c, s in zip(cyan, shows) if not s] == [b for b, s in zip(base, shows) if not s]
+    assert not any("cyan" in text for text in base)
+
+
 def test_holdout_captions_are_never_trained_on_and_stay_unseen_for_eval(fixtures_dir, tokenizer_dir, tmp_path):
     """With `holdout_captions: true` no batch holds a held-out caption, the exported
     training_captions.txt lists none of them, and a fine-tune started from that folder

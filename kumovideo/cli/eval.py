@@ -11,6 +11,9 @@ objects and per attribute; writes a contact sheet PNG and the per-clip results.
 encoded and decoded by the model's VAE): the judge's own check, and the ceiling any
 denoiser can reach with that VAE.
 
+`--held-back` draws only captions that name ShapesWorld's held-back colour (cyan, never in a
+base model's training clips): how well a fine-tune (LoRA or full) learnt the new colour.
+
 `--width W --height H` evaluate at any aspect (spec v1.1: captions drawn and references
 rendered at W x H, left/right judged against W and up/down against H); `--multiscale`,
 `--multiscale-split F` and `--motion-score X` go to the pipeline call as `kumo generate`
@@ -63,6 +66,12 @@ def register(sub) -> None:
         default=None,
         help="judge ShapesWorld renders of the captions (render), or the renders through the "
         "model's VAE (vae: the ceiling for this VAE), instead of generated clips",
+    )
+    q.add_argument(
+        "--held-back",
+        action="store_true",
+        help="draw only captions with the held-back colour cyan (never in base training): measures a "
+        "fine-tune that taught it",
     )
     add_frame_args(q)
     from kumovideo.cli.generate import add_lumina_args
@@ -146,6 +155,7 @@ def run(args) -> int:
     import torch
 
     from kumovideo.cli.generate import sampling_settings
+    from kumovideo.data.shapes_world import HELD_BACK
     from kumovideo.evaluation.shapes_judge import contact_sheet, judge_clip, summarise
     from kumovideo.pipelines import KumoPipeline, frames_to_uint8
 
@@ -158,7 +168,8 @@ def run(args) -> int:
     width, height = frame or (clip["width"], clip["height"])
     size, frames = min(width, height), clip["num_frames"]  # S: ShapesWorld sizes are relative to it
     exclude = seen_captions(folder)
-    captions = eval_captions(args.n, args.seed, size, frames, exclude, width, height)
+    include = HELD_BACK if args.held_back else None
+    captions = eval_captions(args.n, args.seed, size, frames, exclude, width, height, include=include)
 
     from tqdm.auto import tqdm
 
@@ -200,6 +211,7 @@ def run(args) -> int:
             "turbo": turbo,
             "seed": args.seed,
             "reference": args.reference,
+            "held_back": include,  # the held-back colour every caption names, or None (the base draw)
             "width": width,
             "height": height,
             "num_frames": frames,
@@ -226,8 +238,9 @@ def run(args) -> int:
         f"sampler {args.sampler}{' (turbo)' if turbo else ''}"
         + "".join(f", {key.replace('_', ' ')} {value}" for key, value in extras.items())
     )
+    drawn = f" (each with the held-back colour {include})" if include else ""
     print(
-        f"kumo eval shapes: {summary['n']} captions at {width}x{height}, {what}, {elapsed:.0f} s "
+        f"kumo eval shapes: {summary['n']} captions{drawn} at {width}x{height}, {what}, {elapsed:.0f} s "
         f"({elapsed / len(captions):.2f} s/clip), model {summary['model']}"
     )
     print(f"  match rate        {percent(summary['match_rate'])}")

@@ -59,10 +59,12 @@ def eval_captions(
     height: int | None = None,
     one_object: bool = False,
     keep=None,
+    include: str | None = None,
 ) -> list[str]:
     """n captions, alternating one- and two-object (only one-object with `one_object`), none
     of them in `exclude`, each one `keep(caption)` accepts (when given), drawn in a W x H
-    frame (default S x S)."""
+    frame (default S x S); with `include` (the held-back cyan), every caption names that
+    colour (`sample_clip_spec`). Without it the draw is the same for a seed as ever."""
     import numpy as np
 
     from kumovideo.data.shapes_world import caption, sample_clip_spec
@@ -75,7 +77,9 @@ def eval_captions(
         if tries > 100 * n:
             raise KumoInputError("could not draw enough captions unseen in training; lower --n")
         objects = 1 if one_object else 1 + len(captions) % 2
-        spec = sample_clip_spec(rng, size=size, num_frames=num_frames, num_objects=objects, width=width, height=height)
+        spec = sample_clip_spec(
+            rng, size=size, num_frames=num_frames, num_objects=objects, width=width, height=height, include=include
+        )
         text = caption(spec)
         if text not in exclude and text not in captions and (keep is None or keep(text)):
             captions.append(text)

@@ -1,13 +1,15 @@
 """`kumo shapes`: the ShapesWorld procedural video world.
 
     kumo shapes render --n 100 --out data/shapes [--size 128] [--frames 17] [--seed 0] [--fps 8]
-                       [--width W --height H] [--motion-range LO,HI]
+                       [--width W --height H] [--motion-range LO,HI] [--held-back]
 
 writes clip_00000.mp4 + clip_00000.txt (its caption), ... to the output folder. ShapesWorld
 v1.1: `--width`/`--height` a W x H frame (any aspect within 1:2 .. 2:1, each side a multiple
 of 16; a side not given is --size), `--motion-range` the motion amount m drawn uniformly per
 clip (default: m = 1, the v1 stream); either also writes clip_00000.json, {"motion_amount",
 "motion_score", "width", "height"}, so motion conditioning can be checked clip by clip.
+`--held-back` renders clips that each show the held-back colour cyan, which no base model is
+trained on (the colour a LoRA fine-tune learns), so it can be seen.
 """
 
 from __future__ import annotations
@@ -51,6 +53,11 @@ def register(sub) -> None:
         help="v1.1: motion amount m drawn uniformly per clip from [LO, HI] within 0.5..1.5 (default: m = 1); "
         "m is recorded in clip_NNNNN.json",
     )
+    render.add_argument(
+        "--held-back",
+        action="store_true",
+        help="every clip shows the held-back colour cyan (never in base training; for fine-tuning)",
+    )
     render.set_defaults(func=run_render)
 
 
@@ -86,7 +93,7 @@ def check_args(args: argparse.Namespace) -> tuple[tuple[int, int], tuple[float, 
 
 
 def run_render(args: argparse.Namespace) -> int:
-    from kumovideo.data.shapes_world import render_to_disk
+    from kumovideo.data.shapes_world import HELD_BACK, render_to_disk
 
     frame, motion_amounts = check_args(args)
     paths = render_to_disk(
@@ -100,11 +107,13 @@ def run_render(args: argparse.Namespace) -> int:
         width=args.width,
         height=args.height,
         motion_amounts=motion_amounts,
+        include=HELD_BACK if args.held_back else None,
     )
     v11 = args.width is not None or args.height is not None or motion_amounts is not None
     sidecars = " + clip_NNNNN.json" if v11 else ""
+    held_back = f", each with the held-back colour {HELD_BACK}" if args.held_back else ""
     print(
-        f"wrote {len(paths)} clips ({frame[0]}x{frame[1]}, {args.frames} frames, {args.fps} fps) "
+        f"wrote {len(paths)} clips ({frame[0]}x{frame[1]}, {args.frames} frames, {args.fps} fps{held_back}) "
         f"as clip_NNNNN.mp4 + clip_NNNNN.txt{sidecars} to {args.out}"
     )
     return 0

@@ -91,6 +91,14 @@ def register(sub) -> None:
         help="ShapesWorld v1.1 motion amount m drawn per clip from [LO, HI] (within 0.5..1.5) and recorded "
         "with its motion score (20 m at 17 frames, 8 fps) for motion-conditioned training. Default: m = 1, no score",
     )
+    c.add_argument(
+        "--held-back-share",
+        type=float,
+        default=0.0,
+        metavar="P",
+        help="ShapesWorld's held-back colour: this share (0..1) of the clips shows cyan, which base training "
+        "never sees: a cache for teaching a model the new colour (LoRA). Default 0: none",
+    )
     add_threads_arg(c)
     c.set_defaults(func=run_cache)
 
@@ -187,7 +195,7 @@ def check_cache_args(args) -> None:
     from kumovideo.data.shapes_world import parse_frame_sizes, parse_motion_range
     from kumovideo.geometry import DEFAULT_GEOMETRY
     from kumovideo.pipelines.loading import check_safetensors_complete, check_vae_folder
-    from kumovideo.utils.numbers import check_seed
+    from kumovideo.utils.numbers import check_real, check_seed
     from kumovideo.utils.paths import check_output_folder
 
     for flag, value, low in (
@@ -209,6 +217,8 @@ def check_cache_args(args) -> None:
         if width % geometry.side_multiple or height % geometry.side_multiple:
             raise KumoInputError(f"--buckets {width}x{height}: sides must be multiples of {geometry.side_multiple}")
     parse_motion_range(args.motion_range)
+    share = "{name} {value}: pass a share of the clips from 0 (none) to 1 (all)"
+    check_real(args.held_back_share, "--held-back-share", low=0, high=1, above_low=False, too_small=share)
     check_threads(args)
     resolve_device(args.device)
     check_output_folder(args.out, "--out")
@@ -237,6 +247,7 @@ def run_cache(args) -> int:
         frame_latents=args.frame_latents,
         buckets=parse_frame_sizes(args.buckets),
         motion_amounts=parse_motion_range(args.motion_range),
+        held_back_share=args.held_back_share,
     )
     return 0
 

@@ -31,8 +31,8 @@ import numpy as np
 import torch
 
 from kumovideo.data.shapes_world import (
+    ALL_COLOURS,
     BACKGROUNDS,
-    COLOURS,
     SHAPES,
     ClipSpec,
     object_track,
@@ -102,7 +102,7 @@ def spec_table(specs: Sequence[ClipSpec]) -> SpecTable:
     )
     for i, spec in enumerate(specs):
         for k, obj in enumerate(spec.objects):
-            table.colour[i, k] = COLOURS[obj.colour]
+            table.colour[i, k] = ALL_COLOURS[obj.colour]  # the held-back cyan too
             table.shape[i, k] = SHAPE_IDS[obj.shape]
             table.present[i, k] = True
             # As render_clip calls it: the clip's (W, H) frame and its motion amount.

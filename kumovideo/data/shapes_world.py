@@ -51,6 +51,16 @@ COLOURS: dict[str, tuple[int, int, int]] = {
     "purple": (170, 70, 210),
 }
 
+# v1.1 "A colour held back for fine-tuning": never in a base model's training clips, so that
+# teaching a model a new concept (LoRA or full fine-tuning) can be measured. Kept out of
+# COLOURS, which every base-model draw samples from; a draw takes it only when asked
+# (`sample_clip_spec(include=...)`); HELD_BACK is the one the `--held-back` flags include.
+HELD_BACK = "cyan"
+HELD_BACK_COLOURS: dict[str, tuple[int, int, int]] = {HELD_BACK: (40, 220, 220)}
+
+# Every colour an object may have: what rendering, captions and the judge know.
+ALL_COLOURS: dict[str, tuple[int, int, int]] = {**COLOURS, **HELD_BACK_COLOURS}
+
 SHAPES: tuple[str, ...] = ("circle", "square", "triangle")
 
 # Base radius r as a fraction of the frame side S.
@@ -363,6 +373,7 @@ def sample_clip_spec(
     width: int | None = None,
     height: int | None = None,
     motion_amount: float = 1.0,
+    include: str | None = None,
 ) -> ClipSpec:
     """Draw a random clip of the world.
 
@@ -370,20 +381,26 @@ def sample_clip_spec(
     caption names the size (None: a coin flip). Two objects never share a colour.
     width / height (v1.1): a W x H frame instead of S x S; motion_amount: m. Objects that
     find no room at that amount are redrawn (the spec: they are not drawn together).
+    include: a colour of ALL_COLOURS one object must have (e.g. the held-back cyan): the
+    object of a one-object clip; for two, one of them at a random place in the caption, the
+    other drawn from COLOURS. None draws colours from COLOURS only, with the same rng calls
+    as before `include` existed, so every seeded stream is unchanged.
     """
     validate_video_shape(size, num_frames)
     frame = frame_size(size, width, height)
     check_motion_amount(motion_amount)
+    if include is not None and include not in ALL_COLOURS:
+        raise ValueError(f"unknown colour {include!r} to include; colours are {', '.join(ALL_COLOURS)}")
     if num_objects is None:
         num_objects = int(rng.integers(1, 3))
     if num_objects not in (1, 2):
         raise ValueError(f"num_objects must be 1 or 2, got {num_objects!r}")
     for _ in range(_CLIP_TRIES):
         background = _choice(rng, BACKGROUNDS)
-        colours = rng.choice(list(COLOURS), size=num_objects, replace=False)
+        colours = _draw_colours(rng, num_objects, include)
         attrs = [
             {
-                "colour": str(colour),
+                "colour": colour,
                 "shape": _choice(rng, SHAPES),
                 "size": _choice(rng, SIZES),
                 "motion": _choice(rng, MOTIONS),
@@ -400,6 +417,17 @@ def sample_clip_spec(
     elif name_size is None:
         name_size = bool(rng.integers(2))
     return _spec(background, objects, frame, num_frames, bool(name_size), motion_amount)
+
+
+def _draw_colours(rng: np.random.Generator, num_objects: int, include: str | None) -> list[str]:
+    """The objects' colours, never repeated: from COLOURS, or `include` plus (for two
+    objects) another from COLOURS, with `include` first or second by a coin flip."""
+    if include is None:
+        return [str(colour) for colour in rng.choice(list(COLOURS), size=num_objects, replace=False)]
+    if num_objects == 1:
+        return [include]
+    other = _choice(rng, [colour for colour in COLOURS if colour != include])
+    return [include, other] if rng.integers(2) == 0 else [other, include]
 
 
 def _spec(background, objects, frame, num_frames, name_size, motion_amount) -> ClipSpec:
@@ -491,7 +519,7 @@ def _alternatives(words) -> str:
     return "|".join(re.escape(word) for word in words)
 
 
-_OBJECT_NO_SIZE = rf"({_alternatives(COLOURS)}) ({_alternatives(SHAPES)}) ({_alternatives(MOTIONS)})"
+_OBJECT_NO_SIZE = rf"({_alternatives(ALL_COLOURS)}) ({_alternatives(SHAPES)}) ({_alternatives(MOTIONS)})"
 _ONE_OBJECT_RE = re.compile(
     rf"a (?:({_alternatives(SIZES)}) )?{_OBJECT_NO_SIZE} on a ({_alternatives(BACKGROUNDS)}) background"
 )
@@ -505,7 +533,7 @@ _GRAMMAR = (
 _VOCABULARY = (
     {"a", "and", "on", "background", "moves", "left", "right", "up", "down", "stays", "still", "grows", "shrinks"}
     | set(SIZES)
-    | set(COLOURS)
+    | set(ALL_COLOURS)
     | set(SHAPES)
     | set(BACKGROUNDS)
 )
@@ -545,7 +573,7 @@ def _caption_hint(text: str) -> str:
         return "; captions are lowercase"
     if unknown:
         return (
-            f"; unknown words {unknown}: colours are {', '.join(COLOURS)}; shapes are {', '.join(SHAPES)}; "
+            f"; unknown words {unknown}: colours are {', '.join(ALL_COLOURS)}; shapes are {', '.join(SHAPES)}; "
             f"backgrounds are {', '.join(BACKGROUNDS)}"
         )
     if " and " in text and any(f"{size} " in text for size in SIZES):
@@ -610,7 +638,7 @@ def render_clip(spec: ClipSpec) -> np.ndarray:
     for obj in spec.objects:
         cx, cy, radius = object_track(obj, spec.frame, num_frames, spec.motion_amount)
         alpha = shape_coverage(obj.shape, spec.frame, cx, cy, radius)[..., None]
-        colour = np.asarray(COLOURS[obj.colour], dtype=np.float32)
+        colour = np.asarray(ALL_COLOURS[obj.colour], dtype=np.float32)
         frames += alpha * (colour - frames)  # "over" compositing
     return np.rint(frames).astype(np.uint8)
 
@@ -658,6 +686,7 @@ def sample_example(
     width: int | None = None,
     height: int | None = None,
     motion_amounts: tuple[float, float] | None = None,
+    include: str | None = None,
 ) -> tuple[ClipSpec, str]:
     """Example `index` of the stream with `seed`: its spec (to render) and caption.
 
@@ -665,13 +694,14 @@ def sample_example(
     stream can be produced without producing the rest. With probability `image_prob`
     the example is a still image: the first frame of the clip, with the clip's caption.
     v1.1: a W x H frame (`width`, `height`), and m drawn uniformly from `motion_amounts`
-    (None: m = 1, and the stream is v1's).
+    (None: m = 1, and the stream is v1's); `include`, a colour one object must have
+    (`sample_clip_spec`; None: the base palette only).
     """
     rng = np.random.default_rng([seed, index])
     is_image = rng.random() < image_prob
     motion_amount = 1.0 if motion_amounts is None else float(rng.uniform(*motion_amounts))
     spec = sample_clip_spec(
-        rng, size=size, num_frames=num_frames, width=width, height=height, motion_amount=motion_amount
+        rng, size=size, num_frames=num_frames, width=width, height=height, motion_amount=motion_amount, include=include
     )
     text = caption(spec)
     if is_image:
@@ -757,6 +787,7 @@ def render_to_disk(
     width: int | None = None,
     height: int | None = None,
     motion_amounts: tuple[float, float] | None = None,
+    include: str | None = None,
 ) -> list[Path]:
     """Render examples 0..n-1 of the stream `seed` to out_dir as clip_NNNNN.mp4 + .txt.
 
@@ -764,6 +795,7 @@ def render_to_disk(
     mp4. Each file is written to a temporary name and then renamed, so a reader never
     sees half a file. With v1.1's settings (a W x H frame, m drawn from `motion_amounts`)
     each clip also gets clip_NNNNN.json: {"motion_amount", "motion_score", "width", "height"}.
+    `include`: a colour every clip shows (`sample_example`), e.g. the held-back cyan.
     Returns the mp4 paths.
     """
     import json
@@ -787,7 +819,7 @@ def render_to_disk(
     paths = []
     for index in tqdm(range(n), desc="rendering ShapesWorld clips", unit="clip", disable=not progress):
         spec, text = sample_example(
-            seed, index, size, num_frames, width=width, height=height, motion_amounts=motion_amounts
+            seed, index, size, num_frames, width=width, height=height, motion_amounts=motion_amounts, include=include
         )
         video_path = out_dir / f"clip_{index:05d}.mp4"
         write_video(render_clip(spec), video_path, fps=fps)  # H.264 yuv420p (sides are even)

@@ -34,8 +34,8 @@ from pathlib import Path
 import numpy as np
 
 from kumovideo.data.shapes_world import (
+    ALL_COLOURS,
     BACKGROUNDS,
-    COLOURS,
     MOTION_DIRECTIONS,
     RADIUS_SCALES,
     SHAPES,
@@ -45,12 +45,15 @@ from kumovideo.data.shapes_world import (
     shape_coverage,
 )
 
-# Every palette entry, backgrounds first. A pixel is "of" a palette colour when that
-# colour is the nearest one and closer than COLOUR_TOLERANCE (RGB distance). The closest
-# two entries (gray and green) are ~110 apart, so a 50/50 edge blend is >= 55 from both
-# ends; 60 keeps most blends out of the cores while forgiving compression shifts.
-PALETTE_NAMES: tuple[str, ...] = tuple(BACKGROUNDS) + tuple(COLOURS)
-PALETTE_RGB = np.array([*BACKGROUNDS.values(), *COLOURS.values()], dtype=np.float32)
+# Every palette entry, backgrounds first, the held-back cyan last (so a fine-tuned model's
+# cyan is judged like any colour). A pixel is "of" a palette colour when that colour is the
+# nearest one and closer than COLOUR_TOLERANCE (RGB distance). The closest two entries
+# (gray and green) are ~110 apart, so a 50/50 edge blend is >= 55 from both ends; 60 keeps
+# most blends out of the cores while forgiving compression shifts. Cyan is >= 122 from
+# every other entry (blue is nearest), so a pixel within 60 of another entry is never
+# nearer cyan: every pixel that is "of" a base colour stayed so when cyan was added.
+PALETTE_NAMES: tuple[str, ...] = tuple(BACKGROUNDS) + tuple(ALL_COLOURS)
+PALETTE_RGB = np.array([*BACKGROUNDS.values(), *ALL_COLOURS.values()], dtype=np.float32)
 COLOUR_TOLERANCE = 60.0
 
 # An object is visible in a frame when its soft area is at least this fraction of S^2
@@ -136,7 +139,7 @@ def nearest_palette(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     channels = frames.reshape(-1, 3).T.astype(np.float32)  # (3, N): contiguous per channel
     best = np.full(channels.shape[1], np.inf, dtype=np.float32)
     labels = np.zeros(channels.shape[1], dtype=np.int64)
-    # One palette entry at a time: ten cheap elementwise passes beat an (N, 10) argmin.
+    # One palette entry at a time: eleven cheap elementwise passes beat an (N, 11) argmin.
     for index, rgb in enumerate(PALETTE_RGB):
         squared = np.square(channels[0] - rgb[0])
         squared += np.square(channels[1] - rgb[1])
@@ -314,7 +317,7 @@ def _judge_object(
     object_rgb = (
         np.median(frames[core].astype(np.float32), axis=0)
         if core.any()
-        else np.asarray(COLOURS[named["colour"]], dtype=np.float32)
+        else np.asarray(ALL_COLOURS[named["colour"]], dtype=np.float32)
     )
     alpha = _alpha_map(frames, region, background_rgb, object_rgb)
     area = alpha.sum((1, 2))

@@ -36,6 +36,7 @@ def cache_shapes_latents(
     frame_latents: bool = False,
     buckets: list[tuple[int, int]] | None = None,
     motion_amounts: tuple[float, float] | None = None,
+    held_back_share: float = 0.0,
 ) -> Path:
     """Encode clips 0..num_clips-1 of the ShapesWorld stream `seed`; resumes a partial cache.
     `frame_latents` also keeps each even frame's image latent (for conditioning frames).
@@ -43,7 +44,9 @@ def cache_shapes_latents(
     ShapesWorld v1.1: `buckets`, (W, H) frames taken in turn batch by batch (every batch one
     shape, so the training loop can draw batches per bucket); `motion_amounts`, m drawn per
     clip from that range, recorded as `motion_amount` and as the `motion_score` motion-
-    conditioned training reads (`shapes_world.motion_score_of`)."""
+    conditioned training reads (`shapes_world.motion_score_of`); `held_back_share`, the share
+    of clips drawn with the held-back colour cyan (`shapes_batches.has_held_back`): data for
+    teaching a base model the new colour (LoRA), never for training a base model."""
     source = {"world": "shapes-world-v1", "seed": seed, "size": size, "num_frames": num_frames}
     if frame_latents:
         source["frame_latents"] = True
@@ -51,13 +54,16 @@ def cache_shapes_latents(
         source["buckets"] = [list(b) for b in buckets]
     if motion_amounts:
         source["motion_amounts"] = list(motion_amounts)
+    if held_back_share:
+        source["held_back_share"] = held_back_share
     writer = LatentShardWriter(Path(out_dir), vae, vae_path, shard_size, source=source)
     done = len(writer.index["clips"])
     # Resuming a partial cache: the same clips, in batches of the same size, or the cache would mix two streams.
     if writer.index.get("source", source) != source:
         raise KumoInputError(
             f"{out_dir} already caches other clips ({writer.index['source']}); "
-            "choose another --out, or the --seed, --size, --frames and --frame-latents it was written with"
+            "choose another --out, or the --seed, --size, --frames, --frame-latents, --buckets, --motion-range "
+            "and --held-back-share it was written with"
         )
     cached_vae = writer.index["vae"]["path"]
     if done and Path(cached_vae).resolve() != Path(vae_path).resolve():
@@ -76,7 +82,7 @@ def cache_shapes_latents(
     for batch_index in range(done // batch_size, (num_clips + batch_size - 1) // batch_size):
         frame = buckets[batch_index % len(buckets)] if buckets else (size, size)
         videos, captions, amounts = shapes_batch_v11(
-            seed, batch_index, batch_size, 0, 1, size, num_frames, frame, motion_amounts
+            seed, batch_index, batch_size, 0, 1, size, num_frames, frame, motion_amounts, held_back_share
         )
         posterior = vae.encode(videos.to(device)).latent_dist
         frames = even_frame_latents(vae, videos.to(device)) if frame_latents else [None] * len(captions)

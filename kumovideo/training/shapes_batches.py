@@ -10,7 +10,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from kumovideo.data.shapes_world import frames_to_tensor, render_clip, sample_example
+from kumovideo.data.shapes_world import HELD_BACK, frames_to_tensor, render_clip, sample_example
+
+# Tags the per-clip held-back draw's generator, [seed, index, tag]: apart from the clip's own
+# [seed, index] (and from `is_image_step`'s [seed, step, 7]).
+_HELD_BACK_TAG = 31
 
 
 def shapes_batch(
@@ -31,20 +35,37 @@ def shapes_batch_v11(
     num_frames: int,
     frame: tuple[int, int] | None = None,
     motion_amounts: tuple[float, float] | None = None,
+    held_back_share: float = 0.0,
 ) -> tuple[torch.Tensor, list[str], list[float]]:
-    """`shapes_batch` with ShapesWorld v1.1's settings: a (W, H) frame (None: S x S) and m
-    drawn from `motion_amounts` (None: 1). Videos (B, 3, F, H, W), captions, each clip's m."""
+    """`shapes_batch` with ShapesWorld v1.1's settings: a (W, H) frame (None: S x S), m
+    drawn from `motion_amounts` (None: 1) and about `held_back_share` of the clips with the
+    held-back colour (`has_held_back`; 0: none, the base stream). Videos (B, 3, F, H, W),
+    captions, each clip's m."""
     width, height = frame or (None, None)
     first = (step * world_size + rank) * batch_size
     videos, captions, amounts = [], [], []
     for index in range(first, first + batch_size):
         spec, text = sample_example(
-            seed, index, size=size, num_frames=num_frames, width=width, height=height, motion_amounts=motion_amounts
+            seed,
+            index,
+            size=size,
+            num_frames=num_frames,
+            width=width,
+            height=height,
+            motion_amounts=motion_amounts,
+            include=HELD_BACK if has_held_back(seed, index, held_back_share) else None,
         )
         videos.append(frames_to_tensor(render_clip(spec)))  # (F, 3, H, W)
         captions.append(text)
         amounts.append(spec.motion_amount)
     return torch.stack(videos).permute(0, 2, 1, 3, 4).contiguous(), captions, amounts
+
+
+def has_held_back(seed: int, index: int, share: float) -> bool:
+    """Whether example `index` of the stream `seed` shows the held-back colour, for a cache
+    where `share` of the clips do. Decided by a generator of its own per (seed, index), so a
+    resumed or sharded run decides each clip as a fresh one does; share 0 draws nothing."""
+    return share > 0 and np.random.default_rng([seed, index, _HELD_BACK_TAG]).random() < share
 
 
 def random_crop(
