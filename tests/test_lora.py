@@ -175,3 +175,12 @@ def test_a_lora_for_another_transformer_is_one_line(lora_run):
     with pytest.raises(KumoInputError, match="does not fit this model's transformer"):
         pipe.load_lora_weights(lora_run / "run" / "lora")
     assert not getattr(pipe.transformer, "peft_config", None)  # diffusers took the injected layers out
+
+
+def test_kumo_eval_shapes_judges_a_model_with_a_lora(lora_run, tmp_path):
+    out = tmp_path / "eval"
+    args = ["eval", "shapes", "--model", str(lora_run / "base"), "--n", "2", "--steps", "2", "--out", str(out)]
+    assert main([*args, "--lora", str(lora_run / "run" / "lora"), "--held-back"]) == 0
+    summary = json.loads((out / "results.json").read_text())["summary"]
+    assert summary["lora"] == str(lora_run / "run" / "lora") and summary["held_back"] == "cyan"
+    assert summary["n"] == 2

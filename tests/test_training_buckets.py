@@ -12,6 +12,7 @@ from kumovideo.training.data_sources import LatentSource, bucket_batch_size
 from kumovideo.training.objectives import shift_timesteps
 from kumovideo.training.runtime import setup_runtime
 from kumovideo.training.train_dit import step_extras
+from kumovideo.utils.errors import KumoInputError
 
 pytestmark = pytest.mark.usefixtures("one_thread_per_module")
 
@@ -169,3 +170,20 @@ def test_a_cache_refuses_to_resume_with_another_vae(vae_4x_2x, bucketed_cache):
             buckets=BUCKETS,
             motion_amounts=(0.5, 1.5),
         )
+
+
+def test_a_rendered_stage_shows_the_held_back_colour_in_its_share_of_clips(vae_4x_2x, tmp_path):
+    """`held_back_share` (a VAE or decoder that must draw the colour a LoRA will teach): that
+    share of a rendered stage's clips name cyan; a stage reading a cache cannot take it."""
+    stage = {"name": "clips", "steps": 10, "size": 32, "num_frames": 9, "batch_size": 8, "held_back_share": 0.5}
+    data = {"kind": "dit", "output_dir": str(tmp_path / "out"), "stages": [stage]}
+    config = load_config(write_config(tmp_path / "dit.json", data))
+    source = LatentSource(config, vae_4x_2x, setup_runtime("cpu"))
+    captions = [c for step in range(4) for c in source.draw(step, config.stages[0], torch.Generator()).captions]
+    assert 8 <= sum("cyan" in c for c in captions) <= 24  # 32 clips at 0.5
+    plain = load_config(write_config(tmp_path / "plain.json", {**data, "stages": [{**stage, "held_back_share": 0}]}))
+    base = LatentSource(plain, vae_4x_2x, setup_runtime("cpu")).draw(0, plain.stages[0], torch.Generator()).captions
+    assert not any("cyan" in c for c in base)
+    cached = {**stage, "latents": str(tmp_path / "index.json")}
+    with pytest.raises(KumoInputError, match="held_back_share is for stages that render their clips"):
+        load_config(write_config(tmp_path / "cached.json", {**data, "stages": [cached]}))

@@ -52,6 +52,7 @@ def register(sub) -> None:
     q = esub.add_parser("shapes", help="ShapesWorld prompt-following match rate")
     q.add_argument("--model", help="pipeline folder (default: the built-in model)")
     q.add_argument("--turbo", action="store_true", help="the Turbo model / consistency sampling")
+    flags.add_lora_args(q)
     flags.add_sampler_arg(
         q, "'renoise': Kandinsky-4-Flash-style few-step re-noising sampler (default 4 steps, guidance 1)"
     )
@@ -142,6 +143,7 @@ def check_args(args) -> Path:
     flags.check_whole_flags(args, "--steps", too_small="{name} {value}: pass 1 or more denoising steps")
     flags.check_guidance(args)
     flags.check_fast_path_args(args)
+    flags.check_lora_args(args)
     flags.resolve_device(args.device)
     return check_output_folder(args.out, "--out")  # before the evaluation, not after it
 
@@ -160,6 +162,7 @@ def run(args) -> int:
     from kumovideo.pipelines import KumoPipeline, frames_to_uint8
 
     pipe = KumoPipeline.from_pretrained(folder, torch_dtype=torch.float32)  # shipped fp16; CPU math in fp32
+    flags.apply_cli_lora(pipe, args)
     pipe.to(flags.resolve_device(args.device))  # noise is drawn on the CPU: the same clips on any device
     pipe.set_progress_bar_config(disable=True)
     flags.apply_cli_fast_paths(pipe, args)
@@ -167,7 +170,7 @@ def run(args) -> int:
     clip = pipe.default_clip()
     width, height = frame or (clip["width"], clip["height"])
     size, frames = min(width, height), clip["num_frames"]  # S: ShapesWorld sizes are relative to it
-    exclude = seen_captions(folder)
+    exclude = seen_captions(folder) | (seen_captions(Path(args.lora)) if args.lora else set())  # both trained on
     include = HELD_BACK if args.held_back else None
     captions = eval_captions(args.n, args.seed, size, frames, exclude, width, height, include=include)
 
@@ -211,6 +214,8 @@ def run(args) -> int:
             "turbo": turbo,
             "seed": args.seed,
             "reference": args.reference,
+            "lora": args.lora,
+            "lora_scale": args.lora_scale,
             "held_back": include,  # the held-back colour every caption names, or None (the base draw)
             "width": width,
             "height": height,

@@ -40,6 +40,9 @@ class Stage:
     # from LO,HI ("0.5,1.5" or [0.5, 1.5])
     buckets: str | list[str] | None = None
     motion_range: str | list[float] | None = None
+    # ...and this share of them with the held-back colour cyan (never for a base model's DiT: a
+    # VAE or decoder that must reproduce the colour a LoRA will teach)
+    held_back_share: float = 0.0
 
 
 @dataclass
@@ -263,6 +266,7 @@ STAGE_NUMBERS = {
     "lr_end": NumberRange(low=0, optional=True),
     "crop": NumberRange(integer=True, low=8, optional=True),
     "crop_frames": NumberRange(integer=True, low=1, optional=True),
+    "held_back_share": NumberRange(low=0, high=1),
 }
 RUN_CHOICES = {
     "kind": ("vae", "dit", "turbo", "v2a"),
@@ -519,18 +523,18 @@ def stage_sides(stage: Stage) -> list[int]:
 
 
 def _check_world_settings(config: TrainConfig, stage: Stage, at: str) -> None:
-    """`buckets` and `motion_range` shape the clips a stage renders: a VAE stage, or a DiT stage
-    that encodes its clips on the fly (the GPU kit's recipe); a stage with `latents:` reads its
-    clips' sizes and motion from the cache instead."""
-    for key in ("buckets", "motion_range"):
+    """`buckets`, `motion_range` and `held_back_share` shape the clips a stage renders: a VAE
+    stage, or a DiT stage that encodes its clips on the fly (the GPU kit's recipe); a stage with
+    `latents:` reads its clips' sizes, motion and colours from the cache instead."""
+    for key in ("buckets", "motion_range", "held_back_share"):
         value = getattr(stage, key)
-        if value is None:
+        if not value:
             continue
         if config.kind == "turbo" or stage.latents:
             raise KumoInputError(
                 f"{at}: {key} is for stages that render their clips (VAE, or DiT without latents:); this stage "
-                "takes its clips' sizes and motion from its latent cache (kumo train cache-latents --buckets ... "
-                "--motion-range ...)"
+                "takes its clips from its latent cache (kumo train cache-latents --buckets ... --motion-range ... "
+                "--held-back-share ...)"
             )
     try:
         stage_frames(stage)

@@ -191,6 +191,7 @@ class LatentSource:
                 stage.num_frames,
                 frame,
                 amounts,
+                stage.held_back_share,
             )
             with torch.no_grad():
                 posterior = self.vae.encode(videos.to(self.runtime.device)).latent_dist

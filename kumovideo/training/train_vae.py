@@ -73,6 +73,7 @@ def train_vae(config: TrainConfig, runtime: Runtime, resume: bool = False, stop_
             frames,
             sizes[step % len(sizes)] if sizes else None,
             motion_amounts,
+            stage.held_back_share,
         )
         g = step_generator(config.seed, step, runtime.rank)
         if frames > 1:  # stills stay whole: they are cheap, and teach the spatial part at full size
