@@ -184,3 +184,30 @@ def test_kumo_eval_shapes_judges_a_model_with_a_lora(lora_run, tmp_path):
     summary = json.loads((out / "results.json").read_text())["summary"]
     assert summary["lora"] == str(lora_run / "run" / "lora") and summary["held_back"] == "cyan"
     assert summary["n"] == 2
+
+
+def test_a_lora_folder_can_bring_the_vae_its_concept_needs(lora_run, tmp_path):
+    """`lora: {vae: FOLDER}` (a colour the base's decoder cannot draw): the folder carries that
+    VAE as vae/, and loading the LoRA puts it in the pipeline; its caption list holds only the
+    captions its base did not train on."""
+    import types
+
+    from kumovideo.training.lora import add_lora_adapter, lora_settings, write_lora_folder
+
+    pipe = _base(lora_run)
+    (lora_run / "base" / "training_captions.txt").write_text("a red circle moves left on a black background\n")
+    settings = lora_settings({"rank": 2, "vae": str(lora_run / "base" / "vae")}, "test")
+    add_lora_adapter(pipe.transformer, settings)
+    config = types.SimpleNamespace(lora=settings, init_from=str(lora_run / "base"))
+    captions = "a cyan circle moves up on a navy background\na red circle moves left on a black background\n"
+    folder = write_lora_folder(pipe.transformer, config, tmp_path / "lora", {"training_captions.txt": captions})
+    (lora_run / "base" / "training_captions.txt").unlink()
+    assert (folder / "vae" / "config.json").is_file()
+    assert json.loads((folder / "kumo_lora.json").read_text())["vae"] == "vae"
+    assert (folder / "training_captions.txt").read_text() == "a cyan circle moves up on a navy background\n"
+    fresh = _base(lora_run)
+    before = fresh.vae
+    fresh.load_lora_weights(folder)
+    assert fresh.vae is not before and fresh.vae.dtype == before.dtype
+    with pytest.raises(KumoInputError, match="lora.vae"):
+        lora_settings({"vae": str(tmp_path / "nowhere")}, "test")

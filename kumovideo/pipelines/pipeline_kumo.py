@@ -41,6 +41,7 @@ from kumovideo.pipelines.loading import (
     COMPONENTS,
     CaptionVocabulary,
     load_pipeline_components,
+    load_vae,
     read_caption_vocabulary,
     read_sampling_defaults,
     write_sampling_defaults,
@@ -145,7 +146,8 @@ class KumoPipeline(DiffusionPipeline, CogVideoXLoraLoaderMixin):
         """diffusers' `load_lora_weights` (CogVideoXLoraLoaderMixin: the adapter goes into the
         transformer) from a local LoRA folder or `.safetensors` file only, checked first
         (`kumovideo.pipelines.lora`); a LoRA made for another transformer is one line. A folder's
-        training captions join the model's vocabulary (`warn_unknown_words`)."""
+        training captions join the model's vocabulary (`warn_unknown_words`), and its `vae/`, if
+        it has one (a concept the base's decoder cannot draw), replaces the pipeline's VAE."""
         from kumovideo.pipelines import lora
 
         lora.require_peft()
@@ -171,6 +173,10 @@ class KumoPipeline(DiffusionPipeline, CogVideoXLoraLoaderMixin):
             added = read_caption_vocabulary(folder)
             if added is not None and self.caption_vocabulary is not None:
                 self.caption_vocabulary = self.caption_vocabulary.merged(added)
+            if (folder / "vae").is_dir():  # the decoder its concept needs (kumovideo.training.lora)
+                vae = load_vae(folder / "vae", torch_dtype=self.vae.dtype).to(self.vae.device)
+                self.register_modules(vae=vae)
+                logger.info("the LoRA %s brought its own VAE (%s/vae)", folder, folder)
 
     def save_pretrained(self, save_directory: str | os.PathLike, *args, **kwargs):
         """diffusers' save_pretrained, plus the sampling defaults (kumo_defaults.json) it was loaded with."""

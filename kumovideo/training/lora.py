@@ -5,13 +5,16 @@ The adapter is peft's, added through diffusers' `PeftAdapterMixin.add_adapter`: 
 `target_modules` linear layer gets a trainable rank-r update scaled by alpha / r, the rest of
 the transformer (and the text encoder) stays frozen. The run ends with a LoRA folder, not a
 pipeline: diffusers' `pytorch_lora_weights.safetensors` (the layout `load_lora_weights`
-reads), the captions it trained on and `kumo_lora.json` (the base it adapts, rank, alpha,
-targets); `kumo generate --lora FOLDER` / `pipe.load_lora_weights(FOLDER)` apply it.
+reads), the captions it trained on beyond its base's and `kumo_lora.json` (the base it
+adapts, rank, alpha, targets); with `vae:` also that VAE folder as `vae/`, for a concept the
+base's decoder cannot draw (ShapesWorld's cyan). `kumo generate --lora FOLDER` /
+`pipe.load_lora_weights(FOLDER)` apply it.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import torch
@@ -23,7 +26,7 @@ from kumovideo.utils.errors import KumoInputError
 # diffusers' usual targets for a DiT LoRA: the attention projections (all three attentions of
 # a MADiT block share these names).
 DEFAULT_TARGET_MODULES = ("to_q", "to_k", "to_v", "to_out.0")
-LORA_KEYS = ("rank", "alpha", "dropout", "target_modules")
+LORA_KEYS = ("rank", "alpha", "dropout", "target_modules", "vae")
 
 
 def lora_settings(raw: dict, where: str) -> dict:
@@ -52,7 +55,11 @@ def lora_settings(raw: dict, where: str) -> dict:
         raise KumoInputError(
             f"{where}: lora.target_modules={targets!r} must be a list of layer names, e.g. [to_q, to_v]"
         )
-    return {"rank": rank, "alpha": float(alpha), "dropout": float(dropout), "target_modules": list(targets)}
+    vae = raw.get("vae")
+    if vae is not None and not (isinstance(vae, str) and (Path(vae) / "config.json").is_file()):
+        raise KumoInputError(f"{where}: lora.vae={vae!r} must be a VAE folder (with config.json), or left out")
+    settings = {"rank": rank, "alpha": float(alpha), "dropout": float(dropout), "target_modules": list(targets)}
+    return settings | ({"vae": vae} if vae else {})
 
 
 def add_lora_adapter(transformer: torch.nn.Module, settings: dict) -> int:
@@ -89,6 +96,8 @@ def write_lora_folder(transformer: torch.nn.Module, config, target: Path, extra_
     from kumovideo.pipelines.pipeline_kumo import KumoPipeline
 
     settings = lora_settings(config.lora, "lora")
+    vae = settings.pop("vae", None)
+    extra_files = {**extra_files, **_own_captions(extra_files, config.init_from)}
     layers = {
         k: v.detach().to("cpu", torch.float32).contiguous() for k, v in get_peft_model_state_dict(transformer).items()
     }
@@ -100,9 +109,23 @@ def write_lora_folder(transformer: torch.nn.Module, config, target: Path, extra_
             # rank and alpha ride along, so a loader scales the update by alpha / rank as trained
             transformer_lora_adapter_metadata=transformer.peft_config["default"].to_dict(),
         )
-        info = {"base": config.init_from, **settings}
+        info = {"base": config.init_from, **settings, "vae": "vae" if vae else None}
         (tmp / LORA_INFO_NAME).write_text(json.dumps(info, indent=2) + "\n")
+        if vae:  # the decoder the adapter's concept needs (a colour the base VAE cannot draw)
+            shutil.copytree(vae, tmp / "vae")
         for name, text in extra_files.items():
             (tmp / name).write_text(text)
     print(f"LoRA saved to {target}")
     return Path(target)
+
+
+def _own_captions(extra_files: dict[str, str], base: str | None) -> dict[str, str]:
+    """The run's caption list less its base's (the loader adds them to the base's vocabulary,
+    and `kumo eval shapes --lora` skips both lists): a LoRA folder stays small."""
+    captions = extra_files.get("training_captions.txt")
+    base_list = Path(base) / "training_captions.txt" if base else None
+    if not captions or base_list is None or not base_list.is_file():
+        return {}
+    known = set(base_list.read_text(encoding="utf-8").splitlines())
+    own = [c for c in captions.splitlines() if c and c not in known]
+    return {"training_captions.txt": "\n".join(own) + "\n"} if own else {}
