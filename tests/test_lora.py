@@ -192,7 +192,8 @@ def test_a_lora_folder_can_bring_the_vae_its_concept_needs(lora_run, tmp_path):
     captions its base did not train on."""
     import types
 
-    from kumovideo.training.lora import add_lora_adapter, lora_settings, write_lora_folder
+    from kumovideo.training.config import lora_settings
+    from kumovideo.training.lora import add_lora_adapter, write_lora_folder
 
     pipe = _base(lora_run)
     (lora_run / "base" / "training_captions.txt").write_text("a red circle moves left on a black background\n")

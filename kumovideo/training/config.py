@@ -416,12 +416,44 @@ def _check_conditioning(config: TrainConfig, where: str) -> None:
             )
 
 
+# `lora:` (kumovideo.training.lora): its numbers, and the layers it adapts by default: the
+# attention projections, which all three attentions of a MADiT block share (diffusers' usual targets).
+LORA_NUMBERS = {
+    "rank": NumberRange(integer=True, low=1),
+    "alpha": NumberRange(low=0, above_low=True),  # the update is scaled by alpha / rank
+    "dropout": NumberRange(low=0, high=1),
+}
+LORA_KEYS = (*LORA_NUMBERS, "target_modules", "vae")
+LORA_DEFAULT_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
+
+
+def lora_settings(raw: Any, where: str) -> dict:
+    """The `lora:` mapping checked and completed (rank 8, alpha = rank, no dropout, the
+    attention projections, no VAE); one line naming the key otherwise."""
+    if not isinstance(raw, dict):
+        raise KumoInputError(f"{where}: lora={raw!r} must be a mapping ({', '.join(LORA_KEYS)})")
+    unknown = sorted(set(raw) - set(LORA_KEYS))
+    if unknown:
+        raise KumoInputError(
+            f"{where}: lora has unknown key(s) {', '.join(unknown)}; known keys: {', '.join(LORA_KEYS)}"
+        )
+    settings = {"rank": 8, "dropout": 0.0, "target_modules": list(LORA_DEFAULT_TARGETS), "vae": None, **raw}
+    settings.setdefault("alpha", settings["rank"])
+    for key, allowed in LORA_NUMBERS.items():
+        settings[key] = _checked_number(where, f"lora.{key}", settings[key], allowed)
+    targets = settings["target_modules"]
+    if not (isinstance(targets, list) and targets and all(isinstance(t, str) and t for t in targets)):
+        raise KumoInputError(f"{where}: lora.target_modules={targets!r} must be a list of layer names, e.g. [to_q]")
+    vae = settings["vae"]
+    if vae is not None and not (isinstance(vae, str) and (Path(vae) / "config.json").is_file()):
+        raise KumoInputError(f"{where}: lora.vae={vae!r} must be a VAE folder (with config.json), or left out")
+    return settings
+
+
 def _check_lora(config: TrainConfig, where: str) -> None:
     """`lora:` adapts a trained DiT (init_from) with its text encoder frozen."""
     if config.lora == {}:
         return
-    from kumovideo.training.lora import lora_settings
-
     config.lora = lora_settings(config.lora, where)
     if config.kind != "dit":
         raise KumoInputError(f"{where}: lora applies to dit runs only, not {config.kind!r}")

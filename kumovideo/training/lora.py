@@ -23,44 +23,6 @@ from kumovideo.pipelines.lora import LORA_INFO_NAME, require_peft
 from kumovideo.utils.atomic import atomic_directory
 from kumovideo.utils.errors import KumoInputError
 
-# diffusers' usual targets for a DiT LoRA: the attention projections (all three attentions of
-# a MADiT block share these names).
-DEFAULT_TARGET_MODULES = ("to_q", "to_k", "to_v", "to_out.0")
-LORA_KEYS = ("rank", "alpha", "dropout", "target_modules", "vae")
-
-
-def lora_settings(raw: dict, where: str) -> dict:
-    """The `lora:` mapping checked, with defaults (alpha = rank, no dropout, the attention
-    projections); one line naming the key otherwise."""
-    if not isinstance(raw, dict):
-        raise KumoInputError(f"{where}: lora={raw!r} must be a mapping (rank, alpha, dropout, target_modules)")
-    unknown = sorted(set(raw) - set(LORA_KEYS))
-    if unknown:
-        raise KumoInputError(
-            f"{where}: lora has unknown key(s) {', '.join(unknown)}; known keys: {', '.join(LORA_KEYS)}"
-        )
-    rank = raw.get("rank", 8)
-    if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
-        raise KumoInputError(f"{where}: lora.rank={rank!r} must be a whole number >= 1")
-    alpha = raw.get("alpha", rank)
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or alpha <= 0:
-        raise KumoInputError(
-            f"{where}: lora.alpha={alpha!r} must be a number > 0 (the update is scaled by alpha/rank)"
-        )
-    dropout = raw.get("dropout", 0.0)
-    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
-        raise KumoInputError(f"{where}: lora.dropout={dropout!r} must be a number in [0, 1)")
-    targets = raw.get("target_modules", list(DEFAULT_TARGET_MODULES))
-    if not (isinstance(targets, list) and targets and all(isinstance(t, str) and t for t in targets)):
-        raise KumoInputError(
-            f"{where}: lora.target_modules={targets!r} must be a list of layer names, e.g. [to_q, to_v]"
-        )
-    vae = raw.get("vae")
-    if vae is not None and not (isinstance(vae, str) and (Path(vae) / "config.json").is_file()):
-        raise KumoInputError(f"{where}: lora.vae={vae!r} must be a VAE folder (with config.json), or left out")
-    settings = {"rank": rank, "alpha": float(alpha), "dropout": float(dropout), "target_modules": list(targets)}
-    return settings | ({"vae": vae} if vae else {})
-
 
 def add_lora_adapter(transformer: torch.nn.Module, settings: dict) -> int:
     """Freeze `transformer` and add a trainable LoRA adapter; returns its parameter count.
@@ -95,7 +57,7 @@ def write_lora_folder(transformer: torch.nn.Module, config, target: Path, extra_
 
     from kumovideo.pipelines.pipeline_kumo import KumoPipeline
 
-    settings = lora_settings(config.lora, "lora")
+    settings = dict(config.lora)  # checked and completed when the config loaded (config.lora_settings)
     vae = settings.pop("vae", None)
     extra_files = {**extra_files, **_own_captions(extra_files, config.init_from)}
     layers = {
