@@ -127,11 +127,16 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
+def refuse_unknown_keys(given, known, what: str) -> None:
+    """One line naming the keys of mapping `given` outside `known` (`what`: "where: section")."""
+    unknown = sorted(set(given) - set(known))
+    if unknown:
+        raise KumoInputError(f"{what} unknown key(s) {', '.join(unknown)}; known keys: {', '.join(known)}")
+
+
 def _build(cls, data: dict, where: str):
     names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise KumoInputError(f"{where}: unknown key(s) {', '.join(unknown)}; known keys: {', '.join(sorted(names))}")
+    refuse_unknown_keys(data, sorted(names), f"{where}:")
     try:
         return cls(**data)
     except TypeError as exc:
@@ -373,11 +378,7 @@ def _check_mappings(config: TrainConfig, where: str) -> None:
         if not isinstance(value, dict):
             raise KumoInputError(f"{where}: {key}={value!r} must be a mapping of settings")
         known = sorted(settings().keys() - {"self"}) if value else []
-        unknown = sorted(set(value) - set(known))
-        if unknown:
-            raise KumoInputError(
-                f"{where}: {key} has unknown key(s) {', '.join(unknown)}; known keys: {', '.join(known)}"
-            )
+        refuse_unknown_keys(value, known, f"{where}: {key} has")
     for key, value in config.sampling_defaults.items():
         what, admits = _sampling_settings()[key]
         if not admits(value):
@@ -432,11 +433,7 @@ def lora_settings(raw: Any, where: str) -> dict:
     attention projections, no VAE); one line naming the key otherwise."""
     if not isinstance(raw, dict):
         raise KumoInputError(f"{where}: lora={raw!r} must be a mapping ({', '.join(LORA_KEYS)})")
-    unknown = sorted(set(raw) - set(LORA_KEYS))
-    if unknown:
-        raise KumoInputError(
-            f"{where}: lora has unknown key(s) {', '.join(unknown)}; known keys: {', '.join(LORA_KEYS)}"
-        )
+    refuse_unknown_keys(raw, LORA_KEYS, f"{where}: lora has")
     settings = {"rank": 8, "dropout": 0.0, "target_modules": list(LORA_DEFAULT_TARGETS), "vae": None, **raw}
     settings.setdefault("alpha", settings["rank"])
     for key, allowed in LORA_NUMBERS.items():
