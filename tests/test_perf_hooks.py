@@ -141,7 +141,8 @@ def test_sequence_parallel_marker_is_on_the_processor():
 # ------------------------------------------------------------------------ forward arguments
 
 
-@pytest.mark.parametrize("kwargs", [{"timestep_cond": torch.zeros(2, 4)}, {"attention_kwargs": {"scale": 1.0}}])
+# attention_kwargs carries a LoRA "scale" only (diffusers' convention; tests/test_lora.py)
+@pytest.mark.parametrize("kwargs", [{"timestep_cond": torch.zeros(2, 4)}, {"attention_kwargs": {"bogus": 1.0}}])
 def test_forward_refuses_what_madit_does_not_take(kwargs):
     model = tiny()
     x, e, t = torch.zeros(2, 3, 4, 6, 8), torch.zeros(2, 16, 24), torch.tensor([1, 1])
