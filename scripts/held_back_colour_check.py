@@ -12,12 +12,21 @@ import argparse
 import numpy as np
 import torch
 
-from kumovideo.data.shapes_world import ALL_COLOURS, COLOURS, HELD_BACK, render_clip, sample_clip_spec
+from kumovideo.cli.eval_frames import vae_clip_round_trip
+from kumovideo.data.shapes_world import (
+    ALL_COLOURS,
+    COLOURS,
+    HELD_BACK,
+    frames_to_tensor,
+    render_clip,
+    sample_clip_spec,
+)
 from kumovideo.pipelines.loading import load_vae
 
 
-def to_tensor(clip: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(clip).permute(3, 0, 1, 2)[None].float() / 127.5 - 1  # (1, 3, F, H, W)
+def encode(vae, clip: np.ndarray) -> torch.Tensor:
+    """A uint8 clip (F, H, W, 3) -> its latent (posterior mode)."""
+    return vae.encode(frames_to_tensor(clip).permute(1, 0, 2, 3)[None]).latent_dist.mode()
 
 
 @torch.no_grad()
@@ -29,15 +38,14 @@ def check(folder: str, clips: int, seed: int) -> None:
     for _ in range(clips):
         spec = sample_clip_spec(rng, size=128, num_frames=17, num_objects=1, include=HELD_BACK)
         clip = render_clip(spec)
-        latent = vae.encode(to_tensor(clip)).latent_dist.mode()
-        out = vae.decode(latent).sample[0].permute(1, 2, 3, 0).clamp(-1, 1)
-        out = ((out + 1) * 127.5).round().numpy()
+        latent = encode(vae, clip)
+        out = vae_clip_round_trip(vae, clip)
         cyan = np.abs(clip.reshape(-1, 3).astype(int) - target).sum(1) < 10
         colours.append(out.reshape(-1, 3)[cyan].mean(0))
         for other in gaps:  # the same clip with the object in another colour
             recoloured = clip.copy()
             recoloured.reshape(-1, 3)[cyan] = COLOURS[other]
-            gaps[other].append(float((vae.encode(to_tensor(recoloured)).latent_dist.mode() - latent).norm()))
+            gaps[other].append(float((encode(vae, recoloured) - latent).norm()))
     mean = tuple(int(v) for v in np.mean(colours, 0).round())
     print(
         f"{folder}: cyan {tuple(int(v) for v in target)} comes back {mean} on {clips} clips; "

@@ -11,7 +11,6 @@ it adapts and its rank); a bare `.safetensors` file of the same layout loads too
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -43,18 +42,6 @@ def lora_weights_file(path: str | os.PathLike) -> Path:
     if path.suffix != ".safetensors":
         raise KumoInputError(f"LoRA {path} is not a .safetensors file; weights load from safetensors only")
     return path
-
-
-def read_lora_info(path: str | os.PathLike) -> dict:
-    """The folder's kumo_lora.json (empty for a bare file or a folder without one)."""
-    info = Path(path) / LORA_INFO_NAME
-    if not Path(path).is_dir() or not info.is_file():
-        return {}
-    try:
-        data = json.loads(info.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise KumoInputError(f"{info} is not readable JSON ({exc}); write it again or remove it") from None
-    return data if isinstance(data, dict) else {}
 
 
 def check_lora_scale(scale) -> float:
