@@ -720,6 +720,8 @@ GOOD_STAGE = {"name": "s", "steps": 1, "size": 32, "num_frames": 9, "batch_size"
             ["motion_range is for"],
         ),
         ("vae", {"kind": "vae", "stages": [{**GOOD_STAGE, "buckets": "32x20"}]}, ["stage 0", "video size 20"]),
+        ("vae", {"kind": "vae", "stages": [{**GOOD_STAGE, "held_back_share": 1.5}]}, ["held_back_share=1.5"]),
+        ("dit", {"lora": {"rank": 4}}, ["a LoRA adapts a trained model", "init_from"]),
         ("vae", {"kind": "vae", "stages": [{**GOOD_STAGE, "buckets": "32-32"}]}, ["buckets '32-32'", "WxH"]),
         ("vae", {"kind": "vae", "stages": [{**GOOD_STAGE, "buckets": ["32x32", "32-32"]}]}, ["'32x32,32-32'", "WxH"]),
         (
