@@ -212,3 +212,90 @@ def test_a_lora_folder_can_bring_the_vae_its_concept_needs(lora_run, tmp_path):
     assert fresh.vae is not before and fresh.vae.dtype == before.dtype
     with pytest.raises(KumoInputError, match="lora.vae"):
         lora_settings({"vae": str(tmp_path / "nowhere")}, "test")
+
+
+def _served(lora_run, **loras):
+    from kumovideo.serve.worker import load_models
+
+    return load_models({"base": lora_run / "base"}, loras={k: (lora_run / v, "base") for k, v in loras.items()})
+
+
+def _spec(**changes) -> dict:
+    spec = dict(prompt="a red circle", negative_prompt=None, frames=9, height=32, width=32, steps=2)
+    return {**spec, "guidance_scale": 4.0, "seed": 0, "lora": None, "lora_scale": None, **changes}
+
+
+def test_kumo_serve_serves_a_lora_on_its_base_weights_switched_per_job(lora_run):
+    """`kumo serve --lora`: the LoRA is a served model on its base's transformer (one copy);
+    a base job after a LoRA job is the base exactly, the LoRA job is what the fused LoRA of
+    `kumo generate --lora` makes, and scale 0 is the base."""
+    pytest.importorskip("starlette")
+    from kumovideo.serve.worker import generate
+
+    plain = generate(_base(lora_run), _spec())
+    pipes, infos = _served(lora_run, style="run/lora")
+    assert pipes["style"].transformer is pipes["base"].transformer
+    assert infos["style"].lora_of == "base" and infos["base"].lora_of is None
+    adapted = generate(pipes["style"], _spec(lora="style", lora_scale=1.0))
+    assert (generate(pipes["base"], _spec()) == plain).all()
+    assert (adapted.astype(int) - plain).any()
+    fused = _base(lora_run)
+    fused.load_lora_weights(lora_run / "run" / "lora")
+    fused.fuse_lora(lora_scale=1.0)
+    fused.unload_lora_weights()  # as `kumo generate --lora` does
+    assert abs(generate(fused, _spec()).astype(int) - adapted).max() <= 1  # fused vs unfused: float rounding
+    assert (generate(pipes["style"], _spec(lora="style", lora_scale=0.0)) == plain).all()
+
+
+def test_the_videos_api_routes_to_a_served_lora_and_checks_its_scale(lora_run, tmp_path):
+    pytest.importorskip("starlette")
+    from starlette.testclient import TestClient
+
+    from kumovideo.serve.app import create_app
+    from kumovideo.serve.jobs import JobStore
+
+    pipes, infos = _served(lora_run, style="run/lora")
+    with TestClient(create_app(JobStore(tmp_path), pipes, infos, start_worker=False)) as client:
+        models = client.get("/v1/models").json()
+        assert [(m["id"], m["parent"]) for m in models["data"]] == [("base", None), ("style", "base")]
+        assert client.get("/v1/models/style").json()["object"] == "model"
+        missing = client.get("/v1/models/nope")
+        assert missing.status_code == 404 and missing.json()["error"]["code"] == "model_not_found"
+        assert client.post("/v1/videos", json={"prompt": "a red circle"}).json()["model"] == "base"  # never routed
+        assert client.post("/v1/videos", json={"prompt": "p", "model": "style"}).json()["model"] == "style"
+        for body, needle in (
+            ({"model": "style", "lora_scale": 3}, "LoRA scale 3"),
+            ({"model": "style", "lora_scale": "lots"}, "LoRA scale 'lots'"),
+            ({"lora_scale": 0.5}, "'base' is not one (LoRAs: 'style')"),
+        ):
+            response = client.post("/v1/videos", json={"prompt": "a red circle", **body})
+            error = response.json()["error"]
+            assert response.status_code == 400 and error["param"] == "lora_scale" and needle in error["message"]
+    from kumovideo.serve.limits import Limits
+    from kumovideo.serve.params import parse_create
+
+    spec = parse_create({"prompt": "p", "model": "style", "lora_scale": "0.5"}, infos, "base", Limits())
+    assert (spec["lora"], spec["lora_scale"]) == ("style", 0.5)
+
+
+@pytest.mark.parametrize(
+    "flags, needles",
+    [
+        (["--lora", "missing-folder"], ["missing-folder not found"]),
+        (["--lora", "base={lora}"], ["the name 'base' is taken", "--lora OTHER_NAME="]),
+        (["--lora", "{lora}", "--lora", "{lora}"], ["the name 'lora' is taken"]),
+        (["--lora", "{elsewhere}"], ["adapts /nowhere/kumo-x", "which is not served", "--model /nowhere/kumo-x"]),
+    ],
+)
+def test_bad_serve_lora_flags_exit_2_before_any_model_loads(lora_run, tmp_path, capsys, flags, needles):
+    pytest.importorskip("starlette")
+    import shutil
+
+    elsewhere = tmp_path / "elsewhere"
+    shutil.copytree(lora_run / "run" / "lora", elsewhere)
+    info = json.loads((elsewhere / "kumo_lora.json").read_text())
+    (elsewhere / "kumo_lora.json").write_text(json.dumps({**info, "base": "/nowhere/kumo-x"}))
+    names = {"lora": lora_run / "run" / "lora", "elsewhere": elsewhere}
+    flags = [f.format(**names) for f in flags]
+    assert main(["serve", "--model", str(lora_run / "base"), "--data-dir", str(tmp_path / "d"), *flags]) == 2
+    assert_one_line_error(capsys, *needles)

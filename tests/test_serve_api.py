@@ -357,11 +357,11 @@ def test_curl_style_json_and_cli_host_check(client, tmp_path, monkeypatch):
     from kumovideo.utils.errors import KumoInputError
 
     monkeypatch.delenv("KUMO_API_KEY", raising=False)
-    args = dict(model=None, host="0.0.0.0", port=8000, data_dir=str(tmp_path), api_key=None, max_queue=4)
+    args = dict(model=None, lora=None, host="0.0.0.0", port=8000, data_dir=str(tmp_path), api_key=None, max_queue=4)
     with pytest.raises(KumoInputError, match="--api-key"):
         check_args(Namespace(**args))
     monkeypatch.setenv("KUMO_API_KEY", "k")
-    assert check_args(Namespace(**args))[2] == "k"
+    assert check_args(Namespace(**args))[3] == "k"
 
 
 def test_one_worker_per_device_share_the_queue(tmp_path, monkeypatch):

@@ -57,6 +57,26 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _builtin_lora(folder: Path) -> Path:
+    """A rank-2 LoRA folder for the built-in base (random weights: the page only serves it)."""
+    import torch
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+
+    from kumovideo.builtin import builtin_model_dir
+    from kumovideo.pipelines import KumoPipeline
+    from kumovideo.pipelines.lora import LORA_INFO_NAME
+
+    torch.manual_seed(0)
+    transformer = KumoPipeline.from_pretrained(builtin_model_dir(False)).transformer
+    transformer.add_adapter(LoraConfig(r=2, lora_alpha=2, target_modules=["to_q"], init_lora_weights=False))
+    KumoPipeline.save_lora_weights(
+        folder, transformer_lora_layers=get_peft_model_state_dict(transformer), safe_serialization=True
+    )
+    (folder / LORA_INFO_NAME).write_text(json.dumps({"base": str(builtin_model_dir(False)), "rank": 2}))
+    return folder
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     reason = _missing()
@@ -65,10 +85,12 @@ def server(tmp_path_factory):
             pytest.fail(f"the page test needs it under CI: {reason}")
         pytest.skip(reason)
     data_dir = tmp_path_factory.mktemp("serve-data")
+    lora = _builtin_lora(tmp_path_factory.mktemp("lora") / "tiny-style")
     port = _free_port()
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
     env.pop("KUMO_API_KEY", None)
     cmd = [sys.executable, "-m", "kumovideo.cli", "serve", "--data-dir", str(data_dir), "--port", str(port)]
+    cmd += ["--lora", str(lora)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     lines: queue.Queue = queue.Queue()
     log: list[str] = []
@@ -194,6 +216,32 @@ def test_page_generates_plays_and_lists_a_clip(server, page):
     assert "completed" in item.locator(".status").inner_text()
     assert item.locator("video").get_attribute("src") == src
     assert page.locator("#error").is_hidden()
+
+
+def test_page_lists_the_served_models_and_runs_a_lora(server, page):
+    """The Model list comes from GET /v1/models; a LoRA shows its scale field and the clip is
+    made by it (the job names it)."""
+    page.goto(server + "/")
+    model = page.get_by_label("Model", exact=True)
+    page.wait_for_function("() => document.getElementById('model').options.length > 1")
+    labels = model.locator("option").all_inner_texts()
+    assert labels[0] == "automatic" and "kumo-shapes" in labels and "kumo-shapes-turbo" in labels, labels
+    assert "tiny-style (LoRA on kumo-shapes)" in labels, labels
+    scale = page.get_by_label("LoRA scale", exact=True)
+    assert scale.is_hidden()
+    model.select_option("tiny-style")
+    assert scale.is_visible()
+    page.get_by_label("Prompt", exact=True).fill(PROMPT)
+    scale.fill("0.5")
+    page.get_by_label("Steps", exact=True).fill("2")
+    page.get_by_role("button", name="Generate").click()
+    page.locator("#player video").wait_for(state="attached", timeout=45_000)
+    video_id = page.locator("#player video").get_attribute("src").split("/")[3]
+    with _open(f"{server}/v1/videos/{video_id}", timeout=10) as r:
+        assert json.load(r)["model"] == "tiny-style"
+    model.select_option("")
+    assert scale.is_hidden()
+    page.get_by_label("Steps", exact=True).fill("")
 
 
 def test_page_makes_a_clip_from_a_first_frame(server, page, tmp_path):

@@ -23,6 +23,14 @@ def register(sub) -> None:
         help="pipeline folder to serve, named by its folder name (repeatable); default: the built-in "
         "kumo-shapes and kumo-shapes-turbo",
     )
+    p.add_argument(
+        "--lora",
+        action="append",
+        default=None,
+        metavar="[NAME=]PATH",
+        help="a LoRA folder (kumo train dit with lora:) to serve as model NAME (default: the folder's name) on the "
+        "served model it was trained from; repeatable, one copy of the base weights for all",
+    )
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; others need an API key)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
     p.add_argument("--data-dir", default=None, help="jobs database and clips (default: $KUMO_CACHE/serve)")
@@ -42,8 +50,9 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-def check_args(args) -> tuple[dict[str, Path], Path, str | None]:
-    """The served folders by name, the data dir and the API key, as one-line errors."""
+def check_args(args) -> tuple[dict[str, Path], dict[str, tuple[Path, str]], Path, str | None]:
+    """The served folders by name, the LoRAs by name (path, base), the data dir and the API
+    key, as one-line errors."""
 
     from kumovideo.builtin import cache_dir
 
@@ -65,12 +74,48 @@ def check_args(args) -> tuple[dict[str, Path], Path, str | None]:
         if path.resolve().name in models:
             raise KumoInputError(f"--model {folder}: two models named {path.resolve().name!r}; rename a folder")
         models[path.resolve().name] = path
+    loras = {}
+    if args.lora:
+        from kumovideo.serve.worker import default_models
+
+        loras = served_loras(args.lora, models or default_models())
     data_dir = Path(args.data_dir) if args.data_dir else cache_dir() / "serve"
     try:
         data_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise KumoInputError(f"--data-dir {data_dir}: cannot create it ({exc.strerror})") from None
-    return models, data_dir, api_key
+    return models, loras, data_dir, api_key
+
+
+def served_loras(values: list[str], models: dict[str, Path]) -> dict[str, tuple[Path, str]]:
+    """`--lora [NAME=]PATH` values -> name -> (path, the served model it adapts: the one its
+    kumo_lora.json names, by folder or by name; a bare .safetensors file goes on the first)."""
+    from kumovideo.pipelines.lora import lora_base, lora_weights_file, require_peft
+
+    loras: dict[str, tuple[Path, str]] = {}
+    for value in values:
+        name, sep, path = value.partition("=")
+        if not sep:
+            name, path = "", value
+        lora_weights_file(path)  # a folder with the weights, or a .safetensors file
+        require_peft()
+        path = Path(path)
+        name = name or (path.resolve().name if path.is_dir() else path.stem)
+        if name in models or name in loras:
+            raise KumoInputError(f"--lora {value}: the name {name!r} is taken; serve it as --lora OTHER_NAME={path}")
+        recorded = lora_base(path) if path.is_dir() else None
+        if recorded is None:
+            base = next(iter(models))
+        else:
+            by_folder = [n for n, folder in models.items() if Path(folder).resolve() == Path(recorded).resolve()]
+            base = (by_folder or [n for n in models if n == Path(recorded).name] or [None])[0]
+            if base is None:
+                raise KumoInputError(
+                    f"--lora {value}: it adapts {recorded} (its kumo_lora.json), which is not served; "
+                    f"add --model {recorded}"
+                )
+        loras[name] = (path, base)
+    return loras
 
 
 def serving_devices(names: str | None) -> list:
@@ -90,7 +135,7 @@ def serving_devices(names: str | None) -> list:
 
 
 def run(args) -> int:
-    folders, data_dir, api_key = check_args(args)
+    folders, loras, data_dir, api_key = check_args(args)
 
     from kumovideo.serve.app import create_app, run_server
     from kumovideo.serve.jobs import JobStore
@@ -98,7 +143,7 @@ def run(args) -> int:
     from kumovideo.serve.worker import default_models, load_models, warm_up
 
     devices = serving_devices(args.device)
-    replicas = [load_models(folders or default_models(), device) for device in devices]
+    replicas = [load_models(folders or default_models(), device, loras) for device in devices]
     infos = replicas[0][1]
     pipes = [replica for replica, _ in replicas]
     if not args.no_warmup:

@@ -48,3 +48,46 @@ def check_lora_scale(scale) -> float:
     if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0 <= scale <= 2:
         raise KumoInputError(f"LoRA scale {scale!r}: use a number from 0 (the base model) to 2 (1: as trained)")
     return float(scale)
+
+
+def lora_base(path: str | os.PathLike) -> str | None:
+    """The base a LoRA folder records in its `kumo_lora.json` (the `init_from` it was trained
+    on, as its config wrote it); None for a bare `.safetensors` file or a folder without one."""
+    import json
+
+    info = Path(path) / LORA_INFO_NAME
+    if not info.is_file():
+        return None
+    try:
+        base = json.loads(info.read_text()).get("base")
+    except (json.JSONDecodeError, AttributeError, UnicodeDecodeError):
+        raise KumoInputError(f"{info} is not a JSON object; pass a LoRA folder `kumo train` wrote") from None
+    return base if isinstance(base, str) and base else None
+
+
+def pipeline_with_lora(base, path: str | os.PathLike, adapter_name: str):
+    """A pipeline sharing `base`'s modules (one copy of the weights) with the LoRA at `path`
+    loaded into the shared transformer as `adapter_name`, unfused, so that several LoRAs and the
+    base serve from one model; `use_adapter` picks which one a call runs. Its caption vocabulary
+    and, if the LoRA brings one, its VAE are its own (`KumoPipeline.load_lora_weights`)."""
+    view = type(base)(**base.components)
+    view.sampling_defaults = base.sampling_defaults
+    view.caption_vocabulary = base.caption_vocabulary
+    view.load_lora_weights(path, adapter_name=adapter_name)
+    base.disable_lora()  # diffusers made the new adapter active on the shared transformer
+    return view
+
+
+def use_adapter(pipe, adapter_name: str | None, scale: float = 1.0) -> None:
+    """Make the next call of `pipe` run its transformer with the LoRA `adapter_name` at `scale`,
+    or with none (the base weights exactly: peft's layers pass their base layer's output through).
+    A transformer without adapters is left alone."""
+    if not getattr(pipe.transformer, "_hf_peft_config_loaded", False):
+        if adapter_name is not None:
+            raise KumoInputError(f"no LoRA {adapter_name!r} is loaded into this pipeline; load it first")
+        return
+    if adapter_name is None:
+        pipe.disable_lora()
+        return
+    pipe.enable_lora()
+    pipe.set_adapters([adapter_name], adapter_weights=[check_lora_scale(scale)])

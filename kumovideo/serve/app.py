@@ -11,6 +11,7 @@ import hmac
 import json
 import logging
 import sys
+import time
 from pathlib import Path
 
 from starlette.applications import Starlette
@@ -121,6 +122,7 @@ def create_app(
         logger.warning("%d job(s) cut off by the last stop marked failed", interrupted)
     worker = Worker(store, pipes, limits.max_queue)
     default_model = next(iter(infos))
+    started = int(time.time())  # the models' `created`: they were loaded now
 
     def job_or_404(video_id: str) -> dict:
         job = store.get(video_id)
@@ -186,6 +188,16 @@ def create_app(
             return FileResponse(page, media_type="text/html")
         return HTMLResponse("<p>kumo serve: the web page is not installed; the API is at /v1/videos</p>")
 
+    async def list_models(request: Request):
+        return JSONResponse({"object": "list", "data": [info.card(started) for info in infos.values()]})
+
+    async def retrieve_model(request: Request):
+        name = request.path_params["model"]
+        if name not in infos:
+            served = ", ".join(repr(n) for n in infos)
+            raise ApiError(404, f"model {name!r} is not served here; use one of {served}", code="model_not_found")
+        return JSONResponse(infos[name].card(started))
+
     async def health(request: Request):
         return JSONResponse({"status": "ok", "models": list(infos), "queued": worker.jobs.qsize()})
 
@@ -206,6 +218,8 @@ def create_app(
     routes = [
         Route("/", index),
         Route("/health", health),
+        Route("/v1/models", list_models, methods=["GET"]),
+        Route("/v1/models/{model:path}", retrieve_model, methods=["GET"]),
         Route("/v1/videos", create, methods=["POST"]),
         Route("/v1/videos", list_videos, methods=["GET"]),
         Route("/v1/videos/{video_id}", retrieve, methods=["GET"]),

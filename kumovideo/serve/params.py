@@ -21,6 +21,7 @@ import numpy as np
 from kumovideo.geometry import ClipGeometry
 from kumovideo.pipelines import checks
 from kumovideo.pipelines.conditioning import fit_image, load_image
+from kumovideo.pipelines.lora import check_lora_scale
 from kumovideo.serve.errors import ApiError
 from kumovideo.serve.limits import Limits
 from kumovideo.utils.errors import KumoInputError
@@ -51,6 +52,13 @@ class ModelInfo:
     multiscale_split: float = checks.DEFAULT_MULTISCALE_SPLIT
     motion_score_range: tuple[float, float] | None = None
     aspect_range: tuple[float, float] | None = None  # None: trained at its default size only
+    lora_of: str | None = None  # a LoRA (`kumo serve --lora`): the served model it adapts
+
+    def card(self, created: int) -> dict:
+        """Its entry in `GET /v1/models` (OpenAI's model object; `parent`: the model a LoRA
+        adapts, as vLLM writes it)."""
+        card = {"id": self.name, "object": "model", "created": created, "owned_by": "kumovideo"}
+        return {**card, "parent": self.lora_of}
 
     def takes(self, *, image: bool, multiscale: bool, motion: bool) -> bool:
         """Whether its transformer was trained for what the request asks."""
@@ -97,7 +105,7 @@ def route(models: dict[str, ModelInfo], default: str, size: tuple[int, int] | No
     the first served model that was, else the first that takes what it asks (any size runs,
     with a warning), else the default (whose check then names what it lacks)."""
     width, height = size or (None, None)
-    ordered = [models[default]] + [m for m in models.values() if m.name != default and not m.turbo]
+    ordered = [models[default]] + [m for m in models.values() if m.name != default and not (m.turbo or m.lora_of)]
     taking = [m for m in ordered if m.takes(**needs)]
     fitting = [m for m in taking if m.trained_for_size(width, height)]
     return (fitting or taking or ordered)[0].name
@@ -142,7 +150,7 @@ def pick_model(
     name = fields.get("model")
     if name is None or name == "":
         if turbo:
-            name = next((m.name for m in models.values() if m.turbo), None)
+            name = next((m.name for m in models.values() if m.turbo and not m.lora_of), None)
             if name is None:
                 raise bad("turbo", "no Turbo model is served; leave turbo out or start kumo serve with one")
         else:
@@ -248,9 +256,19 @@ def parse_create(fields: dict, models: dict[str, ModelInfo], default: str, limit
             raise bad("image_guidance_scale", f"image_guidance_scale={image_guidance} is over this server's {limit}")
     else:
         image_guidance = None
+    lora_scale = fields.get("lora_scale")
+    if lora_scale not in (None, ""):
+        if model.lora_of is None:
+            loras = ", ".join(repr(m.name) for m in models.values() if m.lora_of) or "none is served"
+            raise bad("lora_scale", f"lora_scale scales a LoRA and {model.name!r} is not one (LoRAs: {loras})")
+        lora_scale = _checked("lora_scale", check_lora_scale, _number_from_form(lora_scale, float))
+    else:
+        lora_scale = 1.0 if model.lora_of else None
     fitted = None if image is None else fit_image(image, height, width, "input_reference")
     return {
         "model": model.name,
+        "lora": model.name if model.lora_of else None,  # the adapter the worker switches on
+        "lora_scale": lora_scale,
         "multiscale": multiscale,
         "motion_score": motion_score,
         "prompt": prompt,

@@ -40,9 +40,16 @@ def default_models() -> dict[str, Path]:
     return models
 
 
-def load_models(folders: dict[str, Path], device="cpu") -> tuple[dict, dict[str, ModelInfo]]:
-    """name -> pipeline on `device`, and name -> what the request checks need."""
+def load_models(
+    folders: dict[str, Path], device="cpu", loras: dict[str, tuple[Path, str]] | None = None
+) -> tuple[dict, dict[str, ModelInfo]]:
+    """name -> pipeline on `device`, and name -> what the request checks need. `loras`: name ->
+    (LoRA folder or file, the served model it adapts); each is served under its name from its
+    base's weights (one copy: `pipeline_with_lora`), the adapter switched on per job."""
+    import dataclasses
+
     from kumovideo.pipelines import KumoPipeline
+    from kumovideo.pipelines.lora import pipeline_with_lora
     from kumovideo.schedulers import KumoLCMScheduler
 
     pipes, infos = {}, {}
@@ -67,6 +74,9 @@ def load_models(folders: dict[str, Path], device="cpu") -> tuple[dict, dict[str,
             motion_score_range=pipe.motion_score_range,
             aspect_range=pipe.aspect_range,
         )
+    for name, (path, base) in (loras or {}).items():
+        pipes[name] = pipeline_with_lora(pipes[base], path, adapter_name=name)
+        infos[name] = dataclasses.replace(infos[base], name=name, lora_of=base)
     return pipes, infos
 
 
@@ -75,6 +85,7 @@ def generate(pipe, spec: dict, on_step=None):
     import torch
 
     from kumovideo.pipelines import frames_to_uint8
+    from kumovideo.pipelines.lora import use_adapter
 
     def callback(p, step, timestep, tensors):
         if on_step is not None:
@@ -83,6 +94,8 @@ def generate(pipe, spec: dict, on_step=None):
 
     image = spec_image(spec)
     conditioning = {} if image is None else {"image": image, "image_guidance_scale": spec.get("image_guidance_scale")}
+    scale = spec.get("lora_scale")
+    use_adapter(pipe, spec.get("lora"), 1.0 if scale is None else scale)  # the transformer is shared with its LoRAs
     video = pipe(
         prompt=spec["prompt"],
         negative_prompt=spec["negative_prompt"],
@@ -194,4 +207,5 @@ def warm_up(pipes: dict, infos: dict[str, ModelInfo]) -> None:
     for name, pipe in pipes.items():
         info = infos[name]
         spec = dict(prompt="warm-up", negative_prompt=None, frames=info.frames, height=info.height, width=info.width)
+        spec["lora"] = name if info.lora_of else None
         generate(pipe, {**spec, "steps": 1, "guidance_scale": info.guidance, "seed": 0})

@@ -61,6 +61,8 @@ function formBody() {
     size: $("size").value,
     turbo: $("turbo").checked,
   };
+  if ($("model").value) body.model = $("model").value;
+  if (!$("lora-box").hidden && $("lora-scale").value !== "") body.lora_scale = Number($("lora-scale").value);
   const neg = $("negative-prompt").value.trim();
   if (neg) body.negative_prompt = neg;
   if ($("seed").value !== "") body.seed = Number($("seed").value);
@@ -159,6 +161,30 @@ async function galleryItem(video) {
   return li;
 }
 
+// The served models (GET /v1/models) in the Model list; "automatic" lets the server pick.
+// A LoRA (a model with a parent) shows the LoRA scale field.
+async function loadModels() {
+  try {
+    const list = await (await api("/v1/models")).json();
+    const chosen = $("model").value;
+    const options = list.data.map((m) => {
+      const option = new Option(m.parent ? `${m.id} (LoRA on ${m.parent})` : m.id, m.id);
+      option.dataset.lora = m.parent ? "1" : "";
+      return option;
+    });
+    $("model").replaceChildren(new Option("automatic", ""), ...options);
+    if (list.data.some((m) => m.id === chosen)) $("model").value = chosen;
+    showLoraScale();
+  } catch (err) {
+    showError(err.message);
+  }
+}
+
+function showLoraScale() {
+  const option = $("model").selectedOptions[0];
+  $("lora-box").hidden = !(option && option.dataset.lora);
+}
+
 let galleryRun = 0;
 async function refreshGallery(append = false) {
   const run = ++galleryRun;
@@ -181,9 +207,12 @@ $("api-key").value = localStorage.getItem(KEY_STORE) || "";
 $("api-key").addEventListener("change", () => {
   if (apiKey()) localStorage.setItem(KEY_STORE, apiKey());
   else localStorage.removeItem(KEY_STORE);
+  loadModels();
   refreshGallery();
 });
 if (apiKey()) $("key-box").open = true;
+$("model").addEventListener("change", showLoraScale);
 $("gen-form").addEventListener("submit", generate);
 $("more").addEventListener("click", () => refreshGallery(true));
+loadModels();
 refreshGallery();
