@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -299,3 +300,22 @@ def test_bad_serve_lora_flags_exit_2_before_any_model_loads(lora_run, tmp_path, 
     flags = [f.format(**names) for f in flags]
     assert main(["serve", "--model", str(lora_run / "base"), "--data-dir", str(tmp_path / "d"), *flags]) == 2
     assert_one_line_error(capsys, *needles)
+
+
+def test_kumo_bench_times_a_lora_unfused_beside_the_eager_model(lora_run, capsys):
+    """`kumo bench --lora`: a `lora` row (the adapter unfused, as `kumo serve --lora` runs it)
+    beside the eager one, on the same noise; its latents differ (the adapter acts), at scale 0
+    they do not."""
+    from kumovideo.perf.bench import BenchSpec, run_bench
+
+    lora = str(lora_run / "run" / "lora")
+    spec = BenchSpec(preset="kumo-tiny", height=32, width=32, frames=9, steps=2, runs=1, warmup=1, device="cpu")
+    result = run_bench(dataclasses.replace(spec, threads=1, lora=lora))
+    rows = {r["row"]: r for r in result["rows"]}
+    assert set(rows) == {"eager", "lora"} and rows["lora"]["step_s"]["median"] > 0
+    assert rows["lora"]["final_latents_rel_diff_vs_eager"] > 1e-4
+    zero = run_bench(dataclasses.replace(spec, threads=1, lora=lora, lora_scale=0.0, e2e=False))
+    assert {r["row"]: r for r in zero["rows"]}["lora"]["final_latents_rel_diff_vs_eager"] == 0
+    capsys.readouterr()
+    assert main(["bench", "--preset", "kumo-tiny", "--lora", "missing-lora"]) == 2
+    assert_one_line_error(capsys, "missing-lora not found")

@@ -4,6 +4,7 @@
     kumo bench --preset kumo-2.6b --device cuda --fast --compile --vs cogvideox --steps 20 --runs 3
     kumo bench --preset kumo-2.6b --flops-only
     kumo bench --preset builtin --multiscale
+    kumo bench --preset builtin --lora runs/my-lora/lora
 
 Prints a table (or JSON with --json): s/step (guidance on: batch 2) and end-to-end s as
 median [min-max] over --runs after warm-up, peak memory, tokens, model FLOPs per step
@@ -11,7 +12,8 @@ counted from the architecture, achieved TFLOP/s, MFU on a known GPU, the speed-u
 the plain eager model and over diffusers' CogVideoX transformer of the same size
 (--vs cogvideox, scaled by FLOPs), and how far each fast path moves the final latents.
 --multiscale adds a row that samples the first steps at a coarser patch size, beside the
-single-scale eager loop.
+single-scale eager loop; --lora a row with that LoRA as an unfused adapter (as `kumo serve
+--lora` runs it; fused, as `kumo generate --lora` runs it, it costs what the eager row does).
 """
 
 from __future__ import annotations
@@ -21,7 +23,14 @@ import json
 import math
 import sys
 
-from kumovideo.cli.args import add_multiscale_split_arg, add_step_cache_arg, check_whole_flags, resolve_device
+from kumovideo.cli.args import (
+    add_lora_args,
+    add_multiscale_split_arg,
+    add_step_cache_arg,
+    check_lora_args,
+    check_whole_flags,
+    resolve_device,
+)
 from kumovideo.utils.errors import KumoInputError
 from kumovideo.utils.numbers import WORKERS_MAX, check_whole
 from kumovideo.utils.paths import check_output_folder
@@ -128,6 +137,7 @@ def register(sub) -> None:
         "without one gets an untrained coarse scale of twice its patch); sides must be multiples of 8 x that patch",
     )
     add_multiscale_split_arg(p)
+    add_lora_args(p)
     p.add_argument("--no-baseline", action="store_true", help="skip the eager row")
     p.add_argument("--no-e2e", action="store_true", help="time the step only, not the end-to-end clip")
     p.add_argument(
@@ -161,6 +171,7 @@ def check_args(args) -> tuple:
     threads = _threads(args.threads, "--threads", ("auto",))
     baseline_threads = _threads(args.baseline_threads, "--baseline-threads", ("auto", "default"))
     resolve_device(args.device)  # a bad --device is named even when --flops-only would not use it
+    check_lora_args(args)
     if args.compile_cache is not None:
         check_output_folder(args.compile_cache, "--compile-cache")
     return threads, baseline_threads

@@ -21,7 +21,7 @@ def register(sub) -> None:
         default=None,
         metavar="DIR",
         help="pipeline folder to serve, named by its folder name (repeatable); default: the built-in "
-        "kumo-shapes and kumo-shapes-turbo",
+        "kumo-shapes, kumo-shapes-turbo, kumo-shapes-lumina and kumo-shapes-frames",
     )
     p.add_argument(
         "--lora",
@@ -95,7 +95,7 @@ def served_loras(values: list[str], models: dict[str, Path]) -> dict[str, tuple[
     loras: dict[str, tuple[Path, str]] = {}
     for value in values:
         name, sep, path = value.partition("=")
-        if not sep:
+        if not sep or Path(value).exists():  # a path may hold "="
             name, path = "", value
         lora_weights_file(path)  # a folder with the weights, or a .safetensors file
         require_peft()

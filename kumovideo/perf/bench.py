@@ -89,6 +89,8 @@ class BenchSpec:
     max_time: float | None = 90.0  # seconds of timed runs after which no new run starts (at least MIN_RUNS)
     multiscale: bool = False  # add the `multiscale` row
     multiscale_split: float | None = None  # its share of coarse steps (None: the model's default)
+    lora: str | None = None  # add the `lora` row: this LoRA, unfused, as `kumo serve --lora` runs it
+    lora_scale: float | None = None
 
 
 # ---------------------------------------------------------------------------- building
@@ -373,6 +375,20 @@ def multiscale_row(
     )
 
 
+def lora_row(lora_pipe, path: str, scale: float | None, base: Row | None, flops: FlopCount) -> Row:
+    """The `lora` row: `lora_pipe` (a copy of the subject's) with the LoRA at `path` loaded as
+    an unfused peft adapter (what `kumo serve --lora` runs; `kumo generate --lora` fuses it and
+    costs what the eager row does). The adapter's own FLOPs are not counted."""
+    from kumovideo.pipelines.lora import use_adapter
+
+    lora_pipe.load_lora_weights(path, adapter_name="bench")
+    use_adapter(lora_pipe, "bench", 1.0 if scale is None else scale)
+    dtype = base.dtype if base is not None else lora_pipe.transformer.dtype
+    lora_pipe.transformer.to(dtype)
+    note = f"{path} as an unfused peft adapter (kumo serve --lora); its own FLOPs not counted"
+    return Row("lora", lora_pipe.transformer.eval(), dtype, 1, pipe=lora_pipe, flops=flops, notes=[note])
+
+
 def _warm_up(row: Row, latents, embeds, scheduler, warmup: int, device) -> None:
     if warmup < 1:
         return
@@ -507,8 +523,8 @@ def run_bench(spec: BenchSpec, log: Callable[[str], None] = lambda s: None) -> d
     from kumovideo.pipelines.checks import check_multiscale_split_flag
 
     check_multiscale_split_flag(spec.multiscale, spec.multiscale_split)
-    if not spec.baseline and not want_fast and not spec.multiscale:
-        raise KumoInputError("--no-baseline with no fast path or --multiscale leaves nothing to time")
+    if not spec.baseline and not want_fast and not spec.multiscale and not spec.lora:
+        raise KumoInputError("--no-baseline with no fast path, --multiscale or --lora leaves nothing to time")
 
     if spec.offload != "none" and device.type != "cuda":
         raise KumoInputError(
@@ -524,6 +540,7 @@ def run_bench(spec: BenchSpec, log: Callable[[str], None] = lambda s: None) -> d
     width = spec.width or clip["width"]
     frames = spec.frames or clip["num_frames"]
     steps = spec.steps or DEFAULT_STEPS
+    lora_pipe = copy.deepcopy(pipe) if spec.lora else None  # before any fast path changes `pipe`
     ms_pipe, ms_note = None, None
     if spec.multiscale:  # before any fast path changes `pipe`
         ms_pipe, ms_note = multiscale_subject(pipe)
@@ -624,6 +641,10 @@ def run_bench(spec: BenchSpec, log: Callable[[str], None] = lambda s: None) -> d
     if ms_pipe is not None:
         base_row = rows[0] if spec.baseline else None
         rows.append(multiscale_row(ms_pipe, ms_note, base_row, steps, (lf, lh, lw), split))
+        rows[-1].threads = resolve_threads(base_threads_spec)
+
+    if lora_pipe is not None:
+        rows.append(lora_row(lora_pipe, spec.lora, spec.lora_scale, rows[0] if spec.baseline else None, madit_flops))
         rows[-1].threads = resolve_threads(base_threads_spec)
 
     info = machine_info(device)  # before timing: the load average is the other processes'
