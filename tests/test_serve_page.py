@@ -114,6 +114,7 @@ def server(tmp_path_factory):
                 continue
             if "kumo serve: listening on " in line:
                 url = line.split("listening on ", 1)[1].strip()
+        assert not [line for line in log if "warm-up" in line or "%|" in line], "".join(log)  # a quiet start
         host, port_text = url.rsplit("/", 1)[-1].rsplit(":", 1)
         while True:  # the line may come just before the socket accepts
             try:

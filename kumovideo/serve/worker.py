@@ -76,6 +76,7 @@ def load_models(
         )
     for name, (path, base) in (loras or {}).items():
         pipes[name] = pipeline_with_lora(pipes[base], path, adapter_name=name)
+        pipes[name].set_progress_bar_config(disable=True)
         infos[name] = dataclasses.replace(infos[base], name=name, lora_of=base)
     return pipes, infos
 
@@ -203,9 +204,16 @@ class Worker:
 
 def warm_up(pipes: dict, infos: dict[str, ModelInfo]) -> None:
     """One one-step clip per model before the server listens, so the first request does not
-    pay for first-call costs (allocator growth, lazy kernels, tokenizer caches)."""
-    for name, pipe in pipes.items():
-        info = infos[name]
-        spec = dict(prompt="warm-up", negative_prompt=None, frames=info.frames, height=info.height, width=info.width)
-        spec["lora"] = name if info.lora_of else None
-        generate(pipe, {**spec, "steps": 1, "guidance_scale": info.guidance, "seed": 0})
+    pay for first-call costs (allocator growth, lazy kernels, tokenizer caches). Its prompt
+    is no caption: the pipeline's unknown-word warning is held back meanwhile."""
+    pipeline_logger = logging.getLogger("kumovideo.pipelines.pipeline_kumo")
+    level = pipeline_logger.level
+    pipeline_logger.setLevel(logging.ERROR)
+    try:
+        for name, pipe in pipes.items():
+            info = infos[name]
+            clip = dict(frames=info.frames, height=info.height, width=info.width, steps=1, seed=0)
+            spec = dict(prompt="warm-up", negative_prompt=None, guidance_scale=info.guidance, **clip)
+            generate(pipe, {**spec, "lora": name if info.lora_of else None})
+    finally:
+        pipeline_logger.setLevel(level)
