@@ -312,12 +312,87 @@ def test_bad_multiscale_calls_are_refused_before_any_work(pipes, which, kwargs, 
     assert sizes == []
 
 
+def test_two_phase_timesteps_with_the_even_boundary_are_the_schedulers_own():
+    from kumovideo.schedulers import KumoDDIMScheduler
+    from kumovideo.schedulers.sampling import two_phase_timesteps
+
+    scheduler = KumoDDIMScheduler()
+    scheduler.set_timesteps(50)
+    assert two_phase_timesteps(50, 25, 0.5).tolist() == scheduler.timesteps.tolist()
+    assert two_phase_timesteps(50, 42, 0.16).tolist() == scheduler.timesteps.tolist()
+    uneven = two_phase_timesteps(50, 42, 0.5).tolist()
+    assert uneven[:2] == [999, 987] and min(uneven[:42]) > 500
+    assert uneven[42:] == [499, 436, 374, 312, 249, 186, 124, 62]
+    assert uneven == sorted(uneven, reverse=True) and len(set(uneven)) == 50
+
+
+def test_ddim_on_a_list_is_the_schedulers_ddim_on_its_own_list():
+    """sample_ddim (any timesteps) steps exactly as KumoDDIMScheduler does on its even ones."""
+    from kumovideo.schedulers import KumoDDIMScheduler
+    from kumovideo.schedulers.sampling import sample_ddim, sample_scheduler
+
+    def model(x, t):  # any smooth v-prediction
+        return torch.tanh(x) * (0.5 + t / 2000)
+
+    scheduler = KumoDDIMScheduler()
+    scheduler.set_timesteps(10)
+    x = torch.randn(1, 3, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    reference = sample_scheduler(model, x, scheduler, scheduler.timesteps)
+    ours = sample_ddim(model, x, scheduler.timesteps, scheduler.alphas_cumprod)
+    torch.testing.assert_close(ours, reference, atol=1e-5, rtol=1e-5)
+
+
+def test_a_handoff_moves_where_the_coarse_steps_end_not_how_many(pipes):
+    """multiscale_handoff=0.5 with split 0.75 at 8 steps: 6 coarse calls above t = 500, the 2
+    native ones below; the even boundary (1 - split) samples as no handoff does."""
+    from kumovideo.schedulers.sampling import two_phase_timesteps
+
+    _, multi = pipes
+    with CallKwargs(multi.transformer, "patch_size") as sizes, CallKwargs(multi.transformer, "timestep") as steps:
+        sample(multi, multiscale=True, multiscale_split=0.75, multiscale_handoff=0.5, num_inference_steps=8)
+    assert sizes == [4] * 6 + [None] * 2
+    assert [t[0] for t in steps] == two_phase_timesteps(8, 6, 0.5).tolist()
+    torch.testing.assert_close(
+        sample(multi, multiscale=True, multiscale_split=0.5, multiscale_handoff=0.5),
+        sample(multi, multiscale=True, multiscale_split=0.5),
+        atol=1e-5,
+        rtol=1e-5,
+    )
+    multi.sampling_defaults = {"multiscale_split": 0.75, "multiscale_handoff": 0.5}
+    try:
+        with CallKwargs(multi.transformer, "timestep") as steps:
+            sample(multi, multiscale=True, num_inference_steps=8)
+        assert [t[0] for t in steps] == two_phase_timesteps(8, 6, 0.5).tolist()
+    finally:
+        multi.sampling_defaults = {}
+
+
+@pytest.mark.parametrize(
+    "kwargs, needle",
+    [
+        (dict(multiscale_handoff=0.5), "needs multiscale=True"),
+        (dict(multiscale=True, multiscale_handoff=1.0), "(0, 1)"),
+        (dict(multiscale=True, multiscale_handoff=0.5, multiscale_split=1.0), "leaves no native step"),
+        (dict(multiscale=True, multiscale_handoff=0.5, sampler="renoise"), "not --sampler renoise"),
+    ],
+)
+def test_bad_handoffs_are_refused_before_any_work(pipes, kwargs, needle):
+    _, multi = pipes
+    with CallKwargs(multi.transformer, "patch_size") as sizes, pytest.raises(KumoInputError) as info:
+        sample(multi, **kwargs)
+    assert needle in str(info.value) and "\n" not in str(info.value)
+    assert sizes == []
+
+
 def test_kumo_defaults_split_is_checked(tmp_path):
     (tmp_path / "kumo_defaults.json").write_text(json.dumps({"multiscale_split": 0}))
     with pytest.raises(KumoInputError, match="multiscale_split is 0, but must be a fraction"):
         read_sampling_defaults(tmp_path)
     (tmp_path / "kumo_defaults.json").write_text(json.dumps({"multiscale_split": 0.3}))
     assert read_sampling_defaults(tmp_path) == {"multiscale_split": 0.3}
+    (tmp_path / "kumo_defaults.json").write_text(json.dumps({"multiscale_handoff": 1}))
+    with pytest.raises(KumoInputError, match="multiscale_handoff is 1, but must be a noise level"):
+        read_sampling_defaults(tmp_path)
 
 
 # ------------------------------------------------------------------------------ CLI
@@ -362,6 +437,8 @@ def test_cli_turbo_multiscale_says_the_turbo_model_has_one_scale(tmp_path, capsy
         (["--multiscale", "--multiscale-split", "0"], "(0, 1]"),
         (["--multiscale", "--multiscale-split", "nan"], "(0, 1]"),
         (["--multiscale", "--parallel", "ulysses=1,cfg=1"], "drop --parallel"),
+        (["--multiscale-handoff", "0.5"], "--multiscale-handoff needs --multiscale"),
+        (["--multiscale", "--multiscale-handoff", "1"], "in (0, 1)"),
     ],
 )
 def test_cli_multiscale_flags_are_one_line(tmp_path, capsys, extra, needle):
@@ -386,6 +463,16 @@ def test_cli_generates_with_multiscale(multiscale_folder, tmp_path, capsys):
     args = ["generate", "a red circle", "--model", str(multiscale_folder), "--multiscale", "-o", str(out)]
     assert main([*args, "--frames", "9"]) == 0
     assert out.exists() and "wrote" in capsys.readouterr().out
+    handoff = ["--multiscale-split", "0.75", "--multiscale-handoff", "0.5", "--steps", "4"]
+    assert main([*args, "--frames", "9", *handoff]) == 0
+
+
+def test_cli_eval_records_the_handoff_it_sampled_with(multiscale_folder, tmp_path):
+    out = tmp_path / "eval"
+    args = ["eval", "shapes", "--model", str(multiscale_folder), "--n", "2", "--steps", "4", "--out", str(out)]
+    assert main([*args, "--multiscale", "--multiscale-split", "0.75", "--multiscale-handoff", "0.5"]) == 0
+    summary = json.loads((out / "results.json").read_text())["summary"]
+    assert (summary["multiscale_split"], summary["multiscale_handoff"]) == (0.75, 0.5)
 
 
 def test_bench_times_a_multiscale_loop_beside_the_single_scale_one():

@@ -56,6 +56,18 @@ def add_multiscale_split_arg(p) -> None:
     )
 
 
+def add_multiscale_handoff_arg(p) -> None:
+    """--multiscale-handoff, shared by generate and eval."""
+    p.add_argument(
+        "--multiscale-handoff",
+        type=float,
+        default=None,
+        metavar="H",
+        help="with --multiscale: the noise level (t / T, in (0, 1)) where the coarse steps end, the native ones "
+        "spread below it (default: the model's, else where even spacing puts it)",
+    )
+
+
 def add_fast_path_args(p) -> None:
     """The speed switches (docs/benchmarks.md), shared by generate and eval."""
     p.add_argument(

@@ -16,8 +16,9 @@ base model's training clips): how well a fine-tune (LoRA or full) learnt the new
 
 `--width W --height H` evaluate at any aspect (spec v1.1: captions drawn and references
 rendered at W x H, left/right judged against W and up/down against H); `--multiscale`,
-`--multiscale-split F` and `--motion-score X` go to the pipeline call as `kumo generate`
-passes them, only when given (a model with multi-scale patching / motion conditioning).
+`--multiscale-split F`, `--multiscale-handoff H` and `--motion-score X` go to the pipeline
+call as `kumo generate` passes them, only when given (a model with multi-scale patching /
+motion conditioning).
 """
 
 from __future__ import annotations
@@ -77,7 +78,7 @@ def register(sub) -> None:
     add_frame_args(q)
     from kumovideo.cli.generate import add_lumina_args
 
-    add_lumina_args(q)  # --multiscale, --multiscale-split, --motion-score: as `kumo generate` has them
+    add_lumina_args(q)  # --multiscale, --multiscale-split/-handoff, --motion-score: as `kumo generate` has them
     flags.add_fast_path_args(q)
     q.set_defaults(func=run, parallel=False)  # (check_lumina_flags asks; eval runs in one process)
     from kumovideo.cli import eval_frames, eval_motion, eval_sound
@@ -117,9 +118,9 @@ def check_frame_flags(args, folder: Path) -> tuple[int, int] | None:
 
 
 def check_lumina(args, folder: Path) -> dict:
-    """--multiscale, --multiscale-split and --motion-score, checked as `kumo generate` checks
-    them (values, then the model's configs, no weights): the pipeline-call arguments they
-    become (none given: none)."""
+    """--multiscale, --multiscale-split, --multiscale-handoff and --motion-score, checked as
+    `kumo generate` checks them (values, then the model's configs, no weights): the
+    pipeline-call arguments they become (none given: none)."""
     from kumovideo.cli.generate import check_lumina_flags, check_lumina_model
     from kumovideo.pipelines.loading import read_sampling_defaults
 
@@ -201,6 +202,7 @@ def run(args) -> int:
             clips.append(frames_u8)
             results.append(judge_clip(frames_u8, text))
     elapsed = time.perf_counter() - start
+    handoff = extras.get("multiscale_handoff", pipe.multiscale_handoff) if args.multiscale else None
     summary = summarise(results)
     summary.update(
         {
@@ -222,6 +224,7 @@ def run(args) -> int:
             "num_frames": frames,
             "multiscale": args.multiscale,
             "multiscale_split": extras.get("multiscale_split"),  # resolved: the flag, else the model's
+            "multiscale_handoff": handoff,  # resolved: the flag, else the model's (None: evenly spaced steps)
             "motion_score": extras.get("motion_score"),  # as sampled: clamped to the model's range
             "seconds": elapsed,
             "seconds_per_clip": elapsed / len(captions),

@@ -20,6 +20,7 @@ from kumovideo.cli.args import (
     add_guidance_args,
     add_image_guidance_arg,
     add_lora_args,
+    add_multiscale_handoff_arg,
     add_multiscale_split_arg,
     add_sampler_arg,
     add_steps_arg,
@@ -147,6 +148,7 @@ def add_lumina_args(p) -> None:
         "the native one; needs a model trained with several patch sizes",
     )
     add_multiscale_split_arg(p)
+    add_multiscale_handoff_arg(p)
     p.add_argument(
         "--motion-score",
         type=float,
@@ -162,11 +164,16 @@ def check_lumina_flags(args) -> None:
     are asked later, by `check_lumina_model`)."""
     from kumovideo.pipelines.checks import check_multiscale_split_flag
 
-    split = args.multiscale_split
-    check_multiscale_split_flag(args.multiscale, split)
+    split, handoff = args.multiscale_split, args.multiscale_handoff
+    check_multiscale_split_flag(args.multiscale, split, handoff)
     if split is not None and not (math.isfinite(split) and 0 < split <= 1):
         raise KumoInputError(
             f"--multiscale-split {split}: give the share of the steps at the coarse scale, in (0, 1], e.g. 0.5"
+        )
+    if handoff is not None and not (math.isfinite(handoff) and 0 < handoff < 1):
+        raise KumoInputError(
+            f"--multiscale-handoff {handoff}: give the noise level t / T where the coarse steps end, in (0, 1), "
+            "e.g. 0.5"
         )
     if args.motion_score is not None and not math.isfinite(args.motion_score):
         raise KumoInputError(
@@ -199,6 +206,8 @@ def check_lumina_model(args, folder: Path, defaults: dict) -> dict:
             config, geometry, args.height or default_height, args.width or default_width, True, split, what
         )
         extras.update(multiscale=True, multiscale_split=split)
+        if args.multiscale_handoff is not None:
+            extras["multiscale_handoff"] = args.multiscale_handoff
     if args.motion_score is not None:
         checks.check_motion_score(config, args.motion_score, what)
         extras["motion_score"] = checks.clamp_motion_score(

@@ -258,17 +258,51 @@ def check_multiscale(
     )
 
 
+def check_multiscale_handoff(
+    multiscale: bool, handoff: Any, split: Any, num_inference_steps: int, sampler: str, v_ddim: bool
+) -> None:
+    """`multiscale_handoff`, the noise level t / T where the coarse steps end: in (0, 1), with
+    `multiscale`, some native steps left after the coarse ones, and a v-prediction DDIM
+    scheduler (`v_ddim`) to step between unevenly spaced timesteps (not the Turbo scheduler,
+    not the re-noising sampler)."""
+    if handoff is None:
+        return
+    if not multiscale:
+        raise KumoInputError(
+            f"multiscale_handoff={handoff!r} is where multi-scale sampling's coarse steps end and needs "
+            "multiscale=True (--multiscale); add it or drop the handoff"
+        )
+    if not (is_real(handoff) and 0 < handoff < 1):
+        raise KumoInputError(
+            f"multiscale_handoff={handoff!r}; use the noise level (t / T) where the coarse steps end, "
+            "a number in (0, 1) such as 0.5"
+        )
+    if coarse_steps(num_inference_steps, split) >= num_inference_steps:
+        raise KumoInputError(
+            f"multiscale_handoff={handoff!r} with multiscale_split={split!r} at {num_inference_steps} steps leaves "
+            "no native step below it; lower the split or drop the handoff"
+        )
+    if sampler != "scheduler" or not v_ddim:
+        raise KumoInputError(
+            "multiscale_handoff steps DDIM over its own timesteps; it needs the DDIM scheduler and "
+            "sampler='scheduler' (not Turbo, not --sampler renoise); drop the handoff"
+        )
+
+
 def default_multiscale_split(sampling_defaults: dict) -> float:
     """The share of the steps at the coarse scale when a call leaves it out: the checkpoint's
     kumo_defaults.json `multiscale_split`, else DEFAULT_MULTISCALE_SPLIT."""
     return sampling_defaults.get("multiscale_split", DEFAULT_MULTISCALE_SPLIT)
 
 
-def check_multiscale_split_flag(multiscale: bool, split: float | None) -> None:
-    """--multiscale-split is the share of the coarse steps: without --multiscale it means nothing
-    (kumo generate, kumo eval and kumo bench refuse it before any model loads)."""
+def check_multiscale_split_flag(multiscale: bool, split: float | None, handoff: float | None = None) -> None:
+    """--multiscale-split (the share of the coarse steps) and --multiscale-handoff (where they
+    end): without --multiscale they mean nothing (kumo generate, kumo eval and kumo bench
+    refuse them before any model loads)."""
     if split is not None and not multiscale:
         raise KumoInputError("--multiscale-split needs --multiscale; add --multiscale or drop the split")
+    if handoff is not None and not multiscale:
+        raise KumoInputError("--multiscale-handoff needs --multiscale; add --multiscale or drop the handoff")
 
 
 def recorded_range(sampling_defaults: dict, key: str) -> tuple[float, float] | None:

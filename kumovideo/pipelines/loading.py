@@ -296,6 +296,8 @@ SAMPLING_DEFAULT_KEYS = {
     "lowercase_prompts": ("true or false", lambda v: isinstance(v, bool)),
     # Multi-scale models (multiscale_patch_sizes): the share of the steps sampled at the coarsest scale.
     "multiscale_split": ("a fraction of the steps in (0, 1]", lambda v: is_real(v) and 0 < v <= 1),
+    # ... and the noise level (t / T) where those coarse steps end (absent: the steps evenly spaced).
+    "multiscale_handoff": ("a noise level t / T in (0, 1)", lambda v: is_real(v) and 0 < v < 1),
     # Models trained in aspect buckets: the width / height ratios seen, [low, high]; others warn.
     "aspect_range": ("a list [low, high] of positive numbers (width / height), low <= high", lambda v: _range(v, 0)),
     # Models trained at some sizes: the frame areas seen (width x height pixels), [low, high]; others warn.

@@ -47,7 +47,7 @@ from kumovideo.pipelines.loading import (
     write_sampling_defaults,
 )
 from kumovideo.schedulers import KumoDDIMScheduler, KumoLCMScheduler
-from kumovideo.schedulers.sampling import SAMPLERS
+from kumovideo.schedulers.sampling import SAMPLERS, Sampler, sample_ddim_on, two_phase_timesteps
 from kumovideo.utils.devices import resolve_device
 from kumovideo.utils.errors import KumoInputError
 
@@ -207,6 +207,13 @@ class KumoPipeline(DiffusionPipeline, CogVideoXLoraLoaderMixin):
         return checks.default_multiscale_split(self.sampling_defaults)
 
     @property
+    def multiscale_handoff(self) -> float | None:
+        """The noise level (t / T) where multi-scale sampling's coarse steps end when a call
+        leaves it out: the checkpoint's kumo_defaults.json `multiscale_handoff`, else None
+        (the steps evenly spaced, the coarse ones the first `multiscale_split` of them)."""
+        return self.sampling_defaults.get("multiscale_handoff")
+
+    @property
     def motion_score_range(self) -> tuple[float, float] | None:
         """The motion scores the model was trained on (kumo_defaults.json `motion_score_range`,
         [low, high]); a call's score outside it is clamped with a warning. None: not recorded."""
@@ -226,13 +233,14 @@ class KumoPipeline(DiffusionPipeline, CogVideoXLoraLoaderMixin):
 
     def resolve_call_defaults(self, **settings) -> dict:
         """`settings` with every None among height, width, num_frames, num_inference_steps,
-        guidance_scale, guidance_rescale, max_sequence_length and multiscale_split replaced by
-        this pipeline's default."""
+        guidance_scale, guidance_rescale, max_sequence_length, multiscale_split and
+        multiscale_handoff replaced by this pipeline's default."""
         defaults = {
             **self.default_clip(),
             **self.default_sampling(),
             "max_sequence_length": self.max_sequence_length,
             "multiscale_split": self.multiscale_split,
+            "multiscale_handoff": self.multiscale_handoff,
         }
         return {key: defaults[key] if value is None and key in defaults else value for key, value in settings.items()}
 
@@ -362,11 +370,13 @@ class KumoPipeline(DiffusionPipeline, CogVideoXLoraLoaderMixin):
         multiscale=False,
         multiscale_split=None,
         motion_score=None,
+        multiscale_handoff=None,
     ):
         """Every argument of a call (sizes and steps resolved), before any work; each mistake
         is a KumoInputError naming it (`kumovideo.pipelines.checks`). `conditioning_frames` is
-        the per-prompt list `conditioning_frames_per_prompt` makes; `multiscale_split` is
-        resolved when `multiscale` is on, as given otherwise (then it must be None)."""
+        the per-prompt list `conditioning_frames_per_prompt` makes; `multiscale_split` and
+        `multiscale_handoff` are resolved when `multiscale` is on, as given otherwise (then
+        they must be None)."""
         checks.check_prompts(prompt, negative_prompt)
         checks.check_whole_numbers(
             height=height,
@@ -393,6 +403,11 @@ class KumoPipeline(DiffusionPipeline, CogVideoXLoraLoaderMixin):
             checks.check_frame_conditioning(self.transformer.config)
             checks.check_conditioning_frames(conditioning_frames, num_frames, geometry.temporal)
         checks.check_multiscale(self.transformer.config, geometry, height, width, multiscale, multiscale_split)
+        v_ddim = isinstance(self.scheduler, KumoDDIMScheduler)
+        v_ddim = v_ddim and self.scheduler.config.prediction_type == "v_prediction"
+        checks.check_multiscale_handoff(
+            multiscale, multiscale_handoff, multiscale_split, num_inference_steps, sampler, v_ddim
+        )
         checks.check_motion_score(self.transformer.config, motion_score)
         checks.warn_untrained_size(width, height, self.aspect_range, self.area_range)
         checks.check_single_process(isinstance(self.transformer, KumoTransformer3DModel), multiscale, motion_score)
@@ -497,6 +512,7 @@ class KumoPipeline(DiffusionPipeline, CogVideoXLoraLoaderMixin):
         multiscale: bool = False,
         multiscale_split: float | None = None,
         motion_score: float | None = None,
+        multiscale_handoff: float | None = None,
     ):
         """Generate clips. `sampler="scheduler"` steps the pipeline's scheduler (DDIM, or the
         Turbo consistency scheduler); `sampler="renoise"` runs the Kandinsky-4-Flash-style
@@ -523,7 +539,10 @@ class KumoPipeline(DiffusionPipeline, CogVideoXLoraLoaderMixin):
         first `multiscale_split` of the steps (default: the checkpoint's kumo_defaults.json
         `multiscale_split`, else 0.5) at its coarsest patch size, (k/p)^2 times fewer tokens,
         and the rest at the native one; the sides must then be multiples of the VAE's stride
-        times that patch size. `motion_score` (percent of the frame width moved per second, as
+        times that patch size. `multiscale_handoff` (default: the checkpoint's, else None) is
+        the noise level t / T where the coarse steps end: the coarse ones evenly spaced above
+        it, the native ones below (DDIM on that list, `sample_ddim`); None spaces all the steps
+        evenly, as the scheduler does. `motion_score` (percent of the frame width moved per second, as
         the data pipeline measures it; None: no score, the model's own idea of motion) goes to
         every guidance branch; outside the checkpoint's `motion_score_range` it is clamped
         with a warning.
@@ -539,14 +558,15 @@ class KumoPipeline(DiffusionPipeline, CogVideoXLoraLoaderMixin):
             guidance_scale=guidance_scale,
             guidance_rescale=guidance_rescale,
             max_sequence_length=max_sequence_length,
-            **({"multiscale_split": multiscale_split} if multiscale else {}),
+            **({"multiscale_split": multiscale_split, "multiscale_handoff": multiscale_handoff} if multiscale else {}),
         )
         num_prompts = len(prompt) if isinstance(prompt, list) else 1
         known = self.conditioning_frames_per_prompt(image, conditioning_frames, num_prompts)
         self.check_inputs(
             prompt,
             negative_prompt,
-            **{"multiscale_split": multiscale_split, **call},  # resolved with multiscale, else as given
+            # the multi-scale settings resolved with multiscale, else as given
+            **{"multiscale_split": multiscale_split, "multiscale_handoff": multiscale_handoff, **call},
             num_videos_per_prompt=num_videos_per_prompt,
             generator=generator,
             latents=latents,
@@ -612,6 +632,11 @@ class KumoPipeline(DiffusionPipeline, CogVideoXLoraLoaderMixin):
         # 3. Denoise.
         run = SAMPLERS[sampler]
         timesteps = run.timesteps(self.scheduler, num_inference_steps, device)
+        if multiscale and call["multiscale_handoff"] is not None:  # the coarse steps above a noise level
+            first = checks.coarse_steps(num_inference_steps, call["multiscale_split"])
+            train_steps = self.scheduler.config.num_train_timesteps
+            timesteps = two_phase_timesteps(num_inference_steps, first, call["multiscale_handoff"], train_steps)
+            timesteps, run = timesteps.to(device), Sampler(run.timesteps, sample_ddim_on)
         patch_size_at = self.multiscale_schedule(timesteps, call["multiscale_split"] if multiscale else None)
 
         def guided_v(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:

@@ -63,6 +63,48 @@ def sample_scheduler(
     return x
 
 
+# ---------------------------------------------------------------------------- DDIM on any timesteps
+
+
+def two_phase_timesteps(num_steps: int, first_steps: int, boundary: float, num_train_timesteps: int = 1000):
+    """`first_steps` timesteps evenly spaced from T - 1 down to `boundary` x T (excluded),
+    then the other steps evenly spaced below it, trailing as KumoDDIMScheduler spaces them:
+    50 steps, 25 first, boundary 0.5 -> 999, 979, ..., 519, 499, ..., 19 (the scheduler's own
+    list); 42 first instead -> the first 42 between 999 and 512, the last 8 from 499 to 62.
+    Lumina-Video spends most of its steps in the noisy part of the schedule with a large time
+    shift and switches patch size at fixed noise levels; this is that allocation, in two pieces."""
+    steps = num_train_timesteps
+    rest = num_steps - first_steps
+    cut = boundary * steps
+    first = [round(steps - 1 - i * (steps - cut) / first_steps) for i in range(first_steps)]
+    last = [round(cut - 1 - j * cut / rest) for j in range(rest)]
+    return torch.tensor(first + last, dtype=torch.long)
+
+
+@torch.no_grad()
+def sample_ddim(
+    model_fn: ModelFn,
+    x: torch.Tensor,
+    timesteps: torch.Tensor,
+    alphas_cumprod: torch.Tensor,
+    callback: StepCallback | None = None,
+) -> torch.Tensor:
+    """Deterministic DDIM (Song et al. 2021, eq. 12, eta = 0) over any descending list of
+    timesteps, for a v-predicting model: x0 from v, then x moved to the next timestep along
+    the same noise (to x0 itself after the last). With the scheduler's evenly spaced list it
+    is KumoDDIMScheduler's step, written in the same form (CogVideoX's a_t, b_t)."""
+    alphas_cumprod = alphas_cumprod.to(x.device)
+    dtype = x.dtype
+    for i, t in enumerate(timesteps):
+        a_t = alphas_cumprod[t]
+        a_prev = alphas_cumprod[timesteps[i + 1]] if i + 1 < len(timesteps) else torch.ones_like(a_t)
+        x0 = v_to_x0(model_fn(x, t), x, a_t)
+        scale = ((1 - a_prev) / (1 - a_t)) ** 0.5
+        x = (scale * x + (a_prev**0.5 - a_t**0.5 * scale) * x0).to(dtype)
+        x = _reported(callback, i, t, x)
+    return x
+
+
 # ---------------------------------------------------------------------------- re-noising
 
 
@@ -117,6 +159,11 @@ def _renoise_timesteps_of(scheduler: Any, num_steps: int, device: torch.device |
 
 def _sample_renoise_on(model, x, scheduler, timesteps, generator=None, callback=None) -> torch.Tensor:
     return sample_renoise(model, x, timesteps, scheduler.alphas_cumprod, generator, callback)
+
+
+def sample_ddim_on(model, x, scheduler, timesteps, generator=None, callback=None) -> torch.Tensor:
+    """`sample_ddim` with the scheduler's noise schedule, in the shape `Sampler.sample` has."""
+    return sample_ddim(model, x, timesteps, scheduler.alphas_cumprod, callback)
 
 
 SAMPLERS: dict[str, Sampler] = {
