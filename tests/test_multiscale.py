@@ -363,6 +363,9 @@ def test_a_handoff_moves_where_the_coarse_steps_end_not_how_many(pipes):
         with CallKwargs(multi.transformer, "timestep") as steps:
             sample(multi, multiscale=True, num_inference_steps=8)
         assert [t[0] for t in steps] == two_phase_timesteps(8, 6, 0.5).tolist()
+        with CallKwargs(multi.transformer, "timestep") as steps:  # one step, all coarse: nothing to hand off
+            sample(multi, multiscale=True, num_inference_steps=1)
+        assert [t[0] for t in steps] == [999]
     finally:
         multi.sampling_defaults = {}
 
@@ -372,7 +375,6 @@ def test_a_handoff_moves_where_the_coarse_steps_end_not_how_many(pipes):
     [
         (dict(multiscale_handoff=0.5), "needs multiscale=True"),
         (dict(multiscale=True, multiscale_handoff=1.0), "(0, 1)"),
-        (dict(multiscale=True, multiscale_handoff=0.5, multiscale_split=1.0), "leaves no native step"),
         (dict(multiscale=True, multiscale_handoff=0.5, sampler="renoise"), "not --sampler renoise"),
     ],
 )

@@ -672,7 +672,7 @@ def run_bench(spec: BenchSpec, log: Callable[[str], None] = lambda s: None) -> d
         torch.set_num_threads(row.threads)
         _sync(device)
         start = time.perf_counter()
-        scales = {"multiscale": True} if row.coarse_patch is not None else {}
+        scales = {"multiscale": True, "multiscale_split": split} if row.coarse_patch is not None else {}
         row.pipe(
             PROMPT,
             negative_prompt=NEGATIVE,

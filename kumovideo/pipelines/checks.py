@@ -258,13 +258,10 @@ def check_multiscale(
     )
 
 
-def check_multiscale_handoff(
-    multiscale: bool, handoff: Any, split: Any, num_inference_steps: int, sampler: str, v_ddim: bool
-) -> None:
+def check_multiscale_handoff(multiscale: bool, handoff: Any, sampler: str, v_ddim: bool) -> None:
     """`multiscale_handoff`, the noise level t / T where the coarse steps end: in (0, 1), with
-    `multiscale`, some native steps left after the coarse ones, and a v-prediction DDIM
-    scheduler (`v_ddim`) to step between unevenly spaced timesteps (not the Turbo scheduler,
-    not the re-noising sampler)."""
+    `multiscale`, and a v-prediction DDIM scheduler (`v_ddim`) to step between unevenly spaced
+    timesteps (not the Turbo scheduler, not the re-noising sampler)."""
     if handoff is None:
         return
     if not multiscale:
@@ -276,11 +273,6 @@ def check_multiscale_handoff(
         raise KumoInputError(
             f"multiscale_handoff={handoff!r}; use the noise level (t / T) where the coarse steps end, "
             "a number in (0, 1) such as 0.5"
-        )
-    if coarse_steps(num_inference_steps, split) >= num_inference_steps:
-        raise KumoInputError(
-            f"multiscale_handoff={handoff!r} with multiscale_split={split!r} at {num_inference_steps} steps leaves "
-            "no native step below it; lower the split or drop the handoff"
         )
     if sampler != "scheduler" or not v_ddim:
         raise KumoInputError(

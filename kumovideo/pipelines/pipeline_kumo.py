@@ -405,9 +405,7 @@ class KumoPipeline(DiffusionPipeline, CogVideoXLoraLoaderMixin):
         checks.check_multiscale(self.transformer.config, geometry, height, width, multiscale, multiscale_split)
         v_ddim = isinstance(self.scheduler, KumoDDIMScheduler)
         v_ddim = v_ddim and self.scheduler.config.prediction_type == "v_prediction"
-        checks.check_multiscale_handoff(
-            multiscale, multiscale_handoff, multiscale_split, num_inference_steps, sampler, v_ddim
-        )
+        checks.check_multiscale_handoff(multiscale, multiscale_handoff, sampler, v_ddim)
         checks.check_motion_score(self.transformer.config, motion_score)
         checks.warn_untrained_size(width, height, self.aspect_range, self.area_range)
         checks.check_single_process(isinstance(self.transformer, KumoTransformer3DModel), multiscale, motion_score)
@@ -541,11 +539,11 @@ class KumoPipeline(DiffusionPipeline, CogVideoXLoraLoaderMixin):
         and the rest at the native one; the sides must then be multiples of the VAE's stride
         times that patch size. `multiscale_handoff` (default: the checkpoint's, else None) is
         the noise level t / T where the coarse steps end: the coarse ones evenly spaced above
-        it, the native ones below (DDIM on that list, `sample_ddim`); None spaces all the steps
-        evenly, as the scheduler does. `motion_score` (percent of the frame width moved per second, as
-        the data pipeline measures it; None: no score, the model's own idea of motion) goes to
-        every guidance branch; outside the checkpoint's `motion_score_range` it is clamped
-        with a warning.
+        it, the native ones below (DDIM on that list, `sample_ddim`); None, or every step
+        coarse, spaces all the steps evenly, as the scheduler does. `motion_score` (percent of
+        the frame width moved per second, as the data pipeline measures it; None: no score,
+        the model's own idea of motion) goes to every guidance branch; outside the
+        checkpoint's `motion_score_range` it is clamped with a warning.
 
         Left out (None): the clip size is the transformer's (`default_clip`: 64x64x17 for
         the built-in model, 480x720x41 for the original), steps and guidance the
@@ -632,8 +630,9 @@ class KumoPipeline(DiffusionPipeline, CogVideoXLoraLoaderMixin):
         # 3. Denoise.
         run = SAMPLERS[sampler]
         timesteps = run.timesteps(self.scheduler, num_inference_steps, device)
-        if multiscale and call["multiscale_handoff"] is not None:  # the coarse steps above a noise level
-            first = checks.coarse_steps(num_inference_steps, call["multiscale_split"])
+        first = checks.coarse_steps(num_inference_steps, call["multiscale_split"]) if multiscale else 0
+        if multiscale and call["multiscale_handoff"] is not None and first < num_inference_steps:
+            # the coarse steps above that noise level, the native ones below (every step coarse: even)
             train_steps = self.scheduler.config.num_train_timesteps
             timesteps = two_phase_timesteps(num_inference_steps, first, call["multiscale_handoff"], train_steps)
             timesteps, run = timesteps.to(device), Sampler(run.timesteps, sample_ddim_on)
