@@ -36,8 +36,11 @@ for part in $PARTS; do
             # 2. motion: the match rate told the default motion (score 20, m = 1) vs no score
             shapes "$OUT/motion20-$seed" --seed "$seed" --motion-score 20
         done ;;
-    bench)  # the denoising loop side by side, one clip (guidance: batch 2), same process
-        $KUMO bench --preset builtin --multiscale --no-e2e --runs 5 --steps 50 --height "$SIZE" --width "$SIZE" ;;
+    bench)  # the denoising loop side by side, one clip (guidance: batch 2), same process, at MODEL's split
+        split=$(.venv/bin/python -c 'import json, sys; print(json.load(open(sys.argv[1])).get("multiscale_split", 0.5))' \
+            "$MODEL/kumo_defaults.json")
+        $KUMO bench --preset builtin --multiscale --multiscale-split "$split" --no-e2e --runs 5 --steps 50 \
+            --height "$SIZE" --width "$SIZE" ;;
     motion)  # 2b. motion follows the score: 16 captions x 5 scores over the model's range (+ no score)
         $KUMO eval motion --model "$MODEL" --n 16 --seed 2024 --out "$OUT/motion" ;;
     aspects)  # 3. three non-square sizes on the first ASPECT_DRAWS draws (4: 256 clips each)
