@@ -366,6 +366,9 @@ def test_a_handoff_moves_where_the_coarse_steps_end_not_how_many(pipes):
         with CallKwargs(multi.transformer, "timestep") as steps:  # one step, all coarse: nothing to hand off
             sample(multi, multiscale=True, num_inference_steps=1)
         assert [t[0] for t in steps] == [999]
+        with CallKwargs(multi.transformer, "timestep") as steps:  # the default does not apply to renoise
+            sample(multi, multiscale=True, sampler="renoise")
+        assert [t[0] for t in steps] == [999, 749, 499, 249]
     finally:
         multi.sampling_defaults = {}
 

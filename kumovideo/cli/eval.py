@@ -177,6 +177,7 @@ def run(args) -> int:
 
     from tqdm.auto import tqdm
 
+    sampler = "scheduler" if args.sampler == "default" else "renoise"
     clips, results = [], []
     start = time.perf_counter()
     for i in tqdm(range(0, len(captions), args.batch_size), desc="eval shapes", unit="batch"):
@@ -194,7 +195,7 @@ def run(args) -> int:
                 num_inference_steps=steps,
                 guidance_scale=guidance,
                 guidance_rescale=guidance_rescale,
-                sampler="scheduler" if args.sampler == "default" else "renoise",
+                sampler=sampler,
                 **extras,
             )
         for text, video in zip(batch, out):
@@ -202,7 +203,7 @@ def run(args) -> int:
             clips.append(frames_u8)
             results.append(judge_clip(frames_u8, text))
     elapsed = time.perf_counter() - start
-    handoff = extras.get("multiscale_handoff", pipe.multiscale_handoff) if args.multiscale else None
+    handoff = pipe.resolve_multiscale_handoff(args.multiscale, extras.get("multiscale_handoff"), sampler)
     summary = summarise(results)
     summary.update(
         {

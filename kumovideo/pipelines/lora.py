@@ -53,15 +53,13 @@ def check_lora_scale(scale) -> float:
 def lora_base(path: str | os.PathLike) -> str | None:
     """The base a LoRA folder records in its `kumo_lora.json` (the `init_from` it was trained
     on, as its config wrote it); None for a bare `.safetensors` file or a folder without one."""
-    import json
+    from kumovideo.pipelines.loading import read_json
 
     info = Path(path) / LORA_INFO_NAME
     if not info.is_file():
         return None
-    try:
-        base = json.loads(info.read_text()).get("base")
-    except (json.JSONDecodeError, AttributeError, UnicodeDecodeError):
-        raise KumoInputError(f"{info} is not a JSON object; pass a LoRA folder `kumo train` wrote") from None
+    recorded = read_json(info)
+    base = recorded.get("base") if isinstance(recorded, dict) else None
     return base if isinstance(base, str) and base else None
 
 

@@ -214,6 +214,21 @@ class KumoPipeline(DiffusionPipeline, CogVideoXLoraLoaderMixin):
         return self.sampling_defaults.get("multiscale_handoff")
 
     @property
+    def steps_v_ddim(self) -> bool:
+        """Whether the scheduler is v-prediction DDIM, which `sample_ddim` can step over any
+        timesteps (a multi-scale handoff needs it)."""
+        ddim = isinstance(self.scheduler, KumoDDIMScheduler)
+        return ddim and self.scheduler.config.prediction_type == "v_prediction"
+
+    def resolve_multiscale_handoff(self, multiscale: bool, handoff: float | None, sampler: str) -> float | None:
+        """The handoff a call runs with: the one it gives (checked later), else, with
+        `multiscale`, the checkpoint's default where it applies (DDIM through the scheduler
+        sampler; with Turbo or the re-noising sampler the steps stay evenly spaced)."""
+        if handoff is not None or not multiscale:
+            return handoff
+        return self.multiscale_handoff if sampler == "scheduler" and self.steps_v_ddim else None
+
+    @property
     def motion_score_range(self) -> tuple[float, float] | None:
         """The motion scores the model was trained on (kumo_defaults.json `motion_score_range`,
         [low, high]); a call's score outside it is clamped with a warning. None: not recorded."""
@@ -233,14 +248,13 @@ class KumoPipeline(DiffusionPipeline, CogVideoXLoraLoaderMixin):
 
     def resolve_call_defaults(self, **settings) -> dict:
         """`settings` with every None among height, width, num_frames, num_inference_steps,
-        guidance_scale, guidance_rescale, max_sequence_length, multiscale_split and
-        multiscale_handoff replaced by this pipeline's default."""
+        guidance_scale, guidance_rescale, max_sequence_length and multiscale_split replaced by
+        this pipeline's default (the handoff: `resolve_multiscale_handoff`)."""
         defaults = {
             **self.default_clip(),
             **self.default_sampling(),
             "max_sequence_length": self.max_sequence_length,
             "multiscale_split": self.multiscale_split,
-            "multiscale_handoff": self.multiscale_handoff,
         }
         return {key: defaults[key] if value is None and key in defaults else value for key, value in settings.items()}
 
@@ -403,9 +417,7 @@ class KumoPipeline(DiffusionPipeline, CogVideoXLoraLoaderMixin):
             checks.check_frame_conditioning(self.transformer.config)
             checks.check_conditioning_frames(conditioning_frames, num_frames, geometry.temporal)
         checks.check_multiscale(self.transformer.config, geometry, height, width, multiscale, multiscale_split)
-        v_ddim = isinstance(self.scheduler, KumoDDIMScheduler)
-        v_ddim = v_ddim and self.scheduler.config.prediction_type == "v_prediction"
-        checks.check_multiscale_handoff(multiscale, multiscale_handoff, sampler, v_ddim)
+        checks.check_multiscale_handoff(multiscale, multiscale_handoff, sampler, self.steps_v_ddim)
         checks.check_motion_score(self.transformer.config, motion_score)
         checks.warn_untrained_size(width, height, self.aspect_range, self.area_range)
         checks.check_single_process(isinstance(self.transformer, KumoTransformer3DModel), multiscale, motion_score)
@@ -556,8 +568,9 @@ class KumoPipeline(DiffusionPipeline, CogVideoXLoraLoaderMixin):
             guidance_scale=guidance_scale,
             guidance_rescale=guidance_rescale,
             max_sequence_length=max_sequence_length,
-            **({"multiscale_split": multiscale_split, "multiscale_handoff": multiscale_handoff} if multiscale else {}),
+            **({"multiscale_split": multiscale_split} if multiscale else {}),
         )
+        call["multiscale_handoff"] = self.resolve_multiscale_handoff(multiscale, multiscale_handoff, sampler)
         num_prompts = len(prompt) if isinstance(prompt, list) else 1
         known = self.conditioning_frames_per_prompt(image, conditioning_frames, num_prompts)
         self.check_inputs(
