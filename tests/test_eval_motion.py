@@ -126,6 +126,30 @@ def test_eval_motion_generates_each_caption_at_every_score_with_one_seed(tmp_pat
     assert [call.get("motion_score") for call in pipeline_calls] == [12.0, 28.0, None]
 
 
+def test_eval_motion_guidance_goes_with_every_score_and_not_the_unscored_clips(
+    tmp_path, lumina_model, pipeline_calls, capsys
+):
+    out = tmp_path / "guided"
+    argv = ["eval", "motion", "--model", str(lumina_model), "--n", "1", "--steps", "1", "--scores", "15,25"]
+    assert main([*argv, "--negative-motion-score", "10", "--negative-motion-end", "0.5", "--out", str(out)]) == 0
+    guided = [
+        (c.get("motion_score"), c.get("negative_motion_score"), c.get("negative_motion_end")) for c in pipeline_calls
+    ]
+    assert guided == [(15.0, 10.0, 0.5), (25.0, 10.0, 0.5), (None, None, None)]
+    assert "negative motion score 10 for 0.5 of the steps" in capsys.readouterr().out
+    summary = read_results(out)["summary"]
+    assert (summary["negative_motion_score"], summary["negative_motion_end"]) == (10.0, 0.5)
+    for extra, complaint in (
+        (["--negative-motion-end", "0.5"], "needs a negative motion score"),
+        (["--negative-motion-score", "10", "--guidance", "1"], "has none"),
+        (["--negative-motion-score", "10", "--reference", "render"], "generated clips only"),
+    ):
+        assert main([*argv, *extra, "--out", str(tmp_path / "refused")]) == 2
+        lines = error_lines(capsys)
+        assert len(lines) == 1 and complaint in lines[0], lines
+    assert not (tmp_path / "refused").exists()
+
+
 def test_spearman_falls_back_to_numpy_ranks_without_scipy(monkeypatch):
     rng = np.random.default_rng(0)
     x = [10.0] * 4 + [20.0] * 4 + [30.0] * 4

@@ -245,3 +245,94 @@ def test_cli_clamps_an_out_of_range_score_with_a_warning(motion_folder, tmp_path
         "kumo: warning: motion score 50 is outside the range this model was trained on (10 to 30); using 30"
     ]
     assert out.exists()
+
+
+# ------------------------------------------------------------------------------ motion guidance
+
+
+def test_motion_guidance_tells_the_negative_branch_the_low_score_for_its_steps(pipes):
+    _, moving = pipes
+    with CallKwargs(moving.transformer, "motion_score") as scores:
+        sample(moving, motion_score=25.0, negative_motion_score=5.0, guidance_scale=4.0, num_inference_steps=4)
+    assert scores == [[5.0, 25.0]] * 4  # [negative prompt, prompt] at every step (default end: all)
+    with CallKwargs(moving.transformer, "motion_score") as scores:
+        sample(
+            moving,
+            motion_score=25.0,
+            negative_motion_score=5.0,
+            negative_motion_end=0.5,
+            guidance_scale=4.0,
+            num_inference_steps=4,
+            num_videos_per_prompt=2,
+        )
+    assert scores == [[5.0, 5.0, 25.0, 25.0]] * 2 + [[25.0] * 4] * 2  # the first half of the steps, two videos
+
+
+def test_motion_guidance_moves_the_clip_and_equal_scores_change_nothing(pipes):
+    _, moving = pipes
+    plain = sample(moving, motion_score=25.0, guidance_scale=4.0)
+    guided = sample(moving, motion_score=25.0, negative_motion_score=5.0, guidance_scale=4.0)
+    assert not torch.allclose(plain, guided)
+    same = sample(moving, motion_score=25.0, negative_motion_score=25.0, guidance_scale=4.0)
+    torch.testing.assert_close(same, plain, atol=0, rtol=0)
+
+
+def test_motion_guidance_end_defaults_to_the_checkpoints(pipes):
+    _, moving = pipes
+    moving.sampling_defaults = {"negative_motion_end": 0.25}
+    try:
+        with CallKwargs(moving.transformer, "motion_score") as scores:
+            sample(moving, motion_score=25.0, negative_motion_score=5.0, guidance_scale=4.0, num_inference_steps=4)
+    finally:
+        moving.sampling_defaults = {}
+    assert scores == [[5.0, 25.0]] + [[25.0, 25.0]] * 3
+
+
+@pytest.mark.parametrize(
+    "kwargs, needle",
+    [
+        ({"negative_motion_score": 5.0, "guidance_scale": 4.0}, "needs a motion score"),
+        ({"motion_score": 25.0, "negative_motion_score": 5.0, "guidance_scale": 1.0}, "has none"),
+        ({"motion_score": 25.0, "negative_motion_end": 0.5, "guidance_scale": 4.0}, "needs a negative motion score"),
+        ({"motion_score": 25.0, "negative_motion_score": float("inf")}, "must be a finite number"),
+        ({"motion_score": 25.0, "negative_motion_score": 5.0, "negative_motion_end": 0.0}, "in (0, 1]"),
+    ],
+)
+def test_bad_motion_guidance_is_refused_before_any_work(pipes, kwargs, needle):
+    _, moving = pipes
+    with CallKwargs(moving.transformer, "motion_score") as scores, pytest.raises(KumoInputError) as info:
+        sample(moving, **{"guidance_scale": 4.0, **kwargs})
+    assert needle in str(info.value) and "\n" not in str(info.value) and scores == []
+
+
+@pytest.mark.parametrize(
+    "extra, needle",
+    [
+        (["--negative-motion-score", "5"], "needs a motion score"),
+        (["--motion-score", "20", "--negative-motion-end", "0.5"], "needs a negative motion score"),
+        (["--motion-score", "20", "--negative-motion-score", "5", "--guidance", "1"], "has none"),
+        (["--motion-score", "20", "--negative-motion-score", "nan"], "must be a finite number"),
+    ],
+)
+def test_cli_bad_motion_guidance_is_one_line(tmp_path, capsys, extra, needle):
+    out = tmp_path / "x.mp4"
+    assert main(["generate", "a", "-o", str(out), *extra]) == 2
+    assert_one_line_error(capsys, needle)
+    assert not out.exists()
+
+
+def test_cli_motion_guidance_against_the_models_default_guidance(motion_folder, tmp_path, capsys):
+    out = tmp_path / "x.mp4"
+    args = ["generate", "a red circle", "--model", str(motion_folder), "--motion-score", "20", "-o", str(out)]
+    assert main([*args, "--negative-motion-score", "3", "--negative-motion-end", "0.5"]) == 0
+    err = capsys.readouterr().err  # the negative is clamped into the recorded range like the score
+    assert "kumo: warning: motion score 3 is outside the range this model was trained on (10 to 30); using 10" in err
+    assert out.exists()
+    (motion_folder / "kumo_defaults.json").write_text(json.dumps({"guidance_scale": 1.0}))
+    try:  # the model's default guidance has no negative branch: refused before the weights load
+        assert main([*args, "--negative-motion-score", "10", "-o", str(tmp_path / "y.mp4")]) == 2
+        assert_one_line_error(capsys, "has none")
+    finally:
+        (motion_folder / "kumo_defaults.json").write_text(
+            json.dumps({"num_inference_steps": 2, "guidance_scale": 2.0, "motion_score_range": [10.0, 30.0]})
+        )

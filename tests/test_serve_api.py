@@ -216,6 +216,16 @@ def test_restart_keeps_jobs_and_fails_interrupted_ones(models, tmp_path):
         ({"prompt": "p", "model": TURBO, "multiscale": True}, "multiscale"),  # nor a coarse scale
         ({"prompt": "p", "motion_score": "fast"}, "motion_score"),
         ({"prompt": "p", "multiscale": "maybe"}, "multiscale"),
+        ({"prompt": "p", "negative_motion_score": 10}, "negative_motion_score"),  # needs a motion_score
+        (
+            {"prompt": "p", "motion_score": 20, "negative_motion_score": 10, "guidance_scale": 1},
+            "negative_motion_score",
+        ),
+        ({"prompt": "p", "motion_score": 20, "negative_motion_end": 0.5}, "negative_motion_end"),
+        (
+            {"prompt": "p", "motion_score": 20, "negative_motion_score": 10, "negative_motion_end": 2},
+            "negative_motion_end",
+        ),
     ],
 )
 def test_bad_create_is_400_naming_the_field(client, body, param):
@@ -430,5 +440,11 @@ def test_lumina_fields_reach_the_job_spec(models, tmp_path):
         response = client.post("/v1/videos", json=lumina)
         assert response.status_code == 200, response.text
         spec = store.get(response.json()["id"])["spec"]
+        guided = {**lumina, "motion_score": 25, "negative_motion_score": 2, "negative_motion_end": "0.5"}  # form-like
+        response = client.post("/v1/videos", json=guided)
+        assert response.status_code == 200, response.text
+        guided_spec = store.get(response.json()["id"])["spec"]
     spec = json.loads(spec) if isinstance(spec, str) else spec
-    assert spec["multiscale"] is True and spec["motion_score"] == 30.0
+    assert spec["multiscale"] is True and spec["motion_score"] == 30.0 and spec["negative_motion_score"] is None
+    guided_spec = json.loads(guided_spec) if isinstance(guided_spec, str) else guided_spec
+    assert (guided_spec["negative_motion_score"], guided_spec["negative_motion_end"]) == (10.0, 0.5)  # clamped

@@ -118,7 +118,7 @@ def check_frame_flags(args, folder: Path) -> tuple[int, int] | None:
 
 
 def check_lumina(args, folder: Path) -> dict:
-    """--multiscale, --multiscale-split, --multiscale-handoff and --motion-score, checked as
+    """--multiscale, --multiscale-split, --multiscale-handoff, --motion-score and motion guidance, checked as
     `kumo generate` checks them (values, then the model's configs, no weights): the
     pipeline-call arguments they become (none given: none)."""
     from kumovideo.cli.generate import check_lumina_flags, check_lumina_model
@@ -227,6 +227,8 @@ def run(args) -> int:
             "multiscale_split": extras.get("multiscale_split"),  # resolved: the flag, else the model's
             "multiscale_handoff": handoff,  # resolved: the flag, else the model's (None: evenly spaced steps)
             "motion_score": extras.get("motion_score"),  # as sampled: clamped to the model's range
+            "negative_motion_score": extras.get("negative_motion_score"),  # motion guidance, likewise
+            "negative_motion_end": extras.get("negative_motion_end"),  # as given (None: the model's, else 1)
             "seconds": elapsed,
             "seconds_per_clip": elapsed / len(captions),
             "excluded_training_captions": len(exclude),

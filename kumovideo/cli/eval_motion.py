@@ -25,6 +25,7 @@ from pathlib import Path
 
 from kumovideo.cli import args as flags
 from kumovideo.cli.eval_common import add_output_args, generate_clips
+from kumovideo.cli.generate import add_negative_motion_args
 from kumovideo.cli.reports import percent, write_results
 from kumovideo.utils.errors import KumoInputError
 from kumovideo.utils.paths import check_output_folder
@@ -48,6 +49,7 @@ def register(esub) -> None:
     )
     flags.add_steps_arg(q, help="denoising steps (default: the model's)")
     flags.add_guidance_args(q)
+    add_negative_motion_args(q)  # motion guidance at every score (not the no-score clips)
     add_output_args(q, "outputs/eval-motion")
     q.add_argument(
         "--reference",
@@ -111,7 +113,9 @@ def check_args(args) -> dict:
     import numpy as np
 
     from kumovideo.cli.eval_common import check_motion_conditioning, resolve_model
+    from kumovideo.cli.generate import planned_guidance
     from kumovideo.data.shapes_world import DEFAULT_FPS
+    from kumovideo.pipelines import checks
     from kumovideo.pipelines.checks import folder_clip
     from kumovideo.pipelines.loading import read_sampling_defaults
 
@@ -130,6 +134,13 @@ def check_args(args) -> dict:
         check_motion_conditioning(folder, "kumo eval motion")
     _, (num_frames, height, width) = folder_clip(folder)
     defaults = read_sampling_defaults(folder)
+    guided = args.negative_motion_score is not None or args.negative_motion_end is not None
+    if guided and args.reference:
+        raise KumoInputError("--negative-motion-score: for generated clips only; leave it out with --reference")
+    if guided:  # every score is a motion_score the negative goes with
+        checks.check_negative_motion(
+            1.0, args.negative_motion_score, args.negative_motion_end, planned_guidance(args, defaults)
+        )
     fps = float(defaults.get("fps", DEFAULT_FPS))
     unit = score_unit(num_frames, fps)
     source = "--scores"
@@ -286,7 +297,7 @@ def run(args) -> int:
                 num_inference_steps=steps,
                 guidance_scale=guidance,
                 guidance_rescale=guidance_rescale,
-                **({} if score is None else {"motion_score": score}),
+                **({} if score is None else {"motion_score": score, **motion_guidance(args)}),
             )
         for j, (text, video) in enumerate(zip(batch, out)):
             frames = frames_to_uint8(video)
@@ -319,6 +330,8 @@ def run(args) -> int:
             "steps": steps,
             "guidance": guidance,
             "guidance_rescale": guidance_rescale,
+            "negative_motion_score": args.negative_motion_score,  # motion guidance at every score (None: off)
+            "negative_motion_end": args.negative_motion_end,
             "seed": args.seed,
             "width": width,
             "height": height,
@@ -343,6 +356,9 @@ def run(args) -> int:
         if args.reference
         else f"{steps} steps, guidance {guidance} (rescale {guidance_rescale})"
     )
+    if args.negative_motion_score is not None:
+        share = "the model's share" if args.negative_motion_end is None else f"{args.negative_motion_end:g}"
+        what += f", negative motion score {args.negative_motion_score:g} for {share} of the steps"
     print(
         f"kumo eval motion: {len(captions)} captions x {len(scores)} scores + no score at {width}x{height}, "
         f"{what}, {elapsed:.0f} s ({summary['seconds_per_clip']:.2f} s/clip)"
@@ -358,6 +374,13 @@ def run(args) -> int:
     )
     print(f"contact sheet: {sheet_path}; per-clip results: {out_dir / 'results.json'}")
     return 0
+
+
+def motion_guidance(args) -> dict:
+    """The pipeline arguments of --negative-motion-score / --negative-motion-end (none: none)."""
+    if args.negative_motion_score is None:
+        return {}
+    return {"negative_motion_score": args.negative_motion_score, "negative_motion_end": args.negative_motion_end}
 
 
 def _name(score: float | None) -> str:

@@ -140,7 +140,7 @@ def add_frames_args(p) -> None:
 
 def add_lumina_args(p) -> None:
     """--multiscale, --multiscale-split and --motion-score (Lumina-Video's multi-scale patching
-    and motion conditioning; a model trained with them)."""
+    and motion conditioning; a model trained with them), and motion guidance."""
     p.add_argument(
         "--multiscale",
         action="store_true",
@@ -156,6 +156,27 @@ def add_lumina_args(p) -> None:
         metavar="X",
         help="how much the clip should move, in percent of the frame width per second (e.g. 20: a pan across "
         "the frame in 5 s); needs a model trained with motion conditioning (default: no score)",
+    )
+    add_negative_motion_args(p)
+
+
+def add_negative_motion_args(p) -> None:
+    """--negative-motion-score and --negative-motion-end: Lumina-Video's motion guidance."""
+    p.add_argument(
+        "--negative-motion-score",
+        type=float,
+        default=None,
+        metavar="X",
+        help="motion guidance (Lumina-Video): tell the guidance's negative branch this lower score, so the clip "
+        "moves more than --motion-score alone makes it; needs --motion-score and guidance > 1 (default: off)",
+    )
+    p.add_argument(
+        "--negative-motion-end",
+        type=float,
+        default=None,
+        metavar="F",
+        help="with --negative-motion-score: the share of the first steps it applies to, in (0, 1] "
+        "(default: the model's, else 1)",
     )
 
 
@@ -179,9 +200,18 @@ def check_lumina_flags(args) -> None:
         raise KumoInputError(
             f"--motion-score {args.motion_score} is not a number; give percent of the frame width per second, e.g. 20"
         )
+    check_negative_motion_flags(args, args.guidance)
     if args.parallel and (args.multiscale or args.motion_score is not None):
         flag = "--multiscale" if args.multiscale else "--motion-score"
         raise KumoInputError(f"{flag} runs in one process; drop --parallel")
+
+
+def check_negative_motion_flags(args, guidance: float | None) -> None:
+    """--negative-motion-score / --negative-motion-end as flags (`checks.check_negative_motion`;
+    guidance None: not known yet, checked against the model's default by `check_lumina_model`)."""
+    from kumovideo.pipelines import checks
+
+    checks.check_negative_motion(args.motion_score, args.negative_motion_score, args.negative_motion_end, guidance)
 
 
 def check_lumina_model(args, folder: Path, defaults: dict) -> dict:
@@ -191,7 +221,7 @@ def check_lumina_model(args, folder: Path, defaults: dict) -> dict:
     from kumovideo.pipelines import checks
 
     if not (args.multiscale or args.motion_score is not None):
-        return {}
+        return {}  # --negative-motion-score needs --motion-score: check_lumina_flags said so
     config = checks.read_folder_config(folder)
     what = f"the model {folder}"
     if args.turbo and not args.model:
@@ -213,6 +243,13 @@ def check_lumina_model(args, folder: Path, defaults: dict) -> dict:
         extras["motion_score"] = checks.clamp_motion_score(
             args.motion_score, checks.recorded_range(defaults, "motion_score_range")
         )
+    if args.negative_motion_score is not None:
+        check_negative_motion_flags(args, planned_guidance(args, defaults))
+        extras["negative_motion_score"] = checks.clamp_motion_score(
+            args.negative_motion_score, checks.recorded_range(defaults, "motion_score_range")
+        )
+        if args.negative_motion_end is not None:
+            extras["negative_motion_end"] = args.negative_motion_end
     return extras
 
 
@@ -286,13 +323,28 @@ def sampling_settings(pipe, args) -> SamplingSettings:
     if args.turbo and not isinstance(pipe.scheduler, KumoLCMScheduler):
         pipe.scheduler = KumoLCMScheduler.on_schedule_of(pipe.scheduler.config)
     turbo = isinstance(pipe.scheduler, KumoLCMScheduler)
-    recommended = pipe.default_sampling()
+    steps, guidance, rescale = flags_or_recommended(args, pipe.default_sampling())
+    return SamplingSettings(turbo, steps, guidance, rescale, pipe.sampling_defaults)
+
+
+def flags_or_recommended(args, recommended: dict) -> tuple[int, float, float]:
+    """Steps, guidance and guidance rescale: the flags, else `recommended` (a pipeline's
+    `default_sampling`); `--sampler renoise` recommends 4 steps without guidance."""
     if getattr(args, "sampler", "default") == "renoise":  # Kandinsky 4 Flash: a few steps, no guidance
         recommended = {**recommended, "num_inference_steps": 4, "guidance_scale": 1.0}
     steps = args.steps or recommended["num_inference_steps"]
     guidance = args.guidance if args.guidance is not None else recommended["guidance_scale"]
     rescale = args.guidance_rescale if args.guidance_rescale is not None else recommended["guidance_rescale"]
-    return SamplingSettings(turbo, steps, guidance, rescale, pipe.sampling_defaults)
+    return steps, guidance, rescale
+
+
+def planned_guidance(args, defaults: dict) -> float:
+    """The guidance scale a run will use, before the weights load: the flag, else the model
+    folder's kumo_defaults.json, else the original's (as `sampling_settings` resolves it)."""
+    from kumovideo.pipelines.pipeline_kumo import ORIGINAL_SAMPLING
+
+    recommended = {key: defaults.get(key, value) for key, value in ORIGINAL_SAMPLING.items()}
+    return flags_or_recommended(args, recommended)[1]
 
 
 def announce_decode(frames: int, height: int, width: int):

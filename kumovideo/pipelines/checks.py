@@ -304,10 +304,15 @@ def recorded_range(sampling_defaults: dict, key: str) -> tuple[float, float] | N
     return None if recorded is None else (recorded[0], recorded[1])
 
 
+def leading_steps(num_steps: int, fraction: float) -> int:
+    """How many of the first steps of `num_steps` a setting asked for on a `fraction` of them
+    covers: fraction x steps, rounded half up, at least one (it was asked for) and at most all."""
+    return min(num_steps, max(1, math.floor(fraction * num_steps + 0.5)))
+
+
 def coarse_steps(num_steps: int, split: float) -> int:
-    """How many of the first steps of `num_steps` run at the coarse scale: split x steps,
-    rounded half up, at least one (multi-scale sampling was asked for) and at most all."""
-    return min(num_steps, max(1, math.floor(split * num_steps + 0.5)))
+    """How many of the first steps of `num_steps` run at the coarse scale (`leading_steps`)."""
+    return leading_steps(num_steps, split)
 
 
 def check_motion_score(transformer_config: Any, motion_score: Any, what: str = "this model") -> None:
@@ -323,6 +328,48 @@ def check_motion_score(transformer_config: Any, motion_score: Any, what: str = "
     if not (is_real(motion_score) and math.isfinite(motion_score)):
         raise KumoInputError(
             f"motion_score={motion_score!r} must be a finite number (percent of the frame width moved per second)"
+        )
+
+
+def check_negative_motion(
+    motion_score: Any, negative_motion_score: Any, negative_motion_end: Any, guidance_scale: float | None
+) -> None:
+    """Lumina-Video's motion guidance: the text guidance's negative branch told
+    `negative_motion_score` (a low one) for the first `negative_motion_end` of the steps, so
+    the guidance pushes away from little motion as well as from the negative prompt. It
+    needs a motion score for the positive branch (`check_motion_score` checks the model takes
+    one) and a negative branch (guidance > 1; `guidance_scale` None: not known yet, unchecked)."""
+    if negative_motion_score is not None:
+        if motion_score is None:
+            raise KumoInputError(
+                "--negative-motion-score / negative_motion_score needs a motion score, the one the positive branch "
+                "is told (e.g. --motion-score 25 --negative-motion-score 10); add one or drop the negative"
+            )
+        if not (is_real(negative_motion_score) and math.isfinite(negative_motion_score)):
+            raise KumoInputError(
+                f"negative_motion_score={negative_motion_score!r} must be a finite number "
+                "(percent of the frame width moved per second)"
+            )
+        if guidance_scale is not None and not guidance_scale > 1:
+            raise KumoInputError(
+                f"the negative motion score rides on the text guidance's negative branch, and guidance "
+                f"{guidance_scale:g} has none; raise the guidance above 1 or drop the negative motion score"
+            )
+    check_negative_motion_end(negative_motion_score, negative_motion_end)
+
+
+def check_negative_motion_end(negative_motion_score: Any, negative_motion_end: Any) -> None:
+    """The share of the first steps motion guidance runs for: in (0, 1], with a negative score."""
+    if negative_motion_end is None:
+        return
+    if negative_motion_score is None:
+        raise KumoInputError(
+            "--negative-motion-end / negative_motion_end needs a negative motion score; add "
+            "--negative-motion-score / negative_motion_score, or drop the end"
+        )
+    if not (is_real(negative_motion_end) and math.isfinite(negative_motion_end) and 0 < negative_motion_end <= 1):
+        raise KumoInputError(
+            f"negative_motion_end={negative_motion_end!r} must be a fraction of the steps in (0, 1], e.g. 0.3"
         )
 
 

@@ -304,6 +304,8 @@ SAMPLING_DEFAULT_KEYS = {
     "area_range": ("a list [low, high] of positive numbers (pixels a frame), low <= high", lambda v: _range(v, 0)),
     # Motion-conditioned models: the motion scores seen in training, [low, high]; others are clamped.
     "motion_score_range": ("a list [low, high] of finite numbers, low <= high", lambda v: _range(v, -math.inf)),
+    # ... and the share of the first steps motion guidance (negative_motion_score) runs for.
+    "negative_motion_end": ("a fraction of the steps in (0, 1]", lambda v: is_real(v) and 0 < v <= 1),
 }
 
 

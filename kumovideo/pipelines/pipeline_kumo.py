@@ -385,6 +385,8 @@ class KumoPipeline(DiffusionPipeline, CogVideoXLoraLoaderMixin):
         multiscale_split=None,
         motion_score=None,
         multiscale_handoff=None,
+        negative_motion_score=None,
+        negative_motion_end=None,
     ):
         """Every argument of a call (sizes and steps resolved), before any work; each mistake
         is a KumoInputError naming it (`kumovideo.pipelines.checks`). `conditioning_frames` is
@@ -419,6 +421,7 @@ class KumoPipeline(DiffusionPipeline, CogVideoXLoraLoaderMixin):
         checks.check_multiscale(self.transformer.config, geometry, height, width, multiscale, multiscale_split)
         checks.check_multiscale_handoff(multiscale, multiscale_handoff, sampler, self.steps_v_ddim)
         checks.check_motion_score(self.transformer.config, motion_score)
+        checks.check_negative_motion(motion_score, negative_motion_score, negative_motion_end, guidance_scale)
         checks.warn_untrained_size(width, height, self.aspect_range, self.area_range)
         checks.check_single_process(isinstance(self.transformer, KumoTransformer3DModel), multiscale, motion_score)
 
@@ -485,6 +488,44 @@ class KumoPipeline(DiffusionPipeline, CogVideoXLoraLoaderMixin):
 
         return patch_size_at
 
+    # ------------------------------------------------------------------ motion
+
+    def motion_scores(
+        self, motion_score: float | None, negative_motion_score: float | None, branches: int, batch_size: int, device
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """The per-row scores (branches x batch,) of a call: every row told `motion_score`, and,
+        with motion guidance, the same with the negative-prompt branches (every row but the last
+        batch: the guidance puts the positive branch last) told `negative_motion_score`. Both
+        clamped to the checkpoint's range; (None, None) without a score."""
+        motion_score = checks.clamp_motion_score(motion_score, self.motion_score_range)
+        if motion_score is None:
+            return None, None
+        scores = torch.full((branches * batch_size,), float(motion_score), device=device)
+        negative_motion_score = checks.clamp_motion_score(negative_motion_score, self.motion_score_range)
+        if negative_motion_score is None:
+            return scores, None
+        negative = scores.clone()
+        negative[: (branches - 1) * batch_size] = float(negative_motion_score)
+        return scores, negative
+
+    def motion_schedule(
+        self,
+        timesteps: torch.Tensor,
+        scores: torch.Tensor | None,
+        negative: torch.Tensor | None,
+        negative_motion_end: float | None,
+    ) -> Callable[[torch.Tensor], torch.Tensor | None]:
+        """The scores each step passes, as a function of its timestep: `negative` for the first
+        `negative_motion_end` of the steps (None: the checkpoint's, else all), `scores` after;
+        None throughout without a score. Keyed on t, as `multiscale_schedule` is."""
+        if negative is None:
+            return lambda t: scores
+        if negative_motion_end is None:
+            negative_motion_end = self.sampling_defaults.get("negative_motion_end", 1.0)
+        n = checks.leading_steps(len(timesteps), negative_motion_end)
+        boundary = float(timesteps[n]) if n < len(timesteps) else -math.inf
+        return lambda t: negative if float(t) > boundary else scores
+
     # ------------------------------------------------------------------ call
 
     @property
@@ -523,6 +564,8 @@ class KumoPipeline(DiffusionPipeline, CogVideoXLoraLoaderMixin):
         multiscale_split: float | None = None,
         motion_score: float | None = None,
         multiscale_handoff: float | None = None,
+        negative_motion_score: float | None = None,
+        negative_motion_end: float | None = None,
     ):
         """Generate clips. `sampler="scheduler"` steps the pipeline's scheduler (DDIM, or the
         Turbo consistency scheduler); `sampler="renoise"` runs the Kandinsky-4-Flash-style
@@ -555,7 +598,12 @@ class KumoPipeline(DiffusionPipeline, CogVideoXLoraLoaderMixin):
         coarse, spaces all the steps evenly, as the scheduler does. `motion_score` (percent of
         the frame width moved per second, as the data pipeline measures it; None: no score,
         the model's own idea of motion) goes to every guidance branch; outside the
-        checkpoint's `motion_score_range` it is clamped with a warning.
+        checkpoint's `motion_score_range` it is clamped with a warning. Motion guidance
+        (Lumina-Video's `negMotion`): `negative_motion_score` (a low score, clamped likewise)
+        goes to the text guidance's negative branch instead for the first `negative_motion_end`
+        of the steps (default: the checkpoint's kumo_defaults.json `negative_motion_end`, else
+        all), so the guidance pushes away from little motion too; it needs `motion_score` and
+        `guidance_scale` > 1, and costs nothing (no extra branch).
 
         Left out (None): the clip size is the transformer's (`default_clip`: 64x64x17 for
         the built-in model, 480x720x41 for the original), steps and guidance the
@@ -589,6 +637,8 @@ class KumoPipeline(DiffusionPipeline, CogVideoXLoraLoaderMixin):
             image_guidance_scale=image_guidance_scale,
             multiscale=multiscale,
             motion_score=motion_score,
+            negative_motion_score=negative_motion_score,
+            negative_motion_end=negative_motion_end,
         )
         height, width, num_frames = call["height"], call["width"], call["num_frames"]
         num_inference_steps, max_sequence_length = call["num_inference_steps"], call["max_sequence_length"]
@@ -634,11 +684,10 @@ class KumoPipeline(DiffusionPipeline, CogVideoXLoraLoaderMixin):
         branches = 1 + image_guidance + text_guidance
 
         # 2c. What every step passes besides x and t: the condition, the motion score (one value
-        # for every video and every guidance branch).
+        # for every video and every guidance branch; with motion guidance, the negative one for
+        # the negative-prompt branches, the first (branches - 1) x batch rows, in its steps).
         step_inputs = {} if condition is None else {"condition": condition}
-        motion_score = checks.clamp_motion_score(motion_score, self.motion_score_range)
-        if motion_score is not None:
-            step_inputs["motion_score"] = torch.full((branches * batch_size,), float(motion_score), device=device)
+        motion = self.motion_scores(motion_score, negative_motion_score, branches, batch_size, device)
 
         # 3. Denoise.
         run = SAMPLERS[sampler]
@@ -650,12 +699,16 @@ class KumoPipeline(DiffusionPipeline, CogVideoXLoraLoaderMixin):
             timesteps = two_phase_timesteps(num_inference_steps, first, call["multiscale_handoff"], train_steps)
             timesteps, run = timesteps.to(device), Sampler(run.timesteps, sample_ddim_on)
         patch_size_at = self.multiscale_schedule(timesteps, call["multiscale_split"] if multiscale else None)
+        motion_at = self.motion_schedule(timesteps, *motion, negative_motion_end)
 
         def guided_v(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
             model_input = torch.cat([x] * branches) if branches > 1 else x
             model_input = self.scheduler.scale_model_input(model_input, t)
             patch_size = patch_size_at(t)  # None: native
             scale = {} if patch_size is None else {"patch_size": patch_size}
+            motion_score = motion_at(t)
+            if motion_score is not None:
+                scale["motion_score"] = motion_score
             v_pred = self.transformer(
                 hidden_states=model_input,
                 encoder_hidden_states=prompt_embeds,

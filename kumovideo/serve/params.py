@@ -90,6 +90,12 @@ def _number_from_form(value, cast):
     return value
 
 
+def _optional_number(fields: dict, key: str):
+    """A number field that may be left out (absent or "" -> None), as `_number_from_form` reads it."""
+    value = fields.get(key)
+    return None if value in (None, "") else _number_from_form(value, float)
+
+
 def _bool(value, param: str) -> bool:
     if isinstance(value, bool):
         return value
@@ -241,10 +247,14 @@ def parse_create(fields: dict, models: dict[str, ModelInfo], default: str, limit
         model.multiscale_split if multiscale else None,
         what=model.name,
     )
-    motion_score = fields.get("motion_score")
-    motion_score = None if motion_score in (None, "") else _number_from_form(motion_score, float)
+    motion_score = _optional_number(fields, "motion_score")
     _checked("motion_score", checks.check_motion_score, model.transformer_config, motion_score, what=model.name)
     motion_score = checks.clamp_motion_score(motion_score, model.motion_score_range)
+    negative_motion = _optional_number(fields, "negative_motion_score")
+    negative_end = _optional_number(fields, "negative_motion_end")
+    _checked("negative_motion_score", checks.check_negative_motion, motion_score, negative_motion, None, guidance)
+    _checked("negative_motion_end", checks.check_negative_motion_end, negative_motion, negative_end)
+    negative_motion = checks.clamp_motion_score(negative_motion, model.motion_score_range)
     image_guidance = fields.get("image_guidance_scale")
     if image_guidance not in (None, ""):
         if image is None:
@@ -271,6 +281,8 @@ def parse_create(fields: dict, models: dict[str, ModelInfo], default: str, limit
         "lora_scale": lora_scale,
         "multiscale": multiscale,
         "motion_score": motion_score,
+        "negative_motion_score": negative_motion,  # motion guidance (None: off)
+        "negative_motion_end": negative_end,
         "prompt": prompt,
         "negative_prompt": negative,
         "seconds": seconds,

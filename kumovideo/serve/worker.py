@@ -108,6 +108,8 @@ def generate(pipe, spec: dict, on_step=None):
         generator=torch.Generator(device="cpu").manual_seed(spec["seed"]),
         multiscale=spec.get("multiscale", False),
         motion_score=spec.get("motion_score"),
+        negative_motion_score=spec.get("negative_motion_score"),
+        negative_motion_end=spec.get("negative_motion_end"),
         output_type="pt",
         callback_on_step_end=callback,
         **conditioning,
