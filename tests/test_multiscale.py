@@ -105,6 +105,27 @@ def test_a_coarse_token_sits_at_the_centre_of_its_native_patches(ratio):
     torch.testing.assert_close(coarse, fine[:, centre[0]][:, :, centre[1]])
 
 
+def test_a_shifted_table_is_the_matching_block_of_a_larger_one():
+    big = multiscale_sincos_table(32, 2, 5, 7, 1, 1.875, 1.0).reshape(2, 5, 7, 32)
+    shifted = multiscale_sincos_table(32, 2, 3, 4, 1, 1.875, 1.0, offset=(2, 3)).reshape(2, 3, 4, 32)
+    torch.testing.assert_close(shifted, big[:, 2:5, 3:7], atol=0, rtol=0)
+    # a coarse grid's offset is in native patches: 2 and 4 native patches are 1 and 2 coarse tokens
+    coarse = multiscale_sincos_table(32, 2, 2, 2, 2, 1.875, 1.0, offset=(2, 4)).reshape(2, 2, 2, 32)
+    wider = multiscale_sincos_table(32, 2, 3, 4, 2, 1.875, 1.0).reshape(2, 3, 4, 32)
+    torch.testing.assert_close(coarse, wider[:, 1:, 2:], atol=0, rtol=0)
+
+
+def test_a_position_offset_moves_the_grid_and_zero_is_the_native_path(base):
+    x, text, t = inputs()
+    with torch.no_grad():
+        native = base(x, text, t).sample
+        torch.testing.assert_close(base(x, text, t, position_offset=(0, 0)).sample, native, atol=0, rtol=0)
+        # the grid path at offset 0 is diffusers' patch embedding exactly
+        torch.testing.assert_close(base.embed_on_grid(text, x, None), base.patch_embed(text, x), atol=0, rtol=0)
+        moved = base(x, text, t, position_offset=(1, 2)).sample
+    assert moved.shape == native.shape and not torch.allclose(moved, native)
+
+
 # ------------------------------------------------------------------------------ shapes and layout
 
 

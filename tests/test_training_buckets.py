@@ -124,6 +124,23 @@ def test_step_extras_draw_scales_where_the_latent_divides_and_drop_scores(tmp_pa
     assert extras == {}  # a plain model gets neither
 
 
+def test_step_extras_shift_positions_inside_the_extent(tmp_path, bucketed_cache):
+    config = config_for(tmp_path, bucketed_cache, position_shift_prob=0.5, position_shift_extent=16)
+    transformer = {"patch_size": 2}
+    offsets = [step_extras(config, transformer, step, torch.Size([5, 4, 16, 28]), [None])[0] for step in range(400)]
+    shifted = [e["position_offset"] for e in offsets if "position_offset" in e]
+    assert 0.35 < len(shifted) / 400 < 0.55  # half the steps, less those drawn at (0, 0)
+    assert {r for r, _ in shifted} <= set(range(9)) and {c for _, c in shifted} <= set(range(3))  # 8 + 8, 14 + 2
+    assert len({r for r, _ in shifted}) == 9 and len({c for _, c in shifted}) == 3
+    again = step_extras(config, transformer, 7, torch.Size([5, 4, 16, 28]), [None])[0]
+    assert again == offsets[7]  # a function of the step: a resumed run draws the same
+    full = step_extras(config, transformer, 3, torch.Size([5, 4, 32, 32]), [None])[0]
+    assert "position_offset" not in full  # a frame as large as the extent has no room to move
+    off = config_for(tmp_path, bucketed_cache)
+    unshifted = [step_extras(off, transformer, s, torch.Size([5, 4, 8, 8]), [None])[0] for s in range(50)]
+    assert all("position_offset" not in extras for extras in unshifted)  # off by default
+
+
 def test_a_size_outside_the_trained_aspects_or_areas_warns_once_and_still_runs(caplog):
     import logging
 

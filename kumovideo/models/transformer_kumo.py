@@ -87,6 +87,7 @@ def multiscale_sincos_table(
     spatial_interpolation_scale: float,
     temporal_interpolation_scale: float,
     device: torch.device | None = None,
+    offset: tuple[int, int] = (0, 0),
 ) -> torch.Tensor:
     """The fixed 3D sine-cosine positions (frames * rows * cols, D) of a grid of coarse
     tokens, each covering ratio x ratio native patches, frame by frame, row by row.
@@ -96,10 +97,12 @@ def multiscale_sincos_table(
     the frame (half for the column, half for the row). Positions are counted in *native*
     patches, so the trunk sees one coordinate system at every scale: coarse token i sits at
     the centre of the native patches it covers, i * ratio + (ratio - 1) / 2. With ratio 1
-    this is the native table exactly."""
-    offset = (ratio - 1) / 2
-    cols_at = torch.arange(cols, device=device, dtype=torch.float32) * ratio + offset  # native patch columns
-    rows_at = torch.arange(rows, device=device, dtype=torch.float32) * ratio + offset
+    this is the native table exactly. `offset` (rows, columns), in native patches, moves the
+    grid's first token from (0, 0) there (training's position shift)."""
+    centre = (ratio - 1) / 2
+    row_offset, col_offset = offset
+    cols_at = torch.arange(cols, device=device, dtype=torch.float32) * ratio + centre + col_offset  # native columns
+    rows_at = torch.arange(rows, device=device, dtype=torch.float32) * ratio + centre + row_offset
     grid = torch.stack(torch.meshgrid(cols_at, rows_at, indexing="xy"))  # (2, rows, cols): column, row
     grid = grid / spatial_interpolation_scale
     # (rows*cols, 3D/4): the column's channels, then the row's
@@ -387,6 +390,7 @@ class KumoTransformer3DModel(ModelMixin, AttentionMixin, ConfigMixin, PeftAdapte
         condition: torch.Tensor | None = None,  # (B, F, 2C + 2, H, W), frame_conditioning models only
         patch_size: int | None = None,  # a coarse scale of multiscale_patch_sizes, or None: native
         motion_score: torch.Tensor | float | None = None,  # (B,) or one number; motion_conditioning models only
+        position_offset: tuple[int, int] | None = None,  # (rows, cols) in native patches; training only
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         batch = hidden_states.shape[0]
         scale = self.scale_index(patch_size)
@@ -406,27 +410,30 @@ class KumoTransformer3DModel(ModelMixin, AttentionMixin, ConfigMixin, PeftAdapte
             temb = temb + self.embed_motion(motion_score, batch, hidden_states)  # (B, time_embed_dim)
 
         text_len = encoder_hidden_states.shape[1]
-        if scale is None:
-            tokens = self.patch_embed(encoder_hidden_states, hidden_states)  # (B, L + N, D)
+        if scale is None and not any(position_offset or ()):
+            tokens = self.patch_embed(encoder_hidden_states, hidden_states)  # (B, L + N, D): diffusers' table
         else:
-            tokens = self.embed_coarse(encoder_hidden_states, hidden_states, scale)  # (B, L + N_k, D)
+            tokens = self.embed_on_grid(encoder_hidden_states, hidden_states, scale, position_offset or (0, 0))
         tokens = self.embedding_dropout(tokens)
         return tokens[:, text_len:], tokens[:, :text_len], temb
 
-    def embed_coarse(
+    def embed_on_grid(
         self,
         encoder_hidden_states: torch.Tensor,  # (B, L, text_embed_dim)
         hidden_states: torch.Tensor,  # (B, F, C_embed, H, W): the patch embedding's input
-        scale: int,  # index into multiscale_patch_sizes
+        scale: int | None,  # index into multiscale_patch_sizes; None: the native patch size
+        offset: tuple[int, int] = (0, 0),  # the grid's first token, (rows, cols) in native patches
     ) -> torch.Tensor:
-        """[text, vision] tokens at a coarse scale k: the shared text projection, the scale's
-        k x k conv per frame and the sine-cosine table of the coarse grid (positions in native
-        patches, `multiscale_sincos_table`). (B, L + F*(H/k)*(W/k), D)."""
+        """[text, vision] tokens at patch size k (a coarse scale, or the native one with a
+        position shift): the shared text projection, the scale's k x k conv per frame and the
+        sine-cosine table of the grid (positions in native patches, `multiscale_sincos_table`;
+        at the native size and no offset, the table `patch_embed` adds). (B, L + F*(H/k)*(W/k), D)."""
         c = self.config
-        k = c.multiscale_patch_sizes[scale]
+        k = c.patch_size if scale is None else c.multiscale_patch_sizes[scale]
+        conv = self.patch_embed.proj if scale is None else self.scale_embeds[scale]
         b, f, channels, h, w = hidden_states.shape
         text = self.patch_embed.text_proj(encoder_hidden_states)  # (B, L, D)
-        vision = self.scale_embeds[scale](hidden_states.reshape(b * f, channels, h, w))  # (B*F, D, H/k, W/k)
+        vision = conv(hidden_states.reshape(b * f, channels, h, w))  # (B*F, D, H/k, W/k)
         vision = vision.flatten(2).transpose(1, 2).reshape(b, -1, vision.shape[1])  # (B, F*(H/k)*(W/k), D)
         table = multiscale_sincos_table(
             vision.shape[-1],
@@ -437,6 +444,7 @@ class KumoTransformer3DModel(ModelMixin, AttentionMixin, ConfigMixin, PeftAdapte
             c.spatial_interpolation_scale,
             c.temporal_interpolation_scale,
             device=vision.device,
+            offset=offset,
         )  # (F*(H/k)*(W/k), D)
         vision = vision + table.to(dtype=vision.dtype)
         return torch.cat([text, vision], dim=1).contiguous()
@@ -519,6 +527,7 @@ class KumoTransformer3DModel(ModelMixin, AttentionMixin, ConfigMixin, PeftAdapte
         condition: torch.Tensor | None = None,  # (B, F, 2C + 2, H, W): conditioning frames, or None
         patch_size: int | None = None,  # a size of multiscale_patch_sizes, or None: the native scale
         motion_score: torch.Tensor | float | None = None,  # (B,) or one number; None: unconditioned
+        position_offset: tuple[int, int] | None = None,  # training's position shift: (rows, cols) native patches
     ):
         # Named as in diffusers' CogVideoX so its pipelines can call MADiT; MADiT has neither.
         if timestep_cond is not None:
@@ -541,7 +550,7 @@ class KumoTransformer3DModel(ModelMixin, AttentionMixin, ConfigMixin, PeftAdapte
 
         with lora_scaled(self, lora_scale):
             vision, text, temb = self.embed(
-                hidden_states, encoder_hidden_states, timestep, condition, patch_size, motion_score
+                hidden_states, encoder_hidden_states, timestep, condition, patch_size, motion_score, position_offset
             )
             vision, text = self.run_blocks(vision, text, temb)
             patches = self.head(vision, temb, patch_size)  # (B, N, k*k*C)

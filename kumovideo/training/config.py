@@ -107,6 +107,11 @@ class TrainConfig:
     # Motion conditioning (transformer: {motion_conditioning: true}): the clips' motion_score, dropped
     # (no score: the unconditioned default) this often
     motion_dropout: float = 0.1
+    # Position shift (any aspect): this share of steps moves the clip's sine-cosine grid to a random
+    # offset, so positions a wide or tall frame reaches (up to position_shift_extent native patches a
+    # side) are also trained on the other buckets' clips, the square ones most of all. 0: off
+    position_shift_prob: float = 0.0
+    position_shift_extent: int = 0
     # LoRA (DiT runs with init_from; kumovideo.training.lora): rank, alpha, dropout, target_modules. Only
     # the adapter trains and the run ends with a LoRA folder (output_dir/lora) instead of a pipeline
     lora: dict[str, Any] = field(default_factory=dict)
@@ -250,6 +255,8 @@ RUN_NUMBERS = {
     "multiscale_prob": NumberRange(low=0, high=1),
     "multiscale_time_shift": NumberRange(low=0, above_low=True),
     "motion_dropout": NumberRange(low=0, high=1),
+    "position_shift_prob": NumberRange(low=0, high=1),
+    "position_shift_extent": NumberRange(integer=True, low=0),
     "kl_weight": NumberRange(low=0),
     "checkpoint_every": NumberRange(integer=True, low=1),
     "keep_checkpoints": NumberRange(integer=True, low=1),

@@ -156,7 +156,9 @@ def step_extras(
     """The transformer's extra inputs at `step` (the same on every rank): `patch_size`, a coarse
     scale with probability `multiscale_prob` where the latent sides divide by it (Lumina-Video
     trains its patch sizes jointly, one per step), and `motion_score`, the clips' recorded scores
-    unless the step drops them (`motion_dropout`) or a clip has none. Returns (kwargs, coarse size)."""
+    unless the step drops them (`motion_dropout`) or a clip has none, and `position_offset`, with
+    probability `position_shift_prob` a random (rows, cols) offset of the sine-cosine grid that keeps
+    it inside `position_shift_extent` native patches a side. Returns (kwargs, coarse size)."""
     extras: dict = {}
     rng = np.random.default_rng([config.data_seed, step, 23])
     height, width = latent_shape[2], latent_shape[3]
@@ -169,6 +171,12 @@ def step_extras(
         keep = rng.random() >= config.motion_dropout
         if keep and motion_scores and all(score is not None for score in motion_scores):
             extras["motion_score"] = torch.tensor(motion_scores, dtype=torch.float32)
+    if config.position_shift_prob > 0 and rng.random() < config.position_shift_prob:
+        p = transformer_config["patch_size"]
+        room = [max(config.position_shift_extent - side // p, 0) for side in (height, width)]
+        offset = tuple(int(rng.integers(r + 1)) for r in room)
+        if any(offset):
+            extras["position_offset"] = offset
     return extras, patch_size
 
 
