@@ -266,6 +266,31 @@ def test_page_makes_a_clip_from_a_first_frame(server, page, tmp_path):
     assert page.locator("#error").is_hidden()
 
 
+def test_page_asks_for_motion_and_multiscale(server, page):
+    """Motion score, motion guidance and multi-scale go up with the request, which the server
+    routes to the built-in Lumina model; a negative motion score alone is refused inline."""
+    page.goto(server + "/")
+    page.get_by_label("Prompt", exact=True).fill(PROMPT)
+    page.get_by_label("Steps", exact=True).fill("2")
+    page.get_by_label("Negative motion score", exact=True).fill("10")
+    page.get_by_role("button", name="Generate").click()
+    error = page.locator("#error")
+    error.wait_for(state="visible", timeout=15_000)
+    assert "needs a motion score" in error.inner_text() and "\n" not in error.inner_text()
+    page.get_by_label("Motion score", exact=True).fill("25")
+    page.get_by_label("Multi-scale (faster)", exact=True).check()
+    page.get_by_role("button", name="Generate").click()
+    video = page.locator("#player video")
+    video.wait_for(state="attached", timeout=45_000)
+    video_id = video.get_attribute("src").split("/")[3]
+    with _open(f"{server}/v1/videos/{video_id}", timeout=10) as r:
+        assert json.load(r)["model"] == "kumo-shapes-lumina"
+    assert page.locator("#error").is_hidden()
+    for label in ("Motion score", "Negative motion score", "Steps"):
+        page.get_by_label(label, exact=True).fill("")
+    page.get_by_label("Multi-scale (faster)", exact=True).uncheck()
+
+
 def test_page_shows_a_refused_size_inline(server, page):
     page.goto(server + "/")
     page.get_by_label("Prompt", exact=True).fill(PROMPT)

@@ -67,6 +67,10 @@ function formBody() {
   if (neg) body.negative_prompt = neg;
   if ($("seed").value !== "") body.seed = Number($("seed").value);
   if ($("steps").value !== "") body.steps = Number($("steps").value);
+  // Lumina-Video's switches; a request with any of them goes to the model trained for them.
+  if ($("motion-score").value !== "") body.motion_score = Number($("motion-score").value);
+  if ($("negative-motion-score").value !== "") body.negative_motion_score = Number($("negative-motion-score").value);
+  if ($("multiscale").checked) body.multiscale = true;
   return body;
 }
 
