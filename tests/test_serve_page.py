@@ -219,6 +219,15 @@ def test_page_generates_plays_and_lists_a_clip(server, page):
     assert page.locator("#error").is_hidden()
 
 
+def _model_of_the_clip(server: str, page) -> str:
+    """The model the API says made the clip now in the player (once it is there)."""
+    video = page.locator("#player video")
+    video.wait_for(state="attached", timeout=45_000)
+    video_id = video.get_attribute("src").split("/")[3]
+    with _open(f"{server}/v1/videos/{video_id}", timeout=10) as r:
+        return json.load(r)["model"]
+
+
 def test_page_lists_the_served_models_and_runs_a_lora(server, page):
     """The Model list comes from GET /v1/models; a LoRA shows its scale field and the clip is
     made by it (the job names it)."""
@@ -236,10 +245,7 @@ def test_page_lists_the_served_models_and_runs_a_lora(server, page):
     scale.fill("0.5")
     page.get_by_label("Steps", exact=True).fill("2")
     page.get_by_role("button", name="Generate").click()
-    page.locator("#player video").wait_for(state="attached", timeout=45_000)
-    video_id = page.locator("#player video").get_attribute("src").split("/")[3]
-    with _open(f"{server}/v1/videos/{video_id}", timeout=10) as r:
-        assert json.load(r)["model"] == "tiny-style"
+    assert _model_of_the_clip(server, page) == "tiny-style"
     model.select_option("")
     assert scale.is_hidden()
     page.get_by_label("Steps", exact=True).fill("")
@@ -258,11 +264,7 @@ def test_page_makes_a_clip_from_a_first_frame(server, page, tmp_path):
     page.get_by_label("First frame", exact=False).set_input_files(str(tmp_path / "first.png"))
     page.get_by_label("Steps", exact=True).fill("2")
     page.get_by_role("button", name="Generate").click()
-    video = page.locator("#player video")
-    video.wait_for(state="attached", timeout=45_000)
-    video_id = video.get_attribute("src").split("/")[3]
-    with _open(f"{server}/v1/videos/{video_id}", timeout=10) as r:
-        assert json.load(r)["model"] == "kumo-shapes-frames"
+    assert _model_of_the_clip(server, page) == "kumo-shapes-frames"
     assert page.locator("#error").is_hidden()
 
 
@@ -280,11 +282,7 @@ def test_page_asks_for_motion_and_multiscale(server, page):
     page.get_by_label("Motion score", exact=True).fill("25")
     page.get_by_label("Multi-scale (faster)", exact=True).check()
     page.get_by_role("button", name="Generate").click()
-    video = page.locator("#player video")
-    video.wait_for(state="attached", timeout=45_000)
-    video_id = video.get_attribute("src").split("/")[3]
-    with _open(f"{server}/v1/videos/{video_id}", timeout=10) as r:
-        assert json.load(r)["model"] == "kumo-shapes-lumina"
+    assert _model_of_the_clip(server, page) == "kumo-shapes-lumina"
     assert page.locator("#error").is_hidden()
     for label in ("Motion score", "Negative motion score", "Steps"):
         page.get_by_label(label, exact=True).fill("")
