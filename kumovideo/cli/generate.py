@@ -341,10 +341,9 @@ def flags_or_recommended(args, recommended: dict) -> tuple[int, float, float]:
 def planned_guidance(args, defaults: dict) -> float:
     """The guidance scale a run will use, before the weights load: the flag, else the model
     folder's kumo_defaults.json, else the original's (as `sampling_settings` resolves it)."""
-    from kumovideo.pipelines.pipeline_kumo import ORIGINAL_SAMPLING
+    from kumovideo.pipelines.pipeline_kumo import recommended_sampling
 
-    recommended = {key: defaults.get(key, value) for key, value in ORIGINAL_SAMPLING.items()}
-    return flags_or_recommended(args, recommended)[1]
+    return flags_or_recommended(args, recommended_sampling(defaults))[1]
 
 
 def announce_decode(frames: int, height: int, width: int):

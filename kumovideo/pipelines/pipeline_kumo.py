@@ -188,11 +188,7 @@ class KumoPipeline(DiffusionPipeline, CogVideoXLoraLoaderMixin):
         them out: the checkpoint's kumo_defaults.json (its `turbo_*` keys when the scheduler
         is the consistency one), else the original's recipe (50 DDIM steps at guidance 6;
         4 Turbo steps at guidance 2)."""
-        if isinstance(self.scheduler, KumoLCMScheduler):
-            original, names = ORIGINAL_TURBO_SAMPLING, TURBO_DEFAULT_KEYS
-        else:
-            original, names = ORIGINAL_SAMPLING, {}
-        return {key: self.sampling_defaults.get(names.get(key, key), value) for key, value in original.items()}
+        return recommended_sampling(self.sampling_defaults, turbo=isinstance(self.scheduler, KumoLCMScheduler))
 
     def default_clip(self) -> dict:
         """height, width and num_frames the transformer was made for (its config's sample
@@ -480,8 +476,7 @@ class KumoPipeline(DiffusionPipeline, CogVideoXLoraLoaderMixin):
         if split is None:
             return _native_scale
         coarsest = max(self.transformer.config.multiscale_patch_sizes)
-        n = checks.coarse_steps(len(timesteps), split)
-        boundary = float(timesteps[n]) if n < len(timesteps) else -math.inf
+        boundary = end_of_first_steps(timesteps, checks.coarse_steps(len(timesteps), split))
 
         def patch_size_at(t: torch.Tensor) -> int | None:
             return coarsest if float(t) > boundary else None
@@ -522,8 +517,7 @@ class KumoPipeline(DiffusionPipeline, CogVideoXLoraLoaderMixin):
             return lambda t: scores
         if negative_motion_end is None:
             negative_motion_end = self.sampling_defaults.get("negative_motion_end", 1.0)
-        n = checks.leading_steps(len(timesteps), negative_motion_end)
-        boundary = float(timesteps[n]) if n < len(timesteps) else -math.inf
+        boundary = end_of_first_steps(timesteps, checks.leading_steps(len(timesteps), negative_motion_end))
         return lambda t: negative if float(t) > boundary else scores
 
     # ------------------------------------------------------------------ call
@@ -758,6 +752,19 @@ class KumoPipeline(DiffusionPipeline, CogVideoXLoraLoaderMixin):
         if not return_dict:
             return (video,)
         return KumoPipelineOutput(frames=video)
+
+
+def recommended_sampling(sampling_defaults: dict, turbo: bool = False) -> dict:
+    """num_inference_steps, guidance_scale and guidance_rescale a checkpoint recommends: its
+    kumo_defaults.json (the `turbo_*` keys for the consistency scheduler), else the original's."""
+    original, names = (ORIGINAL_TURBO_SAMPLING, TURBO_DEFAULT_KEYS) if turbo else (ORIGINAL_SAMPLING, {})
+    return {key: sampling_defaults.get(names.get(key, key), value) for key, value in original.items()}
+
+
+def end_of_first_steps(timesteps: torch.Tensor, n: int) -> float:
+    """The timestep a setting on the first `n` steps of a descending list holds above: a step
+    with t above it is one of them (-inf when all are)."""
+    return float(timesteps[n]) if n < len(timesteps) else -math.inf
 
 
 def _native_scale(t: torch.Tensor) -> None:
