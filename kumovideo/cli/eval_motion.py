@@ -137,10 +137,15 @@ def check_args(args) -> dict:
     guided = args.negative_motion_score is not None or args.negative_motion_end is not None
     if guided and args.reference:
         raise KumoInputError("--negative-motion-score: for generated clips only; leave it out with --reference")
+    guidance = {}
     if guided:  # every score is a motion_score the negative goes with
         checks.check_negative_motion(
             1.0, args.negative_motion_score, args.negative_motion_end, planned_guidance(args, defaults)
         )
+        negative = checks.clamp_motion_score(  # once here, not a warning a batch
+            args.negative_motion_score, checks.recorded_range(defaults, "motion_score_range")
+        )
+        guidance = {"negative_motion_score": negative, "negative_motion_end": args.negative_motion_end}
     fps = float(defaults.get("fps", DEFAULT_FPS))
     unit = score_unit(num_frames, fps)
     source = "--scores"
@@ -161,6 +166,7 @@ def check_args(args) -> dict:
         "source": source,
         "frame": (num_frames, height, width),
         "unit": unit,
+        "motion_guidance": guidance,  # the pipeline arguments of every scored clip (none: off)
     }
 
 
@@ -297,7 +303,7 @@ def run(args) -> int:
                 num_inference_steps=steps,
                 guidance_scale=guidance,
                 guidance_rescale=guidance_rescale,
-                **({} if score is None else {"motion_score": score, **motion_guidance(args)}),
+                **({} if score is None else {"motion_score": score, **checked["motion_guidance"]}),
             )
         for j, (text, video) in enumerate(zip(batch, out)):
             frames = frames_to_uint8(video)
@@ -330,7 +336,7 @@ def run(args) -> int:
             "steps": steps,
             "guidance": guidance,
             "guidance_rescale": guidance_rescale,
-            "negative_motion_score": args.negative_motion_score,  # motion guidance at every score (None: off)
+            "negative_motion_score": checked["motion_guidance"].get("negative_motion_score"),  # None: off
             "negative_motion_end": args.negative_motion_end,
             "seed": args.seed,
             "width": width,
@@ -356,9 +362,10 @@ def run(args) -> int:
         if args.reference
         else f"{steps} steps, guidance {guidance} (rescale {guidance_rescale})"
     )
-    if args.negative_motion_score is not None:
+    if checked["motion_guidance"]:
         share = "the model's share" if args.negative_motion_end is None else f"{args.negative_motion_end:g}"
-        what += f", negative motion score {args.negative_motion_score:g} for {share} of the steps"
+        negative = checked["motion_guidance"]["negative_motion_score"]
+        what += f", negative motion score {negative:g} for {share} of the steps"
     print(
         f"kumo eval motion: {len(captions)} captions x {len(scores)} scores + no score at {width}x{height}, "
         f"{what}, {elapsed:.0f} s ({summary['seconds_per_clip']:.2f} s/clip)"
@@ -374,13 +381,6 @@ def run(args) -> int:
     )
     print(f"contact sheet: {sheet_path}; per-clip results: {out_dir / 'results.json'}")
     return 0
-
-
-def motion_guidance(args) -> dict:
-    """The pipeline arguments of --negative-motion-score / --negative-motion-end (none: none)."""
-    if args.negative_motion_score is None:
-        return {}
-    return {"negative_motion_score": args.negative_motion_score, "negative_motion_end": args.negative_motion_end}
 
 
 def _name(score: float | None) -> str:
