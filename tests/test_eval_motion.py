@@ -150,6 +150,17 @@ def test_eval_motion_guidance_goes_with_every_score_and_not_the_unscored_clips(
     assert not (tmp_path / "refused").exists()
 
 
+def test_eval_motion_clamps_a_negative_outside_the_range_once(tmp_path, lumina_model, pipeline_calls, capsys):
+    out = tmp_path / "clamped"
+    argv = ["eval", "motion", "--model", str(lumina_model), "--n", "1", "--steps", "1", "--scores", "15,25"]
+    assert main([*argv, "--negative-motion-score", "3", "--out", str(out)]) == 0
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "outside the range" in line]
+    expected = "kumo: warning: motion score 3 is outside the range this model was trained on (10 to 30); using 10"
+    assert warnings == [expected]  # once, not once a batch
+    assert [c.get("negative_motion_score") for c in pipeline_calls] == [10.0, 10.0, None]
+    assert read_results(out)["summary"]["negative_motion_score"] == 10.0
+
+
 def test_spearman_falls_back_to_numpy_ranks_without_scipy(monkeypatch):
     rng = np.random.default_rng(0)
     x = [10.0] * 4 + [20.0] * 4 + [30.0] * 4
