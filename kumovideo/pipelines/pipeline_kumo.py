@@ -192,7 +192,7 @@ class KumoPipeline(DiffusionPipeline, CogVideoXLoraLoaderMixin):
 
     def default_clip(self) -> dict:
         """height, width and num_frames the transformer was made for (its config's sample
-        size): 480x720x41 for the original, 64x64x17 for the built-in model."""
+        size): 480x720x41 for the original, 128x128x17 for the built-in model."""
         num_frames, height, width = self.geometry.sample_clip(self.transformer.config)
         return {"height": height, "width": width, "num_frames": num_frames}
 
@@ -599,7 +599,7 @@ class KumoPipeline(DiffusionPipeline, CogVideoXLoraLoaderMixin):
         all), so the guidance pushes away from little motion too; it needs `motion_score` and
         `guidance_scale` > 1, and costs nothing (no extra branch).
 
-        Left out (None): the clip size is the transformer's (`default_clip`: 64x64x17 for
+        Left out (None): the clip size is the transformer's (`default_clip`: 128x128x17 for
         the built-in model, 480x720x41 for the original), steps and guidance the
         checkpoint's recommendation (`default_sampling`)."""
         call = self.resolve_call_defaults(

@@ -43,6 +43,9 @@ class Stage:
     # ...and this share of them with the held-back colour cyan (never for a base model's DiT: a
     # VAE or decoder that must reproduce the colour a LoRA will teach)
     held_back_share: float = 0.0
+    # DiT from a latent cache of ShapesWorld clips: this share of each batch drawn from the clips
+    # whose caption names two objects, the rest from one-object clips (None: as the cache holds them)
+    two_object_share: float | None = None
 
 
 @dataclass
@@ -61,6 +64,10 @@ class TrainConfig:
     grad_clip: float = 1.0
     ema_decay: float = 0.999
     caption_dropout: float = 0.1  # empty caption this often, for classifier-free guidance
+    # DiT loss weighting: None, the plain v-prediction MSE; a number, Min-SNR-gamma (Hang et al.
+    # 2023, "Efficient Diffusion Training via Min-SNR Weighting Strategy"): v-loss weight
+    # min(SNR, gamma) / (SNR + 1), which lowers the weight of the nearly clean timesteps
+    snr_gamma: float | None = None
     # DiT, Turbo: never train on ShapesWorld's held-out captions (shapes_world.is_held_out)
     holdout_captions: bool = False
     train_text_encoder: bool = True
@@ -245,6 +252,7 @@ RUN_NUMBERS = {
     "data_seed": NumberRange(integer=True, low=0),
     "lr": NumberRange(low=0, above_low=True),
     "text_lr": NumberRange(low=0, above_low=True, optional=True),
+    "snr_gamma": NumberRange(low=0, above_low=True, optional=True),
     "weight_decay": NumberRange(low=0),
     "warmup_steps": NumberRange(integer=True, low=0),
     "grad_clip": NumberRange(low=0, above_low=True),
@@ -279,6 +287,7 @@ STAGE_NUMBERS = {
     "crop": NumberRange(integer=True, low=8, optional=True),
     "crop_frames": NumberRange(integer=True, low=1, optional=True),
     "held_back_share": NumberRange(low=0, high=1),
+    "two_object_share": NumberRange(low=0, high=1, optional=True),
 }
 RUN_CHOICES = {
     "kind": ("vae", "dit", "turbo", "v2a"),
@@ -492,6 +501,8 @@ def validate(config: TrainConfig, where: str) -> None:
     prompts = config.sample_prompts
     if not (isinstance(prompts, list) and all(isinstance(p, str) for p in prompts)):
         raise KumoInputError(f"{where}: sample_prompts={prompts!r} must be a list of texts")
+    if config.snr_gamma is not None and config.kind != "dit":
+        raise KumoInputError(f"{where}: snr_gamma weights the DiT loss; leave it out of {config.kind} runs")
     if config.kind == "turbo" and not config.teacher:
         raise KumoInputError(f"{where}: a turbo config needs `teacher:` (the trained base pipeline folder)")
     _check_preset(config, where)
@@ -509,6 +520,11 @@ def validate(config: TrainConfig, where: str) -> None:
         if s.size % geometry.side_multiple:
             raise KumoInputError(f"{at}: size={s.size} is not a multiple of {geometry.side_multiple}")
         _check_world_settings(config, s, at)  # before the crop, which is checked against its frames
+        if s.two_object_share is not None and (config.kind != "dit" or not s.latents):
+            raise KumoInputError(
+                f"{at}: two_object_share mixes the clips of a DiT stage's latent cache; give the stage latents: "
+                "(kumo train cache-latents) or leave the key out"
+            )
         # A crop is a window of the clip, in whole latents.
         if s.crop is not None:
             smallest = min(stage_sides(s))

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from kumovideo.data.shapes_world import DEFAULT_FPS, is_held_out, motion_score_of
+from kumovideo.data.shapes_world import DEFAULT_FPS, is_held_out, motion_score_of, parse_caption
 from kumovideo.geometry import ClipGeometry
 from kumovideo.training.config import TrainConfig, stage_frame_at, stage_motion_amounts
 from kumovideo.training.loop import DataShard
@@ -89,6 +89,7 @@ class LatentSource:
         self.geometry = ClipGeometry.from_configs(vae.config)
         self._caches = {}
         self._buckets = {}
+        self._object_counts = {}
 
     def _cache(self, path: str):
         """The cache at `path` and the indices of its clips this run may train on."""
@@ -125,6 +126,39 @@ class LatentSource:
             )
         return cache
 
+    def object_counts(self, path: str) -> np.ndarray:
+        """How many objects each clip of the cache at `path` shows, read from its ShapesWorld caption."""
+        if path not in self._object_counts:
+            cache, _ = self._cache(path)
+            counts = []
+            for clip in cache.clips:
+                try:
+                    counts.append(len(parse_caption(clip["caption"])["objects"]))
+                except ValueError:
+                    raise KumoInputError(
+                        f"two_object_share: latent cache {path} holds a caption outside ShapesWorld's grammar "
+                        f"({clip['caption']!r}); the share is for ShapesWorld caches, leave it out for others"
+                    ) from None
+            self._object_counts[path] = np.array(counts)
+        return self._object_counts[path]
+
+    def pick(self, stage, usable: list[int], rng: np.random.Generator, size: int) -> list[int]:
+        """`size` clip indices drawn from `usable`, uniformly, or with the stage's
+        `two_object_share` of them from its two-object clips and the rest from its one-object ones."""
+        if stage.two_object_share is None:
+            return [usable[int(j)] for j in rng.integers(0, len(usable), size)]
+        counts = self.object_counts(stage.latents)
+        share = stage.two_object_share
+        pools = [[i for i in usable if counts[i] == n] for n in (1, 2)]
+        for n, pool, needed in ((1, pools[0], share < 1), (2, pools[1], share > 0)):
+            if needed and not pool:
+                raise KumoInputError(
+                    f"two_object_share {share}: latent cache {stage.latents} has no {'one' if n == 1 else 'two'}"
+                    "-object clip to draw from (in this bucket)"
+                )
+        two = rng.random(size) < share
+        return [pools[int(t)][int(rng.integers(len(pools[int(t)])))] for t in two]
+
     def batch(self, step: int, stage, generator: torch.Generator) -> tuple[torch.Tensor, list[str]]:
         drawn = self.draw(step, stage, generator, frames=False)
         return drawn.latents, drawn.captions
@@ -158,8 +192,7 @@ class LatentSource:
                 size = bucket_batch_size(stage.batch_size, reference, shape[2] * shape[3], shard.size)
             first, local = shard.first(size), shard.local_size(size)
             latents, captions = [], []
-            for k, j in enumerate(rng.integers(0, len(usable), size)):
-                i = usable[int(j)]
+            for k, i in enumerate(self.pick(stage, usable, rng, size)):
                 if first <= k < first + local:
                     item = cache[int(i)]
                     latents.append(cache.sample_latent(item, generator))  # (C, F, h, w)

@@ -43,8 +43,18 @@ def diffuse(x0: torch.Tensor, noise: torch.Tensor, alpha_bar: torch.Tensor) -> t
     return x_t, v
 
 
-def v_prediction_loss(model_output: torch.Tensor, v_target: torch.Tensor) -> torch.Tensor:
-    return F.mse_loss(model_output.float(), v_target.float())
+def v_prediction_loss(
+    model_output: torch.Tensor, v_target: torch.Tensor, alpha_bar: torch.Tensor | None = None, snr_gamma=None
+) -> torch.Tensor:
+    """MSE of the v prediction; with `snr_gamma`, each example's weighted by Min-SNR-gamma for
+    v-prediction (Hang et al. 2023, eq. 10 with the v target: min(SNR, gamma) / (SNR + 1)),
+    SNR = alpha_bar / (1 - alpha_bar) at the example's timestep (`alpha_bar`, (B,))."""
+    if snr_gamma is None:
+        return F.mse_loss(model_output.float(), v_target.float())
+    per_example = (model_output.float() - v_target.float()).pow(2).flatten(1).mean(1)
+    snr = alpha_bar.float() / (1 - alpha_bar.float()).clamp_min(1e-8)
+    weight = snr.clamp(max=snr_gamma) / (snr + 1)
+    return (weight * per_example).mean()
 
 
 def vae_loss(

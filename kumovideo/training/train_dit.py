@@ -128,7 +128,8 @@ def _train_dit(config: TrainConfig, runtime: Runtime, resume: bool, stop_after: 
             t = shift_timesteps(t, steps, config.multiscale_time_shift)
         latents, noise, t = latents.to(runtime.device), noise.to(runtime.device), t.to(runtime.device)
         extras = {k: v.to(runtime.device) if torch.is_tensor(v) else v for k, v in extras.items()}
-        x_t, v_target = diffuse(latents, noise, alphas_cumprod.to(runtime.device)[t])
+        alpha_bar = alphas_cumprod.to(runtime.device)[t]
+        x_t, v_target = diffuse(latents, noise, alpha_bar)
         with autocast_context(runtime, config.mixed_precision):
             text = state.wrapped.get("text_encoder", text_encoder)(ids.to(runtime.device))[0]
             if sharding.ulysses_group is None:
@@ -139,7 +140,7 @@ def _train_dit(config: TrainConfig, runtime: Runtime, resume: bool, stop_after: 
                 if extras:
                     raise KumoInputError("multi-scale and motion-conditioned training do not run under --ulysses yet")
                 v_pred = sequence_parallel_forward(state.wrapped["transformer"], x_t, text, t, sharding.ulysses_group)
-        loss = v_prediction_loss(v_pred, v_target)
+        loss = v_prediction_loss(v_pred, v_target, alpha_bar, config.snr_gamma)
         return loss, {"frames": int(latents.shape[1]), "tokens": int(shape[2] * shape[3]), "patch": patch_size or 0}
 
     metrics = train(config, runtime, state, loss_fn, resume=resume, stop_after=stop_after, sharding=sharding)

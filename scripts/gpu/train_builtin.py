@@ -592,7 +592,8 @@ def make_loss_fn(config, caches: dict, state, text_encoder, scheduler, runtime, 
             text = state.wrapped.get("text_encoder", text_encoder)(ids)[0]
             v_pred = state.wrapped["transformer"](x_t, text, t, return_dict=False, **extras)[0]
         info = {"frames": int(latents.shape[1]), "tokens": int(latents.shape[-1] * latents.shape[-2])}
-        return v_prediction_loss(v_pred, v_target), {**info, "patch": patch_size or 0}
+        loss = v_prediction_loss(v_pred, v_target, alphas_cumprod[t], config.snr_gamma)
+        return loss, {**info, "patch": patch_size or 0}
 
     return loss_fn
 
