@@ -66,6 +66,25 @@ def test_two_object_share_left_out_draws_as_before(shapes_cache, vae_4x_2x, tmp_
     assert {len(parse_caption(c)["objects"]) for c in drawn.captions} == {1, 2}  # the cache's own mix
 
 
-def test_two_object_share_needs_a_latent_cache(tmp_path):
-    with pytest.raises(KumoInputError, match="two_object_share mixes the clips of a DiT stage's latent cache"):
-        dit_config(tmp_path, {"two_object_share": 0.8})
+def test_a_stage_that_renders_its_clips_draws_the_two_object_share_too(vae_4x_2x, tmp_path):
+    config = dit_config(tmp_path, {"two_object_share": 1.0})
+    drawn = LatentSource(config, vae_4x_2x, setup_runtime("cpu")).draw(0, config.stages[0], torch.Generator())
+    assert {len(parse_caption(c)["objects"]) for c in drawn.captions} == {2}
+
+
+def test_sample_example_draws_the_object_count_by_the_share():
+    from kumovideo.data.shapes_world import sample_example
+
+    plain = [sample_example(5, i)[1] for i in range(16)]
+    assert [sample_example(5, i, two_object_share=None)[1] for i in range(16)] == plain  # the stream as ever
+    assert {len(parse_caption(c)["objects"]) for c in plain} == {1, 2}
+    for share, count in ((0.0, 1), (1.0, 2)):
+        drawn = [sample_example(5, i, two_object_share=share)[1] for i in range(16)]
+        assert {len(parse_caption(c)["objects"]) for c in drawn} == {count}
+
+
+def test_two_object_share_is_for_dit_runs_only(tmp_path):
+    stage = {"name": "s", "steps": 1, "two_object_share": 0.8}
+    vae = {"kind": "vae", "output_dir": str(tmp_path / "out"), "stages": [stage]}
+    with pytest.raises(KumoInputError, match="two_object_share mixes a DiT stage's clips; leave it out of vae runs"):
+        load_config(write_config(tmp_path / "vae.json", vae))

@@ -119,12 +119,13 @@ def example_table(
     width: int | None = None,
     height: int | None = None,
     motion_amounts: tuple[float, float] | None = None,
+    two_object_share: float | None = None,
 ) -> tuple[SpecTable, list[str]]:
     """Examples `indices` of the ShapesWorld stream `seed` (`sample_example`, clips only):
     their table and captions. v1.1: a `width` x `height` frame (None: `size`) and m drawn
     from `motion_amounts` (None: m = 1); the table's `motion_amount` holds each clip's m
-    (for `shapes_world.motion_score_of`). Runs on the CPU; a training kit maps it over
-    worker processes."""
+    (for `shapes_world.motion_score_of`); `two_object_share` of them with two objects (None:
+    the stream's even mix). Runs on the CPU; a training kit maps it over worker processes."""
     specs, captions = [], []
     for index in indices:
         spec, text = sample_example(
@@ -135,6 +136,7 @@ def example_table(
             width=width,
             height=height,
             motion_amounts=motion_amounts,
+            two_object_share=two_object_share,
         )
         specs.append(spec)
         captions.append(text)

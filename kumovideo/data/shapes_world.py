@@ -677,6 +677,10 @@ def render_sound(spec: ClipSpec, fps: float = DEFAULT_FPS, sample_rate: int = SA
 # ----------------------------------------------------------------------------------------
 
 
+# Tags the generator of an example's object count under a two-object share, [seed, index, tag].
+_TWO_OBJECT_TAG = 37
+
+
 def sample_example(
     seed: int,
     index: int,
@@ -687,6 +691,7 @@ def sample_example(
     height: int | None = None,
     motion_amounts: tuple[float, float] | None = None,
     include: str | None = None,
+    two_object_share: float | None = None,
 ) -> tuple[ClipSpec, str]:
     """Example `index` of the stream with `seed`: its spec (to render) and caption.
 
@@ -695,13 +700,24 @@ def sample_example(
     the example is a still image: the first frame of the clip, with the clip's caption.
     v1.1: a W x H frame (`width`, `height`), and m drawn uniformly from `motion_amounts`
     (None: m = 1, and the stream is v1's); `include`, a colour one object must have
-    (`sample_clip_spec`; None: the base palette only).
+    (`sample_clip_spec`; None: the base palette only). `two_object_share`: the chance the
+    example shows two objects (None: one or two, equally likely, and the stream is as ever).
     """
     rng = np.random.default_rng([seed, index])
     is_image = rng.random() < image_prob
     motion_amount = 1.0 if motion_amounts is None else float(rng.uniform(*motion_amounts))
+    num_objects = None
+    if two_object_share is not None:  # drawn apart from `rng`, as `include` is chosen apart
+        num_objects = 2 if np.random.default_rng([seed, index, _TWO_OBJECT_TAG]).random() < two_object_share else 1
     spec = sample_clip_spec(
-        rng, size=size, num_frames=num_frames, width=width, height=height, motion_amount=motion_amount, include=include
+        rng,
+        size=size,
+        num_frames=num_frames,
+        num_objects=num_objects,
+        width=width,
+        height=height,
+        motion_amount=motion_amount,
+        include=include,
     )
     text = caption(spec)
     if is_image:

@@ -43,8 +43,8 @@ class Stage:
     # ...and this share of them with the held-back colour cyan (never for a base model's DiT: a
     # VAE or decoder that must reproduce the colour a LoRA will teach)
     held_back_share: float = 0.0
-    # DiT from a latent cache of ShapesWorld clips: this share of each batch drawn from the clips
-    # whose caption names two objects, the rest from one-object clips (None: as the cache holds them)
+    # DiT on ShapesWorld: this share of the clips with two objects, the rest with one (None: the
+    # stream's even mix, or a latent cache's own); from a cache, each batch draws it by caption
     two_object_share: float | None = None
 
 
@@ -520,10 +520,9 @@ def validate(config: TrainConfig, where: str) -> None:
         if s.size % geometry.side_multiple:
             raise KumoInputError(f"{at}: size={s.size} is not a multiple of {geometry.side_multiple}")
         _check_world_settings(config, s, at)  # before the crop, which is checked against its frames
-        if s.two_object_share is not None and (config.kind != "dit" or not s.latents):
+        if s.two_object_share is not None and config.kind != "dit":
             raise KumoInputError(
-                f"{at}: two_object_share mixes the clips of a DiT stage's latent cache; give the stage latents: "
-                "(kumo train cache-latents) or leave the key out"
+                f"{at}: two_object_share mixes a DiT stage's clips; leave it out of {config.kind} runs"
             )
         # A crop is a window of the clip, in whole latents.
         if s.crop is not None:

@@ -225,6 +225,7 @@ class LatentSource:
                 frame,
                 amounts,
                 stage.held_back_share,
+                stage.two_object_share,
             )
             with torch.no_grad():
                 posterior = self.vae.encode(videos.to(self.runtime.device)).latent_dist

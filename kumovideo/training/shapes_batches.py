@@ -36,11 +36,13 @@ def shapes_batch_v11(
     frame: tuple[int, int] | None = None,
     motion_amounts: tuple[float, float] | None = None,
     held_back_share: float = 0.0,
+    two_object_share: float | None = None,
 ) -> tuple[torch.Tensor, list[str], list[float]]:
     """`shapes_batch` with ShapesWorld v1.1's settings: a (W, H) frame (None: S x S), m
     drawn from `motion_amounts` (None: 1) and about `held_back_share` of the clips with the
-    held-back colour (`has_held_back`; 0: none, the base stream). Videos (B, 3, F, H, W),
-    captions, each clip's m."""
+    held-back colour (`has_held_back`; 0: none, the base stream), `two_object_share` of them
+    with two objects (None: the stream's own even mix). Videos (B, 3, F, H, W), captions,
+    each clip's m."""
     width, height = frame or (None, None)
     first = (step * world_size + rank) * batch_size
     videos, captions, amounts = [], [], []
@@ -54,6 +56,7 @@ def shapes_batch_v11(
             height=height,
             motion_amounts=motion_amounts,
             include=HELD_BACK if has_held_back(seed, index, held_back_share) else None,
+            two_object_share=two_object_share,
         )
         videos.append(frames_to_tensor(render_clip(spec)))  # (F, 3, H, W)
         captions.append(text)

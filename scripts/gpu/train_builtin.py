@@ -344,8 +344,17 @@ def fit_clip_size(transformer, vae, stage) -> None:
 def _table_job(job):
     from kumovideo.data.shapes_torch import example_table
 
-    seed, indices, size, frames, (width, height), motion_amounts = job
-    return example_table(seed, indices, size, frames, width=width, height=height, motion_amounts=motion_amounts)
+    seed, indices, size, frames, (width, height), motion_amounts, two_object_share = job
+    return example_table(
+        seed,
+        indices,
+        size,
+        frames,
+        width=width,
+        height=height,
+        motion_amounts=motion_amounts,
+        two_object_share=two_object_share,
+    )
 
 
 def cache_plan(stage, clips: int) -> list[tuple[tuple[int, int], int]]:
@@ -358,15 +367,26 @@ def cache_plan(stage, clips: int) -> list[tuple[tuple[int, int], int]]:
     return [(frame, max(1, round(clips * frames.count(frame) / len(frames)))) for frame in distinct]
 
 
-def spec_jobs(seed: int, plan, size: int, frames: int, motion_amounts, chunk: int) -> list[tuple]:
+def spec_jobs(
+    seed: int, plan, size: int, frames: int, motion_amounts, chunk: int, two_object_share: float | None = None
+) -> list[tuple]:
     """The sampling jobs of every bucket, `chunk` examples each, interleaved so that the
     buckets fill at the same pace (a cache cut short by its time cap still holds them all).
-    Bucket j takes the examples after bucket j-1's in the stream `seed`."""
+    Bucket j takes the examples after bucket j-1's in the stream `seed`; `two_object_share`
+    as the stage's (None: the stream's even mix)."""
     jobs, first = [], 0
     for frame, count in plan:
         starts = range(first, first + count, chunk)
         for k, a in enumerate(starts):
-            job = (seed, range(a, min(a + chunk, first + count)), size, frames, frame, motion_amounts)
+            job = (
+                seed,
+                range(a, min(a + chunk, first + count)),
+                size,
+                frames,
+                frame,
+                motion_amounts,
+                two_object_share,
+            )
             jobs.append(((k + 0.5) / len(starts), len(jobs), job))
         first += count
     return [job for _, _, job in sorted(jobs)]
@@ -422,13 +442,13 @@ def build_cache(pool, vae, tokenizer, config, mode: dict, max_len: int, device, 
     amounts = stage_motion_amounts(stage)
     plan = cache_plan(stage, mode["cache_clips"])
     chunk = 256 if device.type == "cuda" else 4
-    jobs = spec_jobs(config.data_seed, plan, stage.size, stage.num_frames, amounts, chunk)
+    jobs = spec_jobs(config.data_seed, plan, stage.size, stage.num_frames, amounts, chunk, stage.two_object_share)
     parts = {frame: {"mean": [], "std": [], "captions": [], "m": []} for frame, _ in plan}
     drawn = 0
     timing = {"sample_wait_s": 0.0, "render_s": 0.0, "encode_s": 0.0}
     start = time.perf_counter()
     complete = True
-    for (_, _, _, _, frame, _), (table, texts) in zip(jobs, spec_tables(pool, jobs)):
+    for (_, _, _, _, frame, _, _), (table, texts) in zip(jobs, spec_tables(pool, jobs)):
         keep = [i for i, text in enumerate(texts) if not is_held_out(text)]
         drawn += len(texts)
         if not keep:
