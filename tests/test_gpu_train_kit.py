@@ -87,6 +87,9 @@ def test_a_short_run_leaves_its_checkpoint_and_pipeline_within_the_device_limits
     assert (config["sample_height"], config["sample_width"], config["sample_frames"]) == (4, 4, 9)
     cached = (root / "work1" / "run" / "cache_captions.txt").read_text().split("\n")
     assert set(cached) - {""} <= set((folder / "training_captions.txt").read_text().split("\n"))
+    # the recipe's two_object_share (0.8) reaches the kit's cache: ShapesWorld's own stream is half and half
+    two = [" and " in text for text in cached if text]
+    assert sum(two) / len(two) > 0.65, f"{sum(two)} of {len(two)} cached captions name two objects"
     assert proc.stdout.startswith("train_builtin CPU rehearsal")
 
 

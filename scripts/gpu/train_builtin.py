@@ -312,13 +312,15 @@ def kit_config(args, mode: dict):
     from kumovideo.training.config import load_config
 
     overrides = {**mode["overrides"], "output_dir": str(Path(args.work) / "run")}
-    if args.tiny:  # the toy stage renders what the recipe's does: buckets and motion amounts, at toy size
+    if args.tiny:  # the toy stage renders what the recipe's does: buckets, motion amounts, object mix, at toy size
         recipe = load_config(args.config).stages[0]
         tiny_stage = dict(overrides["stages"][0])
         if recipe.buckets:
             tiny_stage["buckets"] = TINY_BUCKETS
         if recipe.motion_range:
             tiny_stage["motion_range"] = recipe.motion_range
+        if recipe.two_object_share is not None:
+            tiny_stage["two_object_share"] = recipe.two_object_share
         overrides["stages"] = [tiny_stage]
     config = load_config(args.config, overrides)
     if args.batch:
