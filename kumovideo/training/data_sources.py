@@ -89,7 +89,7 @@ class LatentSource:
         self.geometry = ClipGeometry.from_configs(vae.config)
         self._caches = {}
         self._buckets = {}
-        self._object_counts = {}
+        self._object_pools = {}
 
     def _cache(self, path: str):
         """The cache at `path` and the indices of its clips this run may train on."""
@@ -126,30 +126,33 @@ class LatentSource:
             )
         return cache
 
-    def object_counts(self, path: str) -> np.ndarray:
-        """How many objects each clip of the cache at `path` shows, read from its ShapesWorld caption."""
-        if path not in self._object_counts:
+    def object_pools(self, path: str, shape: tuple[int, ...], usable: list[int]) -> tuple[list[int], list[int]]:
+        """The one- and two-object clips among `usable`, the clips of the cache at `path` of
+        latent shape `shape` (a bucket), read from their ShapesWorld captions once per bucket."""
+        key = (path, shape)
+        if key not in self._object_pools:
             cache, _ = self._cache(path)
-            counts = []
-            for clip in cache.clips:
+            pools: tuple[list[int], list[int]] = ([], [])
+            for i in usable:
+                text = cache.clips[i]["caption"]
                 try:
-                    counts.append(len(parse_caption(clip["caption"])["objects"]))
+                    pools[len(parse_caption(text)["objects"]) - 1].append(i)
                 except ValueError:
                     raise KumoInputError(
                         f"two_object_share: latent cache {path} holds a caption outside ShapesWorld's grammar "
-                        f"({clip['caption']!r}); the share is for ShapesWorld caches, leave it out for others"
+                        f"({text!r}); the share is for ShapesWorld caches, leave it out for others"
                     ) from None
-            self._object_counts[path] = np.array(counts)
-        return self._object_counts[path]
+            self._object_pools[key] = pools
+        return self._object_pools[key]
 
-    def pick(self, stage, usable: list[int], rng: np.random.Generator, size: int) -> list[int]:
-        """`size` clip indices drawn from `usable`, uniformly, or with the stage's
-        `two_object_share` of them from its two-object clips and the rest from its one-object ones."""
+    def pick(self, stage, shape: tuple[int, ...], usable: list[int], rng: np.random.Generator, size: int) -> list[int]:
+        """`size` clip indices drawn from `usable` (the bucket of latent shape `shape`), uniformly,
+        or with the stage's `two_object_share` of them from its two-object clips, the rest from
+        its one-object ones."""
         if stage.two_object_share is None:
             return [usable[int(j)] for j in rng.integers(0, len(usable), size)]
-        counts = self.object_counts(stage.latents)
         share = stage.two_object_share
-        pools = [[i for i in usable if counts[i] == n] for n in (1, 2)]
+        pools = self.object_pools(stage.latents, shape, usable)
         for n, pool, needed in ((1, pools[0], share < 1), (2, pools[1], share > 0)):
             if needed and not pool:
                 raise KumoInputError(
@@ -184,7 +187,7 @@ class LatentSource:
             rng = np.random.default_rng([self.config.seed, step, shard.stream])
             buckets = self.buckets(stage.latents)
             if len(buckets) == 1:
-                usable = buckets[0][1]
+                shape, usable = buckets[0]
             else:
                 counts = np.array([len(members) for _, members in buckets], dtype=np.float64)
                 shape, usable = buckets[int(rng.choice(len(buckets), p=counts / counts.sum()))]
@@ -192,7 +195,7 @@ class LatentSource:
                 size = bucket_batch_size(stage.batch_size, reference, shape[2] * shape[3], shard.size)
             first, local = shard.first(size), shard.local_size(size)
             latents, captions = [], []
-            for k, i in enumerate(self.pick(stage, usable, rng, size)):
+            for k, i in enumerate(self.pick(stage, shape, usable, rng, size)):
                 if first <= k < first + local:
                     item = cache[int(i)]
                     latents.append(cache.sample_latent(item, generator))  # (C, F, h, w)
