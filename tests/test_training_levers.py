@@ -88,3 +88,20 @@ def test_two_object_share_is_for_dit_runs_only(tmp_path):
     vae = {"kind": "vae", "output_dir": str(tmp_path / "out"), "stages": [stage]}
     with pytest.raises(KumoInputError, match="two_object_share mixes a DiT stage's clips; leave it out of vae runs"):
         load_config(write_config(tmp_path / "vae.json", vae))
+
+
+def test_two_object_share_refuses_a_cache_of_other_captions(shapes_cache, vae_4x_2x, tmp_path):
+    import json
+    import shutil
+
+    folder = tmp_path / "foreign"
+    shutil.copytree(shapes_cache.parent, folder)
+    index = json.loads((folder / "index.json").read_text())
+    index["clips"][0]["caption"] = "a cat playing the piano"
+    (folder / "index.json").write_text(json.dumps(index))
+    config = dit_config(tmp_path, {"latents": str(folder / "index.json"), "two_object_share": 0.5})
+    source = LatentSource(config, vae_4x_2x, setup_runtime("cpu"))
+    with pytest.raises(
+        KumoInputError, match="holds a caption outside ShapesWorld's grammar .'a cat playing the piano'"
+    ):
+        source.draw(0, config.stages[0], torch.Generator())
