@@ -10,8 +10,9 @@ import shutil
 
 import pytest
 import torch
+from diffusers.models.attention_processor import Attention
 
-from kumovideo.models.attention import MADiTAttnProcessor
+from kumovideo.models.attention import MADiTAttention, MADiTAttnProcessor
 from kumovideo.models.transformer_kumo import KumoTransformer3DModel, madit_from_preset
 from kumovideo.perf import apply_fast_paths, apply_memory_mode, fuse_qkv, set_sdpa_backend, unfuse_qkv
 from kumovideo.perf.fast_paths import SDPAttention, quantize_fp8, recommended_threads, set_threads
@@ -50,6 +51,30 @@ def forward(model, inputs, dtype=torch.float32):
 def assert_close_rel(out, ref, tol):
     err = (out - ref).abs().max().item() / ref.abs().max().item()
     assert err <= tol, f"relative error {err:.2e} > {tol:.0e}"
+
+
+# ------------------------------------------------------------------------ attention module
+
+
+def test_madit_attention_calls_its_processor_as_diffusers_attention_does(inputs):
+    """MADiTAttention skips Attention.forward's per-call signature lookup: same outputs as
+    diffusers' forward for the joint and the cross attention; stray keyword arguments are a
+    TypeError, not a warning."""
+    model = perturbed_tiny()
+    block = model.transformer_blocks[0]
+    assert all(type(a) is MADiTAttention for a in model.attention_modules())
+    g = torch.Generator().manual_seed(3)
+    vision, text = torch.randn(2, 12, 32, generator=g), torch.randn(2, 16, 32, generator=g)
+    with torch.no_grad():
+        for attn in (block.attn1, block.attn2_1):
+            ours = attn(vision, encoder_hidden_states=text)
+            theirs = Attention.forward(attn, vision, encoder_hidden_states=text)
+            for a, b in zip(
+                ours if isinstance(ours, tuple) else (ours,), theirs if isinstance(theirs, tuple) else (theirs,)
+            ):
+                assert torch.equal(a, b)
+    with pytest.raises(TypeError, match="no extra arguments"):
+        block.attn2_1(vision, encoder_hidden_states=text, scale=0.5)
 
 
 # ------------------------------------------------------------------------ fused QKV

@@ -33,6 +33,27 @@ def sdpa(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torch.T
     return F.scaled_dot_product_attention(query, key, value, dropout_p=0.0, is_causal=False)
 
 
+class MADiTAttention(Attention):
+    """diffusers' `Attention` (same modules, names and processors) with a forward that calls
+    the processor directly. `Attention.forward` reads the processor's signature with
+    `inspect` on every call to filter extra keyword arguments; MADiT passes none, and at
+    the built-in model's size that lookup cost about 0.8 ms a step on 2 CPU cores (24
+    attention calls), a tenth of a coarse multi-scale step."""
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        encoder_hidden_states: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        **kwargs,
+    ):
+        if kwargs:
+            raise TypeError(f"MADiT attention takes no extra arguments, got {', '.join(sorted(kwargs))}")
+        return self.processor(
+            self, hidden_states, encoder_hidden_states=encoder_hidden_states, attention_mask=attention_mask
+        )
+
+
 class MADiTAttnProcessor:
     """Scaled dot-product attention for MADiT's joint self-attention and cross-attentions.
 

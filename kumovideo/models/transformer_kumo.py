@@ -48,6 +48,7 @@ from diffusers.utils import USE_PEFT_BACKEND, scale_lora_layers, unscale_lora_la
 
 from kumovideo.geometry import ClipGeometry
 from kumovideo.models.attention import (
+    MADiTAttention,
     MADiTAttnProcessor,
     fuse_projections,
     keep_original_checkpoint_names,
@@ -119,9 +120,9 @@ def multiscale_sincos_table(
     return table.flatten(0, 1)
 
 
-def cross_attention(dim: int, heads: int, head_dim: int, bias: bool) -> Attention:
+def cross_attention(dim: int, heads: int, head_dim: int, bias: bool) -> MADiTAttention:
     """Queries from one stream, keys and values from the other (no q/k norm)."""
-    return Attention(
+    return MADiTAttention(
         query_dim=dim,
         cross_attention_dim=dim,
         dim_head=head_dim,
@@ -151,7 +152,7 @@ class MADiTBlock(nn.Module):
 
         # 1. Joint self-attention over [text, vision], with per-head LayerNorm on q and k.
         self.norm1 = CogVideoXLayerNormZero(time_embed_dim, dim, norm_elementwise_affine, norm_eps, bias=True)
-        self.attn1 = Attention(
+        self.attn1 = MADiTAttention(
             query_dim=dim,
             dim_head=attention_head_dim,
             heads=num_attention_heads,
