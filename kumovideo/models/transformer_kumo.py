@@ -25,6 +25,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 from typing import Any
 
@@ -79,6 +80,7 @@ def check_multiscale_patch_sizes(patch_size: int, sizes: list[int] | None) -> li
     return sizes
 
 
+@functools.lru_cache(maxsize=32)  # one per grid a sampling loop meets; callers never write into it
 def multiscale_sincos_table(
     embed_dim: int,
     frames: int,
