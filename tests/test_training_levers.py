@@ -105,3 +105,24 @@ def test_two_object_share_refuses_a_cache_of_other_captions(shapes_cache, vae_4x
         KumoInputError, match="holds a caption outside ShapesWorld's grammar .'a cat playing the piano'"
     ):
         source.draw(0, config.stages[0], torch.Generator())
+
+
+def test_two_object_share_refuses_a_cache_without_two_object_clips(shapes_cache, vae_4x_2x, tmp_path):
+    import json
+    import shutil
+
+    folder = tmp_path / "one-object"
+    shutil.copytree(shapes_cache.parent, folder)
+    index = json.loads((folder / "index.json").read_text())
+    single = next(c["caption"] for c in index["clips"] if len(parse_caption(c["caption"])["objects"]) == 1)
+    for clip in index["clips"]:
+        clip["caption"] = single
+    (folder / "index.json").write_text(json.dumps(index))
+    stage = {"latents": str(folder / "index.json")}
+    for share in (0.0, None):  # a share the cache can serve draws
+        config = dit_config(tmp_path, {**stage, "two_object_share": share})
+        LatentSource(config, vae_4x_2x, setup_runtime("cpu")).draw(0, config.stages[0], torch.Generator())
+    config = dit_config(tmp_path, {**stage, "two_object_share": 0.5})
+    source = LatentSource(config, vae_4x_2x, setup_runtime("cpu"))
+    with pytest.raises(KumoInputError, match=r"two_object_share 0.5: latent cache .* has no two-object clip to draw"):
+        source.draw(0, config.stages[0], torch.Generator())
