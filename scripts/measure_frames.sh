@@ -3,7 +3,9 @@
 # with --image (a rendered 128x128 first frame), and `kumo interpolate --factor 4` of a rendered
 # 17-frame 64x64 clip, without and with its caption (--prompt: two guidance branches at the
 # built-in model's defaults, one without); wall time and peak RSS of the whole command, three
-# runs each, the commands alternating, medians.
+# runs each, the commands alternating, medians. First the machine's speed that hour (a guided
+# step of the built-in model; ~23-25 ms on a fast day of the 2-core machine, 52-57 ms on a slow
+# one), since every figure here scales with it.
 #   bash scripts/measure_frames.sh          # OUT=outputs/measure-frames
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -12,6 +14,8 @@ PY=${PY:-.venv/bin/python}
 OUT=${OUT:-outputs/measure-frames}
 PROMPT="a red circle moves left on a black background"
 mkdir -p "$OUT"
+$KUMO bench --preset builtin --no-e2e --runs 5 --steps 50 --threads 2 2> /dev/null | grep -E "^eager " \
+    | awk '{print "machine speed: " $4 " s a guided step (kumo bench --preset builtin --no-e2e --runs 5 --steps 50 --threads 2)"}'
 $KUMO shapes render --n 1 --size 128 --seed 19 --out "$OUT/clip128" > /dev/null 2>&1
 $KUMO shapes render --n 1 --size 64 --seed 19 --out "$OUT/clip64" > /dev/null 2>&1
 "$PY" - "$OUT" <<'PY'
