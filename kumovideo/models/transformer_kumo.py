@@ -21,6 +21,12 @@
 #   * motion conditioning (`motion_conditioning`): the clip's motion score, embedded like a
 #     timestep and added to the timestep embedding (Lumina-Video's motion score, SVD's
 #     motion bucket id).
+#
+# One more optional key is this project's own, `text_positions`: a position table on the text
+# tokens. Without it the blocks see the text tokens as a set (only the vision tokens carry
+# positions), so a text encoder that does not bind words to their neighbours (the built-in
+# model's 2-layer T5 does not: docs/builtin-model.md) leaves "a red triangle and a green
+# circle" and "a red circle and a green triangle" indistinguishable.
 
 from __future__ import annotations
 
@@ -120,6 +126,13 @@ def multiscale_sincos_table(
         dim=-1,
     )  # (frames, rows*cols, D)
     return table.flatten(0, 1)
+
+
+def text_position_table(length: int, dim: int) -> torch.Tensor:
+    """(1, length, dim): the 1D sine-cosine positions of the text tokens (diffusers' helper,
+    as the vision tokens' temporal part), the start of a `text_positions` model's table."""
+    positions = torch.arange(length, dtype=torch.float32)
+    return get_1d_sincos_pos_embed_from_grid(dim, positions)[None].float()  # (the helper gives float64)
 
 
 def cross_attention(dim: int, heads: int, head_dim: int, bias: bool) -> MADiTAttention:
@@ -252,6 +265,9 @@ class KumoTransformer3DModel(ModelMixin, AttentionMixin, ConfigMixin, PeftAdapte
         # Lumina-Video: coarser spatial patch sizes beside patch_size (multiples of it, e.g. [4]), each with
         # its own patch embedding and head; and a motion score added to the timestep embedding.
         multiscale_patch_sizes: list[int] | None = None, motion_conditioning: bool = False,
+        # A learned position table (max_text_seq_length, D) added to the projected text tokens,
+        # initialised to a 1D sine-cosine table times text_position_scale. Original checkpoints lack it.
+        text_positions: bool = False, text_position_scale: float = 1.0,
     ):
         # fmt: on
         super().__init__()
@@ -292,6 +308,10 @@ class KumoTransformer3DModel(ModelMixin, AttentionMixin, ConfigMixin, PeftAdapte
         self.scale_embeds = nn.ModuleList(
             [nn.Conv2d(embed_channels, inner_dim, kernel_size=k, stride=k, bias=True) for k in coarse_sizes]
         )
+
+        # Text positions: (1, L, D), added to the text tokens after the projection.
+        if text_positions:
+            self.text_pos_embed = nn.Parameter(torch.zeros(1, max_text_seq_length, inner_dim))
 
         # Motion score: sinusoid -> 2-layer MLP, as the timestep; added to its embedding.
         if motion_conditioning:
@@ -361,6 +381,10 @@ class KumoTransformer3DModel(ModelMixin, AttentionMixin, ConfigMixin, PeftAdapte
         for head in [self.proj_out, *self.scale_heads]:
             nn.init.zeros_(head.weight)
             nn.init.zeros_(head.bias)
+        if self.config.text_positions:
+            _, length, width = self.text_pos_embed.shape
+            with torch.no_grad():
+                self.text_pos_embed.copy_(text_position_table(length, width) * self.config.text_position_scale)
         if self.config.motion_conditioning:  # (registered before __init__ runs)
             nn.init.normal_(self.motion_embedding.linear_1.weight, std=0.02)
             nn.init.zeros_(self.motion_embedding.linear_2.weight)
@@ -418,7 +442,10 @@ class KumoTransformer3DModel(ModelMixin, AttentionMixin, ConfigMixin, PeftAdapte
         else:
             tokens = self.embed_on_grid(encoder_hidden_states, hidden_states, scale, position_offset or (0, 0))
         tokens = self.embedding_dropout(tokens)
-        return tokens[:, text_len:], tokens[:, :text_len], temb
+        text = tokens[:, :text_len]
+        if self.config.text_positions:
+            text = text + self.text_pos_embed.to(dtype=text.dtype)
+        return tokens[:, text_len:], text, temb
 
     def embed_on_grid(
         self,
@@ -682,6 +709,22 @@ def expand_for_multiscale(
         state[f"scale_heads.{i}.bias"] = head_b.reshape(channels, p, p).repeat(1, r, r).reshape(-1)
     expanded.load_state_dict(state)
     ref = old["patch_embed.proj.weight"]
+    return expanded.to(ref.device) if ref.dtype == torch.float32 else expanded.to(ref.device, ref.dtype)
+
+
+def expand_for_text_positions(model: KumoTransformer3DModel, scale: float = 1.0) -> KumoTransformer3DModel:
+    """A copy of a trained MADiT with a text position table (`text_positions`) added, every
+    trained weight kept; the table starts as the sine-cosine one times `scale`, so the copy's
+    outputs move by that much until fine-tuning teaches the blocks to read it. Returns `model`
+    itself when it has the table already."""
+    settings = {k: v for k, v in model.config.items() if not k.startswith("_")}
+    if settings.get("text_positions"):
+        return model
+    expanded = KumoTransformer3DModel(**{**settings, "text_positions": True, "text_position_scale": scale})
+    state = expanded.state_dict()
+    state.update(model.state_dict())
+    expanded.load_state_dict(state)
+    ref = next(model.parameters())
     return expanded.to(ref.device) if ref.dtype == torch.float32 else expanded.to(ref.device, ref.dtype)
 
 

@@ -8,7 +8,11 @@ from pathlib import Path
 
 import torch
 
-from kumovideo.models.transformer_kumo import expand_for_frame_conditioning, expand_for_multiscale
+from kumovideo.models.transformer_kumo import (
+    expand_for_frame_conditioning,
+    expand_for_multiscale,
+    expand_for_text_positions,
+)
 from kumovideo.pipelines.factory import build_text_encoder, build_transformer
 from kumovideo.pipelines.loading import load_pipeline_components, load_vae
 from kumovideo.schedulers import KumoDDIMScheduler
@@ -32,6 +36,9 @@ def build_components(config: TrainConfig) -> dict:
         )
         if scales or motion:  # Lumina-Video's additions on a trained MADiT, starting out as it
             components["transformer"] = expand_for_multiscale(components["transformer"], scales, bool(motion))
+        if config.transformer.get("text_positions"):  # a position table on the text tokens
+            scale = config.transformer.get("text_position_scale", 1.0)
+            components["transformer"] = expand_for_text_positions(components["transformer"], scale)
         if config.lora:  # the transformer frozen, a trainable adapter in it
             from kumovideo.training.lora import add_lora_adapter
 
