@@ -85,6 +85,7 @@ def test_a_short_run_leaves_its_checkpoint_and_pipeline_within_the_device_limits
     }
     config = json.loads((folder / "transformer" / "config.json").read_text())
     assert (config["sample_height"], config["sample_width"], config["sample_frames"]) == (4, 4, 9)
+    assert config["text_positions"] is True  # the recipe's `transformer:` settings reach the exported model
     cached = (root / "work1" / "run" / "cache_captions.txt").read_text().split("\n")
     assert set(cached) - {""} <= set((folder / "training_captions.txt").read_text().split("\n"))
     # the recipe's two_object_share (0.8) reaches the kit's cache: ShapesWorld's own stream is half and half
