@@ -64,3 +64,9 @@ def test_expansion_keeps_the_weights_and_starts_the_table_as_sine_cosine(tmp_pat
     x, text, t = swapped_pair(plain)
     with torch.no_grad():
         torch.testing.assert_close(loaded(x, text, t).sample, expanded(x, text, t).sample)
+
+
+@pytest.mark.parametrize("scale", [0, -1.0, float("inf"), "big"])
+def test_a_text_position_scale_that_is_not_a_positive_number_is_refused(scale):
+    with pytest.raises(ValueError, match="text_position_scale=.* must be a positive number"):
+        madit_from_preset("kumo-tiny", text_positions=True, text_position_scale=scale)

@@ -310,6 +310,8 @@ class KumoTransformer3DModel(ModelMixin, AttentionMixin, ConfigMixin, PeftAdapte
         )
 
         # Text positions: (1, L, D), added to the text tokens after the projection.
+        if not (isinstance(text_position_scale, (int, float)) and 0 < text_position_scale < math.inf):
+            raise ValueError(f"text_position_scale={text_position_scale!r} must be a positive number (e.g. 1.0)")
         if text_positions:
             self.text_pos_embed = nn.Parameter(torch.zeros(1, max_text_seq_length, inner_dim))
 
