@@ -40,6 +40,8 @@ def main() -> None:
     ids = pipe._tokenize([CAPTION, SWAPPED], pipe.max_sequence_length)
     a, b = ids.tolist()
     moved = [i for i in range(len(a)) if a[i] != b[i]]  # the two shape tokens
+    if len(moved) != 2 or a[moved[0]] != b[moved[1]]:
+        raise SystemExit(f"{folder}: its tokenizer does not give each shape word one token; this check needs it")
     order = list(range(len(a)))
     order[moved[0]], order[moved[1]] = moved[1], moved[0]
     states = pipe.encode_prompt([CAPTION, SWAPPED])
