@@ -651,21 +651,32 @@ def madit_from_preset(name: str, **overrides: Any) -> KumoTransformer3DModel:
 
 
 @torch.no_grad()
+def _rebuilt_with(model: KumoTransformer3DModel, **changes: Any) -> KumoTransformer3DModel:
+    """A freshly initialised MADiT of `model`'s config with `changes` over it (the expand_for_*
+    functions then load `model`'s weights into it)."""
+    settings = {k: v for k, v in model.config.items() if not k.startswith("_")}
+    return KumoTransformer3DModel(**{**settings, **changes})
+
+
+def _placed_like(expanded: KumoTransformer3DModel, ref: torch.Tensor) -> KumoTransformer3DModel:
+    """`expanded` (built in float32) on `ref`'s device and, unless float32, in its dtype."""
+    return expanded.to(ref.device) if ref.dtype == torch.float32 else expanded.to(ref.device, ref.dtype)
+
+
 def expand_for_frame_conditioning(model: KumoTransformer3DModel) -> KumoTransformer3DModel:
     """A frame_conditioning copy of a text-to-video MADiT: the same weights, the patch
     embedding widened with zero weights for the condition's channels, so it starts out
     predicting exactly what the T2V model does (CogVideoX-I2V's fine-tuning start)."""
     if model.config.frame_conditioning:
         return model
-    settings = {k: v for k, v in model.config.items() if not k.startswith("_")}
-    expanded = KumoTransformer3DModel(**{**settings, "frame_conditioning": True})
+    expanded = _rebuilt_with(model, frame_conditioning=True)
     state = model.state_dict()
     old = state["patch_embed.proj.weight"]  # (D, C, p, p)
     weight = old.new_zeros(expanded.patch_embed.proj.weight.shape)  # (D, 3C + 2, p, p)
     weight[:, : old.shape[1]] = old
     state["patch_embed.proj.weight"] = weight
     expanded.load_state_dict(state)
-    return expanded.to(old.device) if old.dtype == torch.float32 else expanded.to(old.device, old.dtype)
+    return _placed_like(expanded, old)
 
 
 @torch.no_grad()
@@ -685,16 +696,14 @@ def expand_for_multiscale(
     Native outputs are those of `model` exactly. Scales and motion conditioning the model
     already has keep their weights; frame_conditioning and every other setting carry over.
     Returns `model` itself when nothing is added."""
-    settings = {k: v for k, v in model.config.items() if not k.startswith("_")}
-    p = settings["patch_size"]
-    had = list(settings.get("multiscale_patch_sizes") or [])
+    config = model.config
+    p = config.patch_size
+    had = list(config.get("multiscale_patch_sizes") or [])
     scales = had + [k for k in check_multiscale_patch_sizes(p, patch_sizes) if k not in had]
-    motion = bool(settings.get("motion_conditioning")) or bool(motion_conditioning)
-    if scales == had and motion == bool(settings.get("motion_conditioning")):
+    motion = bool(config.get("motion_conditioning")) or bool(motion_conditioning)
+    if scales == had and motion == bool(config.get("motion_conditioning")):
         return model
-    expanded = KumoTransformer3DModel(
-        **{**settings, "multiscale_patch_sizes": scales or None, "motion_conditioning": motion}
-    )
+    expanded = _rebuilt_with(model, multiscale_patch_sizes=scales or None, motion_conditioning=motion)
     state = expanded.state_dict()  # fresh modules (motion embedding: last layer zero) ...
     old = model.state_dict()
     state.update(old)  # ... and every trained weight the model has, its own coarse scales included
@@ -710,8 +719,7 @@ def expand_for_multiscale(
         state[f"scale_heads.{i}.weight"] = tiled.reshape(channels * k * k, -1)
         state[f"scale_heads.{i}.bias"] = head_b.reshape(channels, p, p).repeat(1, r, r).reshape(-1)
     expanded.load_state_dict(state)
-    ref = old["patch_embed.proj.weight"]
-    return expanded.to(ref.device) if ref.dtype == torch.float32 else expanded.to(ref.device, ref.dtype)
+    return _placed_like(expanded, old["patch_embed.proj.weight"])
 
 
 def expand_for_text_positions(model: KumoTransformer3DModel, scale: float = 1.0) -> KumoTransformer3DModel:
@@ -719,15 +727,13 @@ def expand_for_text_positions(model: KumoTransformer3DModel, scale: float = 1.0)
     trained weight kept; the table starts as the sine-cosine one times `scale`, so the copy's
     outputs move by that much until fine-tuning teaches the blocks to read it. Returns `model`
     itself when it has the table already."""
-    settings = {k: v for k, v in model.config.items() if not k.startswith("_")}
-    if settings.get("text_positions"):
+    if model.config.get("text_positions"):
         return model
-    expanded = KumoTransformer3DModel(**{**settings, "text_positions": True, "text_position_scale": scale})
+    expanded = _rebuilt_with(model, text_positions=True, text_position_scale=scale)
     state = expanded.state_dict()
     state.update(model.state_dict())
     expanded.load_state_dict(state)
-    ref = next(model.parameters())
-    return expanded.to(ref.device) if ref.dtype == torch.float32 else expanded.to(ref.device, ref.dtype)
+    return _placed_like(expanded, model.patch_embed.proj.weight)
 
 
 def count_parameters(model: nn.Module) -> int:
