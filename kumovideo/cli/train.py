@@ -1,4 +1,4 @@
-"""`kumo train vae|dit|turbo|v2a|cache-latents --config FILE`: train KumoVideo models.
+"""`kumo train vae|dit|turbo|v2a|cache-latents|bind-text`: train KumoVideo models.
 
 One process: `kumo train dit --config configs/builtin-dit.yaml`. Several GPUs or nodes:
 `torchrun --nproc-per-node 8 -m kumovideo.cli train dit --config ...` (or
@@ -101,6 +101,23 @@ def register(sub) -> None:
     )
     add_threads_arg(c)
     c.set_defaults(func=run_cache)
+    b = tsub.add_parser(
+        "bind-text",
+        help="a ShapesWorld pipeline's small T5 retrained to bind each object's words (docs/builtin-model.md)",
+    )
+    b.add_argument(
+        "--model", required=True, help="pipeline folder with training_captions.txt (e.g. the built-in model)"
+    )
+    b.add_argument("--out", required=True, help="pipeline folder to write: --model with the new text encoder")
+    b.add_argument("--steps", type=int, default=3000)
+    b.add_argument("--batch-size", type=int, default=64)
+    b.add_argument("--lr", type=float, default=1e-3)
+    b.add_argument(
+        "--keep-weight", type=float, default=1.0, help="weight of keeping the old states (the transformer reads them)"
+    )
+    b.add_argument("--seed", type=int, default=0)
+    add_threads_arg(b)
+    b.set_defaults(func=run_bind_text)
 
 
 def add_threads_arg(parser) -> None:
@@ -268,4 +285,35 @@ def run_export(args) -> int:
     config, checkpoint, out = check_export_args(args)
     apply_threads(args)
     write_export(config, checkpoint, out)
+    return 0
+
+
+def check_bind_text_args(args) -> None:
+    """Every check of `kumo train bind-text`, before the model loads."""
+    from kumovideo.pipelines.loading import check_checkpoint_folder
+    from kumovideo.training.text_binding import check_binding_source
+    from kumovideo.utils.numbers import check_real, check_seed
+    from kumovideo.utils.paths import check_output_folder
+
+    check_at_least("--steps", args.steps, 1)
+    check_at_least("--batch-size", args.batch_size, 1)
+    check_real(args.lr, "--lr", low=0, high=1.0)
+    check_real(args.keep_weight, "--keep-weight", low=0, high=1e3, above_low=False)
+    check_seed(args.seed, "--seed")
+    check_threads(args)
+    check_checkpoint_folder(args.model)
+    check_binding_source(args.model)
+    check_output_folder(args.out, "--out")
+
+
+def run_bind_text(args) -> int:
+    from kumovideo.training.text_binding import bind_text_encoder
+
+    check_bind_text_args(args)
+    apply_threads(args)
+    figures = bind_text_encoder(
+        args.model, args.out, args.steps, args.batch_size, args.lr, args.keep_weight, args.seed
+    )
+    print(json.dumps(figures))
+    print(f"wrote {args.out}")
     return 0

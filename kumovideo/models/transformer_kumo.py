@@ -722,14 +722,16 @@ def expand_for_multiscale(
     return _placed_like(expanded, old["patch_embed.proj.weight"])
 
 
-def expand_for_text_positions(model: KumoTransformer3DModel, scale: float = 1.0) -> KumoTransformer3DModel:
+def expand_for_text_positions(model: KumoTransformer3DModel, scale: float | None = None) -> KumoTransformer3DModel:
     """A copy of a trained MADiT with a text position table (`text_positions`) added, every
-    trained weight kept; the table starts as the sine-cosine one times `scale`, so the copy's
+    trained weight kept; the table starts as the sine-cosine one times `scale` (None: the
+    constructor's `text_position_scale`), so the copy's
     outputs move by that much until fine-tuning teaches the blocks to read it. Returns `model`
     itself when it has the table already."""
     if model.config.get("text_positions"):
         return model
-    expanded = _rebuilt_with(model, text_positions=True, text_position_scale=scale)
+    amplitude = {} if scale is None else {"text_position_scale": scale}
+    expanded = _rebuilt_with(model, text_positions=True, **amplitude)
     state = expanded.state_dict()
     state.update(model.state_dict())
     expanded.load_state_dict(state)

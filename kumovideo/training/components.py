@@ -37,7 +37,7 @@ def build_components(config: TrainConfig) -> dict:
         if scales or motion:  # Lumina-Video's additions on a trained MADiT, starting out as it
             components["transformer"] = expand_for_multiscale(components["transformer"], scales, bool(motion))
         if config.transformer.get("text_positions"):  # a position table on the text tokens
-            scale = config.transformer.get("text_position_scale", 1.0)
+            scale = config.transformer.get("text_position_scale")  # None: the model's default
             components["transformer"] = expand_for_text_positions(components["transformer"], scale)
         if config.lora:  # the transformer frozen, a trainable adapter in it
             from kumovideo.training.lora import add_lora_adapter
