@@ -12,6 +12,7 @@ ShapesWorld pipeline folder (docs/builtin-model.md, "Why two objects fail"):
 
     python scripts/binding_check.py                                   # the built-in model
     python scripts/binding_check.py --model runs/ablate-textpos/pipeline --seeds 9301-9308
+    python scripts/binding_check.py --model runs/bound-t5-cli --lora runs/ablate-bound-t5-lora/lora
 """
 
 from __future__ import annotations
@@ -33,9 +34,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default=None, help="pipeline folder (default: the built-in model)")
     parser.add_argument("--seeds", default="9301-9308", help="eval draws for the random-pairing bound, A-B")
+    parser.add_argument("--lora", default=None, help="a LoRA folder (`kumo train dit` with `lora:`) to load first")
     args = parser.parse_args()
     folder = args.model or str(builtin_model_dir())
     pipe = KumoPipeline.from_pretrained(folder, torch_dtype=torch.float32)
+    if args.lora:
+        pipe.load_lora_weights(args.lora)
 
     ids = pipe._tokenize([CAPTION, SWAPPED], pipe.max_sequence_length)
     a, b = ids.tolist()
