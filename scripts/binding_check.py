@@ -3,7 +3,8 @@ ShapesWorld pipeline folder (docs/builtin-model.md, "Why two objects fail"):
 
 1. text encoder: the states of a two-object caption against those of the caption with the two
    objects' shapes swapped, compared token for token after undoing the swap (0: the encoder
-   gives each word the same state wherever it stands, a bag of words);
+   gives each word the same state wherever it stands, a bag of words), and how peaked each
+   layer's attention is on the caption;
 2. transformer: how much its prediction moves when the caption's shapes swap (same latents,
    timesteps 900 and 500), relative to the prediction's size (0: the swap is invisible);
 3. the best a model that cannot tell can do: the expected two-object match if it got every
@@ -52,6 +53,18 @@ def main() -> None:
     text_diff = (states[0] - states[1][order]).abs().max().item()
     largest = states.abs().max().item()
     print(f"text encoder: max |state - swapped state, unswapped| = {text_diff:.1e} (states up to {largest:.2f})")
+    # How peaked its attention is: a row with ~1.0 on one token is saturated, and position-blind
+    # when that token is chosen by content.
+    pipe.text_encoder.set_attn_implementation("eager")  # sdpa returns no attention maps
+    with torch.no_grad():
+        maps = pipe.text_encoder(ids[:1], output_attentions=True).attentions  # per layer (1, heads, L, L)
+    words = int((ids[0] != pipe.tokenizer.pad_token_id).sum())
+    for layer, weights in enumerate(maps):
+        peak = weights[0, :, :words].max(-1).values  # (heads, words): each row's largest weight
+        print(
+            f"text encoder layer {layer}: largest attention weight per head and token, mean {peak.mean().item():.2f}, "
+            f"rows above 0.9 {100 * (peak > 0.9).float().mean().item():.0f}%"
+        )
 
     torch.manual_seed(0)
     c = pipe.transformer.config
