@@ -31,6 +31,8 @@ def main() -> None:
     from kumovideo.cli.eval_common import eval_captions, seen_captions
     from kumovideo.data.shapes_world import parse_caption
     from kumovideo.pipelines import KumoPipeline
+    from kumovideo.training.text_binding import swapped_state_gap
+    from kumovideo.utils.errors import KumoInputError
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default=None, help="pipeline folder (default: the built-in model)")
@@ -42,15 +44,10 @@ def main() -> None:
     if args.lora:
         pipe.load_lora_weights(args.lora)
 
-    ids = pipe._tokenize([CAPTION, SWAPPED], pipe.max_sequence_length)
-    a, b = ids.tolist()
-    moved = [i for i in range(len(a)) if a[i] != b[i]]  # the two shape tokens
-    if len(moved) != 2 or a[moved[0]] != b[moved[1]]:
-        raise SystemExit(f"{folder}: its tokenizer does not give each shape word one token; this check needs it")
-    order = list(range(len(a)))
-    order[moved[0]], order[moved[1]] = moved[1], moved[0]
-    states = pipe.encode_prompt([CAPTION, SWAPPED])
-    text_diff = (states[0] - states[1][order]).abs().max().item()
+    try:
+        text_diff, states, ids = swapped_state_gap(pipe, CAPTION, SWAPPED)
+    except KumoInputError as error:
+        raise SystemExit(f"{folder}: {error}; this check needs it") from None
     largest = states.abs().max().item()
     print(f"text encoder: max |state - swapped state, unswapped| = {text_diff:.1e} (states up to {largest:.2f})")
     # How peaked its attention is: a row with ~1.0 on one token is saturated, and position-blind

@@ -8,6 +8,7 @@ the old states closely enough for the transformer, and leaving every other compo
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -16,7 +17,14 @@ from cli_checks import assert_one_line_error
 from kumovideo.builtin import builtin_model_dir
 from kumovideo.cli import main
 from kumovideo.pipelines import KumoPipeline
-from kumovideo.training.text_binding import ATTRIBUTES, attribute_classes, bind_text_encoder, clause_labels
+from kumovideo.training.text_binding import (
+    ATTRIBUTES,
+    attribute_classes,
+    bind_text_encoder,
+    clause_labels,
+    swapped_state_gap,
+)
+from kumovideo.utils.errors import KumoInputError
 
 pytestmark = pytest.mark.usefixtures("one_thread_per_module")
 
@@ -25,15 +33,10 @@ SWAPPED = "a red circle moves right and a green triangle stays still on a forest
 
 
 def swap_gap(folder) -> float:
-    """Largest |state(caption) - state(swapped)| over tokens, the swapped shape tokens put back,
-    relative to the states' largest size (0 for a bag of words)."""
+    """`swapped_state_gap` of CAPTION and SWAPPED relative to the states' largest size (0 for a bag of words)."""
     pipe = KumoPipeline.from_pretrained(str(folder), torch_dtype=torch.float32)
-    a, b = pipe._tokenize([CAPTION, SWAPPED], pipe.max_sequence_length).tolist()
-    moved = [i for i in range(len(a)) if a[i] != b[i]]
-    order = list(range(len(a)))
-    order[moved[0]], order[moved[1]] = moved[1], moved[0]
-    states = pipe.encode_prompt([CAPTION, SWAPPED])
-    return ((states[0] - states[1][order]).abs().max() / states.abs().max()).item()
+    gap, states, _ = swapped_state_gap(pipe, CAPTION, SWAPPED)
+    return gap / states.abs().max().item()
 
 
 def test_each_token_of_a_clause_names_its_own_object():
@@ -82,9 +85,21 @@ def test_bad_input_is_one_line_and_writes_nothing(args, needles, tmp_path, capsy
 
 
 def test_a_folder_without_its_training_captions_is_refused(tmp_path, capsys):
-    import shutil
-
     shutil.copytree(builtin_model_dir(), tmp_path / "model", ignore=shutil.ignore_patterns("training_captions.txt"))
     assert main(["train", "bind-text", "--model", str(tmp_path / "model"), "--out", str(tmp_path / "out")]) == 2
     assert_one_line_error(capsys, "training_captions.txt")
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    "other",
+    [
+        "a blue triangle moves right and a green circle stays still on a forest background",  # one word changed
+        "a red circle moves left and a green triangle stays still on a forest background",  # three words
+    ],
+)
+def test_a_pair_that_is_not_one_swap_is_refused_in_one_line(other):
+    pipe = KumoPipeline.from_pretrained(str(builtin_model_dir()), torch_dtype=torch.float32)
+    with pytest.raises(KumoInputError, match="differ only by two words trading places") as refused:
+        swapped_state_gap(pipe, CAPTION, other)
+    assert "\n" not in str(refused.value)

@@ -70,7 +70,7 @@ def binding_dataset(pipe, captions: list[str]) -> tuple[torch.Tensor, torch.Tens
     for text in captions:
         try:
             row = clause_labels(pipe.tokenizer, text, pipe.max_sequence_length)
-        except (ValueError, KeyError):  # not a ShapesWorld caption
+        except ValueError:  # not a ShapesWorld caption
             continue
         if row is not None:
             rows.append(text)
@@ -102,6 +102,25 @@ def binding_losses(
         tokens = (labels[..., 0] >= 0) & two[:, None]
         named = right[tokens].all(-1).float().mean().item() if tokens.any() else float("nan")
     return bind, keep, named
+
+
+def swapped_state_gap(pipe, caption: str, swapped: str) -> tuple[float, torch.Tensor, torch.Tensor]:
+    """How differently the pipeline's text encoder reads `caption` and `swapped` (the same
+    caption with its two shape words exchanged): (the largest |state - swapped state| over
+    tokens once the two shape tokens are put back, the states (2, L, D), the token ids (2, L)).
+    0 means a bag of words. Refused in one line unless the two differ in exactly two tokens
+    that trade places."""
+    ids = pipe._tokenize([caption, swapped], pipe.max_sequence_length)
+    a, b = ids.tolist()
+    moved = [i for i in range(len(a)) if a[i] != b[i]]
+    if len(moved) != 2 or a[moved[0]] != b[moved[1]] or a[moved[1]] != b[moved[0]]:
+        raise KumoInputError(
+            "the two captions must differ only by two words trading places, each one token of this tokenizer"
+        )
+    order = list(range(len(a)))
+    order[moved[0]], order[moved[1]] = moved[1], moved[0]
+    states = pipe.encode_prompt([caption, swapped])  # (2, L, D)
+    return (states[0] - states[1][order]).abs().max().item(), states, ids
 
 
 def check_binding_source(folder: str | Path) -> Path:
