@@ -75,6 +75,8 @@ def test_the_retrained_encoder_binds_and_the_rest_of_the_pipeline_is_unchanged(t
         (["--steps", "0"], ["--steps"]),
         (["--keep-weight", "-1"], ["--keep-weight"]),
         (["--lr", "nan"], ["--lr"]),
+        (["--batch-size", "0"], ["--batch-size"]),
+        (["--seed", "-1"], ["--seed"]),
     ],
 )
 def test_bad_input_is_one_line_and_writes_nothing(args, needles, tmp_path, capsys):
@@ -103,3 +105,11 @@ def test_a_pair_that_is_not_one_swap_is_refused_in_one_line(other):
     with pytest.raises(KumoInputError, match="differ only by two words trading places") as refused:
         swapped_state_gap(pipe, CAPTION, other)
     assert "\n" not in str(refused.value)
+
+
+def test_an_out_that_is_a_file_is_refused_and_kept(tmp_path, capsys):
+    out = tmp_path / "out"
+    out.write_text("keep me")
+    assert main(["train", "bind-text", "--model", str(builtin_model_dir()), "--out", str(out)]) == 2
+    assert_one_line_error(capsys, "--out", "existing file")
+    assert out.read_text() == "keep me"
