@@ -492,12 +492,36 @@ def caption(spec: ClipSpec, name_size: bool | None = None) -> str:
         size_word = f"{obj.size} " if name_size else ""
         return f"a {size_word}{obj.colour} {obj.shape} {obj.motion} on a {spec.background} background"
     if len(spec.objects) == 2:
-        first, second = spec.objects
-        return (
-            f"a {first.colour} {first.shape} {first.motion} and "
-            f"a {second.colour} {second.shape} {second.motion} on a {spec.background} background"
-        )
+        words = [(obj.colour, obj.shape, obj.motion) for obj in spec.objects]
+        return _two_object_caption(words, spec.background)
     raise ValueError(f"a clip has one or two objects, this one has {len(spec.objects)}")
+
+
+def swapped_caption(text: str, rng: np.random.Generator) -> str | None:
+    """`text` with its two objects' shapes or motions exchanged (one of the two, drawn among those
+    that differ): the same words, other pairs. A hard negative for binding, as NegCLIP's
+    swapped-attribute captions (Yuksekgonul et al. 2023): a model that reads the caption as a bag
+    of words cannot tell the two apart. None for a one-object caption, two objects alike in both,
+    or text outside the grammar."""
+    try:
+        parsed = parse_caption(text)
+    except ValueError:
+        return None
+    if len(parsed["objects"]) != 2:
+        return None
+    first, second = (dict(obj) for obj in parsed["objects"])
+    differing = [a for a in ("shape", "motion") if first[a] != second[a]]
+    if not differing:
+        return None
+    attribute = differing[int(rng.integers(len(differing)))]
+    first[attribute], second[attribute] = second[attribute], first[attribute]
+    return _two_object_caption([(o["colour"], o["shape"], o["motion"]) for o in (first, second)], parsed["background"])
+
+
+def _two_object_caption(words: list[tuple[str, str, str]], background: str) -> str:
+    """The two-object caption of (colour, shape, motion) per object, in the grammar's order."""
+    first, second = (" ".join(w) for w in words)
+    return f"a {first} and a {second} on a {background} background"
 
 
 HELD_OUT_BUCKETS = 8

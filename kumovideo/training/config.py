@@ -119,6 +119,12 @@ class TrainConfig:
     # side) are also trained on the other buckets' clips, the square ones most of all. 0: off
     position_shift_prob: float = 0.0
     position_shift_extent: int = 0
+    # Attribute-swap contrast (DiT on ShapesWorld captions; objectives.binding_contrast_loss): on
+    # two-object clips, the v-loss under the caption must beat the loss under the caption with the
+    # objects' shapes or motions swapped, by this weight beside the v-loss, at this temperature (in
+    # units of the per-example MSE). 0: off
+    binding_contrast_weight: float = 0.0
+    binding_contrast_temperature: float = 0.003
     # LoRA (DiT runs with init_from; kumovideo.training.lora): rank, alpha, dropout, target_modules. Only
     # the adapter trains and the run ends with a LoRA folder (output_dir/lora) instead of a pipeline
     lora: dict[str, Any] = field(default_factory=dict)
@@ -265,6 +271,8 @@ RUN_NUMBERS = {
     "motion_dropout": NumberRange(low=0, high=1),
     "position_shift_prob": NumberRange(low=0, high=1),
     "position_shift_extent": NumberRange(integer=True, low=0),
+    "binding_contrast_weight": NumberRange(low=0),
+    "binding_contrast_temperature": NumberRange(low=0, above_low=True),
     "kl_weight": NumberRange(low=0),
     "checkpoint_every": NumberRange(integer=True, low=1),
     "keep_checkpoints": NumberRange(integer=True, low=1),
@@ -503,6 +511,10 @@ def validate(config: TrainConfig, where: str) -> None:
         raise KumoInputError(f"{where}: sample_prompts={prompts!r} must be a list of texts")
     if config.snr_gamma is not None and config.kind != "dit":
         raise KumoInputError(f"{where}: snr_gamma weights the DiT loss; leave it out of {config.kind} runs")
+    if config.binding_contrast_weight and config.kind != "dit":
+        raise KumoInputError(
+            f"{where}: binding_contrast_weight adds to the DiT loss; leave it out of {config.kind} runs"
+        )
     if config.kind == "turbo" and not config.teacher:
         raise KumoInputError(f"{where}: a turbo config needs `teacher:` (the trained base pipeline folder)")
     _check_preset(config, where)

@@ -57,6 +57,23 @@ def v_prediction_loss(
     return (weight * per_example).mean()
 
 
+def binding_contrast_loss(
+    v_true: torch.Tensor, v_swapped: torch.Tensor, v_target: torch.Tensor, temperature: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The v-loss as a two-way classifier of captions (Li et al. 2023's diffusion classifier, trained
+    as Diffusion-DPO (Wallace et al. 2023) trains on loss differences): on the same x_t, the
+    prediction under the clip's caption must be nearer the target than under the caption with two
+    objects' attributes swapped, -log sigmoid((e_swapped - e_true) / temperature), e the
+    per-example MSE. Pairing the two on one x_t and noise cancels what they share, so the gradient
+    holds only what tells them apart: which words stand together. Returns (loss, the share of
+    examples where e_true < e_swapped (0.5 for a model that reads a bag of words), the mean
+    e_swapped - e_true)."""
+    e_true = (v_true.float() - v_target.float()).pow(2).flatten(1).mean(1)
+    e_swapped = (v_swapped.float() - v_target.float()).pow(2).flatten(1).mean(1)
+    gap = e_swapped - e_true
+    return F.softplus(-gap / temperature).mean(), (gap > 0).float().mean(), gap.detach().mean()
+
+
 def vae_loss(
     reconstruction: torch.Tensor, target: torch.Tensor, kl: torch.Tensor, kl_weight: float
 ) -> tuple[torch.Tensor, dict]:

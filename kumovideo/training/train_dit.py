@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from kumovideo.data.shapes_world import swapped_caption
 from kumovideo.distributed.fsdp import FullySharded
 from kumovideo.distributed.ulysses import sequence_parallel_forward
 from kumovideo.pipelines.conditioning import TASKS, place_latents, shard_frame_latents, task_frames
@@ -35,7 +36,13 @@ from kumovideo.training.components import build_components
 from kumovideo.training.config import TrainConfig, check_sharding
 from kumovideo.training.data_sources import LatentSource, training_captions_file
 from kumovideo.training.loop import DataShard, Replicated, TrainState, train
-from kumovideo.training.objectives import diffuse, sample_timesteps, shift_timesteps, v_prediction_loss
+from kumovideo.training.objectives import (
+    binding_contrast_loss,
+    diffuse,
+    sample_timesteps,
+    shift_timesteps,
+    v_prediction_loss,
+)
 from kumovideo.training.pipeline_folder import save_trained_pipeline
 from kumovideo.training.runtime import Runtime, autocast_context, step_generator
 from kumovideo.training.shapes_batches import is_image_step
@@ -53,6 +60,8 @@ def train_dit(
     """Train (or resume) a DiT run; `fsdp` shards the transformer with FSDP2 (under torchrun,
     or in one process), `ulysses` > 1 adds Ulysses sequence parallelism (with `fsdp` only)."""
     check_sharding("dit", fsdp, ulysses)
+    if config.binding_contrast_weight and ulysses > 1:
+        raise KumoInputError("binding_contrast_weight does not run under --ulysses yet; drop --ulysses")
     if config.conditioning and ulysses > 1:
         raise KumoInputError("conditioned training (conditioning:) does not run under --ulysses yet; drop --ulysses")
     sharding = (
@@ -141,7 +150,37 @@ def _train_dit(config: TrainConfig, runtime: Runtime, resume: bool, stop_after: 
                     raise KumoInputError("multi-scale and motion-conditioned training do not run under --ulysses yet")
                 v_pred = sequence_parallel_forward(state.wrapped["transformer"], x_t, text, t, sharding.ulysses_group)
         loss = v_prediction_loss(v_pred, v_target, alpha_bar, config.snr_gamma)
-        return loss, {"frames": int(latents.shape[1]), "tokens": int(shape[2] * shape[3]), "patch": patch_size or 0}
+        metrics = {"frames": int(latents.shape[1]), "tokens": int(shape[2] * shape[3]), "patch": patch_size or 0}
+        if config.binding_contrast_weight:
+            swapped = swapped_captions(captions, np.random.default_rng([config.data_seed, step, shard.stream, 29]))
+            rows = [i for i, text in enumerate(swapped) if text is not None]
+            nan = float("nan")  # the log's columns stay put on a batch with nothing to swap
+            metrics.update(bind_loss=nan, bind_acc=nan, bind_gap=nan, bind_n=len(rows))
+            if rows:
+                swapped_ids = tokenizer(
+                    [swapped[i] for i in rows],
+                    padding="max_length",
+                    max_length=max_len,
+                    truncation=True,
+                    return_tensors="pt",
+                ).input_ids.to(runtime.device)
+                picked = torch.tensor(rows, device=runtime.device)
+                with autocast_context(runtime, config.mixed_precision):
+                    swapped_text = state.wrapped.get("text_encoder", text_encoder)(swapped_ids)[0]
+                    v_swapped = state.wrapped["transformer"](
+                        x_t[picked],
+                        swapped_text,
+                        t[picked],
+                        return_dict=False,
+                        condition=None if condition is None else condition[picked],
+                        **{k: v[picked] if torch.is_tensor(v) else v for k, v in extras.items()},
+                    )[0]
+                contrast, accuracy, gap = binding_contrast_loss(
+                    v_pred[picked], v_swapped, v_target[picked], config.binding_contrast_temperature
+                )
+                loss = loss + config.binding_contrast_weight * contrast
+                metrics.update(bind_loss=contrast.item(), bind_acc=accuracy.item(), bind_gap=gap.item())
+        return loss, metrics
 
     metrics = train(config, runtime, state, loss_fn, resume=resume, stop_after=stop_after, sharding=sharding)
     if stop_after is None:
@@ -179,6 +218,12 @@ def step_extras(
         if any(offset):
             extras["position_offset"] = offset
     return extras, patch_size
+
+
+def swapped_captions(captions: list[str], rng: np.random.Generator) -> list[str | None]:
+    """Each caption's attribute-swapped negative (`shapes_world.swapped_caption`), None where it has
+    none (one object, two alike, dropped to "", or not a ShapesWorld caption)."""
+    return [swapped_caption(text, rng) if text else None for text in captions]
 
 
 def draw_tasks(config: TrainConfig, step: int, shard: DataShard, batch_size: int) -> list[str]:
