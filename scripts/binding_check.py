@@ -99,10 +99,10 @@ def main() -> None:
                 count += 1
     print(f"random pairing: at best {100 * bound / count:.1f}% of {count} two-object captions (draws {args.seeds})")
     if args.clips:
-        classify_captions(pipe, args.clips, args.clip_seed)
+        classify_captions(pipe, args.clips, args.clip_seed, size)
 
 
-def classify_captions(pipe, num_clips: int, seed: int, timesteps=(300, 500, 700, 900)) -> None:
+def classify_captions(pipe, num_clips: int, seed: int, size: int, timesteps=(300, 500, 700, 900)) -> None:
     """Figure 4: how often the v-loss prefers each clip's caption to its swapped negative."""
     import numpy as np
 
@@ -110,7 +110,6 @@ def classify_captions(pipe, num_clips: int, seed: int, timesteps=(300, 500, 700,
     from kumovideo.training.objectives import binding_contrast_loss, diffuse
 
     c = pipe.transformer.config
-    size = c.sample_height * pipe.vae_scale_factor_spatial
     rng = np.random.default_rng(seed)
     wins = {t: [] for t in timesteps}
     gaps = {t: [] for t in timesteps}

@@ -12,11 +12,11 @@ import pytest
 import torch
 from tiny_runs import dit_config_file, tiny_dit_settings, write_config
 
-from kumovideo.data.shapes_world import parse_caption, swapped_caption
+from kumovideo.data.shapes_world import attribute_swaps, parse_caption, swapped_caption
 from kumovideo.training.config import load_config
 from kumovideo.training.objectives import binding_contrast_loss
 from kumovideo.training.runtime import setup_runtime
-from kumovideo.training.train_dit import swapped_captions, train_dit
+from kumovideo.training.train_dit import train_dit
 from kumovideo.utils.errors import KumoInputError
 
 pytestmark = pytest.mark.usefixtures("one_thread_per_module")
@@ -40,6 +40,13 @@ def test_a_swap_exchanges_one_attribute_between_the_objects_and_keeps_every_word
     assert seen == {"shape", "motion"}  # both are drawn
 
 
+def test_attribute_swaps_lists_each_attribute_that_differs():
+    assert attribute_swaps(TWO) == [
+        "a red circle moves right and a green triangle stays still on a forest background",
+        "a red triangle stays still and a green circle moves right on a forest background",
+    ]
+
+
 def test_only_the_attribute_that_differs_is_swapped():
     same_shape = "a red circle moves left and a blue circle grows on a black background"
     assert swapped_caption(same_shape, np.random.default_rng(0)) == (
@@ -58,7 +65,6 @@ def test_only_the_attribute_that_differs_is_swapped():
 )
 def test_captions_without_a_negative(text):
     assert swapped_caption(text, np.random.default_rng(0)) is None
-    assert swapped_captions([text, TWO], np.random.default_rng(0))[0] is None
 
 
 def test_the_contrast_is_a_two_way_classifier_of_the_captions():
@@ -85,6 +91,28 @@ def test_the_contrast_is_for_dit_runs_only(tmp_path):
     dit = {"kind": "dit", "output_dir": str(tmp_path / "out"), "stages": [stage], "binding_contrast_temperature": 0}
     with pytest.raises(KumoInputError, match="binding_contrast_temperature=0 must be a number > 0"):
         load_config(write_config(tmp_path / "dit.json", dit))
+
+
+@pytest.mark.parametrize(
+    "change, flags, needles",
+    [
+        ({"kind": "vae"}, [], ["binding_contrast_weight adds to the DiT loss", "leave it out of vae runs"]),
+        ({"binding_contrast_temperature": -1}, [], ["binding_contrast_temperature=-1", "a number > 0"]),
+        ({}, ["--fsdp", "--ulysses", "2"], ["binding_contrast_weight does not run under --ulysses", "drop --ulysses"]),
+    ],
+)
+def test_the_contrast_refused_on_the_command_line_in_one_line(tmp_path, capsys, change, flags, needles):
+    from cli_checks import assert_one_line_error
+
+    from kumovideo.cli import main
+
+    stage = {"name": "s", "steps": 1, "size": 32, "num_frames": 9, "batch_size": 1}
+    data = {"kind": "dit", "output_dir": str(tmp_path / "out"), "preset": "kumo-tiny", "stages": [stage]}
+    run = {**data, "binding_contrast_weight": 1.0, **change}
+    path = write_config(tmp_path / "run.json", run)
+    assert main(["train", run["kind"], "--config", str(path), "--device", "cpu", *flags]) == 2
+    assert_one_line_error(capsys, *needles)
+    assert not (tmp_path / "out").exists()  # refused before any work
 
 
 def test_a_run_with_the_contrast_logs_it_and_trains_other_weights(fixtures_dir, tokenizer_dir, tmp_path):

@@ -497,25 +497,32 @@ def caption(spec: ClipSpec, name_size: bool | None = None) -> str:
     raise ValueError(f"a clip has one or two objects, this one has {len(spec.objects)}")
 
 
-def swapped_caption(text: str, rng: np.random.Generator) -> str | None:
-    """`text` with its two objects' shapes or motions exchanged (one of the two, drawn among those
-    that differ): the same words, other pairs. A hard negative for binding, as NegCLIP's
+def attribute_swaps(text: str) -> list[str]:
+    """`text` with its two objects' shapes exchanged, and with their motions exchanged (each only
+    where the two differ): the same words, other pairs. Hard negatives for binding, as NegCLIP's
     swapped-attribute captions (Yuksekgonul et al. 2023): a model that reads the caption as a bag
-    of words cannot tell the two apart. None for a one-object caption, two objects alike in both,
-    or text outside the grammar."""
+    of words cannot tell them from `text`. Empty for a one-object caption, two objects alike in
+    both, or text outside the grammar."""
     try:
         parsed = parse_caption(text)
     except ValueError:
-        return None
+        return []
     if len(parsed["objects"]) != 2:
-        return None
-    first, second = (dict(obj) for obj in parsed["objects"])
-    differing = [a for a in ("shape", "motion") if first[a] != second[a]]
-    if not differing:
-        return None
-    attribute = differing[int(rng.integers(len(differing)))]
-    first[attribute], second[attribute] = second[attribute], first[attribute]
-    return _two_object_caption([(o["colour"], o["shape"], o["motion"]) for o in (first, second)], parsed["background"])
+        return []
+    swaps = []
+    for attribute in ("shape", "motion"):
+        first, second = (dict(obj) for obj in parsed["objects"])
+        if first[attribute] != second[attribute]:
+            first[attribute], second[attribute] = second[attribute], first[attribute]
+            words = [(o["colour"], o["shape"], o["motion"]) for o in (first, second)]
+            swaps.append(_two_object_caption(words, parsed["background"]))
+    return swaps
+
+
+def swapped_caption(text: str, rng: np.random.Generator) -> str | None:
+    """One of `attribute_swaps(text)`, drawn by `rng`; None where there is none."""
+    swaps = attribute_swaps(text)
+    return swaps[int(rng.integers(len(swaps)))] if swaps else None
 
 
 def _two_object_caption(words: list[tuple[str, str, str]], background: str) -> str:

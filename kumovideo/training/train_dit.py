@@ -104,6 +104,11 @@ def _train_dit(config: TrainConfig, runtime: Runtime, resume: bool, stop_after: 
     if conditioned:  # every cache keeps frame latents, or the run stops here in one line
         scaling = {stage.latents: source.frames_cache(stage.latents).scaling_factor for stage in config.stages}
 
+    def encode_text(captions: list[str]) -> torch.Tensor:
+        """T5 states of `captions`, padded as the pipeline pads them, on the device."""
+        ids = tokenizer(captions, padding="max_length", max_length=max_len, truncation=True, return_tensors="pt")
+        return state.wrapped.get("text_encoder", text_encoder)(ids.input_ids.to(runtime.device))[0]
+
     def loss_fn(step: int):
         stage, _ = config.stage_at(step)
         g = step_generator(config.seed, step, shard.stream)
@@ -125,9 +130,6 @@ def _train_dit(config: TrainConfig, runtime: Runtime, resume: bool, stop_after: 
             ).to(runtime.device)
         drop = shard.draw(size, lambda n: torch.rand(n, generator=g)) < config.caption_dropout
         captions = ["" if d else c for c, d in zip(captions, drop.tolist())]
-        ids = tokenizer(
-            captions, padding="max_length", max_length=max_len, truncation=True, return_tensors="pt"
-        ).input_ids
         shape = latents.shape[1:]
         steps = scheduler.config.num_train_timesteps
         t = shard.draw(size, lambda n: sample_timesteps(n, steps, stage.timestep_sampling, g))
@@ -140,7 +142,7 @@ def _train_dit(config: TrainConfig, runtime: Runtime, resume: bool, stop_after: 
         alpha_bar = alphas_cumprod.to(runtime.device)[t]
         x_t, v_target = diffuse(latents, noise, alpha_bar)
         with autocast_context(runtime, config.mixed_precision):
-            text = state.wrapped.get("text_encoder", text_encoder)(ids.to(runtime.device))[0]
+            text = encode_text(captions)
             if sharding.ulysses_group is None:
                 v_pred = state.wrapped["transformer"](x_t, text, t, return_dict=False, condition=condition, **extras)[
                     0
@@ -152,21 +154,15 @@ def _train_dit(config: TrainConfig, runtime: Runtime, resume: bool, stop_after: 
         loss = v_prediction_loss(v_pred, v_target, alpha_bar, config.snr_gamma)
         metrics = {"frames": int(latents.shape[1]), "tokens": int(shape[2] * shape[3]), "patch": patch_size or 0}
         if config.binding_contrast_weight:
-            swapped = swapped_captions(captions, np.random.default_rng([config.data_seed, step, shard.stream, 29]))
+            rng = np.random.default_rng([config.data_seed, step, shard.stream, 29])
+            swapped = [swapped_caption(text, rng) for text in captions]  # None for "" (dropped) too
             rows = [i for i, text in enumerate(swapped) if text is not None]
             nan = float("nan")  # the log's columns stay put on a batch with nothing to swap
             metrics.update(bind_loss=nan, bind_acc=nan, bind_gap=nan, bind_n=len(rows))
             if rows:
-                swapped_ids = tokenizer(
-                    [swapped[i] for i in rows],
-                    padding="max_length",
-                    max_length=max_len,
-                    truncation=True,
-                    return_tensors="pt",
-                ).input_ids.to(runtime.device)
                 picked = torch.tensor(rows, device=runtime.device)
                 with autocast_context(runtime, config.mixed_precision):
-                    swapped_text = state.wrapped.get("text_encoder", text_encoder)(swapped_ids)[0]
+                    swapped_text = encode_text([swapped[i] for i in rows])
                     v_swapped = state.wrapped["transformer"](
                         x_t[picked],
                         swapped_text,
@@ -218,12 +214,6 @@ def step_extras(
         if any(offset):
             extras["position_offset"] = offset
     return extras, patch_size
-
-
-def swapped_captions(captions: list[str], rng: np.random.Generator) -> list[str | None]:
-    """Each caption's attribute-swapped negative (`shapes_world.swapped_caption`), None where it has
-    none (one object, two alike, dropped to "", or not a ShapesWorld caption)."""
-    return [swapped_caption(text, rng) if text else None for text in captions]
 
 
 def draw_tasks(config: TrainConfig, step: int, shard: DataShard, batch_size: int) -> list[str]:
