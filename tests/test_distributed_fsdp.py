@@ -209,3 +209,26 @@ def test_load_sharded_names_a_missing_checkpoint(tmp_path):
 
     with pytest.raises(FileNotFoundError, match="no sharded checkpoint"):
         load_sharded({"model": torch.nn.Linear(2, 2)}, tmp_path / "nothing")
+
+
+def test_ulysses_refuses_every_feature_it_does_not_carry_in_one_line():
+    """`sequence_parallel_forward` passes x_t, text and t only: a run that needs more is refused
+    before any step, every such feature named at once, whether the config or the initial
+    transformer's own config brings it."""
+    from kumovideo.training.config import TrainConfig
+    from kumovideo.training.train_dit import check_ulysses_features
+    from kumovideo.utils.errors import KumoInputError
+
+    plain = TrainConfig(kind="dit", output_dir="unused", stages=[])
+    check_ulysses_features(plain, {"multiscale_patch_sizes": None, "motion_conditioning": False})
+    lumina = {"multiscale_patch_sizes": [4], "motion_conditioning": True}
+    with pytest.raises(KumoInputError) as info:
+        check_ulysses_features(plain, lumina)
+    assert str(info.value) == "multi-scale patches, motion conditioning do not run under --ulysses yet; drop --ulysses"
+    contrast = TrainConfig(
+        kind="dit", output_dir="unused", stages=[], binding_contrast_weight=0.1, position_shift_prob=0.5
+    )
+    with pytest.raises(KumoInputError, match="^binding_contrast_weight, position_shift_prob do not run"):
+        check_ulysses_features(contrast, {})
+    coarse_never_drawn = TrainConfig(kind="dit", output_dir="unused", stages=[], multiscale_prob=0.0)
+    check_ulysses_features(coarse_never_drawn, lumina | {"motion_conditioning": False})
