@@ -248,3 +248,17 @@ def test_eval_shapes_passes_lumina_flags_only_when_given(tmp_path, lumina_model,
     assert main([*argv, "--out", str(tmp_path / "plain")]) == 0
     assert not {"multiscale", "multiscale_split", "motion_score"} & set(pipeline_calls[0])
     assert (pipeline_calls[0]["width"], pipeline_calls[0]["height"]) == (128, 128)
+
+
+def test_eval_shapes_warns_of_an_untrained_size_once_not_once_a_batch(tmp_path, lumina_model, pipeline_calls, capsys):
+    """Each batch calls the pipeline, which warns of a size outside the model's area_range; the
+    command prints the line once, and a second command in the same process prints it again."""
+    argv = ["eval", "shapes", "--model", str(lumina_model), "--n", "2", "--batch-size", "1", "--steps", "1"]
+    expected = (
+        "kumo: warning: 112x64 is 7168 pixels a frame, outside the sizes this model was trained at (16384 .. "
+        "32768, its kumo_defaults.json area_range); the clip may not follow the prompt"
+    )
+    for run in ("first", "second"):
+        assert main([*argv, "--width", "112", "--height", "64", "--json", "--out", str(tmp_path / run)]) == 0
+        assert [line for line in error_lines(capsys) if "outside the sizes" in line] == [expected]
+    assert len(pipeline_calls) == 4  # two batches a command: each called the pipeline

@@ -46,7 +46,25 @@ def build_parser() -> argparse.ArgumentParser:
 
 class _StderrHandler(logging.StreamHandler):
     """Writes to whatever `sys.stderr` is at the time (so in-process callers that swap it,
-    such as tests, see the warnings)."""
+    such as tests, see the warnings), each distinct line once per command (an evaluation calls
+    the pipeline batch after batch, and its size warning would otherwise repeat per batch), on a
+    line of its own above any progress bar (`tqdm.write`), not after the bar's text."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.said: set[str] = set()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        line = record.getMessage()
+        if line in self.said:
+            return
+        self.said.add(line)
+        try:
+            from tqdm import tqdm
+
+            tqdm.write(self.format(record), file=sys.stderr)
+        except Exception:  # as logging.StreamHandler.emit: a broken stream never raises into the caller
+            self.handleError(record)
 
     @property
     def stream(self):
@@ -64,6 +82,9 @@ def _configure_logging() -> None:
     log = logging.getLogger("kumovideo")
     if not any(isinstance(h, _StderrHandler) for h in log.handlers):
         log.addHandler(handler)
+    for existing in log.handlers:
+        if isinstance(existing, _StderrHandler):
+            existing.said = set()  # a new command (tests run many in one process) says each line again
     log.setLevel(logging.WARNING)
     log.propagate = False
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
