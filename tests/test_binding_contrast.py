@@ -98,7 +98,7 @@ def test_the_contrast_is_for_dit_runs_only(tmp_path):
     [
         ({"kind": "vae"}, [], ["binding_contrast_weight adds to the DiT loss", "leave it out of vae runs"]),
         ({"binding_contrast_temperature": -1}, [], ["binding_contrast_temperature=-1", "a number > 0"]),
-        ({}, ["--fsdp", "--ulysses", "2"], ["binding_contrast_weight do not run under --ulysses", "drop --ulysses"]),
+        ({}, ["--fsdp", "--ulysses", "2"], ["binding_contrast_weight does not run under --ulysses", "drop --ulysses"]),
     ],
 )
 def test_the_contrast_refused_on_the_command_line_in_one_line(tmp_path, capsys, change, flags, needles):

@@ -77,14 +77,13 @@ class _StderrHandler(logging.StreamHandler):
 
 def _configure_logging() -> None:
     """Warnings from kumovideo print as one line each; library chatter stays quiet."""
-    handler = _StderrHandler()
-    handler.setFormatter(logging.Formatter("kumo: warning: %(message)s"))
     log = logging.getLogger("kumovideo")
-    if not any(isinstance(h, _StderrHandler) for h in log.handlers):
+    handler = next((h for h in log.handlers if isinstance(h, _StderrHandler)), None)
+    if handler is None:
+        handler = _StderrHandler()
+        handler.setFormatter(logging.Formatter("kumo: warning: %(message)s"))
         log.addHandler(handler)
-    for existing in log.handlers:
-        if isinstance(existing, _StderrHandler):
-            existing.said = set()  # a new command (tests run many in one process) says each line again
+    handler.said = set()  # a new command (tests run many in one process) says each line again
     log.setLevel(logging.WARNING)
     log.propagate = False
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")

@@ -196,7 +196,8 @@ def check_ulysses_features(config: TrainConfig, transformer_config) -> None:
     ]
     unsupported = [name for name, used in features if used]
     if unsupported:
-        raise KumoInputError(f"{', '.join(unsupported)} do not run under --ulysses yet; drop --ulysses")
+        verb = "does" if len(unsupported) == 1 else "do"
+        raise KumoInputError(f"{', '.join(unsupported)} {verb} not run under --ulysses yet; drop --ulysses")
 
 
 def step_extras(
