@@ -158,6 +158,40 @@ def test_full_queue_answers_429(models, tmp_path):
         error = assert_error(c.post("/v1/videos", json={"prompt": "p"}), 429)
         assert error["code"] == "rate_limit_exceeded"
         assert len(c.get("/v1/videos").json()["data"]) == 2  # the refused one is not listed
+        for video in c.get("/v1/videos").json()["data"]:  # deleted while queued: they no longer hold a place
+            assert c.delete(f"/v1/videos/{video['id']}").status_code == 200
+        assert c.get("/health").json()["queued"] == 0
+        assert c.post("/v1/videos", json={"prompt": "p"}).status_code == 200
+
+
+def test_one_server_per_data_dir(tmp_path, capsys):
+    """A second server on a live one's data dir would fail its running jobs at start-up."""
+    from kumovideo.serve.jobs import DataDirInUse
+
+    first = JobStore(tmp_path)
+    with pytest.raises(DataDirInUse, match=r"in use by another kumo serve \(pid \d+\)"):
+        JobStore(tmp_path)
+    from kumovideo.cli import main
+
+    started = time.monotonic()
+    assert main(["serve", "--data-dir", str(tmp_path), "--port", "0", "--no-warmup"]) == 2  # before any model loads
+    assert time.monotonic() - started < 5
+    first.close()
+    JobStore(tmp_path).close()  # released on close (and by the kernel when the holder dies)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("kumo: error: data dir") and "another kumo serve" in err[0]
+
+
+def test_a_finished_job_keeps_its_answer(tmp_path):
+    store = JobStore(tmp_path)
+    fields = dict(model=TURBO, size="128x128", seconds="2", prompt="p", spec={})
+    failed, done = (store.create(**fields)["id"] for _ in range(2))
+    assert store.start(failed) and store.fail(failed, "server_restarted", "cut off")
+    assert not store.update(failed, progress=50) and not store.complete(failed)
+    assert store.start(done) and store.complete(done)
+    assert not store.fail(done, "server_stopped", "late")
+    assert (store.get(failed)["status"], store.get(done)["status"]) == ("failed", "completed")
+    store.close()
 
 
 def test_restart_keeps_jobs_and_fails_interrupted_ones(models, tmp_path):
@@ -226,17 +260,28 @@ def test_restart_keeps_jobs_and_fails_interrupted_ones(models, tmp_path):
             {"prompt": "p", "motion_score": 20, "negative_motion_score": 10, "negative_motion_end": 2},
             "negative_motion_end",
         ),
+        ({"prompt": "p", "stpes": 4}, "stpes"),  # misspelt: refused, never dropped without a word
+        ({"prompt": "SURROGATE"}, "prompt"),
+        ({"prompt": "p", "negative_prompt": ["x" * 5000]}, "negative_prompt"),  # one string, as the prompt
     ],
 )
 def test_bad_create_is_400_naming_the_field(client, body, param):
+    if body.get("prompt") == "SURROGATE":  # JSON's "\ud800": no character, it fails in the tokenizer or SQLite
+        content = json.dumps({**body, "prompt": "a red circle \ud800"})  # ASCII, the surrogate escaped
+        response = client.post("/v1/videos", content=content, headers={"content-type": "application/json"})
+        return assert_error(response, 400, param)
     assert_error(client.post("/v1/videos", json=body), 400, param)
 
 
 def test_bad_bodies_and_ids(client):
     assert_error(client.post("/v1/videos", content=b"{not json", headers={"content-type": "application/json"}), 400)
     assert_error(client.post("/v1/videos", json=["prompt"]), 400)
-    big = b'{"prompt": "' + b"x" * (2 << 20) + b'"}'
-    assert_error(client.post("/v1/videos", content=big, headers={"content-type": "application/json"}), 413)
+    big = b'{"prompt": "' + b"x" * (9 << 20) + b'"}'
+    too_large = assert_error(client.post("/v1/videos", content=big, headers={"content-type": "application/json"}), 413)
+    assert "8 MiB" in too_large["message"] and "input_reference" in too_large["message"]
+    deep = b'{"prompt": "p", "x": ' + b"[" * 100000 + b"]" * 100000 + b"}"
+    assert_error(client.post("/v1/videos", content=deep, headers={"content-type": "application/json"}), 400)
+    assert_error(client.get("/v1/videos", params={"limit": "\u00b2"}), 400, "limit")  # "²".isdigit() is True
     for path in ("/v1/videos/video_" + "0" * 32, "/v1/videos/../../etc/passwd", "/v1/videos/nope/content"):
         assert_error(client.get(path), 404)
     assert_error(client.delete("/v1/videos/video_" + "1" * 32), 404)
@@ -253,6 +298,12 @@ def test_multipart_form(client):
     assert "cannot be read as an image" in error["message"]
     files = {"seed": ("seed.txt", b"7", "text/plain")}
     assert_error(client.post("/v1/videos", data={"prompt": "p"}, files=files), 400, "seed")
+    files = {"input_reference": ("a.png", b"", "image/png")}  # an empty upload is no image, not "no image"
+    error = assert_error(client.post("/v1/videos", data={"prompt": "p"}, files=files), 400, "input_reference")
+    assert "empty" in error["message"]
+    files = [("input_reference", ("a.png", b"png", "image/png")), ("other", ("b.png", b"png", "image/png"))]
+    error = assert_error(client.post("/v1/videos", data={"prompt": "p"}, files=files), 400)
+    assert "could not be parsed: " in error["message"] and "files" in error["message"].lower()  # says which limit
 
 
 def first_frame_png(width: int, height: int) -> bytes:
@@ -286,6 +337,15 @@ def test_requests_go_to_the_model_trained_for_them(client, models):
     url = "data:image/png;base64," + base64.b64encode(first_frame_png(96, 64)).decode()  # another aspect: cropped
     created = client.post("/v1/videos", json={"prompt": "p", "input_reference": url, "image_guidance_scale": 1.5})
     assert created.json()["model"] == "kumo-shapes-frames", created.text
+    created = client.post("/v1/videos", json={"prompt": "p", "input_reference": {"image_url": url}})  # OpenAI's shape
+    assert created.json()["model"] == "kumo-shapes-frames", created.text
+
+
+def test_huge_input_reference_is_refused_before_decoding(models, tmp_path):
+    with offline_client(models, tmp_path, limits=Limits(max_image_pixels=64 * 64)) as c:
+        files = {"input_reference": ("first.png", first_frame_png(128, 128), "image/png")}
+        error = assert_error(c.post("/v1/videos", data={"prompt": "p"}, files=files), 400, "input_reference")
+        assert "128x128 pixels" in error["message"] and "scale it down" in error["message"]
 
 
 @pytest.mark.parametrize(
@@ -298,6 +358,8 @@ def test_requests_go_to_the_model_trained_for_them(client, models):
         ({"input_reference": "IMAGE", "image_guidance_scale": "lots"}, "image_guidance_scale"),
         ({"input_reference": "IMAGE", "image_guidance_scale": 1000}, "image_guidance_scale"),
         ({"image_guidance_scale": 2}, "image_guidance_scale"),  # needs an image
+        ({"input_reference": {"file_id": "file_1"}}, "input_reference"),  # no file ids here
+        ({"input_reference": 7}, "input_reference"),
     ],
 )
 def test_bad_input_reference_is_400(client, body, param):
@@ -395,12 +457,13 @@ def test_one_worker_per_device_share_the_queue(tmp_path, monkeypatch):
     monkeypatch.setattr(worker_module, "generate", generate_meeting_the_other_worker)
     spec = dict(model=TURBO, prompt="a red circle", negative_prompt=None, frames=9, height=64, width=64)
     spec.update(steps=1, guidance_scale=1.0, seed=0, fps=8)
-    worker = Worker(store, replicas, max_queue=8)
+    worker = Worker(store, replicas)
     assert len(worker.threads) == 2
     ids = [store.create(model=TURBO, size="64x64", seconds="1", prompt="a red circle", spec=spec)["id"] for _ in "abc"]
     try:
         worker.start()
-        assert all(worker.submit(i) for i in ids)
+        for job_id in ids:
+            worker.submit(job_id)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and any(store.get(i)["status"] in ("queued", "in_progress") for i in ids):
             time.sleep(0.05)

@@ -251,6 +251,31 @@ def test_page_lists_the_served_models_and_runs_a_lora(server, page):
     page.get_by_label("Steps", exact=True).fill("")
 
 
+def test_page_draws_a_seed_when_left_empty(server, page):
+    """ "Seed (empty: random)": each Generate without a seed sends a new one, and the page says
+    which; a typed seed goes up whole, past JavaScript's 2**53."""
+    sent = []
+    page.on("request", lambda r: sent.append(json.loads(r.post_data)) if r.method == "POST" else None)
+    page.goto(server + "/")
+    page.get_by_label("Prompt", exact=True).fill(PROMPT)
+    page.get_by_label("Turbo", exact=True).check()
+    page.get_by_label("Steps", exact=True).fill("1")
+    status = page.locator("#status-line")
+    for _ in range(2):
+        page.get_by_role("button", name="Generate").click()
+        page.wait_for_function("() => /seed \\d+/.test(document.getElementById('status-line').textContent)")
+        assert status.inner_text().endswith(f"seed {sent[-1]['seed']}"), status.inner_text()
+        page.evaluate("() => { document.getElementById('status-line').textContent = ''; }")
+    assert sent[0]["seed"] != sent[1]["seed"] and all(body["seed"].isdigit() for body in sent)
+    page.get_by_label("Seed", exact=True).fill(str(2**63 - 1))
+    page.get_by_role("button", name="Generate").click()
+    page.wait_for_function("() => /seed \\d+/.test(document.getElementById('status-line').textContent)")
+    assert sent[-1]["seed"] == str(2**63 - 1) and page.locator("#error").is_hidden()
+    for label in ("Seed", "Steps"):
+        page.get_by_label(label, exact=True).fill("")
+    page.get_by_label("Turbo", exact=True).uncheck()
+
+
 def test_page_makes_a_clip_from_a_first_frame(server, page, tmp_path):
     """A chosen image goes up as input_reference: the built-in conditioned model makes the clip."""
     import numpy as np

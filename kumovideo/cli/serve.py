@@ -142,6 +142,7 @@ def run(args) -> int:
     from kumovideo.serve.limits import Limits
     from kumovideo.serve.worker import default_models, load_models, warm_up
 
+    store = JobStore(data_dir)  # before the models load: a data dir another server holds is refused at once
     devices = serving_devices(args.device)
     replicas = [load_models(folders or default_models(), device, loras) for device in devices]
     infos = replicas[0][1]
@@ -149,6 +150,6 @@ def run(args) -> int:
     if not args.no_warmup:
         for replica in pipes:
             warm_up(replica, infos)
-    app = create_app(JobStore(data_dir), pipes, infos, limits=Limits(max_queue=args.max_queue), api_key=api_key)
+    app = create_app(store, pipes, infos, limits=Limits(max_queue=args.max_queue), api_key=api_key)
     run_server(app, args.host, args.port)
     return 0

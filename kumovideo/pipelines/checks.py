@@ -40,6 +40,18 @@ def _is_strings(value: Any) -> bool:
     return isinstance(value, list) and all(isinstance(p, str) for p in value)
 
 
+def _check_unicode(texts: Any, name: str) -> None:
+    """Text the tokenizer can read: a lone surrogate (from a bad decode, or JSON's "\\ud800")
+    is no character and would fail deep in the tokenizer or the job store."""
+    for text in [texts] if isinstance(texts, str) else texts:
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise KumoInputError(
+                f"{name} holds {text[exc.start]!r} at {exc.start}, a lone surrogate, not a character; send valid text"
+            ) from None
+
+
 def check_prompts(prompt: Any, negative_prompt: Any) -> None:
     """A prompt or a non-empty list of them; no negative prompt, one, or one per prompt."""
     if not (isinstance(prompt, str) or _is_strings(prompt)):
@@ -48,6 +60,9 @@ def check_prompts(prompt: Any, negative_prompt: Any) -> None:
         raise KumoInputError("prompt list is empty; pass at least one prompt")
     if negative_prompt is not None and not (isinstance(negative_prompt, str) or _is_strings(negative_prompt)):
         raise KumoInputError("negative_prompt must be a string, a list of strings (one per prompt) or None")
+    _check_unicode(prompt, "prompt")
+    if negative_prompt is not None:
+        _check_unicode(negative_prompt, "negative_prompt")
     if isinstance(negative_prompt, list):
         count = len(prompt) if isinstance(prompt, list) else 1
         if len(negative_prompt) != count:

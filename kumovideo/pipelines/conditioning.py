@@ -105,28 +105,38 @@ def place_latents(
 # ------------------------------------------------------------------------ images
 
 
-def _decode_image(source, what: str) -> np.ndarray:
+def _decode_image(source, what: str, max_pixels: int | None) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(source) as opened:
+        with Image.open(source) as opened:  # reads the header only; decoding waits for convert
+            if max_pixels is not None and opened.width * opened.height > max_pixels:
+                raise KumoInputError(
+                    f"{what} is {opened.width}x{opened.height} pixels, over the {max_pixels / 1e6:g} megapixels "
+                    "taken here; scale it down (it is fitted to the clip's size anyway)"
+                )
             return np.asarray(opened.convert("RGB"))
+    except KumoInputError:  # the size refusal above (a ValueError, which the next clause would reword)
+        raise
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
         raise KumoInputError(f"{what} cannot be read as an image ({type(exc).__name__}); pass a PNG or JPEG") from None
 
 
-def load_image(image: Any) -> np.ndarray:
+def load_image(image: Any, max_pixels: int | None = None) -> np.ndarray:
     """An image as uint8 (H, W, 3): a path, the bytes of an image file (an upload), a PIL
     image, a numpy uint8 (H, W, 3) array, or a float tensor (3, H, W) in [0, 1] (diffusers'
-    I2V convention)."""
+    I2V convention). `max_pixels`: a file with more is refused before it is decoded (a
+    server's guard against small files of huge images; PIL's own bomb check is far above)."""
     if isinstance(image, (str, os.PathLike)):
         if not Path(image).is_file():
             raise KumoInputError(f"image {image} not found; pass a PNG or JPEG file")
-        return _decode_image(image, f"image {image}")
+        return _decode_image(image, f"image {image}", max_pixels)
     if isinstance(image, (bytes, bytearray)):
         import io
 
-        return _decode_image(io.BytesIO(image), f"the image ({len(image)} bytes)")
+        if not image:
+            raise KumoInputError("the image is an empty file; pass a PNG or JPEG")
+        return _decode_image(io.BytesIO(image), f"the image ({len(image)} bytes)", max_pixels)
     if hasattr(image, "convert") and hasattr(image, "size"):  # a PIL image
         return np.asarray(image.convert("RGB"))
     if torch.is_tensor(image):

@@ -10,11 +10,13 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import re
 import sys
 import time
 from pathlib import Path
 
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import FileResponse, HTMLResponse, JSONResponse
@@ -58,7 +60,12 @@ class BearerAuth:
 
 async def read_body(request: Request, limit: int) -> bytes:
     """The body, refused with 413 as soon as it passes `limit` bytes (never read whole first)."""
-    too_large = ApiError(413, f"request body is larger than {limit} bytes", code="request_too_large")
+    too_large = ApiError(
+        413,
+        f"request body is larger than {limit / 2**20:g} MiB; an input_reference image counts: send a smaller "
+        "one (it is scaled to the clip's size anyway)",
+        code="request_too_large",
+    )
     length = request.headers.get("content-length", "")
     if length.isdigit() and int(length) > limit:
         raise too_large
@@ -84,8 +91,9 @@ async def read_fields(request: Request, limit: int) -> dict:
 
         try:
             form = await Request(request.scope, receive).form(max_files=1, max_fields=64)
-        except Exception:
-            raise ApiError(400, "the form body could not be parsed", code="invalid_body") from None
+        except Exception as exc:  # starlette's MultiPartException says which limit (one file, 64 fields)
+            reason = str(getattr(exc, "message", "") or exc).rstrip(".") or type(exc).__name__
+            raise ApiError(400, f"the form body could not be parsed: {reason}", code="invalid_body") from None
         fields = {}
         for key, value in form.items():
             if not isinstance(value, str):  # an upload: only input_reference (the first frame) is a file
@@ -96,7 +104,7 @@ async def read_fields(request: Request, limit: int) -> dict:
         return fields
     try:
         fields = json.loads(body)
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):  # RecursionError: nesting too deep
         raise ApiError(
             400, "the body is not valid JSON; send a JSON object or a multipart form", code="invalid_json"
         ) from None
@@ -120,7 +128,7 @@ def create_app(
     interrupted = store.fail_interrupted()
     if interrupted:
         logger.warning("%d job(s) cut off by the last stop marked failed", interrupted)
-    worker = Worker(store, pipes, limits.max_queue)
+    worker = Worker(store, pipes)
     default_model = next(iter(infos))
     started = int(time.time())  # the models' `created`: they were loaded now
 
@@ -132,8 +140,10 @@ def create_app(
 
     async def create(request: Request):
         fields = await read_fields(request, limits.max_body_bytes)
-        spec = parse_create(fields, infos, default_model, limits)
-        if worker.jobs.full():  # only this event loop adds to the queue, so the check holds
+        # In a thread: an input_reference image is decoded and resized there, which must not
+        # hold up the event loop (every other request and progress poll) meanwhile.
+        spec = await run_in_threadpool(parse_create, fields, infos, default_model, limits)
+        if store.queued_count() >= limits.max_queue:  # deleted jobs do not count; the one running neither
             raise ApiError(
                 429,
                 f"the job queue is full ({limits.max_queue} waiting); retry later",
@@ -160,16 +170,18 @@ def create_app(
         if variant != "video":
             raise ApiError(400, f"variant={variant!r}: only 'video' is available", param="variant")
         path = store.video_path(job["id"])
-        if job["status"] != "completed" or not path.exists():
+        if job["status"] != "completed":
             raise ApiError(
                 409, f"video {job['id']} is {job['status']}, not completed; no content yet", code="video_not_ready"
             )
+        if not path.exists():
+            raise ApiError(410, f"video {job['id']}'s file is gone from the server's data dir", code="video_gone")
         return FileResponse(path, media_type="video/mp4", filename=f"{job['id']}.mp4")
 
     async def list_videos(request: Request):
         q = request.query_params
         limit = q.get("limit", "20")
-        if not limit.isdigit() or not 1 <= int(limit) <= limits.max_list:
+        if not re.fullmatch(r"[0-9]{1,9}", limit) or not 1 <= int(limit) <= limits.max_list:
             raise ApiError(400, f"limit={limit!r}; use 1 to {limits.max_list}", param="limit")
         order = q.get("order", "desc")
         if order not in ("asc", "desc"):
@@ -199,7 +211,7 @@ def create_app(
         return JSONResponse(infos[name].card(started))
 
     async def health(request: Request):
-        return JSONResponse({"status": "ok", "models": list(infos), "queued": worker.jobs.qsize()})
+        return JSONResponse({"status": "ok", "models": list(infos), "queued": store.queued_count()})
 
     async def api_error(request: Request, exc: ApiError):
         return _error_response(exc)

@@ -9,12 +9,20 @@ has that form ever names a file, so no request value becomes a path.
 from __future__ import annotations
 
 import json
+import os
 import re
 import sqlite3
 import threading
 import time
 import uuid
 from pathlib import Path
+
+from kumovideo.utils.errors import KumoInputError
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks; one server per data dir is then the user's care
+    fcntl = None
 
 ID_PATTERN = re.compile(r"video_[0-9a-f]{32}")
 RESTARTED = "server restarted while this job was in progress"
@@ -43,13 +51,23 @@ def new_id() -> str:
     return "video_" + uuid.uuid4().hex
 
 
+class DataDirInUse(KumoInputError):
+    """Another live server holds the data dir."""
+
+
 class JobStore:
-    """Jobs in `data_dir/jobs.sqlite3`, their clips in `data_dir/videos/<id>.mp4`."""
+    """Jobs in `data_dir/jobs.sqlite3`, their clips in `data_dir/videos/<id>.mp4`.
+
+    One store (one server) per data dir: it holds an exclusive lock on `data_dir/serve.lock`
+    until `close`, since a second server's start-up would fail the first one's live jobs as
+    cut off (`fail_interrupted`). The kernel drops the lock when the process dies, so a
+    crashed server never blocks the next."""
 
     def __init__(self, data_dir: str | Path):
         self.data_dir = Path(data_dir)
         self.videos_dir = self.data_dir / "videos"
         self.videos_dir.mkdir(parents=True, exist_ok=True)
+        self._lock_file = self._hold_data_dir()
         self._lock = threading.Lock()
         self._db = sqlite3.connect(self.data_dir / "jobs.sqlite3", check_same_thread=False, isolation_level=None)
         self._db.row_factory = sqlite3.Row
@@ -57,9 +75,29 @@ class JobStore:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute(SCHEMA)
 
+    def _hold_data_dir(self):
+        handle = open(self.data_dir / "serve.lock", "a+")  # noqa: SIM115 (held until close)
+        if fcntl is not None:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.seek(0)
+                holder = handle.read().strip() or "another process"
+                handle.close()
+                raise DataDirInUse(
+                    f"data dir {self.data_dir} is in use by another kumo serve ({holder}); "
+                    "stop it or pass another --data-dir"
+                ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()}\n")
+        handle.flush()
+        return handle
+
     def close(self) -> None:
         with self._lock:
             self._db.close()
+            self._lock_file.close()  # releases the data dir
 
     def video_path(self, job_id: str) -> Path:
         if not ID_PATTERN.fullmatch(job_id):
@@ -79,10 +117,13 @@ class JobStore:
         return self.get(job_id)
 
     def update(self, job_id: str, **fields) -> bool:
-        """Set columns of one job; False if it is gone (deleted meanwhile)."""
+        """Set columns of a running job (a job once failed or completed never changes again);
+        False if it is gone (deleted meanwhile) or no longer running."""
         names = ", ".join(f"{name} = ?" for name in fields)
         with self._lock:
-            cur = self._db.execute(f"UPDATE jobs SET {names} WHERE id = ?", (*fields.values(), job_id))
+            cur = self._db.execute(
+                f"UPDATE jobs SET {names} WHERE id = ? AND status = 'in_progress'", (*fields.values(), job_id)
+            )
         return cur.rowcount > 0
 
     def start(self, job_id: str) -> bool:
@@ -94,12 +135,18 @@ class JobStore:
         return cur.rowcount > 0
 
     def complete(self, job_id: str) -> bool:
+        """in_progress -> completed; False if the job is gone or no longer running."""
         return self.update(job_id, status="completed", progress=100, completed_at=int(time.time()))
 
     def fail(self, job_id: str, code: str, message: str) -> bool:
-        return self.update(
-            job_id, status="failed", error_code=code, error_message=message, completed_at=int(time.time())
-        )
+        """queued or in_progress -> failed; a finished job keeps its answer."""
+        with self._lock:
+            cur = self._db.execute(
+                "UPDATE jobs SET status = 'failed', error_code = ?, error_message = ?, completed_at = ? "
+                "WHERE id = ? AND status IN ('queued', 'in_progress')",
+                (code, message, int(time.time()), job_id),
+            )
+        return cur.rowcount > 0
 
     def delete(self, job_id: str) -> bool:
         with self._lock:
@@ -137,6 +184,12 @@ class JobStore:
         with self._lock:
             row = self._db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
         return dict(row) if row else None
+
+    def queued_count(self) -> int:
+        """Jobs waiting to start (a deleted one no longer counts, though its id may still sit
+        in the worker's queue until the worker skips it)."""
+        with self._lock:
+            return self._db.execute("SELECT COUNT(*) FROM jobs WHERE status = 'queued'").fetchone()[0]
 
     def exists(self, job_id: str) -> bool:
         with self._lock:

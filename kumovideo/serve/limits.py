@@ -8,7 +8,10 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Limits:
-    max_body_bytes: int = 1 << 20  # a create request is a few hundred bytes of JSON
+    # A create request is a few hundred bytes of JSON, or a phone photo as input_reference
+    # (base64 in JSON adds a third); the photo is fitted to the clip's size anyway.
+    max_body_bytes: int = 8 << 20
+    max_image_pixels: int = 4096 * 4096  # input_reference: refused before it is decoded
     max_prompt_chars: int = 2000
     max_frames: int = 65  # 8 s at 8 fps
     max_side: int = 512  # pixels, each of width and height

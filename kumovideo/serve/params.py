@@ -30,6 +30,14 @@ from kumovideo.utils.numbers import check_real, check_seed, check_whole
 SIZE_PATTERN = re.compile(r"([0-9]{1,5})x([0-9]{1,5})")
 SECONDS_PATTERN = re.compile(r"[0-9]{1,4}(\.[0-9]{1,3})?")
 TRUE, FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off", "")
+# Every field a create request may hold: OpenAI's (prompt, model, seconds, size,
+# input_reference) and this server's extensions (docs/serving.md's table).
+FIELDS = frozenset(
+    (
+        "prompt model seconds size input_reference negative_prompt seed steps guidance_scale turbo multiscale "
+        "motion_score negative_motion_score negative_motion_end image_guidance_scale lora_scale"
+    ).split()
+)
 
 
 @dataclass(frozen=True)
@@ -127,11 +135,26 @@ def _size_field(size) -> tuple[int, int] | None:
     return int(match[1]), int(match[2])
 
 
-def _input_image(value) -> np.ndarray | None:
+def _input_image(value, max_pixels: int) -> np.ndarray | None:
     """`input_reference`: an uploaded image file (multipart, OpenAI's way) or, in a JSON
-    body, a `data:image/...;base64,...` URL; decoded by the pipeline's own loader."""
-    if value is None or value == "" or value == b"":
+    body, a `data:image/...;base64,...` URL, bare or as OpenAI's `{"image_url": ...}`;
+    decoded by the pipeline's own loader."""
+    if isinstance(value, dict):
+        if set(value) != {"image_url"}:
+            raise bad(
+                "input_reference",
+                f"input_reference {{{', '.join(map(repr, value))}}}: only {{'image_url': "
+                "'data:image/...;base64,...'} is taken here (no file ids); or upload the image as a form file",
+            )
+        value = value["image_url"]
+    if value is None or value == "":
         return None
+    if not isinstance(value, (str, bytes)):
+        raise bad(
+            "input_reference",
+            f"input_reference is a {type(value).__name__}; send an image file (a multipart upload) "
+            "or a data:image/...;base64, URL",
+        )
     if isinstance(value, str):
         head, comma, data = value.partition(",")
         if not (head.startswith("data:image/") and head.endswith(";base64") and comma):
@@ -143,7 +166,7 @@ def _input_image(value) -> np.ndarray | None:
             value = base64.b64decode(data, validate=True)
         except binascii.Error:
             raise bad("input_reference", "input_reference's data: URL is not valid base64") from None
-    return _checked("input_reference", load_image, value)
+    return _checked("input_reference", load_image, value, max_pixels=max_pixels)
 
 
 def pick_model(
@@ -174,6 +197,13 @@ def pick_model(
 
 def parse_create(fields: dict, models: dict[str, ModelInfo], default: str, limits: Limits) -> dict:
     """The job spec of a `POST /v1/videos` body (JSON object or form fields), or ApiError."""
+    unknown = sorted(set(fields) - FIELDS)
+    if unknown:  # a misspelt field would otherwise be dropped without a word (OpenAI refuses them too)
+        raise bad(
+            unknown[0],
+            f"unknown parameter {unknown[0]!r}; the fields taken are {', '.join(sorted(FIELDS))}",
+            code="unknown_parameter",
+        )
     prompt = fields.get("prompt")
     if prompt is None:
         raise bad("prompt", "prompt is required: say what the clip should show", code="missing_required_parameter")
@@ -182,6 +212,8 @@ def parse_create(fields: dict, models: dict[str, ModelInfo], default: str, limit
     _checked("negative_prompt", checks.check_prompts, prompt, negative)
     if isinstance(prompt, list):
         raise bad("prompt", "prompt must be one string (one video per request)")
+    if isinstance(negative, list):
+        raise bad("negative_prompt", "negative_prompt must be one string (one video per request)")
     if not prompt.strip():
         raise bad("prompt", "the prompt is empty; say what the clip should show")
     for param, text in (("prompt", prompt), ("negative_prompt", negative or "")):
@@ -189,7 +221,7 @@ def parse_create(fields: dict, models: dict[str, ModelInfo], default: str, limit
             raise bad(
                 param, f"{param} has {len(text)} characters; this server takes at most {limits.max_prompt_chars}"
             )
-    image = _input_image(fields.get("input_reference"))
+    image = _input_image(fields.get("input_reference"), limits.max_image_pixels)
     size = fields.get("size")
     asked_size = _size_field(size)
     model = pick_model(fields, models, default, image=image is not None, size=asked_size)

@@ -119,13 +119,14 @@ def generate(pipe, spec: dict, on_step=None):
 
 class Worker:
     """One thread per device, each with its own copy of the models (`pipes`: name -> pipeline,
-    or a list of such, one per device), all taking job ids from one bounded queue; `submit`
-    refuses when it is full."""
+    or a list of such, one per device), all taking job ids from one queue. How many may wait
+    is the app's check (`JobStore.queued_count`), not this queue's size: a job deleted while
+    queued leaves its id here until a worker skips it, and must not hold a place."""
 
-    def __init__(self, store: JobStore, pipes: dict | list[dict], max_queue: int):
+    def __init__(self, store: JobStore, pipes: dict | list[dict]):
         self.store = store
         self.replicas = [pipes] if isinstance(pipes, dict) else list(pipes)
-        self.jobs: queue.Queue[str | None] = queue.Queue(maxsize=max_queue)
+        self.jobs: queue.Queue[str | None] = queue.Queue()
         self.stopping = threading.Event()
         self.threads = [
             threading.Thread(target=self._loop, args=(replica,), name=f"kumo-serve-worker-{i}", daemon=True)
@@ -136,12 +137,8 @@ class Worker:
         for thread in self.threads:
             thread.start()
 
-    def submit(self, job_id: str) -> bool:
-        try:
-            self.jobs.put_nowait(job_id)
-        except queue.Full:
-            return False
-        return True
+    def submit(self, job_id: str) -> None:
+        self.jobs.put_nowait(job_id)
 
     def stop(self, timeout: float = 30.0) -> None:
         """Cancel the running job at its next step, fail the queued ones, join the thread."""
@@ -153,11 +150,8 @@ class Worker:
                 break
             if job_id is not None:
                 self.store.fail(job_id, "server_stopped", "server stopped before this job started; submit it again")
-        for _ in self.threads:  # one wake-up each (the queue was just emptied)
-            try:
-                self.jobs.put_nowait(None)
-            except queue.Full:
-                break
+        for _ in self.threads:  # one wake-up each
+            self.jobs.put_nowait(None)
         for thread in self.threads:
             if thread.is_alive():
                 thread.join(timeout)

@@ -65,7 +65,10 @@ function formBody() {
   if (!$("lora-box").hidden && $("lora-scale").value !== "") body.lora_scale = Number($("lora-scale").value);
   const neg = $("negative-prompt").value.trim();
   if (neg) body.negative_prompt = neg;
-  if ($("seed").value !== "") body.seed = Number($("seed").value);
+  // The seed goes as text: a JavaScript number loses digits past 2**53, and the API reads
+  // digits in a string as the number. Empty: a random one, shown with the clip so it can be
+  // made again (the API's own default is 0, the same clip every time).
+  body.seed = $("seed").value !== "" ? $("seed").value : String(crypto.getRandomValues(new Uint32Array(1))[0]);
   if ($("steps").value !== "") body.steps = Number($("steps").value);
   // Lumina-Video's switches; a request with any of them goes to the model trained for them.
   if ($("motion-score").value !== "") body.motion_score = Number($("motion-score").value);
@@ -116,6 +119,7 @@ async function generate(event) {
     }
     if (video.status === "completed") {
       $("player").replaceChildren(makeVideo(await contentUrl(video.id), body.prompt));
+      $("status-line").textContent = `completed 100%, seed ${body.seed}`;
     } else {
       showError(video.error && video.error.message ? video.error.message : `The job ${video.status}.`);
     }
