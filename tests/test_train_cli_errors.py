@@ -170,7 +170,7 @@ def test_a_finished_run_whose_checkpoints_were_deleted_keeps_its_export(run_copy
     before = snapshot(run_copy)
     path = config_file(tmp_path, VAE, output_dir=str(run_copy))
     assert main(["train", "vae", "--config", str(path), "--device", "cpu"] + (["--resume"] if resume else [])) == 2
-    one_line_error(capsys, str(run_copy), "export (vae/)", "another output_dir")
+    one_line_error(capsys, str(run_copy), "holds vae/ (a finished run's export", "another output_dir")
     assert snapshot(run_copy) == before
 
 

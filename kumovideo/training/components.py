@@ -28,6 +28,9 @@ def build_components(config: TrainConfig) -> dict:
     fresh text encoder + MADiT of `config.preset` around a trained VAE (`vae`)."""
     if config.init_from:  # in fp32 whatever the folder stores: shipped pipelines are fp16
         components = load_pipeline_components(config.init_from, torch_dtype=torch.float32)
+        # What is added below starts from random weights (a LoRA's A, fresh coarse patch
+        # embedders): seeded, so a run is the same run every time, as one from scratch is.
+        torch.manual_seed(config.seed)
         if config.transformer.get("frame_conditioning"):  # a T2V start: zero weights for the condition
             components["transformer"] = expand_for_frame_conditioning(components["transformer"])
         scales, motion = (

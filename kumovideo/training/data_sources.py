@@ -7,7 +7,6 @@ run draws the same latents and noise as an uninterrupted one.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,9 +32,11 @@ def training_captions(config: TrainConfig) -> set[str]:
     unbounded stream and are not listed)."""
     seen: set[str] = set()
     for stage in config.stages:
-        if stage.latents:
-            index = json.loads(Path(stage.latents).read_text())
-            seen.update(clip["caption"] for clip in index["clips"] if trains_on(config, clip["caption"]))
+        if stage.latents:  # the index.json or the folder holding it
+            from kumovideo.data.pipeline.encode import LatentShardDataset
+
+            clips = LatentShardDataset(stage.latents).clips
+            seen.update(clip["caption"] for clip in clips if trains_on(config, clip["caption"]))
     # A fine-tune has also seen what its starting model was trained on, and a distilled
     # student what its teacher was (it learns the teacher's outputs on those captions).
     for earlier_model in (config.init_from, config.teacher):
@@ -91,7 +92,7 @@ class LatentSource:
         self._buckets = {}
         self._object_pools = {}
 
-    def _cache(self, path: str):
+    def cache(self, path: str):
         """The cache at `path` and the indices of its clips this run may train on."""
         if path not in self._caches:
             from kumovideo.data.pipeline.encode import LatentShardDataset
@@ -108,7 +109,7 @@ class LatentSource:
         `indices_by_shape`), in a fixed order: one group for a one-size cache, one per aspect
         bucket for a bucketed one. Grouped once per cache, not per step."""
         if path not in self._buckets:
-            cache, usable = self._cache(path)
+            cache, usable = self.cache(path)
             trained = set(usable)
             groups = (
                 (shape, [i for i in members if i in trained]) for shape, members in cache.indices_by_shape().items()
@@ -118,7 +119,7 @@ class LatentSource:
 
     def frames_cache(self, path: str):
         """The cache at `path`, refused in one line unless it keeps frame latents (conditioning)."""
-        cache, _ = self._cache(path)
+        cache, _ = self.cache(path)
         if not cache.has_frame_latents():
             raise KumoInputError(
                 f"latent cache {path} holds no frame latents, which conditioned training reads; write it with "
@@ -131,7 +132,7 @@ class LatentSource:
         latent shape `shape` (a bucket), read from their ShapesWorld captions once per bucket."""
         key = (path, shape)
         if key not in self._object_pools:
-            cache, _ = self._cache(path)
+            cache, _ = self.cache(path)
             pools: tuple[list[int], list[int]] = ([], [])
             for i in usable:
                 text = cache.clips[i]["caption"]
@@ -181,7 +182,7 @@ class LatentSource:
         shard, size = self.shard, stage.batch_size
         frame_latents, motion_scores = [], []
         if stage.latents:
-            cache, _ = self._cache(stage.latents)
+            cache, _ = self.cache(stage.latents)
             if frames:
                 self.frames_cache(stage.latents)
             rng = np.random.default_rng([self.config.seed, step, shard.stream])

@@ -32,10 +32,22 @@ def save_trained_pipeline(
 def write_pipeline_folder(pipe, config: TrainConfig, target: Path, extra_files: dict[str, str] | None = None) -> Path:
     """`pipe` saved to `target` atomically, with the run's sampling defaults (`kumo_defaults.json`)
     and any extra text files."""
+    defaults = exported_sampling_defaults(config)
     with atomic_directory(target) as tmp:
         pipe.save_pretrained(tmp, safe_serialization=True)
-        if config.sampling_defaults:
-            (tmp / "kumo_defaults.json").write_text(json.dumps(config.sampling_defaults, indent=2))
+        if defaults:
+            (tmp / "kumo_defaults.json").write_text(json.dumps(defaults, indent=2))
         for name, text in (extra_files or {}).items():
             (tmp / name).write_text(text)
     return target
+
+
+def exported_sampling_defaults(config: TrainConfig) -> dict:
+    """The exported folder's `kumo_defaults.json`: a DiT fine-tune keeps what its `init_from`
+    recommends (steps, guidance, fps, prompt lowercasing, recorded ranges), the config's
+    `sampling_defaults` overriding key by key; other runs write the config's alone (a Turbo
+    student's sampling is not its teacher's 50 steps)."""
+    from kumovideo.pipelines.loading import read_sampling_defaults
+
+    inherited = read_sampling_defaults(config.init_from) if config.kind == "dit" and config.init_from else {}
+    return {**inherited, **config.sampling_defaults}

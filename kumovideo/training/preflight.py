@@ -18,6 +18,9 @@ from kumovideo.training.data_sources import trains_on
 from kumovideo.utils.errors import KumoInputError
 from kumovideo.utils.paths import check_output_folder
 
+# What a run writes at its end: a DiT or Turbo pipeline, a VAE, a LoRA adapter.
+EXPORT_FOLDERS = ("pipeline", "vae", "lora")
+
 
 def check_output_dir(config: TrainConfig, resume: bool) -> None:
     """The run's output_dir: a folder, and one holding a run's checkpoints only with --resume
@@ -29,21 +32,30 @@ def check_output_dir(config: TrainConfig, resume: bool) -> None:
             f"output_dir {out} already holds a run's checkpoints (newest {found[-1].name}); "
             "pass --resume to continue that run, or choose another output_dir"
         )
-    # A finished run whose checkpoints were deleted still has its export: a new run would replace it.
-    exported = [
-        out / name
-        for name in ("pipeline", "vae")
-        if (out / name / "config.json").is_file() or (out / name / "model_index.json").is_file()
-    ]
-    if exported and not found:
-        raise KumoInputError(
-            f"output_dir {out} holds a finished run's export ({exported[0].name}/) that a new run "
-            "would replace; choose another output_dir (or move the export away)"
-        )
+    if not found:
+        # A finished run whose checkpoints were deleted still has its export, and a folder of an
+        # export's name may hold the user's own files: a new run would replace either.
+        taken = [out / name for name in EXPORT_FOLDERS if (out / name).is_dir() and any((out / name).iterdir())]
+        if taken:
+            raise KumoInputError(
+                f"output_dir {out} already holds {taken[0].name}/ (a finished run's export, or other files) that "
+                "a new run would replace; choose another output_dir (or move that folder away)"
+            )
+        log = out / "loss_log.csv"
+        if log.is_file() and _first_field(log) not in ("", "step"):  # ours: a run cut off before a checkpoint
+            raise KumoInputError(
+                f"output_dir {out} holds a loss_log.csv that no run of kumo train wrote; "
+                "choose another output_dir (or move that file away)"
+            )
     if found:
         kind = checkpoint_kind(found[-1])
         if kind and kind != config.kind:
             raise not_this_run(found[-1], f"a {kind} run, and this is a {config.kind} config")
+
+
+def _first_field(csv_file: Path) -> str:
+    with open(csv_file, errors="replace") as f:
+        return f.readline().split(",", 1)[0].strip()
 
 
 def check_pipeline_folder(config: TrainConfig, key: str) -> None:
@@ -155,3 +167,47 @@ def check_export_target(target: str | Path, overwrite: bool) -> Path:
             f"--out {target} already exists and is not empty; pass --overwrite to replace it, or choose another folder"
         )
     return target
+
+
+def check_latent_shapes(config: TrainConfig, source, transformer_config, vae_config) -> None:
+    """Once the models are built, before the first step: every cached clip fits them. Its
+    latents come from this VAE (scaling factor and channels as the cache's index records
+    them: another VAE's latents train without error into a model that decodes noise), and
+    every bucket's latent sides divide by the transformer's patch (a clip encoded
+    at its own size, 640x360, gives 45x80 latents that a patch of 2 cannot cut: the run
+    would stop at whichever step first drew it). A batch larger than the cache is a warning."""
+    import logging
+
+    spatial = ClipGeometry.from_configs(vae_config).spatial
+    patch = transformer_config.patch_size  # coarse scales train only where they divide (step_extras)
+    for i, stage in enumerate(config.stages):
+        if not stage.latents:
+            continue
+        where = f"stage {i} ({stage.name}) latents {stage.latents}"
+        cache, usable = source.cache(stage.latents)
+        recorded = cache.index.get("vae") or {}
+        ours = {"scaling_factor": vae_config.scaling_factor, "latent_channels": vae_config.latent_channels}
+        for key, value in ours.items():
+            theirs = recorded.get(key)
+            if theirs is not None and value is not None and abs(float(theirs) - float(value)) > 1e-6 * abs(value):
+                raise KumoInputError(
+                    f"{where}: encoded by a VAE with {key} {theirs:g} ({recorded.get('path', 'unrecorded')}), "
+                    f"but this run's VAE has {value:g}; encode the clips again with the run's VAE "
+                    "(kumo data encode --vae MODEL/vae)"
+                )
+        for shape, _ in source.buckets(stage.latents):
+            h, w = shape[2], shape[3]
+            if h % patch or w % patch:
+                raise KumoInputError(
+                    f"{where}: clips of {w * spatial}x{h * spatial} pixels ({w}x{h} latents) do not divide into "
+                    f"the transformer's {patch}x{patch} patches; encode them at sides that are multiples of "
+                    f"{patch * spatial} px (kumo data encode --size WxH, or --aspect-buckets)"
+                )
+        if stage.batch_size > len(usable):
+            logging.getLogger(__name__).warning(
+                "%s: batch_size %d is more than its %d clips, so every batch repeats clips; "
+                "a smaller batch trains as much in less time",
+                where,
+                stage.batch_size,
+                len(usable),
+            )

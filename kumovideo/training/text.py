@@ -64,3 +64,41 @@ def train_t5_tokenizer(sentences: list[str], out_dir: str | Path, vocab_size: in
     tokenizer = T5Tokenizer.from_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
     return tokenizer
+
+
+def warn_unreadable_captions(tokenizer, captions: list[str], max_length: int, where: str) -> None:
+    """One warning line each when the run's cached captions are longer than the text window
+    (training truncates them, as generation does, but generation says so per prompt) or hold
+    characters the tokenizer cannot read (they become <unk>: the built-in model's vocabulary
+    is ShapesWorld's lowercase words), with an example of each."""
+    import logging
+
+    logger = logging.getLogger(__name__)
+    unique = sorted(set(captions))
+    if not unique:
+        return
+    ids = tokenizer(unique, add_special_tokens=True).input_ids
+    long = [(caption, len(row)) for caption, row in zip(unique, ids) if len(row) > max_length]
+    if long:
+        caption, length = long[0]
+        logger.warning(
+            "%s: %d of %d captions are longer than the text window of %d tokens and train cut short "
+            "(e.g. %r, %d tokens); shorten them or train a model with a longer max_text_seq_length",
+            where,
+            len(long),
+            len(unique),
+            max_length,
+            caption,
+            length,
+        )
+    unk = tokenizer.unk_token_id
+    unreadable = [caption for caption, row in zip(unique, ids) if unk is not None and unk in row]
+    if unreadable:
+        logger.warning(
+            "%s: %d of %d captions hold characters this tokenizer cannot read, which train as <unk> (e.g. %r); "
+            "a model with another vocabulary reads them",
+            where,
+            len(unreadable),
+            len(unique),
+            unreadable[0],
+        )

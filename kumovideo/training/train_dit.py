@@ -44,8 +44,10 @@ from kumovideo.training.objectives import (
     v_prediction_loss,
 )
 from kumovideo.training.pipeline_folder import save_trained_pipeline
+from kumovideo.training.preflight import check_latent_shapes
 from kumovideo.training.runtime import Runtime, autocast_context, step_generator
 from kumovideo.training.shapes_batches import is_image_step
+from kumovideo.training.text import warn_unreadable_captions
 from kumovideo.utils.errors import KumoInputError
 
 
@@ -103,6 +105,12 @@ def _train_dit(config: TrainConfig, runtime: Runtime, resume: bool, stop_after: 
     conditioned = bool(config.conditioning)
     if conditioned:  # every cache keeps frame latents, or the run stops here in one line
         scaling = {stage.latents: source.frames_cache(stage.latents).scaling_factor for stage in config.stages}
+    check_latent_shapes(config, source, transformer.config, vae.config)
+    if runtime.is_main:
+        for path in dict.fromkeys(stage.latents for stage in config.stages if stage.latents):
+            cache, usable = source.cache(path)
+            captions = [cache.clips[i]["caption"] for i in usable]
+            warn_unreadable_captions(tokenizer, captions, max_len, f"latent cache {path}")
 
     def encode_text(captions: list[str]) -> torch.Tensor:
         """T5 states of `captions`, padded as the pipeline pads them, on the device."""

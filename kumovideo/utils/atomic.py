@@ -15,10 +15,13 @@ from pathlib import Path
 
 @contextlib.contextmanager
 def atomic_directory(target: str | os.PathLike):
-    """Yield a temp folder; on success it replaces `target` (the old one is removed)."""
+    """Yield a temp folder; on success it replaces `target` (the old one is removed). The
+    temp folders a killed writer left beside `target` (their names carry its pid) are removed
+    first, and the result gets the modes a plain mkdir/open would give (mkdtemp's is private)."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    remove_abandoned(target)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-{os.getpid()}-", dir=target.parent))
     try:
         yield tmp
         _fsync_tree(tmp)
@@ -59,8 +62,41 @@ def default_file_mode() -> int:
     return 0o666 & ~mask
 
 
+def remove_abandoned(target: Path) -> None:
+    """Remove `atomic_directory`'s temp and old folders beside `target` whose writer is dead
+    (named `.NAME.tmp-PID-...` / `.NAME.old-PID`; a name without a pid is from before pids
+    were written, and its writer is long gone)."""
+    for path in target.parent.glob(f".{target.name}.*-*"):
+        kind, _, rest = path.name[len(target.name) + 2 :].partition("-")
+        if kind not in ("tmp", "old") or not path.is_dir():
+            continue
+        pid = rest.split("-")[0]
+        if not (pid.isdigit() and _alive(int(pid))):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
 def _fsync_tree(folder: Path) -> None:
+    """fsync every file and give files and folders the default modes (safetensors and
+    mkdtemp make them private to the owner)."""
+    file_mode = default_file_mode()
+    folder_mode = file_mode | ((file_mode & 0o444) >> 2)  # x wherever r: 0o644 -> 0o755
+    os.chmod(folder, folder_mode)
     for path in folder.rglob("*"):
         if path.is_file():
             with open(path, "rb") as f:
                 os.fsync(f.fileno())
+            os.chmod(path, file_mode)
+        elif path.is_dir():
+            os.chmod(path, folder_mode)
