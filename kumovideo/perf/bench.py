@@ -206,12 +206,18 @@ def build_peer(config: Any, frames: int, device: torch.device, dtype: torch.dtyp
 def flops_only(
     preset: str, height: int | None = None, width: int | None = None, frames: int | None = None, guidance: bool = True
 ) -> dict:
-    """FLOPs, tokens and parameters of a preset from a meta-device model (allocates nothing)."""
-    from kumovideo.models.transformer_kumo import madit_from_preset
+    """FLOPs, tokens and parameters of a preset from a meta-device model (allocates nothing);
+    `builtin` is the shipped model's own config where this build has it (as the timed bench
+    loads it: 128x128, where the `kumo-builtin` preset's default is the first model's 64x64)."""
+    from kumovideo.builtin import BUILTIN_DIRS, is_trained
+    from kumovideo.models.transformer_kumo import KumoTransformer3DModel, madit_from_preset
 
-    name = "kumo-builtin" if preset == "builtin" else preset
     with torch.device("meta"):
-        model = madit_from_preset(name)
+        if preset == "builtin" and is_trained():
+            config = KumoTransformer3DModel.load_config(BUILTIN_DIRS[False] / "transformer")
+            model = KumoTransformer3DModel.from_config(config)
+        else:
+            model = madit_from_preset("kumo-builtin" if preset == "builtin" else preset)
     c = model.config
     # No VAE here: the published one's spatial stride, the transformer's own time compression and patch.
     geometry = replace(DEFAULT_GEOMETRY, temporal=c.temporal_compression_ratio, patch=c.patch_size)

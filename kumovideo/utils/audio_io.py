@@ -276,7 +276,9 @@ def check_mux(video_path: Path, out_path: Path, replace_audio: bool) -> tuple[st
     _check_output(out_path, "output")
     info = probe_media(video_path)
     if info.has_audio and not replace_audio:
-        raise KumoInputError(f"{video_path} already has an audio track; pass --replace-audio to replace it")
+        raise KumoInputError(
+            f"{video_path} already has an audio track; pass --replace-audio (replace_audio=True) to replace it"
+        )
     video_codec = info.video_codec
     if video_codec not in COPYABLE_VIDEO[out_path.suffix.lower()]:
         takers = [suffix for suffix, codecs in COPYABLE_VIDEO.items() if video_codec in codecs]
