@@ -92,7 +92,9 @@ def test_bucketed_encode_keeps_each_clips_aspect_and_records_its_bucket(work, ca
     # Resuming with another size rule is refused before the VAE loads; nothing changes.
     before = (out / "index.json").read_text()
     assert main([*argv, "--size", "64x48"]) == 2
-    assert_one_line_error(capsys, "aspect buckets of 4096 px", "asks for no aspect buckets", "new output folder")
+    assert_one_line_error(
+        capsys, "latents encoded with --aspect-buckets 4096", "asks for --size 64x48", "another -o folder"
+    )
     assert (out / "index.json").read_text() == before
 
 

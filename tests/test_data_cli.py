@@ -150,7 +150,8 @@ def test_scan_filter_cut_encode(raw, capsys):
     )
     ds = LatentShardDataset(raw / "latents" / "index.json")
     assert len(ds) == 3
-    assert ds[0]["latent_mean"].shape == (4, 3, 15, 20)
+    # 160x120 clips, cropped to multiples of 16 (VAE stride 8 x patch 2): 160x112.
+    assert ds[0]["latent_mean"].shape == (4, 3, 14, 20)
     index = json.loads((raw / "latents" / "index.json").read_text())
     assert len(index["shards"]) == 2
 
@@ -159,13 +160,13 @@ def test_scan_filter_cut_encode(raw, capsys):
     "argv, message",
     [
         (["data", "scan", "{root}/nowhere", "-o", "{root}/m.jsonl"], "input folder"),
-        (["data", "scan", "{root}/raw", "-o", "{root}/no/such/dir/m.jsonl"], "output folder"),
+        (["data", "scan", "{root}/raw", "-o", "{root}/raw/b.txt/m.jsonl"], "b.txt is an existing file"),
         (
             ["data", "scan", "{root}/raw", "-o", "{root}/m.jsonl", "--config", "{root}/bad.yaml"],
             "unknown key filter.min_qualty",
         ),
         (["data", "filter", "{root}/missing.jsonl", "-o", "{root}/c.jsonl"], "manifest"),
-        (["data", "cut", "{root}/raw/b.txt", "-o", "{root}/x/y/out"], "output folder"),
+        (["data", "cut", "{root}/raw/b.txt", "-o", "{root}/raw/b.txt/out"], "no folder can be made under it"),
         (["data", "cut", "{root}/raw/b.txt", "-o", "{root}/o", "--size", "big"], "WIDTHxHEIGHT"),
         (["data", "encode", "{root}/raw", "--vae", "{root}/novae", "-o", "{root}/l"], "cut manifest"),
     ],
@@ -484,3 +485,13 @@ def test_filter_names_a_hand_edited_scan_record(work, capsys, change, names):
     assert main(["data", "filter", str(work / "edited.jsonl"), "-o", str(work / "kept.jsonl")]) == 2
     _one_line_error(capsys, *names)
     assert not (work / "kept.jsonl").exists()
+
+
+def test_scan_and_filter_create_their_output_folders(raw, tmp_path, capsys):
+    # As cut and encode create theirs: a fresh work folder needs no mkdir first.
+    manifest = tmp_path / "work" / "scans" / "manifest.jsonl"
+    assert main(["data", "scan", str(raw / "raw"), "-o", str(manifest), "--workers", "1", "--quiet"]) == 0
+    assert len(read_jsonl(manifest)) == 6
+    kept, rejected = tmp_path / "work" / "kept" / "clips.jsonl", tmp_path / "rejects" / "rejected.jsonl"
+    assert main(["data", "filter", str(manifest), "-o", str(kept), "--rejected", str(rejected)]) == 0
+    assert kept.is_file() and rejected.is_file()

@@ -22,6 +22,7 @@ def cut_dir(tmp_path_factory):
     for i, (cam, n) in enumerate([("pan_left", 12), ("zoom_in", 9), ("tilt_up", 6)]):
         name = f"clip-{i}.mp4"
         write_video(folder / name, render_clip(ClipSpec(cam, frames=n, seed=i), 64, 48))
+        (folder / f"clip-{i}.txt").write_text(f"caption {i}\n")
         entries.append(
             {
                 "id": f"clip-{i}",

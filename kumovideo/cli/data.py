@@ -14,6 +14,7 @@ line counting them), 2 when the command itself was used wrongly (checked before 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import re
 import sys
@@ -26,6 +27,9 @@ from kumovideo.geometry import DEFAULT_GEOMETRY
 from kumovideo.utils.errors import KumoInputError
 from kumovideo.utils.extras import require
 from kumovideo.utils.numbers import FPS_MAX, WORKERS_MAX, check_real, check_whole
+from kumovideo.utils.paths import check_output_folder
+
+log = logging.getLogger(__name__)
 
 # The optional modules each sub-command needs, checked before anything else (the
 # `data` extra: OpenCV decodes and resizes, PySceneDetect finds the cuts).
@@ -152,22 +156,18 @@ def _config(args):
 
 
 def _output_file(path: Path) -> Path:
-    folder = path.parent if str(path.parent) else Path(".")
-    if not folder.is_dir():
-        raise KumoInputError(f"output folder {folder} does not exist; create it first or choose another -o path")
+    """Check an output file; its folder may be missing (created, with any parents, once
+    everything else has been checked, as `cut` and `encode` create theirs)."""
     if path.is_dir():
         raise KumoInputError(f"-o {path} is a folder; give a file name such as {path / 'out.jsonl'}")
+    check_output_folder(path.parent if str(path.parent) else Path("."), f"-o {path}: its folder")
     return path
 
 
 def _output_dir(path: Path) -> Path:
-    """Check an output folder; it is created only once everything else has been checked."""
-    if path.exists() and not path.is_dir():
-        raise KumoInputError(f"-o {path} is a file; give a folder (it is created if missing)")
-    parent = path.parent if str(path.parent) else Path(".")
-    if not parent.is_dir():
-        raise KumoInputError(f"output folder {parent} does not exist; create it first or choose another -o path")
-    return path
+    """Check an output folder; it is created (with any parents) only once everything else
+    has been checked."""
+    return check_output_folder(path, "-o")
 
 
 def _only_our_files(out_dir: Path, ours, what: str) -> None:
@@ -247,11 +247,16 @@ def _require_extras(args) -> None:
         require(module, f"kumo data {args.data_command}")
 
 
-def _report_failures(failed: int, total: int, what: str) -> int:
-    """A last stderr line when some items failed (listed above). The exit status stays 0:
+def _report_failures(failed: int, total: int, what: str, before: int = 0, before_means: str = "done before") -> int:
+    """A last stderr line when some items failed (listed above): `failed` of the `total` the
+    output now covers, `before` of them from earlier runs. The exit status stays 0:
     unusable inputs are expected in raw footage and recorded, not errors of the command."""
     if failed:
-        print(f"kumo: {failed} of {total} {what} failed (listed above); the others were written", file=sys.stderr)
+        earlier = f"; {before} {before_means}" if before else ""
+        print(
+            f"kumo: {failed} of {total} {what} failed (listed above{earlier}); the others were written",
+            file=sys.stderr,
+        )
     return 0
 
 
@@ -282,7 +287,9 @@ def run_scan(args: argparse.Namespace) -> int:
     for line in summary.lines():
         print(line)
     print(f"manifest: {args.output}")
-    return _report_failures(len(summary.errors), summary.ok + len(summary.errors), "files")
+    return _report_failures(
+        len(summary.errors), summary.found, "files", before=summary.skipped, before_means="already in the manifest"
+    )
 
 
 def check_filter_args(args: argparse.Namespace):
@@ -310,9 +317,10 @@ def run_filter(args: argparse.Namespace) -> int:
             f"manifest {args.manifest} holds no records; run `kumo data scan IN_DIR -o MANIFEST` first"
         )
     kept, rejected, reasons = filter_records(records, cfg.filter)
-    atomic_write_jsonl(args.output, kept)
-    if args.rejected is not None:
-        atomic_write_jsonl(args.rejected, rejected)
+    for path, lines in ((args.output, kept), (args.rejected, rejected)):
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_jsonl(path, lines)
     videos = sum(1 for r in records if r.get("status") == "ok")
     seconds = sum(e["duration"] for e in kept)
     print(
@@ -348,20 +356,26 @@ def run_cut(args: argparse.Namespace) -> int:
     """Write each kept clip to OUT_DIR/<id>.mp4 (stream copy where possible, else re-encoded)
     with <id>.txt caption and OUT_DIR/clips.jsonl."""
     cfg, workers, out_dir = check_cut_args(args)
-    from kumovideo.data.pipeline.cut import cut_task
+    from kumovideo.data.pipeline.cut import CUT_SETTINGS, cut_settings, cut_task
     from kumovideo.data.pipeline.manifest import CLIP_LIST, CUT_MANIFEST, atomic_write_jsonl, read_manifest
+    from kumovideo.data.pipeline.resume import check_same_settings, remove_temp_files
     from kumovideo.data.pipeline.runner import run_tasks
 
     manifest = out_dir / "clips.jsonl"
     entries = read_manifest(args.clips, CLIP_LIST)
     names = {"clips.jsonl"} | {f"{e['id']}{ext}" for e in entries for ext in (".mp4", ".txt")}
     _only_our_files(out_dir, names.__contains__, "clips of this list")
-    # Resume: clips already cut (in the manifest and on disk) are kept as they are. The
-    # manifest is rewritten at the end, so it must really be one.
+    # Resume: clips already cut (in the manifest and on disk) are kept as they are, so they
+    # must have been cut with this run's settings. The manifest is rewritten at the end, so
+    # it must really be one.
     previous = {e["id"]: e for e in read_manifest(manifest, CUT_MANIFEST)} if manifest.exists() else {}
     done = {i: e for i, e in previous.items() if e.get("status") == "ok" and (out_dir / e.get("file", "")).is_file()}
+    check_same_settings(
+        out_dir, [e.get("cut_settings") for e in done.values()], cut_settings(cfg.cut), CUT_SETTINGS, "clips cut"
+    )
     todo = [e for e in entries if e["id"] not in done]
-    out_dir.mkdir(exist_ok=True)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    remove_temp_files(out_dir, names.__contains__)  # a killed run's
     results = dict(done)
     counts: Counter = Counter()
     for res in run_tasks(
@@ -377,9 +391,10 @@ def run_cut(args: argparse.Namespace) -> int:
         f"cut {len(todo)} clips ({counts['copy']} stream-copied, {counts['encode']} re-encoded, "
         f"{len(failed)} failed; {len(done)} already done) -> {out_dir}"
     )
+    print(f"captions: {out_dir}/<clip id>.txt, which `kumo data encode` reads: edit those to change a caption")
     for r in failed:
         print(f"  failed: {r['id']}: {r.get('error')}")
-    return _report_failures(len(failed), len(todo), "clips")
+    return _report_failures(len(failed), len(entries), "clips", before=len(entries) - len(todo))
 
 
 def check_encode_args(args: argparse.Namespace):
@@ -417,23 +432,43 @@ def check_encode_args(args: argparse.Namespace):
     return cfg, manifest, device, _output_dir(args.output)
 
 
+def _warn_unpatchable_size(width: int | None, height: int | None) -> None:
+    """The VAE takes multiples of 8, but MADiT's patch 2 needs even latent sides: pixel sides
+    that are multiples of 16. Other sizes encode, and `kumo train dit` refuses the latents."""
+    unit = DEFAULT_GEOMETRY.side_multiple
+    if width is None or height is None or (width % unit == 0 and height % unit == 0):
+        return
+    (w_low, w_high), (h_low, h_high) = (
+        DEFAULT_GEOMETRY.nearest_sides(v) if v % unit else (v, v) for v in (width, height)
+    )
+    log.warning(
+        f"encode size {width}x{height} is not a multiple of {unit} (VAE stride 8 x patch 2), so `kumo train dit` "
+        f"cannot train on these latents; use e.g. --size {w_low}x{h_low} or {w_high}x{h_high}"
+    )
+
+
 def run_encode(args: argparse.Namespace) -> int:
     """Encode cut clips with the CogVideoX VAE into OUT_DIR/shard-NNNNN.safetensors +
     OUT_DIR/index.json, which `kumo train dit` reads directly."""
     cfg, manifest, device, out_dir = check_encode_args(args)
-    from kumovideo.data.pipeline.encode import check_buckets_match, encode_clips, load_index, load_vae
+    from kumovideo.data.pipeline.encode import (
+        check_encode_resume,
+        encode_clips,
+        encode_settings,
+        is_latent_file,
+        load_index,
+        load_vae,
+    )
     from kumovideo.data.pipeline.manifest import CUT_MANIFEST, read_manifest
 
-    # An index.json already there must be ours (a run to resume), encoded with the same buckets.
-    check_buckets_match(load_index(out_dir), cfg.encode.aspect_buckets, out_dir)
-    _only_our_files(
-        out_dir,
-        lambda name: name == "index.json" or re.fullmatch(r"shard-\d{5}\.safetensors", name),
-        "latent shards and their index.json",
-    )
+    # An index.json already there must be ours (a run to resume), encoded with these settings.
+    settings = encode_settings(cfg.encode, args.vae, args.frame_latents)
+    check_encode_resume(load_index(out_dir), settings, out_dir)
+    _only_our_files(out_dir, is_latent_file, "latent shards and their index.json")
     entries = read_manifest(manifest, CUT_MANIFEST)
+    _warn_unpatchable_size(cfg.encode.width, cfg.encode.height)  # once every check has passed
     vae = load_vae(args.vae, cfg.encode.dtype, device)
-    out_dir.mkdir(exist_ok=True)  # created once the VAE has loaded
+    out_dir.mkdir(parents=True, exist_ok=True)  # created once the VAE has loaded
     summary = encode_clips(
         entries,
         manifest.parent,
@@ -445,11 +480,14 @@ def run_encode(args: argparse.Namespace) -> int:
         quiet=args.quiet,
         frame_latents=args.frame_latents,
     )
+    refreshed = summary["captions_refreshed"]
     print(
         f"encoded {summary['encoded']} clips ({summary['skipped']} already done, "
-        f"{len(summary['errors'])} failed) into {summary['shards']} shards, "
-        f"{summary['clips']} clips in {out_dir / 'index.json'}"
+        f"{len(summary['errors'])} failed"
+        + (f"; captions of {refreshed} done clips updated from their .txt" if refreshed else "")
+        + f") into {summary['shards']} shards, {summary['clips']} clips in {out_dir / 'index.json'}"
     )
     for clip_id, err in summary["errors"]:
         print(f"  failed: {clip_id}: {err}", file=sys.stderr)
-    return _report_failures(len(summary["errors"]), summary["encoded"] + len(summary["errors"]), "clips")
+    total = summary["encoded"] + len(summary["errors"]) + summary["skipped"]
+    return _report_failures(len(summary["errors"]), total, "clips", before=summary["skipped"])

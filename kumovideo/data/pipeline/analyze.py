@@ -29,7 +29,7 @@ import cv2
 import numpy as np
 
 from kumovideo.data.pipeline.camera import classify_camera
-from kumovideo.data.pipeline.captions import Captioner, caption_for_clip, read_sidecar
+from kumovideo.data.pipeline.captions import Captioner, caption_for_clip, read_sidecar, sidecar_warnings
 from kumovideo.data.pipeline.config import ScanConfig
 from kumovideo.data.pipeline.motion import MotionSampler, PairMotion, dynamic_score, pairs_within
 from kumovideo.data.pipeline.overlays import CameraRates, analyse_overlays
@@ -185,6 +185,8 @@ class VideoAnalyzer:
 
         info = dict(info)
         info["decoded_frames"] = n
+        # Sidecar files that gave no caption, said once each by the scan (workers cannot log to it).
+        warnings = sidecar_warnings(self._sidecar, [c["caption_source"] for c in self._clips])
         return {
             "path": str(path),
             "key": self._key,
@@ -196,6 +198,7 @@ class VideoAnalyzer:
             "transitions": [t.to_dict() for t in self._transitions],
             "clips": self._clips,
             "dropped": self._dropped,
+            **({"warnings": warnings} if warnings else {}),
         }
 
     def _thin_out(self) -> None:

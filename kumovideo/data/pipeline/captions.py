@@ -6,7 +6,8 @@ Where a caption comes from, in order:
    for the whole video (ShapesWorld's ``render_to_disk`` writes exactly this). ``clip.json``
    holds ``{"caption": "..."}`` (or ``"text"`` / ``"prompt"``), or per-time captions
    ``{"segments": [{"start": 0.0, "end": 4.2, "caption": "..."}, ...]}``; a clip takes the
-   segment it overlaps most.
+   segment it overlaps most. A sidecar that is there but gives no caption (empty, or not
+   a JSON object) is reported, and the scan warns once per file.
 2. **metadata**: a ``comment`` or ``description`` tag in the container.
 3. **model**: a `Captioner` you supply (``scan.captioner: "my.module:MyCaptioner"``), which
    receives a few RGB frames of the clip. This is the hook for re-captioning with a
@@ -73,32 +74,79 @@ def _first_line(exc: Exception) -> str:
     return text.splitlines()[0] if text else "no message"
 
 
+def read_caption_file(path: str | Path) -> str | None:
+    """The caption a text file holds (stripped; bytes that are not UTF-8 replaced), None when
+    the file is missing or holds only white space. The rule for every caption `.txt`: a
+    video's sidecar, and the `<id>.txt` that `kumo data cut` writes and `encode` reads."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    return path.read_text(encoding="utf-8", errors="replace").strip() or None
+
+
 def read_sidecar(video: str | Path) -> dict[str, Any] | None:
-    """The sidecar caption data of a video: {"caption": str} and/or {"segments": [...]}."""
+    """The sidecar caption data of a video: {"caption": str} and/or {"segments": [...]}, with
+    "file", the sidecar's name. Sidecar files that are there but give no caption (an empty
+    .txt, a .json that is not a JSON object or has an empty caption) are listed under
+    "problems" as (path, what is wrong), so the scan can say what it used instead."""
     video = Path(video)
     txt = video.with_suffix(".txt")
-    if txt.is_file():
-        text = txt.read_text(encoding="utf-8", errors="replace").strip()
-        if text:
-            return {"caption": text, "file": txt.name}
+    text = read_caption_file(txt)
+    if text:
+        return {"caption": text, "file": txt.name}
+    problems = [(str(txt), "is empty")] if txt.is_file() else []
     js = video.with_suffix(".json")
     if js.is_file():
-        try:
-            data = json.loads(js.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            return None
-        if isinstance(data, dict):
-            out: dict[str, Any] = {"file": js.name}
-            for key in CAPTION_KEYS:
-                if isinstance(data.get(key), str) and data[key].strip():
-                    out["caption"] = data[key].strip()
-                    break
-            segments = data.get("segments") or data.get("clips")
-            if isinstance(segments, list):
-                out["segments"] = [s for s in segments if isinstance(s, dict)]
-            if len(out) > 1:
-                return out
-    return None
+        data, problem = _json_sidecar(js)
+        if data:
+            return {**data, **({"problems": problems} if problems else {})}
+        if problem:
+            problems.append((str(js), problem))
+    return {"problems": problems} if problems else None
+
+
+def _json_sidecar(js: Path) -> tuple[dict[str, Any] | None, str | None]:
+    """(caption data, None) from a .json sidecar, or (None, what is wrong with it); (None,
+    None) for a JSON object with no caption keys at all (other metadata, not a caption file)."""
+    try:
+        data = json.loads(js.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        return None, "is not UTF-8 text"
+    except json.JSONDecodeError as exc:
+        return None, f"is not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})"
+    if not isinstance(data, dict):
+        return None, "is not a JSON object"
+    out: dict[str, Any] = {"file": js.name}
+    problem = None
+    for key in CAPTION_KEYS:
+        if key in data:
+            if isinstance(data[key], str) and data[key].strip():
+                out["caption"] = data[key].strip()
+            else:
+                problem = f'has an empty or non-text "{key}"'
+            break
+    segments = data.get("segments") or data.get("clips")
+    if isinstance(segments, list):
+        out["segments"] = [s for s in segments if isinstance(s, dict)]
+    return (out, None) if len(out) > 1 else (None, problem)
+
+
+# What a clip's caption came from, as a warning names it.
+_SOURCE_NAMES = {
+    "metadata": "the container's comment/description tag",
+    "model": "the captioning model (scan.captioner)",
+    "attributes": "the measured attributes (a generic sentence)",
+}
+
+
+def sidecar_warnings(sidecar: dict | None, sources: list[str]) -> list[str]:
+    """One line per sidecar file that gave no caption (`read_sidecar`'s "problems"), saying
+    what the video's clips (their `caption_source`s) were captioned from instead."""
+    if not sidecar or not sidecar.get("problems"):
+        return []
+    names = [sidecar.get("file") if s == "sidecar" else _SOURCE_NAMES.get(s, s) for s in dict.fromkeys(sources)]
+    instead = f"its clips were captioned from {' and '.join(names)} instead" if names else "the video gave no clip"
+    return [f"{path} {problem}; {instead}" for path, problem in sidecar["problems"]]
 
 
 def _segment_caption(segments: list[dict], start: float, end: float) -> str | None:

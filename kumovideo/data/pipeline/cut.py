@@ -18,14 +18,18 @@ AAC with silence where the source has none); a re-encode re-encodes the audio se
 cut to the written video's duration. Either way the clip's audio lasts as long as its video,
 to within one audio frame.
 
-Each clip is written to a temp file in the output folder and renamed into place when
-complete.
+Each clip is written to a temp file in the output folder (`.ID.mp4.tmp-XXXXXXXX`, the name
+`kumovideo.utils.atomic` gives its temp files, so a resume finds a killed run's) and renamed
+into place when complete. Each clip's manifest entry records the settings it was cut with
+(`cut_settings`), so a resume with other settings is refused (`resume.py`).
 """
 
 from __future__ import annotations
 
 import functools
 import math
+import os
+import tempfile
 import time
 from fractions import Fraction
 from pathlib import Path
@@ -37,6 +41,8 @@ import numpy as np
 
 from kumovideo.data.pipeline.config import CutConfig
 from kumovideo.data.pipeline.manifest import atomic_write_text
+from kumovideo.data.pipeline.resume import Setting
+from kumovideo.utils.atomic import default_file_mode
 from kumovideo.utils.audio_io import Interleaver, encode_audio, encoder_rate, fit_length, mux_interleaved
 
 MP4_CODECS = {"h264", "hevc", "mpeg4", "av1", "vp9"}  # codecs MP4 can carry as they are
@@ -55,6 +61,39 @@ def target_geometry(entry: dict, cfg: CutConfig) -> tuple[float, int, int]:
         h = entry["height"] * w / entry["width"]
     # H.264 in 4:2:0 needs even sizes.
     return fps, max(2, int(round(w / 2)) * 2), max(2, int(round(h / 2)) * 2)
+
+
+def cut_settings(cfg: CutConfig) -> dict[str, Any]:
+    """The settings that shape a cut clip, as its manifest entry records them."""
+    return {
+        "fps": cfg.fps,
+        "width": cfg.width,
+        "height": cfg.height,
+        "stream_copy": cfg.stream_copy,
+        "crf": cfg.crf,
+        "preset": cfg.preset,
+        "keep_audio": cfg.keep_audio,
+    }
+
+
+def _size_flag(s: dict) -> str:
+    if s.get("width") and s.get("height"):
+        return f"--size {s['width']}x{s['height']}"
+    if s.get("width") or s.get("height"):
+        side = "width" if s.get("width") else "height"
+        return f"cut.{side} {s[side]} (the other side from the source's aspect)"
+    return "the source's size (no --size)"
+
+
+# How each recorded cut setting reads in a message (check_same_settings).
+CUT_SETTINGS = [
+    Setting(("fps",), lambda s: f"--fps {s['fps']:g}" if s.get("fps") else "the source's frame rate (no --fps)"),
+    Setting(("width", "height"), _size_flag),
+    Setting(("stream_copy",), lambda s: "stream copy where possible" if s.get("stream_copy") else "--no-copy"),
+    Setting(("crf",), lambda s: f"cut.crf {s.get('crf')}"),
+    Setting(("preset",), lambda s: f"cut.preset {s.get('preset')}"),
+    Setting(("keep_audio",), lambda s: f"cut.keep_audio {str(s.get('keep_audio')).lower()}"),
+]
 
 
 def can_stream_copy(entry: dict, cfg: CutConfig) -> bool:
@@ -263,9 +302,12 @@ def cut_one(entry: dict, out_dir: str, cfg: CutConfig) -> dict[str, Any]:
     t0 = time.perf_counter()
     out = Path(out_dir)
     dst = out / f"{entry['id']}.mp4"
-    tmp = out / f".{entry['id']}.tmp.mp4"
+    tmp = None
     result = dict(entry)
     try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{dst.name}.tmp-", dir=out)
+        os.close(fd)  # PyAV opens the file by name
+        tmp = Path(tmp_name)
         method = None
         if can_stream_copy(entry, cfg):
             if stream_copy(entry, tmp, cfg.keep_audio):
@@ -280,6 +322,7 @@ def cut_one(entry: dict, out_dir: str, cfg: CutConfig) -> dict[str, Any]:
             frames = s.frames or sum(1 for _ in chk.demux(s) if _.size)
             fps, w, h = float(s.average_rate or 0), s.width, s.height
             has_audio = bool(chk.streams.audio)
+        os.chmod(tmp, default_file_mode())  # mkstemp's file is private to the owner
         tmp.replace(dst)
         atomic_write_text(out / f"{entry['id']}.txt", entry["caption"] + "\n")
         result.update(
@@ -290,12 +333,13 @@ def cut_one(entry: dict, out_dir: str, cfg: CutConfig) -> dict[str, Any]:
             out_width=w,
             out_height=h,
             has_audio=has_audio,
+            cut_settings=cut_settings(cfg),
             status="ok",
         )
     except Exception as exc:  # one bad clip must not end the run
         result.update(status="error", error=f"{type(exc).__name__}: {exc}")
     finally:
-        if tmp.exists():
+        if tmp is not None and tmp.exists():
             tmp.unlink()
     result["seconds"] = round(time.perf_counter() - t0, 3)
     return result

@@ -34,14 +34,25 @@ the CogVideoX VAE), scaled to cover it and centre-cropped (never stretched); its
 records `bucket` [W, H] next to `size` [H, W]. `LatentShardDataset.indices_by_shape` groups
 clips by latent shape, so a training loop can draw each batch from one bucket.
 
+Without a size, each clip keeps its own, centre-cropped to multiples of the VAE's stride x
+patch 2 (16 for the CogVideoX VAE), so every latent patchifies.
+
+Captions: a clip's caption is its `<id>.txt` beside it in the cut folder (`kumo data cut`
+writes it; editing captions is editing those files), else, with a warning, the cut manifest's.
+A re-run also refreshes the captions of clips already encoded (only the index changes).
+
 Shards and the index are written to temp files and renamed into place; the index is
 rewritten after every shard, so a killed run keeps every finished shard and a re-run
-continues with the clips not yet in the index.
+continues with the clips not yet in the index. The index records the settings that shape the
+latents (`settings`: VAE, frames, size or buckets, frame latents, dtype); a re-run with
+others is refused (`resume.py`).
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -50,8 +61,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from kumovideo.data.pipeline.captions import read_caption_file
 from kumovideo.data.pipeline.config import EncodeConfig
 from kumovideo.data.pipeline.manifest import atomic_write_bytes, atomic_write_json
+from kumovideo.data.pipeline.resume import Setting, check_same_settings, remove_temp_files
 from kumovideo.geometry import DEFAULT_GEOMETRY, MAX_ASPECT, ClipGeometry, aspect_buckets, nearest_bucket
 from kumovideo.pipelines.conditioning import even_frame_latents
 from kumovideo.utils.dtypes import DTYPES
@@ -59,6 +72,13 @@ from kumovideo.utils.errors import KumoInputError
 
 INDEX_FORMAT = "kumovideo-latents"
 INDEX_VERSION = 1
+
+log = logging.getLogger(__name__)
+
+
+def is_latent_file(name: str) -> bool:
+    """Whether a file name is one `kumo data encode` writes: index.json or a shard."""
+    return name == "index.json" or re.fullmatch(r"shard-\d{5}\.safetensors", name) is not None
 
 
 def frames_for_vae(n: int, wanted: int, geometry: ClipGeometry = DEFAULT_GEOMETRY) -> int:
@@ -92,8 +112,9 @@ def read_clip(
 ) -> tuple[torch.Tensor, float]:
     """The first `num_frames` frames of a clip as a (3, F, H, W) float tensor in [-1, 1].
 
-    Without a size, the clip's own size rounded down to multiples of the VAE's stride (8)
-    (centre crop); with one, scaled to cover it and centre-cropped. With `buckets` ((W, H)
+    Without a size, the clip's own size rounded down to multiples of the VAE's stride x patch
+    2 (16; centre crop), which every latent patchifies at; with one, scaled to cover it and
+    centre-cropped. With `buckets` ((W, H)
     pairs; width and height are then ignored), the bucket nearest the clip's aspect, scaled
     to cover and centre-cropped the same way. Returns (video, fps).
     """
@@ -110,13 +131,13 @@ def read_clip(
     if not frames:
         raise ValueError("no frames")
     ih, iw = frames[0].shape[:2]
-    s = geometry.spatial
+    unit = geometry.side_multiple
     if buckets:
         width, height = nearest_bucket(iw, ih, buckets)
-    w = width or (iw // s) * s
-    h = height or (ih // s) * s
-    if w < s or h < s:
-        raise ValueError(f"clip is {iw}x{ih}, smaller than one {s}x{s} latent cell")
+    w = width or (iw // unit) * unit
+    h = height or (ih // unit) * unit
+    if w < unit or h < unit:
+        raise ValueError(f"clip is {iw}x{ih}, smaller than one {unit}x{unit} latent patch")
     from kumovideo.data.pipeline.cut import _fit
 
     video = np.stack([_fit(f, w, h) for f in frames])  # (F, H, W, 3) uint8
@@ -214,19 +235,56 @@ def bucket_settings(cfg: EncodeConfig, geometry: ClipGeometry) -> dict[str, Any]
     return {"area": int(cfg.aspect_buckets), "unit": geometry.side_multiple, "max_ratio": MAX_ASPECT}
 
 
-def check_buckets_match(index: dict[str, Any] | None, area: int | None, out_dir: Path) -> None:
-    """A resumed index must have been encoded with the same aspect-bucket area (or none), or
-    its clips would mix two size rules; raises KumoInputError when not."""
-    if not index or not index["clips"]:
-        return
-    before = (index.get("aspect_buckets") or {}).get("area")
-    if before != area:
-        was = f"aspect buckets of {before} px" if before else "no aspect buckets"
-        now = f"aspect buckets of {area} px" if area else "no aspect buckets"
-        raise KumoInputError(
-            f"{out_dir} holds clips encoded with {was}, this run asks for {now}; "
-            "pass the same setting to resume, or choose a new output folder"
-        )
+def encode_settings(cfg: EncodeConfig, vae_path: str | Path, frame_latents: bool = False) -> dict[str, Any]:
+    """The settings that shape a latent folder, as its index records them (`settings`)."""
+    return {
+        "vae": str(Path(vae_path).resolve()),
+        "width": cfg.width,
+        "height": cfg.height,
+        "aspect_buckets": cfg.aspect_buckets,
+        "frames": cfg.frames,
+        "frame_latents": frame_latents,
+        "dtype": cfg.dtype,
+    }
+
+
+def _sizing(s: dict) -> str:
+    if s.get("aspect_buckets"):
+        return f"--aspect-buckets {s['aspect_buckets']}"
+    if s.get("width") and s.get("height"):
+        return f"--size {s['width']}x{s['height']}"
+    return "each clip's own size (no --size)"
+
+
+# How each recorded encode setting reads in a message (check_same_settings).
+ENCODE_SETTINGS = [
+    Setting(("vae",), lambda s: f"--vae {s.get('vae')}"),
+    Setting(("width", "height", "aspect_buckets"), _sizing),
+    Setting(("frames",), lambda s: f"--frames {s.get('frames')}"),
+    Setting(("frame_latents",), lambda s: "--frame-latents" if s.get("frame_latents") else "no --frame-latents"),
+    Setting(("dtype",), lambda s: f"encode.dtype {s.get('dtype')}"),
+]
+
+
+def check_encode_resume(index: dict[str, Any] | None, settings: dict[str, Any], out_dir: Path) -> None:
+    """A latent folder that already holds clips is resumed only with the settings it was
+    encoded with (else its clips would mix two sizes, frame counts or VAEs); raises
+    KumoInputError naming the first that differs."""
+    if index and index["clips"]:
+        check_same_settings(out_dir, [index.get("settings")], settings, ENCODE_SETTINGS, "latents encoded")
+
+
+def clip_caption(entry: dict, clip_dir: Path) -> tuple[str, str | None]:
+    """(caption, caption_source) of a cut clip: its `<id>.txt` beside the video (the file a
+    user edits), else the cut manifest's caption, with a warning naming the file. The source
+    is the manifest's, or "edited" where the .txt says something else."""
+    txt = clip_dir / Path(entry["file"]).with_suffix(".txt")
+    text = read_caption_file(txt)
+    if text is None:
+        problem = "is empty" if txt.is_file() else "is missing"
+        log.warning("%s %s; using the clip's caption in the cut manifest instead", txt, problem)
+        return entry["caption"], entry.get("caption_source")
+    return text, entry.get("caption_source") if text == entry["caption"] else "edited"
 
 
 def encode_clips(
@@ -248,14 +306,25 @@ def encode_clips(
     buckets = bucket_settings(cfg, geometry)
     # (W, H) pairs; KumoInputError, before anything is written, for an area below one unit.
     sizes = aspect_buckets(buckets["area"], buckets["unit"], buckets["max_ratio"]) if buckets else None
-    check_buckets_match(load_index(Path(out_dir)), cfg.aspect_buckets, out_dir)
+    settings = encode_settings(cfg, vae_path, frame_latents)
+    check_encode_resume(load_index(Path(out_dir)), settings, out_dir)
+    remove_temp_files(Path(out_dir), is_latent_file)  # a killed run's
     writer = LatentShardWriter(out_dir, vae, vae_path, cfg.shard_size)
-    if not writer.index["clips"]:  # a new index records the rule its clips follow
+    if not writer.index["clips"]:  # a new index records the settings its clips follow
         writer.index.pop("aspect_buckets", None)
         if buckets:
             writer.index["aspect_buckets"] = buckets
+        writer.index["settings"] = settings
+    usable = [e for e in entries if e.get("status", "ok") == "ok"]
+    captions = {e["id"]: clip_caption(e, clip_dir) for e in usable}
+    # Clips already encoded take their current caption too: only the index changes.
+    refreshed = 0
+    for clip in writer.index["clips"]:
+        if clip["id"] in captions and (clip["caption"], clip.get("caption_source")) != captions[clip["id"]]:
+            clip["caption"], clip["caption_source"] = captions[clip["id"]]
+            refreshed += 1
     done = writer.done_ids
-    todo = [e for e in entries if e.get("status", "ok") == "ok" and e["id"] not in done]
+    todo = [e for e in usable if e["id"] not in done]
     dtype = DTYPES[cfg.dtype]
     errors: list[tuple[str, str]] = []
     t0 = time.perf_counter()
@@ -293,8 +362,8 @@ def encode_clips(
             res["mean"],
             res["std"],
             {
-                "caption": entry["caption"],
-                "caption_source": entry.get("caption_source"),
+                "caption": captions[entry["id"]][0],
+                "caption_source": captions[entry["id"]][1],
                 "fps": res["fps"],
                 "num_frames": res["num_frames"],
                 "size": res["size"],
@@ -311,7 +380,8 @@ def encode_clips(
     index = writer.index
     return {
         "encoded": len(todo) - len(errors),
-        "skipped": len(entries) - len(todo),
+        "skipped": len(usable) - len(todo),
+        "captions_refreshed": refreshed,
         "errors": errors,
         "shards": len(index["shards"]),
         "clips": len(index["clips"]),

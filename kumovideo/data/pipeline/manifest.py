@@ -13,7 +13,7 @@ Scan record layout (one line per video; see docs/data-pipeline.md for every fiel
 
     {"path", "key", "status": "ok", "probe": {...}, "first_time", "keyframes": [...],
      "analysis_size": [w, h], "transitions": [...], "clips": [{...}], "dropped": [...],
-     "seconds"}
+     "seconds"[, "warnings": ["a sidecar that gave no caption, and what was used", ...]]}
     {"path", "key", "status": "error", "error": "reason", "seconds"}
 """
 

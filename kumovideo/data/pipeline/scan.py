@@ -8,6 +8,7 @@ have a record are skipped (error records too, unless `retry_errors`).
 from __future__ import annotations
 
 import functools
+import logging
 import time
 import traceback
 from collections import Counter
@@ -24,6 +25,8 @@ from kumovideo.data.pipeline.runner import run_tasks
 from kumovideo.utils.errors import KumoInputError
 
 _CAPTIONERS: dict[str, Any] = {}  # one captioner per process, loaded on first use
+
+log = logging.getLogger(__name__)
 
 
 def _captioner(spec: str):
@@ -134,11 +137,10 @@ def scan_folder(
     """Scan `in_dir` into `manifest` (appending; resumes a previous run).
 
     Everything is checked before the first video is analysed: the folder, an existing
-    manifest (it must be a scan manifest, since it is appended to) and the captioner.
+    manifest (it must be a scan manifest, since it is appended to) and the captioner. Then
+    the manifest's folder is created if missing.
     """
     manifest = Path(manifest)
-    if not manifest.parent.is_dir():
-        raise KumoInputError(f"output folder {manifest.parent} does not exist; create it first")
     videos = find_videos(in_dir, cfg.extensions)
     done = latest_by_path(read_manifest(manifest, SCAN_MANIFEST, resuming=True) if manifest.exists() else [])
     if cfg.captioner:
@@ -151,9 +153,12 @@ def scan_folder(
     threads = 1 if (workers > 1 or ray_address) else 0
     task = functools.partial(scan_one, cfg=cfg, decoder_threads=threads)
     t0 = time.perf_counter()
+    manifest.parent.mkdir(parents=True, exist_ok=True)
     with ManifestAppender(manifest) as out:
         for record in run_tasks(task, todo, workers=workers, ray_address=ray_address, desc="scan", quiet=quiet):
             out.append(record)
+            for line in record.get("warnings", []):
+                log.warning(line)
             if record["status"] == "ok":
                 summary.ok += 1
                 summary.clips += len(record["clips"])
