@@ -189,6 +189,8 @@ def test_long_prompt_warns_truncated_and_succeeds(model, tmp_path, capsys):
     assert rc == 0, err
     warnings = [line for line in err.splitlines() if line.startswith("kumo: warning:")]
     assert len(warnings) == 1 and "truncated" in warnings[0] and "text window of 16" in warnings[0], err
+    # said in whole words as the prompt has them (the tokenizer's decode drops what it cannot read)
+    assert "the model reads 'a red circle moves left on a', not 'black background while" in warnings[0], err
     assert "kumo: error" not in err
     assert read_video(out)[0].shape == (9, 48, 64, 3)
 

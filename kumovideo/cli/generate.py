@@ -8,6 +8,7 @@ of motion (Lumina-Video), with a model trained for them."""
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import sys
@@ -43,6 +44,11 @@ from kumovideo.cli.v2a import (
 )
 from kumovideo.utils.errors import KumoInputError
 from kumovideo.utils.numbers import FPS_MAX
+
+logger = logging.getLogger(__name__)
+# A clip this many times the model's own frame count gets a warning: attention over all its
+# latent frames at once grows with their square, and no model here was trained on such lengths.
+LONG_CLIP_FACTOR = 8
 
 
 def register(sub) -> None:
@@ -292,6 +298,52 @@ def check_frames_args(args) -> FramesRequest | None:
     )
 
 
+class PlannedClip(NamedTuple):
+    frames: int
+    height: int
+    width: int
+    steps: int
+
+
+def check_planned_clip(args, folder: Path, defaults: dict, request: FramesRequest | None) -> PlannedClip:
+    """Frames, size and steps as the run will use them, checked against the model folder's
+    configs alone (no weights read; the pipeline checks them again when called): a wrong
+    --frames or --steps is one line in a second, not after gigabytes of weights load."""
+    from kumovideo.pipelines import checks
+    from kumovideo.pipelines.pipeline_kumo import recommended_sampling
+    from kumovideo.schedulers import KumoLCMScheduler
+
+    geometry, (default_frames, default_height, default_width) = checks.folder_clip(folder)
+    frames, height, width = args.frames or default_frames, args.height or default_height, args.width or default_width
+    geometry.check_clip(frames, height, width)
+    check_fits_in_memory(frames, height, width)
+    if frames > LONG_CLIP_FACTOR * default_frames:
+        logger.warning(
+            "%d frames is %.0fx the %d this model makes: it was not trained on clips this long, and every step "
+            "attends over all %d latent frames at once (slow, memory-hungry); generate shorter clips",
+            frames,
+            frames / default_frames,
+            default_frames,
+            geometry.latent_frames(frames),
+        )
+    scheduler = checks.read_folder_config(folder, "scheduler")
+    if args.turbo and "original_inference_steps" not in scheduler:  # as sampling_settings swaps it in
+        scheduler = dict(KumoLCMScheduler.on_schedule_of(scheduler).config)
+    turbo = "original_inference_steps" in scheduler
+    steps = flags_or_recommended(args, recommended_sampling(defaults, turbo=turbo))[0]
+    checks.check_scheduler_steps(steps, scheduler)
+    if request is not None and request.interpolate:
+        _, (_, keep_height, keep_width) = checks.folder_clip(request.interpolate_model)
+        if height * keep_width != width * keep_height:
+            aspect = math.gcd(keep_width, keep_height)
+            raise KumoInputError(
+                f"--interpolate: the interpolation model ({request.interpolate_model}) makes {keep_width}x"
+                f"{keep_height} clips and would crop {width}x{height} keyframes to that; generate at its aspect "
+                f"({keep_width // aspect}:{keep_height // aspect}), or without --interpolate"
+            )
+    return PlannedClip(frames, height, width, steps)
+
+
 def check_fits_in_memory(frames: int, height: int, width: int) -> None:
     """Refuse a clip whose decoded frames alone (float32 RGB) would not fit in this machine's
     memory: such a run would otherwise denoise for minutes and then be killed in the decode."""
@@ -378,6 +430,11 @@ def check_args(args) -> Checked:
     check_guidance(args)
     dtype = resolve_dtype(args.dtype, SHORT_NAMES)
     device = resolve_device(args.device)
+    if device.type == "cpu" and args.dtype == "fp16":
+        logger.warning(
+            "--dtype fp16 on a CPU is emulated on most CPUs: a clip took about 20x as long as in fp32 on a 2-core "
+            "test machine (the VAE decode most of it); use --dtype bf16 or fp32"
+        )
     if args.cpu_offload:
         if args.offload not in ("none", "model"):
             raise KumoInputError("--cpu-offload is --offload model; give one of them")
@@ -424,7 +481,7 @@ def run(args) -> int:
 
     from kumovideo.builtin import LUMINA_DIR, builtin_frames_dir, builtin_model_dir, lumina_request
     from kumovideo.pipelines import KumoPipeline, frames_to_uint8
-    from kumovideo.pipelines.loading import read_sampling_defaults
+    from kumovideo.pipelines.loading import check_checkpoint_folder, read_sampling_defaults
 
     image = conditioning.image if conditioning else None
     if args.model:
@@ -432,8 +489,10 @@ def run(args) -> int:
     else:
         needs_lumina = lumina_request(args.multiscale, args.motion_score, args.width, args.height)
         folder = builtin_frames_dir() if image is not None else builtin_model_dir(args.turbo, needs_lumina)
+    check_checkpoint_folder(folder)  # missing, partial or pickle-only: named before its configs are read
     recommended = read_sampling_defaults(folder)  # a bad kumo_defaults.json is named before the weights load
     lumina = check_lumina_model(args, folder, recommended)  # --multiscale, --motion-score: from the configs
+    planned = check_planned_clip(args, folder, recommended, conditioning)  # frames, size, steps: from the configs
     ctx = None
     if args.parallel:  # checked against the process count and the model's configs before loading weights
         from kumovideo.distributed.launch import prepare_parallel
@@ -460,10 +519,8 @@ def run(args) -> int:
     if args.vae_tiling:
         pipe.enable_vae_tiling()
 
-    clip = pipe.resolve_call_defaults(num_frames=args.frames, height=args.height, width=args.width)
-    frames, height, width = clip["num_frames"], clip["height"], clip["width"]
+    frames, height, width = planned.frames, planned.height, planned.width
     fps = args.fps or defaults.get("fps", 8)
-    check_fits_in_memory(frames, height, width)
 
     call = dict(
         prompt=args.prompt,
@@ -493,6 +550,7 @@ def run(args) -> int:
     if conditioning is not None and conditioning.interpolate:
         clip_frames = interpolate_keyframes(clip_frames, conditioning, args, dtype, device)
         frames, fps = len(clip_frames), fps * conditioning.interpolate
+        height, width = clip_frames.shape[1:3]  # the interpolation model's size (same aspect: check_planned_clip)
     if soundtrack is None:
         write_video(clip_frames, output, fps=fps)
     else:  # the silent clip beside the output, then the output with its sound: never a half-made file
@@ -511,7 +569,8 @@ def run(args) -> int:
         sound += f", interpolated x{conditioning.interpolate}"
     if not args.model and folder == LUMINA_DIR:  # chosen for a flag the base lacks
         sound += ", the built-in kumo-shapes-lumina model"
-    print(f"wrote {output} ({frames} frames, {width}x{height}, {fps} fps, {steps} steps{sound}) in {elapsed:.1f} s")
+    counted = f"{frames} frame{'' if frames == 1 else 's'}"
+    print(f"wrote {output} ({counted}, {width}x{height}, {fps} fps, {steps} steps{sound}) in {elapsed:.1f} s")
     return 0
 
 

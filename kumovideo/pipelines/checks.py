@@ -87,6 +87,19 @@ def check_num_inference_steps(num_inference_steps: int, num_train_timesteps: int
         )
 
 
+def check_scheduler_steps(num_inference_steps: int, scheduler_config: Any) -> None:
+    """`check_num_inference_steps` against a scheduler's config; a consistency (Turbo)
+    scheduler also samples at most its `original_inference_steps` (LCM's skipping grid: diffusers
+    raises deep inside `set_timesteps` past it)."""
+    check_num_inference_steps(num_inference_steps, scheduler_config["num_train_timesteps"])
+    most = scheduler_config.get("original_inference_steps")
+    if most is not None and num_inference_steps > most:
+        raise KumoInputError(
+            f"num_inference_steps={num_inference_steps}: consistency (Turbo) sampling takes at most {most} steps, "
+            f"the grid it was distilled on; use {most} or fewer (Turbo's default is 4)"
+        )
+
+
 def check_max_sequence_length(max_sequence_length: int, text_window: int) -> None:
     if max_sequence_length != text_window:
         raise KumoInputError(
@@ -205,18 +218,19 @@ def check_frame_conditioning(transformer_config: Any, what: str = "this model") 
 
 
 def read_folder_config(folder: Any, part: str = "transformer") -> dict:
-    """A pipeline folder's `part/config.json` (no weights read): for the CLI, which checks
-    flags against a model's configs before anything loads."""
+    """A pipeline folder's `part/config.json` (`scheduler/scheduler_config.json`; no weights
+    read): for the CLI, which checks flags against a model's configs before anything loads."""
     import json
     from pathlib import Path
 
-    path = Path(folder) / part / "config.json"
+    name = "scheduler_config.json" if part == "scheduler" else "config.json"
+    path = Path(folder) / part / name
     try:
         config = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         config = None
     if not isinstance(config, dict):
-        raise KumoInputError(f"{folder} has no readable {part}/config.json; pass a pipeline folder")
+        raise KumoInputError(f"{folder} has no readable {part}/{name}; pass a pipeline folder")
     return config
 
 

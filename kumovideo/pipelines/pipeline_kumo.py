@@ -272,8 +272,18 @@ class KumoPipeline(DiffusionPipeline, CogVideoXLoraLoaderMixin):
         self.vae.disable_slicing()
 
     def enable_vae_tiling(self, **tile_kwargs):
-        """Decode in overlapping spatial tiles (large frames on small GPUs)."""
+        """Decode in overlapping spatial tiles (large frames on small GPUs), diffusers' tiling
+        with its overlap factors moved to the nearest ones this VAE's tile decodes exactly:
+        its tiled decode steps int(L (1 - f)) latents a tile and keeps S - int(S f) pixels of
+        each (L latents, S = L x stride pixels a tile), which agree only for f = k / L. The
+        published VAE's defaults (1/6 of 30, 1/5 of 45 latents) do; a small VAE's (1/6 of 4)
+        wrote larger frames with doubled seams."""
         self.vae.enable_tiling(**tile_kwargs)
+        vae, stride = self.vae, self.geometry.spatial
+        for side in ("height", "width"):
+            name = f"tile_overlap_factor_{side}"
+            latents = getattr(vae, f"tile_latent_min_{side}")
+            setattr(vae, name, exact_tile_overlap(latents, stride, getattr(vae, name)))
 
     def disable_vae_tiling(self):
         self.vae.disable_tiling()
@@ -295,16 +305,31 @@ class KumoPipeline(DiffusionPipeline, CogVideoXLoraLoaderMixin):
         ).input_ids
         full = self.tokenizer(prompts, padding="longest", add_special_tokens=True, return_tensors="pt").input_ids
         if full.shape[-1] > max_sequence_length:
-            for i, row in enumerate(full):
+            for prompt, row in zip(prompts, full):
                 length = int((row != self.tokenizer.pad_token_id).sum())
                 if length > max_sequence_length:
+                    words = prompt.split()
+                    k = self._words_within(words, max_sequence_length)
                     logger.warning(
-                        "prompt is %d tokens, longer than the text window of %d: it was truncated to %r",
+                        "prompt is %d tokens, longer than the text window of %d: truncated, the model reads %r, not %r",
                         length,
                         max_sequence_length,
-                        self.tokenizer.decode(ids[i], skip_special_tokens=True),
+                        " ".join(words[:k]),
+                        " ".join(words[k:]),
                     )
         return ids
+
+    def _words_within(self, words: list[str], max_sequence_length: int) -> int:
+        """How many of the first words fit the window whole (said in words: the tokenizer's
+        decode of the truncated ids drops what it cannot read, 'xyzzy' read back as 'yy')."""
+        low, high = 0, len(words)
+        while low < high:  # the largest k whose first k words fit
+            k = (low + high + 1) // 2
+            if len(self.tokenizer(" ".join(words[:k]), add_special_tokens=True).input_ids) <= max_sequence_length:
+                low = k
+            else:
+                high = k - 1
+        return low
 
     def encode_prompt(
         self,
@@ -399,7 +424,7 @@ class KumoPipeline(DiffusionPipeline, CogVideoXLoraLoaderMixin):
         )
         geometry = self.geometry
         geometry.check_clip(num_frames, height, width)
-        checks.check_num_inference_steps(num_inference_steps, self.scheduler.config.num_train_timesteps)
+        checks.check_scheduler_steps(num_inference_steps, self.scheduler.config)
         checks.check_max_sequence_length(max_sequence_length, self.max_sequence_length)
         checks.check_num_videos_per_prompt(num_videos_per_prompt)
         checks.check_guidance(guidance_scale, guidance_rescale)
@@ -639,6 +664,12 @@ class KumoPipeline(DiffusionPipeline, CogVideoXLoraLoaderMixin):
         guidance_scale, guidance_rescale = call["guidance_scale"], call["guidance_rescale"]
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         self.warn_unknown_words(prompts)
+        if negative_prompt and guidance_scale <= 1:  # diffusers drops it silently; say so once
+            logger.warning(
+                "the negative prompt has no effect at guidance_scale %g: it steers only classifier-free guidance, "
+                "which is off at 1 or below; raise the guidance above 1 to use it",
+                guidance_scale,
+            )
         self._guidance_scale = guidance_scale
         batch_size = len(prompts) * num_videos_per_prompt
         device = self._execution_device
@@ -752,6 +783,24 @@ class KumoPipeline(DiffusionPipeline, CogVideoXLoraLoaderMixin):
         if not return_dict:
             return (video,)
         return KumoPipelineOutput(frames=video)
+
+
+def exact_tile_overlap(tile_latents: int, stride: int, factor: float) -> float:
+    """The overlap factor nearest `factor` at which diffusers' CogVideoX tiled decode keeps as
+    many pixels of a tile as its step covers: int(L (1 - f)) * stride == L * stride -
+    int(L * stride * f), i.e. f = k / L for a whole k in [1, L); float rounding decides between
+    k / L and its neighbours."""
+    import math
+
+    size = tile_latents * stride
+    for k in sorted(range(1, max(tile_latents, 2)), key=lambda k: abs(k / tile_latents - factor)):
+        exact = k / tile_latents
+        for f in (exact, math.nextafter(exact, 1.0), math.nextafter(exact, 0.0)):
+            if int(tile_latents * (1 - f)) * stride == size - int(size * f):
+                return f
+    raise KumoInputError(
+        f"VAE tiles of {tile_latents} latents cannot overlap evenly; pass a larger tile_sample_min_height/width"
+    )
 
 
 def recommended_sampling(sampling_defaults: dict, turbo: bool = False) -> dict:

@@ -53,7 +53,7 @@ class ModelInfo:
     fps: int
     steps: int  # the checkpoint's recommended sampling
     guidance: float
-    train_timesteps: int
+    scheduler_config: dict  # the steps it may sample (checks.check_scheduler_steps)
     # Lumina-Video's additions where the model has them (docs/lumina.md); the request checks
     # read the transformer's config (multiscale_patch_sizes, motion_conditioning) and defaults.
     transformer_config: dict = field(default_factory=dict)
@@ -261,7 +261,7 @@ def parse_create(fields: dict, models: dict[str, ModelInfo], default: str, limit
     steps = fields.get("steps")
     steps = model.steps if steps in (None, "") else _number_from_form(steps, int)
     steps = _checked("steps", check_whole, steps, "steps", high=limits.max_steps)
-    _checked("steps", checks.check_num_inference_steps, steps, model.train_timesteps)
+    _checked("steps", checks.check_scheduler_steps, steps, model.scheduler_config)
     guidance = fields.get("guidance_scale")
     guidance = model.guidance if guidance in (None, "") else _number_from_form(guidance, float)
     guidance = _checked(

@@ -68,7 +68,7 @@ def load_models(
             fps=int(pipe.sampling_defaults.get("fps", 8)),
             steps=sampling["num_inference_steps"],
             guidance=float(sampling["guidance_scale"]),
-            train_timesteps=pipe.scheduler.config.num_train_timesteps,
+            scheduler_config=dict(pipe.scheduler.config),
             transformer_config=dict(pipe.transformer.config),
             multiscale_split=pipe.multiscale_split,
             motion_score_range=pipe.motion_score_range,
