@@ -311,7 +311,8 @@ class KumoPipeline(DiffusionPipeline, CogVideoXLoraLoaderMixin):
                     words = prompt.split()
                     k = self._words_within(words, max_sequence_length)
                     logger.warning(
-                        "prompt is %d tokens, longer than the text window of %d: truncated, the model reads %r, not %r",
+                        "prompt is %d tokens, longer than the text window of %d: truncated, "
+                        "the model reads %r, not %r",
                         length,
                         max_sequence_length,
                         " ".join(words[:k]),
