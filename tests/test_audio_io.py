@@ -9,7 +9,15 @@ import av
 import numpy as np
 import pytest
 
-from kumovideo.utils.audio_io import audio_codec_for, mux_audio, probe_media, read_audio, write_wav
+from kumovideo.utils.audio_io import (
+    AUDIO_CODECS,
+    COPYABLE_VIDEO,
+    audio_codec_for,
+    mux_audio,
+    probe_media,
+    read_audio,
+    write_wav,
+)
 from kumovideo.utils.errors import KumoInputError
 from kumovideo.utils.video_io import write_video
 
@@ -97,8 +105,75 @@ def test_read_audio_and_wav_keep_the_pitch(tmp_path):
 def test_audio_codec_for():
     assert audio_codec_for("a.mp4") == "aac" and audio_codec_for("a.MOV") == "aac"
     assert audio_codec_for("a.webm") in ("libopus", "opus")
-    with pytest.raises(KumoInputError, match=r"a\.gif cannot hold audio; write \.mp4 or \.webm"):
+    # The refusal names every container audio_io muxes into, or the ones a caller writes.
+    with pytest.raises(KumoInputError, match=r"a\.gif cannot hold audio; write \.mp4, \.mov, \.m4v, \.mkv or \.webm$"):
         audio_codec_for("a.gif")
+    with pytest.raises(KumoInputError, match=r"a\.mkv cannot hold audio; write \.mp4 or \.webm$"):
+        audio_codec_for("a.mkv", [".mp4", ".webm"])
+    assert COPYABLE_VIDEO.keys() == AUDIO_CODECS.keys()
+
+
+def encode_mkv(path, encoder: str, frames: np.ndarray):
+    """A clip in Matroska by `encoder` with its default settings (x264: B-frames)."""
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream(encoder, rate=FPS)
+        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
+        for frame in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    return path
+
+
+@pytest.mark.parametrize("ext", [".mov", ".m4v", ".mkv"])
+def test_mux_an_h264_clip_into_every_container_that_takes_it(clips, tmp_path, ext):
+    out = mux_audio(clips[".mp4"], sine(440, 3.0), RATE, tmp_path / f"out{ext}")
+    assert video_packets(out) == video_packets(clips[".mp4"])
+    info = probe_media(out)
+    assert info.has_audio and info.audio_codec == "aac" and info.num_frames == NUM_FRAMES
+
+
+def test_a_refused_copy_names_only_the_containers_that_take_the_codec(clips, tmp_path):
+    # .mov and .m4v were offered for VP9, and then failed with a traceback from the muxer.
+    for video, out, takers in [
+        (clips[".mp4"], "out.webm", ".mp4, .mov, .m4v or .mkv"),
+        (clips[".webm"], "out.mov", ".mp4, .mkv or .webm"),
+        (clips[".webm"], "out.m4v", ".mp4, .mkv or .webm"),
+    ]:
+        with pytest.raises(KumoInputError, match=f"cannot be copied into .*; write {takers} instead$"):
+            mux_audio(video, sine(440, 1.0), RATE, tmp_path / out)
+        assert not (tmp_path / out).exists()
+
+
+def test_mux_keeps_the_first_frames_of_a_clip_with_b_frames(tmp_path):
+    # Matroska stores no decode times: the packets before the first B-frame came without a
+    # dts and were dropped as if they were the demuxer's empty flush packet.
+    frames = np.random.default_rng(1).integers(0, 256, (9, 48, 64, 3), dtype=np.uint8)
+    source = encode_mkv(tmp_path / "b-frames.mkv", "libx264", frames)
+    out = mux_audio(source, sine(440, 2.0), RATE, tmp_path / "out.mp4")
+    assert video_packets(out) == video_packets(source)
+    assert probe_media(out).num_frames == 9
+
+
+@pytest.mark.skipif("libsvtav1" not in av.codecs_available, reason="needs an AV1 encoder")
+def test_mux_copies_av1_decoded_by_libdav1d(tmp_path):
+    # The copy was made from the decoder's name ("libdav1d"), which names no encoder: a traceback.
+    frames = np.random.default_rng(2).integers(0, 256, (9, 64, 64, 3), dtype=np.uint8)
+    source = encode_mkv(tmp_path / "av1.mkv", "libsvtav1", frames)
+    assert probe_media(source).video_codec == "av1"
+    out = mux_audio(source, sine(440, 2.0), RATE, tmp_path / "out.mp4")
+    assert video_packets(out) == video_packets(source) and probe_media(out).has_audio
+
+
+@pytest.mark.parametrize("ext", [".mp4", ".mkv", ".webm"])
+def test_muxing_twice_writes_the_same_bytes(clips, tmp_path, ext):
+    # Matroska and WebM wrote random track and segment UIDs: no two files were the same.
+    video = clips[".webm"] if ext == ".webm" else clips[".mp4"]
+    first, second = (mux_audio(video, sine(440, 3.0), RATE, tmp_path / f"{name}{ext}") for name in ("a", "b"))
+    assert digest(first) == digest(second)
+    wav_a, wav_b = (write_wav(sine(440, 1.0), RATE, tmp_path / f"{name}.wav") for name in ("a", "b"))
+    assert digest(wav_a) == digest(wav_b)
 
 
 def _no_frames_video(path):

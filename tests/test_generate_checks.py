@@ -38,12 +38,16 @@ def no_weights(monkeypatch):
         (["--frames", "10"], ["num_frames=10", "use 9 or 17"]),
         (["--height", "100"], ["height=100"]),
         (["--interpolate", "2", "--width", "224", "--height", "128"], ["would crop 224x128 keyframes", "(1:1)"]),
+        (["--interpolate", "4", "--fps", "1000"], ["--fps 1000 interpolated x4 would be 4000 fps", "250 fps"]),
+        (["--fps", "60", "-o", "GIF"], ["would run at 60 fps", "a GIF plays at most 50"]),
     ],
 )
 def test_clip_and_steps_are_checked_before_the_weights_load(args, needles, no_weights, tmp_path, capsys):
-    assert main(["generate", PROMPT, *args, "-o", str(tmp_path / "x.mp4")]) == 2
+    out = tmp_path / ("x.gif" if "GIF" in args else "x.mp4")
+    args = [a for a in args if a not in ("-o", "GIF")]
+    assert main(["generate", PROMPT, *args, "-o", str(out)]) == 2
     assert_one_line_error(capsys, *needles)
-    assert not (tmp_path / "x.mp4").exists()
+    assert not out.exists()
 
 
 def test_a_clip_far_longer_than_the_model_makes_warns_first(no_weights, tmp_path, capsys):

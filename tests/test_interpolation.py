@@ -12,6 +12,7 @@ from kumovideo.models.transformer_kumo import expand_for_frame_conditioning
 from kumovideo.pipelines.factory import build_pipeline
 from kumovideo.pipelines.interpolation import interpolate_frames, window_span, window_starts
 from kumovideo.utils.errors import KumoInputError
+from kumovideo.utils.numbers import check_interpolated_fps
 from kumovideo.utils.video_io import read_video, write_video
 
 
@@ -159,6 +160,34 @@ def test_kumo_interpolate_writes_factor_frames_at_factor_fps(tiny_frames_pipe, t
     frames, fps = read_video(out)
     assert len(frames) == 9 and fps == 16
     assert "5 -> 9 frames" in capsys.readouterr().out
+
+
+def test_kumo_interpolate_of_an_8_fps_gif_writes_factor_times_8_fps(tiny_frames_pipe, tmp_path, one_thread):
+    # The GIF's 12 cs delays read back as 8.33 fps, so x4 wrote 33 fps.
+    clip = write_video(np.random.default_rng(0).integers(0, 256, (3, 48, 64, 3), dtype=np.uint8), tmp_path / "in.gif")
+    out = tmp_path / "out.mp4"
+    args = ["interpolate", str(clip), "--factor", "4", "-o", str(out), "--model", str(tiny_frames_pipe.folder)]
+    assert main([*args, "--steps", "1"]) == 0
+    frames, fps = read_video(out)
+    assert len(frames) == 9 and fps == 32
+
+
+def test_kumo_interpolate_refuses_a_rate_it_cannot_write(tiny_frames_pipe, tmp_path, capsys):
+    model = ["--model", str(tiny_frames_pipe.folder)]
+    fast = write_video(np.zeros((3, 48, 64, 3), np.uint8), tmp_path / "fast.mp4", fps=300)
+    assert main(["interpolate", str(fast), "--factor", "4", "-o", str(tmp_path / "o.mp4"), *model]) == 2
+    assert_one_line_error(capsys, "300 interpolated x4 would be 1200 fps, over the 1000 fps limit", "at most 250")
+    # A GIF plays at most 50 fps: 16 fps x4 is refused before the model runs, not after.
+    clip = write_video(np.zeros((3, 48, 64, 3), np.uint8), tmp_path / "in.mp4", fps=16)
+    assert main(["interpolate", str(clip), "--factor", "4", "-o", str(tmp_path / "o.gif"), *model]) == 2
+    assert_one_line_error(capsys, "o.gif would run at 64 fps", "at most 50")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fast.mp4", "in.mp4"]
+
+
+def test_the_interpolated_rate_rule_is_shared():
+    assert check_interpolated_fps(250, 4) == 1000
+    with pytest.raises(KumoInputError, match=r"^--fps 1000 interpolated x4 would be 4000 fps"):
+        check_interpolated_fps(1000, 4, "--fps")
 
 
 def test_kumo_interpolate_refuses_in_one_line_and_writes_nothing(tiny_frames_pipe, tmp_path, capsys):

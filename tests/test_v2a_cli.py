@@ -71,6 +71,39 @@ def test_v2a_refuses_in_one_line_and_writes_nothing(tiny_v2a, silent_clip, tmp_p
     assert sorted(p.name for p in tmp_path.iterdir()) == before
 
 
+@pytest.mark.parametrize("ext", [".mkv", ".mov", ".m4v"])
+def test_v2a_writes_every_container_that_takes_the_video(tiny_v2a, silent_clip, tmp_path, capsys, ext):
+    # These were refused by the video-only output check ("use .mp4, .webm or .gif"), though the
+    # refusal of .webm offered them.
+    out = tmp_path / f"with-sound{ext}"
+    assert main(["v2a", str(silent_clip), "-o", str(out), "--model", str(tiny_v2a)]) == 0
+    info = probe_media(out)
+    assert info.has_audio and info.audio_codec == "aac" and info.num_frames == 17
+    assert video_packets(out) == video_packets(silent_clip)
+
+
+@pytest.mark.parametrize(
+    ("output", "message"),
+    [
+        ("out.webm", "h264 video cannot be copied into .webm; write .mp4, .mov, .m4v or .mkv instead"),
+        ("out.gif", "out.gif cannot hold audio; write .mp4, .mov, .m4v, .mkv or .webm"),
+        ("out.avi", "out.avi cannot hold audio; write .mp4, .mov, .m4v, .mkv or .webm"),
+    ],
+)
+def test_v2a_refusals_name_only_what_it_accepts(tiny_v2a, silent_clip, tmp_path, capsys, output, message):
+    assert main(["v2a", str(silent_clip), "-o", str(tmp_path / output), "--model", str(tiny_v2a)]) == 2
+    assert assert_one_line_error(capsys, message).endswith(message)
+
+
+def test_v2a_wav_under_a_file_is_named(tiny_v2a, silent_clip, tmp_path, capsys):
+    (tmp_path / "notes").write_text("a file")
+    wav = tmp_path / "notes" / "track.wav"
+    args = ["v2a", str(silent_clip), "-o", str(tmp_path / "o.mp4"), "--model", str(tiny_v2a)]
+    assert main([*args, "--wav", str(wav)]) == 2
+    assert_one_line_error(capsys, "--wav", "notes is a file, not a folder")
+    assert not (tmp_path / "o.mp4").exists()
+
+
 def test_v2a_refuses_a_non_video_and_a_video_with_audio_unless_told(tiny_v2a, silent_clip, tmp_path, capsys):
     text = tmp_path / "notes.mp4"
     text.write_text("not a video")
@@ -89,7 +122,8 @@ def test_generate_audio_flags_need_audio(tmp_path, capsys):
     assert main(["generate", CAPTION, "-o", str(tmp_path / "c.mp4"), "--wav", str(tmp_path / "t.wav")]) == 2
     assert_one_line_error(capsys, "--wav", "--audio")
     assert main(["generate", CAPTION, "-o", str(tmp_path / "c.gif"), "--audio"]) == 2
-    assert_one_line_error(capsys, "cannot hold audio")
+    # The containers named are those generate writes.
+    assert assert_one_line_error(capsys, "c.gif cannot hold audio").endswith("write .mp4 or .webm")
     assert list(tmp_path.iterdir()) == []
 
 

@@ -305,13 +305,15 @@ class PlannedClip(NamedTuple):
     steps: int
 
 
-def check_planned_clip(args, folder: Path, defaults: dict, request: FramesRequest | None) -> PlannedClip:
+def check_planned_clip(args, folder: Path, defaults: dict, request: FramesRequest | None, output: Path) -> PlannedClip:
     """Frames, size and steps as the run will use them, checked against the model folder's
     configs alone (no weights read; the pipeline checks them again when called): a wrong
     --frames or --steps is one line in a second, not after gigabytes of weights load."""
     from kumovideo.pipelines import checks
     from kumovideo.pipelines.pipeline_kumo import recommended_sampling
     from kumovideo.schedulers import KumoLCMScheduler
+    from kumovideo.utils.numbers import check_interpolated_fps
+    from kumovideo.utils.video_io import check_output_fps
 
     geometry, (default_frames, default_height, default_width) = checks.folder_clip(folder)
     frames, height, width = args.frames or default_frames, args.height or default_height, args.width or default_width
@@ -332,6 +334,10 @@ def check_planned_clip(args, folder: Path, defaults: dict, request: FramesReques
     turbo = "original_inference_steps" in scheduler
     steps = flags_or_recommended(args, recommended_sampling(defaults, turbo=turbo))[0]
     checks.check_scheduler_steps(steps, scheduler)
+    fps = args.fps or defaults.get("fps", 8)
+    if request is not None and request.interpolate:  # the file's rate: one rule with `kumo interpolate`
+        fps = check_interpolated_fps(fps, request.interpolate, "--fps")
+    check_output_fps(output, fps)
     if request is not None and request.interpolate:
         _, (_, keep_height, keep_width) = checks.folder_clip(request.interpolate_model)
         if height * keep_width != width * keep_height:
@@ -492,7 +498,7 @@ def run(args) -> int:
     check_checkpoint_folder(folder)  # missing, partial or pickle-only: named before its configs are read
     recommended = read_sampling_defaults(folder)  # a bad kumo_defaults.json is named before the weights load
     lumina = check_lumina_model(args, folder, recommended)  # --multiscale, --motion-score: from the configs
-    planned = check_planned_clip(args, folder, recommended, conditioning)  # frames, size, steps: from the configs
+    planned = check_planned_clip(args, folder, recommended, conditioning, output)  # frames, size, steps, fps
     ctx = None
     if args.parallel:  # checked against the process count and the model's configs before loading weights
         from kumovideo.distributed.launch import prepare_parallel

@@ -30,12 +30,58 @@ def _safetensors_stats(folder: Path) -> tuple[int, set[str]]:
     return count, dtypes
 
 
-def describe(folder: Path) -> dict:
-    from kumovideo.pipelines.loading import COMPONENTS, check_checkpoint_folder
+# Config keys shown for each component of a text-to-video folder ...
+CONFIG_KEYS = {
+    "transformer": (
+        "num_layers",
+        "num_attention_heads",
+        "attention_head_dim",
+        "text_embed_dim",
+        "max_text_seq_length",
+        "sample_frames",
+        "sample_height",
+        "sample_width",
+    ),
+    "vae": ("latent_channels", "block_out_channels", "temporal_compression_ratio", "scaling_factor"),
+    "text_encoder": ("d_model", "num_layers", "num_heads", "vocab_size"),
+    "scheduler": ("prediction_type", "snr_shift_scale", "original_inference_steps", "timestep_spacing"),
+}
+# ... and of a video-to-audio one.
+V2A_CONFIG_KEYS = {
+    "denoiser": (
+        "sample_rate",
+        "n_mels",
+        "hop_length",
+        "width",
+        "kernel_size",
+        "dilations",
+        "frame_size",
+        "context_layers",
+        "text_embed_dim",
+    ),
+    "scheduler": ("prediction_type", "beta_schedule", "rescale_betas_zero_snr", "timestep_spacing"),
+}
 
-    index = check_checkpoint_folder(folder)
+
+def check_folder(folder: Path) -> tuple[dict, dict[str, tuple[str, ...]]]:
+    """The folder's model_index and its components (with the config keys to show), checked as
+    the pipeline it names checks them: text-to-video, or video-to-audio."""
+    from kumovideo.pipelines.loading import COMPONENTS, V2A_PIPELINE, check_checkpoint_folder, read_json
+
+    index_path = folder / "model_index.json"
+    index = read_json(index_path) if index_path.is_file() else None
+    if isinstance(index, dict) and index.get("_class_name") == V2A_PIPELINE:
+        from kumovideo.pipelines.pipeline_kumo_v2a import V2A_COMPONENTS, check_v2a_folder
+
+        check_v2a_folder(folder)
+        return index, {name: V2A_CONFIG_KEYS.get(name, ()) for name in V2A_COMPONENTS}
+    return check_checkpoint_folder(folder), {name: CONFIG_KEYS.get(name, ()) for name in COMPONENTS}
+
+
+def describe(folder: Path) -> dict:
+    index, components = check_folder(folder)
     info = {"folder": str(folder), "pipeline": index.get("_class_name"), "components": {}}
-    for name in COMPONENTS:
+    for name, keys in components.items():
         part = folder / name
         size = sum(p.stat().st_size for p in part.rglob("*") if p.is_file())
         params, dtypes = _safetensors_stats(part)
@@ -43,21 +89,6 @@ def describe(folder: Path) -> dict:
         config_file = part / ("scheduler_config.json" if name == "scheduler" else "config.json")
         if config_file.exists():
             config = json.loads(config_file.read_text())
-            keys = {
-                "transformer": (
-                    "num_layers",
-                    "num_attention_heads",
-                    "attention_head_dim",
-                    "text_embed_dim",
-                    "max_text_seq_length",
-                    "sample_frames",
-                    "sample_height",
-                    "sample_width",
-                ),
-                "vae": ("latent_channels", "block_out_channels", "temporal_compression_ratio", "scaling_factor"),
-                "text_encoder": ("d_model", "num_layers", "num_heads", "vocab_size"),
-                "scheduler": ("prediction_type", "snr_shift_scale", "original_inference_steps", "timestep_spacing"),
-            }.get(name, ())
             entry["config"] = {k: config[k] for k in keys if k in config}
         info["components"][name] = entry
     info["total_bytes"] = sum(c["bytes"] for c in info["components"].values())

@@ -22,7 +22,7 @@ from kumovideo.cli.args import (
     resolve_device,
 )
 from kumovideo.utils.errors import KumoInputError
-from kumovideo.utils.numbers import FPS_MAX
+from kumovideo.utils.numbers import check_interpolated_fps
 
 
 def register(sub) -> None:
@@ -51,6 +51,7 @@ def register(sub) -> None:
 class Checked(NamedTuple):
     frames: object  # np.ndarray (N, H, W, 3) uint8
     fps: float
+    out_fps: int  # the output's: factor x fps
     output: Path
     model: Path
     device: object
@@ -87,7 +88,7 @@ def check_args(args) -> Checked:
     """Every check before a model loads: the factor, the output path, the flags, the input
     clip (decoded) and the model's config; nothing is written."""
     from kumovideo.pipelines.interpolation import check_factor
-    from kumovideo.utils.video_io import check_output_path
+    from kumovideo.utils.video_io import check_output_fps, check_output_path
 
     check_factor(args.factor)
     output = check_output_path(args.output)
@@ -96,14 +97,14 @@ def check_args(args) -> Checked:
     check_seed_flag(args)
     device = resolve_device(args.device)
     frames, fps = read_keyframes(args.input)
-    if fps * args.factor > FPS_MAX:
-        raise KumoInputError(f"{args.input} runs at {fps:g} fps; x{args.factor} would exceed {FPS_MAX} fps")
+    out_fps = round(check_interpolated_fps(fps, args.factor, f"{args.input}'s frame rate")) if fps else 8 * args.factor
+    check_output_fps(output, out_fps)
     model = resolve_frames_model(args.model, "kumo interpolate")
-    return Checked(frames, fps, output, model, device)
+    return Checked(frames, fps, out_fps, output, model, device)
 
 
 def run(args) -> int:
-    frames, fps, output, folder, device = check_args(args)
+    frames, fps, out_fps, output, folder, device = check_args(args)
 
     import torch
 
@@ -124,7 +125,6 @@ def run(args) -> int:
         guidance_rescale=args.guidance_rescale,
         generator=torch.Generator(device="cpu").manual_seed(args.seed),
     )
-    out_fps = round(fps * args.factor) if fps else 8 * args.factor
     write_video(out, output, fps=out_fps)
     from kumovideo.cli import STARTED
 

@@ -105,6 +105,22 @@ def place_latents(
 # ------------------------------------------------------------------------ images
 
 
+def _rgb_array(image) -> np.ndarray:
+    """uint8 (H, W, 3) of a PIL image. Greyscale of more than 8 bits a sample is scaled to 8
+    bits: PIL's convert("RGB") clips it instead, so a 16-bit PNG (mode I;16) came out white
+    wherever it was above 255 of 65535. (16-bit colour PNGs open as 8-bit RGB/RGBA already.)"""
+    if not image.mode.startswith("I"):
+        return np.asarray(image.convert("RGB"))
+    grey = np.asarray(image).astype(np.float64)
+    if image.mode.startswith("I;16"):  # 16-bit PNG and TIFF
+        full_scale = 65535
+    else:  # "I", 32-bit: 32-bit TIFFs, but 16-bit PGMs too: the smallest depth that holds the values
+        brightest = grey.max(initial=0)
+        full_scale = 255 if brightest <= 255 else 65535 if brightest <= 65535 else 2**32 - 1
+    grey = np.clip(np.round(grey * (255 / full_scale)), 0, 255).astype(np.uint8)
+    return np.repeat(grey[..., None], 3, axis=-1)
+
+
 def _decode_image(source, what: str, max_pixels: int | None) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
 
@@ -115,7 +131,7 @@ def _decode_image(source, what: str, max_pixels: int | None) -> np.ndarray:
                     f"{what} is {opened.width}x{opened.height} pixels, over the {max_pixels / 1e6:g} megapixels "
                     "taken here; scale it down (it is fitted to the clip's size anyway)"
                 )
-            return np.asarray(opened.convert("RGB"))
+            return _rgb_array(opened)
     except KumoInputError:  # the size refusal above (a ValueError, which the next clause would reword)
         raise
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
@@ -128,6 +144,8 @@ def load_image(image: Any, max_pixels: int | None = None) -> np.ndarray:
     I2V convention). `max_pixels`: a file with more is refused before it is decoded (a
     server's guard against small files of huge images; PIL's own bomb check is far above)."""
     if isinstance(image, (str, os.PathLike)):
+        if Path(image).is_dir():
+            raise KumoInputError(f"image {image} is a folder; pass a PNG or JPEG file")
         if not Path(image).is_file():
             raise KumoInputError(f"image {image} not found; pass a PNG or JPEG file")
         return _decode_image(image, f"image {image}", max_pixels)
@@ -138,7 +156,7 @@ def load_image(image: Any, max_pixels: int | None = None) -> np.ndarray:
             raise KumoInputError("the image is an empty file; pass a PNG or JPEG")
         return _decode_image(io.BytesIO(image), f"the image ({len(image)} bytes)", max_pixels)
     if hasattr(image, "convert") and hasattr(image, "size"):  # a PIL image
-        return np.asarray(image.convert("RGB"))
+        return _rgb_array(image)
     if torch.is_tensor(image):
         if image.ndim == 4 and image.shape[0] == 1:
             image = image[0]

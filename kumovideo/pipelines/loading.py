@@ -25,6 +25,9 @@ from kumovideo.utils.errors import KumoInputError
 from kumovideo.utils.numbers import is_int, is_real
 
 COMPONENTS = ("tokenizer", "text_encoder", "vae", "transformer", "scheduler")
+# model_index.json's _class_name of a video-to-audio folder (pipelines/pipeline_kumo_v2a.py),
+# which holds none of COMPONENTS.
+V2A_PIPELINE = "KumoV2APipeline"
 
 # Original class names -> (library, class) here.
 ORIGINAL_CLASSES = {
@@ -161,6 +164,11 @@ def check_checkpoint_folder(folder: str | os.PathLike) -> dict[str, Any]:
             f"checkpoint folder {folder} is missing model_index.json; is it a KumoVideo pipeline folder?"
         )
     index = read_json(index_path)
+    if isinstance(index, dict) and index.get("_class_name") == V2A_PIPELINE:
+        raise KumoInputError(
+            f"{folder} holds a video-to-audio model ({V2A_PIPELINE}), not a text-to-video one; "
+            "use it with kumo v2a (or generate --audio --audio-model)"
+        )
     for name in COMPONENTS:
         if name not in index or index[name] is None or index[name][0] is None:
             raise KumoInputError(f"checkpoint folder {folder}: model_index.json does not name the {name} component")

@@ -21,21 +21,30 @@ import numpy as np
 
 from kumovideo.utils.atomic import default_file_mode
 from kumovideo.utils.errors import KumoInputError
-from kumovideo.utils.paths import check_writable_folder
-from kumovideo.utils.video_io import atomic_path
+from kumovideo.utils.paths import check_output_file
+from kumovideo.utils.video_io import atomic_path, open_output
 
-# suffix -> audio codec that container takes (None: Opus, resolved against this PyAV build)
+# The containers a soundtrack can be muxed into, by suffix -> the audio codec they get
+# (None: Opus, resolved against this PyAV build). The one list: `kumo v2a -o` takes these,
+# and every refusal names them from here.
 AUDIO_CODECS = {".mp4": "aac", ".mov": "aac", ".m4v": "aac", ".mkv": "aac", ".webm": None}
-# Video codecs each container can carry as they are (a stream copy cannot change the codec).
-_MP4_VIDEO = {"h264", "hevc", "mpeg4", "av1", "vp9"}
+# Video codecs each of those containers can carry as they are (a stream copy cannot change
+# the codec), as FFmpeg's muxers take them: .m4v (the iPod muxer) takes H.264 and MPEG-4
+# only, .mov no VP9 or AV1 (found by muxing one clip of each codec into each container).
 COPYABLE_VIDEO = {
-    ".mp4": _MP4_VIDEO,
-    ".m4v": _MP4_VIDEO,
-    ".mov": _MP4_VIDEO | {"prores", "mjpeg"},
+    ".mp4": {"h264", "hevc", "mpeg4", "av1", "vp9"},
+    ".mov": {"h264", "hevc", "mpeg4", "prores", "mjpeg"},
+    ".m4v": {"h264", "mpeg4"},
+    ".mkv": {"h264", "hevc", "mpeg4", "av1", "vp9", "vp8", "prores", "mjpeg", "mpeg2video", "theora", "ffv1"},
     ".webm": {"vp8", "vp9", "av1"},
-    ".mkv": _MP4_VIDEO | {"vp8", "prores", "mjpeg", "mpeg2video", "theora", "ffv1"},
 }
 OPUS_RATE = 48_000  # Opus runs at 48 kHz; other rates are resampled inside the encoder anyway
+
+
+def suffix_list(suffixes: Iterable[str]) -> str:
+    """Suffixes as a message names them: ".mp4, .mov or .webm"."""
+    suffixes = list(suffixes)
+    return " or ".join([", ".join(suffixes[:-1]), suffixes[-1]] if len(suffixes) > 1 else suffixes)
 
 
 @dataclass(frozen=True)
@@ -92,9 +101,9 @@ def probe_media(path: str | os.PathLike) -> MediaInfo:
             duration_s=num_frames / fps if fps else 0.0,
             width=int(stream.width),
             height=int(stream.height),
-            video_codec=stream.codec_context.name,
+            video_codec=stream.codec_context.codec.canonical_name,  # "av1", not the decoder "libdav1d"
             has_audio=audio is not None,
-            audio_codec=audio.codec_context.name if audio is not None else None,
+            audio_codec=audio.codec_context.codec.canonical_name if audio is not None else None,
             audio_sample_rate=int(audio.rate) if audio is not None else None,
         )
     if num_frames == 0:
@@ -137,15 +146,6 @@ def _check_audio(audio, sample_rate) -> np.ndarray:
     return audio.astype(np.float32, copy=False)
 
 
-def _check_output(path: Path, what: str) -> None:
-    folder = path.parent if str(path.parent) else Path(".")
-    if not folder.is_dir():
-        raise KumoInputError(f"{what} folder {folder} does not exist; create it first or choose another path")
-    if path.is_dir():
-        raise KumoInputError(f"{what} {path} is a folder; give a file name")
-    check_writable_folder(folder, f"{what} path")
-
-
 def _commit(tmp: Path, path: Path) -> None:
     os.chmod(tmp, default_file_mode())
     os.replace(tmp, path)
@@ -159,11 +159,11 @@ def write_wav(audio, sample_rate: int, path: str | os.PathLike) -> Path:
     if path.suffix.lower() != ".wav":
         raise KumoInputError(f"{path} must end in .wav (16-bit PCM WAV)")
     audio = _check_audio(audio, sample_rate)
-    _check_output(path, "wav")
+    check_output_file(path, "wav", example="track.wav")
     pcm = (np.clip(audio, -1.0, 1.0) * 32767).round().astype(np.int16)
     tmp = atomic_path(path)
     try:
-        with av.open(str(tmp), "w", format="wav") as out:
+        with open_output(tmp, format="wav") as out:
             stream = out.add_stream("pcm_s16le", rate=int(sample_rate), layout="mono")
             frame = av.AudioFrame.from_ndarray(pcm[None], format="s16", layout="mono")
             frame.sample_rate, frame.pts = int(sample_rate), 0
@@ -181,12 +181,13 @@ def _opus_encoder() -> str:
     return "libopus" if "libopus" in av.codecs_available else "opus"
 
 
-def audio_codec_for(path: str | os.PathLike) -> str:
-    """The audio encoder for an output file, by suffix; KumoInputError for one that holds no audio."""
+def audio_codec_for(path: str | os.PathLike, suffixes: Iterable[str] = tuple(AUDIO_CODECS)) -> str:
+    """The audio encoder for an output file, by suffix; KumoInputError for one that holds no
+    audio, naming `suffixes` (those of AUDIO_CODECS a caller can write) as the ones to use."""
     path = Path(path)
     suffix = path.suffix.lower()
-    if suffix not in AUDIO_CODECS:
-        raise KumoInputError(f"{path.name} cannot hold audio; write .mp4 or .webm")
+    if suffix not in AUDIO_CODECS or suffix not in suffixes:
+        raise KumoInputError(f"{path.name} cannot hold audio; write {suffix_list(suffixes)}")
     return AUDIO_CODECS[suffix] or _opus_encoder()
 
 
@@ -273,7 +274,7 @@ def mux_interleaved(out, video_packets: Iterable, audio_packets: Iterable) -> No
 def check_mux(video_path: Path, out_path: Path, replace_audio: bool) -> tuple[str, MediaInfo]:
     """Every refusal of `mux_audio`, before anything is written."""
     codec = audio_codec_for(out_path)
-    _check_output(out_path, "output")
+    check_output_file(out_path, "output", example="clip.mp4")
     info = probe_media(video_path)
     if info.has_audio and not replace_audio:
         raise KumoInputError(
@@ -281,8 +282,8 @@ def check_mux(video_path: Path, out_path: Path, replace_audio: bool) -> tuple[st
         )
     video_codec = info.video_codec
     if video_codec not in COPYABLE_VIDEO[out_path.suffix.lower()]:
-        takers = [suffix for suffix, codecs in COPYABLE_VIDEO.items() if video_codec in codecs]
-        todo = f"write {' or '.join(takers)} instead" if takers else "re-encode it as H.264 .mp4 or VP9 .webm first"
+        takers = [suffix for suffix in AUDIO_CODECS if video_codec in COPYABLE_VIDEO[suffix]]
+        todo = f"write {suffix_list(takers)} instead" if takers else "re-encode it as H.264 .mp4 or VP9 .webm first"
         raise KumoInputError(f"{video_path}'s {video_codec} video cannot be copied into {out_path.suffix}; {todo}")
     return codec, info
 
@@ -306,10 +307,10 @@ def mux_audio(
     samples = fit_length(resample(audio[None], int(sample_rate), rate), round(info.duration_s * rate))
     tmp = atomic_path(out_path)
     try:
-        with av.open(str(video_path)) as src, av.open(str(tmp), "w") as out:
+        with av.open(str(video_path)) as src, open_output(tmp) as out:
             in_video = src.streams.video[0]
-            out_video = out.add_stream_from_template(in_video)
-            packets = [p for p in src.demux(in_video) if p.dts is not None]  # the last is an empty flush packet
+            out_video = out.add_stream_from_template(in_video, opaque=True)
+            packets = [p for p in src.demux(in_video) if p.size]  # the last is an empty flush packet
             start_s = min((float(p.pts * p.time_base) for p in packets if p.pts is not None), default=0.0)
             audio_packets = encode_audio(out, samples, rate, codec, "mono", start_s)
             for packet in packets:

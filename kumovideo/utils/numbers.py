@@ -81,6 +81,19 @@ FPS_MAX = 1000
 WORKERS_MAX = 1024
 
 
+def check_interpolated_fps(fps: float, factor: int, name: str = "the clip's frame rate") -> float:
+    """The frame rate of a clip interpolated x`factor` (fps * factor), or a one-line
+    KumoInputError when that is over FPS_MAX: one rule for `kumo interpolate` and for
+    `kumo generate --interpolate`, so neither writes a file the other refuses."""
+    interpolated = fps * factor
+    if interpolated > FPS_MAX:
+        raise KumoInputError(
+            f"{name} {fps:g} interpolated x{factor} would be {interpolated:g} fps, over the {FPS_MAX} fps limit; "
+            f"use at most {FPS_MAX / factor:g} fps for x{factor}"
+        )
+    return interpolated
+
+
 def _too_small(template: str | None, name: str, value: Any, low: float) -> KumoInputError:
     text = template or "{name} {value}: pass {low:g} or more"
     return KumoInputError(text.format(name=name, value=value, low=low))

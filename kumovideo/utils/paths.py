@@ -3,6 +3,7 @@ end because its output folder can't be created has wasted all of it."""
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from pathlib import Path
@@ -17,9 +18,19 @@ def check_writable_folder(folder: Path, what: str) -> None:
     try:
         fd, probe = tempfile.mkstemp(prefix=".kumo-write-check-", dir=folder)
     except OSError as exc:
-        raise KumoInputError(f"cannot write to {folder} ({exc.strerror or exc}); choose another {what}") from None
+        # /proc and the like exist but refuse new files with ENOENT, "No such file or
+        # directory", which would send the user looking for a folder that is there.
+        reason = "the folder takes no new files" if exc.errno == errno.ENOENT else exc.strerror or str(exc)
+        raise KumoInputError(f"cannot write to {folder}: {reason}; choose another {what}") from None
     os.close(fd)
     os.unlink(probe)
+
+
+def _nearest_existing(path: Path) -> Path:
+    """The nearest part of `path` that is already there (a file, under which nothing can be made, or a folder)."""
+    while not path.exists():
+        path = path.parent
+    return path
 
 
 def check_output_folder(path: str | os.PathLike, flag: str) -> Path:
@@ -28,12 +39,29 @@ def check_output_folder(path: str | os.PathLike, flag: str) -> Path:
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise KumoInputError(f"{flag} {path} is an existing file; pass a folder path")
-    existing = path
-    while not existing.exists():  # the nearest part of the path that is already there
-        existing = existing.parent
+    existing = _nearest_existing(path)
     if not existing.is_dir():
         raise KumoInputError(
             f"{flag} {path}: {existing} is a file, so no folder can be made under it; pass another path"
         )
     check_writable_folder(existing, flag)
+    return path
+
+
+def check_output_file(path: str | os.PathLike, what: str, example: str = "clip.mp4") -> Path:
+    """An output file this process can create or replace: its folder exists, is a folder and
+    takes new files, and the path is not itself a folder. Nothing is created here. `what`
+    names the path in messages ("-o", "--wav"); `example` is a file name to suggest."""
+    path = Path(path)
+    folder = path.parent  # Path("clip.mp4").parent is Path(".")
+    if not folder.is_dir():
+        existing = _nearest_existing(folder)
+        if not existing.is_dir():
+            raise KumoInputError(f"{what} {path}: {existing} is a file, not a folder; choose another {what} path")
+        raise KumoInputError(
+            f"{what} {path}: folder {folder} does not exist; create it first or choose another {what} path"
+        )
+    if path.is_dir():
+        raise KumoInputError(f"{what} {path} is a folder; give a file name such as {path / example}")
+    check_writable_folder(folder, f"{what} path")
     return path

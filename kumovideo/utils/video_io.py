@@ -13,7 +13,7 @@ import numpy as np
 
 from kumovideo.utils.atomic import default_file_mode
 from kumovideo.utils.errors import KumoInputError
-from kumovideo.utils.paths import check_writable_folder
+from kumovideo.utils.paths import check_output_file
 
 # suffix -> (codec, pixel format, container options)
 VIDEO_FORMATS = {
@@ -28,8 +28,17 @@ VIDEO_FORMATS = {
     # thread encodes 480x720x41 in the same 2.1-2.3 s on 2 cores.
     ".mp4": ("libx264", "yuv420p", {"crf": "18", "preset": "medium", "threads": "1", "x264-params": "mbtree=0"}),
     ".webm": ("libvpx-vp9", "yuv420p", {"crf": "30", "b": "0"}),
-    ".gif": (None, None, {}),  # GIF goes through Pillow: swscale has no rgb24 -> pal8 path
+    # FFmpeg's GIF encoder on frames Pillow reduced to 256 colours (`_palette_frames` says why).
+    ".gif": ("gif", "pal8", {"gifflags": "-transdiff-offsetting"}),
 }
+# Muxers otherwise put random numbers in a file (Matroska/WebM: track and segment UIDs, so
+# two writes of the same frames differed in 16 bytes) and their library's version; with
+# `bitexact` the same packets give the same bytes. The encoded packets do not change.
+REPRODUCIBLE_CONTAINER = {"fflags": "+bitexact"}
+# A GIF frame's delay is a whole number of hundredths of a second, and browsers (and
+# FFmpeg's GIF reader) play a delay under 2 as 10, a tenth of a second: at most 50 frames a
+# second play at their rate. Rates up to 50 are kept exactly over the clip (`_palette_frames`).
+GIF_FPS_MAX = 50
 
 
 def check_output_path(path: str | os.PathLike) -> Path:
@@ -37,13 +46,25 @@ def check_output_path(path: str | os.PathLike) -> Path:
     path = Path(path)
     if path.suffix.lower() not in VIDEO_FORMATS:
         raise KumoInputError(f"output {path} has suffix {path.suffix or '(none)'!r}; use .mp4, .webm or .gif")
-    folder = path.parent if str(path.parent) else Path(".")
-    if not folder.is_dir():
-        raise KumoInputError(f"output folder {folder} does not exist; create it first or choose another -o path")
-    if path.is_dir():
-        raise KumoInputError(f"output {path} is a folder; give a file name such as {path / 'clip.mp4'}")
-    check_writable_folder(folder, "-o path")
-    return path
+    return check_output_file(path, "-o", example="clip.mp4")
+
+
+def check_output_fps(path: str | os.PathLike, fps: float) -> float:
+    """`fps` if a file at `path` can play at that rate, else a one-line KumoInputError (a .gif
+    over GIF_FPS_MAX); check it before the frames are made."""
+    if Path(path).suffix.lower() == ".gif" and fps > GIF_FPS_MAX:
+        raise KumoInputError(
+            f"{Path(path).name} would run at {fps:g} fps, but a GIF plays at most {GIF_FPS_MAX} "
+            f"(viewers stretch shorter frame delays to 1/10 s); use {GIF_FPS_MAX} fps or less, or write .mp4 or .webm"
+        )
+    return fps
+
+
+def open_output(path: str | os.PathLike, **options):
+    """A PyAV output container that writes the same bytes for the same packets."""
+    import av
+
+    return av.open(str(path), mode="w", container_options=REPRODUCIBLE_CONTAINER, **options)
 
 
 def atomic_path(path: Path):
@@ -54,7 +75,8 @@ def atomic_path(path: Path):
 
 
 def write_video(frames: np.ndarray, path: str | os.PathLike, fps: int = 8) -> Path:
-    """Write uint8 frames (F, H, W, 3) to .mp4 (H.264, yuv420p), .webm (VP9) or .gif."""
+    """Write uint8 frames (F, H, W, 3) to .mp4 (H.264, yuv420p), .webm (VP9) or .gif (at most
+    GIF_FPS_MAX fps). The same frames give the same bytes."""
 
     if not isinstance(path, (str, os.PathLike)):
         raise KumoInputError(f"path must be a file path (.mp4, .webm or .gif), not {type(path).__name__}")
@@ -69,6 +91,7 @@ def write_video(frames: np.ndarray, path: str | os.PathLike, fps: int = 8) -> Pa
         raise KumoInputError(f"frames of shape {frames.shape} hold no picture; pass at least one frame of 1x1 or more")
     if isinstance(fps, bool) or not isinstance(fps, (int, float, Fraction)) or not (fps > 0 and math.isfinite(fps)):
         raise KumoInputError(f"fps={fps!r}; pass a positive frame rate such as 8")
+    check_output_fps(path, fps)
     codec, pix_fmt, options = VIDEO_FORMATS[path.suffix.lower()]
     height, width = frames.shape[1:3]
     if pix_fmt == "yuv420p" and (height % 2 or width % 2):  # 4:2:0 needs even sides
@@ -76,10 +99,9 @@ def write_video(frames: np.ndarray, path: str | os.PathLike, fps: int = 8) -> Pa
 
     tmp = atomic_path(path)
     try:
-        if codec is None:
-            _write_gif(frames, tmp, fps)
-        else:
-            _write_with_pyav(frames, tmp, fps, codec, pix_fmt, options)
+        if pix_fmt == "pal8":
+            frames = _palette_frames(frames)
+        _write_with_pyav(frames, tmp, fps, codec, pix_fmt, options)
         os.chmod(tmp, default_file_mode())
         os.replace(tmp, path)
     finally:
@@ -88,36 +110,90 @@ def write_video(frames: np.ndarray, path: str | os.PathLike, fps: int = 8) -> Pa
     return path
 
 
-def _write_gif(frames: np.ndarray, path: Path, fps: int) -> None:
+def _palette_frames(frames: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    """GIF frames: each frame reduced to 256 colours by Pillow, as Pillow's own GIF writer
+    does (swscale has no rgb24 -> pal8 path), as PyAV's pal8 (indices, ARGB palette) pairs.
+
+    Why FFmpeg writes the GIF and not Pillow: a frame's delay is whole hundredths of a
+    second, and Pillow writes the one delay it is given to every frame (8 fps: 12 cs, 8.33
+    fps), and drops a frame that repeats the one before (a still clip came back as one
+    frame). FFmpeg's muxer keeps time in hundredths and writes each delay as the step between
+    rounded start times: 8 fps gives 13, 12, 13, ... cs, frame i starting at round(100 i / 8)
+    cs, so the clip's time is exact; and it writes every frame. Its inter-frame cropping and
+    transparency (gifflags) compare palette indices, wrong once a frame's palette differs:
+    every frame is written whole, with its own palette (about 8% larger than Pillow's)."""
     from PIL import Image
 
-    images = [Image.fromarray(frame) for frame in frames]
-    images[0].save(path, format="GIF", save_all=True, append_images=images[1:], duration=round(1000 / fps), loop=0)
+    out = []
+    for frame in frames:
+        image = Image.fromarray(frame).convert("P", palette=Image.Palette.ADAPTIVE)
+        colours = np.asarray(image.getpalette(), np.uint8).reshape(-1, 3)
+        palette = np.zeros((256, 4), np.uint8)
+        palette[:, 0] = 255  # opaque: FFmpeg would make a fully transparent entry the GIF's transparent colour
+        palette[: len(colours), 1:] = colours
+        out.append((np.asarray(image), palette))
+    return out
 
 
-def _write_with_pyav(frames: np.ndarray, path: Path, fps: int, codec: str, pix_fmt: str, options: dict) -> None:
+def _write_with_pyav(frames, path: Path, fps: int, codec: str, pix_fmt: str, options: dict) -> None:
+    """Encode frames: uint8 (F, H, W, 3) RGB, or (indices, palette) pairs for pal8."""
     import av
 
-    height, width = frames.shape[1:3]
-    with av.open(str(path), mode="w") as container:
+    first = frames[0][0] if pix_fmt == "pal8" else frames[0]
+    height, width = first.shape[:2]
+    source_format = "pal8" if pix_fmt == "pal8" else "rgb24"
+    with open_output(path) as container:
         stream = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1000))
         stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
         stream.options = options
         for frame in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format=source_format)):
                 container.mux(packet)
         for packet in stream.encode():  # flush the encoder
             container.mux(packet)
 
 
 def read_video(path: str | os.PathLike) -> tuple[np.ndarray, float]:
-    """Decode a whole clip: uint8 frames (F, H, W, 3) and its frame rate."""
+    """Decode a whole clip: uint8 frames (F, H, W, 3) and its frame rate (a GIF's from its
+    frames' start times: `gif_rate`)."""
     import av
 
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
+        decoded = list(container.decode(stream))
         fps = float(stream.average_rate or stream.guessed_rate or 0)
-        frames = [f.to_ndarray(format="rgb24") for f in container.decode(stream)]
+        if stream.codec_context.name == "gif" and decoded:
+            fps = gif_rate([f.pts for f in decoded], decoded[-1].duration) or fps
+        frames = [f.to_ndarray(format="rgb24") for f in decoded]
     if not frames:
         raise ValueError(f"{path} has no video frames")
     return np.stack(frames), fps
+
+
+def gif_rate(starts: list[int | None], last_delay: int | None) -> float | None:
+    """The frame rate of a GIF from its frames' start times and the last frame's delay, in
+    hundredths of a second: the simplest rate r (an integer where one fits) that keeps every
+    start within half a hundredth of 100 i / r, as a writer that keeps exact time does
+    (FFmpeg's "average rate" of the 8 fps GIF `write_video` writes is 8.33). None when
+    the starts are not those of one rate (a GIF with uneven delays)."""
+    if any(start is None for start in starts):
+        return None
+    half = Fraction(1, 2)
+    # frame i starts at 100 i / r, within 1/2: 100 i / (start + 1/2) <= r <= 100 i / (start - 1/2)
+    spans = [(i, start - starts[0]) for i, start in enumerate(starts) if i > 0]
+    if not spans and last_delay:  # one frame: its own delay
+        spans = [(1, last_delay)]
+    if not spans:
+        return None
+    low = max(Fraction(100 * i) / (start + half) for i, start in spans)
+    highs = [Fraction(100 * i) / (start - half) for i, start in spans if start > half]
+    high = min(highs) if highs else Fraction(GIF_FPS_MAX)
+    if low > high:
+        return None
+    last, last_start = spans[-1]
+    average = Fraction(100 * last) / last_start if last_start else low  # frames over time
+    for denominator in range(1, 1001):
+        numerators = range(math.ceil(low * denominator), math.floor(high * denominator) + 1)
+        if numerators:  # several only for a clip of a few frames: the one nearest the average
+            return float(Fraction(min(numerators, key=lambda n: abs(n - average * denominator)), denominator))
+    return float(min(max(average, low), high))
