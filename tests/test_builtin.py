@@ -173,6 +173,8 @@ def test_capitals_and_stray_spaces_give_the_lowercase_captions_clip(builtin):
     lower = _latents(builtin, "a red circle moves left on a black background")
     shouted = _latents(builtin, "  A RED Circle  MOVES LEFT ON A BLACK BACKGROUND ")
     assert torch.equal(lower, shouted)
+    # A sentence's closing stop too: its vocabulary has no punctuation ('.' was an unknown word).
+    assert torch.equal(lower, _latents(builtin, "A red circle moves left on a black background."))
 
 
 def test_words_the_model_never_saw_are_named_in_one_warning(builtin, caplog):

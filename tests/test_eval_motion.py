@@ -155,7 +155,9 @@ def test_eval_motion_clamps_a_negative_outside_the_range_once(tmp_path, lumina_m
     argv = ["eval", "motion", "--model", str(lumina_model), "--n", "1", "--steps", "1", "--scores", "15,25"]
     assert main([*argv, "--negative-motion-score", "3", "--out", str(out)]) == 0
     warnings = [line for line in capsys.readouterr().err.splitlines() if "outside the range" in line]
-    expected = "kumo: warning: motion score 3 is outside the range this model was trained on (10 to 30); using 10"
+    expected = (
+        "kumo: warning: negative motion score 3 is outside the range this model was trained on (10 to 30); using 10"
+    )
     assert warnings == [expected]  # once, not once a batch
     assert [c.get("negative_motion_score") for c in pipeline_calls] == [10.0, 10.0, None]
     assert read_results(out)["summary"]["negative_motion_score"] == 10.0

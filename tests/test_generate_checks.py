@@ -40,11 +40,17 @@ def no_weights(monkeypatch):
         (["--interpolate", "2", "--width", "224", "--height", "128"], ["would crop 224x128 keyframes", "(1:1)"]),
         (["--interpolate", "4", "--fps", "1000"], ["--fps 1000 interpolated x4 would be 4000 fps", "250 fps"]),
         (["--fps", "60", "-o", "GIF"], ["would run at 60 fps", "a GIF plays at most 50"]),
+        (["--turbo", "--image", "FIRST"], ["--turbo and --image", "no Turbo distillation"]),
     ],
 )
 def test_clip_and_steps_are_checked_before_the_weights_load(args, needles, no_weights, tmp_path, capsys):
     out = tmp_path / ("x.gif" if "GIF" in args else "x.mp4")
     args = [a for a in args if a not in ("-o", "GIF")]
+    if "FIRST" in args:  # a real first frame, so that what is refused is the pairing
+        from PIL import Image
+
+        Image.new("RGB", (128, 128)).save(tmp_path / "first.png")
+        args[args.index("FIRST")] = str(tmp_path / "first.png")
     assert main(["generate", PROMPT, *args, "-o", str(out)]) == 2
     assert_one_line_error(capsys, *needles)
     assert not out.exists()

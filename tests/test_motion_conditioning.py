@@ -218,11 +218,16 @@ def test_cli_motion_score_on_a_model_without_it_is_one_line(fixtures_dir, tmp_pa
     assert not out.exists()
 
 
-def test_cli_refuses_before_loading_weights(tmp_path, capsys):
-    folder = tmp_path / "configs-only"
-    (folder / "transformer").mkdir(parents=True)
-    (folder / "transformer" / "config.json").write_text(madit_from_preset("kumo-tiny").to_json_string())
-    assert main(["generate", "a", "--model", str(folder), "--motion-score", "5", "-o", str(tmp_path / "x.mp4")]) == 2
+def test_cli_refuses_before_loading_weights(tmp_path, capsys, monkeypatch):
+    from kumovideo.builtin import builtin_model_dir
+    from kumovideo.pipelines import KumoPipeline
+
+    def refuse(cls, *args, **kwargs):
+        raise AssertionError("the weights loaded before the check")
+
+    monkeypatch.setattr(KumoPipeline, "from_pretrained", classmethod(refuse))
+    base = str(builtin_model_dir())  # the base: no motion conditioning
+    assert main(["generate", "a", "--model", base, "--motion-score", "5", "-o", str(tmp_path / "x.mp4")]) == 2
     assert_one_line_error(capsys, "not trained with a motion score")
 
 
@@ -326,7 +331,10 @@ def test_cli_motion_guidance_against_the_models_default_guidance(motion_folder, 
     args = ["generate", "a red circle", "--model", str(motion_folder), "--motion-score", "20", "-o", str(out)]
     assert main([*args, "--negative-motion-score", "3", "--negative-motion-end", "0.5"]) == 0
     err = capsys.readouterr().err  # the negative is clamped into the recorded range like the score
-    assert "kumo: warning: motion score 3 is outside the range this model was trained on (10 to 30); using 10" in err
+    assert (
+        "kumo: warning: negative motion score 3 is outside the range this model was trained on (10 to 30); using 10"
+        in err
+    )
     assert out.exists()
     (motion_folder / "kumo_defaults.json").write_text(json.dumps({"guidance_scale": 1.0}))
     try:  # the model's default guidance has no negative branch: refused before the weights load

@@ -143,7 +143,7 @@ def check_args(args) -> dict:
             1.0, args.negative_motion_score, args.negative_motion_end, planned_guidance(args, defaults)
         )
         negative = checks.clamp_motion_score(  # once here, not a warning a batch
-            args.negative_motion_score, checks.recorded_range(defaults, "motion_score_range")
+            args.negative_motion_score, checks.recorded_range(defaults, "motion_score_range"), "negative motion score"
         )
         guidance = {"negative_motion_score": negative, "negative_motion_end": args.negative_motion_end}
     fps = float(defaults.get("fps", DEFAULT_FPS))

@@ -252,7 +252,7 @@ def check_lumina_model(args, folder: Path, defaults: dict) -> dict:
     if args.negative_motion_score is not None:
         check_negative_motion_flags(args, planned_guidance(args, defaults))
         extras["negative_motion_score"] = checks.clamp_motion_score(
-            args.negative_motion_score, checks.recorded_range(defaults, "motion_score_range")
+            args.negative_motion_score, checks.recorded_range(defaults, "motion_score_range"), "negative motion score"
         )
         if args.negative_motion_end is not None:
             extras["negative_motion_end"] = args.negative_motion_end
@@ -287,6 +287,11 @@ def check_frames_args(args) -> FramesRequest | None:
 
         if args.interpolate_model is not None:
             raise KumoInputError("--interpolate-model needs --interpolate; with --image pass the model as --model")
+        if args.turbo and args.model is None:  # it would sample the frames model with a scheduler not distilled for it
+            raise KumoInputError(
+                "--turbo and --image: the built-in image-to-video model (kumo-shapes-frames) has no Turbo "
+                "distillation; drop --turbo (or pass --model with a Turbo model trained on conditioning frames)"
+            )
         load_image(args.image)  # a missing or unreadable file is one line here, before any model loads
         resolve_frames_model(args.model, "--image")
         return FramesRequest(args.image, args.image_guidance, None, None)

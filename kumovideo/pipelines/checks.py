@@ -437,16 +437,20 @@ def warn_untrained_size(
             )
 
 
-def clamp_motion_score(motion_score: float | None, score_range: Sequence[float] | None) -> float | None:
+def clamp_motion_score(
+    motion_score: float | None, score_range: Sequence[float] | None, name: str = "motion score"
+) -> float | None:
     """The motion score inside the range the model was trained on (its kumo_defaults.json
-    `motion_score_range`), with a warning when it had to be moved; unchanged without a range."""
+    `motion_score_range`), with a warning naming it (`name`: which score) when it had to be
+    moved; unchanged without a range."""
     if motion_score is None or score_range is None:
         return motion_score
     low, high = score_range
     clamped = min(max(motion_score, low), high)
     if clamped != motion_score:
         logger.warning(
-            "motion score %g is outside the range this model was trained on (%g to %g); using %g",
+            "%s %g is outside the range this model was trained on (%g to %g); using %g",
+            name,
             motion_score,
             low,
             high,

@@ -351,11 +351,13 @@ class KumoPipeline(DiffusionPipeline, CogVideoXLoraLoaderMixin):
         return states.repeat_interleave(num_videos_per_prompt, dim=0)
 
     def normalize_prompt(self, prompt: str) -> str:
-        """The prompt as the model's tokenizer should see it: lowercased with single spaces when
-        the checkpoint says its captions are (kumo_defaults.json `lowercase_prompts`, as the
-        built-in model's, whose vocabulary has no capitals), else unchanged."""
+        """The prompt as the model's tokenizer should see it: lowercased with single spaces and
+        no closing full stop, exclamation or question mark when the checkpoint says its captions
+        are (kumo_defaults.json `lowercase_prompts`, as the built-in model's, whose vocabulary
+        has no capitals and no punctuation: "A red circle ... background." is its caption),
+        else unchanged."""
         if self.sampling_defaults.get("lowercase_prompts"):
-            return " ".join(prompt.split()).lower()
+            return " ".join(prompt.split()).lower().rstrip(".!? ")
         return prompt
 
     def warn_unknown_words(self, prompts: list[str]) -> None:
@@ -522,7 +524,9 @@ class KumoPipeline(DiffusionPipeline, CogVideoXLoraLoaderMixin):
         if motion_score is None:
             return None, None
         scores = torch.full((branches * batch_size,), float(motion_score), device=device)
-        negative_motion_score = checks.clamp_motion_score(negative_motion_score, self.motion_score_range)
+        negative_motion_score = checks.clamp_motion_score(
+            negative_motion_score, self.motion_score_range, "negative motion score"
+        )
         if negative_motion_score is None:
             return scores, None
         negative = scores.clone()

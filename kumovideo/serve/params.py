@@ -286,7 +286,7 @@ def parse_create(fields: dict, models: dict[str, ModelInfo], default: str, limit
     negative_end = _optional_number(fields, "negative_motion_end")
     _checked("negative_motion_score", checks.check_negative_motion, motion_score, negative_motion, None, guidance)
     _checked("negative_motion_end", checks.check_negative_motion_end, negative_motion, negative_end)
-    negative_motion = checks.clamp_motion_score(negative_motion, model.motion_score_range)
+    negative_motion = checks.clamp_motion_score(negative_motion, model.motion_score_range, "negative motion score")
     image_guidance = fields.get("image_guidance_scale")
     if image_guidance not in (None, ""):
         if image is None:

@@ -44,6 +44,7 @@ from kumovideo.data.pipeline.manifest import atomic_write_text
 from kumovideo.data.pipeline.resume import Setting
 from kumovideo.utils.atomic import default_file_mode
 from kumovideo.utils.audio_io import Interleaver, encode_audio, encoder_rate, fit_length, mux_interleaved
+from kumovideo.utils.video_io import open_output
 
 MP4_CODECS = {"h264", "hevc", "mpeg4", "av1", "vp9"}  # codecs MP4 can carry as they are
 MP4_AUDIO_CODECS = {"aac", "mp3", "ac3", "eac3", "alac"}  # audio MP4 carries as it is
@@ -224,7 +225,7 @@ def stream_copy(entry: dict, dst: Path, keep_audio: bool = True) -> bool:
             return False
         offset = packets[0].pts
         start_s = float(offset * ins.time_base)
-        with av.open(str(dst), "w", format="mp4") as out:
+        with open_output(dst, format="mp4") as out:
             outs = out.add_stream_from_template(ins)
             for pkt in packets:
                 pkt.pts -= offset
@@ -263,7 +264,7 @@ def reencode(entry: dict, dst: Path, cfg: CutConfig) -> int:
     ratio = src_fps / fps  # source frames per output frame
     written = 0
     next_k = 0
-    with av.open(entry["video"]) as src, av.open(str(dst), "w", format="mp4") as out:
+    with av.open(entry["video"]) as src, open_output(dst, format="mp4") as out:
         ins = src.streams.video[0]
         ins.thread_type = "AUTO"
         outs = out.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
