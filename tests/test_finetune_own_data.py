@@ -205,3 +205,21 @@ def test_atomic_directory_removes_what_a_killed_writer_left(tmp_path):
     assert not dead.exists() and not dead_pid.exists()
     assert live.exists() and other.exists()
     assert (tmp_path / "pipeline" / "model_index.json").is_file()
+
+
+def test_a_resume_with_other_settings_says_which(base_and_cache, tmp_path, capsys):
+    """--resume may change a run's settings (to extend it, say), but not without a word."""
+    from kumovideo.training.config import load_config
+    from kumovideo.training.runtime import setup_runtime
+    from kumovideo.training.train_dit import train_dit
+
+    config = run_config(tmp_path, base_and_cache / "base", base_and_cache / "cache", checkpoint_every=1)
+    train_dit(load_config(config), setup_runtime("cpu"), stop_after=1)  # a run stopped after its first step
+    recorded = json.loads((tmp_path / "run" / "run_config.json").read_text())
+    assert recorded["lr"] == 1e-2 and recorded["stages"][0]["steps"] == 2
+    capsys.readouterr()
+    assert main(["train", "dit", "--config", config, "--resume", "--set", "lr=0.005", "--set", "seed=3"]) == 0
+    err = capsys.readouterr().err.splitlines()
+    warnings = [line for line in err if line.startswith("kumo: warning: resuming")]
+    assert len(warnings) == 1 and "other than its checkpoints were trained with" in warnings[0], err
+    assert warnings[0].endswith("lr 0.01 -> 0.005; seed 0 -> 3"), warnings

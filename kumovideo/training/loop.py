@@ -226,6 +226,8 @@ def train(
             # Not an error: scripts pass --resume from a run's first start.
             print(f"kumo: no checkpoint found in {out}; training starts at step 0", file=sys.stderr)
     sharding.wrap(state, runtime)
+    if runtime.is_main:
+        record_run_config(out, config, resumed=start > 0)
 
     log = LossLog(out / "loss_log.csv", enabled=runtime.is_main, start=start)
     timer = Timer()
@@ -280,6 +282,52 @@ def train(
     if done == config.total_steps:
         ema.copy_to(params)  # the run's result is the EMA weights
     return metrics
+
+
+RUN_CONFIG = "run_config.json"  # the settings the run's checkpoints were trained with
+
+
+def record_run_config(out: Path, config: TrainConfig, resumed: bool) -> None:
+    """Write the run's settings beside its checkpoints; on a resume, first say in one warning
+    line which differ from those the checkpoints were trained with (a changed seed, learning
+    rate or latent cache is allowed, e.g. to extend a run, but should not go unnoticed)."""
+    import dataclasses
+    import json
+    import logging
+
+    from kumovideo.utils.atomic import atomic_file
+
+    now = _flat(json.loads(json.dumps(dataclasses.asdict(config), default=str)))
+    path = out / RUN_CONFIG
+    if resumed and path.is_file():
+        try:
+            before = _flat(json.loads(path.read_text()))
+        except (OSError, ValueError):  # unreadable: nothing to compare with
+            before = {}
+        changed = [key for key in sorted(set(now) | set(before)) if before and now.get(key) != before.get(key)]
+        if changed:
+            shown = "; ".join(f"{key} {before.get(key)!r} -> {now.get(key)!r}" for key in changed[:6])
+            more = f" and {len(changed) - 6} more" if len(changed) > 6 else ""
+            logging.getLogger(__name__).warning(
+                "resuming %s with settings other than its checkpoints were trained with: %s%s", out, shown, more
+            )
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_file(path, "w") as f:
+        json.dump(dataclasses.asdict(config), f, indent=2, default=str)
+
+
+def _flat(value, prefix: str = "") -> dict[str, Any]:
+    """Nested settings as {"stages[0].lr": 1e-4, ...}."""
+    if isinstance(value, dict):
+        items = [(f"{prefix}.{key}" if prefix else str(key), v) for key, v in value.items()]
+    elif isinstance(value, list) and any(isinstance(v, (dict, list)) for v in value):
+        items = [(f"{prefix}[{i}]", v) for i, v in enumerate(value)]
+    else:
+        return {prefix: value}
+    flat: dict[str, Any] = {}
+    for key, v in items:
+        flat.update(_flat(v, key))
+    return flat
 
 
 def _resume(sharding, path: Path, state: TrainState) -> int:
