@@ -472,14 +472,17 @@ def test_cli_multiscale_flags_are_one_line(tmp_path, capsys, extra, needle):
     assert_one_line_error(capsys, needle)
 
 
-def test_cli_refuses_sides_the_coarse_patches_do_not_tile_before_loading_weights(multiscale_folder, tmp_path, capsys):
-    # Only the configs: no weights anywhere, so the refusal must come before any load.
-    folder = tmp_path / "configs-only"
-    for part in ("transformer", "vae"):
-        (folder / part).mkdir(parents=True)
-        (folder / part / "config.json").write_text((multiscale_folder / part / "config.json").read_text())
+def test_cli_refuses_sides_the_coarse_patches_do_not_tile_before_loading_weights(
+    multiscale_folder, tmp_path, capsys, monkeypatch
+):
+    from kumovideo.pipelines import KumoPipeline
+
+    def refuse(cls, *args, **kwargs):  # the refusal must come before any weights load
+        raise AssertionError("the weights loaded before the check")
+
+    monkeypatch.setattr(KumoPipeline, "from_pretrained", classmethod(refuse))
     out = tmp_path / "x.mp4"
-    args = ["generate", "a", "--model", str(folder), "--multiscale", "-o", str(out)]
+    args = ["generate", "a", "--model", str(multiscale_folder), "--multiscale", "-o", str(out)]
     assert main([*args, "--height", "48"]) == 2
     assert_one_line_error(capsys, "height=48 is not a multiple of 32", "use 32 or 64")
 
