@@ -119,3 +119,19 @@ def test_vae_tiling_decodes_the_size_asked_for():
         tiled = pipe.vae.decode(latents).sample.clamp(-1, 1)
     assert tiled.shape == whole.shape == (1, 3, 9, 128, 224)
     assert (tiled - whole).abs().mean() < 0.1  # the same picture, up to the tiles' seams
+
+
+def test_the_cli_says_each_warning_once_and_every_error(capsys):
+    """A command's repeated warning is one line; a server's repeated failure is not hidden."""
+    from kumovideo.cli import _configure_logging
+
+    _configure_logging()
+    log = logging.getLogger("kumovideo.serve.app")
+    for _ in range(2):
+        log.warning("a size this model was not trained at")
+        log.error("error answering GET /v1/videos")
+    assert capsys.readouterr().err.splitlines() == [
+        "kumo: warning: a size this model was not trained at",
+        "kumo: error: error answering GET /v1/videos",
+        "kumo: error: error answering GET /v1/videos",
+    ]

@@ -6,6 +6,7 @@ queued, nothing is generated)."""
 from __future__ import annotations
 
 import json
+import logging
 import socket
 import threading
 import time
@@ -404,7 +405,7 @@ def test_api_key(models, tmp_path):
         assert c.get("/").status_code == 200  # the page itself is open; it sends the key
 
 
-def test_unexpected_error_is_a_bare_500(models, tmp_path, monkeypatch):
+def test_unexpected_error_is_a_bare_500(models, tmp_path, monkeypatch, caplog):
     pipes, infos = models
     store = JobStore(tmp_path)
     app = create_app(store, pipes, infos, start_worker=False)
@@ -413,10 +414,13 @@ def test_unexpected_error_is_a_bare_500(models, tmp_path, monkeypatch):
         raise RuntimeError("secret internals")
 
     monkeypatch.setattr(store, "page", broken)
-    with TestClient(app, raise_server_exceptions=False) as c:
-        response = c.get("/v1/videos")
+    with TestClient(app) as c:  # nothing re-raised past the app: uvicorn would log it a second time
+        with caplog.at_level(logging.ERROR, logger="kumovideo.serve.app"):
+            response = c.get("/v1/videos")
     assert response.status_code == 500
     assert response.json()["error"]["type"] == "server_error" and "secret" not in response.text
+    (record,) = caplog.records  # logged once, with the traceback
+    assert record.getMessage() == "error answering GET /v1/videos" and record.exc_info
 
 
 def test_curl_style_json_and_cli_host_check(client, tmp_path, monkeypatch):

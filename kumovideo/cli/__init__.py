@@ -44,11 +44,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _LevelFormatter(logging.Formatter):
+    """`kumo: warning: ...`, or `kumo: error: ...` for an error (with its traceback, if any)."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return f"kumo: {'error' if record.levelno >= logging.ERROR else 'warning'}: {record.getMessage()}"
+
+
 class _StderrHandler(logging.StreamHandler):
     """Writes to whatever `sys.stderr` is at the time (so in-process callers that swap it,
-    such as tests, see the warnings), each distinct line once per command (an evaluation calls
-    the pipeline batch after batch, and its size warning would otherwise repeat per batch), on a
-    line of its own above any progress bar (`tqdm.write`), not after the bar's text."""
+    such as tests, see the warnings), each distinct warning once per command (an evaluation
+    calls the pipeline batch after batch, and its size warning would otherwise repeat per
+    batch), every error (a server's failures each get their line and traceback), on a line of
+    its own above any progress bar (`tqdm.write`), not after the bar's text."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -56,9 +64,10 @@ class _StderrHandler(logging.StreamHandler):
 
     def emit(self, record: logging.LogRecord) -> None:
         line = record.getMessage()
-        if line in self.said:
-            return
-        self.said.add(line)
+        if record.levelno < logging.ERROR:
+            if line in self.said:
+                return
+            self.said.add(line)
         try:
             from tqdm import tqdm
 
@@ -81,7 +90,7 @@ def _configure_logging() -> None:
     handler = next((h for h in log.handlers if isinstance(h, _StderrHandler)), None)
     if handler is None:
         handler = _StderrHandler()
-        handler.setFormatter(logging.Formatter("kumo: warning: %(message)s"))
+        handler.setFormatter(_LevelFormatter())
         log.addHandler(handler)
     handler.said = set()  # a new command (tests run many in one process) says each line again
     log.setLevel(logging.WARNING)

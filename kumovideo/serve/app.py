@@ -58,6 +58,34 @@ class BearerAuth:
         await self.app(scope, receive, send)
 
 
+class InternalErrors:
+    """ASGI middleware: an unexpected exception is logged once, with its traceback, and
+    answered with a 500 whose body says nothing of the internals. (Starlette's own handler
+    for Exception re-raises after answering, so uvicorn logged every traceback a second time.)"""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracked_send(message):
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracked_send)
+        except Exception as exc:
+            logger.error("error answering %s %s", scope.get("method"), scope.get("path"), exc_info=exc)
+            if not started:  # else the client already has a status line: the connection just ends
+                body = error_body("internal server error", type="server_error")
+                await JSONResponse(body, status_code=500)(scope, receive, send)
+
+
 async def read_body(request: Request, limit: int) -> bytes:
     """The body, refused with 413 as soon as it passes `limit` bytes (never read whole first)."""
     too_large = ApiError(
@@ -220,10 +248,6 @@ def create_app(
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
         return _error_response(ApiError(exc.status_code, str(exc.detail), code=code))
 
-    async def server_error(request: Request, exc: Exception):
-        logger.error("error answering %s %s", request.method, request.url.path, exc_info=exc)
-        return JSONResponse(error_body("internal server error", type="server_error"), status_code=500)
-
     def on_shutdown():
         worker.stop()
 
@@ -251,9 +275,10 @@ def create_app(
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
-        exception_handlers={ApiError: api_error, HTTPException: http_error, Exception: server_error},
+        exception_handlers={ApiError: api_error, HTTPException: http_error},
     )
     app.state.worker, app.state.store = worker, store
+    app.add_middleware(InternalErrors)
     app.add_middleware(BearerAuth, api_key=api_key)
     return app
 
