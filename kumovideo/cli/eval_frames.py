@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 from kumovideo.cli import args as flags
+from kumovideo.utils.errors import KumoInputError
 from kumovideo.utils.paths import check_output_folder
 
 MAX_CAPTIONS = 10_000
@@ -197,7 +198,9 @@ def run_i2v(args) -> int:
 
     results, judged = [], []
     start = time.perf_counter()
-    for i in range(0, len(captions), args.batch_size):
+    from tqdm.auto import tqdm
+
+    for i in tqdm(range(0, len(captions), args.batch_size), desc="eval i2v", unit="batch"):
         batch = captions[i : i + args.batch_size]
         latents = pipe(
             batch,
@@ -298,6 +301,12 @@ def run_interpolate(args) -> int:
 
     check_factor(args.factor)
     flags.check_guidance(args)
+    if args.keyframes == "generate" and args.no_caption:  # the base needs its caption to make keyframes
+        raise KumoInputError(
+            "--no-caption does not go with --keyframes generate, which makes keyframes from each caption; drop one"
+        )
+    if args.keyframes != "generate" and args.base_model is not None:
+        raise KumoInputError("--base-model makes the keyframes of --keyframes generate; add that or drop it")
     out_dir = check_common(args)
     if args.keyframes == "generate":
         return _interpolate_generated(args, out_dir)
@@ -315,7 +324,10 @@ def run_interpolate(args) -> int:
     guidance = interpolation_guidance(pipe, prompt_of(captions[0]), args.guidance, args.image_guidance)
     results = []
     start = time.perf_counter()
-    for i, (text, render) in enumerate(zip(captions, _renders(captions, clip, args.seed))):
+    from tqdm.auto import tqdm
+
+    renders = _renders(captions, clip, args.seed)
+    for i, (text, render) in enumerate(tqdm(zip(captions, renders), total=len(captions), desc="eval interpolate")):
         keyframes = render[:: args.factor]
         out = interpolate_frames(
             pipe,
@@ -390,7 +402,9 @@ def _interpolate_generated(args, out_dir: Path) -> int:
     guidance_run = interpolation_guidance(pipe, captions[0], args.guidance, args.image_guidance)  # reported
     keyframe_judged, interpolated_judged, results = [], [], []
     start = time.perf_counter()
-    for i, text in enumerate(captions):
+    from tqdm.auto import tqdm
+
+    for i, text in enumerate(tqdm(captions, desc="eval interpolate", unit="clip")):
         g = torch.Generator().manual_seed(args.seed + i)
         video = base(
             text,

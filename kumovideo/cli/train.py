@@ -1,4 +1,4 @@
-"""`kumo train vae|dit|turbo|v2a|cache-latents|bind-text`: train KumoVideo models.
+"""`kumo train vae|dit|turbo|v2a|export|cache-latents|bind-text`: train KumoVideo models.
 
 One process: `kumo train dit --config configs/builtin-dit.yaml`. Several GPUs or nodes:
 `torchrun --nproc-per-node 8 -m kumovideo.cli train dit --config ...` (or
@@ -65,11 +65,11 @@ def register(sub) -> None:
     c = tsub.add_parser("cache-latents", help="encode ShapesWorld clips with a trained VAE, once")
     c.add_argument("--vae", required=True, help="VAE folder (e.g. runs/builtin-vae/vae)")
     c.add_argument("--out", required=True, help="output folder for the shards and index.json")
-    c.add_argument("--num-clips", type=int, default=4096)
-    c.add_argument("--size", type=int, default=64)
-    c.add_argument("--frames", type=int, default=17)
-    c.add_argument("--seed", type=int, default=1000, help="ShapesWorld stream seed")
-    c.add_argument("--batch-size", type=int, default=16)
+    c.add_argument("--num-clips", type=int, default=4096, help="how many ShapesWorld clips to encode (default 4096)")
+    c.add_argument("--size", type=int, default=64, help="square side in pixels, a multiple of 16 (default 64)")
+    c.add_argument("--frames", type=int, default=17, help="frames per clip, 8k+1 (default 17)")
+    c.add_argument("--seed", type=int, default=1000, help="ShapesWorld stream seed (default 1000)")
+    c.add_argument("--batch-size", type=int, default=16, help="clips rendered and encoded at once (default 16)")
     c.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps (default: cpu)")
     c.add_argument(
         "--frame-latents",
@@ -109,13 +109,13 @@ def register(sub) -> None:
         "--model", required=True, help="pipeline folder with training_captions.txt (e.g. the built-in model)"
     )
     b.add_argument("--out", required=True, help="pipeline folder to write: --model with the new text encoder")
-    b.add_argument("--steps", type=int, default=3000)
-    b.add_argument("--batch-size", type=int, default=64)
-    b.add_argument("--lr", type=float, default=1e-3)
+    b.add_argument("--steps", type=int, default=3000, help="training steps (default 3000)")
+    b.add_argument("--batch-size", type=int, default=64, help="captions a step (default 64)")
+    b.add_argument("--lr", type=float, default=1e-3, help="learning rate, cosine-decayed to a tenth (default 1e-3)")
     b.add_argument(
         "--keep-weight", type=float, default=1.0, help="weight of keeping the old states (the transformer reads them)"
     )
-    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--seed", type=int, default=0, help="seed of the fresh T5 and its batches (default 0)")
     add_threads_arg(b)
     b.set_defaults(func=run_bind_text)
 

@@ -230,6 +230,9 @@ def read_folder_config(folder: Any, part: str = "transformer") -> dict:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         config = None
     if not isinstance(config, dict):
+        from kumovideo.pipelines.loading import check_checkpoint_folder
+
+        check_checkpoint_folder(folder)  # a missing folder or a video-to-audio one said as such first
         raise KumoInputError(f"{folder} has no readable {part}/{name}; pass a pipeline folder")
     return config
 
