@@ -17,6 +17,9 @@ from kumovideo.cli import main
         (["interpolate", "--no-caption", "--keyframes", "generate"], ["--no-caption does not go with --keyframes"]),
         (["i2v", "--model", str(V2A_DIR)], ["holds a video-to-audio model", "not a text-to-video one"]),
         (["interpolate", "--model", str(V2A_DIR)], ["holds a video-to-audio model", "not a text-to-video one"]),
+        # made at the edge of the range, reported at the score asked (Spearman ranked them apart)
+        (["motion", "--scores", "10,50"], ["--scores 50 is outside the range this model was trained on (10 to 30)"]),
+        (["motion", "--reference", "render", "--scores", "1,100"], ["--scores 1 is outside the scores ShapesWorld"]),
     ],
 )
 def test_eval_flags_that_would_do_nothing_or_name_the_wrong_model(args, needles, tmp_path, capsys):

@@ -159,6 +159,20 @@ def check_args(args) -> dict:
                 f"the model {folder} names no motion_score_range in its kumo_defaults.json; pass --scores a,b,c,d,e"
             )
         scores = [round(float(s), 6) for s in np.linspace(*spread, NUM_SCORES)]
+    else:  # a score outside what the clips can be made at would be reported as asked, made at the edge
+        made_at = (0.5 * unit, 1.5 * unit) if args.reference else score_range(folder, defaults)
+        outside = [s for s in scores if made_at is not None and not made_at[0] <= s <= made_at[1]]
+        if outside:
+            span = f"{made_at[0]:g} to {made_at[1]:g}"
+            what = (
+                f"the scores ShapesWorld renders ({span}, m 0.5 to 1.5)"
+                if args.reference
+                else (f"the range this model was trained on ({span})")
+            )
+            raise KumoInputError(
+                f"--scores {outside[0]:g} is outside {what}: its clips "
+                "would be made at the edge and reported at the score asked; pass scores within the range"
+            )
     return {
         "out_dir": out_dir,
         "folder": folder,
