@@ -20,6 +20,9 @@ from kumovideo.cli import main
         # made at the edge of the range, reported at the score asked (Spearman ranked them apart)
         (["motion", "--scores", "10,50"], ["--scores 50 is outside the range this model was trained on (10 to 30)"]),
         (["motion", "--reference", "render", "--scores", "1,100"], ["--scores 1 is outside the scores ShapesWorld"]),
+        # references are rendered, never sampled: these flags did nothing
+        (["shapes", "--reference", "render", "--steps", "3"], ["--steps: for generated clips only"]),
+        (["sound", "--reference", "vocoder", "--guidance", "3"], ["--guidance: for generated soundtracks only"]),
     ],
 )
 def test_eval_flags_that_would_do_nothing_or_name_the_wrong_model(args, needles, tmp_path, capsys):

@@ -125,11 +125,12 @@ def check_lumina(args, folder: Path) -> dict:
     from kumovideo.pipelines.loading import read_sampling_defaults
 
     check_lumina_flags(args)
+    sampling = (("--steps", args.steps), ("--guidance", args.guidance))
     given = [
         flag
         for flag, on in (("--multiscale", args.multiscale), ("--motion-score", args.motion_score is not None))
         if on
-    ]
+    ] + [flag for flag, value in sampling if value is not None]
     if given and args.reference:
         raise KumoInputError(f"{' and '.join(given)}: for generated clips only; leave out with --reference")
     return check_lumina_model(args, folder, read_sampling_defaults(folder))

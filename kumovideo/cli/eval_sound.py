@@ -102,6 +102,9 @@ def check_args(args) -> Path:
     flags.check_seed_flag(args, clips=args.n)
     flags.check_whole_flags(args, "--steps", too_small="{name} {value}: pass 1 or more denoising steps")
     flags.check_audio_guidance("--guidance", args.guidance)
+    sampling = [flag for flag, value in (("--steps", args.steps), ("--guidance", args.guidance)) if value is not None]
+    if sampling and args.reference:  # the references are rendered (and vocoded), never sampled
+        raise KumoInputError(f"{' and '.join(sampling)}: for generated soundtracks only; leave out with --reference")
     return check_output_folder(args.out, "--out")
 
 
