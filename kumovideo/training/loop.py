@@ -297,7 +297,8 @@ def record_run_config(out: Path, config: TrainConfig, resumed: bool) -> None:
 
     from kumovideo.utils.atomic import atomic_file
 
-    now = _flat(json.loads(json.dumps(dataclasses.asdict(config), default=str)))
+    settings = json.loads(json.dumps(dataclasses.asdict(config), default=str))  # as the file reads back
+    now = _flat(settings)
     path = out / RUN_CONFIG
     if resumed and path.is_file():
         try:
@@ -313,7 +314,7 @@ def record_run_config(out: Path, config: TrainConfig, resumed: bool) -> None:
             )
     out.mkdir(parents=True, exist_ok=True)
     with atomic_file(path, "w") as f:
-        json.dump(dataclasses.asdict(config), f, indent=2, default=str)
+        json.dump(settings, f, indent=2)
 
 
 def _flat(value, prefix: str = "") -> dict[str, Any]:

@@ -24,7 +24,7 @@ def atomic_directory(target: str | os.PathLike):
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-{os.getpid()}-", dir=target.parent))
     try:
         yield tmp
-        _fsync_tree(tmp)
+        _fsync_with_default_modes(tmp)
         if target.exists():
             old = target.with_name(f".{target.name}.old-{os.getpid()}")
             os.replace(target, old)
@@ -87,7 +87,7 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _fsync_tree(folder: Path) -> None:
+def _fsync_with_default_modes(folder: Path) -> None:
     """fsync every file and give files and folders the default modes (safetensors and
     mkdtemp make them private to the owner)."""
     file_mode = default_file_mode()
