@@ -439,6 +439,19 @@ def test_info_prints_components_and_parameter_counts(model, capsys):
     assert "total" in table
 
 
+def test_info_columns_line_up_with_long_class_names(capsys):
+    from kumovideo.builtin import builtin_model_dir
+
+    # The built-in model's scheduler class path is 57 characters: the size and parameter
+    # columns of every row (and the total) still end where the header's do.
+    assert main(["info", str(builtin_model_dir())]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines()[1:] if " = " not in line]
+    size_end = lines[0].index("size") + len("size")
+    params_end = lines[0].index("params") + len("params")
+    for line in lines[1:]:
+        assert line[size_end - 1] != " " and line[size_end] == " " and line[params_end - 1] != " ", line
+
+
 def test_info_on_a_partial_folder(model, tmp_path, capsys):
     ckpt = copy_pipeline(model, tmp_path / "ckpt")
     (ckpt / "vae" / "diffusion_pytorch_model.safetensors").unlink()

@@ -184,6 +184,18 @@ def test_kumo_interpolate_refuses_a_rate_it_cannot_write(tiny_frames_pipe, tmp_p
     assert sorted(p.name for p in tmp_path.iterdir()) == ["fast.mp4", "in.mp4"]
 
 
+def test_kumo_interpolate_refuses_to_write_over_its_input(tiny_frames_pipe, tmp_path, capsys):
+    # The keyframes are the user's only copy: -o on the input (or a hard link to it) is refused.
+    clip = write_video(np.zeros((3, 48, 64, 3), np.uint8), tmp_path / "in.mp4", fps=8)
+    before = clip.read_bytes()
+    (tmp_path / "link.mp4").hardlink_to(clip)
+    model = ["--model", str(tiny_frames_pipe.folder)]
+    for target in (clip, tmp_path / "link.mp4"):
+        assert main(["interpolate", str(clip), "--factor", "2", "-o", str(target), *model]) == 2
+        assert_one_line_error(capsys, f"-o {target} is the same file as INPUT", "choose another output")
+    assert clip.read_bytes() == before
+
+
 def test_the_interpolated_rate_rule_is_shared():
     assert check_interpolated_fps(250, 4) == 1000
     with pytest.raises(KumoInputError, match=r"^--fps 1000 interpolated x4 would be 4000 fps"):

@@ -70,6 +70,16 @@ def test_cli_table_and_json(capsys):
     assert result["rows"][0]["e2e_s"] is None
 
 
+def test_a_huge_clip_on_cpu_is_refused_from_its_counted_flops(capsys, monkeypatch):
+    import kumovideo.perf.bench as bench
+
+    # The count runs on the meta device: the refusal comes before any model is built.
+    monkeypatch.setattr(bench, "build_subject", lambda *a: pytest.fail("a model was built"))
+    assert main(["bench", "--height", "512", "--width", "512", "--frames", "65", "--device", "cpu"]) == 2
+    one_line_error(capsys, "512x512x65 counts 2.0 TFLOP a guided step", "--flops-only")
+    assert main(["bench", "--height", "512", "--width", "512", "--frames", "65", "--flops-only"]) == 0
+
+
 def test_full_size_on_cpu_is_refused_in_one_line(capsys):
     assert main(["bench", "--preset", "kumo-2.6b", "--device", "cpu"]) == 2
     one_line_error(capsys, "kumo-2.6b", "GPU", "--flops-only")

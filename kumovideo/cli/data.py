@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import re
 import sys
 from collections import Counter
@@ -27,7 +26,7 @@ from kumovideo.geometry import DEFAULT_GEOMETRY
 from kumovideo.utils.errors import KumoInputError
 from kumovideo.utils.extras import require
 from kumovideo.utils.numbers import FPS_MAX, WORKERS_MAX, check_real, check_whole
-from kumovideo.utils.paths import check_output_folder
+from kumovideo.utils.paths import check_not_overwriting, check_output_folder
 
 log = logging.getLogger(__name__)
 
@@ -189,24 +188,6 @@ def _input_file(path: Path, what: str, hint: str) -> Path:
     return path
 
 
-def _same_file(a: Path, b: Path) -> bool:
-    if a.resolve() == b.resolve():
-        return True
-    return a.exists() and b.exists() and os.path.samefile(a, b)  # hard links
-
-
-def _no_overwrite(inputs: dict[str, Path], outputs: dict[str, Path | None]) -> None:
-    """Refuse an output that is an input (or another output): it would be written over."""
-    named = [(flag, path) for flag, path in outputs.items() if path is not None]
-    for i, (flag, path) in enumerate(named):
-        for other, other_path in list(inputs.items()) + named[:i]:
-            if _same_file(path, other_path):
-                raise KumoInputError(
-                    f"{flag} {path} is the same file as {other} {other_path}; "
-                    "writing it would destroy that file: choose another output"
-                )
-
-
 def _size(text: str | None, flag: str) -> tuple[int | None, int | None]:
     if text is None:
         return None, None
@@ -300,7 +281,7 @@ def check_filter_args(args: argparse.Namespace):
     _output_file(args.output)
     if args.rejected is not None:
         _output_file(args.rejected)
-    _no_overwrite({"MANIFEST": args.manifest}, {"-o": args.output, "--rejected": args.rejected})
+    check_not_overwriting({"MANIFEST": args.manifest}, {"-o": args.output, "--rejected": args.rejected})
     return cfg
 
 
@@ -348,7 +329,7 @@ def check_cut_args(args: argparse.Namespace):
         cfg.cut.stream_copy = False
     workers = _workers(args)
     out_dir = _output_dir(args.output)
-    _no_overwrite({"CLIPS": args.clips}, {"the cut manifest": out_dir / "clips.jsonl"})
+    check_not_overwriting({"CLIPS": args.clips}, {"the cut manifest": out_dir / "clips.jsonl"})
     return cfg, workers, out_dir
 
 

@@ -49,7 +49,8 @@ def register(esub) -> None:
     )
     flags.add_steps_arg(q, help="denoising steps (default: the model's)")
     flags.add_guidance_args(q)
-    add_negative_motion_args(q)  # motion guidance at every score (not the no-score clips)
+    # motion guidance at every score (not the no-score clips)
+    add_negative_motion_args(q, score="each score", needs="guidance > 1")
     add_output_args(q, "outputs/eval-motion")
     q.add_argument(
         "--reference",

@@ -166,15 +166,16 @@ def add_lumina_args(p) -> None:
     add_negative_motion_args(p)
 
 
-def add_negative_motion_args(p) -> None:
-    """--negative-motion-score and --negative-motion-end: Lumina-Video's motion guidance."""
+def add_negative_motion_args(p, score: str = "--motion-score", needs: str = "--motion-score and guidance > 1") -> None:
+    """--negative-motion-score and --negative-motion-end: Lumina-Video's motion guidance.
+    `score` names where this command's positive score comes from, `needs` what the negative needs."""
     p.add_argument(
         "--negative-motion-score",
         type=float,
         default=None,
         metavar="X",
-        help="motion guidance (Lumina-Video): tell the guidance's negative branch this lower score, so the clip "
-        "moves more than --motion-score alone makes it; needs --motion-score and guidance > 1 (default: off)",
+        help=f"motion guidance (Lumina-Video): tell the guidance's negative branch this score, so the clip moves "
+        f"more than {score} alone makes it (X below the score) or less (X above); needs {needs} (default: off)",
     )
     p.add_argument(
         "--negative-motion-end",

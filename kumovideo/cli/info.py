@@ -99,7 +99,8 @@ def describe(folder: Path) -> dict:
 def _human(n: float, unit: str) -> str:
     for prefix in ("", "K", "M", "G", "T"):
         if abs(n) < 1000:
-            return f"{n:.1f} {prefix}{unit}" if prefix else f"{n:.0f} {unit}"
+            # No trailing space for a bare count: it would shift the right-aligned column.
+            return (f"{n:.1f} {prefix}{unit}" if prefix else f"{n:.0f} {unit}").rstrip()
         n /= 1000
     return f"{n:.1f} P{unit}"
 
@@ -115,13 +116,17 @@ def run(args) -> int:
         print(json.dumps(info, indent=2))
         return 0
     print(f"{folder}  ({info['pipeline']})")
-    print(f"{'component':<14}{'class':<44}{'size':>10}{'params':>12}  dtype")
+    # Columns as wide as their longest entry (a user's own class paths can be long).
+    name_w = max([len("component"), *map(len, info["components"])]) + 2
+    class_w = max([len("class"), *(len(c["class"]) for c in info["components"].values())]) + 2
+    print(f"{'component':<{name_w}}{'class':<{class_w}}{'size':>10}{'params':>12}  dtype")
     for name, c in info["components"].items():
         print(
-            f"{name:<14}{c['class']:<44}{_human(c['bytes'], 'B'):>10}{_human(c['parameters'], ''):>12}  "
-            f"{','.join(c['dtypes']) or '-'}"
+            f"{name:<{name_w}}{c['class']:<{class_w}}{_human(c['bytes'], 'B'):>10}"
+            f"{_human(c['parameters'], ''):>12}  {','.join(c['dtypes']) or '-'}"
         )
         for k, v in c.get("config", {}).items():
-            print(f"{'':<16}{k} = {v}")
-    print(f"{'total':<58}{_human(info['total_bytes'], 'B'):>10}{_human(info['total_parameters'], ''):>12}")
+            print(f"{'':<{name_w + 2}}{k} = {v}")
+    total = f"{_human(info['total_bytes'], 'B'):>10}{_human(info['total_parameters'], ''):>12}"
+    print(f"{'total':<{name_w + class_w}}{total}")
     return 0

@@ -88,10 +88,12 @@ def check_args(args) -> Checked:
     """Every check before a model loads: the factor, the output path, the flags, the input
     clip (decoded) and the model's config; nothing is written."""
     from kumovideo.pipelines.interpolation import check_factor
+    from kumovideo.utils.paths import check_not_overwriting
     from kumovideo.utils.video_io import check_output_fps, check_output_path
 
     check_factor(args.factor)
     output = check_output_path(args.output)
+    check_not_overwriting({"INPUT": Path(args.input)}, {"-o": output})  # the keyframes would be lost
     check_whole_flags(args, "--steps")
     check_guidance(args)
     check_seed_flag(args)

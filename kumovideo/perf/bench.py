@@ -478,6 +478,24 @@ def _rel_diff(a: torch.Tensor | None, b: torch.Tensor | None) -> float | None:
     return float((a - b).norm() / b.norm().clamp_min(1e-12))
 
 
+# A guided step over this many FLOPs takes tens of seconds on a laptop CPU (50-100 GFLOP/s),
+# and a bench times hundreds of them: refused on a CPU, with the count and what to do.
+CPU_STEP_FLOP_LIMIT = 1e12
+
+
+def check_cpu_step_flops(preset: str, height: int | None, width: int | None, frames: int | None) -> None:
+    """Refuse a CPU bench whose guided step is counted (meta device, nothing allocated) over
+    `CPU_STEP_FLOP_LIMIT`; the size is checked on the way, as generation would."""
+    info = flops_only(preset, height, width, frames)
+    if info["flops_per_step"] > CPU_STEP_FLOP_LIMIT:
+        size = f"{info['width']}x{info['height']}x{info['frames']}"
+        raise KumoInputError(
+            f"{size} counts {info['flops_per_step'] / 1e12:.1f} TFLOP a guided step ({info['tokens']} tokens), "
+            f"tens of seconds each on a CPU and hundreds of them timed: use a smaller --height/--width/--frames, "
+            "--device cuda, or --flops-only for the counts alone"
+        )
+
+
 def run_bench(spec: BenchSpec, log: Callable[[str], None] = lambda s: None) -> dict:
     """Build, warm up and time the rows of `spec`; returns the results as a dict."""
     from kumovideo.utils.devices import resolve_device
@@ -494,6 +512,8 @@ def run_bench(spec: BenchSpec, log: Callable[[str], None] = lambda s: None) -> d
             "--preset kumo-2.6b runs 2.6B-parameter steps (~215 TFLOP each with guidance), minutes each on a CPU: "
             "run it on a CUDA GPU (--device cuda), or add --flops-only for the counted FLOPs, tokens and parameters"
         )
+    if device.type == "cpu":
+        check_cpu_step_flops(spec.preset, spec.height, spec.width, spec.frames)
     base_dtype = resolve_dtype(spec.baseline_dtype) or (torch.bfloat16 if device.type == "cuda" else torch.float32)
     if spec.fast:
         spec.fused_qkv = True

@@ -65,3 +65,22 @@ def check_output_file(path: str | os.PathLike, what: str, example: str = "clip.m
         raise KumoInputError(f"{what} {path} is a folder; give a file name such as {path / example}")
     check_writable_folder(folder, f"{what} path")
     return path
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    if a.resolve() == b.resolve():
+        return True
+    return a.exists() and b.exists() and os.path.samefile(a, b)  # hard links
+
+
+def check_not_overwriting(inputs: dict[str, Path], outputs: dict[str, Path | None]) -> None:
+    """Refuse an output that is an input (or another output): writing it would destroy that
+    file. Keys are the flags the paths came from, for the one-line error."""
+    named = [(flag, Path(path)) for flag, path in outputs.items() if path is not None]
+    for i, (flag, path) in enumerate(named):
+        for other, other_path in [(k, Path(v)) for k, v in inputs.items()] + named[:i]:
+            if _same_file(path, other_path):
+                raise KumoInputError(
+                    f"{flag} {path} is the same file as {other} {other_path}; "
+                    "writing it would destroy that file: choose another output"
+                )
