@@ -100,6 +100,54 @@ def check_scheduler_steps(num_inference_steps: int, scheduler_config: Any) -> No
         )
 
 
+def check_scheduler(scheduler: Any, sampler: str) -> None:
+    """A scheduler that walks the noise schedule the model was trained on: v-prediction on
+    scaled-linear betas with the SNR shift and zero terminal SNR (what KumoDDIMScheduler and
+    KumoLCMScheduler compute). diffusers' DDIMScheduler or DPMSolverMultistepScheduler
+    `.from_config(pipe.scheduler.config)` drop the shift and sampled another schedule without
+    a word; CogVideoXDPMScheduler's `step` takes more arguments and failed at the first step.
+    `sampler="renoise"` reads only the noise schedule (its own steps)."""
+    from kumovideo.schedulers.noise_schedule import SNR_SHIFT_SCALE, kumo_alphas_cumprod
+
+    name, config = type(scheduler).__name__, scheduler.config
+    swap = (
+        "use pipe.scheduler = KumoDDIMScheduler.from_config(pipe.scheduler.config) "
+        "(or KumoLCMScheduler for Turbo's consistency sampling)"
+    )
+    try:
+        expected = kumo_alphas_cumprod(
+            config["beta_start"],
+            config["beta_end"],
+            config["num_train_timesteps"],
+            config.get("snr_shift_scale", SNR_SHIFT_SCALE),
+        )
+    except (KeyError, TypeError, RuntimeError):
+        expected = None
+    alphas = getattr(scheduler, "alphas_cumprod", None)
+    if (
+        expected is None
+        or not torch.is_tensor(alphas)
+        or alphas.shape != expected.shape
+        or not torch.allclose(alphas.double().cpu(), expected, atol=1e-6)
+    ):
+        raise KumoInputError(
+            f"{name} does not sample this model's noise schedule (scaled-linear betas with its SNR shift and "
+            f"zero terminal SNR); {swap}"
+        )
+    if sampler != "scheduler":
+        return
+    if config.get("prediction_type") != "v_prediction":
+        raise KumoInputError(
+            f"{name} has prediction_type={config.get('prediction_type')!r}, but the model predicts v; {swap}"
+        )
+    import inspect
+
+    try:  # the samplers call step(model_output, timestep, sample, ...)
+        inspect.signature(scheduler.step).bind(None, None, None)
+    except TypeError:
+        raise KumoInputError(f"{name}.step takes more than (model_output, timestep, sample); {swap}") from None
+
+
 def check_max_sequence_length(max_sequence_length: int, text_window: int) -> None:
     if max_sequence_length != text_window:
         raise KumoInputError(
@@ -156,8 +204,11 @@ def check_callback(callback: Any, tensor_inputs: Any, allowed: Sequence[str]) ->
         )
 
 
-def check_callback_result(returned: Any) -> dict:
-    """What a step callback returned: a dict of replacement tensors, or None for none."""
+def check_callback_result(returned: Any, given: dict[str, torch.Tensor] | None = None) -> dict:
+    """What a step callback returned: a dict of replacement tensors, or None for none. With
+    `given` (the tensors it was passed), each replacement must be one of them, as a tensor of
+    the same shape: a misspelt key was ignored without a word, and a batch of another size
+    failed steps later inside the guidance."""
     if returned is None:
         return {}
     if not isinstance(returned, dict):
@@ -165,6 +216,20 @@ def check_callback_result(returned: Any) -> dict:
             f"callback_on_step_end returned a {type(returned).__name__}; return a dict of the "
             "tensors it replaces (e.g. {'latents': latents}) or None"
         )
+    if given is None:
+        return returned
+    for name, value in returned.items():
+        if name not in given:
+            raise KumoInputError(
+                f"callback_on_step_end returned {name!r}, which it was not given; it can replace only "
+                f"{', '.join(repr(k) for k in given) or 'nothing'} (the names in callback_on_step_end_tensor_inputs)"
+            )
+        if not torch.is_tensor(value) or value.shape != given[name].shape:
+            what = f"shape {tuple(value.shape)}" if torch.is_tensor(value) else type(value).__name__
+            raise KumoInputError(
+                f"callback_on_step_end returned {name} of {what}; return a tensor of the shape it was given "
+                f"{tuple(given[name].shape)}"
+            )
     return returned
 
 
@@ -178,10 +243,18 @@ def check_output_type(output_type: Any) -> None:
         raise KumoInputError(f"output_type={output_type!r}; use {_one_of(OUTPUT_TYPES)}")
 
 
-def check_image_guidance(image_guidance_scale: Any) -> None:
+def check_image_guidance(image_guidance_scale: Any, conditioned: bool | None = None) -> None:
+    """A finite number or None; with `conditioned` False (no image, no keyframes) only None:
+    the scale weighs the image branch, and without an image it did nothing, without a word
+    (None: not known here, as for the server's form, which checks that itself)."""
     scale = image_guidance_scale
     if scale is not None and not (is_real(scale) and math.isfinite(scale)):
         raise KumoInputError(f"image_guidance_scale={image_guidance_scale!r} must be a finite number (or None)")
+    if scale is not None and conditioned is False:
+        raise KumoInputError(
+            f"image_guidance_scale={scale!r} weighs the image guidance branch and needs an image or "
+            "conditioning_frames; add one or drop the scale"
+        )
 
 
 def trained_for(
@@ -390,6 +463,20 @@ def check_negative_motion(
     check_negative_motion_end(negative_motion_score, negative_motion_end)
 
 
+def check_video_to_video(video: Any, strength: Any) -> None:
+    """SDEdit's strength, the share of the steps run on the source clip: in (0, 1], and only
+    with a video (the video itself is read and checked by `video_to_video.video_frames`)."""
+    if strength is None:
+        return
+    if video is None:
+        raise KumoInputError("strength / --strength needs a source video (video= / --video); add one or drop it")
+    if not (is_real(strength) and math.isfinite(strength) and 0 < strength <= 1):
+        raise KumoInputError(
+            f"strength={strength!r} must be in (0, 1]: the share of the steps run on the source video "
+            "(lower keeps more of it; 1 keeps none of it), e.g. 0.6"
+        )
+
+
 def check_negative_motion_end(negative_motion_score: Any, negative_motion_end: Any) -> None:
     """The share of the first steps motion guidance runs for: in (0, 1], with a negative score."""
     if negative_motion_end is None:
@@ -462,13 +549,47 @@ def clamp_motion_score(
     return clamped
 
 
-def check_single_process(is_plain_transformer: bool, multiscale: bool, motion_score: Any) -> None:
-    """Multi-scale sampling and motion scores need the transformer itself: a stand-in (the
-    sequence-parallel one of --parallel) passes neither argument on."""
-    if not is_plain_transformer and (multiscale or motion_score is not None):
+def check_single_process(
+    is_plain_transformer: bool, multiscale: bool, motion_score: Any, attention_kwargs: Any = None
+) -> None:
+    """Multi-scale sampling, motion scores and a per-call LoRA scale need the transformer
+    itself: a stand-in (the sequence-parallel one of --parallel) passes none of them on."""
+    if not is_plain_transformer and (multiscale or motion_score is not None or attention_kwargs is not None):
         raise KumoInputError(
-            "multi-scale sampling and motion scores run in one process; drop --parallel (or the stand-in transformer)"
+            "multi-scale sampling, motion scores and attention_kwargs run in one process; "
+            "drop --parallel (or the stand-in transformer)"
         )
+
+
+def check_offload_device(device: Any, method: str) -> None:
+    """`enable_model_cpu_offload` / `enable_sequential_cpu_offload` keep the models on the CPU
+    and move each to an accelerator while it runs: without one (and no `device` given) diffusers
+    raised a RuntimeError after removing the pipeline's hooks; a device given must exist."""
+    from diffusers.utils.torch_utils import get_device
+
+    from kumovideo.utils.devices import resolve_device
+
+    if device is not None:
+        resolve_device(device)
+    elif get_device() == "cpu":
+        raise KumoInputError(
+            f"{method} moves each model to a GPU while it runs, and no GPU is available; "
+            "leave it out on a CPU-only machine (the models already run there)"
+        )
+
+
+def check_attention_kwargs(attention_kwargs: Any) -> None:
+    """None, or diffusers' {"scale": s}: the LoRA scale of one call (the one key MADiT takes),
+    checked before the text encoder runs rather than at the first step."""
+    if attention_kwargs is None:
+        return
+    if not isinstance(attention_kwargs, dict) or set(attention_kwargs) - {"scale"}:
+        raise KumoInputError(
+            f"attention_kwargs={attention_kwargs!r}; pass None or {{'scale': s}}, the LoRA scale of this call"
+        )
+    scale = attention_kwargs.get("scale", 1.0)
+    if not (is_real(scale) and math.isfinite(scale)):
+        raise KumoInputError(f"attention_kwargs scale={scale!r} must be a finite number (0: the base weights)")
 
 
 def check_conditioning_frames(per_prompt: list[dict], num_frames: int, temporal: int) -> None:

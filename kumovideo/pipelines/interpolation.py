@@ -33,6 +33,17 @@ def check_factor(factor) -> int:
     return int(factor)
 
 
+def check_prompt(prompt) -> str:
+    """One caption for every window, "" (or None) for none; anything else is one line (None
+    fell over in `prompt.strip()` with an AttributeError)."""
+    if prompt is None:
+        return ""
+    if not isinstance(prompt, str):
+        raise KumoInputError(f"prompt must be a string (the clip's caption) or None, not {type(prompt).__name__}")
+    checks.check_prompts(prompt, None)
+    return prompt
+
+
 def check_keyframes(frames) -> np.ndarray:
     """uint8 RGB frames (N, H, W, 3), N >= 2."""
     if not isinstance(frames, np.ndarray) or frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
@@ -105,7 +116,7 @@ def interpolation_guidance(
     little image guidance holds them closer (docs/conditioning.md has the sweep)."""
     defaults = pipe.sampling_defaults
     if guidance_scale is None:
-        if prompt.strip():
+        if check_prompt(prompt).strip():
             guidance_scale = defaults.get("interpolation_guidance_scale", pipe.default_sampling()["guidance_scale"])
         else:
             guidance_scale = 1.0
@@ -119,7 +130,7 @@ def interpolate_frames(
     pipe,
     frames: np.ndarray,
     factor: int,
-    prompt: str = "",
+    prompt: str | None = "",
     num_inference_steps: int | None = None,
     guidance_scale: float | None = None,
     image_guidance_scale: float | None = None,
@@ -136,6 +147,7 @@ def interpolate_frames(
     `num_inference_steps`. `paste_keyframes=False` keeps the model's own keyframes (to
     measure them)."""
     factor = check_factor(factor)
+    prompt = check_prompt(prompt)
     frames = check_keyframes(frames)
     checks.check_frame_conditioning(pipe.transformer.config)
     clip_frames = pipe.default_clip()["num_frames"]

@@ -336,18 +336,41 @@ class CaptionVocabulary(NamedTuple):
         return CaptionVocabulary(self.words | other.words, self.pairs | other.pairs)
 
 
-def read_caption_vocabulary(folder: str | os.PathLike) -> CaptionVocabulary | None:
-    """The vocabulary of the captions a checkpoint was trained on (`training_captions.txt`,
-    one caption a line, written by `kumo train`), or None when the folder has no such file."""
-    path = Path(folder) / "training_captions.txt"
-    if not path.is_file():
+CAPTIONS_FILE = "training_captions.txt"  # one caption a line, written by `kumo train`
+
+
+def read_training_captions(folder: str | os.PathLike) -> str | None:
+    """The text of a checkpoint's `training_captions.txt`, or None when it has none."""
+    path = Path(folder) / CAPTIONS_FILE
+    return path.read_text(encoding="utf-8") if path.is_file() else None
+
+
+def write_training_captions(folder: str | os.PathLike, captions: str | None) -> None:
+    """`captions` as the folder's `training_captions.txt` (None: no file)."""
+    if captions is None:
+        return
+    from kumovideo.utils.atomic import atomic_file
+
+    with atomic_file(Path(folder) / CAPTIONS_FILE) as fh:
+        fh.write(captions.encode("utf-8"))
+
+
+def caption_vocabulary_of(captions: str | None) -> CaptionVocabulary | None:
+    """The vocabulary of training captions (one a line); None for None."""
+    if captions is None:
         return None
     words, pairs = set(), set()
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in captions.splitlines():
         line_words = line.split()
         words.update(line_words)
         pairs.update(zip(line_words, line_words[1:]))
     return CaptionVocabulary(frozenset(words), frozenset(pairs))
+
+
+def read_caption_vocabulary(folder: str | os.PathLike) -> CaptionVocabulary | None:
+    """The vocabulary of the captions a checkpoint was trained on (`training_captions.txt`,
+    one caption a line, written by `kumo train`), or None when the folder has no such file."""
+    return caption_vocabulary_of(read_training_captions(folder))
 
 
 def write_sampling_defaults(folder: str | os.PathLike, defaults: dict) -> None:

@@ -71,6 +71,7 @@ def pipeline_with_lora(base, path: str | os.PathLike, adapter_name: str):
     view = type(base)(**base.components)
     view.sampling_defaults = base.sampling_defaults
     view.caption_vocabulary = base.caption_vocabulary
+    view.training_captions = base.training_captions
     view.load_lora_weights(path, adapter_name=adapter_name)
     base.disable_lora()  # diffusers made the new adapter active on the shared transformer
     return view

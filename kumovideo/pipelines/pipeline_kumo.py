@@ -40,12 +40,15 @@ from kumovideo.pipelines.conditioning import build_conditions
 from kumovideo.pipelines.loading import (
     COMPONENTS,
     CaptionVocabulary,
+    caption_vocabulary_of,
     load_pipeline_components,
     load_vae,
-    read_caption_vocabulary,
     read_sampling_defaults,
+    read_training_captions,
     write_sampling_defaults,
+    write_training_captions,
 )
+from kumovideo.pipelines.video_to_video import DEFAULT_STRENGTH, encode_video, fit_video, strength_start, video_frames
 from kumovideo.schedulers import KumoDDIMScheduler, KumoLCMScheduler
 from kumovideo.schedulers.sampling import SAMPLERS, Sampler, sample_ddim_on, two_phase_timesteps
 from kumovideo.utils.devices import resolve_device
@@ -83,6 +86,8 @@ class KumoPipeline(DiffusionPipeline, CogVideoXLoraLoaderMixin):
     # training_captions.txt), set by from_pretrained; None when the folder does not say (the
     # original checkpoints).
     caption_vocabulary: CaptionVocabulary | None = None
+    # Those captions as read (and a loaded LoRA's after them), written back by save_pretrained.
+    training_captions: str | None = None
 
     def __init__(
         self,
@@ -134,7 +139,8 @@ class KumoPipeline(DiffusionPipeline, CogVideoXLoraLoaderMixin):
         defaults = read_sampling_defaults(pretrained_model_name_or_path)  # checked before the weights load
         pipe = cls(**load_pipeline_components(pretrained_model_name_or_path, torch_dtype=torch_dtype, **components))
         pipe.sampling_defaults = defaults
-        pipe.caption_vocabulary = read_caption_vocabulary(pretrained_model_name_or_path)
+        pipe.training_captions = read_training_captions(pretrained_model_name_or_path)
+        pipe.caption_vocabulary = caption_vocabulary_of(pipe.training_captions)
         return pipe
 
     def load_lora_weights(
@@ -170,18 +176,22 @@ class KumoPipeline(DiffusionPipeline, CogVideoXLoraLoaderMixin):
                 "load it into the model it was trained from"
             ) from None
         if folder is not None and folder.is_dir():
-            added = read_caption_vocabulary(folder)
+            added = read_training_captions(folder)
             if added is not None and self.caption_vocabulary is not None:
-                self.caption_vocabulary = self.caption_vocabulary.merged(added)
+                self.caption_vocabulary = self.caption_vocabulary.merged(caption_vocabulary_of(added))
+                self.training_captions = self.training_captions.rstrip("\n") + "\n" + added
             if (folder / "vae").is_dir():  # the decoder its concept needs (kumovideo.training.lora)
                 vae = load_vae(folder / "vae", torch_dtype=self.vae.dtype).to(self.vae.device)
                 self.register_modules(vae=vae)
                 logger.info("the LoRA %s brought its own VAE (%s/vae)", folder, folder)
 
     def save_pretrained(self, save_directory: str | os.PathLike, *args, **kwargs):
-        """diffusers' save_pretrained, plus the sampling defaults (kumo_defaults.json) it was loaded with."""
+        """diffusers' save_pretrained, plus the sampling defaults (kumo_defaults.json) and the
+        training captions (training_captions.txt) it was loaded with: without them the saved
+        copy no longer warns about words the model never saw."""
         super().save_pretrained(save_directory, *args, **kwargs)
         write_sampling_defaults(save_directory, self.sampling_defaults)
+        write_training_captions(save_directory, self.training_captions)
 
     def default_sampling(self) -> dict:
         """num_inference_steps, guidance_scale and guidance_rescale for a call that leaves
@@ -263,6 +273,16 @@ class KumoPipeline(DiffusionPipeline, CogVideoXLoraLoaderMixin):
         return super().to(*args, **kwargs)
 
     # ------------------------------------------------------------------ memory switches
+
+    def enable_model_cpu_offload(self, gpu_id: int | None = None, device: torch.device | str | None = None):
+        """diffusers' model offload; on a machine without a GPU one line saying so (`checks.check_offload_device`)."""
+        checks.check_offload_device(device, "enable_model_cpu_offload")
+        super().enable_model_cpu_offload(gpu_id=gpu_id, device=device)
+
+    def enable_sequential_cpu_offload(self, gpu_id: int | None = None, device: torch.device | str | None = None):
+        """diffusers' sequential offload; on a machine without a GPU one line saying so."""
+        checks.check_offload_device(device, "enable_sequential_cpu_offload")
+        super().enable_sequential_cpu_offload(gpu_id=gpu_id, device=device)
 
     def enable_vae_slicing(self):
         """Decode one video of the batch at a time (less peak memory, same frames)."""
@@ -411,6 +431,9 @@ class KumoPipeline(DiffusionPipeline, CogVideoXLoraLoaderMixin):
         multiscale_handoff=None,
         negative_motion_score=None,
         negative_motion_end=None,
+        video=None,
+        strength=None,
+        attention_kwargs=None,
     ):
         """Every argument of a call (sizes and steps resolved), before any work; each mistake
         is a KumoInputError naming it (`kumovideo.pipelines.checks`). `conditioning_frames` is
@@ -427,6 +450,7 @@ class KumoPipeline(DiffusionPipeline, CogVideoXLoraLoaderMixin):
         )
         geometry = self.geometry
         geometry.check_clip(num_frames, height, width)
+        checks.check_scheduler(self.scheduler, sampler)
         checks.check_scheduler_steps(num_inference_steps, self.scheduler.config)
         checks.check_max_sequence_length(max_sequence_length, self.max_sequence_length)
         checks.check_num_videos_per_prompt(num_videos_per_prompt)
@@ -438,7 +462,7 @@ class KumoPipeline(DiffusionPipeline, CogVideoXLoraLoaderMixin):
         checks.check_sampler(sampler)
         checks.check_output_type(output_type)
         checks.check_latents_shape(latents, geometry.latent_shape(batch_size, num_frames, height, width))
-        checks.check_image_guidance(image_guidance_scale)
+        checks.check_image_guidance(image_guidance_scale, conditioned=conditioning_frames is not None)
         if conditioning_frames is not None:
             checks.check_frame_conditioning(self.transformer.config)
             checks.check_conditioning_frames(conditioning_frames, num_frames, geometry.temporal)
@@ -446,8 +470,12 @@ class KumoPipeline(DiffusionPipeline, CogVideoXLoraLoaderMixin):
         checks.check_multiscale_handoff(multiscale, multiscale_handoff, sampler, self.steps_v_ddim)
         checks.check_motion_score(self.transformer.config, motion_score)
         checks.check_negative_motion(motion_score, negative_motion_score, negative_motion_end, guidance_scale)
+        checks.check_video_to_video(video, strength)
         checks.warn_untrained_size(width, height, self.aspect_range, self.area_range)
-        checks.check_single_process(isinstance(self.transformer, KumoTransformer3DModel), multiscale, motion_score)
+        checks.check_attention_kwargs(attention_kwargs)
+        checks.check_single_process(
+            isinstance(self.transformer, KumoTransformer3DModel), multiscale, motion_score, attention_kwargs
+        )
 
     @staticmethod
     def conditioning_frames_per_prompt(image, conditioning_frames, num_prompts: int) -> list[dict] | None:
@@ -557,6 +585,12 @@ class KumoPipeline(DiffusionPipeline, CogVideoXLoraLoaderMixin):
         return self._guidance_scale
 
     @property
+    def num_timesteps(self) -> int:
+        """The steps of the current (or last) call, as diffusers' pipelines name it (a step
+        callback's `int(pipe.num_timesteps * 0.4)`)."""
+        return self._num_timesteps
+
+    @property
     def do_classifier_free_guidance(self) -> bool:
         return self._guidance_scale > 1.0
 
@@ -590,6 +624,9 @@ class KumoPipeline(DiffusionPipeline, CogVideoXLoraLoaderMixin):
         multiscale_handoff: float | None = None,
         negative_motion_score: float | None = None,
         negative_motion_end: float | None = None,
+        video=None,
+        strength: float | None = None,
+        attention_kwargs: dict | None = None,
     ):
         """Generate clips. `sampler="scheduler"` steps the pipeline's scheduler (DDIM, or the
         Turbo consistency scheduler); `sampler="renoise"` runs the Kandinsky-4-Flash-style
@@ -629,6 +666,15 @@ class KumoPipeline(DiffusionPipeline, CogVideoXLoraLoaderMixin):
         all), so the guidance pushes away from little motion too; it needs `motion_score` and
         `guidance_scale` > 1, and costs nothing (no extra branch).
 
+        Video-to-video (SDEdit, `kumovideo.pipelines.video_to_video`): `video` (a path, a uint8
+        (F, H, W, 3) array, a float (F, 3, H, W) tensor in [0, 1] or a list of images; its first
+        `num_frames` frames, fitted to the clip's size) is encoded, noised to where the last
+        `strength` (default 0.8) of the steps begin, and only those steps run, with this
+        prompt: the clip keeps the source's layout and motion and takes the prompt's changes.
+
+        `attention_kwargs` (diffusers' CogVideoX name) goes to the transformer: {"scale": s}
+        runs a loaded LoRA at s for this call alone (0: the base weights).
+
         Left out (None): the clip size is the transformer's (`default_clip`: 128x128x17 for
         the built-in model, 480x720x41 for the original), steps and guidance the
         checkpoint's recommendation (`default_sampling`)."""
@@ -663,8 +709,13 @@ class KumoPipeline(DiffusionPipeline, CogVideoXLoraLoaderMixin):
             motion_score=motion_score,
             negative_motion_score=negative_motion_score,
             negative_motion_end=negative_motion_end,
+            video=video,
+            strength=strength,
+            attention_kwargs=attention_kwargs,
         )
         height, width, num_frames = call["height"], call["width"], call["num_frames"]
+        if video is not None:  # read and fitted before any model runs: a short clip is refused here
+            source = fit_video(video_frames(video), num_frames, height, width)
         num_inference_steps, max_sequence_length = call["num_inference_steps"], call["max_sequence_length"]
         guidance_scale, guidance_rescale = call["guidance_scale"], call["guidance_rescale"]
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
@@ -696,6 +747,7 @@ class KumoPipeline(DiffusionPipeline, CogVideoXLoraLoaderMixin):
             prompt_embeds = torch.cat([negative_embeds] * (1 + image_guidance) + [prompt_embeds], dim=0)
         elif image_guidance:
             prompt_embeds = torch.cat([prompt_embeds, prompt_embeds], dim=0)
+        replaceable = {"prompt_embeds": prompt_embeds}  # what a step callback may swap besides the latents
 
         # 2b. Conditioning frames: (B, F_lat, 2C + 2, h, w), repeated like the text for the branches.
         condition = None
@@ -717,6 +769,8 @@ class KumoPipeline(DiffusionPipeline, CogVideoXLoraLoaderMixin):
         # for every video and every guidance branch; with motion guidance, the negative one for
         # the negative-prompt branches, the first (branches - 1) x batch rows, in its steps).
         step_inputs = {} if condition is None else {"condition": condition}
+        if attention_kwargs is not None:
+            step_inputs["attention_kwargs"] = attention_kwargs
         motion = self.motion_scores(motion_score, negative_motion_score, branches, batch_size, device)
 
         # 3. Denoise.
@@ -730,6 +784,12 @@ class KumoPipeline(DiffusionPipeline, CogVideoXLoraLoaderMixin):
             timesteps, run = timesteps.to(device), Sampler(run.timesteps, sample_ddim_on)
         patch_size_at = self.multiscale_schedule(timesteps, call["multiscale_split"] if multiscale else None)
         motion_at = self.motion_schedule(timesteps, *motion, negative_motion_end)
+        if video is not None:
+            # SDEdit: the source's latents noised to the first remaining step; the schedules
+            # above keep the full list's noise levels.
+            timesteps = timesteps[strength_start(len(timesteps), DEFAULT_STRENGTH if strength is None else strength) :]
+            x0 = encode_video(self.vae, source).to(device).expand(batch_size, -1, -1, -1, -1)
+            latents = self.scheduler.add_noise(x0, latents.float(), timesteps[:1]).to(dtype)
 
         def guided_v(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
             model_input = torch.cat([x] * branches) if branches > 1 else x
@@ -741,7 +801,7 @@ class KumoPipeline(DiffusionPipeline, CogVideoXLoraLoaderMixin):
                 scale["motion_score"] = motion_score
             v_pred = self.transformer(
                 hidden_states=model_input,
-                encoder_hidden_states=prompt_embeds,
+                encoder_hidden_states=replaceable["prompt_embeds"],
                 timestep=t.expand(model_input.shape[0]),
                 return_dict=False,
                 **step_inputs,
@@ -766,13 +826,16 @@ class KumoPipeline(DiffusionPipeline, CogVideoXLoraLoaderMixin):
         with self.progress_bar(total=len(timesteps)) as progress_bar:
 
             def on_step(i: int, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor | None:
-                """Every sampler's step report: the bar, then callback_on_step_end (its latents replace x)."""
+                """Every sampler's step report: the bar, then callback_on_step_end: its latents
+                replace x, its prompt_embeds (diffusers' convention) the text of the next steps."""
                 progress_bar.update()
                 if callback_on_step_end is None:
                     return None
-                values = {"latents": x, "prompt_embeds": prompt_embeds}
+                values = {"latents": x, **replaceable}
                 values = {k: values[k] for k in callback_on_step_end_tensor_inputs}
-                return checks.check_callback_result(callback_on_step_end(self, i, t, values)).get("latents")
+                returned = checks.check_callback_result(callback_on_step_end(self, i, t, values), values)
+                replaceable.update((k, v) for k, v in returned.items() if k != "latents")
+                return returned.get("latents")
 
             latents = run.sample(guided_v, latents, self.scheduler, timesteps, generator, on_step)
         if condition is not None and keep_first_frame:

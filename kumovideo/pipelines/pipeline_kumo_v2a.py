@@ -95,6 +95,8 @@ class KumoV2APipeline(DiffusionPipeline):
         torch_dtype = kwargs.pop("torch_dtype", None)
         if kwargs:
             raise KumoInputError(f"KumoV2APipeline.from_pretrained got unknown arguments: {', '.join(sorted(kwargs))}")
+        # KumoPipeline's rule: a string dtype was passed on to diffusers, which warned and loaded float32
+        checks.check_pretrained_arguments(pretrained_model_name_or_path, torch_dtype, {})
         path = check_v2a_folder(pretrained_model_name_or_path)
         defaults = read_sampling_defaults(path)
         denoiser = KumoV2AModel.from_pretrained(path / "denoiser", use_safetensors=True, torch_dtype=torch_dtype)
@@ -107,6 +109,11 @@ class KumoV2APipeline(DiffusionPipeline):
         """diffusers' save_pretrained, plus the sampling defaults (kumo_defaults.json) it was loaded with."""
         super().save_pretrained(save_directory, *args, **kwargs)
         write_sampling_defaults(save_directory, self.sampling_defaults)
+
+    def enable_model_cpu_offload(self, gpu_id: int | None = None, device: torch.device | str | None = None):
+        """diffusers' model offload; on a machine without a GPU one line saying so (`checks.check_offload_device`)."""
+        checks.check_offload_device(device, "enable_model_cpu_offload")
+        super().enable_model_cpu_offload(gpu_id=gpu_id, device=device)
 
     @property
     def sample_rate(self) -> int:
@@ -141,9 +148,11 @@ class KumoV2APipeline(DiffusionPipeline):
         audio_prompt: str | None = None,
         latents: torch.Tensor | None = None,
         progress: bool = True,
-    ) -> KumoV2APipelineOutput:
+        return_dict: bool = True,
+    ) -> KumoV2APipelineOutput | tuple:
         """Soundtracks for one video (uint8 (F, H, W, 3) frames, or a file path: its frame rate is
-        then the file's) or a list of videos of equal length."""
+        then the file's) or a list of videos of equal length. `return_dict=False`: the tuple
+        (audios, sample_rate, mels), as diffusers' pipelines return their output's fields."""
         if isinstance(video, (str, os.PathLike)):
             from kumovideo.utils.video_io import read_video
 
@@ -181,4 +190,5 @@ class KumoV2APipeline(DiffusionPipeline):
             latents = self.scheduler.step(v, t, latents).prev_sample
         audios = [mel_to_audio(mel, config, num_samples) for mel in latents]
         self.maybe_free_model_hooks()
-        return KumoV2APipelineOutput(audios=audios, sample_rate=config.sample_rate, mels=latents.float().cpu())
+        output = KumoV2APipelineOutput(audios=audios, sample_rate=config.sample_rate, mels=latents.float().cpu())
+        return output if return_dict else output.to_tuple()

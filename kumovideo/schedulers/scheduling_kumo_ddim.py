@@ -3,13 +3,20 @@
 Original checkpoints save a 4-key config (`KumoDDIMScheduler`: betas, train steps, SNR
 shift); this class gives the remaining settings KumoVideo's defaults, so such a config
 loads as it is: v-prediction, zero-terminal-SNR, "trailing" spacing (50 steps: 999, 979,
-..., 19), no clipping. The maths is diffusers'; nothing is overridden but the defaults.
+..., 19), no clipping. The maths is diffusers'; only the defaults and `from_config` (a Turbo
+config gives only its noise schedule) are overridden.
 """
 
 from diffusers import CogVideoXDDIMScheduler
 from diffusers.configuration_utils import register_to_config
 
-from kumovideo.schedulers.noise_schedule import BETA_END, BETA_START, NUM_TRAIN_TIMESTEPS, SNR_SHIFT_SCALE
+from kumovideo.schedulers.noise_schedule import (
+    BETA_END,
+    BETA_START,
+    NUM_TRAIN_TIMESTEPS,
+    SNR_SHIFT_SCALE,
+    schedule_only,
+)
 
 
 class KumoDDIMScheduler(CogVideoXDDIMScheduler):
@@ -34,3 +41,9 @@ class KumoDDIMScheduler(CogVideoXDDIMScheduler):
             snr_shift_scale=snr_shift_scale,
         )
         # fmt: on
+
+    @classmethod
+    def from_config(cls, config=None, return_unused_kwargs=False, **kwargs):
+        """diffusers' from_config; a KumoLCMScheduler config gives only its noise schedule
+        (`schedule_only`): DDIM then samples it with its own trailing spacing and zero-SNR."""
+        return super().from_config(schedule_only(config, "KumoLCMScheduler"), return_unused_kwargs, **kwargs)

@@ -20,6 +20,7 @@ from kumovideo.schedulers.noise_schedule import (
     NUM_TRAIN_TIMESTEPS,
     SNR_SHIFT_SCALE,
     kumo_alphas_cumprod,
+    schedule_only,
 )
 
 
@@ -64,6 +65,13 @@ class KumoLCMScheduler(LCMScheduler):
         self.alphas_cumprod = alphas_cumprod
         self.alphas = self.alphas_cumprod / torch.cat([self.alphas_cumprod.new_ones(1), self.alphas_cumprod[:-1]])
         self.betas = 1.0 - self.alphas
+
+    @classmethod
+    def from_config(cls, config=None, return_unused_kwargs=False, **kwargs):
+        """diffusers' from_config; a KumoDDIMScheduler config gives only its noise schedule
+        (`schedule_only`), so `KumoLCMScheduler.from_config(pipe.scheduler.config)` swaps a
+        base pipeline to consistency sampling as `on_schedule_of` does."""
+        return super().from_config(schedule_only(config, "KumoDDIMScheduler"), return_unused_kwargs, **kwargs)
 
     @classmethod
     def on_schedule_of(cls, base_config, original_inference_steps: int = 50) -> "KumoLCMScheduler":
