@@ -92,6 +92,7 @@ def register(sub) -> None:
     add_lora_args(p)
     p.add_argument("--vae-tiling", action="store_true", help="decode in spatial tiles (less memory)")
     add_frames_args(p)
+    add_video_args(p)
     add_lumina_args(p)
     p.add_argument(
         "--audio", action="store_true", help="add a soundtrack made from the clip by a video-to-audio model (kumo v2a)"
@@ -142,6 +143,37 @@ def add_frames_args(p) -> None:
         default=None,
         help="with --interpolate: the conditioned model that interpolates (default: the built-in kumo-shapes-frames)",
     )
+
+
+def add_video_args(p) -> None:
+    """--video and --strength: video-to-video (SDEdit; the Videos API's remix)."""
+    p.add_argument(
+        "--video",
+        default=None,
+        help="remake this clip with the prompt (video-to-video): its first --frames frames, fitted to the clip's "
+        "size, are noised and only the last --strength of the steps run, so its layout and motion stay",
+    )
+    p.add_argument(
+        "--strength",
+        type=float,
+        default=None,
+        metavar="S",
+        help="with --video: the share of the steps run, in (0, 1]; lower keeps more of the source (default 0.8)",
+    )
+
+
+def check_video_args(args):
+    """--video decoded (uint8 (F, H, W, 3)) and --strength checked, before any model loads."""
+    from kumovideo.pipelines import checks
+
+    checks.check_video_to_video(args.video, args.strength)
+    if args.video is None:
+        return None
+    if args.parallel:
+        raise KumoInputError("--video runs in one process; drop --parallel")
+    from kumovideo.pipelines.video_to_video import video_frames
+
+    return video_frames(args.video, "--video")
 
 
 def add_lumina_args(p) -> None:
@@ -430,6 +462,7 @@ class Checked(NamedTuple):
     device: object  # torch.device
     soundtrack: SoundtrackRequest | None  # --audio
     frames: FramesRequest | None  # --image, --interpolate
+    source: object  # --video's frames, uint8 (F, H, W, 3), or None
 
 
 def check_args(args) -> Checked:
@@ -467,7 +500,8 @@ def check_args(args) -> Checked:
     if not args.parallel and (args.t5_on or args.vae_on):
         flag = "--t5-on" if args.t5_on else "--vae-on"
         raise KumoInputError(f"{flag} places work across processes and needs --parallel (under torchrun); drop it")
-    return Checked(output, dtype, device, check_audio_args(args, output), check_frames_args(args))
+    frames = check_frames_args(args)
+    return Checked(output, dtype, device, check_audio_args(args, output), frames, check_video_args(args))
 
 
 def check_audio_args(args, output: Path) -> SoundtrackRequest | None:
@@ -489,7 +523,7 @@ def run(args) -> int:
 
     from kumovideo.utils.video_io import write_video
 
-    output, dtype, device, soundtrack, conditioning = check_args(args)  # all checks before a model loads
+    output, dtype, device, soundtrack, conditioning, source = check_args(args)  # all checks before a model loads
 
     from kumovideo.builtin import LUMINA_DIR, builtin_frames_dir, builtin_model_dir, lumina_request
     from kumovideo.pipelines import KumoPipeline, frames_to_uint8
@@ -505,6 +539,10 @@ def run(args) -> int:
     recommended = read_sampling_defaults(folder)  # a bad kumo_defaults.json is named before the weights load
     lumina = check_lumina_model(args, folder, recommended)  # --multiscale, --motion-score: from the configs
     planned = check_planned_clip(args, folder, recommended, conditioning, output)  # frames, size, steps, fps
+    if source is not None:
+        from kumovideo.pipelines.video_to_video import check_video_length
+
+        check_video_length(len(source), planned.frames, f"--video {args.video}")
     ctx = None
     if args.parallel:  # checked against the process count and the model's configs before loading weights
         from kumovideo.distributed.launch import prepare_parallel
@@ -548,6 +586,8 @@ def run(args) -> int:
     )
     if image is not None:
         call.update(image=image, image_guidance_scale=conditioning.image_guidance)
+    if source is not None:
+        call.update(video=source, strength=args.strength)
     call.update(lumina)
     if ctx is None or ctx.is_main:
         call["callback_on_step_end"] = announce_decode(frames, height, width)
@@ -582,6 +622,12 @@ def run(args) -> int:
     if not args.model and folder == LUMINA_DIR:  # chosen for a flag the base lacks
         sound += ", the built-in kumo-shapes-lumina model"
     counted = f"{frames} frame{'' if frames == 1 else 's'}"
+    if source is not None:  # SDEdit runs only the last share of the steps
+        from kumovideo.pipelines.video_to_video import DEFAULT_STRENGTH, strength_start
+
+        strength = DEFAULT_STRENGTH if args.strength is None else args.strength
+        steps = f"{steps - strength_start(steps, strength)} of {steps}"
+        sound += f", remade from {args.video} at strength {strength:g}"
     print(f"wrote {output} ({counted}, {width}x{height}, {fps} fps, {steps} steps{sound}) in {elapsed:.1f} s")
     return 0
 
