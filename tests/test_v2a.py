@@ -147,6 +147,20 @@ def test_pipeline_round_trip_duration_and_seed(tiny_v2a):
     assert guided.audios[0].shape == out.audios[0].shape
 
 
+def test_pipeline_runs_in_bf16_close_to_fp32(tiny_v2a):
+    # The time interpolation's float32 weights promoted bf16 features: conv1d refused them.
+    frames = sw.render_clip(clip("a red circle moves left on a black background", frames=9))
+    audio = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        pipe = KumoV2APipeline.from_pretrained(tiny_v2a, torch_dtype=dtype)
+        out = pipe(frames, fps=8, generator=torch.Generator().manual_seed(1), progress=False)
+        audio[dtype] = np.asarray(out.audios[0], dtype=np.float64)
+    assert np.isfinite(audio[torch.bfloat16]).all()
+    assert audio[torch.bfloat16].shape == audio[torch.float32].shape
+    correlation = np.corrcoef(audio[torch.bfloat16], audio[torch.float32])[0, 1]
+    assert correlation > 0.5, correlation
+
+
 @pytest.mark.parametrize(
     ("video", "kwargs", "needle"),
     [

@@ -148,7 +148,7 @@ class KumoV2AModel(ModelMixin, ConfigMixin):
         position = self.frame_positions(num_steps, f, fps, video.device)
         lower = position.floor().long()
         upper = (lower + 1).clamp(max=f - 1)
-        weight = (position - lower)[None, :, None]
+        weight = (position - lower)[None, :, None].to(features.dtype)  # float32 would promote bf16 features
         features = features[:, lower] * (1 - weight) + features[:, upper] * weight  # (B, T, width)
         return self.video_mix(features.transpose(1, 2))
 
