@@ -123,3 +123,16 @@ def test_an_output_in_a_folder_that_takes_no_files_says_so(clip, capsys, command
     assert main(commands(clip, Path("/proc/x.mp4"))[command]) == 2
     line = assert_one_line_error(capsys, "cannot write to /proc: the folder takes no new files")
     assert "No such file" not in line
+
+
+def test_a_float_tiff_is_scaled_from_its_range(tmp_path):
+    from PIL import Image
+
+    # A float TIFF (mode F) in [0, 1]: PIL's convert("RGB") rounded it to 0 and 1, a black image.
+    ramp = np.linspace(0, 1, 32 * 32, dtype=np.float32).reshape(32, 32)
+    Image.fromarray(ramp, mode="F").save(tmp_path / "unit.tif")
+    image = load_image(tmp_path / "unit.tif")
+    np.testing.assert_array_equal(image[..., 1], np.round(ramp * 255).astype(np.uint8))
+    # Floats past 1 are read as the smallest integer depth that holds them; NaN is black.
+    wide = np.array([[0.0, 127.5, 255.0, np.nan]], np.float32)
+    assert load_image(Image.fromarray(wide, mode="F"))[0, :, 0].tolist() == [0, 128, 255, 0]

@@ -108,15 +108,19 @@ def place_latents(
 def _rgb_array(image) -> np.ndarray:
     """uint8 (H, W, 3) of a PIL image. Greyscale of more than 8 bits a sample is scaled to 8
     bits: PIL's convert("RGB") clips it instead, so a 16-bit PNG (mode I;16) came out white
-    wherever it was above 255 of 65535. (16-bit colour PNGs open as 8-bit RGB/RGBA already.)"""
-    if not image.mode.startswith("I"):
+    wherever it was above 255 of 65535, and a float TIFF in [0, 1] (mode F) black. (16-bit
+    colour PNGs open as 8-bit RGB/RGBA already.)"""
+    if not image.mode.startswith(("I", "F")):
         return np.asarray(image.convert("RGB"))
     grey = np.asarray(image).astype(np.float64)
+    brightest = float(np.nanmax(grey, initial=0))
     if image.mode.startswith("I;16"):  # 16-bit PNG and TIFF
         full_scale = 65535
-    else:  # "I", 32-bit: 32-bit TIFFs, but 16-bit PGMs too: the smallest depth that holds the values
-        brightest = grey.max(initial=0)
+    elif image.mode == "F" and brightest <= 1.0:  # float TIFFs: [0, 1] (PIL's convert made them black)
+        full_scale = 1.0
+    else:  # "I", 32-bit: 32-bit TIFFs, but 16-bit PGMs too (and floats past 1): the smallest depth that holds them
         full_scale = 255 if brightest <= 255 else 65535 if brightest <= 65535 else 2**32 - 1
+    grey = np.nan_to_num(grey, nan=0.0)
     grey = np.clip(np.round(grey * (255 / full_scale)), 0, 255).astype(np.uint8)
     return np.repeat(grey[..., None], 3, axis=-1)
 
