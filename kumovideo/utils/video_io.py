@@ -153,9 +153,36 @@ def _write_with_pyav(frames, path: Path, fps: int, codec: str, pix_fmt: str, opt
             container.mux(packet)
 
 
+def frame_rotation(frame) -> int:
+    """How far a decoded frame must be turned counterclockwise to be seen as its player
+    shows it: 0, 90, 180 or 270. Phones store a portrait video as landscape frames plus a
+    display matrix (the old "rotate" tag), and FFmpeg's decoders leave the turning to the
+    player. Needs PyAV 14+ (`VideoFrame.rotation`); older PyAV reads 0."""
+    degrees = getattr(frame, "rotation", 0) or 0  # counterclockwise, in [-180, 180]
+    return int(round(degrees / 90.0)) % 4 * 90
+
+
+def upright(image: np.ndarray, rotation: int) -> np.ndarray:
+    """`image` (H, W[, C]) turned `rotation` degrees counterclockwise (`frame_rotation`), as
+    a contiguous array (OpenCV refuses the strided view np.rot90 gives)."""
+    if not rotation:
+        return image
+    return np.ascontiguousarray(np.rot90(image, rotation // 90))
+
+
+def upright_size(width: int, height: int, rotation: int) -> tuple[int, int]:
+    """(width, height) of a frame once turned upright."""
+    return (height, width) if rotation in (90, 270) else (width, height)
+
+
+def to_rgb(frame) -> np.ndarray:
+    """A decoded frame as uint8 RGB (H, W, 3), upright as a player shows it."""
+    return upright(frame.to_ndarray(format="rgb24"), frame_rotation(frame))
+
+
 def read_video(path: str | os.PathLike) -> tuple[np.ndarray, float]:
-    """Decode a whole clip: uint8 frames (F, H, W, 3) and its frame rate (a GIF's from its
-    frames' start times: `gif_rate`)."""
+    """Decode a whole clip: uint8 frames (F, H, W, 3), upright as a player shows them
+    (`frame_rotation`), and its frame rate (a GIF's from its frames' start times: `gif_rate`)."""
     import av
 
     with av.open(str(path)) as container:
@@ -164,7 +191,7 @@ def read_video(path: str | os.PathLike) -> tuple[np.ndarray, float]:
         fps = float(stream.average_rate or stream.guessed_rate or 0)
         if stream.codec_context.name == "gif" and decoded:
             fps = gif_rate([f.pts for f in decoded], decoded[-1].duration) or fps
-        frames = [f.to_ndarray(format="rgb24") for f in decoded]
+        frames = [to_rgb(f) for f in decoded]
     if not frames:
         raise ValueError(f"{path} has no video frames")
     return np.stack(frames), fps

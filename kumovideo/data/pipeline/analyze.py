@@ -18,6 +18,7 @@ The result is one manifest record per video (see `manifest.py` for the layout).
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 import time
 from dataclasses import dataclass, field
@@ -36,9 +37,13 @@ from kumovideo.data.pipeline.overlays import CameraRates, analyse_overlays
 from kumovideo.data.pipeline.probe import BadVideo, open_container, probe_container
 from kumovideo.data.pipeline.quality import clip_quality, frame_quality
 from kumovideo.data.pipeline.scenes import BLANK_STD, DARK_PEAK_RATIO, Transition, TransitionDetector
+from kumovideo.utils.video_io import frame_rotation, upright, upright_size
 
 CAPTION_FRAMES = 4  # colour thumbnails handed to a captioner per clip
 MAX_COLOUR_SAMPLES = 32  # thumbnails kept per open clip (thinned beyond, like overlay frames)
+# Smallest side the scan analyses: OpenCV's optical flow fails (or crashes) below it, and
+# the VAE's unit (stride 8 x patch 2) is 16 anyway.
+MIN_SIDE = 16
 TRUNCATED_SHARE = 0.9  # decoding fewer than this share of the declared frames is truncation
 
 # Every stretch of a readable video that ends up in no clip and no transition is listed under
@@ -102,6 +107,11 @@ class VideoAnalyzer:
             info = probe_container(container, path)
             if info["width"] <= 0 or info["height"] <= 0:
                 raise BadVideo("video stream has no frame size (corrupt header)")
+            if min(info["width"], info["height"]) < MIN_SIDE:
+                raise BadVideo(
+                    f"frames of {info['width']}x{info['height']} are too small to analyse "
+                    f"(the scan needs at least {MIN_SIDE} px on each side)"
+                )
             record = self._analyse(container, path, info)
         record["seconds"] = round(time.perf_counter() - t0, 3)
         return record
@@ -116,13 +126,6 @@ class VideoAnalyzer:
             stream.codec_context.thread_count = 1
         else:
             stream.thread_type = "AUTO"
-        W, H = info["width"], info["height"]
-        aw = min(cfg.analysis_width, W)
-        ah = _even(H * aw / W)
-        aw = _even(aw)
-        fw = _even(min(cfg.flow_width, aw))
-        fh = _even(H * fw / W)
-        self._sizes = (aw, ah, fw, fh)
         self._fps = fps
         self._info = info
         self._key = video_key(path)
@@ -141,14 +144,22 @@ class VideoAnalyzer:
         self._overlay_stride = 1  # grows as long clips are thinned out
         self._colour_stride = 1
         keyframes: list[int] = []
+        keyframe_times: list[float | None] = []  # seconds: where `cut` seeks to find frame keyframes[i]
         first_time = None
         n = 0
         decode_error = None
         try:
             for frame in container.decode(stream):
+                if n == 0:
+                    # A phone's portrait video is stored sideways with a display matrix that
+                    # only the first frame carries here: analyse (and record the size of)
+                    # the picture as a player shows it, so cut and encode keep it upright.
+                    rotation = frame_rotation(frame)
+                    aw, ah, fw, fh = self._set_sizes(info, rotation)
+                    coded_size = dict(zip(("width", "height"), upright_size(aw, ah, rotation)))
                 if first_time is None and frame.time is not None:
                     first_time = float(frame.time)
-                small = frame.reformat(width=aw, height=ah, format="bgr24").to_ndarray()
+                small = upright(frame.reformat(**coded_size, format="bgr24").to_ndarray(), rotation)
                 detector.feed(n, small)
                 grey = cv2.cvtColor(small, cv2.COLOR_BGR2GRAY)
                 flow_grey = grey if fw == aw else cv2.resize(grey, (fw, fh), interpolation=cv2.INTER_AREA)
@@ -163,9 +174,12 @@ class VideoAnalyzer:
                         self._open.colour = self._open.colour[::2]
                         self._colour_stride *= 2
                 if n % quality_every == 0:
+                    # As stored: every measure but blockiness ignores orientation, and the
+                    # codec's 8x8 grid lies on the stored frame.
                     self._open.quality.append((n, frame_quality(frame.to_ndarray(format="bgr24"))))
                 if frame.key_frame:
                     keyframes.append(n)
+                    keyframe_times.append(None if frame.time is None else float(frame.time))
                 n += 1
                 if n % 32 == 0:
                     self._close_segments(detector.take_settled(), detector)
@@ -194,12 +208,32 @@ class VideoAnalyzer:
             "probe": info,
             "first_time": first_time or 0.0,
             "keyframes": keyframes,
+            "keyframe_times": keyframe_times,
             "analysis_size": [aw, ah],
             "transitions": [t.to_dict() for t in self._transitions],
             "clips": self._clips,
             "dropped": self._dropped,
             **({"warnings": warnings} if warnings else {}),
         }
+
+    def _set_sizes(self, info: dict, rotation: int) -> tuple[int, int, int, int]:
+        """Analysis and flow sizes (aw, ah, fw, fh) of the upright picture; records its size
+        and `rotation` in `info`."""
+        cfg = self.cfg
+        W, H = upright_size(info["width"], info["height"], rotation)
+        info.update(width=W, height=H, rotation=rotation)
+        aw = min(cfg.analysis_width, W)
+        ah = _even(H * aw / W)
+        aw = _even(aw)
+        fw = _even(min(cfg.flow_width, aw))
+        fh = _even(H * fw / W)
+        if min(fw, fh) < MIN_SIDE:
+            # A very wide or tall picture (a 1920x144 banner): OpenCV's DIS flow kills the
+            # process (segfault) on frames under 16 px high, so the short side gets 16.
+            scale = MIN_SIDE / min(W, H)
+            fw, fh = 2 * math.ceil(W * scale / 2), 2 * math.ceil(H * scale / 2)
+        self._sizes = (aw, ah, fw, fh)
+        return self._sizes
 
     def _thin_out(self) -> None:
         """Halve the overlay sampling rate of the open clip (keeps memory bounded)."""

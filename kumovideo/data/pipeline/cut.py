@@ -44,7 +44,7 @@ from kumovideo.data.pipeline.manifest import atomic_write_text
 from kumovideo.data.pipeline.resume import Setting
 from kumovideo.utils.atomic import default_file_mode
 from kumovideo.utils.audio_io import Interleaver, encode_audio, encoder_rate, fit_length, mux_interleaved
-from kumovideo.utils.video_io import open_output
+from kumovideo.utils.video_io import open_output, to_rgb
 
 MP4_CODECS = {"h264", "hevc", "mpeg4", "av1", "vp9"}  # codecs MP4 can carry as they are
 MP4_AUDIO_CODECS = {"aac", "mp3", "ac3", "eac3", "alac"}  # audio MP4 carries as it is
@@ -101,6 +101,10 @@ def can_stream_copy(entry: dict, cfg: CutConfig) -> bool:
     fps, w, h = target_geometry(entry, cfg)
     if not cfg.stream_copy or (entry.get("codec") or "") not in MP4_CODECS:
         return False
+    if entry.get("rotation"):
+        # A copy keeps the phone's display matrix, which most readers (`encode`'s among
+        # them) ignore: they would see the clip sideways. Re-encoded, it is stored upright.
+        return False
     if abs(fps - entry["fps"]) > 1e-3 or (w, h) != (entry["width"], entry["height"]):
         return False
     if entry["keyframe_before"] != entry["start_frame"]:
@@ -112,15 +116,31 @@ def can_stream_copy(entry: dict, cfg: CutConfig) -> bool:
     return ends_on_gop
 
 
-def _frame_index(pts: int | None, stream, first_time: float, fps: float) -> int | None:
-    if pts is None:
-        return None
-    return int(round((float(pts * stream.time_base) - first_time) * fps))
+def keyframe_time(entry: dict) -> float:
+    """Time (s) of the keyframe the clip is decoded from: as the scan saw it, else (a clip
+    list of an older scan) its frame number at the average rate, exact at a constant rate."""
+    t = entry.get("keyframe_before_time")
+    return float(t) if t is not None else entry["first_time"] + entry["keyframe_before"] / entry["fps"]
 
 
-def _seek(container, stream, entry: dict, frame: int) -> None:
-    t = entry["first_time"] + frame / entry["fps"]
-    container.seek(max(0, int(t / stream.time_base)), stream=stream, backward=True)
+def _seek(container, stream, seconds: float) -> None:
+    container.seek(max(0, int(seconds / stream.time_base)), stream=stream, backward=True)
+
+
+def numbered_frames(src, stream, entry: dict):
+    """(frame number, frame) from the clip's keyframe on, numbered in decode order as the
+    scan numbered them. Numbers from timestamps drift wherever the frame rate varies (phone
+    video does), taking some frames twice, skipping others, even from across a cut."""
+    t0, half = keyframe_time(entry), 0.5 / entry["fps"]
+    _seek(src, stream, t0)
+    frames = src.decode(stream)
+    first = next((f for f in frames if f.time is not None and f.time >= t0 - half), None)
+    if first is not None and first.time <= t0 + half:
+        yield entry["keyframe_before"], first
+        yield from enumerate(frames, entry["keyframe_before"] + 1)
+        return
+    src.seek(0)  # the seek missed the keyframe: count from the start, as the scan did
+    yield from enumerate(src.decode(stream))
 
 
 def _source_audio(src, keep_audio: bool):
@@ -128,12 +148,22 @@ def _source_audio(src, keep_audio: bool):
     return src.streams.audio[0] if keep_audio and src.streams.audio else None
 
 
+def _seek_audio(src, ain, seconds: float) -> None:
+    """Seek to the audio at `seconds` or before; to the start of the file where the
+    container cannot seek that stream (Matroska fails with EPERM on an audio track
+    that holds no packets)."""
+    try:
+        src.seek(max(0, int(seconds / ain.time_base)), stream=ain, backward=True)
+    except av.error.FFmpegError:
+        src.seek(0)
+
+
 def copy_audio_packets(src, ain, out, start_s: float, seconds: float) -> list | None:
     """The source's audio packets whose middle lies in [start_s, start_s + seconds), moved
     to the clip's timeline in a new stream of `out`: each end is off by under half a packet.
     None when they do not span the clip (the sound starts late or ends early: re-encode)."""
     tb = ain.time_base
-    src.seek(max(0, int((start_s - 1.0) / tb)), stream=ain, backward=True)
+    _seek_audio(src, ain, start_s - 1.0)
     packets = []
     for pkt in src.demux(ain):
         if pkt.size == 0 or pkt.pts is None:
@@ -171,7 +201,7 @@ def encode_audio_segment(src, ain, out, start_s: float, seconds: float) -> list:
     rate = encoder_rate("aac", ain.rate)
     resampler = av.AudioResampler(format="fltp", layout=layout, rate=rate)
     # Start early: an AAC frame decodes properly only after the one before it.
-    src.seek(max(0, int((start_s - 0.5) / ain.time_base)), stream=ain, backward=True)
+    _seek_audio(src, ain, start_s - 0.5)
     first_time, chunks = None, []
     for frame in src.decode(ain):
         if frame.time is None:
@@ -207,18 +237,23 @@ def stream_copy(entry: dict, dst: Path, keep_audio: bool = True) -> bool:
     start, end, fps = entry["start_frame"], entry["end_frame"], entry["fps"]
     with av.open(entry["video"]) as src:
         ins = src.streams.video[0]
-        _seek(src, ins, entry, start)
+        t0, half = keyframe_time(entry), 0.5 / fps
+        _seek(src, ins, t0)
         packets = []
+        # Counted in decode order from the clip's keyframe (found by its time), as the scan
+        # counted frames; not numbered from timestamps (see numbered_frames).
         for pkt in src.demux(ins):
             if pkt.size == 0 or pkt.pts is None:
                 continue
-            idx = _frame_index(pkt.pts, ins, entry["first_time"], fps)
             if not packets:
-                if idx < start:
+                t = float(pkt.pts * ins.time_base)
+                if not pkt.is_keyframe or t < t0 - half:
                     continue
-                if idx != start or not pkt.is_keyframe:
-                    return False
-            elif pkt.is_keyframe and idx >= end:
+                if t > t0 + half:
+                    return False  # no keyframe where the scan saw one
+            elif len(packets) == end - start:
+                if not pkt.is_keyframe:
+                    return False  # the clip would not end on a whole GOP
                 break
             packets.append(pkt)
         if len(packets) != end - start:
@@ -272,13 +307,12 @@ def reencode(entry: dict, dst: Path, cfg: CutConfig) -> int:
         outs.options = {"crf": str(cfg.crf), "preset": cfg.preset}
         # The audio is encoded first (it is small) and muxed between the video packets as they come.
         seconds = output_frame_count(end - start, ratio) / fps
-        start_s = entry["first_time"] + start / src_fps
+        # From the keyframe's own time: a variable rate makes frame / fps drift over a long file.
+        start_s = keyframe_time(entry) + (start - entry["keyframe_before"]) / src_fps
         audio = clip_audio(src, _source_audio(src, cfg.keep_audio), out, start_s, seconds, copy=False)
         muxer = Interleaver(out, audio)
-        _seek(src, ins, entry, entry["keyframe_before"])
-        for frame in src.decode(ins):
-            idx = _frame_index(frame.pts, ins, entry["first_time"], src_fps)
-            if idx is None or idx < start:
+        for idx, frame in numbered_frames(src, ins, entry):
+            if idx < start:
                 continue
             if idx >= end:
                 break
@@ -287,7 +321,7 @@ def reencode(entry: dict, dst: Path, cfg: CutConfig) -> int:
             # Emit every output frame whose nearest source frame is this one.
             while next_k * ratio < end - start and int(math.floor(next_k * ratio + 0.5)) <= j:
                 if img is None:
-                    img = _fit(frame.to_ndarray(format="rgb24"), w, h)
+                    img = _fit(to_rgb(frame), w, h)
                 for pkt in outs.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
                     muxer.mux(pkt)
                 next_k += 1

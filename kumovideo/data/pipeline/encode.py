@@ -121,11 +121,13 @@ def read_clip(
     frames = []
     import av  # here, not at import: training reads latent shards on machines without PyAV
 
+    from kumovideo.utils.video_io import to_rgb
+
     with av.open(str(path)) as c:
         s = c.streams.video[0]
         fps = float(s.average_rate or 0)
         for frame in c.decode(s):
-            frames.append(frame.to_ndarray(format="rgb24"))
+            frames.append(to_rgb(frame))  # upright, also for a clip that kept a display matrix
             if len(frames) == num_frames:
                 break
     if not frames:

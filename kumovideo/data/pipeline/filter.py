@@ -24,6 +24,7 @@ def clip_entry(video: dict, clip: dict) -> dict[str, Any]:
     """A flat, self-contained description of one clip for `cut` and `encode`."""
     probe = video["probe"]
     keyframes = video.get("keyframes") or []
+    times = video.get("keyframe_times") or []  # missing in manifests of older scans
     k = bisect.bisect_right(keyframes, clip["start_frame"]) - 1
     after = bisect.bisect_left(keyframes, clip["end_frame"])
     return {
@@ -32,11 +33,17 @@ def clip_entry(video: dict, clip: dict) -> dict[str, Any]:
         "fps": probe["fps"],
         "width": probe["width"],
         "height": probe["height"],
+        "rotation": probe.get("rotation", 0),  # the picture is upright once turned this far (cut does)
         "codec": probe.get("codec"),
         "video_frames": probe.get("decoded_frames") or probe.get("frames"),
         "first_time": video.get("first_time", 0.0),
         "keyframe_before": keyframes[k] if k >= 0 else 0,
+        # Where `cut` seeks: frame numbers are decode order, which time gives only at a constant rate.
+        "keyframe_before_time": times[k] if 0 <= k < len(times) else None,
         "keyframes_in_clip": [f for f in keyframes if clip["start_frame"] <= f < clip["end_frame"]],
+        "keyframe_times_in_clip": [
+            t for f, t in zip(keyframes, times) if clip["start_frame"] <= f < clip["end_frame"]
+        ],
         "next_keyframe": keyframes[after] if after < len(keyframes) else None,
         "start_frame": clip["start_frame"],
         "end_frame": clip["end_frame"],
@@ -59,6 +66,7 @@ def split_long(entry: dict, max_seconds: float | None) -> list[dict]:
         return [entry]
     pieces = math.ceil(entry["duration"] / max_seconds - 1e-9)
     fps = entry["fps"] or 25.0
+    times = entry.get("keyframe_times_in_clip") or []
     start, end = entry["start_frame"], entry["end_frame"]
     bounds = [start + round((end - start) * j / pieces) for j in range(pieces + 1)]
     out = []
@@ -76,6 +84,9 @@ def split_long(entry: dict, max_seconds: float | None) -> list[dict]:
         )
         kf = [f for f in entry["keyframes_in_clip"] if f <= a]
         piece["keyframe_before"] = kf[-1] if kf else entry["keyframe_before"]
+        if kf:
+            piece["keyframe_before_time"] = dict(zip(entry["keyframes_in_clip"], times)).get(kf[-1])
+        piece["keyframe_times_in_clip"] = [t for f, t in zip(entry["keyframes_in_clip"], times) if a <= f < b]
         nxt = [f for f in entry["keyframes_in_clip"] if f >= b]
         piece["next_keyframe"] = nxt[0] if nxt else entry["next_keyframe"]
         out.append(piece)

@@ -12,6 +12,7 @@
 Scan record layout (one line per video; see docs/data-pipeline.md for every field)::
 
     {"path", "key", "status": "ok", "probe": {...}, "first_time", "keyframes": [...],
+     "keyframe_times": [seconds of each keyframe],
      "analysis_size": [w, h], "transitions": [...], "clips": [{...}], "dropped": [...],
      "seconds"[, "warnings": ["a sidecar that gave no caption, and what was used", ...]]}
     {"path", "key", "status": "error", "error": "reason", "seconds"}

@@ -45,6 +45,8 @@ def sniff_container(path: str | Path) -> str | None:
 def open_container(path: str | Path) -> av.container.InputContainer:
     """Open a file with PyAV, turning FFmpeg's errors into a `BadVideo` with a clear reason."""
     path = Path(path)
+    if path.is_symlink() and not path.exists():
+        raise BadVideo(f"broken symbolic link: its target {os.readlink(path)} does not exist")
     try:
         size = path.stat().st_size
     except OSError as exc:

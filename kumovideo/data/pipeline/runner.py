@@ -21,6 +21,7 @@ import multiprocessing as mp
 import os
 import re
 import sys
+import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -134,6 +135,16 @@ def _run_ray(fn: Callable[[Any], dict], items: list, address: str, workers: int)
             ray.shutdown()
 
 
+def crash_result(item: Any, reason: str) -> dict:
+    """The result for an item whose worker died: the item's entry (a clip) or path (a video)
+    with the reason, the shape the stages give a failure."""
+    base = dict(item) if isinstance(item, dict) else {"path": str(item)}
+    return {**base, "status": "error", "error": reason}
+
+
+CRASH_REASON = "the worker process died while working on it (killed for memory, or a crash in a native library)"
+
+
 def run_tasks(
     fn: Callable[[Any], dict],
     items: Iterable,
@@ -141,8 +152,10 @@ def run_tasks(
     ray_address: str | None = None,
     desc: str = "",
     quiet: bool = False,
+    on_crash: Callable[[Any, str], dict] = crash_result,
 ) -> Iterator[dict]:
-    """Yield fn(item) for every item, in completion order, with a files/s progress bar."""
+    """Yield fn(item) for every item, in completion order, with a files/s progress bar; with
+    workers, on_crash(item, reason) for an item whose worker process died."""
     items = list(items)
     bar = tqdm(
         total=len(items), unit="file", desc=desc, disable=quiet or not items, dynamic_ncols=True, file=sys.stderr
@@ -153,7 +166,7 @@ def run_tasks(
         elif workers <= 1 or len(items) <= 1:
             source = (fn(it) for it in items)
         else:
-            source = _run_pool(fn, items, workers)
+            source = _run_pool(fn, items, workers, on_crash)
         for result in source:
             bar.update(1)
             yield result
@@ -161,6 +174,62 @@ def run_tasks(
         bar.close()
 
 
-def _run_pool(fn: Callable[[Any], dict], items: list, workers: int) -> Iterator[dict]:
-    with _mp_context().Pool(min(workers, len(items)), initializer=_init_worker) as pool:
-        yield from pool.imap_unordered(fn, items, chunksize=1)
+class _Marked:
+    """Run `fn` on (number, item) with a marker file in `folder` while it runs: when a worker
+    dies, the markers left name the items it may have been working on."""
+
+    def __init__(self, fn: Callable[[Any], dict], folder: str):
+        self.fn, self.folder = fn, folder
+
+    def __call__(self, job: tuple[int, Any]) -> tuple[int, dict]:
+        marker = os.path.join(self.folder, str(job[0]))
+        open(marker, "w").close()
+        result = self.fn(job[1])
+        os.remove(marker)
+        return job[0], result
+
+
+def _run_pool(
+    fn: Callable[[Any], dict], items: list, workers: int, on_crash: Callable[[Any, str], dict] = crash_result
+) -> Iterator[dict]:
+    """fn(item) in a pool of worker processes, in completion order. A worker that dies (the
+    OOM killer, a segfault in FFmpeg or OpenCV) breaks the pool, and `multiprocessing.Pool`
+    would wait for its result forever. Here the items it may have been running are run again
+    one at a time, each alone in a new process, so the one that kills its process is reported
+    (`on_crash`) and every other item still gets its result."""
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from concurrent.futures.process import BrokenProcessPool
+
+    todo = list(enumerate(items))
+    with tempfile.TemporaryDirectory(prefix="kumo-tasks-") as folder:
+        task = _Marked(fn, folder)
+
+        def pool(size: int) -> ProcessPoolExecutor:
+            return ProcessPoolExecutor(size, mp_context=_mp_context(), initializer=_init_worker)
+
+        while todo:
+            finished: set[int] = set()
+            executor = pool(min(workers, len(todo)))
+            try:
+                for future in as_completed([executor.submit(task, job) for job in todo]):
+                    number, result = future.result()
+                    finished.add(number)
+                    yield result
+                return
+            except BrokenProcessPool:
+                # No marker: it died between items; every item left is run alone then.
+                suspects = {int(name) for name in os.listdir(folder)} or {job[0] for job in todo}
+            finally:
+                executor.shutdown(wait=True, cancel_futures=True)
+            for name in os.listdir(folder):
+                os.remove(os.path.join(folder, name))
+            for number, item in todo:
+                if number in suspects and number not in finished:
+                    alone = pool(1)
+                    try:
+                        yield alone.submit(task, (number, item)).result()[1]
+                    except BrokenProcessPool:
+                        yield on_crash(item, CRASH_REASON)
+                    finally:
+                        alone.shutdown(wait=True)
+            todo = [job for job in todo if job[0] not in finished and job[0] not in suspects]

@@ -44,19 +44,21 @@ def find_videos(root: str | Path, extensions: list[str]) -> list[Path]:
             f"input folder {root} does not exist or is not a folder; pass the folder that holds your videos"
         )
     exts = {e.lower() if e.startswith(".") else f".{e.lower()}" for e in extensions}
-    found = []
+    found: dict[Path, None] = {}  # ordered, and a file reached twice (through a symlink) is scanned once
     for path in sorted(root.rglob("*")):
         rel = path.relative_to(root)
-        if any(part.startswith(".") for part in rel.parts):
+        if any(part.startswith(".") for part in rel.parts) or path.suffix.lower() not in exts:
             continue
-        if path.is_file() and path.suffix.lower() in exts:
-            found.append(path.resolve())
+        if path.is_file():
+            found[path.resolve()] = None
+        elif path.is_symlink() and not path.exists():
+            found[path.absolute()] = None  # a broken link: recorded as a failure, not passed over in silence
     if not found:
         raise KumoInputError(
             f"no video files under {root} (looked for {', '.join(sorted(exts))}); "
             "pass the folder that holds your videos or set scan.extensions"
         )
-    return found
+    return list(found)
 
 
 def scan_one(path: str, cfg: ScanConfig, decoder_threads: int = 0) -> dict[str, Any]:
@@ -70,7 +72,7 @@ def scan_one(path: str, cfg: ScanConfig, decoder_threads: int = 0) -> dict[str, 
     except MemoryError:
         reason = "out of memory while analysing"
     except Exception as exc:  # a bug or an exotic file must not end a long run
-        reason = f"unexpected {type(exc).__name__}: {exc}"
+        reason = " ".join(f"unexpected {type(exc).__name__}: {exc}".split())  # one line (OpenCV's span several)
         tb = traceback.format_exc(limit=3)
         return {
             "path": str(path),
@@ -87,6 +89,11 @@ def scan_one(path: str, cfg: ScanConfig, decoder_threads: int = 0) -> dict[str, 
         "error": reason,
         "seconds": round(time.perf_counter() - t0, 3),
     }
+
+
+def _crash_record(path: str, reason: str) -> dict[str, Any]:
+    """The error record of a file whose worker process died on it."""
+    return {"path": str(path), "key": video_key(path), "status": "error", "error": reason, "seconds": 0.0}
 
 
 @dataclass
@@ -155,7 +162,10 @@ def scan_folder(
     t0 = time.perf_counter()
     manifest.parent.mkdir(parents=True, exist_ok=True)
     with ManifestAppender(manifest) as out:
-        for record in run_tasks(task, todo, workers=workers, ray_address=ray_address, desc="scan", quiet=quiet):
+        records = run_tasks(
+            task, todo, workers=workers, ray_address=ray_address, desc="scan", quiet=quiet, on_crash=_crash_record
+        )
+        for record in records:
             out.append(record)
             for line in record.get("warnings", []):
                 log.warning(line)
