@@ -303,6 +303,9 @@ def test_multipart_form(client):
     error = assert_error(client.post("/v1/videos", data={"prompt": "p"}, files=files), 400, "input_reference")
     assert "empty" in error["message"]
     files = [("input_reference", ("a.png", b"png", "image/png")), ("other", ("b.png", b"png", "image/png"))]
+    error = assert_error(client.post("/v1/videos", data={"prompt": "p"}, files=files), 400, "other")
+    assert "must be a text field, not a file" in error["message"]  # one file more than taken is named
+    files += [("third", ("c.png", b"png", "image/png"))]
     error = assert_error(client.post("/v1/videos", data={"prompt": "p"}, files=files), 400)
     assert "could not be parsed: " in error["message"] and "files" in error["message"].lower()  # says which limit
 
@@ -452,11 +455,11 @@ def test_one_worker_per_device_share_the_queue(tmp_path, monkeypatch):
     ran_on = []
     real_generate = worker_module.generate
 
-    def generate_meeting_the_other_worker(pipe, spec, on_step=None):
+    def generate_meeting_the_other_worker(pipe, spec, on_step=None, source=None):
         ran_on.append((threading.current_thread().name, pipe))
         if len(ran_on) <= 2:
             together.wait()
-        return real_generate(pipe, spec, on_step)
+        return real_generate(pipe, spec, on_step, source)
 
     monkeypatch.setattr(worker_module, "generate", generate_meeting_the_other_worker)
     spec = dict(model=TURBO, prompt="a red circle", negative_prompt=None, frames=9, height=64, width=64)

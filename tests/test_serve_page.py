@@ -362,3 +362,22 @@ def test_page_deletes_a_clip(server, page):
     with pytest.raises(urllib.error.HTTPError) as e:
         _open(f"{server}/v1/videos/{video_id}", timeout=10)
     assert e.value.code == 404
+
+
+def test_page_remixes_a_clip_with_the_prompt_in_the_form(server, page):
+    source = _completed_job(server, "a red circle moves left on a black background")
+    page.goto(server + "/")
+    item = page.locator(f'#gallery li[data-id="{source}"]')
+    item.wait_for(timeout=15_000)
+    item.get_by_role("button", name="Remix clip").click()  # no prompt yet: said inline, nothing sent
+    assert "Write the new prompt" in page.locator("#error").inner_text()
+    page.get_by_label("Prompt", exact=True).fill("a blue circle moves left on a black background")
+    item.get_by_role("button", name="Remix clip").click()
+    video = page.locator("#player video")
+    video.wait_for(state="attached", timeout=45_000)
+    assert "remixed from" in page.locator("#status-line").inner_text()
+    remix_id = video.get_attribute("src").split("/")[3]
+    with _open(f"{server}/v1/videos/{remix_id}", timeout=10) as r:
+        made = json.load(r)
+    assert made["remixed_from_video_id"] == source and made["prompt"].startswith("a blue circle")
+    assert page.locator("#error").is_hidden()

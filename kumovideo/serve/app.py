@@ -26,7 +26,7 @@ from starlette.staticfiles import StaticFiles
 from kumovideo.serve.errors import ApiError, error_body, not_found
 from kumovideo.serve.jobs import JobStore, video_object
 from kumovideo.serve.limits import Limits
-from kumovideo.serve.params import parse_create
+from kumovideo.serve.params import parse_create, parse_edit_upload, parse_remix
 from kumovideo.serve.worker import Worker
 
 logger = logging.getLogger(__name__)
@@ -106,8 +106,9 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-async def read_fields(request: Request, limit: int) -> dict:
-    """A create request's fields, from a JSON object or a (multipart or urlencoded) form."""
+async def read_fields(request: Request, limit: int, files: tuple[str, ...] = ("input_reference",)) -> dict:
+    """A request's fields, from a JSON object or a (multipart or urlencoded) form; `files`:
+    the fields that may be uploads (their bytes)."""
     body = await read_body(request, limit)
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if kind == FORM_TYPES[1] and body.lstrip().startswith(b"{"):
@@ -118,14 +119,15 @@ async def read_fields(request: Request, limit: int) -> dict:
             return {"type": "http.request", "body": body, "more_body": False}
 
         try:
-            form = await Request(request.scope, receive).form(max_files=1, max_fields=64)
+            # One more file than taken: the extra one is then named as such (not "too many files").
+            form = await Request(request.scope, receive).form(max_files=len(files) + 1, max_fields=64)
         except Exception as exc:  # starlette's MultiPartException says which limit (one file, 64 fields)
             reason = str(getattr(exc, "message", "") or exc).rstrip(".") or type(exc).__name__
             raise ApiError(400, f"the form body could not be parsed: {reason}", code="invalid_body") from None
         fields = {}
         for key, value in form.items():
-            if not isinstance(value, str):  # an upload: only input_reference (the first frame) is a file
-                if key != "input_reference":
+            if not isinstance(value, str):  # an upload: only the fields in `files`
+                if key not in files:
                     raise ApiError(400, f"{key} must be a text field, not a file", param=key)
                 value = await value.read()
             fields[key] = value
@@ -166,11 +168,7 @@ def create_app(
             raise not_found(video_id)
         return job
 
-    async def create(request: Request):
-        fields = await read_fields(request, limits.max_body_bytes)
-        # In a thread: an input_reference image is decoded and resized there, which must not
-        # hold up the event loop (every other request and progress poll) meanwhile.
-        spec = await run_in_threadpool(parse_create, fields, infos, default_model, limits)
+    def check_queue_room() -> None:
         if store.queued_count() >= limits.max_queue:  # deleted jobs do not count; the one running neither
             raise ApiError(
                 429,
@@ -178,10 +176,66 @@ def create_app(
                 type="requests",
                 code="rate_limit_exceeded",
             )
+
+    async def create(request: Request):
+        fields = await read_fields(request, limits.max_body_bytes)
+        # In a thread: an input_reference image is decoded and resized there, which must not
+        # hold up the event loop (every other request and progress poll) meanwhile.
+        spec = await run_in_threadpool(parse_create, fields, infos, default_model, limits)
+        check_queue_room()
         keys = ("model", "size", "seconds", "prompt")
         job = store.create(**{k: spec[k] for k in keys}, spec=spec)
         worker.submit(job["id"])
         return JSONResponse(video_object(job))
+
+    async def remix(request: Request):
+        source = job_or_404(request.path_params["video_id"])
+        fields = await read_fields(request, limits.max_body_bytes, files=())
+        return remix_of(source, fields)
+
+    async def edit(request: Request):
+        """OpenAI's edit: `video` an uploaded clip (multipart), or {"id": ...} of a served video
+        (then the same as its remix)."""
+        fields = await read_fields(request, limits.max_body_bytes, files=("video",))
+        video = fields.get("video")
+        if isinstance(video, dict):
+            if set(video) != {"id"} or not isinstance(video["id"], str):
+                raise ApiError(400, 'video must be {"id": "video_..."} or an uploaded clip', param="video")
+            return remix_of(job_or_404(video["id"]), {k: v for k, v in fields.items() if k != "video"})
+        if not isinstance(video, bytes):
+            what = "video is required" if video in (None, "") else f"video is a {type(video).__name__}"
+            raise ApiError(
+                400,
+                f'{what}: upload a clip as a form file, or give {{"id": "video_..."}} of a video made here',
+                param="video",
+                code="missing_required_parameter" if video in (None, "") else "invalid_value",
+            )
+        spec = await run_in_threadpool(parse_edit_upload, fields, infos, default_model, limits)  # decodes: a thread
+        check_queue_room()
+        job = store.create(**{k: spec[k] for k in ("model", "size", "seconds", "prompt")}, spec=spec)
+        store.write_source(job["id"], video)
+        worker.submit(job["id"])
+        return JSONResponse(video_object(job))
+
+    def remix_of(source: dict, fields: dict) -> JSONResponse:
+        if source["status"] != "completed":
+            raise ApiError(
+                409,
+                f"video {source['id']} is {source['status']}, not completed; remix a completed video",
+                code="video_not_ready",
+            )
+        spec = parse_remix(fields, source["id"], json.loads(source["spec"]), infos, limits)
+        check_queue_room()
+        kept = {k: source[k] for k in ("model", "size", "seconds")}  # the source's clip, as it was made
+        job = store.create(**kept, prompt=spec["prompt"], spec=spec)
+        try:
+            store.link_source(job["id"], source["id"])
+        except FileNotFoundError:  # the source's file went (deleted meanwhile, or by hand)
+            store.delete(job["id"])
+            gone = f"video {source['id']}'s file is gone from the server's data dir"
+            raise ApiError(410, gone, code="video_gone") from None
+        worker.submit(job["id"])
+        return JSONResponse(video_object(store.get(job["id"])))
 
     async def retrieve(request: Request):
         return JSONResponse(video_object(job_or_404(request.path_params["video_id"])))
@@ -261,6 +315,8 @@ def create_app(
         Route("/v1/videos/{video_id}", retrieve, methods=["GET"]),
         Route("/v1/videos/{video_id}", delete, methods=["DELETE"]),
         Route("/v1/videos/{video_id}/content", content, methods=["GET"]),
+        Route("/v1/videos/{video_id}/remix", remix, methods=["POST"]),
+        Route("/v1/videos/edits", edit, methods=["POST"]),
         Mount("/static", app=StaticFiles(directory=STATIC_DIR, check_dir=False), name="static"),
     ]
     from contextlib import asynccontextmanager

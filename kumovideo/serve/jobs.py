@@ -104,6 +104,34 @@ class JobStore:
             raise ValueError(f"not a job id: {job_id!r}")
         return self.videos_dir / f"{job_id}.mp4"
 
+    def source_path(self, job_id: str) -> Path:
+        """A remix's own link to its source clip (or an edit's uploaded clip), made when it is
+        queued: deleting the source job meanwhile does not take the clip from under it.
+        Removed when the job ends."""
+        return self.video_path(job_id).with_suffix(".source.mp4")
+
+    def write_source(self, job_id: str, data: bytes) -> None:
+        """An edit's uploaded source clip, written atomically to `source_path(job_id)`."""
+        from kumovideo.utils.atomic import atomic_file
+
+        with atomic_file(self.source_path(job_id)) as f:
+            f.write(data)
+
+    def link_source(self, job_id: str, source_id: str) -> None:
+        """Hard-link (or, across file systems, copy) the source's clip to `source_path(job_id)`;
+        FileNotFoundError if the source's file is gone."""
+        import shutil
+
+        target = self.source_path(job_id)
+        try:
+            os.link(self.video_path(source_id), target)
+        except FileNotFoundError:
+            raise
+        except OSError:  # no hard links here: a copy, atomically
+            partial = target.with_name(f".video_{job_id}.source.mp4")
+            shutil.copyfile(self.video_path(source_id), partial)
+            os.replace(partial, target)
+
     # ------------------------------------------------------------------ writes
 
     def create(self, *, model: str, size: str, seconds: str, prompt: str, spec: dict) -> dict:
@@ -153,14 +181,16 @@ class JobStore:
             cur = self._db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
         if cur.rowcount:
             self.video_path(job_id).unlink(missing_ok=True)
+            self.source_path(job_id).unlink(missing_ok=True)
         return cur.rowcount > 0
 
     def fail_interrupted(self) -> int:
         """At start-up: jobs a crash or kill cut off are failed with a reason, never left
         queued or in_progress forever. Queued ones are failed too (not re-run): a client
         that polls sees a definite answer, and a restart never starts a burst of old work.
-        Half-written clips (write_video's hidden temporary files) are removed."""
-        for partial in self.videos_dir.glob(".video_*"):
+        Half-written clips (write_video's hidden temporary files) are removed, and remixes'
+        links to their sources (no job that needs one is left to run)."""
+        for partial in [*self.videos_dir.glob(".video_*"), *self.videos_dir.glob("video_*.source.mp4")]:
             partial.unlink(missing_ok=True)
         now = int(time.time())
         with self._lock:
@@ -214,6 +244,7 @@ class JobStore:
 
 def video_object(job: dict) -> dict:
     """A job as OpenAI's `Video` object (openai/types/video.py), plus nothing private."""
+    remixed_from = json.loads(job["spec"]).get("remixed_from_video_id")
     error = None
     if job["status"] == "failed":
         error = {"code": job["error_code"] or "failed", "message": job["error_message"] or "generation failed"}
@@ -229,6 +260,6 @@ def video_object(job: dict) -> dict:
         "size": job["size"],
         "seconds": job["seconds"],
         "prompt": job["prompt"],
-        "remixed_from_video_id": None,
+        "remixed_from_video_id": remixed_from,
         "error": error,
     }

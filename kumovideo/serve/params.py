@@ -22,6 +22,7 @@ from kumovideo.geometry import ClipGeometry
 from kumovideo.pipelines import checks
 from kumovideo.pipelines.conditioning import fit_image, load_image
 from kumovideo.pipelines.lora import check_lora_scale
+from kumovideo.pipelines.video_to_video import DEFAULT_STRENGTH
 from kumovideo.serve.errors import ApiError
 from kumovideo.serve.limits import Limits
 from kumovideo.utils.errors import KumoInputError
@@ -38,6 +39,11 @@ FIELDS = frozenset(
         "motion_score negative_motion_score negative_motion_end image_guidance_scale lora_scale"
     ).split()
 )
+# A remix's: OpenAI's (prompt) and this server's extensions; the rest comes from the source.
+REMIX_FIELDS = frozenset("prompt negative_prompt strength seed".split())
+# An edit of an uploaded clip (`POST /v1/videos/edits`): OpenAI's (prompt, video), `strength`,
+# and a create request's own settings but its first frame (the upload is the source).
+EDIT_FIELDS = (FIELDS - {"input_reference", "image_guidance_scale"}) | {"video", "strength"}
 
 
 @dataclass(frozen=True)
@@ -195,15 +201,18 @@ def pick_model(
     return info
 
 
-def parse_create(fields: dict, models: dict[str, ModelInfo], default: str, limits: Limits) -> dict:
-    """The job spec of a `POST /v1/videos` body (JSON object or form fields), or ApiError."""
-    unknown = sorted(set(fields) - FIELDS)
+def _known_fields(fields: dict, taken: frozenset) -> None:
+    unknown = sorted(set(fields) - taken)
     if unknown:  # a misspelt field would otherwise be dropped without a word (OpenAI refuses them too)
         raise bad(
             unknown[0],
-            f"unknown parameter {unknown[0]!r}; the fields taken are {', '.join(sorted(FIELDS))}",
+            f"unknown parameter {unknown[0]!r}; the fields taken are {', '.join(sorted(taken))}",
             code="unknown_parameter",
         )
+
+
+def _prompts(fields: dict, limits: Limits) -> tuple[str, str | None]:
+    """`prompt` (required) and `negative_prompt`: one string each, within the server's length."""
     prompt = fields.get("prompt")
     if prompt is None:
         raise bad("prompt", "prompt is required: say what the clip should show", code="missing_required_parameter")
@@ -221,6 +230,62 @@ def parse_create(fields: dict, models: dict[str, ModelInfo], default: str, limit
             raise bad(
                 param, f"{param} has {len(text)} characters; this server takes at most {limits.max_prompt_chars}"
             )
+    return prompt, negative
+
+
+def parse_remix(fields: dict, source_id: str, source: dict, models: dict[str, ModelInfo], limits: Limits) -> dict:
+    """The job spec of a `POST /v1/videos/{id}/remix` body: the source job's spec (`source`:
+    its model, size, length, steps, guidance and seed) with the new prompt, made by
+    video-to-video from the source's clip (`kumovideo.pipelines.video_to_video`) at
+    `strength` (this server's extension, default 0.8); `seed` and `negative_prompt` may be
+    given anew. The caller has checked that the source is completed."""
+    _known_fields(fields, REMIX_FIELDS)
+    prompt, negative = _prompts(fields, limits)
+    if source["model"] not in models:
+        served = ", ".join(repr(n) for n in models)
+        raise bad("video_id", f"the source's model {source['model']!r} is no longer served (served: {served})")
+    strength = _optional_number(fields, "strength")
+    _checked("strength", checks.check_video_to_video, True, strength)
+    seed = fields.get("seed")
+    seed = source["seed"] if seed in (None, "") else _checked("seed", check_seed, _number_from_form(seed, int))
+    return {
+        **source,
+        "prompt": prompt,
+        "negative_prompt": negative,
+        "seed": seed,
+        "strength": DEFAULT_STRENGTH if strength is None else strength,
+        "remixed_from_video_id": source_id,
+    }
+
+
+def parse_edit_upload(fields: dict, models: dict[str, ModelInfo], default: str, limits: Limits) -> dict:
+    """The job spec of a `POST /v1/videos/edits` body whose `video` is an uploaded clip: a
+    create request's settings (model, size, seconds, ...) and `strength`; the upload must
+    decode to at least the clip's frames (only those are read), each at most the server's
+    image size. Video-to-video from it, as a remix is from a served clip."""
+    from kumovideo.pipelines.video_to_video import check_video_length
+    from kumovideo.utils.video_io import read_video_head
+
+    _known_fields(fields, EDIT_FIELDS)
+    upload = fields["video"]
+    strength = _optional_number(fields, "strength")
+    _checked("strength", checks.check_video_to_video, True, strength)
+    spec = parse_create({k: v for k, v in fields.items() if k not in ("video", "strength")}, models, default, limits)
+    if not upload:
+        raise bad("video", "the uploaded video is an empty file; upload a clip (.mp4, .webm, .gif)")
+    try:
+        frames = read_video_head(upload, spec["frames"], max_pixels=limits.max_image_pixels)
+    except Exception as exc:  # PyAV's errors are many; each means the upload cannot be used
+        reason = str(exc) if isinstance(exc, ValueError) else f"it cannot be decoded ({type(exc).__name__})"
+        raise bad("video", f"the uploaded video cannot be used: {reason}; upload an .mp4, .webm or .gif") from None
+    _checked("video", check_video_length, len(frames), spec["frames"], "the uploaded video")
+    return {**spec, "strength": DEFAULT_STRENGTH if strength is None else strength, "remixed_from_video_id": None}
+
+
+def parse_create(fields: dict, models: dict[str, ModelInfo], default: str, limits: Limits) -> dict:
+    """The job spec of a `POST /v1/videos` body (JSON object or form fields), or ApiError."""
+    _known_fields(fields, FIELDS)
+    prompt, negative = _prompts(fields, limits)
     image = _input_image(fields.get("input_reference"), limits.max_image_pixels)
     size = fields.get("size")
     asked_size = _size_field(size)

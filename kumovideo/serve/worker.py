@@ -81,8 +81,9 @@ def load_models(
     return pipes, infos
 
 
-def generate(pipe, spec: dict, on_step=None):
-    """One clip of a job spec as uint8 frames (F, H, W, 3)."""
+def generate(pipe, spec: dict, on_step=None, source=None):
+    """One clip of a job spec as uint8 frames (F, H, W, 3); a remix's from `source`, its
+    source clip's frames (video-to-video at the spec's `strength`)."""
     import torch
 
     from kumovideo.pipelines import frames_to_uint8
@@ -95,6 +96,8 @@ def generate(pipe, spec: dict, on_step=None):
 
     image = spec_image(spec)
     conditioning = {} if image is None else {"image": image, "image_guidance_scale": spec.get("image_guidance_scale")}
+    if source is not None:
+        conditioning.update(video=source, strength=spec["strength"])
     scale = spec.get("lora_scale")
     use_adapter(pipe, spec.get("lora"), 1.0 if scale is None else scale)  # the transformer is shared with its LoRAs
     video = pipe(
@@ -170,7 +173,7 @@ class Worker:
     def _run(self, job_id: str, pipes: dict) -> None:
         import json
 
-        from kumovideo.utils.video_io import write_video
+        from kumovideo.utils.video_io import read_video_head, write_video
 
         if not self.store.start(job_id):
             return  # deleted while queued
@@ -183,8 +186,10 @@ class Worker:
             if not self.store.update(job_id, progress=int(STEPS_SHARE * done / max(total, 1))):
                 raise Cancelled("deleted")
 
+        source = self.store.source_path(job_id) if spec.get("strength") is not None else None  # remix or edit
         try:
-            frames = generate(pipes[spec["model"]], spec, on_step)
+            clip = None if source is None else read_video_head(source, spec["frames"])
+            frames = generate(pipes[spec["model"]], spec, on_step, clip)
         except Cancelled as exc:
             if str(exc) == STOPPED:
                 self.store.fail(job_id, "server_stopped", STOPPED)
@@ -192,6 +197,9 @@ class Worker:
         except KumoInputError as exc:  # a rule the request checks did not catch
             self.store.fail(job_id, "invalid_request", str(exc))
             return
+        finally:
+            if source is not None:
+                source.unlink(missing_ok=True)
         path = self.store.video_path(job_id)
         write_video(frames, path, fps=spec["fps"])  # atomic: a temporary file renamed
         if not self.store.complete(job_id):  # deleted during the decode

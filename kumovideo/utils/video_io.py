@@ -197,6 +197,33 @@ def read_video(path: str | os.PathLike) -> tuple[np.ndarray, float]:
     return np.stack(frames), fps
 
 
+def read_video_head(source, max_frames: int, max_pixels: int | None = None) -> np.ndarray:
+    """The first `max_frames` frames of a clip (a path, or an upload's bytes) as uint8
+    (F, H, W, 3), upright; no more are decoded, so a long upload costs only what is used.
+    ValueError when a frame has more than `max_pixels` (read from the stream's header,
+    before decoding) or when there are no frames; PyAV's own errors for what it cannot read."""
+    import io
+
+    import av
+
+    opened = io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else str(source)
+    frames = []
+    with av.open(opened) as container:
+        if not container.streams.video:
+            raise ValueError("it holds no video stream")
+        stream = container.streams.video[0]
+        width, height = stream.codec_context.width, stream.codec_context.height
+        if max_pixels is not None and width * height > max_pixels:
+            raise ValueError(f"its frames are {width}x{height}, over the {max_pixels / 1e6:g} megapixels taken here")
+        for frame in container.decode(stream):
+            frames.append(to_rgb(frame))
+            if len(frames) >= max_frames:
+                break
+    if not frames:
+        raise ValueError("it holds no video frames")
+    return np.stack(frames)
+
+
 def gif_rate(starts: list[int | None], last_delay: int | None) -> float | None:
     """The frame rate of a GIF from its frames' start times and the last frame's delay, in
     hundredths of a second: the simplest rate r (an integer where one fits) that keeps every

@@ -107,26 +107,51 @@ async function generate(event) {
   try {
     const image = await firstFrame();
     if (image) body.input_reference = image;
-    let video = await (await api("/v1/videos", { method: "POST", body: JSON.stringify(body) })).json();
-    $("current").hidden = false;
-    $("player").replaceChildren();
-    setProgress(video);
-    refreshGallery();
-    while (video.status === "queued" || video.status === "in_progress") {
-      await sleep(POLL_MS);
-      video = await (await api(`/v1/videos/${encodeURIComponent(video.id)}`)).json();
-      setProgress(video);
-    }
-    if (video.status === "completed") {
-      $("player").replaceChildren(makeVideo(await contentUrl(video.id), body.prompt));
-      $("status-line").textContent = `completed 100%, seed ${body.seed}`;
-    } else {
-      showError(video.error && video.error.message ? video.error.message : `The job ${video.status}.`);
-    }
+    const video = await (await api("/v1/videos", { method: "POST", body: JSON.stringify(body) })).json();
+    await follow(video, `seed ${body.seed}`);
   } catch (err) {
     showError(err.message);
   } finally {
     $("submit").disabled = false;
+    refreshGallery();
+  }
+}
+
+// A new job followed to its end: the progress bar, then the clip (or the job's error) in the player.
+async function follow(video, note) {
+  $("current").hidden = false;
+  $("player").replaceChildren();
+  setProgress(video);
+  refreshGallery();
+  while (video.status === "queued" || video.status === "in_progress") {
+    await sleep(POLL_MS);
+    video = await (await api(`/v1/videos/${encodeURIComponent(video.id)}`)).json();
+    setProgress(video);
+  }
+  if (video.status === "completed") {
+    $("player").replaceChildren(makeVideo(await contentUrl(video.id), video.prompt));
+    $("status-line").textContent = `completed 100%, ${note}`;
+  } else {
+    showError(video.error && video.error.message ? video.error.message : `The job ${video.status}.`);
+  }
+}
+
+// Remix (POST /v1/videos/{id}/remix): the clip made again with the prompt now in the form,
+// keeping its layout and motion (video-to-video); the source's size, length and seed.
+async function remix(source) {
+  showError("");
+  const prompt = $("prompt").value.trim();
+  if (!prompt) return showError("Write the new prompt above, then press Remix on the clip.");
+  const body = { prompt };
+  const neg = $("negative-prompt").value.trim();
+  if (neg) body.negative_prompt = neg;
+  try {
+    const path = `/v1/videos/${encodeURIComponent(source.id)}/remix`;
+    const video = await (await api(path, { method: "POST", body: JSON.stringify(body) })).json();
+    await follow(video, `remixed from "${source.prompt}"`);
+  } catch (err) {
+    showError(err.message);
+  } finally {
     refreshGallery();
   }
 }
@@ -166,6 +191,15 @@ async function galleryItem(video) {
     }
   });
   li.append(media, prompt, status, del);
+  if (video.status === "completed") {
+    const again = document.createElement("button");
+    again.type = "button";
+    again.textContent = "Remix";
+    again.title = "Make this clip again with the prompt above, keeping its layout and motion";
+    again.setAttribute("aria-label", `Remix clip: ${video.prompt || video.id}`);
+    again.addEventListener("click", () => remix(video));
+    li.append(again);
+  }
   return li;
 }
 
