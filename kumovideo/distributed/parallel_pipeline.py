@@ -252,6 +252,7 @@ class ParallelKumoPipeline:
         pipe, ctx = self.pipe, self.ctx
         swaps = {}
         if ctx.config.is_parallel:
+            same_randomness_as_rank0(kwargs.get("generator"), ctx.device)
             swaps["transformer"] = ParallelTransformer(pipe.transformer, ctx)
             if self.text_encoder_on == "rank0" and ctx.world_size > 1:
                 swaps["text_encoder"] = Rank0TextEncoder(pipe.text_encoder, ctx, ctx.device)
@@ -290,6 +291,28 @@ class ParallelKumoPipeline:
         vae = self.pipe.vae
         z = latents.permute(0, 2, 1, 3, 4) / vae.config.scaling_factor
         return split_tiled_decode(vae, z.to(device=vae.device, dtype=vae.dtype), self.ctx)
+
+
+def same_randomness_as_rank0(generator, device: torch.device) -> None:
+    """Give every rank rank 0's random state: its generator(s), or torch's global RNG when
+    the call has none. Every rank runs the whole sampling loop on its own copy of the latents
+    and only the denoiser's outputs are exchanged, so ranks drawing other noise (a generator
+    seeded per rank, as multi-GPU scripts often do) would each step their own latents and
+    rank 0 would decode a mix, silently. With the state copied, rank 0's clip is the
+    single-process clip of rank 0's generator."""
+    if generator is None:
+        states = [(torch.get_rng_state(), torch.set_rng_state)]
+        if device.type == "cuda":  # randn on a CUDA device with no generator draws from CUDA's
+            states.append((torch.cuda.get_rng_state(device), lambda s: torch.cuda.set_rng_state(s, device)))
+    else:
+        generators = generator if isinstance(generator, list) else [generator]
+        states = [(g.get_state(), g.set_state) for g in generators]
+    # The states are CPU byte tensors; NCCL broadcasts on the GPU.
+    where = device if dist.get_backend() == "nccl" else torch.device("cpu")
+    for state, set_state in states:
+        buffer = state.to(where)
+        dist.broadcast(buffer, src=0)
+        set_state(buffer.cpu())
 
 
 @contextlib.contextmanager

@@ -127,6 +127,15 @@ def load_checkpoint(
     return int(state["step"]), ema, state
 
 
+def checkpoint_world_size(path: str | Path) -> int | None:
+    """The number of processes that trained checkpoint `path` (state.json), None when unrecorded."""
+    try:
+        value = json.loads((Path(path) / "state.json").read_text()).get("world_size")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return value if isinstance(value, int) else None
+
+
 # The module file each kind of run checkpoints (the trainers' TrainState modules), for
 # checkpoints written before state.json recorded the kind.
 _KIND_OF_MODULE_FILE = {"vae.safetensors": "vae", "transformer.safetensors": "dit", "student.safetensors": "turbo"}

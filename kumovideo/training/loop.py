@@ -24,6 +24,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from kumovideo.training.checkpointing import (
+    checkpoint_world_size,
     list_checkpoints,
     load_checkpoint,
     not_this_run,
@@ -165,7 +166,28 @@ class Replicated:
         """Called on every rank: checkpoint `step` into `out/checkpoints/` (the loop prunes old ones)."""
         if runtime.is_main:
             ema = ema_named_state(state.ema, state.names)
+            extra = {**extra, "world_size": runtime.world_size}  # what each step's data depended on
             save_checkpoint(out, step, state.modules, ema, state.optimizer, state.lr_scheduler, extra=extra, keep=None)
+
+    def check_resume(self, path: Path, runtime: Runtime) -> None:
+        """Warn (once, in one line) when a DDP run resumes on another number of processes:
+        batch `step` of rank r is fixed by (step, r, world size) and `batch_size` is per rank,
+        so the global batch changes and examples are trained again or skipped. (Written
+        before checkpoints recorded it: nothing to compare.)"""
+        saved = checkpoint_world_size(path)
+        if runtime.is_main and saved is not None and saved != runtime.world_size:
+            import logging
+
+            logging.getLogger(__name__).warning(
+                "resuming %s, trained on %d process(es), on %d: under DDP batch_size is per process, so the "
+                "global batch and the data order change from here (examples are repeated or skipped); "
+                "resume on %d processes to continue the run exactly, or train with --fsdp (dit), whose "
+                "checkpoints resume on any number",
+                path,
+                saved,
+                runtime.world_size,
+                saved,
+            )
 
     def load(self, path: Path, state: TrainState) -> int:
         """The step checkpoint `path` was written at, its state loaded into `state`."""
@@ -220,6 +242,8 @@ def train(
         found = list_checkpoints(out)
         if found:
             start = _resume(sharding, found[-1], state)
+            if hasattr(sharding, "check_resume"):  # FullySharded's data does not depend on the world size
+                sharding.check_resume(found[-1], runtime)
             if runtime.is_main:
                 print(f"resumed from {found[-1]} (step {start})")
         elif runtime.is_main:

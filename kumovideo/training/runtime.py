@@ -4,6 +4,7 @@ log, and the progress bar."""
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import csv
 import math
@@ -14,6 +15,8 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
+
+from kumovideo.utils.errors import KumoInputError
 
 
 @dataclass
@@ -32,11 +35,39 @@ class Runtime:
             dist.barrier()
 
 
+def _launch_env() -> tuple[int, int, int]:
+    """(rank, world size, local rank) as torchrun / accelerate launch set them, or one line
+    saying what is wrong: a stray WORLD_SIZE in a plain shell would otherwise fail deep in
+    init_process_group (MASTER_ADDR missing) or wait for peers that never come."""
+    values = {}
+    for key, default in (("WORLD_SIZE", "1"), ("RANK", "0"), ("LOCAL_RANK", "0")):
+        text = os.environ.get(key, default)
+        try:
+            values[key] = int(text)
+        except ValueError:
+            raise KumoInputError(f"{key}={text!r} in the environment is not a whole number") from None
+    world_size, rank, local_rank = values["WORLD_SIZE"], values["RANK"], values["LOCAL_RANK"]
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise KumoInputError(f"RANK={rank} and WORLD_SIZE={world_size} in the environment do not fit together")
+    if world_size > 1 and not dist.is_initialized():  # env:// rendezvous reads these
+        missing = [key for key in ("MASTER_ADDR", "MASTER_PORT") if not os.environ.get(key)]
+        if missing:
+            raise KumoInputError(
+                f"WORLD_SIZE={world_size} is set but {' and '.join(missing)} not: start the processes with "
+                "`torchrun --nproc-per-node N -m kumovideo.cli train ...` (or accelerate launch), "
+                "or unset WORLD_SIZE for one process"
+            )
+    return rank, world_size, local_rank
+
+
+def _destroy_process_group() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def setup_runtime(device: str | None = None) -> Runtime:
     """One process, or one of many under torchrun/accelerate (WORLD_SIZE > 1): DDP set-up."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    rank, world_size, local_rank = _launch_env()
     if device is None:
         device = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
     device = torch.device(device)
@@ -44,6 +75,11 @@ def setup_runtime(device: str | None = None) -> Runtime:
         device = torch.device("cuda", local_rank)
     if world_size > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        # Destroyed before the interpreter shuts down: a gloo group left to finalization can
+        # abort a rank that finished first (SIGABRT, "terminate called without an active
+        # exception"; pytorch/pytorch#190489), and torchrun then kills the ranks still
+        # writing the last checkpoint or the export.
+        atexit.register(_destroy_process_group)
     if device.type == "cuda":
         torch.cuda.set_device(device)
     return Runtime(rank=rank, world_size=world_size, local_rank=local_rank, device=device)

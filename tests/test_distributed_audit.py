@@ -1,0 +1,146 @@
+"""Scaling out, as a user with several processes meets it (CPU, gloo): ranks that were given
+other random states still make rank 0's clip, a stray WORLD_SIZE is one line, a training
+process group is torn down before the interpreter, and a DDP run resumed on another number
+of processes says that its data changes."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+from test_distributed_generate import CALL, TOL, make_pipe
+from tiny_runs import dit_config_file, tiny_dit_settings
+
+from kumovideo.distributed.spawn import free_port, run_workers
+from kumovideo.utils.errors import KumoInputError
+
+pytestmark = [pytest.mark.timeout(240), pytest.mark.usefixtures("one_thread_per_module")]
+
+START = os.environ.get("KUMO_SPAWN_METHOD", "fork")  # fork: no re-import per worker
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+
+
+# ------------------------------------------------------------------------- generation
+
+
+def _per_rank_seed_worker(rank, world, outdir):
+    """What a multi-GPU script often does: seed each rank differently."""
+    from kumovideo.distributed.parallel_pipeline import ParallelKumoPipeline
+
+    pipe = ParallelKumoPipeline(make_pipe(), "cfg=2")
+    given = pipe(**CALL, output_type="latent", generator=torch.Generator().manual_seed(rank)).frames
+    torch.manual_seed(rank)  # no generator: torch's global RNG, seeded per rank
+    global_rng = pipe(**CALL, output_type="latent").frames
+    torch.save({"given": given, "global": global_rng}, Path(outdir) / f"rank{rank}.pt")
+
+
+def test_ranks_seeded_differently_still_give_rank0s_clip(tmp_path):
+    """Each rank steps its own copy of the latents; with other noise per rank they diverged
+    silently and rank 0 decoded a mix. Now every rank takes rank 0's random state."""
+    run_workers(_per_rank_seed_worker, 2, str(tmp_path), start_method=START)
+    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1)]
+    pipe = make_pipe()
+    expected = pipe(**CALL, output_type="latent", generator=torch.Generator().manual_seed(0)).frames
+    torch.manual_seed(0)
+    expected_global = pipe(**CALL, output_type="latent").frames
+    for rank in ranks:
+        torch.testing.assert_close(rank["given"], expected, **TOL)
+        torch.testing.assert_close(rank["global"], expected_global, **TOL)
+
+
+# ------------------------------------------------------------------------- the launch environment
+
+
+@pytest.mark.parametrize(
+    "env, needle",
+    [
+        ({"WORLD_SIZE": "2", "RANK": "0"}, "WORLD_SIZE=2 is set but MASTER_ADDR and MASTER_PORT not"),
+        ({"WORLD_SIZE": "2", "RANK": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "1"}, "do not fit together"),
+        ({"WORLD_SIZE": "two"}, "WORLD_SIZE='two' in the environment is not a whole number"),
+    ],
+)
+def test_a_stray_launch_environment_is_one_line(monkeypatch, env, needle):
+    """A WORLD_SIZE left in a plain shell failed deep in init_process_group with a traceback."""
+    from kumovideo.training.runtime import setup_runtime
+
+    for key in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(key, raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+
+    def never(*args, **kwargs):  # it would wait (30 min) for ranks that never come
+        raise AssertionError("init_process_group reached")
+
+    monkeypatch.setattr("torch.distributed.init_process_group", never)
+    with pytest.raises(KumoInputError, match=needle) as caught:
+        setup_runtime("cpu")
+    assert "\n" not in str(caught.value)
+
+
+_EXIT_SCRIPT = """
+import atexit, os, time
+import torch.distributed as dist
+from kumovideo.training.runtime import setup_runtime
+
+runtime = setup_runtime("cpu")
+assert dist.is_initialized()
+if runtime.rank == 0:
+    time.sleep(1)  # rank 1 leaves first, as it does while rank 0 writes the export
+    open(os.environ["DONE"], "w").write("written")
+atexit._run_exitfuncs()  # what the interpreter runs before it finalizes
+print(f"rank {runtime.rank} group alive after exit handlers: {dist.is_initialized()}")
+"""
+
+
+def test_training_process_group_is_destroyed_before_the_interpreter_exits(tmp_path):
+    """A gloo group left to interpreter finalization can abort the rank that finished first
+    (SIGABRT), and torchrun then kills rank 0 while it still writes the export."""
+    script = tmp_path / "run.py"
+    script.write_text(textwrap.dedent(_EXIT_SCRIPT))
+    done = tmp_path / "done.txt"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(free_port())]
+    result = subprocess.run(
+        [*cmd, str(script)], capture_output=True, text=True, env={**ENV, "DONE": str(done)}, timeout=180
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert done.read_text() == "written"
+    assert result.stdout.count("group alive after exit handlers: False") == 2, result.stdout
+
+
+# ------------------------------------------------------------------------- DDP resume
+
+
+def _ddp_worker(rank, world, config_path, stop_after):
+    from kumovideo.training.config import load_config
+    from kumovideo.training.runtime import setup_runtime
+    from kumovideo.training.train_dit import train_dit
+
+    train_dit(load_config(config_path), setup_runtime("cpu"), stop_after=stop_after)
+
+
+def test_ddp_resume_on_another_world_size_says_the_data_changes(fixtures_dir, tokenizer_dir, tmp_path, caplog, capsys):
+    """Under DDP batch_size is per rank and batch `step` of rank r is fixed by (step, r,
+    world size): resuming 2 ranks' checkpoint in 1 process trains examples again, silently
+    until now. The checkpoint records its world size and the resume says it, once."""
+    from kumovideo.training.config import load_config
+    from kumovideo.training.runtime import setup_runtime
+    from kumovideo.training.train_dit import train_dit
+
+    settings = tiny_dit_settings(fixtures_dir, stage_steps=2, warmup_steps=1, checkpoint_every=2)
+    path, out = dit_config_file(tmp_path, "ddp", settings, tokenizer_dir)
+    run_workers(_ddp_worker, 2, path, 2, start_method=START)
+    state = json.loads((out / "checkpoints" / "step-0000002" / "state.json").read_text())
+    assert state["world_size"] == 2
+    capsys.readouterr()
+    with caplog.at_level(logging.WARNING, logger="kumovideo.training.loop"):
+        train_dit(load_config(path), setup_runtime("cpu"), resume=True, stop_after=3)
+    warned = [r.getMessage() for r in caplog.records if "trained on 2 process(es), on 1" in r.getMessage()]
+    assert len(warned) == 1 and "\n" not in warned[0], caplog.text
+    assert "(step 2)" in capsys.readouterr().out
