@@ -74,6 +74,9 @@ def train_dit(
 
 
 def _train_dit(config: TrainConfig, runtime: Runtime, resume: bool, stop_after: int | None, sharding) -> dict:
+    shard = DataShard(*sharding.data_split(runtime))
+    for stage in config.stages:  # before any model is built: every rank refuses alike, at once
+        shard.local_size(stage.batch_size)  # refuses a batch that does not split over the ranks
     if not runtime.is_main:
         runtime.barrier()  # rank 0 learns the tokenizer (if the run has none yet) first
     components = build_components(config)
@@ -94,9 +97,6 @@ def _train_dit(config: TrainConfig, runtime: Runtime, resume: bool, stop_after: 
         modules["text_encoder"] = text_encoder
         groups.append({"params": list(text_encoder.parameters()), "lr": config.text_lr or config.lr})
     state = TrainState(modules=modules, param_groups=groups)
-    shard = DataShard(*sharding.data_split(runtime))
-    for stage in config.stages:
-        shard.local_size(stage.batch_size)  # refuses a batch that does not split over the ranks
     source = LatentSource(config, vae, runtime, shard)
     alphas_cumprod = scheduler.alphas_cumprod.to(torch.float32)
     max_len = transformer.config.max_text_seq_length
