@@ -18,7 +18,10 @@ import time
 STARTED = time.perf_counter()  # when `kumo` started (before torch and diffusers are imported)
 
 # Sub-command modules, in the order `kumo --help` lists them.
-COMMAND_MODULES = ["generate", "interpolate", "v2a", "info", "shapes", "train", "eval", "bench", "data", "serve"]
+COMMAND_MODULES = [
+    *("generate", "interpolate", "extend", "v2a", "info"),
+    *("shapes", "train", "eval", "bench", "data", "serve"),
+]
 
 
 class _ArgumentParser(argparse.ArgumentParser):

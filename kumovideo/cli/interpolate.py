@@ -57,9 +57,9 @@ class Checked(NamedTuple):
     device: object
 
 
-def read_keyframes(path: str):
+def read_keyframes(path: str, least: int = 2):
     """The clip's frames (N, H, W, 3) and frame rate; a clip that does not decode, or has
-    fewer than 2 frames, is one line."""
+    fewer than `least` frames (interpolation needs 2), is one line."""
     from kumovideo.utils.video_io import read_video
 
     if not Path(path).is_file():
@@ -69,8 +69,8 @@ def read_keyframes(path: str):
     except Exception as exc:  # av's errors for a file that is not a video, or a broken one
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise KumoInputError(f"{path} cannot be decoded as video ({reason}); pass an .mp4, .webm or .gif") from None
-    if len(frames) < 2:
-        raise KumoInputError(f"{path} has {len(frames)} frame(s); interpolation needs at least 2")
+    if len(frames) < least:
+        raise KumoInputError(f"{path} has {len(frames)} frame(s); interpolation needs at least {least}")
     return frames, fps
 
 
