@@ -149,3 +149,56 @@ def test_bad_edits_are_400_naming_the_field(models, tmp_path):
         ok = client.post("/v1/videos/edits", data={**prompt, "strength": "0.5"}, files={"video": ("g.mp4", good)})
         job = ok.json()
         assert ok.status_code == 200 and store.source_path(job["id"]).read_bytes() == good
+
+
+def test_extend_a_served_video_and_an_upload(live, tmp_path):
+    base, store = live
+    source = made(base, httpx.post(f"{base}/v1/videos", json={**SOURCE, "seconds": "1"}).json()["id"])
+    body = {"prompt": SOURCE["prompt"], "seconds": "1", "steps": "2", "video": {"id": source["id"]}}
+    created = httpx.post(f"{base}/v1/videos/extensions", json=body).json()
+    assert created["model"] == "kumo-shapes-frames" and created["seconds"] == "2", created  # 9 + 8 frames
+    longer = made(base, created["id"])
+    assert longer["status"] == "completed", longer
+    assert not store.source_path(longer["id"]).exists()
+    (tmp_path / "source.mp4").write_bytes(httpx.get(f"{base}/v1/videos/{source['id']}/content").content)
+    (tmp_path / "longer.mp4").write_bytes(httpx.get(f"{base}/v1/videos/{longer['id']}/content").content)
+    before, _ = read_video(tmp_path / "source.mp4")
+    after, fps = read_video(tmp_path / "longer.mp4")
+    assert after.shape == (17, 128, 128, 3) and fps == 8
+    error = np.mean((after[:9].astype(float) - before.astype(float)) ** 2)
+    assert 10 * np.log10(255**2 / max(error, 1e-9)) > 35  # the source, through one more H.264 pass
+    upload = {"video": ("mine.mp4", clip_bytes(tmp_path, frames=5), "video/mp4")}
+    created = httpx.post(
+        f"{base}/v1/videos/extensions",
+        data={"prompt": "a red square stays still", "seconds": "0.5", "steps": "1"},
+        files=upload,
+    ).json()
+    assert created["seconds"] == "1", created  # 5 + 4 frames at 8 fps
+    assert made(base, created["id"])["status"] == "completed"
+
+
+def test_bad_extensions_are_4xx_naming_the_field(models, tmp_path):
+    pipes, infos = models
+    store = JobStore(tmp_path / "store")
+    good = {"video": ("g.mp4", clip_bytes(tmp_path, frames=5), "video/mp4")}
+    odd = {"video": ("o.mp4", write_video(np.zeros((5, 40, 72, 3), np.uint8), tmp_path / "o.mp4").read_bytes())}
+    prompt = {"prompt": "a red square stays still on a black background"}
+    with TestClient(create_app(store, pipes, infos, start_worker=False)) as client:
+        url = "/v1/videos/extensions"
+        for data, files, param, needle in [
+            ({**prompt, "seconds": "1"}, None, "video", "video is required"),
+            ({**prompt, "seconds": "0"}, good, "seconds", "seconds to add"),
+            ({**prompt, "seconds": "0.1"}, good, "seconds", "whole number of frames"),
+            ({**prompt}, good, "seconds", "seconds to add"),
+            ({**prompt, "seconds": "1", "model": "kumo-shapes"}, good, "model", "conditioning frames"),
+            ({**prompt, "seconds": "1"}, odd, "video", "not a multiple of 16"),
+            ({**prompt, "seconds": "1", "strength": "0.5"}, good, "strength", "unknown parameter"),
+            ({"seconds": "1"}, good, "prompt", "prompt is required"),
+        ]:
+            error = assert_error(client.post(url, data=data, files=files), 400, param)
+            assert needle in error["message"], error
+        assert_error(client.post(url, json={**prompt, "seconds": "1", "video": {"id": "video_" + "0" * 32}}), 404)
+        queued = client.post("/v1/videos", json={**SOURCE, "seconds": "1"}).json()["id"]
+        error = assert_error(client.post(url, json={**prompt, "seconds": "1", "video": {"id": queued}}), 409)
+        assert error["code"] == "video_not_ready"
+        assert [v["id"] for v in client.get("/v1/videos").json()["data"]] == [queued]  # nothing refused was kept

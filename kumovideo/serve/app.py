@@ -26,7 +26,7 @@ from starlette.staticfiles import StaticFiles
 from kumovideo.serve.errors import ApiError, error_body, not_found
 from kumovideo.serve.jobs import JobStore, video_object
 from kumovideo.serve.limits import Limits
-from kumovideo.serve.params import parse_create, parse_edit_upload, parse_remix
+from kumovideo.serve.params import parse_create, parse_edit_upload, parse_extend, parse_remix
 from kumovideo.serve.worker import Worker
 
 logger = logging.getLogger(__name__)
@@ -217,6 +217,55 @@ def create_app(
         worker.submit(job["id"])
         return JSONResponse(video_object(job))
 
+    async def extension(request: Request):
+        """OpenAI's extension: `video` {"id": ...} of a served video or an uploaded clip, made
+        `seconds` longer from its last frame by a model trained with conditioning frames."""
+        fields = await read_fields(request, limits.max_body_bytes, files=("video",))
+        video = fields.get("video")
+        if isinstance(video, dict):
+            if set(video) != {"id"} or not isinstance(video["id"], str):
+                raise ApiError(400, 'video must be {"id": "video_..."} or an uploaded clip', param="video")
+            source = job_or_404(video["id"])
+            if source["status"] != "completed":
+                raise ApiError(
+                    409, f"video {source['id']} is {source['status']}, not completed", code="video_not_ready"
+                )
+            path = store.video_path(source["id"])
+            if not path.exists():
+                gone = f"video {source['id']}'s file is gone from the server's data dir"
+                raise ApiError(410, gone, code="video_gone")
+            data = path.read_bytes()
+        elif isinstance(video, bytes) and video:
+            data = video
+        else:
+            raise ApiError(
+                400,
+                'video is required: upload a clip as a form file, or give {"id": "video_..."} of a video made here',
+                param="video",
+                code="missing_required_parameter" if video in (None, "") else "invalid_value",
+            )
+        spec = await run_in_threadpool(read_extension, fields, data)  # decodes: a thread
+        check_queue_room()
+        job = store.create(**{k: spec[k] for k in ("model", "size", "seconds", "prompt")}, spec=spec)
+        store.write_source(job["id"], data)
+        worker.submit(job["id"])
+        return JSONResponse(video_object(job))
+
+    def read_extension(fields: dict, data: bytes) -> dict:
+        from kumovideo.utils.video_io import read_video_head
+
+        try:
+            source, fps = read_video_head(data, limits.max_frames * 4 + 1, max_pixels=limits.max_image_pixels)
+        except Exception as exc:  # PyAV's errors are many; each means the clip cannot be used
+            reason = str(exc) if isinstance(exc, ValueError) else f"it cannot be decoded ({type(exc).__name__})"
+            raise ApiError(
+                400, f"the video cannot be used: {reason}; upload an .mp4, .webm or .gif", param="video"
+            ) from None
+        if len(source) > limits.max_frames * 4:
+            longest = limits.max_frames * 4
+            raise ApiError(400, f"the video has over {longest} frames; extend a shorter one", param="video")
+        return parse_extend(fields, source, fps, infos, default_model, limits)
+
     def remix_of(source: dict, fields: dict) -> JSONResponse:
         if source["status"] != "completed":
             raise ApiError(
@@ -317,6 +366,7 @@ def create_app(
         Route("/v1/videos/{video_id}/content", content, methods=["GET"]),
         Route("/v1/videos/{video_id}/remix", remix, methods=["POST"]),
         Route("/v1/videos/edits", edit, methods=["POST"]),
+        Route("/v1/videos/extensions", extension, methods=["POST"]),
         Mount("/static", app=StaticFiles(directory=STATIC_DIR, check_dir=False), name="static"),
     ]
     from contextlib import asynccontextmanager

@@ -258,6 +258,69 @@ def parse_remix(fields: dict, source_id: str, source: dict, models: dict[str, Mo
     }
 
 
+# An extension's (`POST /v1/videos/extensions`): OpenAI's (prompt, seconds, video) and this
+# server's model, seed, steps, guidance_scale and negative_prompt.
+EXTEND_FIELDS = frozenset("prompt seconds video model seed steps guidance_scale negative_prompt".split())
+
+
+def parse_extend(
+    fields: dict, source: np.ndarray, fps: float, models: dict[str, ModelInfo], default: str, limits: Limits
+) -> dict:
+    """The job spec of a `POST /v1/videos/extensions` body: `source` (uint8 (N, H, W, 3), a
+    served video's frames or an upload's, at `fps`; 8 where the file has none) made `seconds`
+    longer by a model trained with conditioning frames (`kumovideo.pipelines.extension`:
+    image-to-video from its last frame); the clip keeps its size and frame rate, and the
+    job's `seconds` is the whole clip's."""
+    _known_fields(fields, EXTEND_FIELDS)
+    fps = fps or 8.0
+    prompt, negative = _prompts(fields, limits)
+    name = fields.get("model") or route(models, default, None, image=True, multiscale=False, motion=False)
+    model = pick_model({"model": name}, models, default)
+    _checked("model", checks.check_frame_conditioning, model.transformer_config, f"model {model.name!r}")
+    seconds = fields.get("seconds")
+    text = str(seconds) if seconds is not None and not isinstance(seconds, bool) else ""
+    if not SECONDS_PATTERN.fullmatch(text) or float(text) <= 0:
+        raise bad("seconds", f'seconds={seconds!r} must be the seconds to add, such as "2"')
+    added = float(text) * fps
+    if not math.isclose(added, round(added)):
+        raise bad("seconds", f"seconds={text} at the clip's {fps:g} fps is not a whole number of frames")
+    added = round(added)
+    if len(source) + added > limits.max_frames * 4:
+        raise bad(
+            "seconds",
+            f"the clip would be {len(source) + added} frames; this server makes at most {limits.max_frames * 4}",
+        )
+    height, width = source.shape[1:3]
+    _checked("video", model.geometry.check_sides, height, width, "the clip to extend keeps its size")
+    seed = _checked("seed", check_seed, _number_from_form(fields.get("seed", 0), int))
+    steps = fields.get("steps")
+    steps = model.steps if steps in (None, "") else _number_from_form(steps, int)
+    steps = _checked("steps", check_whole, steps, "steps", high=limits.max_steps)
+    _checked("steps", checks.check_scheduler_steps, steps, model.scheduler_config)
+    guidance = fields.get("guidance_scale")
+    guidance = model.guidance if guidance in (None, "") else _number_from_form(guidance, float)
+    guidance = _checked(
+        "guidance_scale", check_real, guidance, "guidance_scale", low=0, high=limits.max_guidance, above_low=False
+    )
+    total = (len(source) + added - 1) / fps
+    return {
+        "model": model.name,
+        "prompt": prompt,
+        "negative_prompt": negative,
+        "seconds": f"{total:g}",
+        "size": f"{width}x{height}",
+        "frames": len(source),  # the source's, read back by the worker
+        "added_frames": added,
+        "height": height,
+        "width": width,
+        "fps": fps,
+        "seed": seed,
+        "steps": steps,
+        "guidance_scale": guidance,
+        "remixed_from_video_id": None,
+    }
+
+
 def parse_edit_upload(fields: dict, models: dict[str, ModelInfo], default: str, limits: Limits) -> dict:
     """The job spec of a `POST /v1/videos/edits` body whose `video` is an uploaded clip: a
     create request's settings (model, size, seconds, ...) and `strength`; the upload must
@@ -274,7 +337,7 @@ def parse_edit_upload(fields: dict, models: dict[str, ModelInfo], default: str, 
     if not upload:
         raise bad("video", "the uploaded video is an empty file; upload a clip (.mp4, .webm, .gif)")
     try:
-        frames = read_video_head(upload, spec["frames"], max_pixels=limits.max_image_pixels)
+        frames, _ = read_video_head(upload, spec["frames"], max_pixels=limits.max_image_pixels)
     except Exception as exc:  # PyAV's errors are many; each means the upload cannot be used
         reason = str(exc) if isinstance(exc, ValueError) else f"it cannot be decoded ({type(exc).__name__})"
         raise bad("video", f"the uploaded video cannot be used: {reason}; upload an .mp4, .webm or .gif") from None

@@ -120,6 +120,36 @@ def generate(pipe, spec: dict, on_step=None, source=None):
     return frames_to_uint8(video)
 
 
+def extend(pipe, spec: dict, source, on_step=None):
+    """An extension job: `source` (uint8 frames) and the spec's `added_frames` more, segment by
+    segment (`kumovideo.pipelines.extension`); progress counts every segment's steps."""
+    import torch
+
+    from kumovideo.pipelines.extension import extend_frames, segment_frames
+
+    segments, _ = segment_frames(pipe, spec["added_frames"])
+    done = 0
+
+    def callback(p, step, timestep, tensors):
+        nonlocal done
+        done += 1
+        if on_step is not None:
+            on_step(done, segments * p._num_timesteps)
+        return {}
+
+    return extend_frames(
+        pipe,
+        source,
+        spec["added_frames"],
+        spec["prompt"],
+        generator=torch.Generator(device="cpu").manual_seed(spec["seed"]),
+        negative_prompt=spec["negative_prompt"],
+        num_inference_steps=spec["steps"],
+        guidance_scale=spec["guidance_scale"],
+        callback_on_step_end=callback,
+    )
+
+
 class Worker:
     """One thread per device, each with its own copy of the models (`pipes`: name -> pipeline,
     or a list of such, one per device), all taking job ids from one queue. How many may wait
@@ -186,10 +216,14 @@ class Worker:
             if not self.store.update(job_id, progress=int(STEPS_SHARE * done / max(total, 1))):
                 raise Cancelled("deleted")
 
-        source = self.store.source_path(job_id) if spec.get("strength") is not None else None  # remix or edit
+        needs_source = spec.get("strength") is not None or spec.get("added_frames")  # remix, edit or extension
+        source = self.store.source_path(job_id) if needs_source else None
         try:
-            clip = None if source is None else read_video_head(source, spec["frames"])
-            frames = generate(pipes[spec["model"]], spec, on_step, clip)
+            clip = None if source is None else read_video_head(source, spec["frames"])[0]
+            if spec.get("added_frames"):
+                frames = extend(pipes[spec["model"]], spec, clip, on_step)
+            else:
+                frames = generate(pipes[spec["model"]], spec, on_step, clip)
         except Cancelled as exc:
             if str(exc) == STOPPED:
                 self.store.fail(job_id, "server_stopped", STOPPED)

@@ -197,9 +197,10 @@ def read_video(path: str | os.PathLike) -> tuple[np.ndarray, float]:
     return np.stack(frames), fps
 
 
-def read_video_head(source, max_frames: int, max_pixels: int | None = None) -> np.ndarray:
+def read_video_head(source, max_frames: int, max_pixels: int | None = None) -> tuple[np.ndarray, float]:
     """The first `max_frames` frames of a clip (a path, or an upload's bytes) as uint8
-    (F, H, W, 3), upright; no more are decoded, so a long upload costs only what is used.
+    (F, H, W, 3), upright, and its frame rate (0 if it has none); no more are decoded, so a
+    long upload costs only what is used.
     ValueError when a frame has more than `max_pixels` (read from the stream's header,
     before decoding) or when there are no frames; PyAV's own errors for what it cannot read."""
     import io
@@ -212,6 +213,7 @@ def read_video_head(source, max_frames: int, max_pixels: int | None = None) -> n
         if not container.streams.video:
             raise ValueError("it holds no video stream")
         stream = container.streams.video[0]
+        fps = float(stream.average_rate or stream.guessed_rate or 0)
         width, height = stream.codec_context.width, stream.codec_context.height
         if max_pixels is not None and width * height > max_pixels:
             raise ValueError(f"its frames are {width}x{height}, over the {max_pixels / 1e6:g} megapixels taken here")
@@ -221,7 +223,7 @@ def read_video_head(source, max_frames: int, max_pixels: int | None = None) -> n
                 break
     if not frames:
         raise ValueError("it holds no video frames")
-    return np.stack(frames)
+    return np.stack(frames), fps
 
 
 def gif_rate(starts: list[int | None], last_delay: int | None) -> float | None:
