@@ -381,3 +381,20 @@ def test_page_remixes_a_clip_with_the_prompt_in_the_form(server, page):
         made = json.load(r)
     assert made["remixed_from_video_id"] == source and made["prompt"].startswith("a blue circle")
     assert page.locator("#error").is_hidden()
+
+
+def test_page_extends_a_clip_with_its_own_prompt(server, page):
+    source = _completed_job(server, "a green circle moves right on a black background")
+    page.goto(server + "/")
+    page.get_by_label("Prompt", exact=True).fill("")
+    item = page.locator(f'#gallery li[data-id="{source}"]')
+    item.wait_for(timeout=15_000)
+    item.get_by_role("button", name="Extend clip").click()
+    video = page.locator("#player video")
+    video.wait_for(state="attached", timeout=90_000)
+    assert "extended from" in page.locator("#status-line").inner_text()
+    with _open(f"{server}/v1/videos/{video.get_attribute('src').split('/')[3]}", timeout=10) as r:
+        made = json.load(r)
+    assert made["prompt"] == "a green circle moves right on a black background"
+    assert made["seconds"] == "4" and made["model"] == "kumo-shapes-frames"  # 2 s source + 2 s
+    assert page.locator("#error").is_hidden()

@@ -156,6 +156,22 @@ async function remix(source) {
   }
 }
 
+// Extend (POST /v1/videos/extensions): two seconds more from the clip's last frame, with the
+// prompt in the form, or the clip's own when the form's is empty.
+async function extendClip(source) {
+  showError("");
+  const prompt = $("prompt").value.trim() || source.prompt;
+  const body = { prompt, seconds: "2", video: { id: source.id } };
+  try {
+    const video = await (await api("/v1/videos/extensions", { method: "POST", body: JSON.stringify(body) })).json();
+    await follow(video, `extended from "${source.prompt}"`);
+  } catch (err) {
+    showError(err.message);
+  } finally {
+    refreshGallery();
+  }
+}
+
 async function galleryItem(video) {
   const li = document.createElement("li");
   li.dataset.id = video.id;
@@ -198,7 +214,13 @@ async function galleryItem(video) {
     again.title = "Make this clip again with the prompt above, keeping its layout and motion";
     again.setAttribute("aria-label", `Remix clip: ${video.prompt || video.id}`);
     again.addEventListener("click", () => remix(video));
-    li.append(again);
+    const longer = document.createElement("button");
+    longer.type = "button";
+    longer.textContent = "Extend";
+    longer.title = "Add two seconds from its last frame, with the prompt above (or its own)";
+    longer.setAttribute("aria-label", `Extend clip: ${video.prompt || video.id}`);
+    longer.addEventListener("click", () => extendClip(video));
+    li.append(again, longer);
   }
   return li;
 }
