@@ -3,9 +3,9 @@ ShapesWorld with the built-in base: does a remix take the new prompt, and does i
 source's layout better than simply generating the new prompt?
 
 For each of --n one-object captions never trained on (`kumo eval shapes`' draw for --seed),
-the source clip is generated at the model's defaults (seed: --seed + i). Its edit swaps the
-colour (even i: another base colour) or the shape (odd i: another shape), nothing else. The
-edit is then made four ways, all at the model's defaults:
+the source clip is generated at the model's defaults (seed: --seed + i). Its edit swaps one
+of --kinds in turn (colour: another base colour; shape: another shape; motion: another
+motion), nothing else. The edit is then made four ways, all at the model's defaults:
   * remix at each --strengths (same seed as the source);
   * text-to-video of the edit, same seed as the source (what "change the prompt, keep the
     seed" gives), and another seed (--seed + i + 100000: an unrelated layout).
@@ -14,6 +14,10 @@ object's mask (pixels nearest a palette colour other than the background, per fr
 compared with the source's (IoU, mean over frames): how much of the source's layout it keeps.
 
     python scripts/measure_remix.py --n 64 --seed 9501 --out outputs/remix
+    python scripts/measure_remix.py --n 64 --seed 9501 --strengths 0.1,0.2,0.3 --no-baselines --out outputs/remix-low
+    python scripts/measure_remix.py --n 32 --seed 9511 --kinds motion --out outputs/remix-motion
+    python scripts/measure_remix.py --turbo --n 48 --seed 9521 --kinds colour,shape,motion --strengths 0.6,0.8 \
+        --out outputs/remix-turbo
 """
 
 from __future__ import annotations
@@ -28,21 +32,24 @@ import torch
 
 from kumovideo.builtin import builtin_model_dir
 from kumovideo.cli.eval_common import eval_captions, seen_captions
-from kumovideo.data.shapes_world import COLOURS, SHAPES, parse_caption
+from kumovideo.data.shapes_world import COLOURS, MOTIONS, SHAPES, parse_caption
 from kumovideo.evaluation import shapes_judge as judge
 from kumovideo.pipelines import KumoPipeline, frames_to_uint8
 
 
 def edited(text: str, kind: str, rng: np.random.Generator) -> str:
-    """The caption with its object's colour or shape replaced by another one (the words
-    "colour shape" stand together once in a one-object caption)."""
+    """The caption with its object's colour, shape or motion replaced by another one (the
+    words "colour shape motion on" stand together once in a one-object caption)."""
     obj = parse_caption(text)["objects"][0]
-    colour, shape = obj["colour"], obj["shape"]
+    colour, shape, motion = obj["colour"], obj["shape"], obj["motion"]
     if kind == "colour":
         colour = str(rng.choice([c for c in COLOURS if c != colour]))
-    else:
+    elif kind == "shape":
         shape = str(rng.choice([s for s in SHAPES if s != shape]))
-    edit = text.replace(f" {obj['colour']} {obj['shape']} ", f" {colour} {shape} ")
+    else:
+        motion = str(rng.choice([m for m in MOTIONS if m != motion]))
+    old = f" {obj['colour']} {obj['shape']} {obj['motion']} on "
+    edit = text.replace(old, f" {colour} {shape} {motion} on ")
     parse_caption(edit)  # still in the grammar
     return edit
 
@@ -67,13 +74,16 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=9501)
     p.add_argument("--strengths", default="0.4,0.6,0.8")
     p.add_argument("--out", default="outputs/remix")
+    p.add_argument("--turbo", action="store_true", help="the built-in Turbo model (its 4 steps) instead of the base")
+    p.add_argument("--kinds", default="colour,shape", help="the edits, taken in turn: colour, shape, motion")
     p.add_argument("--no-baselines", action="store_true", help="the remix arms only (no text-to-video of the edits)")
     args = p.parse_args()
     strengths = [float(s) for s in args.strengths.split(",")]
+    kinds = args.kinds.split(",")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
-    folder = builtin_model_dir()
+    folder = builtin_model_dir(turbo=args.turbo)
     pipe = KumoPipeline.from_pretrained(folder, torch_dtype=torch.float32)
     pipe.set_progress_bar_config(disable=True)
     clip = pipe.default_clip()
@@ -90,7 +100,7 @@ def main() -> None:
     rows = []
     start = time.perf_counter()
     for i, text in enumerate(captions):
-        kind = "colour" if i % 2 == 0 else "shape"
+        kind = kinds[i % len(kinds)]
         edit = edited(text, kind, rng)
         seed = args.seed + i
         source = make(text, seed)
@@ -107,7 +117,7 @@ def main() -> None:
 
     summary = {"n": len(rows), "seed": args.seed, "model": str(folder), "seconds": time.perf_counter() - start}
     summary["source_match"] = float(np.mean([r["source_match"] for r in rows]))
-    for kind in ("colour", "shape", "all"):
+    for kind in (*kinds, "all"):
         chosen = [r for r in rows if kind in ("all", r["kind"])]
         summary[kind] = {
             arm: {

@@ -34,7 +34,7 @@ def test_remix_keeps_the_source_settings_and_takes_the_new_prompt(live, tmp_path
     source = made(base, httpx.post(f"{base}/v1/videos", json=SOURCE).json()["id"])
     assert source["status"] == "completed"
     prompt = "a blue circle moves left on a black background"
-    created = httpx.post(f"{base}/v1/videos/{source['id']}/remix", json={"prompt": prompt}).json()
+    created = httpx.post(f"{base}/v1/videos/{source['id']}/remix", json={"prompt": prompt, "strength": 0.8}).json()
     assert created["remixed_from_video_id"] == source["id"] and created["status"] == "queued"
     assert (created["model"], created["size"], created["seconds"]) == (source["model"], source["size"], "2")
     # The source may go meanwhile: the remix holds its own link to the clip.

@@ -111,3 +111,20 @@ def test_kumo_generate_video(tmp_path, capsys, source):
     assert main(["generate", REMIX, "--video", str(tmp_path / "none.mp4"), "-o", str(tmp_path / "x.mp4")]) == 2
     assert_one_line_error(capsys, "--video", "none.mp4 not found")
     assert not (tmp_path / "x.mp4").exists()
+
+
+def test_the_checkpoints_video_strength_is_the_default(pipe, source, monkeypatch, tmp_path):
+    from kumovideo.pipelines.loading import read_sampling_defaults
+
+    ran = []
+
+    def count(p, i, t, tensors):
+        ran.append(int(t))
+        return {}
+
+    monkeypatch.setattr(pipe, "sampling_defaults", {**pipe.sampling_defaults, "video_strength": 0.5})
+    run(pipe, REMIX, video=source, callback_on_step_end=count)
+    assert len(ran) == 3  # half of 6 steps
+    (tmp_path / "kumo_defaults.json").write_text('{"video_strength": 1.5}')
+    with pytest.raises(KumoInputError, match="video_strength"):
+        read_sampling_defaults(tmp_path)

@@ -12,15 +12,8 @@ import math
 import time
 from pathlib import Path
 
-from kumovideo.cli.args import (
-    add_guidance_args,
-    add_image_guidance_arg,
-    add_steps_arg,
-    check_guidance,
-    check_seed_flag,
-    check_whole_flags,
-    resolve_device,
-)
+from kumovideo.cli.args import check_guidance, check_seed_flag, check_whole_flags, resolve_device
+from kumovideo.cli.interpolate import add_sampling_args
 from kumovideo.utils.errors import KumoInputError
 
 MAX_SECONDS = 60
@@ -37,11 +30,7 @@ def register(sub) -> None:
         default=None,
         help="pipeline folder trained with conditioning frames (default: the built-in kumo-shapes-frames)",
     )
-    add_steps_arg(p, help="denoising steps per segment (default: the model's)")
-    add_guidance_args(p)
-    add_image_guidance_arg(p, "image guidance scale (> 1: one more guidance branch; default: off)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:N or mps (default: cuda if available, else cpu)")
+    add_sampling_args(p, "denoising steps per segment (default: the model's)", "default: off")
     p.set_defaults(func=run)
 
 

@@ -158,7 +158,8 @@ def add_video_args(p) -> None:
         type=float,
         default=None,
         metavar="S",
-        help="with --video: the share of the steps run, in (0, 1]; lower keeps more of the source (default 0.8)",
+        help="with --video: the share of the steps run, in (0, 1]; lower keeps more of the source "
+        "(default: the model's, else 0.6)",
     )
 
 
@@ -623,9 +624,9 @@ def run(args) -> int:
         sound += ", the built-in kumo-shapes-lumina model"
     counted = f"{frames} frame{'' if frames == 1 else 's'}"
     if source is not None:  # SDEdit runs only the last share of the steps
-        from kumovideo.pipelines.video_to_video import DEFAULT_STRENGTH, strength_start
+        from kumovideo.pipelines.video_to_video import strength_start, video_strength
 
-        strength = DEFAULT_STRENGTH if args.strength is None else args.strength
+        strength = video_strength(recommended) if args.strength is None else args.strength
         steps = f"{steps - strength_start(steps, strength)} of {steps}"
         sound += f", remade from {args.video} at strength {strength:g}"
     print(f"wrote {output} ({counted}, {width}x{height}, {fps} fps, {steps} steps{sound}) in {elapsed:.1f} s")

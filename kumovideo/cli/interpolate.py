@@ -40,12 +40,17 @@ def register(sub) -> None:
         default="",
         help="what the clip shows (optional; the model keeps objects' shapes better with it)",
     )
-    add_steps_arg(p, help="denoising steps (default: the model's)")
+    add_sampling_args(p, "denoising steps (default: the model's)", "default: the model's")
+    p.set_defaults(func=run)
+
+
+def add_sampling_args(p, steps_help: str, image_guidance_default: str) -> None:
+    """--steps, the guidance flags, --seed and --device of a command that runs a conditioned model."""
+    add_steps_arg(p, help=steps_help)
     add_guidance_args(p)
-    add_image_guidance_arg(p, "image guidance scale (> 1: one more guidance branch; default: the model's)")
+    add_image_guidance_arg(p, f"image guidance scale (> 1: one more guidance branch; {image_guidance_default})")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:N or mps (default: cuda if available, else cpu)")
-    p.set_defaults(func=run)
 
 
 class Checked(NamedTuple):

@@ -314,6 +314,8 @@ SAMPLING_DEFAULT_KEYS = {
     "motion_score_range": ("a list [low, high] of finite numbers, low <= high", lambda v: _range(v, -math.inf)),
     # ... and the share of the first steps motion guidance (negative_motion_score) runs for.
     "negative_motion_end": ("a fraction of the steps in (0, 1]", lambda v: is_real(v) and 0 < v <= 1),
+    # Video-to-video (remix, --video): the share of the steps run on a source clip.
+    "video_strength": ("a fraction of the steps in (0, 1]", lambda v: is_real(v) and 0 < v <= 1),
 }
 
 

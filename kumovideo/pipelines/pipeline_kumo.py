@@ -48,7 +48,7 @@ from kumovideo.pipelines.loading import (
     write_sampling_defaults,
     write_training_captions,
 )
-from kumovideo.pipelines.video_to_video import DEFAULT_STRENGTH, encode_video, fit_video, strength_start, video_frames
+from kumovideo.pipelines.video_to_video import encode_video, fit_video, strength_start, video_frames, video_strength
 from kumovideo.schedulers import KumoDDIMScheduler, KumoLCMScheduler
 from kumovideo.schedulers.sampling import SAMPLERS, Sampler, sample_ddim_on, two_phase_timesteps
 from kumovideo.utils.devices import resolve_device
@@ -669,8 +669,9 @@ class KumoPipeline(DiffusionPipeline, CogVideoXLoraLoaderMixin):
         Video-to-video (SDEdit, `kumovideo.pipelines.video_to_video`): `video` (a path, a uint8
         (F, H, W, 3) array, a float (F, 3, H, W) tensor in [0, 1] or a list of images; its first
         `num_frames` frames, fitted to the clip's size) is encoded, noised to where the last
-        `strength` (default 0.8) of the steps begin, and only those steps run, with this
-        prompt: the clip keeps the source's layout and motion and takes the prompt's changes.
+        `strength` of the steps begin (default: the checkpoint's `video_strength`, else 0.6),
+        and only those steps run, with this prompt: the clip keeps the source's layout and
+        motion and takes the prompt's changes.
 
         `attention_kwargs` (diffusers' CogVideoX name) goes to the transformer: {"scale": s}
         runs a loaded LoRA at s for this call alone (0: the base weights).
@@ -787,7 +788,8 @@ class KumoPipeline(DiffusionPipeline, CogVideoXLoraLoaderMixin):
         if video is not None:
             # SDEdit: the source's latents noised to the first remaining step; the schedules
             # above keep the full list's noise levels.
-            timesteps = timesteps[strength_start(len(timesteps), DEFAULT_STRENGTH if strength is None else strength) :]
+            strength = video_strength(self.sampling_defaults) if strength is None else strength
+            timesteps = timesteps[strength_start(len(timesteps), strength) :]
             x0 = encode_video(self.vae, source).to(device).expand(batch_size, -1, -1, -1, -1)
             latents = self.scheduler.add_noise(x0, latents.float(), timesteps[:1]).to(dtype)
 

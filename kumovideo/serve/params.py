@@ -66,6 +66,7 @@ class ModelInfo:
     multiscale_split: float = checks.DEFAULT_MULTISCALE_SPLIT
     motion_score_range: tuple[float, float] | None = None
     aspect_range: tuple[float, float] | None = None  # None: trained at its default size only
+    video_strength: float = DEFAULT_STRENGTH  # a remix's or an edit's default strength
     lora_of: str | None = None  # a LoRA (`kumo serve --lora`): the served model it adapts
 
     def card(self, created: int) -> dict:
@@ -201,6 +202,21 @@ def pick_model(
     return info
 
 
+def _sampling(fields: dict, model: ModelInfo, limits: Limits) -> tuple[int, int, float]:
+    """`seed`, `steps` and `guidance_scale`, each the model's where left out, within the server's limits."""
+    seed = _checked("seed", check_seed, _number_from_form(fields.get("seed", 0), int))
+    steps = fields.get("steps")
+    steps = model.steps if steps in (None, "") else _number_from_form(steps, int)
+    steps = _checked("steps", check_whole, steps, "steps", high=limits.max_steps)
+    _checked("steps", checks.check_scheduler_steps, steps, model.scheduler_config)
+    guidance = fields.get("guidance_scale")
+    guidance = model.guidance if guidance in (None, "") else _number_from_form(guidance, float)
+    guidance = _checked(
+        "guidance_scale", check_real, guidance, "guidance_scale", low=0, high=limits.max_guidance, above_low=False
+    )
+    return seed, steps, guidance
+
+
 def _known_fields(fields: dict, taken: frozenset) -> None:
     unknown = sorted(set(fields) - taken)
     if unknown:  # a misspelt field would otherwise be dropped without a word (OpenAI refuses them too)
@@ -237,8 +253,8 @@ def parse_remix(fields: dict, source_id: str, source: dict, models: dict[str, Mo
     """The job spec of a `POST /v1/videos/{id}/remix` body: the source job's spec (`source`:
     its model, size, length, steps, guidance and seed) with the new prompt, made by
     video-to-video from the source's clip (`kumovideo.pipelines.video_to_video`) at
-    `strength` (this server's extension, default 0.8); `seed` and `negative_prompt` may be
-    given anew. The caller has checked that the source is completed."""
+    `strength` (this server's extension, default: the model's `video_strength`, else 0.6);
+    `seed` and `negative_prompt` may be given anew. The caller has checked that the source is completed."""
     _known_fields(fields, REMIX_FIELDS)
     prompt, negative = _prompts(fields, limits)
     if source["model"] not in models:
@@ -253,7 +269,7 @@ def parse_remix(fields: dict, source_id: str, source: dict, models: dict[str, Mo
         "prompt": prompt,
         "negative_prompt": negative,
         "seed": seed,
-        "strength": DEFAULT_STRENGTH if strength is None else strength,
+        "strength": models[source["model"]].video_strength if strength is None else strength,
         "remixed_from_video_id": source_id,
     }
 
@@ -292,16 +308,7 @@ def parse_extend(
         )
     height, width = source.shape[1:3]
     _checked("video", model.geometry.check_sides, height, width, "the clip to extend keeps its size")
-    seed = _checked("seed", check_seed, _number_from_form(fields.get("seed", 0), int))
-    steps = fields.get("steps")
-    steps = model.steps if steps in (None, "") else _number_from_form(steps, int)
-    steps = _checked("steps", check_whole, steps, "steps", high=limits.max_steps)
-    _checked("steps", checks.check_scheduler_steps, steps, model.scheduler_config)
-    guidance = fields.get("guidance_scale")
-    guidance = model.guidance if guidance in (None, "") else _number_from_form(guidance, float)
-    guidance = _checked(
-        "guidance_scale", check_real, guidance, "guidance_scale", low=0, high=limits.max_guidance, above_low=False
-    )
+    seed, steps, guidance = _sampling(fields, model, limits)
     total = (len(source) + added - 1) / fps
     return {
         "model": model.name,
@@ -342,7 +349,8 @@ def parse_edit_upload(fields: dict, models: dict[str, ModelInfo], default: str, 
         reason = str(exc) if isinstance(exc, ValueError) else f"it cannot be decoded ({type(exc).__name__})"
         raise bad("video", f"the uploaded video cannot be used: {reason}; upload an .mp4, .webm or .gif") from None
     _checked("video", check_video_length, len(frames), spec["frames"], "the uploaded video")
-    return {**spec, "strength": DEFAULT_STRENGTH if strength is None else strength, "remixed_from_video_id": None}
+    default = models[spec["model"]].video_strength
+    return {**spec, "strength": default if strength is None else strength, "remixed_from_video_id": None}
 
 
 def parse_create(fields: dict, models: dict[str, ModelInfo], default: str, limits: Limits) -> dict:
@@ -385,16 +393,7 @@ def parse_create(fields: dict, models: dict[str, ModelInfo], default: str, limit
             raise bad("size", f"size={size} is larger than this server's {limits.max_side} pixels a side")
     _checked("size", model.geometry.check_clip, frames, height, width)  # frames are valid by now
 
-    seed = _checked("seed", check_seed, _number_from_form(fields.get("seed", 0), int))
-    steps = fields.get("steps")
-    steps = model.steps if steps in (None, "") else _number_from_form(steps, int)
-    steps = _checked("steps", check_whole, steps, "steps", high=limits.max_steps)
-    _checked("steps", checks.check_scheduler_steps, steps, model.scheduler_config)
-    guidance = fields.get("guidance_scale")
-    guidance = model.guidance if guidance in (None, "") else _number_from_form(guidance, float)
-    guidance = _checked(
-        "guidance_scale", check_real, guidance, "guidance_scale", low=0, high=limits.max_guidance, above_low=False
-    )
+    seed, steps, guidance = _sampling(fields, model, limits)
     multiscale = _bool(fields.get("multiscale", False), "multiscale")
     _checked(
         "multiscale",

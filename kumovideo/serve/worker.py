@@ -50,6 +50,7 @@ def load_models(
 
     from kumovideo.pipelines import KumoPipeline
     from kumovideo.pipelines.lora import pipeline_with_lora
+    from kumovideo.pipelines.video_to_video import video_strength
     from kumovideo.schedulers import KumoLCMScheduler
 
     pipes, infos = {}, {}
@@ -73,6 +74,7 @@ def load_models(
             multiscale_split=pipe.multiscale_split,
             motion_score_range=pipe.motion_score_range,
             aspect_range=pipe.aspect_range,
+            video_strength=video_strength(pipe.sampling_defaults),
         )
     for name, (path, base) in (loras or {}).items():
         pipes[name] = pipeline_with_lora(pipes[base], path, adapter_name=name)
