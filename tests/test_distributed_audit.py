@@ -144,3 +144,35 @@ def test_ddp_resume_on_another_world_size_says_the_data_changes(fixtures_dir, to
     warned = [r.getMessage() for r in caplog.records if "trained on 2 process(es), on 1" in r.getMessage()]
     assert len(warned) == 1 and "\n" not in warned[0], caplog.text
     assert "(step 2)" in capsys.readouterr().out
+
+
+def test_ulysses_refuses_a_bucket_whose_tokens_do_not_split_before_any_step():
+    from types import SimpleNamespace
+
+    from kumovideo.training.config import Stage, TrainConfig
+    from kumovideo.training.preflight import check_latent_shapes
+
+    class Source:  # one cache of 3 latent frames of 6x6 latents: 3 x 3 x 3 = 27 vision tokens (9 an image)
+        def cache(self, path):
+            return SimpleNamespace(index={}), [0]
+
+        def buckets(self, path):
+            return [((4, 3, 6, 6), [0])]
+
+    transformer = SimpleNamespace(patch_size=2)
+    vae = SimpleNamespace(
+        scaling_factor=1.0, latent_channels=4, block_out_channels=(8, 8, 8, 8), temporal_compression_ratio=4
+    )
+    config = TrainConfig(
+        stages=[Stage(name="s", steps=1, latents="cache", batch_size=1)], kind="dit", output_dir="unused"
+    )
+    check_latent_shapes(config, Source(), transformer, vae, ulysses=3)  # 27 splits over 3
+    with pytest.raises(KumoInputError, match=r"27 vision tokens, which --ulysses 2 does not split"):
+        check_latent_shapes(config, Source(), transformer, vae, ulysses=2)
+    images = TrainConfig(
+        stages=[Stage(name="s", steps=1, latents="cache", batch_size=1, image_prob=0.5)],
+        kind="dit",
+        output_dir="unused",
+    )
+    with pytest.raises(KumoInputError, match=r"1 latent frame\(s\) give 9 vision tokens, which --ulysses 27"):
+        check_latent_shapes(images, Source(), transformer, vae, ulysses=27)

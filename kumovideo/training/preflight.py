@@ -169,13 +169,15 @@ def check_export_target(target: str | Path, overwrite: bool) -> Path:
     return target
 
 
-def check_latent_shapes(config: TrainConfig, source, transformer_config, vae_config) -> None:
+def check_latent_shapes(config: TrainConfig, source, transformer_config, vae_config, ulysses: int = 1) -> None:
     """Once the models are built, before the first step: every cached clip fits them. Its
     latents come from this VAE (scaling factor and channels as the cache's index records
     them: another VAE's latents train without error into a model that decodes noise), and
     every bucket's latent sides divide by the transformer's patch (a clip encoded
     at its own size, 640x360, gives 45x80 latents that a patch of 2 cannot cut: the run
-    would stop at whichever step first drew it). A batch larger than the cache is a warning."""
+    would stop at whichever step first drew it), and with Ulysses degree `ulysses` > 1 every
+    bucket's vision tokens (and a 1-frame image's, with image_prob) split evenly over the
+    ranks. A batch larger than the cache is a warning."""
     import logging
 
     spatial = ClipGeometry.from_configs(vae_config).spatial
@@ -203,6 +205,14 @@ def check_latent_shapes(config: TrainConfig, source, transformer_config, vae_con
                     f"the transformer's {patch}x{patch} patches; encode them at sides that are multiples of "
                     f"{patch * spatial} px (kumo data encode --size WxH, or --aspect-buckets)"
                 )
+            for frames in {shape[1], *((1,) if stage.image_prob > 0 else ())}:
+                tokens = frames * (h // patch) * (w // patch)
+                if tokens % ulysses:  # the run would stop in shard_tokens at the first such batch
+                    raise KumoInputError(
+                        f"{where}: {w * spatial}x{h * spatial} pixels x {frames} latent frame(s) give {tokens} "
+                        f"vision tokens, which --ulysses {ulysses} does not split evenly; pick a degree that "
+                        "divides it, or another size"
+                    )
         if stage.batch_size > len(usable):
             logging.getLogger(__name__).warning(
                 "%s: batch_size %d is more than its %d clips, so every batch repeats clips; "

@@ -105,7 +105,9 @@ def _train_dit(config: TrainConfig, runtime: Runtime, resume: bool, stop_after: 
     conditioned = bool(config.conditioning)
     if conditioned:  # every cache keeps frame latents, or the run stops here in one line
         scaling = {stage.latents: source.frames_cache(stage.latents).scaling_factor for stage in config.stages}
-    check_latent_shapes(config, source, transformer.config, vae.config)
+    mesh = getattr(sharding, "mesh", None)  # FullySharded's: the Ulysses degree
+    ulysses = mesh.ulysses if mesh is not None and sharding.ulysses_group is not None else 1
+    check_latent_shapes(config, source, transformer.config, vae.config, ulysses)
     if runtime.is_main:
         for path in dict.fromkeys(stage.latents for stage in config.stages if stage.latents):
             cache, usable = source.cache(path)
