@@ -279,7 +279,7 @@ def test_bad_bodies_and_ids(client):
     assert_error(client.post("/v1/videos", json=["prompt"]), 400)
     big = b'{"prompt": "' + b"x" * (9 << 20) + b'"}'
     too_large = assert_error(client.post("/v1/videos", content=big, headers={"content-type": "application/json"}), 413)
-    assert "8 MiB" in too_large["message"] and "input_reference" in too_large["message"]
+    assert "8 MiB" in too_large["message"] and "uploaded image or video" in too_large["message"]
     deep = b'{"prompt": "p", "x": ' + b"[" * 100000 + b"]" * 100000 + b"}"
     assert_error(client.post("/v1/videos", content=deep, headers={"content-type": "application/json"}), 400)
     assert_error(client.get("/v1/videos", params={"limit": "\u00b2"}), 400, "limit")  # "²".isdigit() is True

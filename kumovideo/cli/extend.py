@@ -38,7 +38,9 @@ def added_frames(seconds: float, fps: float) -> int:
     """Frames that `seconds` add at `fps` (at least one), the seconds checked."""
     if not (math.isfinite(seconds) and 0 < seconds <= MAX_SECONDS):
         raise KumoInputError(f"--seconds {seconds:g}: add between 0 and {MAX_SECONDS} seconds, e.g. 2")
-    return max(1, round(seconds * fps))
+    from kumovideo.pipelines.extension import frames_to_add
+
+    return frames_to_add(seconds, fps)
 
 
 def check_args(args):

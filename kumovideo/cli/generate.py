@@ -150,8 +150,9 @@ def add_video_args(p) -> None:
     p.add_argument(
         "--video",
         default=None,
-        help="remake this clip with the prompt (video-to-video): its first --frames frames, fitted to the clip's "
-        "size, are noised and only the last --strength of the steps run, so its layout and motion stay",
+        help="remake this clip with the prompt (video-to-video): its first seconds, taken at the clip's frame rate "
+        "(--frames of them at --fps) and fitted to its size, are noised and only the last --strength of the steps "
+        "run, so its layout and motion stay",
     )
     p.add_argument(
         "--strength",
@@ -164,7 +165,9 @@ def add_video_args(p) -> None:
 
 
 def check_video_args(args):
-    """--video decoded (uint8 (F, H, W, 3)) and --strength checked, before any model loads."""
+    """--video (found, and its first frame decoded) and --strength checked, before any model
+    loads; the path, or None. Its frames are read once the clip's length and rate are known
+    (`read_video_source`): a long file is never decoded whole."""
     from kumovideo.pipelines import checks
 
     checks.check_video_to_video(args.video, args.strength)
@@ -174,7 +177,21 @@ def check_video_args(args):
         raise KumoInputError("--video runs in one process; drop --parallel")
     from kumovideo.pipelines.video_to_video import video_frames
 
-    return video_frames(args.video, "--video")
+    video_frames(args.video, "--video", num_frames=1)
+    return args.video
+
+
+def read_video_source(path: str, frames: int, fps: float):
+    """--video's frames at the clip's times (uint8 (frames, H, W, 3)): a 30 fps source remade
+    at 8 fps keeps its speed; too short is one line."""
+    from kumovideo.pipelines.video_to_video import read_source
+
+    try:
+        return read_source(path, frames, fps, what=f"--video {path}")
+    except KumoInputError:
+        raise
+    except Exception as exc:  # decoded its first frame in check_video_args; a later one is broken
+        raise KumoInputError(f"--video {path} cannot be decoded as a video ({type(exc).__name__})") from None
 
 
 def add_lumina_args(p) -> None:
@@ -463,7 +480,7 @@ class Checked(NamedTuple):
     device: object  # torch.device
     soundtrack: SoundtrackRequest | None  # --audio
     frames: FramesRequest | None  # --image, --interpolate
-    source: object  # --video's frames, uint8 (F, H, W, 3), or None
+    source: str | None  # --video's path
 
 
 def check_args(args) -> Checked:
@@ -540,10 +557,8 @@ def run(args) -> int:
     recommended = read_sampling_defaults(folder)  # a bad kumo_defaults.json is named before the weights load
     lumina = check_lumina_model(args, folder, recommended)  # --multiscale, --motion-score: from the configs
     planned = check_planned_clip(args, folder, recommended, conditioning, output)  # frames, size, steps, fps
-    if source is not None:
-        from kumovideo.pipelines.video_to_video import check_video_length
-
-        check_video_length(len(source), planned.frames, f"--video {args.video}")
+    if source is not None:  # at the rate the clip is written at
+        source = read_video_source(source, planned.frames, args.fps or recommended.get("fps", 8))
     ctx = None
     if args.parallel:  # checked against the process count and the model's configs before loading weights
         from kumovideo.distributed.launch import prepare_parallel

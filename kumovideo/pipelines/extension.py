@@ -20,6 +20,13 @@ from kumovideo.pipelines.conditioning import fit_image
 from kumovideo.utils.errors import KumoInputError
 
 
+def frames_to_add(seconds: float, fps: float) -> int:
+    """The frames `seconds` add to a clip at `fps`: the nearest whole number, at least one (2 s
+    at 29.97 fps add 60). The one rule of `kumo extend --seconds` and the Videos API's
+    extension `seconds`."""
+    return max(1, round(seconds * fps))
+
+
 def segment_frames(pipe, added_frames: int) -> tuple[int, int]:
     """(segments, frames per segment) that add at least `added_frames` frames: segments of the
     model's own clip length, each adding that - 1 (what the last adds past the request is cut

@@ -716,7 +716,7 @@ class KumoPipeline(DiffusionPipeline, CogVideoXLoraLoaderMixin):
         )
         height, width, num_frames = call["height"], call["width"], call["num_frames"]
         if video is not None:  # read and fitted before any model runs: a short clip is refused here
-            source = fit_video(video_frames(video), num_frames, height, width)
+            source = fit_video(video_frames(video, num_frames=num_frames), num_frames, height, width)
         num_inference_steps, max_sequence_length = call["num_inference_steps"], call["max_sequence_length"]
         guidance_scale, guidance_rescale = call["guidance_scale"], call["guidance_rescale"]
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)

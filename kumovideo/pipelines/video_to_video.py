@@ -39,16 +39,17 @@ def strength_start(num_inference_steps: int, strength: float) -> int:
     return num_inference_steps - max(1, min(num_inference_steps, round(strength * num_inference_steps)))
 
 
-def video_frames(video: Any, what: str = "video") -> np.ndarray:
-    """A clip as uint8 (F, H, W, 3): a path to a video file (PyAV), a uint8 (F, H, W, 3)
+def video_frames(video: Any, what: str = "video", num_frames: int | None = None) -> np.ndarray:
+    """A clip as uint8 (F, H, W, 3): a path to a video file (PyAV; only its first `num_frames`
+    frames decoded where given: a long file is never held whole), a uint8 (F, H, W, 3)
     array, a float tensor (F, 3, H, W) in [0, 1], or a list of images (`load_image`'s forms)."""
     if isinstance(video, (str, os.PathLike)):
-        from kumovideo.utils.video_io import read_video
+        from kumovideo.utils.video_io import read_video_head
 
         if not Path(video).is_file():
             raise KumoInputError(f"{what} {video} not found; pass a video file (.mp4, .webm, .gif)")
         try:
-            frames, _ = read_video(video)
+            frames, _ = read_video_head(video, num_frames or 2**31)
         except Exception as exc:  # PyAV's errors are many; any of them means the same to a user
             raise KumoInputError(f"{what} {video} cannot be decoded as a video ({type(exc).__name__})") from None
         return frames
@@ -77,6 +78,25 @@ def check_video_length(available: int, num_frames: int, what: str = "video") -> 
             f"{what} has {available} frames and the clip needs {num_frames}; pass a longer video or "
             "fewer frames (num_frames / --frames)"
         )
+
+
+def read_source(source, num_frames: int, fps: float, max_pixels: int | None = None, what: str = "video") -> np.ndarray:
+    """The source of a clip of `num_frames` frames at `fps`, uint8 (num_frames, H, W, 3): its
+    frames at the clip's times (`read_video_head`'s `fps`), so a 30 fps upload remade at 8 fps
+    keeps its speed instead of playing 3.75x slower. A source too short is a KumoInputError;
+    ValueError (too many pixels, no frames) and PyAV's errors as `read_video_head`."""
+    import math
+
+    from kumovideo.utils.video_io import read_video_head
+
+    frames, rate = read_video_head(source, num_frames, max_pixels=max_pixels, fps=fps)
+    if len(frames) < num_frames and rate and not math.isclose(rate, fps):
+        raise KumoInputError(
+            f"{what} at {rate:g} fps is too short: the clip needs {num_frames} frames at {fps:g} fps "
+            f"({(num_frames - 1) / fps:g} s of it); pass a longer video or a shorter clip"
+        )
+    check_video_length(len(frames), num_frames, what)
+    return frames
 
 
 def fit_video(frames: np.ndarray, num_frames: int, height: int, width: int, what: str = "video") -> torch.Tensor:

@@ -90,7 +90,7 @@ async def read_body(request: Request, limit: int) -> bytes:
     """The body, refused with 413 as soon as it passes `limit` bytes (never read whole first)."""
     too_large = ApiError(
         413,
-        f"request body is larger than {limit / 2**20:g} MiB; an input_reference image counts: send a smaller "
+        f"request body is larger than {limit / 2**20:g} MiB; an uploaded image or video counts: send a smaller "
         "one (it is scaled to the clip's size anyway)",
         code="request_too_large",
     )

@@ -174,6 +174,8 @@ class JobStore:
                 "WHERE id = ? AND status IN ('queued', 'in_progress')",
                 (code, message, int(time.time()), job_id),
             )
+        if cur.rowcount:  # a failed job never runs: its source (a remix's, an edit's) is not needed
+            self.source_path(job_id).unlink(missing_ok=True)
         return cur.rowcount > 0
 
     def delete(self, job_id: str) -> bool:

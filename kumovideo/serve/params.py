@@ -21,6 +21,7 @@ import numpy as np
 from kumovideo.geometry import ClipGeometry
 from kumovideo.pipelines import checks
 from kumovideo.pipelines.conditioning import fit_image, load_image
+from kumovideo.pipelines.extension import frames_to_add
 from kumovideo.pipelines.lora import check_lora_scale
 from kumovideo.pipelines.video_to_video import DEFAULT_STRENGTH
 from kumovideo.serve.errors import ApiError
@@ -264,6 +265,14 @@ def parse_remix(fields: dict, source_id: str, source: dict, models: dict[str, Mo
     _checked("strength", checks.check_video_to_video, True, strength)
     seed = fields.get("seed")
     seed = source["seed"] if seed in (None, "") else _checked("seed", check_seed, _number_from_form(seed, int))
+    if source.get("added_frames"):  # an extension's clip is its source and the added frames: remade whole
+        source = dict(source)
+        frames = source.pop("frames") + source.pop("added_frames")
+        geometry = models[source["model"]].geometry
+        _checked("video_id", geometry.check_clip, frames, source["height"], source["width"])
+        if frames > limits.max_frames:
+            raise bad("video_id", f"the source has {frames} frames; this server remakes at most {limits.max_frames}")
+        source["frames"] = frames
     return {
         **source,
         "prompt": prompt,
@@ -297,16 +306,15 @@ def parse_extend(
     text = str(seconds) if seconds is not None and not isinstance(seconds, bool) else ""
     if not SECONDS_PATTERN.fullmatch(text) or float(text) <= 0:
         raise bad("seconds", f'seconds={seconds!r} must be the seconds to add, such as "2"')
-    added = float(text) * fps
-    if not math.isclose(added, round(added)):
-        raise bad("seconds", f"seconds={text} at the clip's {fps:g} fps is not a whole number of frames")
-    added = round(added)
+    added = frames_to_add(float(text), fps)  # kumo extend's rule: the nearest whole frame (29.97 fps)
     if len(source) + added > limits.max_frames * 4:
         raise bad(
             "seconds",
             f"the clip would be {len(source) + added} frames; this server makes at most {limits.max_frames * 4}",
         )
     height, width = source.shape[1:3]
+    if max(width, height) > limits.max_side:  # the new frames are made at the clip's size
+        raise bad("video", f"the video is {width}x{height}, larger than this server's {limits.max_side} pixels a side")
     _checked("video", model.geometry.check_sides, height, width, "the clip to extend keeps its size")
     seed, steps, guidance = _sampling(fields, model, limits)
     total = (len(source) + added - 1) / fps
@@ -333,8 +341,7 @@ def parse_edit_upload(fields: dict, models: dict[str, ModelInfo], default: str, 
     create request's settings (model, size, seconds, ...) and `strength`; the upload must
     decode to at least the clip's frames (only those are read), each at most the server's
     image size. Video-to-video from it, as a remix is from a served clip."""
-    from kumovideo.pipelines.video_to_video import check_video_length
-    from kumovideo.utils.video_io import read_video_head
+    from kumovideo.pipelines.video_to_video import read_source
 
     _known_fields(fields, EDIT_FIELDS)
     upload = fields["video"]
@@ -343,12 +350,13 @@ def parse_edit_upload(fields: dict, models: dict[str, ModelInfo], default: str, 
     spec = parse_create({k: v for k, v in fields.items() if k not in ("video", "strength")}, models, default, limits)
     if not upload:
         raise bad("video", "the uploaded video is an empty file; upload a clip (.mp4, .webm, .gif)")
-    try:
-        frames, _ = read_video_head(upload, spec["frames"], max_pixels=limits.max_image_pixels)
+    try:  # its frames at the clip's times: a 30 fps upload keeps its speed
+        read_source(upload, spec["frames"], spec["fps"], max_pixels=limits.max_image_pixels, what="the uploaded video")
+    except KumoInputError as exc:  # too short
+        raise bad("video", str(exc)) from None
     except Exception as exc:  # PyAV's errors are many; each means the upload cannot be used
         reason = str(exc) if isinstance(exc, ValueError) else f"it cannot be decoded ({type(exc).__name__})"
         raise bad("video", f"the uploaded video cannot be used: {reason}; upload an .mp4, .webm or .gif") from None
-    _checked("video", check_video_length, len(frames), spec["frames"], "the uploaded video")
     default = models[spec["model"]].video_strength
     return {**spec, "strength": default if strength is None else strength, "remixed_from_video_id": None}
 

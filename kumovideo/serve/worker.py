@@ -205,6 +205,7 @@ class Worker:
     def _run(self, job_id: str, pipes: dict) -> None:
         import json
 
+        from kumovideo.pipelines.video_to_video import read_source
         from kumovideo.utils.video_io import read_video_head, write_video
 
         if not self.store.start(job_id):
@@ -221,7 +222,12 @@ class Worker:
         needs_source = spec.get("strength") is not None or spec.get("added_frames")  # remix, edit or extension
         source = self.store.source_path(job_id) if needs_source else None
         try:
-            clip = None if source is None else read_video_head(source, spec["frames"])[0]
+            if source is None:
+                clip = None
+            elif spec.get("added_frames"):  # an extension keeps its source's frames as they are
+                clip = read_video_head(source, spec["frames"])[0]
+            else:  # a remix's or an edit's: at the clip's times, as parse_edit_upload checked
+                clip = read_source(source, spec["frames"], spec["fps"])
             if spec.get("added_frames"):
                 frames = extend(pipes[spec["model"]], spec, clip, on_step)
             else:
