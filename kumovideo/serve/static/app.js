@@ -172,6 +172,17 @@ async function extendClip(source) {
   }
 }
 
+// A gallery item's button: its text, its accessible name (which clip), a tooltip, the action.
+function clipButton(text, label, title, onClick) {
+  const button = document.createElement("button");
+  button.type = "button";
+  button.textContent = text;
+  button.title = title;
+  button.setAttribute("aria-label", label);
+  button.addEventListener("click", onClick);
+  return button;
+}
+
 async function galleryItem(video) {
   const li = document.createElement("li");
   li.dataset.id = video.id;
@@ -192,11 +203,8 @@ async function galleryItem(video) {
   const status = document.createElement("p");
   status.className = "status";
   status.textContent = `${video.status} · ${video.size || ""} · ${new Date(video.created_at * 1000).toLocaleString()}`;
-  const del = document.createElement("button");
-  del.type = "button";
-  del.textContent = "Delete";
-  del.setAttribute("aria-label", `Delete clip: ${video.prompt || video.id}`);
-  del.addEventListener("click", async () => {
+  const name = video.prompt || video.id;
+  const del = clipButton("Delete", `Delete clip: ${name}`, "Delete this clip and its file", async () => {
     try {
       await api(`/v1/videos/${encodeURIComponent(video.id)}`, { method: "DELETE" });
       if (blobUrls.has(video.id)) URL.revokeObjectURL(blobUrls.get(video.id));
@@ -208,19 +216,12 @@ async function galleryItem(video) {
   });
   li.append(media, prompt, status, del);
   if (video.status === "completed") {
-    const again = document.createElement("button");
-    again.type = "button";
-    again.textContent = "Remix";
-    again.title = "Make this clip again with the prompt above, keeping its layout and motion";
-    again.setAttribute("aria-label", `Remix clip: ${video.prompt || video.id}`);
-    again.addEventListener("click", () => remix(video));
-    const longer = document.createElement("button");
-    longer.type = "button";
-    longer.textContent = "Extend";
-    longer.title = "Add two seconds from its last frame, with the prompt above (or its own)";
-    longer.setAttribute("aria-label", `Extend clip: ${video.prompt || video.id}`);
-    longer.addEventListener("click", () => extendClip(video));
-    li.append(again, longer);
+    li.append(
+      clipButton("Remix", `Remix clip: ${name}`, "Make this clip again with the prompt above, keeping its layout and motion",
+        () => remix(video)),
+      clipButton("Extend", `Extend clip: ${name}`, "Add two seconds from its last frame, with the prompt above (or its own)",
+        () => extendClip(video)),
+    );
   }
   return li;
 }
