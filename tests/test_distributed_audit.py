@@ -176,3 +176,32 @@ def test_ulysses_refuses_a_bucket_whose_tokens_do_not_split_before_any_step():
     )
     with pytest.raises(KumoInputError, match=r"1 latent frame\(s\) give 9 vision tokens, which --ulysses 27"):
         check_latent_shapes(images, Source(), transformer, vae, ulysses=27)
+
+
+def test_a_stand_in_transformer_refuses_an_image_or_a_video_it_would_drop():
+    """ParallelTransformer.forward passes x, text and t only: an image's `condition=` was
+    dropped without a word, and a source video needs the VAE's encoder on every rank."""
+    import numpy as np
+
+    from kumovideo.models.transformer_kumo import expand_for_frame_conditioning
+    from kumovideo.pipelines.factory import build_pipeline
+
+    class StandIn(torch.nn.Module):  # what --parallel puts in the transformer's place
+        def __init__(self, inner):
+            super().__init__()
+            self.inner, self.config = inner, inner.config
+
+        @property
+        def dtype(self):
+            return self.inner.dtype
+
+        def forward(self, hidden_states, encoder_hidden_states, timestep, return_dict=False, **kwargs):
+            return self.inner(hidden_states, encoder_hidden_states, timestep, return_dict=False)
+
+    pipe = build_pipeline("kumo-tiny")
+    pipe.transformer = StandIn(expand_for_frame_conditioning(pipe.transformer))
+    pipe.set_progress_bar_config(disable=True)
+    frames = np.zeros((9, 48, 64, 3), np.uint8)
+    for kwargs in ({"image": frames[0]}, {"video": frames}):
+        with pytest.raises(KumoInputError, match=r"conditioning frames \(image=\) and video= run in one process"):
+            pipe("a red circle", num_inference_steps=1, **kwargs)

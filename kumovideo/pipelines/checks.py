@@ -550,14 +550,22 @@ def clamp_motion_score(
 
 
 def check_single_process(
-    is_plain_transformer: bool, multiscale: bool, motion_score: Any, attention_kwargs: Any = None
+    is_plain_transformer: bool,
+    multiscale: bool,
+    motion_score: Any,
+    attention_kwargs: Any = None,
+    conditioned: bool = False,
+    video: Any = None,
 ) -> None:
-    """Multi-scale sampling, motion scores and a per-call LoRA scale need the transformer
-    itself: a stand-in (the sequence-parallel one of --parallel) passes none of them on."""
-    if not is_plain_transformer and (multiscale or motion_score is not None or attention_kwargs is not None):
+    """Multi-scale sampling, motion scores, a per-call LoRA scale and conditioning frames need
+    the transformer itself: a stand-in (the sequence-parallel one of --parallel) passes none of
+    them on (an image would be dropped without a word); a source video needs the VAE's encoder
+    on every rank, which the stand-in pipeline does not promise."""
+    extras = multiscale or motion_score is not None or attention_kwargs is not None or conditioned
+    if not is_plain_transformer and (extras or video is not None):
         raise KumoInputError(
-            "multi-scale sampling, motion scores and attention_kwargs run in one process; "
-            "drop --parallel (or the stand-in transformer)"
+            "multi-scale sampling, motion scores, attention_kwargs, conditioning frames (image=) and video= run "
+            "in one process; drop --parallel (or the stand-in transformer)"
         )
 
 

@@ -474,7 +474,12 @@ class KumoPipeline(DiffusionPipeline, CogVideoXLoraLoaderMixin):
         checks.warn_untrained_size(width, height, self.aspect_range, self.area_range)
         checks.check_attention_kwargs(attention_kwargs)
         checks.check_single_process(
-            isinstance(self.transformer, KumoTransformer3DModel), multiscale, motion_score, attention_kwargs
+            isinstance(self.transformer, KumoTransformer3DModel),
+            multiscale,
+            motion_score,
+            attention_kwargs,
+            conditioned=conditioning_frames is not None,
+            video=video,
         )
 
     @staticmethod
