@@ -17,7 +17,8 @@ nearest the named colour (ShapesWorld's palette, `shapes_judge.nearest_palette`)
   * seam: the centroid's step from the last source frame to the first added one, over the
     source's median step (1: as smooth as the clip itself).
 
-    python scripts/measure_extend.py --n 64 --seed 9601 --out outputs/extend
+    python scripts/measure_extend.py --n 48 --seed 9601 --out outputs/extend-context
+    python scripts/measure_extend.py --n 48 --seed 9601 --context 1 --out outputs/extend
 """
 
 from __future__ import annotations
@@ -74,6 +75,7 @@ def main() -> None:
     p.add_argument("--n", type=int, default=64)
     p.add_argument("--seed", type=int, default=9601)
     p.add_argument("--seconds", type=float, default=2.0)
+    p.add_argument("--context", type=int, default=5, help="the clip's last frames each segment starts from")
     p.add_argument("--out", default="outputs/extend")
     args = p.parse_args()
     out = Path(args.out)
@@ -95,7 +97,8 @@ def main() -> None:
         obj = parse_caption(text)["objects"][0]
         generator = torch.Generator().manual_seed(args.seed + i)
         source = frames_to_uint8(base(text, generator=generator, output_type="pt").frames[0])
-        longer = extend_frames(frames_model, source, added_count, text, torch.Generator().manual_seed(args.seed + i))
+        generator = torch.Generator().manual_seed(args.seed + i)
+        longer = extend_frames(frames_model, source, added_count, text, generator, context=args.context)
         added = longer[len(source) : len(source) + LOOK]
         c_src, a_src = track(source, obj["colour"])
         c_add, a_add = track(added, obj["colour"])

@@ -1,9 +1,9 @@
 """`kumo extend IN.mp4 --prompt P --seconds S -o OUT.mp4`: make a clip longer.
 
 The clip is kept exactly and S seconds are added at its frame rate, generated from its last
-frame by a model trained with conditioning frames (default: the built-in kumo-shapes-frames;
-image-to-video, docs/conditioning.md), one segment of the model's length at a time. The
-prompt says what happens next.
+frames (--context, default 5) by a model trained with conditioning frames (default: the
+built-in kumo-shapes-frames; docs/conditioning.md), one segment of the model's length at a
+time. The prompt says what happens next.
 """
 
 from __future__ import annotations
@@ -30,6 +30,14 @@ def register(sub) -> None:
         default=None,
         help="pipeline folder trained with conditioning frames (default: the built-in kumo-shapes-frames)",
     )
+    p.add_argument(
+        "--context",
+        type=int,
+        default=None,
+        metavar="K",
+        help="the clip's last K frames (odd) each segment starts from, given at its frames 0, 2, ...; 1: the last "
+        "frame alone (default 5: enough to carry a growing or shrinking object's trend)",
+    )
     add_sampling_args(p, "denoising steps per segment (default: the model's)", "default: off")
     p.set_defaults(func=run)
 
@@ -48,6 +56,7 @@ def check_args(args):
     (decoded; its size one the model takes) and the model's config."""
     from kumovideo.cli.interpolate import read_keyframes, resolve_frames_model
     from kumovideo.pipelines.checks import check_prompts, folder_clip
+    from kumovideo.pipelines.extension import context_frames
     from kumovideo.utils.paths import check_not_overwriting
     from kumovideo.utils.video_io import check_output_fps, check_output_path
 
@@ -65,7 +74,10 @@ def check_args(args):
     added = added_frames(args.seconds, fps)
     check_output_fps(output, fps)
     model = resolve_frames_model(args.model, "kumo extend")
-    folder_clip(model)[0].check_sides(*frames.shape[1:3], f"{args.input}'s frames")
+    geometry, (clip_frames, _, _) = folder_clip(model)
+    geometry.check_sides(*frames.shape[1:3], f"{args.input}'s frames")
+    if args.context is not None:  # odd, and short of the model's clip: the pipeline's rule, before it loads
+        context_frames(len(frames), args.context, clip_frames)
     return frames, fps, added, output, model, device
 
 
@@ -89,6 +101,7 @@ def run(args) -> int:
         guidance_scale=args.guidance,
         guidance_rescale=args.guidance_rescale,
         image_guidance_scale=args.image_guidance,
+        **({} if args.context is None else {"context": args.context}),
     )
     write_video(out, output, fps=fps)
     from kumovideo.cli import STARTED

@@ -219,7 +219,7 @@ def create_app(
 
     async def extension(request: Request):
         """OpenAI's extension: `video` {"id": ...} of a served video or an uploaded clip, made
-        `seconds` longer from its last frame by a model trained with conditioning frames."""
+        `seconds` longer from its last frames by a model trained with conditioning frames."""
         fields = await read_fields(request, limits.max_body_bytes, files=("video",))
         video = fields.get("video")
         if isinstance(video, dict):

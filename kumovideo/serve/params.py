@@ -294,7 +294,7 @@ def parse_extend(
     """The job spec of a `POST /v1/videos/extensions` body: `source` (uint8 (N, H, W, 3), a
     served video's frames or an upload's, at `fps`; 8 where the file has none) made `seconds`
     longer by a model trained with conditioning frames (`kumovideo.pipelines.extension`:
-    image-to-video from its last frame); the clip keeps its size and frame rate, and the
+    the clip's last frames known); the clip keeps its size and frame rate, and the
     job's `seconds` is the whole clip's."""
     _known_fields(fields, EXTEND_FIELDS)
     fps = fps or 8.0

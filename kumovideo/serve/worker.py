@@ -127,9 +127,9 @@ def extend(pipe, spec: dict, source, on_step=None):
     segment (`kumovideo.pipelines.extension`); progress counts every segment's steps."""
     import torch
 
-    from kumovideo.pipelines.extension import extend_frames, segment_frames
+    from kumovideo.pipelines.extension import context_frames, extend_frames, segment_frames
 
-    segments, _ = segment_frames(pipe, spec["added_frames"])
+    segments, _ = segment_frames(pipe, spec["added_frames"], context_frames(len(source)))
     done = 0
 
     def callback(p, step, timestep, tensors):

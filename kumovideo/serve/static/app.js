@@ -156,7 +156,7 @@ async function remix(source) {
   }
 }
 
-// Extend (POST /v1/videos/extensions): two seconds more from the clip's last frame, with the
+// Extend (POST /v1/videos/extensions): two seconds more from the clip's last frames, with the
 // prompt in the form, or the clip's own when the form's is empty.
 async function extendClip(source) {
   showError("");
@@ -219,7 +219,7 @@ async function galleryItem(video) {
     li.append(
       clipButton("Remix", `Remix clip: ${name}`, "Make this clip again with the prompt above, keeping its layout and motion",
         () => remix(video)),
-      clipButton("Extend", `Extend clip: ${name}`, "Add two seconds from its last frame, with the prompt above (or its own)",
+      clipButton("Extend", `Extend clip: ${name}`, "Add two seconds from its last frames, with the prompt above (or its own)",
         () => extendClip(video)),
     );
   }
