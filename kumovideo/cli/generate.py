@@ -359,6 +359,7 @@ class PlannedClip(NamedTuple):
     height: int
     width: int
     steps: int
+    fps: float  # the clip's own (before --interpolate multiplies it)
 
 
 def check_planned_clip(args, folder: Path, defaults: dict, request: FramesRequest | None, output: Path) -> PlannedClip:
@@ -391,9 +392,10 @@ def check_planned_clip(args, folder: Path, defaults: dict, request: FramesReques
     steps = flags_or_recommended(args, recommended_sampling(defaults, turbo=turbo))[0]
     checks.check_scheduler_steps(steps, scheduler)
     fps = args.fps or defaults.get("fps", 8)
-    if request is not None and request.interpolate:  # the file's rate: one rule with `kumo interpolate`
-        fps = check_interpolated_fps(fps, request.interpolate, "--fps")
-    check_output_fps(output, fps)
+    written = fps  # the file's rate: with --interpolate, one rule with `kumo interpolate`
+    if request is not None and request.interpolate:
+        written = check_interpolated_fps(fps, request.interpolate, "--fps")
+    check_output_fps(output, written)
     if request is not None and request.interpolate:
         _, (_, keep_height, keep_width) = checks.folder_clip(request.interpolate_model)
         if height * keep_width != width * keep_height:
@@ -403,7 +405,7 @@ def check_planned_clip(args, folder: Path, defaults: dict, request: FramesReques
                 f"{keep_height} clips and would crop {width}x{height} keyframes to that; generate at its aspect "
                 f"({keep_width // aspect}:{keep_height // aspect}), or without --interpolate"
             )
-    return PlannedClip(frames, height, width, steps)
+    return PlannedClip(frames, height, width, steps, fps)
 
 
 def check_fits_in_memory(frames: int, height: int, width: int) -> None:
@@ -558,7 +560,7 @@ def run(args) -> int:
     lumina = check_lumina_model(args, folder, recommended)  # --multiscale, --motion-score: from the configs
     planned = check_planned_clip(args, folder, recommended, conditioning, output)  # frames, size, steps, fps
     if source is not None:  # at the rate the clip is written at
-        source = read_video_source(source, planned.frames, args.fps or recommended.get("fps", 8))
+        source = read_video_source(source, planned.frames, planned.fps)
     ctx = None
     if args.parallel:  # checked against the process count and the model's configs before loading weights
         from kumovideo.distributed.launch import prepare_parallel
@@ -585,8 +587,7 @@ def run(args) -> int:
     if args.vae_tiling:
         pipe.enable_vae_tiling()
 
-    frames, height, width = planned.frames, planned.height, planned.width
-    fps = args.fps or defaults.get("fps", 8)
+    frames, height, width, fps = planned.frames, planned.height, planned.width, planned.fps
 
     call = dict(
         prompt=args.prompt,

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from kumovideo.pipelines import checks
-from kumovideo.pipelines.conditioning import fit_image
+from kumovideo.pipelines.interpolation import check_keyframes
 from kumovideo.utils.errors import KumoInputError
 
 
@@ -77,18 +77,15 @@ def extend_frames(
     from kumovideo.pipelines.pipeline_kumo import frames_to_uint8
 
     checks.check_frame_conditioning(pipe.transformer.config)
-    if not isinstance(frames, np.ndarray) or frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[3] != 3:
-        raise KumoInputError("the clip to extend must be uint8 frames (N, H, W, 3)")
-    if len(frames) < 1:
-        raise KumoInputError("the clip to extend has no frames")
+    frames = check_keyframes(frames, least=1, task="extending a clip")
     height, width = frames.shape[1:3]
     pipe.geometry.check_sides(height, width, "the clip to extend")
     known = context_frames(len(frames), context)
     segments, per = segment_frames(pipe, added_frames, known)
     made = frames
     for _ in range(segments):
-        tail = made[len(made) - known :]
-        given = {i: fit_image(tail[i], height, width, None) for i in range(0, known, 2)}
+        tail = made[len(made) - known :]  # already the clip's size: every segment is made at it
+        given = {i: tail[i] for i in range(0, known, 2)}
         out = pipe(
             prompt,
             conditioning_frames=given,

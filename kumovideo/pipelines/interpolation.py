@@ -44,13 +44,13 @@ def check_prompt(prompt) -> str:
     return prompt
 
 
-def check_keyframes(frames) -> np.ndarray:
-    """uint8 RGB frames (N, H, W, 3), N >= 2."""
+def check_keyframes(frames, least: int = 2, task: str = "interpolation") -> np.ndarray:
+    """uint8 RGB frames (N, H, W, 3), N >= `least` (what `task` needs)."""
     if not isinstance(frames, np.ndarray) or frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
         what = f"{frames.dtype} {frames.shape}" if isinstance(frames, np.ndarray) else type(frames).__name__
         raise KumoInputError(f"frames must be uint8 RGB video (N, H, W, 3), got {what}")
-    if len(frames) < 2:
-        raise KumoInputError(f"interpolation needs at least 2 frames, got {len(frames)}")
+    if len(frames) < least:
+        raise KumoInputError(f"{task} needs at least {least} frame{'s' if least > 1 else ''}, got {len(frames)}")
     return frames
 
 

@@ -49,7 +49,7 @@ def video_frames(video: Any, what: str = "video", num_frames: int | None = None)
         if not Path(video).is_file():
             raise KumoInputError(f"{what} {video} not found; pass a video file (.mp4, .webm, .gif)")
         try:
-            frames, _ = read_video_head(video, num_frames or 2**31)
+            frames, _ = read_video_head(video, num_frames)
         except Exception as exc:  # PyAV's errors are many; any of them means the same to a user
             raise KumoInputError(f"{what} {video} cannot be decoded as a video ({type(exc).__name__})") from None
         return frames

@@ -23,10 +23,10 @@ from starlette.responses import FileResponse, HTMLResponse, JSONResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from kumovideo.serve.errors import ApiError, error_body, not_found
+from kumovideo.serve.errors import ApiError, error_body, not_found, not_ready, video_gone
 from kumovideo.serve.jobs import JobStore, video_object
 from kumovideo.serve.limits import Limits
-from kumovideo.serve.params import parse_create, parse_edit_upload, parse_extend, parse_remix
+from kumovideo.serve.params import parse_create, parse_edit_upload, parse_extend, parse_remix, video_field
 from kumovideo.serve.worker import Worker
 
 logger = logging.getLogger(__name__)
@@ -177,114 +177,66 @@ def create_app(
                 code="rate_limit_exceeded",
             )
 
+    def completed(video_id: str, action: str) -> dict:
+        """A served video to remake or extend: 404 if there is none, 409 until it is completed."""
+        job = job_or_404(video_id)
+        if job["status"] != "completed":
+            raise not_ready(job, f"{action} a completed video")
+        return job
+
+    def enqueue(spec: dict, source: bytes | str | None = None) -> JSONResponse:
+        """Queue a job; `source`: an uploaded clip's bytes, or the id of the served video whose
+        clip the job remakes or extends (hard-linked, so deleting that video does not fail it)."""
+        check_queue_room()
+        job = store.create(**{k: spec[k] for k in ("model", "size", "seconds", "prompt")}, spec=spec)
+        if isinstance(source, bytes):
+            store.write_source(job["id"], source)
+        elif source is not None:
+            try:
+                store.link_source(job["id"], source)
+            except FileNotFoundError:  # the source's file went (deleted meanwhile, or by hand)
+                store.delete(job["id"])
+                raise video_gone(source) from None
+        worker.submit(job["id"])
+        return JSONResponse(video_object(job))
+
     async def create(request: Request):
         fields = await read_fields(request, limits.max_body_bytes)
         # In a thread: an input_reference image is decoded and resized there, which must not
         # hold up the event loop (every other request and progress poll) meanwhile.
-        spec = await run_in_threadpool(parse_create, fields, infos, default_model, limits)
-        check_queue_room()
-        keys = ("model", "size", "seconds", "prompt")
-        job = store.create(**{k: spec[k] for k in keys}, spec=spec)
-        worker.submit(job["id"])
-        return JSONResponse(video_object(job))
+        return enqueue(await run_in_threadpool(parse_create, fields, infos, default_model, limits))
 
     async def remix(request: Request):
-        source = job_or_404(request.path_params["video_id"])
-        fields = await read_fields(request, limits.max_body_bytes, files=())
-        return remix_of(source, fields)
+        source = completed(request.path_params["video_id"], "remix")
+        return remix_of(source, await read_fields(request, limits.max_body_bytes, files=()))
+
+    def remix_of(source: dict, fields: dict) -> JSONResponse:
+        """`source`: a completed job."""
+        return enqueue(parse_remix(fields, source["id"], json.loads(source["spec"]), infos, limits), source["id"])
 
     async def edit(request: Request):
         """OpenAI's edit: `video` an uploaded clip (multipart), or {"id": ...} of a served video
         (then the same as its remix)."""
         fields = await read_fields(request, limits.max_body_bytes, files=("video",))
-        video = fields.get("video")
-        if isinstance(video, dict):
-            if set(video) != {"id"} or not isinstance(video["id"], str):
-                raise ApiError(400, 'video must be {"id": "video_..."} or an uploaded clip', param="video")
-            return remix_of(job_or_404(video["id"]), {k: v for k, v in fields.items() if k != "video"})
-        if not isinstance(video, bytes):
-            what = "video is required" if video in (None, "") else f"video is a {type(video).__name__}"
-            raise ApiError(
-                400,
-                f'{what}: upload a clip as a form file, or give {{"id": "video_..."}} of a video made here',
-                param="video",
-                code="missing_required_parameter" if video in (None, "") else "invalid_value",
-            )
-        spec = await run_in_threadpool(parse_edit_upload, fields, infos, default_model, limits)  # decodes: a thread
-        check_queue_room()
-        job = store.create(**{k: spec[k] for k in ("model", "size", "seconds", "prompt")}, spec=spec)
-        store.write_source(job["id"], video)
-        worker.submit(job["id"])
-        return JSONResponse(video_object(job))
+        video = video_field(fields)
+        if isinstance(video, str):
+            return remix_of(completed(video, "remix"), {k: v for k, v in fields.items() if k != "video"})
+        spec = await run_in_threadpool(parse_edit_upload, fields, video, infos, default_model, limits)  # decodes
+        return enqueue(spec, video)
 
     async def extension(request: Request):
         """OpenAI's extension: `video` {"id": ...} of a served video or an uploaded clip, made
         `seconds` longer from its last frames by a model trained with conditioning frames."""
         fields = await read_fields(request, limits.max_body_bytes, files=("video",))
-        video = fields.get("video")
-        if isinstance(video, dict):
-            if set(video) != {"id"} or not isinstance(video["id"], str):
-                raise ApiError(400, 'video must be {"id": "video_..."} or an uploaded clip', param="video")
-            source = job_or_404(video["id"])
-            if source["status"] != "completed":
-                raise ApiError(
-                    409, f"video {source['id']} is {source['status']}, not completed", code="video_not_ready"
-                )
-            path = store.video_path(source["id"])
-            if not path.exists():
-                gone = f"video {source['id']}'s file is gone from the server's data dir"
-                raise ApiError(410, gone, code="video_gone")
-            data = path.read_bytes()
-        elif isinstance(video, bytes) and video:
-            data = video
-        else:
-            raise ApiError(
-                400,
-                'video is required: upload a clip as a form file, or give {"id": "video_..."} of a video made here',
-                param="video",
-                code="missing_required_parameter" if video in (None, "") else "invalid_value",
-            )
-        spec = await run_in_threadpool(read_extension, fields, data)  # decodes: a thread
-        check_queue_room()
-        job = store.create(**{k: spec[k] for k in ("model", "size", "seconds", "prompt")}, spec=spec)
-        store.write_source(job["id"], data)
-        worker.submit(job["id"])
-        return JSONResponse(video_object(job))
-
-    def read_extension(fields: dict, data: bytes) -> dict:
-        from kumovideo.utils.video_io import read_video_head
-
-        try:
-            source, fps = read_video_head(data, limits.max_frames * 4 + 1, max_pixels=limits.max_image_pixels)
-        except Exception as exc:  # PyAV's errors are many; each means the clip cannot be used
-            reason = str(exc) if isinstance(exc, ValueError) else f"it cannot be decoded ({type(exc).__name__})"
-            raise ApiError(
-                400, f"the video cannot be used: {reason}; upload an .mp4, .webm or .gif", param="video"
-            ) from None
-        if len(source) > limits.max_frames * 4:
-            longest = limits.max_frames * 4
-            raise ApiError(400, f"the video has over {longest} frames; extend a shorter one", param="video")
-        return parse_extend(fields, source, fps, infos, default_model, limits)
-
-    def remix_of(source: dict, fields: dict) -> JSONResponse:
-        if source["status"] != "completed":
-            raise ApiError(
-                409,
-                f"video {source['id']} is {source['status']}, not completed; remix a completed video",
-                code="video_not_ready",
-            )
-        spec = parse_remix(fields, source["id"], json.loads(source["spec"]), infos, limits)
-        check_queue_room()
-        kept = {k: source[k] for k in ("model", "size", "seconds")}  # the source's clip, as it was made
-        job = store.create(**kept, prompt=spec["prompt"], spec=spec)
-        try:
-            store.link_source(job["id"], source["id"])
-        except FileNotFoundError:  # the source's file went (deleted meanwhile, or by hand)
-            store.delete(job["id"])
-            gone = f"video {source['id']}'s file is gone from the server's data dir"
-            raise ApiError(410, gone, code="video_gone") from None
-        worker.submit(job["id"])
-        return JSONResponse(video_object(store.get(job["id"])))
+        video = video_field(fields)
+        data = video
+        if isinstance(video, str):
+            try:
+                data = store.video_path(completed(video, "extend")["id"]).read_bytes()
+            except FileNotFoundError:
+                raise video_gone(video) from None
+        spec = await run_in_threadpool(parse_extend, fields, data, infos, default_model, limits)  # decodes: a thread
+        return enqueue(spec, video)
 
     async def retrieve(request: Request):
         return JSONResponse(video_object(job_or_404(request.path_params["video_id"])))
@@ -302,11 +254,9 @@ def create_app(
             raise ApiError(400, f"variant={variant!r}: only 'video' is available", param="variant")
         path = store.video_path(job["id"])
         if job["status"] != "completed":
-            raise ApiError(
-                409, f"video {job['id']} is {job['status']}, not completed; no content yet", code="video_not_ready"
-            )
+            raise not_ready(job, "no content yet")
         if not path.exists():
-            raise ApiError(410, f"video {job['id']}'s file is gone from the server's data dir", code="video_gone")
+            raise video_gone(job["id"])
         return FileResponse(path, media_type="video/mp4", filename=f"{job['id']}.mp4")
 
     async def list_videos(request: Request):

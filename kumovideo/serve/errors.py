@@ -29,3 +29,11 @@ def error_body(message: str, *, type: str = "invalid_request_error", param=None,
 
 def not_found(video_id: str) -> ApiError:
     return ApiError(404, f"no video with id {video_id!r}", param="video_id", code="not_found")
+
+
+def not_ready(job: dict, what_to_do: str) -> ApiError:
+    return ApiError(409, f"video {job['id']} is {job['status']}, not completed; {what_to_do}", code="video_not_ready")
+
+
+def video_gone(video_id: str) -> ApiError:
+    return ApiError(410, f"video {video_id}'s file is gone from the server's data dir", code="video_gone")

@@ -288,15 +288,50 @@ def parse_remix(fields: dict, source_id: str, source: dict, models: dict[str, Mo
 EXTEND_FIELDS = frozenset("prompt seconds video model seed steps guidance_scale negative_prompt".split())
 
 
-def parse_extend(
-    fields: dict, source: np.ndarray, fps: float, models: dict[str, ModelInfo], default: str, limits: Limits
-) -> dict:
-    """The job spec of a `POST /v1/videos/extensions` body: `source` (uint8 (N, H, W, 3), a
-    served video's frames or an upload's, at `fps`; 8 where the file has none) made `seconds`
-    longer by a model trained with conditioning frames (`kumovideo.pipelines.extension`:
-    the clip's last frames known); the clip keeps its size and frame rate, and the
+def video_field(fields: dict) -> str | bytes:
+    """`video` of an edit or an extension: the id of `{"id": "video_..."}` (a video made here),
+    or an uploaded clip's bytes (not empty); anything else is a 400."""
+    video = fields.get("video")
+    if isinstance(video, dict):
+        if set(video) != {"id"} or not isinstance(video["id"], str):
+            raise bad("video", 'video must be {"id": "video_..."} or an uploaded clip', code=None)
+        return video["id"]
+    if isinstance(video, bytes):
+        if not video:
+            raise bad("video", "the uploaded video is an empty file; upload a clip (.mp4, .webm, .gif)")
+        return video
+    what = "video is required" if video in (None, "") else f"video is a {type(video).__name__}"
+    raise bad(
+        "video",
+        f'{what}: upload a clip as a form file, or give {{"id": "video_..."}} of a video made here',
+        code="missing_required_parameter" if video in (None, "") else "invalid_value",
+    )
+
+
+def _decoded(clip: str, read, /, *args, **kwargs):
+    """`read(*args, **kwargs)` on a clip (`clip` names it); one it cannot use is a 400 naming `video`."""
+    try:
+        return read(*args, **kwargs)
+    except KumoInputError as exc:  # too short, at its own rate
+        raise bad("video", str(exc)) from None
+    except Exception as exc:  # PyAV's errors are many; each means the clip cannot be used
+        reason = str(exc) if isinstance(exc, ValueError) else f"it cannot be decoded ({type(exc).__name__})"
+        raise bad("video", f"{clip} cannot be used: {reason}; upload an .mp4, .webm or .gif") from None
+
+
+def parse_extend(fields: dict, data: bytes, models: dict[str, ModelInfo], default: str, limits: Limits) -> dict:
+    """The job spec of a `POST /v1/videos/extensions` body: `data` (a served video's file or an
+    upload, decoded here, at most 4x the server's frames) made `seconds` longer by a model
+    trained with conditioning frames (`kumovideo.pipelines.extension`: the clip's last frames
+    known); the clip keeps its size and frame rate (8 where the file has none), and the
     job's `seconds` is the whole clip's."""
+    from kumovideo.utils.video_io import read_video_head
+
     _known_fields(fields, EXTEND_FIELDS)
+    longest = limits.max_frames * 4
+    source, fps = _decoded("the video", read_video_head, data, longest + 1, max_pixels=limits.max_image_pixels)
+    if len(source) > longest:
+        raise bad("video", f"the video has over {longest} frames; extend a shorter one")
     fps = fps or 8.0
     prompt, negative = _prompts(fields, limits)
     name = fields.get("model") or route(models, default, None, image=True, multiscale=False, motion=False)
@@ -336,27 +371,20 @@ def parse_extend(
     }
 
 
-def parse_edit_upload(fields: dict, models: dict[str, ModelInfo], default: str, limits: Limits) -> dict:
-    """The job spec of a `POST /v1/videos/edits` body whose `video` is an uploaded clip: a
+def parse_edit_upload(fields: dict, upload: bytes, models: dict[str, ModelInfo], default: str, limits: Limits) -> dict:
+    """The job spec of a `POST /v1/videos/edits` body whose `video` is `upload` (a clip): a
     create request's settings (model, size, seconds, ...) and `strength`; the upload must
     decode to at least the clip's frames (only those are read), each at most the server's
     image size. Video-to-video from it, as a remix is from a served clip."""
     from kumovideo.pipelines.video_to_video import read_source
 
     _known_fields(fields, EDIT_FIELDS)
-    upload = fields["video"]
     strength = _optional_number(fields, "strength")
     _checked("strength", checks.check_video_to_video, True, strength)
     spec = parse_create({k: v for k, v in fields.items() if k not in ("video", "strength")}, models, default, limits)
-    if not upload:
-        raise bad("video", "the uploaded video is an empty file; upload a clip (.mp4, .webm, .gif)")
-    try:  # its frames at the clip's times: a 30 fps upload keeps its speed
-        read_source(upload, spec["frames"], spec["fps"], max_pixels=limits.max_image_pixels, what="the uploaded video")
-    except KumoInputError as exc:  # too short
-        raise bad("video", str(exc)) from None
-    except Exception as exc:  # PyAV's errors are many; each means the upload cannot be used
-        reason = str(exc) if isinstance(exc, ValueError) else f"it cannot be decoded ({type(exc).__name__})"
-        raise bad("video", f"the uploaded video cannot be used: {reason}; upload an .mp4, .webm or .gif") from None
+    # Its frames at the clip's times (a 30 fps upload keeps its speed): only checked here.
+    what = "the uploaded video"
+    _decoded(what, read_source, upload, spec["frames"], spec["fps"], max_pixels=limits.max_image_pixels, what=what)
     default = models[spec["model"]].video_strength
     return {**spec, "strength": default if strength is None else strength, "remixed_from_video_id": None}
 

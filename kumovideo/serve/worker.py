@@ -222,16 +222,13 @@ class Worker:
         needs_source = spec.get("strength") is not None or spec.get("added_frames")  # remix, edit or extension
         source = self.store.source_path(job_id) if needs_source else None
         try:
-            if source is None:
-                clip = None
-            elif spec.get("added_frames"):  # an extension keeps its source's frames as they are
-                clip = read_video_head(source, spec["frames"])[0]
-            else:  # a remix's or an edit's: at the clip's times, as parse_edit_upload checked
-                clip = read_source(source, spec["frames"], spec["fps"])
-            if spec.get("added_frames"):
-                frames = extend(pipes[spec["model"]], spec, clip, on_step)
+            pipe = pipes[spec["model"]]
+            if spec.get("added_frames"):  # an extension keeps its source's frames as they are
+                frames = extend(pipe, spec, read_video_head(source, spec["frames"])[0], on_step)
+            elif source is not None:  # a remix's or an edit's: at the clip's times, as parse_edit_upload checked
+                frames = generate(pipe, spec, on_step, read_source(source, spec["frames"], spec["fps"]))
             else:
-                frames = generate(pipes[spec["model"]], spec, on_step, clip)
+                frames = generate(pipe, spec, on_step)
         except Cancelled as exc:
             if str(exc) == STOPPED:
                 self.store.fail(job_id, "server_stopped", STOPPED)

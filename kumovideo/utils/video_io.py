@@ -183,31 +183,21 @@ def to_rgb(frame) -> np.ndarray:
 def read_video(path: str | os.PathLike) -> tuple[np.ndarray, float]:
     """Decode a whole clip: uint8 frames (F, H, W, 3), upright as a player shows them
     (`frame_rotation`), and its frame rate (a GIF's from its frames' start times: `gif_rate`)."""
-    import av
-
-    with av.open(str(path)) as container:
-        stream = container.streams.video[0]
-        decoded = list(container.decode(stream))
-        fps = float(stream.average_rate or stream.guessed_rate or 0)
-        if stream.codec_context.name == "gif" and decoded:
-            fps = gif_rate([f.pts for f in decoded], decoded[-1].duration) or fps
-        frames = [to_rgb(f) for f in decoded]
-    if not frames:
-        raise ValueError(f"{path} has no video frames")
-    return np.stack(frames), fps
+    return read_video_head(path)
 
 
 def read_video_head(
-    source, max_frames: int, max_pixels: int | None = None, fps: float | None = None
+    source, max_frames: int | None = None, max_pixels: int | None = None, fps: float | None = None
 ) -> tuple[np.ndarray, float]:
-    """The first `max_frames` frames of a clip (a path, or an upload's bytes) as uint8
-    (F, H, W, 3), upright, and its frame rate (a GIF's from its frames' start times, as
-    `read_video`; 0 if it has none). With `fps` and a clip at another rate, the frames are
-    taken at a clip of `fps`'s times instead (frame i: the source's round(i x rate / fps)), so a
-    30 fps source remade at 8 fps keeps its speed. Only the frames up to the last one taken
-    are decoded, and only those taken are kept, so a long upload costs only what is used.
-    ValueError when a frame has more than `max_pixels` (read from the stream's header, before
-    decoding) or when there are no frames; PyAV's own errors for what it cannot read."""
+    """The first `max_frames` frames of a clip (a path, or an upload's bytes; None: all) as
+    uint8 (F, H, W, 3), upright, and its frame rate (a GIF's from its frames' start times:
+    FFmpeg reads an 8 fps GIF as 8.33; 0 if it has none). With `fps` and a clip at another
+    rate, `max_frames` frames are taken at a clip of `fps`'s times instead (frame i: the
+    source's round(i x rate / fps)), so a 30 fps source remade at 8 fps keeps its speed. Only
+    the frames up to the last one taken are decoded, and only those taken are kept, so a long
+    upload costs only what is used. ValueError when a frame has more than `max_pixels` (read
+    from the stream's header, before decoding) or when there are no frames; PyAV's own errors
+    for what it cannot read."""
     import io
 
     import av
@@ -220,25 +210,26 @@ def read_video_head(
             raise ValueError("it holds no video stream")
         stream = container.streams.video[0]
         rate = float(stream.average_rate or stream.guessed_rate or 0)
-        if stream.codec_context.name == "gif":  # FFmpeg's average rate of an 8 fps GIF is 8.33
+        if stream.codec_context.name == "gif":
             packets = [p for p in container.demux(stream) if p.size]
             rate = (gif_rate([p.pts for p in packets], packets[-1].duration) if packets else None) or rate
-    resample = fps is not None and rate > 0 and not math.isclose(rate, fps)
-    wanted = [round(i * rate / fps) for i in range(max_frames)] if resample else list(range(max_frames))
-    needed, kept = set(wanted), {}
+    resample = max_frames is not None and fps is not None and rate > 0 and not math.isclose(rate, fps)
+    wanted = [round(i * rate / fps) for i in range(max_frames)] if resample else None  # None: the first ones
+    last = wanted[-1] if resample else (max_frames - 1 if max_frames is not None else math.inf)
+    needed, kept = set(wanted or ()), {}
     with opened() as container:
         stream = container.streams.video[0]
         width, height = stream.codec_context.width, stream.codec_context.height
         if max_pixels is not None and width * height > max_pixels:
             raise ValueError(f"its frames are {width}x{height}, over the {max_pixels / 1e6:g} megapixels taken here")
         for index, frame in enumerate(container.decode(stream)):
-            if index in needed:
+            if not resample or index in needed:
                 kept[index] = to_rgb(frame)
-            if index >= wanted[-1]:
+            if index >= last:
                 break
     if not kept:
         raise ValueError("it holds no video frames")
-    return np.stack([kept[i] for i in wanted if i in kept]), rate
+    return np.stack([kept[i] for i in wanted if i in kept] if resample else list(kept.values())), rate
 
 
 def gif_rate(starts: list[int | None], last_delay: int | None) -> float | None:
