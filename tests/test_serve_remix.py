@@ -194,6 +194,7 @@ def test_bad_extensions_are_4xx_naming_the_field(models, tmp_path):
             ({**prompt, "seconds": "1"}, odd, "video", "not a multiple of 16"),
             ({**prompt, "seconds": "1", "strength": "0.5"}, good, "strength", "unknown parameter"),
             ({"seconds": "1"}, good, "prompt", "prompt is required"),
+            ({**prompt, "seconds": "1"}, {"video": ("e.mp4", b"", "video/mp4")}, "video", "empty file"),
         ]:
             error = assert_error(client.post(url, data=data, files=files), 400, param)
             assert needle in error["message"], error
