@@ -76,6 +76,7 @@ def register(sub) -> None:
         "fine-tune that taught it",
     )
     add_frame_args(q)
+    add_layout_arg(q)
     from kumovideo.cli.generate import add_lumina_args
 
     add_lumina_args(q)  # --multiscale, --multiscale-split/-handoff, --motion-score: as `kumo generate` has them
@@ -92,6 +93,15 @@ def add_frame_args(q) -> None:
     """--width / --height: the clip size (spec v1.1 any aspect), default the model's."""
     q.add_argument("--width", type=int, default=None, help="clip width in pixels (default: the model's)")
     q.add_argument("--height", type=int, default=None, help="clip height in pixels (default: the model's)")
+
+
+def add_layout_arg(q) -> None:
+    """--no-layout: the model alone, without its layout planner (kumovideo.pipelines.layout)."""
+    q.add_argument(
+        "--no-layout",
+        action="store_true",
+        help="judge the model alone: no layout from its planner (the built-in model plans two-object captions)",
+    )
 
 
 def check_frame_flags(args, folder: Path) -> tuple[int, int] | None:
@@ -133,7 +143,10 @@ def check_lumina(args, folder: Path) -> dict:
     ] + [flag for flag, value in sampling if value is not None]
     if given and args.reference:
         raise KumoInputError(f"{' and '.join(given)}: for generated clips only; leave out with --reference")
-    return check_lumina_model(args, folder, read_sampling_defaults(folder))
+    if args.no_layout and args.reference:
+        raise KumoInputError("--no-layout: for generated clips only; leave it out with --reference")
+    extras = check_lumina_model(args, folder, read_sampling_defaults(folder))
+    return {**extras, "layout": False} if args.no_layout else extras
 
 
 def check_args(args) -> Path:
@@ -228,6 +241,8 @@ def run(args) -> int:
             "multiscale_split": extras.get("multiscale_split"),  # resolved: the flag, else the model's
             "multiscale_handoff": handoff,  # resolved: the flag, else the model's (None: evenly spaced steps)
             "motion_score": extras.get("motion_score"),  # as sampled: clamped to the model's range
+            # the layout planner the clips were sampled with (None: the model alone)
+            "layout": None if args.no_layout or args.reference else pipe.sampling_defaults.get("layout"),
             "negative_motion_score": extras.get("negative_motion_score"),  # motion guidance, likewise
             "negative_motion_end": extras.get("negative_motion_end"),  # as given (None: the model's, else 1)
             "seconds": elapsed,

@@ -93,6 +93,7 @@ def register(sub) -> None:
     p.add_argument("--vae-tiling", action="store_true", help="decode in spatial tiles (less memory)")
     add_frames_args(p)
     add_video_args(p)
+    add_layout_args(p)
     add_lumina_args(p)
     p.add_argument(
         "--audio", action="store_true", help="add a soundtrack made from the clip by a video-to-audio model (kumo v2a)"
@@ -162,6 +163,48 @@ def add_video_args(p) -> None:
         help="with --video: the share of the steps run, in (0, 1]; lower keeps more of the source "
         "(default: the model's, else 0.6)",
     )
+
+
+def add_layout_args(p) -> None:
+    """--regions and --no-layout: regional prompts on box tracks (kumovideo.pipelines.layout)."""
+    p.add_argument(
+        "--regions",
+        default=None,
+        metavar="JSON",
+        help='draw each region\'s prompt inside its box: a JSON file holding [{"prompt": ..., "box": [x0, y0, x1, '
+        'y1], "end_box": [...]}, ...], boxes as fractions of the frame, moving linearly from box to end_box '
+        "(docs/layout.md)",
+    )
+    p.add_argument(
+        "--no-layout",
+        action="store_true",
+        help="do not lay out the prompt's objects with the model's planner (the built-in model plans two-object "
+        "captions: one box per object, each drawn by its own clause)",
+    )
+
+
+def check_layout_args(args) -> list | None:
+    """--regions read and checked (the boxes' form, before any model loads); its list, or None."""
+    if args.regions is None:
+        return None
+    import json
+
+    from kumovideo.pipelines.layout import check_regions
+
+    try:
+        regions = json.loads(Path(args.regions).read_text())
+    except OSError as exc:
+        raise KumoInputError(
+            f"--regions {args.regions} cannot be read ({exc.strerror or exc}); give a JSON file"
+        ) from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise KumoInputError(
+            f"--regions {args.regions} is not JSON ({exc}); see docs/layout.md for its form"
+        ) from None
+    check_regions(regions, 1, 2)
+    if args.no_layout:
+        raise KumoInputError("--regions is a layout and --no-layout turns layouts off; give one of them")
+    return regions
 
 
 def check_video_args(args):
@@ -483,6 +526,7 @@ class Checked(NamedTuple):
     soundtrack: SoundtrackRequest | None  # --audio
     frames: FramesRequest | None  # --image, --interpolate
     source: str | None  # --video's path
+    regions: list | None  # --regions' boxes
 
 
 def check_args(args) -> Checked:
@@ -521,7 +565,10 @@ def check_args(args) -> Checked:
         flag = "--t5-on" if args.t5_on else "--vae-on"
         raise KumoInputError(f"{flag} places work across processes and needs --parallel (under torchrun); drop it")
     frames = check_frames_args(args)
-    return Checked(output, dtype, device, check_audio_args(args, output), frames, check_video_args(args))
+    regions = check_layout_args(args)
+    if regions is not None and frames is not None:
+        raise KumoInputError("--regions does not combine with --image / --interpolate; drop one of them")
+    return Checked(output, dtype, device, check_audio_args(args, output), frames, check_video_args(args), regions)
 
 
 def check_audio_args(args, output: Path) -> SoundtrackRequest | None:
@@ -543,7 +590,9 @@ def run(args) -> int:
 
     from kumovideo.utils.video_io import write_video
 
-    output, dtype, device, soundtrack, conditioning, source = check_args(args)  # all checks before a model loads
+    output, dtype, device, soundtrack, conditioning, source, regions = check_args(
+        args
+    )  # all checks before a model loads
 
     from kumovideo.builtin import LUMINA_DIR, builtin_frames_dir, builtin_model_dir, lumina_request
     from kumovideo.pipelines import KumoPipeline, frames_to_uint8
@@ -605,6 +654,10 @@ def run(args) -> int:
         call.update(image=image, image_guidance_scale=conditioning.image_guidance)
     if source is not None:
         call.update(video=source, strength=args.strength)
+    if regions is not None:
+        call["regions"] = regions
+    elif args.no_layout:
+        call["layout"] = False
     call.update(lumina)
     if ctx is None or ctx.is_main:
         call["callback_on_step_end"] = announce_decode(frames, height, width)

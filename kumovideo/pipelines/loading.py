@@ -316,6 +316,11 @@ SAMPLING_DEFAULT_KEYS = {
     "negative_motion_end": ("a fraction of the steps in (0, 1]", lambda v: is_real(v) and 0 < v <= 1),
     # Video-to-video (remix, --video): the share of the steps run on a source clip.
     "video_strength": ("a fraction of the steps in (0, 1]", lambda v: is_real(v) and 0 < v <= 1),
+    # the layout planner (kumovideo.pipelines.layout.resolve_planner)
+    "layout": (
+        "'kumovideo.<module>:<function>'",
+        lambda v: isinstance(v, str) and v.startswith("kumovideo.") and ":" in v,
+    ),
 }
 
 

@@ -37,6 +37,17 @@ from kumovideo.models.cpu_conv import route_conv3d_to_onednn
 from kumovideo.models.transformer_kumo import KumoTransformer3DModel
 from kumovideo.pipelines import checks
 from kumovideo.pipelines.conditioning import build_conditions
+from kumovideo.pipelines.layout import (
+    FILL_STEPS,
+    Region,
+    RegionComposer,
+    check_layout_inputs,
+    check_regions,
+    clip_seeds,
+    layout_prompts,
+    planned_regions,
+    region_map,
+)
 from kumovideo.pipelines.loading import (
     COMPONENTS,
     CaptionVocabulary,
@@ -434,6 +445,8 @@ class KumoPipeline(DiffusionPipeline, CogVideoXLoraLoaderMixin):
         video=None,
         strength=None,
         attention_kwargs=None,
+        regions=None,
+        layout=None,
     ):
         """Every argument of a call (sizes and steps resolved), before any work; each mistake
         is a KumoInputError naming it (`kumovideo.pipelines.checks`). `conditioning_frames` is
@@ -473,6 +486,14 @@ class KumoPipeline(DiffusionPipeline, CogVideoXLoraLoaderMixin):
         checks.check_video_to_video(video, strength)
         checks.warn_untrained_size(width, height, self.aspect_range, self.area_range)
         checks.check_attention_kwargs(attention_kwargs)
+        check_layout_inputs(
+            regions,
+            layout,
+            self.sampling_defaults.get("layout"),
+            batch_size // num_videos_per_prompt,
+            num_frames,
+            conditioned=conditioning_frames is not None,
+        )
         checks.check_single_process(
             isinstance(self.transformer, KumoTransformer3DModel),
             multiscale,
@@ -583,6 +604,25 @@ class KumoPipeline(DiffusionPipeline, CogVideoXLoraLoaderMixin):
         boundary = end_of_first_steps(timesteps, checks.leading_steps(len(timesteps), negative_motion_end))
         return lambda t: negative if float(t) > boundary else scores
 
+    def clip_layouts(
+        self, prompts, regions, layout, num_videos_per_prompt, generator, clip_size, planned
+    ) -> list[list[Region]] | None:
+        """Each clip's regions (one list per clip, prompt-major as the noise), None where no clip
+        has any: the call's `regions` for every video of its prompt, else, where `planned` (no
+        conditioning frames, no source video) and `layout` is not False, the checkpoint's
+        planner's, drawn from each clip's seed. `clip_size`: (frames, height, width)."""
+        num_frames, height, width = clip_size
+        per_prompt = check_regions(regions, len(prompts), num_frames)
+        if per_prompt is not None:
+            per_clip = [r for r in per_prompt for _ in range(num_videos_per_prompt)]
+        elif layout is False or not planned:
+            return None
+        else:
+            texts = [self.normalize_prompt(p) for p in prompts for _ in range(num_videos_per_prompt)]
+            seeds = clip_seeds(generator, len(texts))
+            per_clip = planned_regions(self.sampling_defaults.get("layout"), texts, seeds, width, height, num_frames)
+        return per_clip if any(per_clip) else None
+
     # ------------------------------------------------------------------ call
 
     @property
@@ -632,6 +672,8 @@ class KumoPipeline(DiffusionPipeline, CogVideoXLoraLoaderMixin):
         video=None,
         strength: float | None = None,
         attention_kwargs: dict | None = None,
+        regions: list | None = None,
+        layout: bool | None = None,
     ):
         """Generate clips. `sampler="scheduler"` steps the pipeline's scheduler (DDIM, or the
         Turbo consistency scheduler); `sampler="renoise"` runs the Kandinsky-4-Flash-style
@@ -681,6 +723,14 @@ class KumoPipeline(DiffusionPipeline, CogVideoXLoraLoaderMixin):
         `attention_kwargs` (diffusers' CogVideoX name) goes to the transformer: {"scale": s}
         runs a loaded LoRA at s for this call alone (0: the base weights).
 
+        Regional prompts (`kumovideo.pipelines.layout`, docs/layout.md): `regions`, a list of
+        {"prompt", "box": [x0, y0, x1, y1], "end_box"} (fractions of the frame; the box moves
+        linearly to `end_box` over the clip), or one such list per prompt, draws each region's
+        prompt inside its boxes, one branch per region. `layout` (None: the checkpoint's
+        kumo_defaults.json `layout` planner, which lays out the prompts it understands; the
+        built-in model's plans its two-object captions) False turns the planner off, True
+        requires one. Not with conditioning frames; the planner stays off for `video`.
+
         Left out (None): the clip size is the transformer's (`default_clip`: 128x128x17 for
         the built-in model, 480x720x41 for the original), steps and guidance the
         checkpoint's recommendation (`default_sampling`)."""
@@ -718,6 +768,8 @@ class KumoPipeline(DiffusionPipeline, CogVideoXLoraLoaderMixin):
             video=video,
             strength=strength,
             attention_kwargs=attention_kwargs,
+            regions=regions,
+            layout=layout,
         )
         height, width, num_frames = call["height"], call["width"], call["num_frames"]
         if video is not None:  # read and fitted before any model runs: a short clip is refused here
@@ -739,13 +791,21 @@ class KumoPipeline(DiffusionPipeline, CogVideoXLoraLoaderMixin):
 
         # 1. Initial noise first, so the generator's stream matches the original's.
         latents = self.prepare_latents(batch_size, num_frames, height, width, dtype, device, generator, latents)
+        # 1b. The layout of each clip (regional prompts), None without any.
+        plannable = known is None and video is None  # the planner lays out text-to-video only
+        clip_size = (num_frames, height, width)
+        layouts = self.clip_layouts(prompts, regions, layout, num_videos_per_prompt, generator, clip_size, plannable)
 
         # 2. Text. With guidance, [negative; positive] along the batch, as the original;
         # with image guidance [negative; negative; positive] (no image, image, image), or,
         # without text guidance, [positive; positive] (no image, image): no branch drops the text.
         image_guidance = known is not None and image_guidance_scale is not None and image_guidance_scale > 1
         text_guidance = self.do_classifier_free_guidance
-        prompt_embeds = self.encode_prompt(prompts, num_videos_per_prompt, max_sequence_length, device, dtype)
+        if layouts is not None:  # one branch per region, branch-major: [region 0 (B); region 1 (B); ...]
+            branch_prompts = layout_prompts(layouts, prompts, num_videos_per_prompt)
+            prompt_embeds = self.encode_prompt(branch_prompts, 1, max_sequence_length, device, dtype)
+        else:
+            prompt_embeds = self.encode_prompt(prompts, num_videos_per_prompt, max_sequence_length, device, dtype)
         if text_guidance:
             negative_prompt = negative_prompt or ""
             negatives = [negative_prompt] * len(prompts) if isinstance(negative_prompt, str) else list(negative_prompt)
@@ -770,6 +830,7 @@ class KumoPipeline(DiffusionPipeline, CogVideoXLoraLoaderMixin):
             elif text_guidance:
                 condition = torch.cat([condition, condition])
         branches = 1 + image_guidance + text_guidance
+        regions_per_clip = 0 if layouts is None else max(len(r) for r in layouts)  # K: branches per clip
 
         # 2c. What every step passes besides x and t: the condition, the motion score (one value
         # for every video and every guidance branch; with motion guidance, the negative one for
@@ -778,6 +839,11 @@ class KumoPipeline(DiffusionPipeline, CogVideoXLoraLoaderMixin):
         if attention_kwargs is not None:
             step_inputs["attention_kwargs"] = attention_kwargs
         motion = self.motion_scores(motion_score, negative_motion_score, branches, batch_size, device)
+        if regions_per_clip:  # the positive rows once per region branch
+            motion = tuple(
+                None if m is None else torch.cat([m[:-batch_size], m[-batch_size:].repeat(regions_per_clip)])
+                for m in motion
+            )
 
         # 3. Denoise.
         run = SAMPLERS[sampler]
@@ -798,8 +864,19 @@ class KumoPipeline(DiffusionPipeline, CogVideoXLoraLoaderMixin):
             x0 = encode_video(self.vae, source).to(device).expand(batch_size, -1, -1, -1, -1)
             latents = self.scheduler.add_noise(x0, latents.float(), timesteps[:1]).to(dtype)
 
+        composer = None
+        if layouts is not None:
+            fill_until = end_of_first_steps(timesteps, checks.leading_steps(len(timesteps), FILL_STEPS))
+            geometry = self.geometry
+            maps = torch.stack([region_map(r, geometry, num_frames, height, width) for r in layouts]).to(device)
+            composer = RegionComposer(maps, [len(r) for r in layouts], self.scheduler.alphas_cumprod, fill_until)
+
         def guided_v(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            model_input = torch.cat([x] * branches) if branches > 1 else x
+            if composer is not None:
+                model_input = composer.branch_inputs(x, t)
+                model_input = torch.cat([x, model_input]) if text_guidance else model_input
+            else:
+                model_input = torch.cat([x] * branches) if branches > 1 else x
             model_input = self.scheduler.scale_model_input(model_input, t)
             patch_size = patch_size_at(t)  # None: native
             scale = {} if patch_size is None else {"patch_size": patch_size}
@@ -814,7 +891,11 @@ class KumoPipeline(DiffusionPipeline, CogVideoXLoraLoaderMixin):
                 **step_inputs,
                 **scale,
             )[0].float()
-            if image_guidance and text_guidance:
+            if composer is not None:  # the regions' branches made one prediction, then guided as usual
+                v_uncond = v_pred[:batch_size] if text_guidance else None
+                v_text = composer.combine(v_pred[batch_size:] if text_guidance else v_pred, x, t)
+                v_pred = v_uncond + guidance_scale * (v_text - v_uncond) if text_guidance else v_text
+            elif image_guidance and text_guidance:
                 v_none, v_image, v_text = v_pred.chunk(3)
                 v_pred = v_none + image_guidance_scale * (v_image - v_none) + guidance_scale * (v_text - v_image)
             elif image_guidance:
@@ -825,7 +906,7 @@ class KumoPipeline(DiffusionPipeline, CogVideoXLoraLoaderMixin):
                 v_pred = v_uncond + guidance_scale * (v_text - v_uncond)
             else:
                 v_text = v_pred
-            if branches > 1 and guidance_rescale > 0:
+            if (branches > 1 or composer is not None) and guidance_rescale > 0:
                 v_pred = rescale_noise_cfg(v_pred, v_text, guidance_rescale)
             return v_pred
 
