@@ -224,3 +224,13 @@ def test_eval_no_layout_is_for_generated_clips(tmp_path, capsys):
     args = ["eval", "shapes", "--n", "2", "--reference", "vae", "--no-layout", "--out", str(tmp_path / "e")]
     assert main(args) == 2
     assert_one_line_error(capsys, "--no-layout", "--reference")
+
+
+def test_builtin_turbo_names_the_planner_too():
+    from kumovideo.pipelines.loading import read_sampling_defaults
+
+    for turbo in (False, True):
+        assert (
+            read_sampling_defaults(builtin_model_dir(turbo))["layout"]
+            == "kumovideo.data.shapes_world:plan_object_boxes"
+        )
