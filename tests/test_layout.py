@@ -40,6 +40,7 @@ def test_regions_take_dicts_with_boxes_in_frame_fractions_and_name_what_is_wrong
         ([{"prompt": "a", "box": [0.5, 0, 0.2, 1]}], "0 <= x0 < x1"),
         ([{"prompt": "a", "box": [0, 0, 1.5, 1]}], "0 <= x0 < x1"),
         ([{"prompt": "a", "box": [0, 0, 1]}], "[x0, y0, x1, y1]"),
+        ([{"prompt": "a", "box": [0, 0, 10**400, 1]}], "too large for a float"),
         ([{"prompt": "", "box": [0, 0, 1, 1]}], '"prompt"'),
         ([{"prompt": "a", "box": [0, 0, 1, 1], "where": 1}], "unknown keys where"),
         ([[{"prompt": "a", "box": [0, 0, 1, 1]}]] * 2, "2 layouts for 1 prompts"),

@@ -59,7 +59,10 @@ class Region:
 def _box(value: Any, where: str) -> np.ndarray:
     if not (isinstance(value, (list, tuple)) and len(value) == 4 and all(is_real(v) for v in value)):
         raise KumoInputError(f"{where} must be [x0, y0, x1, y1], fractions of the frame in [0, 1]; got {value!r}")
-    box = np.asarray(value, dtype=np.float64)
+    try:
+        box = np.asarray(value, dtype=np.float64)
+    except OverflowError:  # a whole number past a float's range: not echoed, it may be long
+        raise KumoInputError(f"{where} holds a number too large for a float; boxes are fractions in [0, 1]") from None
     if not (np.all(box >= 0) and np.all(box <= 1) and box[0] < box[2] and box[1] < box[3]):
         raise KumoInputError(
             f"{where} {list(value)} must have 0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1 (fractions of the frame)"

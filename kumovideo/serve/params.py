@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 import io
+import json
 import math
 import re
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from kumovideo.geometry import ClipGeometry
 from kumovideo.pipelines import checks
 from kumovideo.pipelines.conditioning import fit_image, load_image
 from kumovideo.pipelines.extension import frames_to_add
+from kumovideo.pipelines.layout import check_layout_inputs, check_regions
 from kumovideo.pipelines.lora import check_lora_scale
 from kumovideo.pipelines.video_to_video import DEFAULT_STRENGTH
 from kumovideo.serve.errors import ApiError
@@ -37,14 +39,17 @@ TRUE, FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off", "")
 FIELDS = frozenset(
     (
         "prompt model seconds size input_reference negative_prompt seed steps guidance_scale turbo multiscale "
-        "motion_score negative_motion_score negative_motion_end image_guidance_scale lora_scale"
+        "motion_score negative_motion_score negative_motion_end image_guidance_scale lora_scale regions layout"
     ).split()
 )
 # A remix's: OpenAI's (prompt) and this server's extensions; the rest comes from the source.
 REMIX_FIELDS = frozenset("prompt negative_prompt strength seed".split())
 # An edit of an uploaded clip (`POST /v1/videos/edits`): OpenAI's (prompt, video), `strength`,
-# and a create request's own settings but its first frame (the upload is the source).
-EDIT_FIELDS = (FIELDS - {"input_reference", "image_guidance_scale"}) | {"video", "strength"}
+# and a create request's own settings but its first frame (the upload is the source) and its
+# layout (`regions` and `layout` are `POST /v1/videos`'s alone).
+EDIT_FIELDS = (FIELDS - {"input_reference", "image_guidance_scale", "regions", "layout"}) | {"video", "strength"}
+# Regions a request may give: each adds a transformer row to every step (docs/layout.md).
+MAX_REGIONS = 8
 
 
 @dataclass(frozen=True)
@@ -69,6 +74,7 @@ class ModelInfo:
     aspect_range: tuple[float, float] | None = None  # None: trained at its default size only
     video_strength: float = DEFAULT_STRENGTH  # a remix's or an edit's default strength
     lora_of: str | None = None  # a LoRA (`kumo serve --lora`): the served model it adapts
+    layout_planner: str | None = None  # kumo_defaults.json's `layout` (docs/layout.md); None: it names none
 
     def card(self, created: int) -> dict:
         """Its entry in `GET /v1/models` (OpenAI's model object; `parent`: the model a LoRA
@@ -250,12 +256,81 @@ def _prompts(fields: dict, limits: Limits) -> tuple[str, str | None]:
     return prompt, negative
 
 
+def _layout_field(value) -> bool | None:
+    """`layout`: true or false (JSON's booleans, or a form's "true" / "false"); left out (or
+    "") None, the model's planner where it names one."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    if not isinstance(value, bool):
+        raise bad("layout", f"layout={value!r} must be true or false (or left out: the model's own planner)")
+    return value
+
+
+def _regions_field(value):
+    """`regions` as sent: a list (a JSON body), or a string holding its JSON (a form field);
+    None when left out. Only decoded here: `_layout` checks it."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except (ValueError, RecursionError):
+            raise bad(
+                "regions",
+                'regions is not valid JSON; send a list such as [{"prompt": "...", "box": [x0, y0, x1, y1]}]',
+            ) from None
+    return value
+
+
+def _region_count(regions) -> int:
+    """The regions of the (one prompt's) layout, counted before they are checked one by one:
+    a list of region dicts, or a list of such lists (one per prompt; more than one is refused
+    by `check_regions` before it reads any)."""
+    if not isinstance(regions, (list, tuple)):
+        return 0
+    if regions and all(isinstance(r, (list, tuple)) for r in regions):
+        return max(len(r) for r in regions)
+    return len(regions)
+
+
+def _layout(fields: dict, model: ModelInfo, frames: int, conditioned: bool, limits: Limits) -> tuple:
+    """`regions` (checked by the pipeline's own `check_regions`, kept as sent) and `layout`
+    (None, True or False), or a 400 naming the field."""
+    layout = _layout_field(fields.get("layout"))
+    regions = _regions_field(fields.get("regions"))
+    if regions is not None:
+        if conditioned:
+            raise bad("regions", "regions do not combine with input_reference (image-to-video); send one or the other")
+        count = _region_count(regions)
+        if count > MAX_REGIONS:
+            raise bad("regions", f"regions has {count} regions; this server takes at most {MAX_REGIONS}")
+    # With regions, `layout` (a boolean by now) cannot be wrong: what is refused is theirs.
+    param = "layout" if regions is None else "regions"
+    planner = model.layout_planner
+    _checked(param, check_layout_inputs, regions, layout, planner, 1, frames, conditioned=conditioned)
+    if regions is not None:
+        for i, region in enumerate(check_regions(regions, 1, frames)[0]):
+            try:  # text the tokenizer can read, as the prompt's
+                checks.check_prompts(region.prompt, None)
+            except KumoInputError as exc:
+                raise bad("regions", f"regions[{i}]'s {exc}") from None
+            if len(region.prompt) > limits.max_prompt_chars:
+                most, length = limits.max_prompt_chars, len(region.prompt)
+                message = f"regions[{i}]'s prompt has {length} characters; this server takes at most {most}"
+                raise bad("regions", message)
+    return regions, layout
+
+
 def parse_remix(fields: dict, source_id: str, source: dict, models: dict[str, ModelInfo], limits: Limits) -> dict:
     """The job spec of a `POST /v1/videos/{id}/remix` body: the source job's spec (`source`:
     its model, size, length, steps, guidance and seed) with the new prompt, made by
     video-to-video from the source's clip (`kumovideo.pipelines.video_to_video`) at
     `strength` (this server's extension, default: the model's `video_strength`, else 0.6);
-    `seed` and `negative_prompt` may be given anew. The caller has checked that the source is completed."""
+    `seed` and `negative_prompt` may be given anew. The source's `regions` are not kept: they
+    lay out its prompt, not the new one (its `layout` is, though video-to-video never plans
+    one). The caller has checked that the source is completed."""
     _known_fields(fields, REMIX_FIELDS)
     prompt, negative = _prompts(fields, limits)
     if source["model"] not in models:
@@ -273,6 +348,7 @@ def parse_remix(fields: dict, source_id: str, source: dict, models: dict[str, Mo
         if frames > limits.max_frames:
             raise bad("video_id", f"the source has {frames} frames; this server remakes at most {limits.max_frames}")
         source["frames"] = frames
+    source = {k: v for k, v in source.items() if k != "regions"}
     return {
         **source,
         "prompt": prompt,
@@ -469,6 +545,7 @@ def parse_create(fields: dict, models: dict[str, ModelInfo], default: str, limit
         lora_scale = _checked("lora_scale", check_lora_scale, _number_from_form(lora_scale, float))
     else:
         lora_scale = 1.0 if model.lora_of else None
+    regions, layout = _layout(fields, model, frames, image is not None, limits)
     fitted = None if image is None else fit_image(image, height, width, "input_reference")
     return {
         "model": model.name,
@@ -493,6 +570,8 @@ def parse_create(fields: dict, models: dict[str, ModelInfo], default: str, limit
         # the spec is stored as JSON with the job, so a restart loses nothing.
         "input_reference_png": None if fitted is None else _png_base64(fitted),
         "image_guidance_scale": image_guidance,
+        "regions": regions,  # as sent (None: none given); the worker passes them to the pipeline
+        "layout": layout,  # None: the model's planner
     }
 
 

@@ -75,6 +75,7 @@ def load_models(
             motion_score_range=pipe.motion_score_range,
             aspect_range=pipe.aspect_range,
             video_strength=video_strength(pipe.sampling_defaults),
+            layout_planner=pipe.sampling_defaults.get("layout"),
         )
     for name, (path, base) in (loras or {}).items():
         pipes[name] = pipeline_with_lora(pipes[base], path, adapter_name=name)
@@ -85,7 +86,8 @@ def load_models(
 
 def generate(pipe, spec: dict, on_step=None, source=None):
     """One clip of a job spec as uint8 frames (F, H, W, 3); a remix's from `source`, its
-    source clip's frames (video-to-video at the spec's `strength`)."""
+    source clip's frames (video-to-video at the spec's `strength`); with the spec's
+    `regions` and `layout` where it has them."""
     import torch
 
     from kumovideo.pipelines import frames_to_uint8
@@ -100,6 +102,9 @@ def generate(pipe, spec: dict, on_step=None, source=None):
     conditioning = {} if image is None else {"image": image, "image_guidance_scale": spec.get("image_guidance_scale")}
     if source is not None:
         conditioning.update(video=source, strength=spec["strength"])
+    # Regional prompts (`POST /v1/videos`'s `regions`, `layout`): passed only when the job has
+    # them, so a job stored before they existed samples as it did.
+    conditioning.update({key: spec[key] for key in ("regions", "layout") if spec.get(key) is not None})
     scale = spec.get("lora_scale")
     use_adapter(pipe, spec.get("lora"), 1.0 if scale is None else scale)  # the transformer is shared with its LoRAs
     video = pipe(
