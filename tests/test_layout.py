@@ -235,3 +235,25 @@ def test_builtin_turbo_names_the_planner_too():
             read_sampling_defaults(builtin_model_dir(turbo))["layout"]
             == "kumovideo.data.shapes_world:plan_object_boxes"
         )
+
+
+def test_composer_centres_each_region_in_its_branch_and_drops_wrapped_pixels_outside():
+    """Each branch sees its region at the frame's centre (the model's first predictions, at
+    zero SNR, put an object where objects are on average), whole tokens of shift; rolled
+    back, a pixel that wrapped round the frame's edge does not count outside the boxes."""
+    maps = torch.full((1, 1, 1, 8, 8), -1)
+    maps[..., :2, :2] = 0  # top left
+    maps[..., 6:, 6:] = 1  # bottom right
+    composer = composer_of(maps, [2])
+    assert composer.shifts[:, 0].tolist() == [[4, 4], [-4, -4]]
+    x = torch.randn(1, 1, 3, 8, 8)
+    views = composer.branch_inputs(x, torch.tensor(999))
+    assert torch.equal(views[0], torch.roll(x[0], (4, 4), dims=(-2, -1)))  # region 0 now at rows/cols 4-5
+    assert torch.equal(views[1], torch.roll(x[0], (-4, -4), dims=(-2, -1)))
+    u = torch.randn(2, 1, 3, 8, 8)  # what each branch predicts, in the frame's own coordinates
+    v = torch.stack([torch.roll(u[0], (4, 4), dims=(-2, -1)), torch.roll(u[1], (-4, -4), dims=(-2, -1))])
+    out = composer.combine(v, x, torch.tensor(999))[0]
+    assert torch.equal(out[..., :2, :2], u[0, ..., :2, :2]) and torch.equal(out[..., 6:, 6:], u[1, ..., 6:, 6:])
+    assert torch.equal(out[..., 2, 3], u[0, ..., 2, 3])  # only branch 0 held it unwrapped
+    assert torch.equal(out[..., 5, 4], u[1, ..., 5, 4])  # only branch 1
+    torch.testing.assert_close(out[..., 0, 7], (u[0, ..., 0, 7] + u[1, ..., 0, 7]) / 2)  # neither: both

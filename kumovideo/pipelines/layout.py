@@ -14,7 +14,12 @@ LLM-grounded video diffusion, Lian et al. 2023). Two things keep the branches fr
   object starts there (MultiDiffusion's bootstrapping, with the background in place of its
   random colours). The background is the median, per frame and channel, of the clean clip the
   last step predicted outside every box, noised to the step's level.
-* outside every box, the mean of the branches' predictions: each predicts background there.
+* each branch sees x rolled (whole tokens) so that its region sits at the frame's centre:
+  the model's first predictions, at zero SNR, know nothing of the noise and put an object
+  where objects are on average, so a box in a corner otherwise starts empty and stays so;
+  its prediction is rolled back before it is used.
+* outside every box, the mean of the branches' predictions (each predicts background there),
+  over the branches whose rolled view held the pixel without wrapping round the frame's edge.
 
 Layouts come from the caller (`regions=`: boxes as fractions of the frame) or from a planner
 the checkpoint names in kumo_defaults.json (the built-in model's `"layout":
@@ -226,7 +231,14 @@ class RegionComposer:
     out); `combine(v, x, t)` the B predictions, each pixel from its region's branch, outside
     every box from the pads (else the mean of the branches)."""
 
-    def __init__(self, maps: torch.Tensor, counts: Sequence[int], alphas_cumprod: torch.Tensor, fill_until: float):
+    def __init__(
+        self,
+        maps: torch.Tensor,
+        counts: Sequence[int],
+        alphas_cumprod: torch.Tensor,
+        fill_until: float,
+        patch: int = 2,
+    ):
         self.maps = maps  # (B, F_lat, 1, h, w) long, -1 outside every box
         self.counts = list(counts)  # regions of each clip
         self.branches = max(max(self.counts), 1)
@@ -245,6 +257,45 @@ class RegionComposer:
         )
         self.background = None  # (B, F_lat, C, 1, 1): the last step's clean background
         self.noise = None
+        self.shifts = self._centring_shifts(patch)  # (K, B, 2)
+        self.unwrapped = self._unwrapped()  # (K, B, 1, 1, h, w)
+
+    def _unwrapped(self) -> torch.Tensor:
+        """Where each branch's prediction, rolled back, did not wrap around the frame's edge."""
+        h, w = self.maps.shape[-2:]
+        rows, cols = torch.arange(h)[:, None], torch.arange(w)[None, :]
+        masks = torch.zeros(self.branches, len(self.counts), 1, 1, h, w, dtype=torch.bool)
+        for k in range(self.branches):
+            for b in range(len(self.counts)):
+                dy, dx = (int(s) for s in self.shifts[k, b])
+                masks[k, b, 0, 0] = ((rows + dy >= 0) & (rows + dy < h)) & ((cols + dx >= 0) & (cols + dx < w))
+        return masks
+
+    def _centring_shifts(self, patch: int) -> torch.Tensor:
+        """(K, B, 2) latent-pixel shifts (rows, cols), whole tokens, that move each region's
+        centre to the frame's centre (pads: none)."""
+        h, w = self.maps.shape[-2:]
+        rows = torch.arange(h, dtype=torch.float64)[:, None].expand(h, w)
+        cols = torch.arange(w, dtype=torch.float64)[None, :].expand(h, w)
+        shifts = torch.zeros(self.branches, len(self.counts), 2, dtype=torch.long)
+        for k in range(self.branches):
+            for b in range(len(self.counts)):
+                mask = (self.maps[b] == k)[:, 0]  # (F_lat, h, w)
+                if not mask.any():
+                    continue
+                centre = torch.stack([rows.expand_as(mask)[mask].mean(), cols.expand_as(mask)[mask].mean()])
+                offset = torch.tensor([(h - 1) / 2, (w - 1) / 2], dtype=torch.float64) - centre
+                shifts[k, b] = (offset / patch).round().long() * patch
+        return shifts
+
+    def _rolled(self, tensors: torch.Tensor, k: int, sign: int) -> torch.Tensor:
+        """(B, ...) branch k's tensors rolled by its clips' shifts (sign -1: back)."""
+        return torch.stack(
+            [
+                torch.roll(tensors[b], tuple(int(sign * s) for s in self.shifts[k, b]), dims=(-2, -1))
+                for b in range(len(tensors))
+            ]
+        )
 
     def _noised_background(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         if self.noise is None:  # one fixed draw, so that the fill does not flicker between steps
@@ -255,21 +306,25 @@ class RegionComposer:
     def branch_inputs(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """(K*B, F_lat, C, h, w): each branch's view of x (B, F_lat, C, h, w)."""
         if self.background is None:  # the first step: nothing predicted yet
-            return x.repeat(self.branches, 1, 1, 1, 1)
+            return torch.cat([self._rolled(x, k, 1) for k in range(self.branches)])
         fill = self._noised_background(x, t)
         views = []
         for k in range(self.branches):
             other_regions = ~self.outside & ~self.own[k]
             hidden = ~self.own[k] if float(t) > self.fill_until else other_regions
-            views.append(torch.where(hidden & self.has_layout.to(x.device), fill, x))
+            views.append(self._rolled(torch.where(hidden & self.has_layout.to(x.device), fill, x), k, 1))
         return torch.cat(views)
 
     def combine(self, v: torch.Tensor, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """(B, ...) prediction from the branches' (K*B, ...), and the background estimate for the next step."""
         v = v.unflatten(0, (self.branches, -1))  # (K, B, ...)
+        v = torch.stack([self._rolled(v[k], k, -1) for k in range(self.branches)])
         pads = self.pad_weight.to(v).view(self.branches, -1, 1, 1, 1, 1)
         has_pad = pads.sum(0) > 0
-        outside = torch.where(has_pad, (v * pads).sum(0) / pads.sum(0).clamp(min=1), v.mean(0))
+        # outside every box: the mean of the branches whose view held the pixel unwrapped
+        weight = self.unwrapped.to(v)
+        mean = torch.where(weight.sum(0) > 0, (v * weight).sum(0) / weight.sum(0).clamp(min=1), v.mean(0))
+        outside = torch.where(has_pad, (v * pads).sum(0) / pads.sum(0).clamp(min=1), mean)
         combined = outside
         for k in range(self.branches):  # a pad's k is past its clip's regions: no pixel has it
             combined = torch.where((self.maps == k).to(v.device), v[k], combined)

@@ -869,7 +869,9 @@ class KumoPipeline(DiffusionPipeline, CogVideoXLoraLoaderMixin):
             fill_until = end_of_first_steps(timesteps, checks.leading_steps(len(timesteps), FILL_STEPS))
             geometry = self.geometry
             maps = torch.stack([region_map(r, geometry, num_frames, height, width) for r in layouts]).to(device)
-            composer = RegionComposer(maps, [len(r) for r in layouts], self.scheduler.alphas_cumprod, fill_until)
+            composer = RegionComposer(
+                maps, [len(r) for r in layouts], self.scheduler.alphas_cumprod, fill_until, geometry.patch
+            )
 
         def guided_v(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
             if composer is not None:
