@@ -590,9 +590,8 @@ def run(args) -> int:
 
     from kumovideo.utils.video_io import write_video
 
-    output, dtype, device, soundtrack, conditioning, source, regions = check_args(
-        args
-    )  # all checks before a model loads
+    # all checks before a model loads
+    output, dtype, device, soundtrack, conditioning, source, regions = check_args(args)
 
     from kumovideo.builtin import LUMINA_DIR, builtin_frames_dir, builtin_model_dir, lumina_request
     from kumovideo.pipelines import KumoPipeline, frames_to_uint8

@@ -908,7 +908,7 @@ class KumoPipeline(DiffusionPipeline, CogVideoXLoraLoaderMixin):
                 v_pred = v_uncond + guidance_scale * (v_text - v_uncond)
             else:
                 v_text = v_pred
-            if (branches > 1 or composer is not None) and guidance_rescale > 0:
+            if branches > 1 and guidance_rescale > 0:
                 v_pred = rescale_noise_cfg(v_pred, v_text, guidance_rescale)
             return v_pred
 
