@@ -238,9 +238,10 @@ def test_builtin_turbo_names_the_planner_too():
 
 
 def test_composer_centres_each_region_in_its_branch_and_drops_wrapped_pixels_outside():
-    """Each branch sees its region at the frame's centre (the model's first predictions, at
-    zero SNR, put an object where objects are on average), whole tokens of shift; rolled
-    back, a pixel that wrapped round the frame's edge does not count outside the boxes."""
+    """While the layout is decided, each branch sees its region at the frame's centre (the
+    model's first predictions, at zero SNR, put an object where objects are on average),
+    whole tokens of shift; rolled back, a pixel that wrapped round the frame's edge does not
+    count outside the boxes. Later steps see the frame as it is."""
     maps = torch.full((1, 1, 1, 8, 8), -1)
     maps[..., :2, :2] = 0  # top left
     maps[..., 6:, 6:] = 1  # bottom right
@@ -257,3 +258,12 @@ def test_composer_centres_each_region_in_its_branch_and_drops_wrapped_pixels_out
     assert torch.equal(out[..., 2, 3], u[0, ..., 2, 3])  # only branch 0 held it unwrapped
     assert torch.equal(out[..., 5, 4], u[1, ..., 5, 4])  # only branch 1
     torch.testing.assert_close(out[..., 0, 7], (u[0, ..., 0, 7] + u[1, ..., 0, 7]) / 2)  # neither: both
+    # After the first steps (t <= fill_until) nothing is rolled: each branch's own region is
+    # where it is in x, and outside the boxes every branch counts.
+    late = composer.branch_inputs(x, torch.tensor(300))
+    assert torch.equal(late[0][..., :2, :2], x[0, ..., :2, :2])
+    assert torch.equal(late[1][..., 6:, 6:], x[0, ..., 6:, 6:])
+    assert torch.equal(late[0][..., 2:6, 2:6], x[0, ..., 2:6, 2:6])  # between the boxes: x itself
+    out = composer.combine(u, x, torch.tensor(300))[0]
+    assert torch.equal(out[..., :2, :2], u[0, ..., :2, :2]) and torch.equal(out[..., 6:, 6:], u[1, ..., 6:, 6:])
+    torch.testing.assert_close(out[..., 2, 3], (u[0, ..., 2, 3] + u[1, ..., 2, 3]) / 2)

@@ -398,3 +398,36 @@ def test_page_extends_a_clip_with_its_own_prompt(server, page):
     assert made["prompt"] == "a green circle moves right on a black background"
     assert made["seconds"] == "4" and made["model"] == "kumo-shapes-frames"  # 2 s source + 2 s
     assert page.locator("#error").is_hidden()
+
+
+def test_page_sends_regions_and_the_layout_switch(server, page):
+    """The Layout panel: regions go up as JSON with the layout switch; text that is not JSON
+    goes as it is and the server's one-line refusal shows inline, nothing made."""
+    page.goto(server + "/")
+    page.get_by_label("Prompt", exact=True).fill(
+        "a red square stays still and a blue square stays still on a black background"
+    )
+    page.get_by_label("Turbo", exact=True).check()
+    page.locator("#layout-box summary").click()
+    regions = page.get_by_label("Regions", exact=False)
+    regions.fill('[{"prompt": "a red square stays still on a black background", "box": [0.05, 0.3')
+    page.get_by_role("button", name="Generate").click()
+    error = page.locator("#error")
+    error.wait_for(state="visible", timeout=15_000)
+    assert "regions is not valid JSON" in error.inner_text() and "\n" not in error.inner_text()
+    assert page.locator("#current").is_hidden()  # no job
+    layout = [
+        {"prompt": "a red square stays still on a black background", "box": [0.05, 0.3, 0.4, 0.7]},
+        {"prompt": "a blue square stays still on a black background", "box": [0.6, 0.3, 0.95, 0.7]},
+    ]
+    regions.fill(json.dumps(layout))
+    page.get_by_label("Layout planner", exact=True).select_option("false")
+    with page.expect_request(lambda r: r.url.endswith("/v1/videos") and r.method == "POST") as sent:
+        page.get_by_role("button", name="Generate").click()
+    body = json.loads(sent.value.post_data)
+    assert body["regions"] == layout and body["layout"] is False
+    assert _model_of_the_clip(server, page) == "kumo-shapes-turbo"
+    assert page.locator("#error").is_hidden()
+    regions.fill("")
+    page.get_by_label("Layout planner", exact=True).select_option("")
+    page.get_by_label("Turbo", exact=True).uncheck()

@@ -14,12 +14,14 @@ LLM-grounded video diffusion, Lian et al. 2023). Two things keep the branches fr
   object starts there (MultiDiffusion's bootstrapping, with the background in place of its
   random colours). The background is the median, per frame and channel, of the clean clip the
   last step predicted outside every box, noised to the step's level.
-* each branch sees x rolled (whole tokens) so that its region sits at the frame's centre:
-  the model's first predictions, at zero SNR, know nothing of the noise and put an object
-  where objects are on average, so a box in a corner otherwise starts empty and stays so;
-  its prediction is rolled back before it is used.
+* while the layout is being decided (the same first steps), each branch sees x rolled (whole
+  tokens) so that its region sits at the frame's centre: the model's first predictions, at
+  zero SNR, know nothing of the noise and put an object where objects are on average, so a
+  box in a corner otherwise starts empty and stays so; its prediction is rolled back before
+  it is used. Later steps see x as it is: the roll's seam (the frame's edges meeting in the
+  middle of the view) costs outlines once they form.
 * outside every box, the mean of the branches' predictions (each predicts background there),
-  over the branches whose rolled view held the pixel without wrapping round the frame's edge.
+  over the branches whose view held the pixel without wrapping round the frame's edge.
 
 Layouts come from the caller (`regions=`: boxes as fractions of the frame) or from a planner
 the checkpoint names in kumo_defaults.json (the built-in model's `"layout":
@@ -243,7 +245,7 @@ class RegionComposer:
         self.counts = list(counts)  # regions of each clip
         self.branches = max(max(self.counts), 1)
         self.alphas_cumprod = alphas_cumprod
-        self.fill_until = fill_until  # steps with t above this show each branch only its own region
+        self.fill_until = fill_until  # steps with t above this show each branch only its own region, centred
         self.outside = maps < 0
         # own[k, b]: where branch k of clip b draws (a pad: outside every box)
         own = []
@@ -288,8 +290,15 @@ class RegionComposer:
                 shifts[k, b] = (offset / patch).round().long() * patch
         return shifts
 
-    def _rolled(self, tensors: torch.Tensor, k: int, sign: int) -> torch.Tensor:
-        """(B, ...) branch k's tensors rolled by its clips' shifts (sign -1: back)."""
+    def _deciding(self, t: torch.Tensor) -> bool:
+        """Whether step t is one of the first steps, which decide the layout."""
+        return float(t) > self.fill_until
+
+    def _rolled(self, tensors: torch.Tensor, k: int, sign: int, t: torch.Tensor) -> torch.Tensor:
+        """(B, ...) branch k's tensors rolled by its clips' shifts (sign -1: back) while the
+        layout is being decided; as they are after."""
+        if not self._deciding(t):
+            return tensors
         return torch.stack(
             [
                 torch.roll(tensors[b], tuple(int(sign * s) for s in self.shifts[k, b]), dims=(-2, -1))
@@ -306,23 +315,23 @@ class RegionComposer:
     def branch_inputs(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """(K*B, F_lat, C, h, w): each branch's view of x (B, F_lat, C, h, w)."""
         if self.background is None:  # the first step: nothing predicted yet
-            return torch.cat([self._rolled(x, k, 1) for k in range(self.branches)])
+            return torch.cat([self._rolled(x, k, 1, t) for k in range(self.branches)])
         fill = self._noised_background(x, t)
         views = []
         for k in range(self.branches):
             other_regions = ~self.outside & ~self.own[k]
-            hidden = ~self.own[k] if float(t) > self.fill_until else other_regions
-            views.append(self._rolled(torch.where(hidden & self.has_layout.to(x.device), fill, x), k, 1))
+            hidden = ~self.own[k] if self._deciding(t) else other_regions
+            views.append(self._rolled(torch.where(hidden & self.has_layout.to(x.device), fill, x), k, 1, t))
         return torch.cat(views)
 
     def combine(self, v: torch.Tensor, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """(B, ...) prediction from the branches' (K*B, ...), and the background estimate for the next step."""
         v = v.unflatten(0, (self.branches, -1))  # (K, B, ...)
-        v = torch.stack([self._rolled(v[k], k, -1) for k in range(self.branches)])
+        v = torch.stack([self._rolled(v[k], k, -1, t) for k in range(self.branches)])
         pads = self.pad_weight.to(v).view(self.branches, -1, 1, 1, 1, 1)
         has_pad = pads.sum(0) > 0
         # outside every box: the mean of the branches whose view held the pixel unwrapped
-        weight = self.unwrapped.to(v)
+        weight = self.unwrapped.to(v) if self._deciding(t) else torch.ones_like(v[:, :, :1, :1])
         mean = torch.where(weight.sum(0) > 0, (v * weight).sum(0) / weight.sum(0).clamp(min=1), v.mean(0))
         outside = torch.where(has_pad, (v * pads).sum(0) / pads.sum(0).clamp(min=1), mean)
         combined = outside

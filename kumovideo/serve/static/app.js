@@ -74,6 +74,17 @@ function formBody() {
   if ($("motion-score").value !== "") body.motion_score = Number($("motion-score").value);
   if ($("negative-motion-score").value !== "") body.negative_motion_score = Number($("negative-motion-score").value);
   if ($("multiscale").checked) body.multiscale = true;
+  // Regional prompts (docs/layout.md). Text that is not JSON goes as it is, so that the
+  // server's one-line error says what is wrong with it.
+  if ($("layout").value) body.layout = $("layout").value === "true";
+  const regions = $("regions").value.trim();
+  if (regions) {
+    try {
+      body.regions = JSON.parse(regions);
+    } catch (_) {
+      body.regions = regions;
+    }
+  }
   return body;
 }
 
