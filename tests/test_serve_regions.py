@@ -109,6 +109,19 @@ def test_form_bodies_take_regions_as_a_json_string(offline):
     assert (spec["layout"], spec["regions"]) == (True, None)
 
 
+def test_layout_true_goes_to_a_model_with_a_planner(offline):
+    """With no model named, a non-square size alone goes to the Lumina model (trained for
+    it), which names no planner; `layout: true` asks for one, so it goes to the base."""
+    client, store = offline
+    body = {"prompt": "a red circle moves right and a blue square stays still on a black background"}
+    body.update(size="224x128", seconds="1", steps=2)
+    assert client.post("/v1/videos", json=body).json()["model"] == "kumo-shapes-lumina"
+    planned = client.post("/v1/videos", json={**body, "layout": True})
+    assert planned.status_code == 200, planned.text
+    assert planned.json()["model"] == "kumo-shapes"
+    assert spec_of(store, planned.json()["id"])["layout"] is True
+
+
 def png_data_url() -> str:
     return "data:image/png;base64," + base64.b64encode(api.first_frame_png(64, 64)).decode()
 

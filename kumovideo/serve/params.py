@@ -82,8 +82,11 @@ class ModelInfo:
         card = {"id": self.name, "object": "model", "created": created, "owned_by": "kumovideo"}
         return {**card, "parent": self.lora_of}
 
-    def takes(self, *, image: bool, multiscale: bool, motion: bool) -> bool:
-        """Whether its transformer was trained for what the request asks."""
+    def takes(self, *, image: bool, multiscale: bool, motion: bool, layout: bool = False) -> bool:
+        """Whether its transformer was trained for what the request asks (and, for `layout:
+        true`, whether its folder names a layout planner)."""
+        if layout and self.layout_planner is None:
+            return False
         return checks.trained_for(self.transformer_config, image=image, multiscale=multiscale, motion=motion)
 
     def trained_for_size(self, width: int | None, height: int | None) -> bool:
@@ -129,7 +132,7 @@ def _bool(value, param: str) -> bool:
 def route(models: dict[str, ModelInfo], default: str, size: tuple[int, int] | None, **needs: bool) -> str:
     """The served model for a request that names none (the CLI's rule, `kumovideo.builtin.
     lumina_request`, over what is served): the default if it was trained for what the request
-    asks (`ModelInfo.takes`: an input image, multi-scale, a motion score) and its size, else
+    asks (`ModelInfo.takes`: an input image, multi-scale, a motion score, a planned layout) and its size, else
     the first served model that was, else the first that takes what it asks (any size runs,
     with a warning), else the default (whose check then names what it lacks)."""
     width, height = size or (None, None)
@@ -199,7 +202,8 @@ def pick_model(
         else:
             motion = fields.get("motion_score") not in (None, "")
             multiscale = _bool(fields.get("multiscale", False), "multiscale")
-            name = route(models, default, size, image=image, multiscale=multiscale, motion=motion)
+            layout = _layout_field(fields.get("layout")) is True
+            name = route(models, default, size, image=image, multiscale=multiscale, motion=motion, layout=layout)
     if not isinstance(name, str) or name not in models:
         served = ", ".join(repr(n) for n in models)
         raise bad("model", f"model {name!r} is not served here; use one of {served}", code="model_not_found")
