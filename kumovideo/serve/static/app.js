@@ -76,7 +76,7 @@ function formBody() {
   if ($("multiscale").checked) body.multiscale = true;
   // Regional prompts (docs/layout.md). Text that is not JSON goes as it is, so that the
   // server's one-line error says what is wrong with it.
-  if ($("layout").value) body.layout = $("layout").value === "true";
+  if ($("layout").value === "false") body.layout = false;
   const regions = $("regions").value.trim();
   if (regions) {
     try {
