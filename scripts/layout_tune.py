@@ -59,6 +59,7 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=128)
     parser.add_argument("--height", type=int, default=128)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--draw-seed", type=int, default=DRAW_SEED, help="another ablation draw (not a reported one)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     layout.FILL_STEPS = pipeline_kumo.FILL_STEPS = args.fill
@@ -68,13 +69,13 @@ def main() -> None:
     pipe = KumoPipeline.from_pretrained(folder)
     pipe.set_progress_bar_config(disable=True)
     frames = 17
-    captions = eval_captions(DRAW_SIZE, DRAW_SEED, 128, frames, seen_captions(folder), args.width, args.height)
+    captions = eval_captions(DRAW_SIZE, args.draw_seed, 128, frames, seen_captions(folder), args.width, args.height)
     picked = [k for k, text in enumerate(captions) if len(parse_caption(text)["objects"]) == args.objects][: args.n]
     matched, per_object, start = 0, np.zeros(3), time.perf_counter()
     for first in range(0, len(picked), 8):
         ks = picked[first : first + 8]
         texts = [captions[k] for k in ks]
-        seeds = [DRAW_SEED + k for k in ks]
+        seeds = [args.draw_seed + k for k in ks]
         regions = None
         if args.one_object_boxes and args.objects == 1:
             regions = [one_object_regions(t, s, args.width, args.height, frames) for t, s in zip(texts, seeds)]
