@@ -1,7 +1,8 @@
 """Tuning harness behind docs/layout.md's recipe: the built-in model's clips of the ablation
 draw (`kumo eval shapes --n 128 --seed 9501`: caption k, its noise seeded 9501 + k, batches of
 8, judged like `kumo eval shapes`), with the layout's constants set from the command line.
-Never the draw a recipe is reported on (those are fresh: docs/builtin-model.md).
+`--draw-seed 9511` takes a second ablation draw for more clips. Never a draw a recipe is
+reported on (those are fresh: docs/builtin-model.md).
 
     python scripts/layout_tune.py --objects 2                          # 64 two-object clips
     python scripts/layout_tune.py --objects 2 --fill 0.5               # FILL_STEPS
