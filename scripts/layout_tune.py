@@ -60,6 +60,7 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=128)
     parser.add_argument("--height", type=int, default=128)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--steps", type=int, default=None, help="sampling steps (default: the model's)")
     parser.add_argument("--draw-seed", type=int, default=DRAW_SEED, help="another ablation draw (not a reported one)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -86,6 +87,7 @@ def main() -> None:
             height=args.height,
             generator=[torch.Generator().manual_seed(s) for s in seeds],
             regions=regions,
+            num_inference_steps=args.steps,
             output_type="pt",
         ).frames
         for k, text, clip in zip(ks, texts, clips):

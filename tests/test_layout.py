@@ -227,7 +227,7 @@ def test_eval_no_layout_is_for_generated_clips(tmp_path, capsys):
     assert_one_line_error(capsys, "--no-layout", "--reference")
 
 
-def test_builtin_turbo_names_the_planner_too():
+def test_builtin_turbo_names_the_planner_too(tmp_path):
     from kumovideo.pipelines.loading import read_sampling_defaults
 
     for turbo in (False, True):
@@ -235,6 +235,26 @@ def test_builtin_turbo_names_the_planner_too():
             read_sampling_defaults(builtin_model_dir(turbo))["layout"]
             == "kumovideo.data.shapes_world:plan_object_boxes"
         )
+    # Turbo's few steps decide the layout in a larger share of them (docs/turbo.md)
+    assert read_sampling_defaults(builtin_model_dir(True))["layout_fill"] == 0.6
+    assert "layout_fill" not in read_sampling_defaults(builtin_model_dir())
+    (tmp_path / "kumo_defaults.json").write_text('{"layout_fill": 1}')
+    with pytest.raises(KumoInputError, match="layout_fill"):
+        read_sampling_defaults(tmp_path)
+
+
+def test_a_checkpoints_layout_fill_sets_the_steps_that_decide_the_layout(pipe, monkeypatch):
+    ran = []
+
+    def spy(maps, counts, alphas, fill_until, patch):
+        ran.append(float(fill_until))
+        return RegionComposer(maps, counts, alphas, fill_until, patch)
+
+    monkeypatch.setattr("kumovideo.pipelines.pipeline_kumo.RegionComposer", spy)
+    run(pipe, TWO, steps=10)
+    monkeypatch.setattr(pipe, "sampling_defaults", {**pipe.sampling_defaults, "layout_fill": 0.6})
+    run(pipe, TWO, steps=10)
+    assert ran[1] < ran[0]  # 6 of 10 steps decide it instead of 4: the switch comes at a lower t
 
 
 def test_composer_centres_each_region_in_its_branch_and_drops_wrapped_pixels_outside():

@@ -321,6 +321,8 @@ SAMPLING_DEFAULT_KEYS = {
         "'kumovideo.<module>:<function>'",
         lambda v: isinstance(v, str) and v.startswith("kumovideo.") and ":" in v,
     ),
+    # the share of the steps that decide a layout (layout.FILL_STEPS where left out)
+    "layout_fill": ("a fraction of the steps in (0, 1)", lambda v: is_real(v) and 0 < v < 1),
 }
 
 

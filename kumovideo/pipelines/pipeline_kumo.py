@@ -866,7 +866,8 @@ class KumoPipeline(DiffusionPipeline, CogVideoXLoraLoaderMixin):
 
         composer = None
         if layouts is not None:
-            fill_until = end_of_first_steps(timesteps, checks.leading_steps(len(timesteps), FILL_STEPS))
+            fill = self.sampling_defaults.get("layout_fill", FILL_STEPS)
+            fill_until = end_of_first_steps(timesteps, checks.leading_steps(len(timesteps), fill))
             geometry = self.geometry
             maps = torch.stack([region_map(r, geometry, num_frames, height, width) for r in layouts]).to(device)
             composer = RegionComposer(
