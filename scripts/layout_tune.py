@@ -27,7 +27,7 @@ import kumovideo.pipelines.layout as layout
 import kumovideo.pipelines.pipeline_kumo as pipeline_kumo
 from kumovideo.builtin import builtin_model_dir
 from kumovideo.cli.eval_common import eval_captions, seen_captions
-from kumovideo.data.shapes_world import _place_objects, object_track, parse_caption
+from kumovideo.data.shapes_world import parse_caption, placed_boxes
 from kumovideo.evaluation.shapes_judge import judge_clip
 from kumovideo.pipelines import KumoPipeline, frames_to_uint8
 
@@ -39,14 +39,9 @@ def one_object_regions(text: str, seed: int, width: int, height: int, num_frames
     """One box track for a one-object caption, placed as the planner places each of two."""
     obj = parse_caption(text)["objects"][0]
     rng = np.random.default_rng([seed, 4242])
-    placed = _place_objects(rng, [dict(obj, size=obj["size"] or "large")], (width, height), num_frames)
-    cx, cy, r = object_track(placed[0], (width, height), num_frames)
-
-    def box(i: int) -> list[float]:
-        return [(cx[i] - r[i]) / width, (cy[i] - r[i]) / height, (cx[i] + r[i]) / width, (cy[i] + r[i]) / height]
-
+    ((_, boxes),) = placed_boxes([dict(obj, size=obj["size"] or "large")], rng, width, height, num_frames)
     # centre and radius are linear in time, so the box is too: its first and last frames say it all
-    return [{"prompt": text, "box": box(0), "end_box": box(-1)}]
+    return [{"prompt": text, "box": boxes[0].tolist(), "end_box": boxes[-1].tolist()}]
 
 
 def main() -> None:

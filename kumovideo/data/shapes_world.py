@@ -475,35 +475,45 @@ def clip_spec_from_caption(
     return _spec(parsed["background"], objects, frame, num_frames, name_size, motion_amount)
 
 
+def placed_boxes(
+    objects: list[dict], rng: np.random.Generator, width: int, height: int, num_frames: int
+) -> list[tuple[ObjectSpec, np.ndarray]] | None:
+    """Objects given as dicts (colour, shape, size, motion) placed by this world's rules
+    (inside the frame, apart in every frame), each with its box per frame, (F, 4) x0, y0, x1,
+    y1 as fractions of W and H; None when there is no room at this size."""
+    frame = (width, height)
+    for _ in range(_CLIP_TRIES):
+        placed = _place_objects(rng, objects, frame, num_frames)
+        if placed is not None:
+            break
+    else:
+        return None
+    tracks = []
+    for obj in placed:
+        cx, cy, r = object_track(obj, frame, num_frames)
+        boxes = np.stack([(cx - r) / width, (cy - r) / height, (cx + r) / width, (cy + r) / height], axis=1)
+        tracks.append((obj, boxes))
+    return tracks
+
+
 def plan_object_boxes(
     caption_text: str, rng: np.random.Generator, width: int, height: int, num_frames: int
 ) -> list[tuple[str, np.ndarray]] | None:
     """A layout for a two-object caption: for each object, its one-object caption (the clause
-    on the caption's background) and its box per frame, (F, 4) x0, y0, x1, y1 as fractions
-    of W and H, placed by this world's rules (inside the frame, apart in every frame) as if
-    both objects were large, so that either size fits its box. None for a one-object caption
-    or text outside the grammar (nothing to bind)."""
+    on the caption's background) and its box per frame (`placed_boxes`), placed as if both
+    objects were large, so that either size fits its box. None for a one-object caption or
+    text outside the grammar (nothing to bind)."""
     try:
         parsed = parse_caption(caption_text)
     except ValueError:
         return None
     if len(parsed["objects"]) != 2:
         return None
-    frame = (width, height)
-    attrs = [dict(obj, size="large") for obj in parsed["objects"]]
-    for _ in range(_CLIP_TRIES):
-        objects = _place_objects(rng, attrs, frame, num_frames)
-        if objects is not None:
-            break
-    else:
+    tracks = placed_boxes([dict(obj, size="large") for obj in parsed["objects"]], rng, width, height, num_frames)
+    if tracks is None:
         return None  # no room at this size: generate without a layout
-    plan = []
-    for obj in objects:
-        cx, cy, r = object_track(obj, frame, num_frames)
-        boxes = np.stack([(cx - r) / width, (cy - r) / height, (cx + r) / width, (cy + r) / height], axis=1)
-        clause = f"a {obj.colour} {obj.shape} {obj.motion} on a {parsed['background']} background"
-        plan.append((clause, boxes))
-    return plan
+    background = parsed["background"]
+    return [(f"a {obj.colour} {obj.shape} {obj.motion} on a {background} background", boxes) for obj, boxes in tracks]
 
 
 # ----------------------------------------------------------------------------------------
