@@ -97,6 +97,7 @@ def multiscale_sincos_table(
     temporal_interpolation_scale: float,
     device: torch.device | None = None,
     offset: tuple[int, int] = (0, 0),
+    stretch: tuple[float, float] = (1.0, 1.0),
 ) -> torch.Tensor:
     """The fixed 3D sine-cosine positions (frames * rows * cols, D) of a grid of coarse
     tokens, each covering ratio x ratio native patches, frame by frame, row by row.
@@ -107,11 +108,15 @@ def multiscale_sincos_table(
     patches, so the trunk sees one coordinate system at every scale: coarse token i sits at
     the centre of the native patches it covers, i * ratio + (ratio - 1) / 2. With ratio 1
     this is the native table exactly. `offset` (rows, columns), in native patches, moves the
-    grid's first token from (0, 0) there (training's position shift)."""
+    grid's first token from (0, 0) there (training's position shift); `stretch` (rows,
+    columns) multiplies the positions (below 1: a side interpolated into fewer positions,
+    `position_grid`)."""
     centre = (ratio - 1) / 2
     row_offset, col_offset = offset
+    row_stretch, col_stretch = stretch
     cols_at = torch.arange(cols, device=device, dtype=torch.float32) * ratio + centre + col_offset  # native columns
     rows_at = torch.arange(rows, device=device, dtype=torch.float32) * ratio + centre + row_offset
+    cols_at, rows_at = cols_at * col_stretch, rows_at * row_stretch
     grid = torch.stack(torch.meshgrid(cols_at, rows_at, indexing="xy"))  # (2, rows, cols): column, row
     grid = grid / spatial_interpolation_scale
     # (rows*cols, 3D/4): the column's channels, then the row's
@@ -268,6 +273,10 @@ class KumoTransformer3DModel(ModelMixin, AttentionMixin, ConfigMixin, PeftAdapte
         # A learned position table (max_text_seq_length, D) added to the projected text tokens,
         # initialised to a 1D sine-cosine table times text_position_scale. Original checkpoints lack it.
         text_positions: bool = False, text_position_scale: float = 1.0,
+        # Native patches a side the positions stay within: a longer side's positions are interpolated
+        # into it (Position Interpolation, Chen et al. 2023, per spatial axis), so a frame wider than the
+        # grid the model was trained on reuses trained positions. None (original checkpoints): extrapolated.
+        position_grid: int | None = None,
     ):
         # fmt: on
         super().__init__()
@@ -310,6 +319,8 @@ class KumoTransformer3DModel(ModelMixin, AttentionMixin, ConfigMixin, PeftAdapte
         )
 
         # Text positions: (1, L, D), added to the text tokens after the projection.
+        if position_grid is not None and not (isinstance(position_grid, int) and position_grid > 0):
+            raise ValueError(f"position_grid={position_grid!r} must be a positive whole number of patches (e.g. 8)")
         if not (isinstance(text_position_scale, (int, float)) and 0 < text_position_scale < math.inf):
             raise ValueError(f"text_position_scale={text_position_scale!r} must be a positive number (e.g. 1.0)")
         if text_positions:
@@ -439,7 +450,8 @@ class KumoTransformer3DModel(ModelMixin, AttentionMixin, ConfigMixin, PeftAdapte
             temb = temb + self.embed_motion(motion_score, batch, hidden_states)  # (B, time_embed_dim)
 
         text_len = encoder_hidden_states.shape[1]
-        if scale is None and not any(position_offset or ()):
+        stretch = self.position_stretch(hidden_states.shape[-2], hidden_states.shape[-1])
+        if scale is None and not any(position_offset or ()) and stretch == (1.0, 1.0):
             tokens = self.patch_embed(encoder_hidden_states, hidden_states)  # (B, L + N, D): diffusers' table
         else:
             tokens = self.embed_on_grid(encoder_hidden_states, hidden_states, scale, position_offset or (0, 0))
@@ -448,6 +460,14 @@ class KumoTransformer3DModel(ModelMixin, AttentionMixin, ConfigMixin, PeftAdapte
         if self.config.text_positions:
             text = text + self.text_pos_embed.to(dtype=text.dtype)
         return tokens[:, text_len:], text, temb
+
+    def position_stretch(self, height: int, width: int) -> tuple[float, float]:
+        """(rows, columns) factors on the positions of a latent of `height` x `width`: with
+        `position_grid` g, a side of n > g native patches is interpolated into g (g / n); else 1."""
+        grid, p = self.config.get("position_grid"), self.config.patch_size
+        if grid is None:
+            return (1.0, 1.0)
+        return tuple(grid / n if n > grid else 1.0 for n in (height // p, width // p))
 
     def embed_on_grid(
         self,
@@ -477,6 +497,7 @@ class KumoTransformer3DModel(ModelMixin, AttentionMixin, ConfigMixin, PeftAdapte
             c.temporal_interpolation_scale,
             device=vision.device,
             offset=offset,
+            stretch=self.position_stretch(h, w),
         )  # (F*(H/k)*(W/k), D)
         vision = vision + table.to(dtype=vision.dtype)
         return torch.cat([text, vision], dim=1).contiguous()
@@ -736,6 +757,18 @@ def expand_for_text_positions(model: KumoTransformer3DModel, scale: float | None
     state.update(model.state_dict())
     expanded.load_state_dict(state)
     return _placed_like(expanded, model.patch_embed.proj.weight)
+
+
+def with_position_grid(model: KumoTransformer3DModel, grid: int) -> KumoTransformer3DModel:
+    """A copy of a trained MADiT whose positions stay within `grid` native patches a side
+    (`position_grid`): the same weights (the key adds none), the same outputs at sizes within
+    the grid; longer sides read interpolated positions, which fine-tuning teaches. Returns
+    `model` itself when it has that grid already."""
+    if model.config.get("position_grid") == grid:
+        return model
+    rebuilt = _rebuilt_with(model, position_grid=grid)
+    rebuilt.load_state_dict(model.state_dict())
+    return _placed_like(rebuilt, model.patch_embed.proj.weight)
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -12,6 +12,7 @@ from kumovideo.models.transformer_kumo import (
     expand_for_frame_conditioning,
     expand_for_multiscale,
     expand_for_text_positions,
+    with_position_grid,
 )
 from kumovideo.pipelines.factory import build_text_encoder, build_transformer
 from kumovideo.pipelines.loading import load_pipeline_components, load_vae
@@ -42,6 +43,8 @@ def build_components(config: TrainConfig) -> dict:
         if config.transformer.get("text_positions"):  # a position table on the text tokens
             scale = config.transformer.get("text_position_scale")  # None: the model's default
             components["transformer"] = expand_for_text_positions(components["transformer"], scale)
+        if grid := config.transformer.get("position_grid"):  # longer sides' positions interpolated into it
+            components["transformer"] = with_position_grid(components["transformer"], grid)
         if config.lora:  # the transformer frozen, a trainable adapter in it
             from kumovideo.training.lora import add_lora_adapter
 
