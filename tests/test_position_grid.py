@@ -5,6 +5,9 @@ and original configs keep their outputs."""
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -75,3 +78,21 @@ def test_a_coarse_scale_reads_the_same_interpolated_positions():
 def test_a_position_grid_that_is_not_a_positive_whole_number_is_refused(grid):
     with pytest.raises(ValueError, match="position_grid=.* must be a positive whole number"):
         madit_from_preset("kumo-tiny", position_grid=grid)
+
+
+def test_the_probe_reads_the_long_side_of_wide_and_tall_frames():
+    """scripts/position_loss.py: the profile runs along the long side (columns of a wide latent,
+    rows of a tall one), per native patch, and compares the patches past the grid with as many
+    at the start."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+    from position_loss import long_side_profile, mirrored_ratio
+
+    wide = torch.ones(3, 16, 28)  # (N, h, w) of a 224x128 latent: 14 patches along w
+    wide[:, :, 16:] = 3.0  # the last 6 patches (12 latent columns) past an 8-patch grid
+    profile = long_side_profile(wide, 224, 128, patch=2)
+    assert profile.shape == (14,) and profile[:8].eq(1).all() and profile[8:].eq(3).all()
+    assert mirrored_ratio(profile, 8) == (1.0, 3.0, 3.0)
+
+    tall = wide.transpose(1, 2)  # a 128x224 latent: the same loss along its rows
+    torch.testing.assert_close(long_side_profile(tall, 128, 224, patch=2), profile)
+    assert mirrored_ratio(long_side_profile(torch.ones(2, 16, 16), 128, 128, patch=2), 8) is None
