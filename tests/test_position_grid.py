@@ -96,3 +96,20 @@ def test_the_probe_reads_the_long_side_of_wide_and_tall_frames():
     tall = wide.transpose(1, 2)  # a 128x224 latent: the same loss along its rows
     torch.testing.assert_close(long_side_profile(tall, 128, 224, patch=2), profile)
     assert mirrored_ratio(long_side_profile(torch.ones(2, 16, 16), 128, 128, patch=2), 8) is None
+
+
+def test_stretch_conditioning_starts_as_the_model_without_it_and_needs_a_grid():
+    gridded = with_position_grid(perturbed(madit_from_preset("kumo-tiny")), 4)
+    told = with_position_grid(gridded, 4, stretch_conditioning=True).eval()
+    assert told.config.stretch_conditioning and with_position_grid(told, 4) is told
+    wide = inputs(gridded, 8, 14)
+    with torch.no_grad():
+        torch.testing.assert_close(told(*wide).sample, gridded(*wide).sample, atol=0, rtol=0)  # zero last layer
+        for p in told.stretch_embedding.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+        square, stretched = inputs(gridded, 8, 8), inputs(gridded, 14, 8)
+        base = told.embed(*square)[2]  # the timestep embedding, told each frame's packing
+        assert (told.embed(*wide)[2] - base).abs().max() > 1e-4
+        assert (told.embed(*stretched)[2] - told.embed(*wide)[2]).abs().max() > 1e-4  # rows vs columns
+    with pytest.raises(ValueError, match="stretch_conditioning needs a position_grid"):
+        madit_from_preset("kumo-tiny", stretch_conditioning=True)

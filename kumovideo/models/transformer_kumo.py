@@ -277,6 +277,9 @@ class KumoTransformer3DModel(ModelMixin, AttentionMixin, ConfigMixin, PeftAdapte
         # into it (Position Interpolation, Chen et al. 2023, per spatial axis), so a frame wider than the
         # grid the model was trained on reuses trained positions. None (original checkpoints): extrapolated.
         position_grid: int | None = None,
+        # With position_grid: the (rows, columns) stretch of the positions, embedded like a timestep
+        # and added to the timestep embedding, so the blocks know how densely each side is packed.
+        stretch_conditioning: bool = False,
     ):
         # fmt: on
         super().__init__()
@@ -325,6 +328,12 @@ class KumoTransformer3DModel(ModelMixin, AttentionMixin, ConfigMixin, PeftAdapte
             raise ValueError(f"text_position_scale={text_position_scale!r} must be a positive number (e.g. 1.0)")
         if text_positions:
             self.text_pos_embed = nn.Parameter(torch.zeros(1, max_text_seq_length, inner_dim))
+
+        if stretch_conditioning:  # both sides' 1000 (1 - stretch) as sinusoids, side by side -> 2-layer MLP
+            if position_grid is None:
+                raise ValueError("stretch_conditioning needs a position_grid (the stretch it embeds)")
+            self.stretch_proj = Timesteps(inner_dim, flip_sin_to_cos, freq_shift)
+            self.stretch_embedding = TimestepEmbedding(2 * inner_dim, time_embed_dim, timestep_activation_fn)
 
         # Motion score: sinusoid -> 2-layer MLP, as the timestep; added to its embedding.
         if motion_conditioning:
@@ -402,6 +411,10 @@ class KumoTransformer3DModel(ModelMixin, AttentionMixin, ConfigMixin, PeftAdapte
             nn.init.normal_(self.motion_embedding.linear_1.weight, std=0.02)
             nn.init.zeros_(self.motion_embedding.linear_2.weight)
             nn.init.zeros_(self.motion_embedding.linear_2.bias)
+        if self.config.get("stretch_conditioning"):  # zero last layer: starts as the model without it
+            nn.init.normal_(self.stretch_embedding.linear_1.weight, std=0.02)
+            nn.init.zeros_(self.stretch_embedding.linear_2.weight)
+            nn.init.zeros_(self.stretch_embedding.linear_2.bias)
 
     def attention_modules(self) -> list[Attention]:
         return [m for m in self.modules() if isinstance(m, Attention)]
@@ -451,6 +464,10 @@ class KumoTransformer3DModel(ModelMixin, AttentionMixin, ConfigMixin, PeftAdapte
 
         text_len = encoder_hidden_states.shape[1]
         stretch = self.position_stretch(hidden_states.shape[-2], hidden_states.shape[-1])
+        if self.config.get("stretch_conditioning"):
+            packed = torch.tensor([1000 * (1 - v) for v in stretch], device=hidden_states.device)  # (2,)
+            s_emb = self.stretch_proj(packed).to(dtype=hidden_states.dtype).reshape(1, -1)  # (1, 2D)
+            temb = temb + self.stretch_embedding(s_emb)  # one frame size per call: the same for every row
         if scale is None and not any(position_offset or ()) and stretch == (1.0, 1.0):
             tokens = self.patch_embed(encoder_hidden_states, hidden_states)  # (B, L + N, D): diffusers' table
         else:
@@ -759,15 +776,20 @@ def expand_for_text_positions(model: KumoTransformer3DModel, scale: float | None
     return _placed_like(expanded, model.patch_embed.proj.weight)
 
 
-def with_position_grid(model: KumoTransformer3DModel, grid: int) -> KumoTransformer3DModel:
+def with_position_grid(
+    model: KumoTransformer3DModel, grid: int, stretch_conditioning: bool = False
+) -> KumoTransformer3DModel:
     """A copy of a trained MADiT whose positions stay within `grid` native patches a side
     (`position_grid`): the same weights (the key adds none), the same outputs at sizes within
     the grid; longer sides read interpolated positions, which fine-tuning teaches. Returns
     `model` itself when it has that grid already."""
-    if model.config.get("position_grid") == grid:
+    stretch = bool(stretch_conditioning) or bool(model.config.get("stretch_conditioning"))
+    if model.config.get("position_grid") == grid and stretch == bool(model.config.get("stretch_conditioning")):
         return model
-    rebuilt = _rebuilt_with(model, position_grid=grid)
-    rebuilt.load_state_dict(model.state_dict())
+    rebuilt = _rebuilt_with(model, position_grid=grid, stretch_conditioning=stretch)
+    state = rebuilt.state_dict()  # a new stretch embedding starts with its last layer zero
+    state.update(model.state_dict())
+    rebuilt.load_state_dict(state)
     return _placed_like(rebuilt, model.patch_embed.proj.weight)
 
 

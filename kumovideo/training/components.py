@@ -44,7 +44,8 @@ def build_components(config: TrainConfig) -> dict:
             scale = config.transformer.get("text_position_scale")  # None: the model's default
             components["transformer"] = expand_for_text_positions(components["transformer"], scale)
         if grid := config.transformer.get("position_grid"):  # longer sides' positions interpolated into it
-            components["transformer"] = with_position_grid(components["transformer"], grid)
+            stretch = bool(config.transformer.get("stretch_conditioning"))  # the packing told to the blocks
+            components["transformer"] = with_position_grid(components["transformer"], grid, stretch)
         if config.lora:  # the transformer frozen, a trainable adapter in it
             from kumovideo.training.lora import add_lora_adapter
 
