@@ -321,9 +321,11 @@ class KumoTransformer3DModel(ModelMixin, AttentionMixin, ConfigMixin, PeftAdapte
             [nn.Conv2d(embed_channels, inner_dim, kernel_size=k, stride=k, bias=True) for k in coarse_sizes]
         )
 
-        # Text positions: (1, L, D), added to the text tokens after the projection.
+        # Position grid: no parameters, a factor on the positions of longer sides (position_stretch).
         if position_grid is not None and not (isinstance(position_grid, int) and position_grid > 0):
             raise ValueError(f"position_grid={position_grid!r} must be a positive whole number of patches (e.g. 8)")
+
+        # Text positions: (1, L, D), added to the text tokens after the projection.
         if not (isinstance(text_position_scale, (int, float)) and 0 < text_position_scale < math.inf):
             raise ValueError(f"text_position_scale={text_position_scale!r} must be a positive number (e.g. 1.0)")
         if text_positions:
@@ -781,8 +783,10 @@ def with_position_grid(
 ) -> KumoTransformer3DModel:
     """A copy of a trained MADiT whose positions stay within `grid` native patches a side
     (`position_grid`): the same weights (the key adds none), the same outputs at sizes within
-    the grid; longer sides read interpolated positions, which fine-tuning teaches. Returns
-    `model` itself when it has that grid already."""
+    the grid; longer sides read interpolated positions, which fine-tuning teaches. With
+    `stretch_conditioning` it also gains the stretch embedding, its last layer zero, so the
+    copy's outputs are still the grid's alone until training moves it. Returns `model`
+    itself when it has both already."""
     stretch = bool(stretch_conditioning) or bool(model.config.get("stretch_conditioning"))
     if model.config.get("position_grid") == grid and stretch == bool(model.config.get("stretch_conditioning")):
         return model
