@@ -700,6 +700,8 @@ GOOD_STAGE = {"name": "s", "steps": 1, "size": 32, "num_frames": 9, "batch_size"
         ("dit", {"extra": {}}, ["needs a trained VAE", "set `vae:`"]),
         ("dit", {"extra": {"vea": "v"}}, ["unknown key(s) extra.vea", "vae, transformer"]),
         ("dit", {"transformer": {"layers": 2}}, ["transformer has unknown key(s) layers", "num_layers"]),
+        ("dit", {"transformer": {"position_grid": 0}}, ["transformer position_grid=0", "positive whole number"]),
+        ("dit", {"transformer": {"stretch_conditioning": True}}, ["stretch_conditioning needs a position_grid"]),
         ("dit", {"sampling_defaults": {"fps": 0}}, ["sampling_defaults.fps=0", "frames per second >= 1"]),
         ("dit", {"sampling_defaults": {"lowercase_prompts": 1}}, ["sampling_defaults.lowercase_prompts=1", "true or"]),
         ("dit", {"sampling_defaults": {"steps": 4}}, ["sampling_defaults has unknown key(s) steps", "fps"]),
@@ -835,3 +837,25 @@ def test_train_config_file_errors_exit_2_with_one_line(tmp_path, capsys):
     assert_one_line_error(capsys, "has no .safetensors weights")
     assert not (tmp_path / "e").exists()
     assert not (tmp_path / "o").exists() and not (tmp_path / "c").exists()  # nothing started
+
+
+def test_a_fine_tune_gains_the_position_grid_its_config_names_and_refuses_a_bad_one(dit_run):
+    """`transformer: {position_grid: G, stretch_conditioning: true}` over an init_from folder
+    rebuilds its MADiT with them; a grid of 0 or a stretch without any grid is refused, never
+    silently left out."""
+    import dataclasses
+
+    from kumovideo.training.components import build_components
+
+    folder = str(Path(dit_run.output_dir) / "pipeline")
+    tuned = dataclasses.replace(
+        dit_run, init_from=folder, transformer={"position_grid": 8, "stretch_conditioning": True}
+    )
+    config = build_components(tuned)["transformer"].config
+    assert config.position_grid == 8 and config.stretch_conditioning
+    for bad, message in (
+        ({"position_grid": 0}, "position_grid=0"),
+        ({"stretch_conditioning": True}, "needs a position_grid"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            build_components(dataclasses.replace(dit_run, init_from=folder, transformer=bad))

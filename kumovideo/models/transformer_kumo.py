@@ -133,6 +133,15 @@ def multiscale_sincos_table(
     return table.flatten(0, 1)
 
 
+def check_position_grid(position_grid, stretch_conditioning) -> None:
+    """The rule for `position_grid` and `stretch_conditioning` (the constructor's, and a training
+    config's before any work): a grid is a positive whole number of patches; a stretch needs one."""
+    if position_grid is not None and not (isinstance(position_grid, int) and position_grid > 0):
+        raise ValueError(f"position_grid={position_grid!r} must be a positive whole number of patches (e.g. 8)")
+    if stretch_conditioning and position_grid is None:
+        raise ValueError("stretch_conditioning needs a position_grid (the stretch it embeds)")
+
+
 def text_position_table(length: int, dim: int) -> torch.Tensor:
     """(1, length, dim): the 1D sine-cosine positions of the text tokens (diffusers' helper,
     as the vision tokens' temporal part), the start of a `text_positions` model's table."""
@@ -322,8 +331,7 @@ class KumoTransformer3DModel(ModelMixin, AttentionMixin, ConfigMixin, PeftAdapte
         )
 
         # Position grid: no parameters, a factor on the positions of longer sides (position_stretch).
-        if position_grid is not None and not (isinstance(position_grid, int) and position_grid > 0):
-            raise ValueError(f"position_grid={position_grid!r} must be a positive whole number of patches (e.g. 8)")
+        check_position_grid(position_grid, stretch_conditioning)
 
         # Text positions: (1, L, D), added to the text tokens after the projection.
         if not (isinstance(text_position_scale, (int, float)) and 0 < text_position_scale < math.inf):
@@ -332,8 +340,6 @@ class KumoTransformer3DModel(ModelMixin, AttentionMixin, ConfigMixin, PeftAdapte
             self.text_pos_embed = nn.Parameter(torch.zeros(1, max_text_seq_length, inner_dim))
 
         if stretch_conditioning:  # both sides' 1000 (1 - stretch) as sinusoids, side by side -> 2-layer MLP
-            if position_grid is None:
-                raise ValueError("stretch_conditioning needs a position_grid (the stretch it embeds)")
             self.stretch_proj = Timesteps(inner_dim, flip_sin_to_cos, freq_shift)
             self.stretch_embedding = TimestepEmbedding(2 * inner_dim, time_embed_dim, timestep_activation_fn)
 

@@ -43,9 +43,12 @@ def build_components(config: TrainConfig) -> dict:
         if config.transformer.get("text_positions"):  # a position table on the text tokens
             scale = config.transformer.get("text_position_scale")  # None: the model's default
             components["transformer"] = expand_for_text_positions(components["transformer"], scale)
-        if grid := config.transformer.get("position_grid"):  # longer sides' positions interpolated into it
-            stretch = bool(config.transformer.get("stretch_conditioning"))  # the packing told to the blocks
-            components["transformer"] = with_position_grid(components["transformer"], grid, stretch)
+        grid = config.transformer.get("position_grid")  # longer sides' positions interpolated into it
+        stretch = bool(config.transformer.get("stretch_conditioning"))  # the packing told to the blocks
+        if grid is not None or stretch:  # a bad value (0, no grid for the stretch) is refused, not skipped
+            model = components["transformer"]
+            grid = model.config.get("position_grid") if grid is None else grid  # the grid it has already
+            components["transformer"] = with_position_grid(model, grid, stretch)
         if config.lora:  # the transformer frozen, a trainable adapter in it
             from kumovideo.training.lora import add_lora_adapter
 

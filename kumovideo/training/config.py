@@ -407,6 +407,13 @@ def _check_mappings(config: TrainConfig, where: str) -> None:
         what, admits = _sampling_settings()[key]
         if not admits(value):
             raise KumoInputError(f"{where}: sampling_defaults.{key}={value!r} must be {what}")
+    from kumovideo.models.transformer_kumo import check_position_grid
+
+    try:  # an init_from model may bring the grid a stretch needs: that is checked when it loads
+        grid = config.transformer.get("position_grid")
+        check_position_grid(grid, config.transformer.get("stretch_conditioning") and not config.init_from)
+    except ValueError as exc:
+        raise KumoInputError(f"{where}: transformer {exc}") from None
 
 
 def _check_conditioning(config: TrainConfig, where: str) -> None:
